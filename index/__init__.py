@@ -1,0 +1,33 @@
+"""Per-attribute vector indexes for the catalogue: numpy + faiss only (never torch).
+
+``CatalogueIndex`` is the entry point::
+
+    cat = CatalogueIndex.create(["colour", "sleeve"], dim=128, fingerprint=model_fingerprint)
+    cat.add(ids, vectors, metadata)            # vectors: float32 [n, n_attributes, dim]
+    hits = cat.search(q, "colour", k=10, filters={"category": ["dress", "skirt"]})
+    cat.save("var/index")
+    cat = CatalogueIndex.load("var/index", expected_fingerprint=model_fingerprint)
+"""
+
+from .attribute_index import AttributeIndex, SearchKnobs
+from .catalogue import CatalogueIndex, Item, RemoveResult, SearchResult
+from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue
+from .ids import MAX_ID_LENGTH, validate_id
+from .store import FORMAT_VERSION, read_manifest
+
+__all__ = [
+    "AttributeIndex",
+    "CatalogueError",
+    "CatalogueIndex",
+    "FORMAT_VERSION",
+    "FingerprintMismatch",
+    "IndexFormatError",
+    "Item",
+    "MAX_ID_LENGTH",
+    "ReadOnlyCatalogue",
+    "RemoveResult",
+    "SearchKnobs",
+    "SearchResult",
+    "read_manifest",
+    "validate_id",
+]

@@ -1,0 +1,283 @@
+"""One attribute's vectors: a FAISS inner-product index addressed by int64 keys.
+
+Supported factory families (``faiss.index_factory`` strings, metric inner product):
+
+- ``"Flat"``: exact search; wrapped in ``IndexIDMap2`` (keys, reconstruction, removal).
+- ``"HNSW<M>[,Flat|SQ8|PQ..]"``: wrapped in ``IndexIDMap2``; HNSW cannot remove vectors, so
+  removed keys become tombstones excluded at search time by an ``IDSelector`` until
+  ``compact()`` rebuilds the graph.
+- ``"IVF<nlist>,Flat|SQ8|PQ<m>"`` (optionally behind ``OPQ``/``PCA``): keys stored natively,
+  a hash-table direct map makes vectors reconstructable and removable by key.
+
+Filtered searches take the set of allowed keys and pass it to FAISS as an ``IDSelector``
+(pre-filtering inside the index scan, never post-filtering a short list). Approximate indexes
+can miss matches when the allowed set is a small part of the catalogue (the graph or the
+probed lists hold too few of them), so allowed sets of at most ``exact_filter_max`` keys are
+searched exactly over just those keys' stored vectors instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+EXACT_FILTER_MAX = 20_000
+_SUPPORTED = "'Flat', 'HNSW32' (or 'HNSW32,SQ8', ...), 'IVF1024,Flat', 'IVF1024,PQ16', 'OPQ16,IVF1024,PQ16'"
+
+
+@dataclass(frozen=True)
+class SearchKnobs:
+    """Accuracy/speed knobs of approximate indexes (None where they do not apply)."""
+
+    efSearch: int | None = None
+    nprobe: int | None = None
+
+
+def _core(index: faiss.Index) -> faiss.Index:
+    """The index doing the work, under any IndexIDMap2 / IndexPreTransform wrappers.
+
+    The result does not own its memory: keep ``index`` alive while using it."""
+    node = faiss.downcast_index(index)
+    while isinstance(node, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+        node = faiss.downcast_index(node.index)
+    return node
+
+
+def _kind(core: faiss.Index, factory: str) -> str:
+    if isinstance(core, faiss.IndexIVF):
+        return "ivf"
+    if isinstance(core, faiss.IndexHNSW):
+        return "hnsw"
+    if isinstance(core, faiss.IndexFlat):
+        return "flat"
+    raise ValueError(f"unsupported FAISS factory {factory!r} ({type(core).__name__}); use one of {_SUPPORTED}")
+
+
+def _build(dim: int, factory: str) -> faiss.Index:
+    """An empty index for ``factory``, wrapped so that it is addressed by int64 keys."""
+    try:
+        base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise ValueError(f"invalid FAISS factory string {factory!r}: {detail}") from None
+    core = _core(base)
+    if _kind(core, factory) == "ivf":
+        core.set_direct_map_type(faiss.DirectMap.Hashtable)
+        return base
+    if isinstance(base, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        raise ValueError(f"factory {factory!r}: leave out 'IDMap'; keys are managed by this package")
+    return faiss.IndexIDMap2(base)
+
+
+def _min_training_points(index: faiss.Index) -> int:
+    """Fewest vectors FAISS accepts to train ``index`` (0 when it needs no training)."""
+    if index.is_trained:
+        return 0
+    need = 1
+    node = faiss.downcast_index(index)
+    while node is not None:
+        if isinstance(node, faiss.IndexIVF):
+            need = max(need, node.nlist)
+        pq = getattr(node, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            need = max(need, pq.ksub)
+        inner = getattr(node, "index", None) or getattr(node, "storage", None)
+        node = faiss.downcast_index(inner) if isinstance(inner, faiss.Index) else None
+    return need
+
+
+def _bitmap_selector(keys: np.ndarray) -> faiss.IDSelector:
+    """An IDSelectorBitmap over keys ``[m]`` (keys are small dense counters, so this is compact)."""
+    mask = np.zeros(int(keys.max()) + 1, dtype=bool)
+    mask[keys] = True
+    return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+
+
+def _empty_result(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
+class AttributeIndex:
+    """Vectors ``[dim]`` of one attribute, keyed by int64; not thread-safe on its own."""
+
+    def __init__(self, index: faiss.Index, factory: str, tombstones: np.ndarray | None = None) -> None:
+        self.factory = factory
+        self._attach(index)
+        self._tombstones = np.unique(np.asarray(tombstones if tombstones is not None else [], np.int64))
+        self.exact_filter_max = EXACT_FILTER_MAX
+
+    def _attach(self, index: faiss.Index) -> None:
+        self._index = index
+        self._core = _core(index)
+        self.kind = _kind(self._core, self.factory)
+        # exact = plain flat scan in the original space (no PCA/OPQ transform in front)
+        self.exact = self.kind == "flat" and isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
+        self.supports_remove = self.kind in ("flat", "ivf")
+
+    @classmethod
+    def create(cls, dim: int, factory: str = "Flat") -> AttributeIndex:
+        return cls(_build(dim, factory), factory)
+
+    @classmethod
+    def read(cls, path: Path, dim: int, factory: str, tombstones: np.ndarray, mmap: bool = False) -> AttributeIndex:
+        """Load from ``path``; ``mmap`` maps the vectors read-only (the index must then never be
+        written: FAISS aborts the process on a write to a mapped index)."""
+        flags = 0
+        if mmap:  # IVF maps its inverted lists, the others their flat code arrays
+            empty = _build(dim, factory)
+            is_ivf = _kind(_core(empty), factory) == "ivf"
+            flags = faiss.IO_FLAG_MMAP if is_ivf else faiss.IO_FLAG_MMAP_IFC
+        index = cls(faiss.read_index(str(path), flags), factory, tombstones)
+        if index.dim != dim:
+            raise ValueError(f"{path} holds {index.dim}-d vectors, expected {dim}")
+        return index
+
+    def write(self, path: Path) -> None:
+        faiss.write_index(self._index, str(path))
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def min_training_points(self) -> int:
+        return _min_training_points(self._index)
+
+    @property
+    def tombstones(self) -> np.ndarray:
+        """Removed keys ``[t]`` still inside an HNSW graph (empty for other kinds)."""
+        return self._tombstones
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal) - len(self._tombstones)
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train on ``vectors`` ``[n, dim]``; ValueError if there are too few."""
+        need = self.min_training_points
+        if len(vectors) < need:
+            raise ValueError(
+                f"index {self.factory!r} must be trained before use: the first batch added needs "
+                f"at least {need} items (FAISS recommends ~{39 * need}), got {len(vectors)}; "
+                f"add a larger first batch or use 'Flat' for a small catalogue"
+            )
+        try:
+            self._index.train(vectors)
+        except RuntimeError as exc:
+            detail = str(exc).strip().splitlines()[-1]
+            raise ValueError(f"training index {self.factory!r} on {len(vectors)} items failed: {detail}") from None
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors ``[n, dim]`` under new keys ``[n]``."""
+        assert self.is_trained, "train() before add()"
+        self._index.add_with_ids(vectors, keys)
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Remove keys ``[n]`` (all present): natively, or as tombstones for HNSW."""
+        if self.kind == "ivf":  # the hash-table direct map only accepts an IDSelectorArray
+            removed = self._index.remove_ids(faiss.IDSelectorArray(keys))
+        elif self.kind == "flat":
+            removed = self._index.remove_ids(faiss.IDSelectorBatch(keys))
+        else:
+            self._tombstones = np.union1d(self._tombstones, keys)
+            return
+        assert removed == len(keys), (removed, len(keys))
+
+    def reconstruct(self, keys: np.ndarray) -> np.ndarray:
+        """Stored vectors ``[n, dim]`` of live keys ``[n]`` (decoded, so approximate for PQ/SQ)."""
+        return self._index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
+
+    def live_keys(self) -> np.ndarray:
+        """Every live key ``[n]`` (IDMap-wrapped kinds only)."""
+        assert self.kind != "ivf"
+        return np.setdiff1d(faiss.vector_to_array(self._index.id_map), self._tombstones)
+
+    def compact(self) -> int:
+        """Rebuild without tombstoned vectors; returns how many were purged."""
+        purged = len(self._tombstones)
+        if not purged:
+            return 0
+        keys = self.live_keys()
+        vectors = self.reconstruct(keys)
+        rebuilt = _build(self.dim, self.factory)
+        if not rebuilt.is_trained:  # train on everything stored, removed items included
+            rebuilt.train(self.reconstruct(faiss.vector_to_array(self._index.id_map)))
+        if len(keys):
+            rebuilt.add_with_ids(vectors, keys)
+        knobs = self.knobs()
+        self._attach(rebuilt)
+        self._tombstones = np.empty(0, dtype=np.int64)
+        self.set_knobs(knobs)
+        return purged
+
+    def knobs(self) -> SearchKnobs:
+        if self.kind == "hnsw":
+            return SearchKnobs(efSearch=int(self._core.hnsw.efSearch))
+        if self.kind == "ivf":
+            return SearchKnobs(nprobe=int(self._core.nprobe))
+        return SearchKnobs()
+
+    def set_knobs(self, knobs: SearchKnobs) -> None:
+        """Set efSearch (HNSW) / nprobe (IVF); ValueError for a knob this kind lacks."""
+        for name, kind in (("efSearch", "hnsw"), ("nprobe", "ivf")):
+            value = getattr(knobs, name)
+            if value is None:
+                continue
+            if self.kind != kind:
+                raise ValueError(f"{name} applies to {kind.upper()} indexes, not to {self.factory!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if knobs.efSearch is not None:
+            self._core.hnsw.efSearch = knobs.efSearch
+        if knobs.nprobe is not None:
+            self._core.nprobe = min(knobs.nprobe, self._core.nlist)
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, excluded: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by inner product for queries ``[n, dim]``: scores ``[n, k]``, keys ``[n, k]``.
+
+        ``allowed`` (keys ``[m]``, None = all) restricts the search; ``excluded`` keys and
+        tombstones are never returned. Missing results are key -1, score -inf.
+        """
+        blocked = self._tombstones
+        if excluded is not None and len(excluded):
+            blocked = np.union1d(blocked, excluded)
+        selector: faiss.IDSelector | None = None
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, blocked) if len(blocked) else allowed
+            if not len(allowed):
+                return _empty_result(len(queries), k)
+            if not self.exact and len(allowed) <= self.exact_filter_max:
+                return self._search_subset(queries, k, allowed)
+            selector = _bitmap_selector(allowed)
+        elif len(blocked):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
+        return self._index.search(queries, k, params=self._params(selector))
+
+    def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+        """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=int(self._core.hnsw.efSearch))
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=int(self._core.nprobe))
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _search_subset(self, queries: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` among the stored vectors of ``keys`` only."""
+        top = min(k, len(keys))
+        scores, positions = faiss.knn(queries, self.reconstruct(keys), top, metric=faiss.METRIC_INNER_PRODUCT)
+        out_scores, out_keys = _empty_result(len(queries), k)
+        out_scores[:, :top] = scores
+        out_keys[:, :top] = np.where(positions >= 0, keys[np.maximum(positions, 0)], -1)
+        return out_scores, out_keys

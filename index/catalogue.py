@@ -1,0 +1,305 @@
+"""The public face of the index package: a catalogue of items searchable per attribute.
+
+Each item has a string id, metadata (a JSON object) and one L2-normalised vector per attribute.
+Every attribute has its own FAISS index; all of them share the item's int64 key. Searches run
+in parallel (shared lock); add, upsert, remove and compaction are serialised (exclusive lock).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .attribute_index import AttributeIndex, SearchKnobs
+from .errors import ReadOnlyCatalogue
+from .ids import IdMap, validate_id
+from .metadata import FilterValue, MetadataStore, check_metadata
+from .rwlock import RWLock
+from .store import Snapshot, load_snapshot, save_snapshot
+from .validation import check_item_vectors, check_k, check_queries
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit: the item's id, its inner-product score with the query, its metadata."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """Ids that were removed, and requested ids that were not in the catalogue."""
+
+    removed: list[str]
+    unknown: list[str]
+
+
+def _check_ids(ids: Sequence[str]) -> list[str]:
+    if isinstance(ids, str):
+        raise TypeError("pass a sequence of ids, not a single str")
+    checked = [validate_id(item_id) for item_id in ids]
+    if len(set(checked)) != len(checked):
+        dupes = sorted(i for i, n in Counter(checked).items() if n > 1)
+        raise ValueError(f"duplicate ids in one batch: {dupes[:5]}")
+    return checked
+
+
+class CatalogueIndex:
+    """Per-attribute vector indexes + ids + metadata; see ``create`` and ``load``."""
+
+    def __init__(self, snapshot: Snapshot, read_only: bool = False) -> None:
+        """Use ``create`` or ``load``."""
+        self._info = {k: v for k, v in snapshot.info.items() if k != "search_params"}
+        self._ids = snapshot.ids
+        self._metadata = snapshot.metadata
+        self._indexes = snapshot.indexes
+        self._read_only = read_only
+        self._lock = RWLock()
+        self._save_lock = threading.Lock()
+        exact_filter_max = snapshot.info.get("search_params", {}).get("exact_filter_max")
+        for index in self._indexes:  # efSearch / nprobe travel inside the FAISS files
+            if exact_filter_max is not None:
+                index.exact_filter_max = int(exact_filter_max)
+
+    @classmethod
+    def create(cls, attributes: Sequence[str], dim: int, fingerprint: str, factory: str = "Flat") -> CatalogueIndex:
+        """An empty catalogue of ``dim``-d vectors for ``attributes``, built by the model
+        identified by ``fingerprint``; ``factory`` is a FAISS factory string (default exact)."""
+        attributes = list(attributes)
+        if not attributes or any(not isinstance(a, str) or not a for a in attributes):
+            raise ValueError(f"attributes must be a non-empty list of non-empty names, got {attributes!r}")
+        if len(set(attributes)) != len(attributes):
+            raise ValueError(f"attribute names must be unique, got {attributes!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if not isinstance(fingerprint, str) or not fingerprint:
+            raise ValueError("fingerprint must be a non-empty string identifying the model")
+        indexes = [AttributeIndex.create(dim, factory) for _ in attributes]
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        info = {"fingerprint": fingerprint, "dim": dim, "attributes": attributes, "factory": factory, "created_at": now}
+        return cls(Snapshot(info, IdMap(), MetadataStore(), indexes))
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False
+    ) -> CatalogueIndex:
+        """Load the last committed save. FingerprintMismatch if it was built by another model;
+        ``mmap=True`` maps vectors from disk and makes the catalogue read-only."""
+        snapshot, _ = load_snapshot(directory, expected_fingerprint, mmap)
+        return cls(snapshot, read_only=mmap)
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def attributes(self) -> list[str]:
+        return list(self._info["attributes"])
+
+    @property
+    def dim(self) -> int:
+        return int(self._info["dim"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._info["fingerprint"])
+
+    @property
+    def factory(self) -> str:
+        return str(self._info["factory"])
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._ids
+
+    def __repr__(self) -> str:
+        return f"CatalogueIndex({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
+
+    def ids(self) -> list[str]:
+        """All item ids, oldest first."""
+        with self._lock.read():
+            return list(self._ids)
+
+    def get(self, item_id: str) -> Item:
+        with self._lock.read():
+            return Item(item_id, dict(self._metadata.get(self._ids.key(item_id))))
+
+    def vector(self, item_id: str, attribute: str) -> np.ndarray:
+        """The stored vector ``[dim]`` of one item for one attribute."""
+        index = self._index(attribute)
+        with self._lock.read():
+            return index.reconstruct(np.array([self._ids.key(item_id)]))[0]
+
+    def _index(self, attribute: str) -> AttributeIndex:
+        try:
+            return self._indexes[self._info["attributes"].index(attribute)]
+        except ValueError:
+            raise KeyError(f"unknown attribute {attribute!r}; known attributes: {self.attributes}") from None
+
+    # -- writes --------------------------------------------------------------------------
+    def add(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add new items: vectors ``[n, n_attributes, dim]``; ValueError if an id is present."""
+        self._write_items(ids, vectors, metadata, replace=False)
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Add or replace items (vectors ``[n, n_attributes, dim]``). With ``metadata=None``
+        replaced items keep their metadata and new ones get ``{}``."""
+        self._write_items(ids, vectors, metadata, replace=True)
+
+    def _write_items(
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None, replace: bool
+    ) -> None:
+        checked_ids = _check_ids(ids)
+        batch = check_item_vectors(vectors, len(checked_ids), len(self._indexes), self.dim)
+        metas = None if metadata is None else [check_metadata(m) for m in metadata]
+        if metas is not None and len(metas) != len(checked_ids):
+            raise ValueError(f"got {len(metas)} metadata entries for {len(checked_ids)} ids")
+        with self._lock.write():
+            self._check_writable()
+            present = [i for i in checked_ids if i in self._ids]
+            if present and not replace:
+                raise ValueError(f"{len(present)} ids already in the catalogue (use upsert to replace): {present[:5]}")
+            if not checked_ids:
+                return
+            for a, index in enumerate(self._indexes):
+                if not index.is_trained:
+                    index.train(np.ascontiguousarray(batch[:, a]))
+            if metas is None:
+                old = {i: self._metadata.get(self._ids.key(i)) for i in present}
+                metas = [old.get(i, {}) for i in checked_ids]
+            self._remove_present(present)
+            keys = np.array([self._ids.assign(i) for i in checked_ids], dtype=np.int64)
+            for a, index in enumerate(self._indexes):
+                index.add(keys, np.ascontiguousarray(batch[:, a]))
+            for key, meta in zip(keys.tolist(), metas):
+                self._metadata.put(key, meta)
+
+    def remove(self, ids: Sequence[str]) -> RemoveResult:
+        """Remove items without a rebuild; ids not in the catalogue are reported as unknown."""
+        requested = list(dict.fromkeys(validate_id(i) for i in ([ids] if isinstance(ids, str) else ids)))
+        with self._lock.write():
+            self._check_writable()
+            present = [i for i in requested if i in self._ids]
+            self._remove_present(present)
+        return RemoveResult(present, [i for i in requested if i not in set(present)])
+
+    def _remove_present(self, item_ids: list[str]) -> None:
+        """Caller holds the write lock; every id is present. Their keys are retired."""
+        if not item_ids:
+            return
+        keys = np.array([self._ids.release(i) for i in item_ids], dtype=np.int64)
+        for index in self._indexes:
+            index.remove(keys)
+        for key in keys.tolist():
+            self._metadata.drop(key)
+
+    def compact(self) -> int:
+        """Rebuild indexes that keep removed vectors as tombstones (HNSW); returns how many
+        removed vectors were purged per attribute."""
+        with self._lock.write():
+            self._check_writable()
+            return max((index.compact() for index in self._indexes), default=0)
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyCatalogue("this catalogue was loaded with mmap=True and is read-only; load it without mmap to modify it")
+
+    # -- search --------------------------------------------------------------------------
+    def set_search_params(
+        self, *, efSearch: int | None = None, nprobe: int | None = None, exact_filter_max: int | None = None
+    ) -> None:
+        """Set HNSW ``efSearch`` / IVF ``nprobe`` (ValueError where they do not apply), and
+        ``exact_filter_max``: approximate indexes answer filtered searches whose filter
+        matches at most this many items exactly, over just those items (default 20000)."""
+        knobs = SearchKnobs(efSearch=efSearch, nprobe=nprobe)
+        if exact_filter_max is not None and (isinstance(exact_filter_max, bool) or not isinstance(exact_filter_max, int) or exact_filter_max < 0):
+            raise ValueError(f"exact_filter_max must be a non-negative integer, got {exact_filter_max!r}")
+        with self._lock.write():
+            for index in self._indexes:
+                index.set_knobs(knobs)
+                if exact_filter_max is not None:
+                    index.exact_filter_max = exact_filter_max
+
+    def search_params(self) -> dict[str, int]:
+        """Current knobs, e.g. ``{"efSearch": 64, "exact_filter_max": 20000}``."""
+        knobs = {k: v for k, v in asdict(self._indexes[0].knobs()).items() if v is not None}
+        return {**knobs, "exact_filter_max": self._indexes[0].exact_filter_max}
+
+    def search(
+        self,
+        query: np.ndarray,
+        attribute: str,
+        k: int,
+        filters: Mapping[str, FilterValue] | None = None,
+        exclude: Sequence[str] = (),
+    ) -> list[SearchResult] | list[list[SearchResult]]:
+        """Top ``k`` items by inner product with ``query`` ``[dim]`` (a list of results) or
+        ``[n, dim]`` (a list of n lists), best first.
+
+        ``filters`` ``{field: value | [values]}`` restricts candidates to items whose metadata
+        matches every field (inside the FAISS scan); ``exclude`` ids are never returned.
+        """
+        batch, single = check_queries(query, self.dim)
+        k = check_k(k)
+        index = self._index(attribute)
+        if filters is not None and not isinstance(filters, Mapping):
+            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        with self._lock.read():
+            allowed = self._metadata.match(filters) if filters else None
+            top = min(k, len(self._ids) if allowed is None else len(allowed))
+            if top == 0:
+                results: list[list[SearchResult]] = [[] for _ in range(len(batch))]
+            else:
+                scores, keys = index.search(batch, top, allowed, self._ids.keys_of(exclude))
+                results = [self._results(s, ks) for s, ks in zip(scores, keys)]
+        return results[0] if single else results
+
+    def _results(self, scores: np.ndarray, keys: np.ndarray) -> list[SearchResult]:
+        return [
+            SearchResult(self._ids.id_of(key), float(score), dict(self._metadata.get(key)))
+            for score, key in zip(scores.tolist(), keys.tolist())
+            if key >= 0
+        ]
+
+    def score_ids(self, query: np.ndarray, attribute: str, ids: Sequence[str]) -> dict[str, float]:
+        """Exact inner products of ``query`` ``[dim]`` with the stored vectors of ``ids`` (for
+        re-ranking a short list); KeyError if an id is not in the catalogue."""
+        batch, single = check_queries(query, self.dim)
+        if not single:
+            raise ValueError(f"score_ids takes one query of shape [{self.dim}]")
+        index = self._index(attribute)
+        wanted = list(dict.fromkeys(ids))
+        with self._lock.read():
+            unknown = [i for i in wanted if i not in self._ids]
+            if unknown:
+                raise KeyError(f"unknown item ids: {unknown[:5]}")
+            vectors = index.reconstruct(np.array([self._ids.key(i) for i in wanted], dtype=np.int64))
+        return dict(zip(wanted, (vectors @ batch[0]).tolist()))
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Commit the catalogue atomically under ``directory``; returns the version written.
+        Searches continue during a save; writes wait for it."""
+        with self._save_lock, self._lock.read():
+            info = {**self._info, "search_params": self.search_params()}
+            return save_snapshot(directory, Snapshot(info, self._ids, self._metadata, self._indexes))

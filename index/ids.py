@@ -1,0 +1,104 @@
+"""Stable mapping between the catalogue's string ids and FAISS int64 keys.
+
+Keys are handed out by a counter that only grows, so a key that belonged to a removed (or
+replaced) item is never given to another item: a stale key can never point at the wrong item.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+MAX_ID_LENGTH = 512
+
+
+def validate_id(item_id: object) -> str:
+    """Return ``item_id`` if it is a usable item id, else raise saying why."""
+    if not isinstance(item_id, str):
+        raise TypeError(f"item ids must be str, got {type(item_id).__name__}: {item_id!r}")
+    if not item_id:
+        raise ValueError("item id must not be empty")
+    if len(item_id) > MAX_ID_LENGTH:
+        raise ValueError(
+            f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: "
+            f"{item_id[:40]!r}..."
+        )
+    for position, char in enumerate(item_id):
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise ValueError(
+                f"item id {item_id!r} contains a control character ({char!r} at position "
+                f"{position}); NUL, newlines, tabs and other control characters are not allowed"
+            )
+    return item_id
+
+
+class IdMap:
+    """Two-way map ``str id <-> int64 key`` with a never-decreasing key counter."""
+
+    def __init__(self, pairs: Iterable[tuple[str, int]] = (), next_key: int = 0) -> None:
+        self._key_of: dict[str, int] = {}
+        self._id_of: dict[int, str] = {}
+        for item_id, key in pairs:
+            self._key_of[item_id] = int(key)
+            self._id_of[int(key)] = item_id
+        if len(self._id_of) != len(self._key_of):
+            raise ValueError("id map has duplicate keys")
+        self._next = max(int(next_key), max(self._id_of, default=-1) + 1)
+
+    def __len__(self) -> int:
+        return len(self._key_of)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._key_of
+
+    def __iter__(self) -> Iterator[str]:
+        """Ids in the order their current keys were assigned."""
+        return iter(sorted(self._key_of, key=self._key_of.__getitem__))
+
+    @property
+    def next_key(self) -> int:
+        """The key the next new item will get (one more than any key ever handed out)."""
+        return self._next
+
+    def assign(self, item_id: str) -> int:
+        """Give ``item_id`` (not currently mapped) a fresh key and return it."""
+        assert item_id not in self._key_of, item_id
+        key = self._next
+        self._next += 1
+        self._key_of[item_id] = key
+        self._id_of[key] = item_id
+        return key
+
+    def release(self, item_id: str) -> int:
+        """Forget ``item_id`` and return its key; the key is retired, never reused."""
+        key = self._key_of.pop(item_id)
+        del self._id_of[key]
+        return key
+
+    def key(self, item_id: str) -> int:
+        """The key of ``item_id``; KeyError if it is not in the catalogue."""
+        try:
+            return self._key_of[item_id]
+        except KeyError:
+            raise KeyError(f"unknown item id {item_id!r}") from None
+
+    def get_key(self, item_id: str) -> int | None:
+        return self._key_of.get(item_id)
+
+    def keys_of(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Keys ``[n]`` int64 of ids that are present; unknown ids are skipped."""
+        keys = [self._key_of[i] for i in item_ids if i in self._key_of]
+        return np.asarray(keys, dtype=np.int64)
+
+    def id_of(self, key: int) -> str:
+        return self._id_of[int(key)]
+
+    def all_keys(self) -> np.ndarray:
+        """Every live key ``[n]`` int64, ascending."""
+        return np.fromiter(sorted(self._id_of), dtype=np.int64, count=len(self._id_of))
+
+    def pairs(self) -> list[tuple[str, int]]:
+        """``(id, key)`` pairs in key order, for persistence."""
+        return sorted(self._key_of.items(), key=lambda pair: pair[1])

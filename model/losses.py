@@ -1,0 +1,25 @@
+"""Losses of ASEN++: the triplet ranking loss on cosine similarity and the global/local alignment."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 margin: float = 0.2) -> torch.Tensor:
+    """`mean max(0, m - cos(a, p) + cos(a, n))` over `[B, D]` embeddings."""
+    pos = F.cosine_similarity(anchor, positive, dim=-1)
+    neg = F.cosine_similarity(anchor, negative, dim=-1)
+    return F.relu(margin - pos + neg).mean()
+
+
+def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Tensor]) -> torch.Tensor:
+    """`sum over x in {anchor, pos, neg} of mean(1 - cos(g_x, l_x))`."""
+    return sum((1.0 - F.cosine_similarity(g, l, dim=-1)).mean() for g, l in zip(global_parts, local_parts))
+
+
+def joint_loss(g: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loc: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+               margin: float = 0.2, local_weight: float = 0.1, align_weight: float = 0.1) -> torch.Tensor:
+    """Stage 2: `L_tri(global) + 0.1 L_tri(local) + 0.1 L_align` on (anchor, positive, negative) triples."""
+    return (triplet_loss(*g, margin=margin) + local_weight * triplet_loss(*loc, margin=margin)
+            + align_weight * alignment_loss(list(g), list(loc)))

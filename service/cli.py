@@ -1,0 +1,31 @@
+"""The `asen` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from model import cli as model_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asen", description="Fine-grained, attribute-specific fashion search")
+    sub = parser.add_subparsers(dest="command", required=True)
+    model_cli.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

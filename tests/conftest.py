@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny demo dataset and tiny model configurations that run in seconds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model.config import BranchConfig, ModelConfig
+
+
+def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
+    return ModelConfig(
+        variant=variant, n_attributes=n_attributes, attr_dim=16,
+        global_branch=BranchConfig("tiny", 16, 64, 16, 2, 16),
+        local_branch=BranchConfig("tiny", 16, 32, 16, 2, 16))
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo dataset (the built-in generator), shared by the tests of a session."""
+    from model.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("demo")
+    generate_dataset(root, n_train=240, n_valid=120, n_test=120, seed=3, progress=False)
+    return root

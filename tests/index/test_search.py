@@ -1,0 +1,117 @@
+"""Exact search equals brute force; approximate indexes reach recall@10 >= 0.9 vs exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index import CatalogueIndex, SearchResult
+
+from .conftest import ATTRIBUTES, DIM, clustered, make_catalogue, unit
+
+
+def brute_force(vectors: np.ndarray, attr: int, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = vectors[:, attr] @ query
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order, scores[order]
+
+
+def recall_at_10(catalogue: CatalogueIndex, vectors: np.ndarray, queries: np.ndarray) -> float:
+    hits = 0
+    for query, results in zip(queries, catalogue.search(queries, "sleeve", 10)):
+        exact, _ = brute_force(vectors, 1, query, 10)
+        hits += len({f"item-{i}" for i in exact} & {r.id for r in results})
+    return hits / (10 * len(queries))
+
+
+def test_flat_equals_brute_force(rng: np.random.Generator) -> None:
+    catalogue, vectors, _ = make_catalogue(500)
+    for query in unit(rng.standard_normal((5, DIM))):
+        results = catalogue.search(query, "colour", 10)
+        order, scores = brute_force(vectors, 0, query, 10)
+        assert [r.id for r in results] == [f"item-{i}" for i in order]
+        np.testing.assert_allclose([r.score for r in results], scores, rtol=1e-5, atol=1e-6)
+        assert all(isinstance(r, SearchResult) for r in results)
+        assert results[0].metadata == {"category": ["shirt", "dress", "coat"][order[0] % 3], "i": int(order[0])}
+
+
+def test_batch_queries_return_one_list_per_query(rng: np.random.Generator) -> None:
+    catalogue, _, _ = make_catalogue(100)
+    queries = unit(rng.standard_normal((3, DIM)))
+    batch = catalogue.search(queries, "neckline", 4)
+    assert len(batch) == 3 and all(len(row) == 4 for row in batch)
+    assert [r.id for r in batch[1]] == [r.id for r in catalogue.search(queries[1], "neckline", 4)]
+    for row in batch:
+        assert [r.score for r in row] == sorted((r.score for r in row), reverse=True)
+
+
+def test_k_larger_than_catalogue_returns_everything_once() -> None:
+    catalogue, _, ids = make_catalogue(12)
+    results = catalogue.search(np.ones(DIM, np.float32) / DIM**0.5, "colour", 50)
+    assert sorted(r.id for r in results) == sorted(ids)
+
+
+def test_empty_catalogue_returns_no_results() -> None:
+    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, "fp")
+    assert catalogue.search(np.ones(DIM, np.float32), "colour", 5) == []
+
+
+@pytest.mark.parametrize(("factory", "knobs"), [("HNSW16", {"efSearch": 64}), ("IVF16,Flat", {"nprobe": 6})])
+def test_approximate_recall_vs_exact(factory: str, knobs: dict[str, int], rng: np.random.Generator) -> None:
+    catalogue, vectors, _ = make_catalogue(3000, factory)
+    catalogue.set_search_params(**knobs)
+    assert catalogue.search_params()[next(iter(knobs))] == next(iter(knobs.values()))
+    queries = clustered(rng, 40)[:, 1]
+    assert recall_at_10(catalogue, vectors, queries) >= 0.9
+
+
+def test_search_knobs_change_approximate_results(rng: np.random.Generator) -> None:
+    catalogue, vectors, _ = make_catalogue(3000, "IVF32,Flat")
+    queries = clustered(rng, 40)[:, 1]
+    catalogue.set_search_params(nprobe=1)
+    low = recall_at_10(catalogue, vectors, queries)
+    catalogue.set_search_params(nprobe=32)
+    assert recall_at_10(catalogue, vectors, queries) == 1.0 > low
+
+
+def test_knob_that_does_not_apply_is_rejected() -> None:
+    catalogue, _, _ = make_catalogue(10)
+    with pytest.raises(ValueError, match="efSearch applies to HNSW"):
+        catalogue.set_search_params(efSearch=32)
+    with pytest.raises(ValueError, match="positive"):
+        make_catalogue(10, "HNSW8")[0].set_search_params(efSearch=0)
+
+
+def test_unknown_attribute_lists_the_known_ones() -> None:
+    catalogue, _, _ = make_catalogue(10)
+    with pytest.raises(KeyError, match="known attributes: \\['colour', 'sleeve', 'neckline'\\]"):
+        catalogue.search(np.ones(DIM, np.float32), "pattern", 3)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (np.ones(DIM + 1, np.float32), "shape"),
+        (np.ones((2, 3, DIM), np.float32), "shape"),
+        (np.full(DIM, np.nan, np.float32), "NaN"),
+        (np.ones(DIM, np.int64), "floating"),
+    ],
+)
+def test_bad_queries_are_value_errors(query: np.ndarray, message: str) -> None:
+    catalogue, _, _ = make_catalogue(10)
+    with pytest.raises(ValueError, match=message):
+        catalogue.search(query, "colour", 3)
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, True])
+def test_bad_k_is_a_value_error(k: object) -> None:
+    catalogue, _, _ = make_catalogue(10)
+    with pytest.raises(ValueError, match="k must be"):
+        catalogue.search(np.ones(DIM, np.float32), "colour", k)  # type: ignore[arg-type]
+
+
+def test_unsupported_or_invalid_factory() -> None:
+    with pytest.raises(ValueError, match="invalid FAISS factory"):
+        CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "NoSuchIndex12")
+    with pytest.raises(ValueError, match="unsupported FAISS factory"):
+        CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "PQ8")

@@ -1,0 +1,54 @@
+import torch
+
+from model.attention import AttentionHead, ChannelAttention, SpatialAttention
+
+
+def test_spatial_attention_shapes_and_sums_to_one() -> None:
+    torch.manual_seed(0)
+    asa = SpatialAttention(in_channels=12, attr_dim=8, common_dim=6)
+    feats, attr = torch.randn(4, 12, 5, 7), torch.randn(4, 3, 8)
+    pooled, att = asa(feats, attr)
+    assert pooled.shape == (4, 3, 12) and att.shape == (4, 3, 5, 7)
+    torch.testing.assert_close(att.sum(dim=(2, 3)), torch.ones(4, 3))
+    assert (att >= 0).all()
+    # pooled is the attention-weighted sum of the ORIGINAL feature vectors
+    manual = torch.einsum("bkhw,bchw->bkc", att, feats)
+    torch.testing.assert_close(pooled, manual)
+
+
+def test_spatial_attention_depends_on_attribute() -> None:
+    torch.manual_seed(0)
+    asa = SpatialAttention(12, 8, 6)
+    feats = torch.randn(1, 12, 5, 5)
+    _, att = asa(feats, torch.randn(1, 2, 8))
+    assert not torch.allclose(att[0, 0], att[0, 1])
+
+
+def test_disabled_spatial_attention_is_average_pooling() -> None:
+    asa = SpatialAttention(12, 8, 6, enabled=False)
+    feats = torch.randn(2, 12, 4, 4)
+    pooled, att = asa(feats, torch.randn(2, 1, 8))
+    torch.testing.assert_close(pooled[:, 0], feats.mean(dim=(2, 3)))
+    torch.testing.assert_close(att.sum(dim=(2, 3)), torch.ones(2, 1))
+
+
+def test_channel_attention_gates_between_zero_and_one() -> None:
+    torch.manual_seed(0)
+    aca = ChannelAttention(in_channels=12, attr_dim=8, reduction=2)
+    pooled = torch.rand(3, 2, 12) + 0.1
+    out = aca(pooled, torch.randn(3, 2, 8))
+    assert out.shape == pooled.shape
+    ratio = out / pooled
+    assert (ratio > 0).all() and (ratio < 1).all()
+
+
+def test_head_output_shapes_and_standardisation() -> None:
+    torch.manual_seed(0)
+    head = AttentionHead(12, 8, 6, 2, 10)
+    feats, attr = torch.randn(2, 12, 3, 3), torch.randn(2, 4, 8)
+    emb, att = head(feats, attr)
+    assert emb.shape == (2, 4, 10) and att.shape == (2, 4, 3, 3)
+    mean, std = torch.randn(12), torch.rand(12) + 0.5
+    head.set_standardisation(mean, std)
+    emb2, _ = head(feats * std[:, None, None] + mean[:, None, None], attr)
+    torch.testing.assert_close(emb, emb2, atol=1e-5, rtol=1e-4)

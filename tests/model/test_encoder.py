@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.asen import ASENModel
+from model.config import Preprocess
+from model.data import Attribute
+from model.encoder import Encoder
+from tests.conftest import tiny_config
+
+ATTRS = tuple(Attribute(f"a{i}", ("x", "y")) for i in range(3))
+
+
+def _images(n: int = 5) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    sizes = [(80, 60), (64, 64), (50, 90), (120, 70), (70, 70)]
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in sizes[:n]]
+
+
+@pytest.mark.parametrize("variant", ["asen++", "asen-global", "csn", "triplet"])
+def test_all_attributes_equal_per_attribute(variant: str) -> None:
+    torch.manual_seed(0)
+    model = ASENModel(tiny_config(variant), pretrained=False)
+    enc = Encoder(model, Preprocess(global_size=64, local_size=32), ATTRS)
+    images = _images()
+    everything = enc.encode(images, batch_size=2)
+    assert everything.shape == (5, 3, enc.dim) and everything.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(everything, axis=-1), 1.0, rtol=1e-5)
+    for a in range(3):
+        np.testing.assert_allclose(enc.encode_attribute(images, a), everything[:, a], atol=1e-5)
+
+
+def test_explain_returns_map_and_box_in_original_pixels() -> None:
+    torch.manual_seed(0)
+    enc = Encoder(ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS)
+    img = _images()[3]      # 120 x 70: the centre crop shows x in [25, 95)
+    exp = enc.explain(img, 1)
+    assert exp.attention.shape == (4, 4) and exp.attention.min() >= 0 and exp.attention.max() <= 1
+    x0, y0, x1, y1 = exp.roi_box
+    assert 25 <= x0 < x1 <= 95 and 0 <= y0 < y1 <= 70
+    assert abs((x1 - x0) - (y1 - y0)) < 1e-6
+    assert exp.image_box == (25.0, 0.0, 95.0, 70.0)
+
+
+def test_unknown_attribute_name() -> None:
+    enc = Encoder(ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS)
+    assert enc.attribute_id("a2") == 2
+    with pytest.raises(KeyError, match="known: a0, a1, a2"):
+        enc.attribute_id("collar")

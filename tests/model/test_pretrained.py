@@ -1,0 +1,29 @@
+"""The offline ImageNet weights are really loaded: the backbone recognises a cat."""
+import pytest
+import torch
+
+from model.backbones import build_lite0_classifier
+from model.preprocess import normalise
+from model.config import Preprocess
+from model.roi import SquareView, crop_resize
+
+# ImageNet classes 281-285 are the domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian cat).
+CATS = range(281, 286)
+
+
+def test_pretrained_lite0_classifies_chelsea_as_a_cat() -> None:
+    data = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photo")
+    from PIL import Image
+
+    img = Image.fromarray(data.chelsea())
+    view = SquareView.of(img.width, img.height, "center")
+    x = normalise([crop_resize(img, view.box(), 224)], Preprocess())
+    net = build_lite0_classifier(pretrained=True).eval()
+    with torch.no_grad():
+        probs = net(x).softmax(-1)[0]
+    assert int(probs.argmax()) in CATS
+    assert float(probs[list(CATS)].sum()) > 0.5
+    # and random weights do not
+    with torch.no_grad():
+        rand = build_lite0_classifier(pretrained=False).eval()(x).softmax(-1)[0]
+    assert float(rand[list(CATS)].sum()) < 0.1

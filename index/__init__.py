@@ -10,20 +10,21 @@
 """
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .catalogue import CatalogueIndex, Item, RemoveResult, SearchResult
+from .catalogue import CatalogueIndex
 from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue
 from .ids import MAX_ID_LENGTH, validate_id
+from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
 
 __all__ = [
+    "FORMAT_VERSION",
+    "MAX_ID_LENGTH",
     "AttributeIndex",
     "CatalogueError",
     "CatalogueIndex",
-    "FORMAT_VERSION",
     "FingerprintMismatch",
     "IndexFormatError",
     "Item",
-    "MAX_ID_LENGTH",
     "ReadOnlyCatalogue",
     "RemoveResult",
     "SearchKnobs",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -36,7 +37,7 @@ class SearchKnobs:
     nprobe: int | None = None
 
 
-def _core(index: faiss.Index) -> faiss.Index:
+def _core(index: faiss.Index) -> Any:
     """The index doing the work, under any IndexIDMap2 / IndexPreTransform wrappers.
 
     The result does not own its memory: keep ``index`` alive while using it."""
@@ -66,6 +67,8 @@ def _build(dim: int, factory: str) -> faiss.Index:
     core = _core(base)
     if _kind(core, factory) == "ivf":
         core.set_direct_map_type(faiss.DirectMap.Hashtable)
+        if isinstance(core, faiss.IndexIVFPQ):  # only serves polysemous search, which is unused
+            core.do_polysemous_training = False  # and costs ~10 s even on tiny data
         return base
     if isinstance(base, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         raise ValueError(f"factory {factory!r}: leave out 'IDMap'; keys are managed by this package")
@@ -77,7 +80,7 @@ def _min_training_points(index: faiss.Index) -> int:
     if index.is_trained:
         return 0
     need = 1
-    node = faiss.downcast_index(index)
+    node: Any = faiss.downcast_index(index)
     while node is not None:
         if isinstance(node, faiss.IndexIVF):
             need = max(need, node.nlist)
@@ -110,12 +113,12 @@ class AttributeIndex:
         self.exact_filter_max = EXACT_FILTER_MAX
 
     def _attach(self, index: faiss.Index) -> None:
-        self._index = index
-        self._core = _core(index)
+        # typed Any: FAISS's bundled stubs do not model the subclasses' attributes
+        self._index: Any = index
+        self._core: Any = _core(index)
         self.kind = _kind(self._core, self.factory)
         # exact = plain flat scan in the original space (no PCA/OPQ transform in front)
-        self.exact = self.kind == "flat" and isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
-        self.supports_remove = self.kind in ("flat", "ivf")
+        self.exact = self.kind == "flat" and isinstance(faiss.downcast_index(self._index.index), faiss.IndexFlat)
 
     @classmethod
     def create(cls, dim: int, factory: str = "Flat") -> AttributeIndex:
@@ -191,7 +194,8 @@ class AttributeIndex:
 
     def reconstruct(self, keys: np.ndarray) -> np.ndarray:
         """Stored vectors ``[n, dim]`` of live keys ``[n]`` (decoded, so approximate for PQ/SQ)."""
-        return self._index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
+        vectors: np.ndarray = self._index.reconstruct_batch(np.ascontiguousarray(keys, dtype=np.int64))
+        return vectors
 
     def live_keys(self) -> np.ndarray:
         """Every live key ``[n]`` (IDMap-wrapped kinds only)."""
@@ -259,7 +263,8 @@ class AttributeIndex:
             selector = _bitmap_selector(allowed)
         elif len(blocked):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
-        return self._index.search(queries, k, params=self._params(selector))
+        scores, keys = self._index.search(queries, k, params=self._params(selector))
+        return scores, keys
 
     def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""

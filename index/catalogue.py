@@ -11,8 +11,8 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +22,10 @@ from .attribute_index import AttributeIndex, SearchKnobs
 from .errors import ReadOnlyCatalogue
 from .ids import IdMap, validate_id
 from .metadata import FilterValue, MetadataStore, check_metadata
+from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
 from .store import Snapshot, load_snapshot, save_snapshot
 from .validation import check_item_vectors, check_k, check_queries
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """One hit: the item's id, its inner-product score with the query, its metadata."""
-
-    id: str
-    score: float
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    metadata: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RemoveResult:
-    """Ids that were removed, and requested ids that were not in the catalogue."""
-
-    removed: list[str]
-    unknown: list[str]
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
@@ -66,6 +44,7 @@ class CatalogueIndex:
     def __init__(self, snapshot: Snapshot, read_only: bool = False) -> None:
         """Use ``create`` or ``load``."""
         self._info = {k: v for k, v in snapshot.info.items() if k != "search_params"}
+        self._attributes: list[str] = list(self._info["attributes"])
         self._ids = snapshot.ids
         self._metadata = snapshot.metadata
         self._indexes = snapshot.indexes
@@ -91,7 +70,7 @@ class CatalogueIndex:
         if not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError("fingerprint must be a non-empty string identifying the model")
         indexes = [AttributeIndex.create(dim, factory) for _ in attributes]
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         info = {"fingerprint": fingerprint, "dim": dim, "attributes": attributes, "factory": factory, "created_at": now}
         return cls(Snapshot(info, IdMap(), MetadataStore(), indexes))
 
@@ -107,7 +86,7 @@ class CatalogueIndex:
     # -- facts ---------------------------------------------------------------------------
     @property
     def attributes(self) -> list[str]:
-        return list(self._info["attributes"])
+        return list(self._attributes)
 
     @property
     def dim(self) -> int:
@@ -132,10 +111,12 @@ class CatalogueIndex:
         return item_id in self._ids
 
     def __repr__(self) -> str:
-        return f"CatalogueIndex({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
+        return (
+            f"CatalogueIndex({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
+        )
 
     def ids(self) -> list[str]:
-        """All item ids, oldest first."""
+        """All item ids, in the order they were last added or upserted."""
         with self._lock.read():
             return list(self._ids)
 
@@ -147,11 +128,12 @@ class CatalogueIndex:
         """The stored vector ``[dim]`` of one item for one attribute."""
         index = self._index(attribute)
         with self._lock.read():
-            return index.reconstruct(np.array([self._ids.key(item_id)]))[0]
+            vectors = index.reconstruct(np.array([self._ids.key(item_id)]))
+        return vectors[0]
 
     def _index(self, attribute: str) -> AttributeIndex:
         try:
-            return self._indexes[self._info["attributes"].index(attribute)]
+            return self._indexes[self._attributes.index(attribute)]
         except ValueError:
             raise KeyError(f"unknown attribute {attribute!r}; known attributes: {self.attributes}") from None
 
@@ -160,7 +142,9 @@ class CatalogueIndex:
         """Add new items: vectors ``[n, n_attributes, dim]``; ValueError if an id is present."""
         self._write_items(ids, vectors, metadata, replace=False)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+    def upsert(
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
         """Add or replace items (vectors ``[n, n_attributes, dim]``). With ``metadata=None``
         replaced items keep their metadata and new ones get ``{}``."""
         self._write_items(ids, vectors, metadata, replace=True)
@@ -190,7 +174,7 @@ class CatalogueIndex:
             keys = np.array([self._ids.assign(i) for i in checked_ids], dtype=np.int64)
             for a, index in enumerate(self._indexes):
                 index.add(keys, np.ascontiguousarray(batch[:, a]))
-            for key, meta in zip(keys.tolist(), metas):
+            for key, meta in zip(keys.tolist(), metas, strict=True):
                 self._metadata.put(key, meta)
 
     def remove(self, ids: Sequence[str]) -> RemoveResult:
@@ -221,7 +205,9 @@ class CatalogueIndex:
 
     def _check_writable(self) -> None:
         if self._read_only:
-            raise ReadOnlyCatalogue("this catalogue was loaded with mmap=True and is read-only; load it without mmap to modify it")
+            raise ReadOnlyCatalogue(
+                "this catalogue was loaded with mmap=True and is read-only; load it without mmap to modify it"
+            )
 
     # -- search --------------------------------------------------------------------------
     def set_search_params(
@@ -231,7 +217,9 @@ class CatalogueIndex:
         ``exact_filter_max``: approximate indexes answer filtered searches whose filter
         matches at most this many items exactly, over just those items (default 20000)."""
         knobs = SearchKnobs(efSearch=efSearch, nprobe=nprobe)
-        if exact_filter_max is not None and (isinstance(exact_filter_max, bool) or not isinstance(exact_filter_max, int) or exact_filter_max < 0):
+        if exact_filter_max is not None and (
+            isinstance(exact_filter_max, bool) or not isinstance(exact_filter_max, int) or exact_filter_max < 0
+        ):
             raise ValueError(f"exact_filter_max must be a non-negative integer, got {exact_filter_max!r}")
         with self._lock.write():
             for index in self._indexes:
@@ -271,13 +259,13 @@ class CatalogueIndex:
                 results: list[list[SearchResult]] = [[] for _ in range(len(batch))]
             else:
                 scores, keys = index.search(batch, top, allowed, self._ids.keys_of(exclude))
-                results = [self._results(s, ks) for s, ks in zip(scores, keys)]
+                results = [self._results(s, ks) for s, ks in zip(scores, keys, strict=True)]
         return results[0] if single else results
 
     def _results(self, scores: np.ndarray, keys: np.ndarray) -> list[SearchResult]:
         return [
             SearchResult(self._ids.id_of(key), float(score), dict(self._metadata.get(key)))
-            for score, key in zip(scores.tolist(), keys.tolist())
+            for score, key in zip(scores.tolist(), keys.tolist(), strict=True)
             if key >= 0
         ]
 
@@ -294,7 +282,7 @@ class CatalogueIndex:
             if unknown:
                 raise KeyError(f"unknown item ids: {unknown[:5]}")
             vectors = index.reconstruct(np.array([self._ids.key(i) for i in wanted], dtype=np.int64))
-        return dict(zip(wanted, (vectors @ batch[0]).tolist()))
+        return dict(zip(wanted, (vectors @ batch[0]).tolist(), strict=True))
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:

@@ -22,8 +22,7 @@ def validate_id(item_id: object) -> str:
         raise ValueError("item id must not be empty")
     if len(item_id) > MAX_ID_LENGTH:
         raise ValueError(
-            f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: "
-            f"{item_id[:40]!r}..."
+            f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: {item_id[:40]!r}..."
         )
     for position, char in enumerate(item_id):
         if unicodedata.category(char) in ("Cc", "Cs"):
@@ -54,7 +53,7 @@ class IdMap:
         return item_id in self._key_of
 
     def __iter__(self) -> Iterator[str]:
-        """Ids in the order their current keys were assigned."""
+        """Ids in the order their current keys were assigned (last add or upsert)."""
         return iter(sorted(self._key_of, key=self._key_of.__getitem__))
 
     @property

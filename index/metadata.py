@@ -30,13 +30,13 @@ def check_metadata(metadata: object) -> dict[str, Any]:
     """A JSON object with string keys; returned as an independent copy."""
     if not isinstance(metadata, Mapping):
         raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
+    if any(not isinstance(field, str) for field in metadata):
+        raise ValueError("metadata keys must be strings")
     try:
         text = json.dumps(dict(metadata), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata must be JSON-serialisable with str keys: {exc}") from None
-    copy = json.loads(text)
-    if any(not isinstance(field, str) for field in metadata):
-        raise ValueError("metadata keys must be strings")
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+    copy: dict[str, Any] = json.loads(text)
     return copy
 
 

@@ -26,7 +26,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,13 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _write(path: Path, write: Callable[[Path], None]) -> None:
+def _write(path: Path, write: Callable[[Path], object]) -> None:
     write(path)
     _fsync_path(path)
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    np.save(path, array)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -141,13 +146,13 @@ def _write_version(directory: Path, snap: Snapshot) -> None:
     _write_text(directory / "metadata.jsonl", "".join(line + "\n" for line in lines))
     for i, index in enumerate(snap.indexes):
         _write(directory / f"attr_{i}.faiss", index.write)
-        _write(directory / f"attr_{i}.tombstones.npy", lambda p, t=index.tombstones: np.save(p, t))
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        _write(directory / f"attr_{i}.tombstones.npy", partial(_save_array, array=index.tombstones))
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     manifest = {
         "format_version": FORMAT_VERSION,
         **snap.info,
         "count": len(snap.ids),
-        "attribute_counts": {a: len(ix) for a, ix in zip(snap.info["attributes"], snap.indexes)},
+        "attribute_counts": {a: len(ix) for a, ix in zip(snap.info["attributes"], snap.indexes, strict=True)},
         "updated_at": now,
         "files": {p.name: p.stat().st_size for p in sorted(directory.iterdir())},
     }
@@ -189,7 +194,7 @@ def read_manifest(root: str | os.PathLike[str]) -> dict[str, Any]:
     if version is None:
         raise IndexFormatError(f"no saved index at {root}: it has no {POINTER} pointer")
     try:
-        manifest = json.loads((root / version / MANIFEST).read_text(encoding="utf-8"))
+        manifest: dict[str, Any] = json.loads((root / version / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise IndexFormatError(f"saved index {root / version} is unreadable: {exc}") from None
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -240,8 +245,11 @@ def load_snapshot(
             metadata.put(ids.key(record["id"]), record["metadata"])
     indexes = [
         AttributeIndex.read(
-            directory / f"attr_{i}.faiss", manifest["dim"], manifest["factory"],
-            np.load(directory / f"attr_{i}.tombstones.npy"), mmap=mmap,
+            directory / f"attr_{i}.faiss",
+            manifest["dim"],
+            manifest["factory"],
+            np.load(directory / f"attr_{i}.tombstones.npy"),
+            mmap=mmap,
         )
         for i in range(len(manifest["attributes"]))
     ]

@@ -21,8 +21,7 @@ def check_item_vectors(vectors: object, n_items: int, n_attr: int, dim: int) -> 
     expected = (n_items, n_attr, dim)
     if arr.shape != expected:
         raise ValueError(
-            f"vectors must have shape [n_items, n_attributes, dim] = {list(expected)}, "
-            f"got {list(arr.shape)}"
+            f"vectors must have shape [n_items, n_attributes, dim] = {list(expected)}, got {list(arr.shape)}"
         )
     return arr
 

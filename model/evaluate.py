@@ -43,13 +43,15 @@ class ValidationSet:
     images: ImageSet
 
     @classmethod
-    def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess) -> "ValidationSet":
+    def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
+                     progress: bool = True) -> "ValidationSet":
         paths = list(ds.split(split).paths)
         return cls(ds.attributes, ds.queries(split), ds.candidates(split),
-                   build_image_set(model, pre, paths, split))
+                   build_image_set(model, pre, paths, split, progress=progress))
 
     @torch.no_grad()
-    def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256) -> MapReport:
+    def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
+                 progress: bool = True) -> MapReport:
         model.eval()
         fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
         attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
@@ -58,7 +60,7 @@ class ValidationSet:
                        for i in range(0, len(fids), batch_size)])
         loc = None
         if use_local:
-            maps = local_maps(model, pre, self.images, fids, attrs, "valid")
+            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress)
             loc = torch.cat([model.local_embed(maps[i:i + batch_size].float(), attrs[i:i + batch_size, None])
                              for i in range(0, len(fids), batch_size)])
         vecs = model.fuse(g, loc, pre.beta)[:, 0].numpy()

@@ -32,11 +32,11 @@ def _load_kept(path: Path) -> Image.Image:
     return img
 
 
-def decode_images(paths: Sequence[Path], desc: str, workers: int = 2) -> list[Image.Image]:
+def decode_images(paths: Sequence[Path], desc: str, workers: int = 2, progress: bool = True) -> list[Image.Image]:
     """Decode image files (threads: PIL releases the GIL), with a progress bar."""
     with ThreadPoolExecutor(workers) as pool:
         return list(tqdm(pool.map(_load_kept, paths), total=len(paths), desc=desc, unit="img",
-                         leave=False, dynamic_ncols=True))
+                         leave=False, dynamic_ncols=True, disable=not progress))
 
 
 @dataclass
@@ -50,13 +50,13 @@ class ImageSet:
 
 @torch.inference_mode()
 def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], desc: str,
-                    batch_size: int = 32) -> ImageSet:
+                    batch_size: int = 32, progress: bool = True) -> ImageSet:
     """Decode `paths` and run the global backbone's frozen stem on each image once."""
-    images = decode_images(paths, f"decode {desc}")
+    images = decode_images(paths, f"decode {desc}", progress=progress)
     maps: list[torch.Tensor] = []
     model.eval()
     for start in tqdm(range(0, len(images), batch_size), desc=f"cache {desc}", unit="batch",
-                      leave=False, dynamic_ncols=True):
+                      leave=False, dynamic_ncols=True, disable=not progress):
         x, _ = global_inputs(images[start:start + batch_size], pre)
         maps.append(model.global_backbone.stem(x).to(torch.float16))
     return ImageSet(images, global_views(images, pre), torch.cat(maps))
@@ -64,14 +64,14 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
 
 @torch.inference_mode()
 def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torch.Tensor,
-               attrs: torch.Tensor, desc: str, batch_size: int = 64) -> torch.Tensor:
+               attrs: torch.Tensor, desc: str, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
     """Local stem maps `[n, C, h', w']` of the RoI crops of (fid, attr) pairs, crops chosen by the
     model's CURRENT global attention."""
     assert model.local_backbone is not None
     out: list[torch.Tensor] = []
     model.eval()
     for start in tqdm(range(0, len(fids), batch_size), desc=f"crops {desc}", unit="batch",
-                      leave=False, dynamic_ncols=True):
+                      leave=False, dynamic_ncols=True, disable=not progress):
         f = fids[start:start + batch_size]
         a = attrs[start:start + batch_size]
         _, att = model.global_embed(imageset.global_maps[f].float(), a[:, None])

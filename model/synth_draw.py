@@ -95,6 +95,8 @@ def make_palette(colour: str, rng: np.random.Generator) -> Palette:
     pale: RGB = (int(rng.integers(220, 252)),) * 3  # type: ignore[assignment]
     second = _mix(base, (0, 0, 0), 0.35) if light else _mix(base, (255, 255, 255), 0.5)
     tone, counter = (dark, pale) if light else (pale, dark)
+    strength = _u(rng, 0.45, 0.7)  # details are visible but not stark: a shade of the garment colour
+    tone, counter = _mix(base, tone, strength), _mix(base, counter, strength)
     return Palette(base, second, tone, counter, _mix(base, (0, 0, 0), 0.7), _mix(base, (0, 0, 0), 0.4))
 
 
@@ -187,19 +189,19 @@ def _draw_closure(pen: Pen, kind: str, top: float, shape: Shape, pal: Palette, r
     """Buttons, a zip or two button rows down the centre front, from `top` to near the hem."""
     bottom = shape.hem_y - 0.06
     if kind == "buttons":
-        r = _u(rng, 0.05, 0.065)
+        r = _u(rng, 0.032, 0.045)
         first, last = top + r + 0.02, bottom - r
         for y in np.linspace(first, last, _fit(int(rng.integers(4, 7)), last - first, 3 * r)):
             _button(pen, 0.0, float(y), r, pal)
     elif kind == "double_breasted":
-        r, gap = _u(rng, 0.045, 0.055), _u(rng, 0.11, 0.14)
+        r, gap = _u(rng, 0.03, 0.038), _u(rng, 0.09, 0.12)
         first = top + r + 0.04
         last = max(first, top + (bottom - top) * _u(rng, 0.55, 0.8))
         for y in np.linspace(first, last, _fit(int(rng.integers(3, 5)), last - first, 3 * r)):
             _button(pen, -gap, float(y), r, pal)
             _button(pen, gap, float(y), r, pal)
     elif kind == "zip":
-        half = _u(rng, 0.028, 0.036)
+        half = _u(rng, 0.016, 0.022)
         pen.draw.rectangle(pen.box(-half, top, half, bottom), fill=pal.tone)
         step = _u(rng, 0.035, 0.045)
         for y in np.arange(top + step / 2, bottom, step):
@@ -256,7 +258,7 @@ def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.rando
     pen = Pen(layer, ox, oy, s)
     for poly in [*shape.sleeves, shape.body]:
         pen.draw.polygon(pen.pts(poly), outline=pal.outline, width=pen.px(0.014))
-    trim = pen.px(_u(rng, 0.024, 0.032))
+    trim = pen.px(_u(rng, 0.014, 0.02))
     _draw_pockets(pen, values["pocket"], shape, pal, trim, rng)
     top = _draw_neckline(pen, values["neckline"], shape, pal, trim, rng)
     _draw_closure(pen, values["closure"], top, shape, pal, rng)
@@ -327,7 +329,7 @@ def render_scene(values: dict[str, str], rng: np.random.Generator) -> Image.Imag
     angle = _u(rng, -12, 12)
     c, sn = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
     side = min(w, h)  # keep the garment inside the central square (what a centre crop sees)
-    s = _u(rng, 0.45, 0.9) * side / height_u
+    s = _u(rng, 0.35, 0.9) * side / height_u
     s = min(s, 0.95 * side / (width_u * c + height_u * sn), 0.95 * side / (width_u * sn + height_u * c))
     garment = render_garment(values, shape, s, rng).rotate(angle, resample=Image.NEAREST, expand=True)
     scene = make_background(w, h, rng)

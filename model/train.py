@@ -120,8 +120,8 @@ class Trainer:
 
     def _prepare(self) -> None:
         train_paths = list(self.ds.split("train").paths)
-        self.train = build_image_set(self.model, self.pre, train_paths, "train")
-        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre)
+        self.train = build_image_set(self.model, self.pre, train_paths, "train", progress=self.progress)
+        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress)
         if self.state["epoch"] == 0 and self.state["stage"] == 1:
             with torch.no_grad():
                 sample = self.train.global_maps[: min(512, len(self.train.global_maps))].float()
@@ -190,7 +190,8 @@ class Trainer:
     def _standardise_local(self) -> None:
         n = min(512, len(self.pair_fids))
         pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
-        maps = local_maps(self.model, self.pre, self.train, self.pair_fids[pick], self.pair_attrs[pick], "stats")
+        maps = local_maps(self.model, self.pre, self.train, self.pair_fids[pick], self.pair_attrs[pick], "stats",
+                          progress=self.progress)
         with torch.no_grad():
             mean, std = channel_statistics(self.model.local_backbone.tail(maps.float()))
         self.model.local_head.set_standardisation(mean, std)
@@ -201,7 +202,8 @@ class Trainer:
         for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
             group["lr"] = base * self._lr_factor(stage, epoch)
         if stage == 2:
-            self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs, "train")
+            self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
+                                          "train", progress=self.progress)
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
                                     .sample(cfg.triplets_per_epoch))
         self.model.train()
@@ -219,7 +221,7 @@ class Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         bar.close()
         t_val = time.monotonic()
-        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2)
+        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress)
         record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
                   "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
                   "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1)}

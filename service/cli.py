@@ -5,12 +5,14 @@ import argparse
 import sys
 
 from model import cli as model_cli
+from service import commands as service_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asen", description="Fine-grained, attribute-specific fashion search")
     sub = parser.add_subparsers(dest="command", required=True)
     model_cli.register(sub)
+    service_commands.register(sub)
     return parser
 
 

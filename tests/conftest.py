@@ -21,5 +21,5 @@ def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("demo")
-    generate_dataset(root, n_train=240, n_valid=120, n_test=120, seed=3, progress=False)
+    generate_dataset(root, n_train=300, n_valid=150, n_test=300, seed=3, progress=False)
     return root

@@ -7,8 +7,14 @@ from index.ids import MAX_ID_LENGTH, IdMap, validate_id
 
 @pytest.mark.parametrize(
     ("bad", "reason"),
-    [("", "empty"), ("x" * (MAX_ID_LENGTH + 1), "maximum"), ("a\x00b", "control"), ("a\nb", "control"),
-     ("tab\there", "control"), ("del\x7f", "control")],
+    [
+        ("", "empty"),
+        ("x" * (MAX_ID_LENGTH + 1), "maximum"),
+        ("a\x00b", "control"),
+        ("a\nb", "control"),
+        ("tab\there", "control"),
+        ("del\x7f", "control"),
+    ],
 )
 def test_invalid_ids_say_why(bad: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):

@@ -16,7 +16,7 @@ FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
 def test_removed_items_are_never_returned(factory: str) -> None:
     catalogue, vectors, ids = make_catalogue(400, factory)
     gone = ids[:50]
-    result = catalogue.remove(gone + ["never-there"])
+    result = catalogue.remove([*gone, "never-there"])
     assert result.removed == gone and result.unknown == ["never-there"]
     assert len(catalogue) == 350 and "item-0" not in catalogue
     for i in range(50):  # each removed item's own vector is the best possible query for it
@@ -79,7 +79,7 @@ def test_nan_vectors_and_bad_metadata_are_rejected() -> None:
         catalogue.add(["a"], np.ones((1, 3, DIM), np.float32), [{}, {}])
 
 
-@pytest.mark.parametrize("factory", FACTORIES + ["IVF8,PQ4"])
+@pytest.mark.parametrize("factory", [*FACTORIES, "IVF8,PQ4"])
 def test_reconstruct_and_score_ids(factory: str) -> None:
     catalogue, vectors, _ = make_catalogue(300, factory)
     tolerance = 0.2 if "PQ" in factory else 1e-6

@@ -63,3 +63,26 @@ def test_crop_from_original_pixels() -> None:
     crop = crop_resize(img, view.to_original((112, 56, 224, 168), 224), 32)
     assert crop.size == (32, 32)
     assert crop.getpixel((16, 16)) == (255, 0, 0) and crop.getpixel((1, 1))[0] > 200
+
+
+def _brute_force_box(att: torch.Tensor, size: int, t: float) -> list[int]:
+    """The spec's steps literally: full bilinear upsample, min-max, threshold, rectangle, square."""
+    import torch.nn.functional as F
+
+    up = F.interpolate(att[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    norm = (up - up.min()) / (up.max() - up.min())
+    ys, xs = torch.nonzero(norm > t, as_tuple=True)
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    side = max(x1 - x0, y1 - y0)
+    sx = min(max((x0 + x1 - side) // 2, 0), size - side)
+    sy = min(max((y0 + y1 - side) // 2, 0), size - side)
+    return [sx, sy, sx + side, sy + side]
+
+
+def test_fast_boxes_equal_brute_force_on_random_maps() -> None:
+    torch.manual_seed(0)
+    maps = torch.rand(200, 14, 14) ** 6
+    fast = attention_boxes(maps, 224, 0.1).tolist()
+    assert fast == [_brute_force_box(m, 224, 0.1) for m in maps]
+    rect = torch.rand(50, 7, 9) ** 4       # non-square maps, other sizes and thresholds
+    assert attention_boxes(rect, 112, 0.3).tolist() == [_brute_force_box(m, 112, 0.3) for m in rect]

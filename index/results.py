@@ -1,0 +1,29 @@
+"""Small immutable values returned by the catalogue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit: the item's id, its inner-product score with the query, its metadata."""
+
+    id: str
+    score: float
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    """Ids that were removed, and requested ids that were not in the catalogue."""
+
+    removed: list[str]
+    unknown: list[str]

@@ -1,0 +1,88 @@
+"""`asen` subcommands of the service package: `index build`, `serve` and `demo`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    index = sub.add_parser("index", help="catalogue indexes")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("build", help="encode a catalogue for every attribute and write its indexes",
+                             description="Encode every catalogue image for every attribute and write the "
+                             "indexes. Interrupted builds resume when the same command is run again.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
+    p.add_argument("--catalogue", type=Path, required=True,
+                   help="a directory of images (ids from file names), a .jsonl/.csv file of id, path[, "
+                   "metadata...], or a dataset directory (see --split)")
+    p.add_argument("--out", type=Path, required=True, help="index directory to write")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="split of a dataset directory (default test)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--chunk-size", type=int, default=512, help="images per resumable unit of work")
+    p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
+    p.set_defaults(func=_index_build)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
+    p.add_argument("--index", type=Path, help="index directory from `asen index build` (ASEN_INDEX)")
+    p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("demo", help="make the demo dataset, model and index if missing, then serve them")
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything goes (default var/demo)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
+    p.set_defaults(func=_demo)
+
+
+def _index_build(args: argparse.Namespace) -> None:
+    from service.catalogue_build import BuildConfig, build_index
+
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
+                                     args.chunk_size, args.factory, args.restart))
+    print(f"built {report.out}: {report.items} items; {report.encoded_now} images encoded in "
+          f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
+    if report.skipped:
+        print(f"{len(report.skipped)} unreadable images skipped (listed in {report.out / 'build_report.json'}):",
+              file=sys.stderr)
+        for item_id, why in report.skipped:
+            print(f"  {item_id}: {why}", file=sys.stderr)
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """Flags given on the command line win over ASEN_* variables."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "host", "port") if getattr(args, k, None) is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"serve settings: {problems} (give --checkpoint/--index or set ASEN_CHECKPOINT/"
+                         f"ASEN_INDEX)") from None
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from service.server import serve
+
+    serve(serve_settings(args))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from service.demo import run_demo
+
+    run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve)

@@ -1,0 +1,106 @@
+"""`POST /search`, `POST /rerank` and `GET /attributes`."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Annotated
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, File, Form, Response, UploadFile
+
+from index import CatalogueIndex
+from service.errors import ApiError
+from service.metrics import StageTimer
+from service.runtime import RuntimeDep
+from service.schemas import (ERROR_RESPONSES, AttributeInfo, AttributesResponse, Hit, RerankHit, RerankResponse,
+                             SearchResponse, parse_filters)
+
+router = APIRouter(tags=["search"])
+
+ImageField = Annotated[UploadFile | None, File(description="query image (JPEG, PNG, WebP, GIF, BMP, TIFF)")]
+ItemIdField = Annotated[str | None, Form(description="query by a catalogue item instead of an image")]
+AttributeField = Annotated[str, Form(description="attribute name, see GET /attributes")]
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    return None if value is None or value == "" else value
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+async def search(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
+                 item_id: ItemIdField = None,
+                 top_k: Annotated[int | None, Form(description="results wanted (default 10)")] = None,
+                 filters: Annotated[str | None, Form(description='JSON object, e.g. {"category": ["dress", '
+                                                     '"skirt"]}: every field must match')] = None,
+                 ) -> SearchResponse:
+    """The catalogue items most similar to the query under one attribute, best first. A query by
+    `item_id` never returns that item."""
+    timer = StageTimer(runtime.metrics)
+    item_id = _blank_to_none(item_id)
+    k = runtime.check_top_k(top_k)
+    wanted = parse_filters(filters)
+    query = await runtime.query_vector(attribute, image, item_id, timer)
+    exclude = [item_id] if item_id is not None else []
+    with timer.stage("search"):
+        try:
+            hits = await anyio.to_thread.run_sync(
+                lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude))
+        except ValueError as exc:
+            raise ApiError(422, "invalid_filters", str(exc)) from None
+    response.headers["Server-Timing"] = timer.server_timing()
+    return SearchResponse(attribute=attribute, results=[Hit(id=h.id, score=h.score, metadata=h.metadata)
+                                                        for h in hits])
+
+
+def _score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str,
+                 ids: list[str]) -> tuple[dict[str, float], dict[str, dict], list[str]]:
+    """Scores and metadata of the ids present in the catalogue, and the ids that are not.
+    Retries when a concurrent delete removes an id between the check and the lookup."""
+    for _ in range(5):
+        known = [i for i in ids if i in catalogue]
+        try:
+            scores = catalogue.score_ids(query, attribute, known) if known else {}
+            metadata = {i: catalogue.get(i).metadata for i in known}
+        except KeyError:
+            continue
+        return scores, metadata, [i for i in ids if i not in scores]
+    raise ApiError(503, "busy", "the catalogue changed during the request five times; retry")
+
+
+@router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
+async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
+                 item_id: ItemIdField = None,
+                 candidates: Annotated[list[str] | None, Form(description="catalogue ids to reorder, in "
+                                                              "their original order (repeat the field)")] = None,
+                 weight: Annotated[float, Form(ge=0.0, le=1.0, description="1: attribute similarity only; "
+                                               "0: keep the original order")] = 1.0,
+                 ) -> RerankResponse:
+    """Reorder `candidates` (e.g. a text search's results) by similarity to the query under one
+    attribute. `score = weight * similarity + (1 - weight) * (1 - position / len(candidates))`.
+    Ids not in the catalogue are returned in `unknown`."""
+    timer = StageTimer(runtime.metrics)
+    if not candidates:
+        raise ApiError(422, "empty_candidates", "send at least one `candidates` id")
+    if len(candidates) > runtime.settings.max_candidates:
+        raise ApiError(422, "too_many_candidates", f"{len(candidates)} candidates; the limit is "
+                       f"{runtime.settings.max_candidates}")
+    unique = list(dict.fromkeys(candidates))
+    duplicates = sorted(c for c, count in Counter(candidates).items() if count > 1)
+    query = await runtime.query_vector(attribute, image, _blank_to_none(item_id), timer)
+    with timer.stage("search"):
+        scores, metadata, unknown = await anyio.to_thread.run_sync(
+            _score_known, runtime.catalogue, query, attribute, unique)
+    n = len(unique)
+    hits = [RerankHit(id=c, similarity=scores[c], position=p, metadata=metadata[c],
+                      score=weight * scores[c] + (1.0 - weight) * (1.0 - p / n))
+            for p, c in enumerate(unique) if c in scores]
+    hits.sort(key=lambda h: (-h.score, h.position))
+    response.headers["Server-Timing"] = timer.server_timing()
+    return RerankResponse(attribute=attribute, weight=weight, results=hits, unknown=unknown, duplicates=duplicates)
+
+
+@router.get("/attributes", response_model=AttributesResponse)
+async def attributes(runtime: RuntimeDep) -> AttributesResponse:
+    """The attributes a query can be about, and the value names the model was trained on."""
+    return AttributesResponse(attributes=[AttributeInfo(name=a.name, values=list(a.values))
+                                          for a in runtime.encoder.attributes])

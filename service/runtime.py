@@ -1,0 +1,138 @@
+"""What a running service holds (model, catalogue, limits, metrics) and the request-facing steps
+that use them: decode an upload, encode off the event loop, look up a query vector, persist."""
+from __future__ import annotations
+
+import hmac
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+import numpy as np
+from fastapi import Depends, Request, Security, UploadFile
+from fastapi.security import APIKeyHeader
+from PIL import Image
+
+from index import CatalogueIndex, validate_id
+from model.encoder import Encoder
+from service.errors import ApiError
+from service.images import ImageLimits, decode_image
+from service.metrics import Metrics, StageTimer
+from service.settings import Settings
+
+API_KEY_HEADER = "X-API-Key"
+
+
+def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
+    """Load the model and its catalogue; ValueError when they do not belong together."""
+    encoder = Encoder.from_checkpoint(settings.checkpoint)
+    catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap)
+    check_compatible(encoder, catalogue)
+    return encoder, catalogue
+
+
+def check_compatible(encoder: Encoder, catalogue: CatalogueIndex) -> None:
+    if catalogue.attributes != encoder.attribute_names or catalogue.dim != encoder.dim:
+        raise ValueError(f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
+                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
+
+
+@dataclass
+class Runtime:
+    """The loaded service: one per app, in `app.state.runtime`."""
+
+    settings: Settings
+    encoder: Encoder
+    catalogue: CatalogueIndex
+    metrics: Metrics
+    inference_limiter: anyio.CapacityLimiter
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        return ImageLimits(self.settings.max_upload_bytes, self.settings.max_image_pixels)
+
+    def attribute_id(self, name: str) -> int:
+        try:
+            return self.encoder.attribute_id(name)
+        except KeyError:
+            raise ApiError(422, "unknown_attribute", f"unknown attribute {name!r}; known attributes: "
+                           f"{', '.join(self.encoder.attribute_names)}") from None
+
+    def check_top_k(self, top_k: int | None) -> int:
+        top_k = self.settings.default_top_k if top_k is None else top_k
+        if not 1 <= top_k <= self.settings.max_top_k:
+            raise ApiError(422, "top_k_out_of_range", f"top_k must be between 1 and {self.settings.max_top_k}, "
+                           f"got {top_k}")
+        return top_k
+
+    def check_item_id(self, item_id: str) -> str:
+        try:
+            return validate_id(item_id)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, "invalid_item_id", str(exc)) from None
+
+    def check_writable(self) -> None:
+        if self.catalogue.read_only:
+            raise ApiError(409, "read_only", "the index was loaded memory-mapped (ASEN_MMAP) and is read-only")
+
+    async def decode(self, upload: UploadFile, timer: StageTimer) -> Image.Image:
+        """Read an upload (at most the byte limit) and decode it off the event loop."""
+        with timer.stage("decode"):
+            data = await upload.read(self.settings.max_upload_bytes + 1)
+            if len(data) > self.settings.max_upload_bytes:
+                raise ApiError(413, "image_too_large", f"the image is over the limit of "
+                               f"{self.settings.max_upload_bytes} bytes")
+            return await anyio.to_thread.run_sync(decode_image, data, self.image_limits)
+
+    async def encode(self, image: Image.Image, attribute: int | None, timer: StageTimer) -> np.ndarray:
+        """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None)."""
+        attrs = None if attribute is None else [attribute]
+        with timer.stage("encode"):
+            vectors = await anyio.to_thread.run_sync(
+                lambda: self.encoder.encode([image], attrs, batch_size=1), limiter=self.inference_limiter)
+        return vectors[0] if attribute is None else vectors[0, 0]
+
+    async def query_vector(self, attribute: str, image: UploadFile | None, item_id: str | None,
+                           timer: StageTimer) -> np.ndarray:
+        """The query `[dim]` under `attribute`: an uploaded image encoded, or a catalogue item's vector."""
+        attr = self.attribute_id(attribute)
+        if (image is None) == (item_id is None):
+            raise ApiError(422, "query_required", "send exactly one of `image` (a file) or `item_id`")
+        if image is not None:
+            return await self.encode(await self.decode(image, timer), attr, timer)
+        assert item_id is not None
+        try:
+            return self.catalogue.vector(item_id, attribute)
+        except KeyError:
+            raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
+
+    def persist(self, timer: StageTimer) -> None:
+        """Commit the catalogue to its directory (atomic; the caller holds the write lock)."""
+        with timer.stage("persist"):
+            self.catalogue.save(self.settings.index)
+        self.metrics.items.set(len(self.catalogue))
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise ApiError(503, "not_ready", "the model and index are still loading")
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed by write endpoints when "
+                        "the service has an API key (ASEN_API_KEY)")
+
+
+def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_api_key)]) -> None:
+    """Write endpoints: 401 unless the configured key (if any) is sent in `X-API-Key`."""
+    expected = runtime.settings.api_key
+    if expected is None:
+        return
+    challenge = {"WWW-Authenticate": API_KEY_HEADER}
+    if not key:
+        raise ApiError(401, "missing_api_key", f"this endpoint needs the {API_KEY_HEADER} header", challenge)
+    if not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
+        raise ApiError(401, "wrong_api_key", f"the {API_KEY_HEADER} header is wrong", challenge)

@@ -1,0 +1,43 @@
+"""Service configuration: one pydantic-settings object, filled from `ASEN_*` environment variables
+and, for `asen serve`, from command-line flags (flags win)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+DEFAULT_MAX_UPLOAD_BYTES = 10 * MIB
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+class Settings(BaseSettings):
+    """Everything the HTTP service can be told; see docs/service.md for the environment names."""
+
+    model_config = SettingsConfigDict(env_prefix="ASEN_", extra="ignore", frozen=True)
+
+    checkpoint: Path = Field(description="model checkpoint file (ASEN_CHECKPOINT)")
+    index: Path = Field(description="catalogue index directory built by `asen index build` (ASEN_INDEX)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")
+    default_top_k: int = Field(10, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="largest accepted image file")
+    max_form_overhead_bytes: int = Field(1 * MIB, ge=0, description="request bytes allowed beyond the image")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="width x height above this is refused (413)")
+    inference_concurrency: int = Field(2, ge=1, description="model forward passes running at the same time")
+    mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
+    log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> "Settings":
+        if self.default_top_k > self.max_top_k:
+            raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        return self
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_upload_bytes + self.max_form_overhead_bytes

@@ -1,0 +1,111 @@
+"""Filtered search goes through FAISS id selectors (pre-filtering), never a post-filter."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+from index import CatalogueIndex
+
+from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
+
+FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
+
+
+def rare_far_catalogue(factory: str) -> tuple[CatalogueIndex, np.ndarray, np.ndarray]:
+    """600 'common' items near the query and 30 'rare' ones pointing away from it."""
+    rng = np.random.default_rng(7)
+    query = unit(rng.standard_normal(DIM))
+    common = unit(query + 0.6 * rng.standard_normal((600, len(ATTRIBUTES), DIM)))
+    rare = unit(-query + 0.6 * rng.standard_normal((30, len(ATTRIBUTES), DIM)))
+    vectors = np.concatenate([common, rare])
+    metadata = [{"category": "common"}] * 600 + [{"category": "rare"}] * 30
+    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
+    catalogue.add([f"item-{i}" for i in range(630)], vectors, metadata)
+    return catalogue, vectors, query
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_filter_finds_k_matches_far_beyond_the_unfiltered_top_k(factory: str) -> None:
+    catalogue, vectors, query = rare_far_catalogue(factory)
+    unfiltered = catalogue.search(query, "colour", 100)
+    assert all(r.metadata["category"] == "common" for r in unfiltered)  # no rare item near the top
+    results = catalogue.search(query, "colour", 10, filters={"category": "rare"})
+    scores = vectors[600:, 0] @ query
+    expected = [f"item-{600 + i}" for i in np.argsort(-scores)[:10]]
+    assert [r.id for r in results] == expected
+    assert all(r.metadata["category"] == "rare" for r in results)
+
+
+def test_flat_filter_is_a_faiss_bitmap_selector(monkeypatch: pytest.MonkeyPatch) -> None:
+    catalogue, _, query = rare_far_catalogue("Flat")
+    made: list[int] = []
+    real = faiss.IDSelectorBitmap
+
+    def spy(bitmap: np.ndarray) -> faiss.IDSelector:
+        made.append(int(np.unpackbits(bitmap).sum()))
+        return real(bitmap)
+
+    monkeypatch.setattr(faiss, "IDSelectorBitmap", spy)
+    assert len(catalogue.search(query, "colour", 5, filters={"category": "rare"})) == 5
+    assert made == [30]
+
+
+@pytest.mark.parametrize(("factory", "knobs"), [("HNSW16", {"efSearch": 128}), ("IVF8,Flat", {"nprobe": 8})])
+def test_approximate_indexes_filter_inside_faiss_too(factory: str, knobs: dict[str, int]) -> None:
+    catalogue, vectors, _ = make_catalogue(900, factory)
+    catalogue.set_search_params(exact_filter_max=0, **knobs)  # force the FAISS selector path
+    rng = np.random.default_rng(3)
+    allowed = {"shirt", "coat"}
+    hits = 0
+    for query in vectors[rng.choice(900, 20, replace=False), 0]:
+        results = catalogue.search(query, "colour", 10, filters={"category": sorted(allowed)})
+        assert len(results) == 10 and all(r.metadata["category"] in allowed for r in results)
+        scores = np.where([i % 3 != 1 for i in range(900)], vectors[:, 0] @ query, -np.inf)
+        hits += len({f"item-{i}" for i in np.argsort(-scores)[:10]} & {r.id for r in results})
+    assert hits / 200 >= 0.9
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_exclude_removes_ids_from_results(factory: str) -> None:
+    catalogue, vectors, _ = make_catalogue(300, factory)
+    first = catalogue.search(vectors[4, 0], "colour", 5)
+    assert first[0].id == "item-4"
+    excluded = catalogue.search(vectors[4, 0], "colour", 5, exclude=["item-4", "not-an-item"])
+    assert "item-4" not in {r.id for r in excluded} and len(excluded) == 5
+    both = catalogue.search(vectors[4, 0], "colour", 5, filters={"category": "coat"}, exclude=["item-4"])
+    assert both and all(r.id != "item-4" and r.metadata["category"] == "coat" for r in both)
+
+
+def test_filter_semantics() -> None:
+    rng = np.random.default_rng(0)
+    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
+    metadata = [
+        {"category": "dress", "colours": ["red", "blue"], "sale": True},
+        {"category": "dress", "colours": ["green"], "sale": 1},
+        {"category": "coat", "colours": ["red"], "sale": False},
+    ]
+    catalogue.add(["a", "b", "c"], clustered(rng, 3), metadata)
+    query = np.ones(DIM, np.float32)
+
+    def found(**filters: object) -> set[str]:
+        return {r.id for r in catalogue.search(query, "colour", 10, filters=filters)}
+
+    assert found(category="dress") == {"a", "b"}
+    assert found(category=["dress", "coat"]) == {"a", "b", "c"}
+    assert found(colours="red") == {"a", "c"}  # a list field matches any element
+    assert found(category="dress", colours="red") == {"a"}  # fields combine with AND
+    assert found(sale=True) == {"a"}  # True is not 1
+    assert found(category="shoe") == set() and found(brand="x") == set()
+    assert found(category=[]) == set()
+    catalogue.remove(["a"])
+    assert found(colours="red") == {"c"}
+
+
+def test_filters_must_be_a_mapping_of_scalars() -> None:
+    catalogue, _, _ = make_catalogue(10)
+    with pytest.raises(ValueError, match="filters must be a dict"):
+        catalogue.search(np.ones(DIM, np.float32), "colour", 3, filters=["category"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="filter values"):
+        catalogue.search(np.ones(DIM, np.float32), "colour", 3, filters={"category": [{"x": 1}]})  # type: ignore[list-item]

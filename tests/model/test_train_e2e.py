@@ -1,0 +1,59 @@
+"""A seconds-long end-to-end training run on a tiny dataset with a tiny backbone."""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.asen import ASENModel
+from model.data import load_dataset
+from model.encoder import Encoder
+from model.evaluate import evaluate_encoder
+from model.train import TrainConfig, train
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = TrainConfig(data=data, out=out, backbone="tiny", global_size=64, local_size=32, embed_dim=32,
+                       common_dim=32, stage1_epochs=3, stage2_epochs=1, triplets_per_epoch=1200, seed=1,
+                       trainable_stages=2)
+    return replace(base, **kw)
+
+
+def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> None:
+    cfg = _cfg(demo_dataset, tmp_path / "run")
+    summary = train(cfg, progress=False)
+    ds = load_dataset(demo_dataset)
+    trained = evaluate_encoder(Encoder.from_checkpoint(tmp_path / "run" / "best.pt"), ds, "test", progress=False)
+    torch.manual_seed(cfg.seed)
+    untrained = Encoder(ASENModel(cfg.model_config(len(ds.attributes))), cfg.preprocess(), ds.attributes)
+    before = evaluate_encoder(untrained, ds, "test", progress=False)
+    assert trained.overall > before.overall + 0.03, (trained.overall, before.overall)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert all(0 <= r["valid_map"] <= 1 and r["loss"] is not None for r in log)
+    assert summary["best_valid_map"] == pytest.approx(log[-1]["valid_map"])   # only stage-2 epochs count
+
+
+def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_cfg(demo_dataset, out, variant="asen-global", stage1_epochs=1), progress=False)
+    train(_cfg(demo_dataset, out, variant="asen-global", stage1_epochs=2, resume=True), progress=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in log] == [(1, 1), (1, 2)]
+
+
+def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        train(_cfg(demo_dataset, tmp_path / name, variant="csn", stage1_epochs=1, triplets_per_epoch=320),
+              progress=False)
+        runs.append(json.loads((tmp_path / name / "log.jsonl").read_text())["loss"])
+    assert runs[0] == runs[1]
+
+
+def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
+    summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000),
+                    progress=False)
+    assert summary["seconds"] < 0.25 * 60 + 10
+    assert (tmp_path / "run" / "best.pt").is_file()

@@ -1,0 +1,81 @@
+"""Service fixtures: a tiny REAL checkpoint, a REAL catalogue index built by `asen index build`
+from the demo dataset's test split, and apps / clients on copies of it."""
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from model.asen import ASENModel
+from model.checkpoint import save_checkpoint
+from model.config import Preprocess
+from model.data import load_dataset
+from service.app import create_app
+from service.cli import main
+from service.settings import Settings
+from tests.conftest import tiny_config
+
+
+def spread_tiny_model(n_attributes: int, seed: int = 0) -> ASENModel:
+    """A tiny random model whose embeddings differ clearly between images: at plain random init
+    every image gets nearly the same vector (cosine ~0.9999), too close for ordering tests."""
+    torch.manual_seed(seed)
+    model = ASENModel(tiny_config(n_attributes=n_attributes))
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.add_(torch.randn_like(param) * 3.0 * param.std())
+    return model.eval()
+
+
+def write_checkpoint(path: Path, dataset: Path, seed: int = 0) -> Path:
+    attributes = load_dataset(dataset).attributes
+    save_checkpoint(path, spread_tiny_model(len(attributes), seed), Preprocess(global_size=64, local_size=32),
+                    attributes)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", demo_dataset)
+
+
+@pytest.fixture(scope="session")
+def built_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path) -> Path:
+    """The test split (120 images) indexed by the real command; never modified (copy it to write)."""
+    out = tmp_path_factory.mktemp("built") / "index"
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--catalogue", str(demo_dataset),
+                 "--out", str(out), "--split", "test", "--chunk-size", "50"]) == 0
+    return out
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path, built_index: Path) -> Path:
+    """A private, writable copy of the built index."""
+    return Path(shutil.copytree(built_index, tmp_path / "index"))
+
+
+@pytest.fixture
+def settings(tiny_checkpoint: Path, index_dir: Path) -> Settings:
+    return Settings(checkpoint=tiny_checkpoint, index=index_dir)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def image_bytes(path: Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def png_bytes(image: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")  # type: ignore[attr-defined]
+    return buffer.getvalue()

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from model import cli as model_cli
+from model.runtime import tune_allocator
 from service import commands as service_commands
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         args.func(args)
     except KeyboardInterrupt:

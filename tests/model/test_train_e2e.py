@@ -14,9 +14,9 @@ from model.train import TrainConfig, train
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = TrainConfig(data=data, out=out, backbone="tiny", global_size=64, local_size=32, embed_dim=32,
-                       common_dim=32, stage1_epochs=3, stage2_epochs=1, triplets_per_epoch=1200, seed=1,
-                       trainable_stages=2)
+    # the real pretrained backbone at small input sizes: a few hundred steps of head training suffice
+    base = TrainConfig(data=data, out=out, global_size=96, local_size=64, embed_dim=32, common_dim=32,
+                       stage1_epochs=2, stage2_epochs=1, triplets_per_epoch=3200, seed=1)
     return replace(base, **kw)
 
 
@@ -37,8 +37,9 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
 
 def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(_cfg(demo_dataset, out, variant="asen-global", stage1_epochs=1), progress=False)
-    train(_cfg(demo_dataset, out, variant="asen-global", stage1_epochs=2, resume=True), progress=False)
+    small = dict(variant="asen-global", backbone="tiny", global_size=64, triplets_per_epoch=320)
+    train(_cfg(demo_dataset, out, stage1_epochs=1, **small), progress=False)
+    train(_cfg(demo_dataset, out, stage1_epochs=2, resume=True, **small), progress=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [(1, 1), (1, 2)]
 
@@ -46,14 +47,14 @@ def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -
 def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        train(_cfg(demo_dataset, tmp_path / name, variant="csn", stage1_epochs=1, triplets_per_epoch=320),
-              progress=False)
+        train(_cfg(demo_dataset, tmp_path / name, variant="csn", backbone="tiny", global_size=64,
+                   stage1_epochs=1, triplets_per_epoch=320), progress=False)
         runs.append(json.loads((tmp_path / name / "log.jsonl").read_text())["loss"])
     assert runs[0] == runs[1]
 
 
 def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
-    summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000),
-                    progress=False)
+    summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000,
+                         backbone="tiny", global_size=64, local_size=32), progress=False)
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()

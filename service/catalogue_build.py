@@ -50,7 +50,7 @@ class BuildReport:
     out: Path
     items: int
     skipped: list[tuple[str, str]]   # (id, why) of unreadable images
-    encoded_now: int                 # images encoded by this run (the rest came from an interrupted one)
+    encoded_now: int                 # images read by this run (the rest came from an interrupted one)
     seconds: float
 
     @property
@@ -85,26 +85,27 @@ def _load_batch(entries: Sequence[CatalogueEntry], limits: ImageLimits) -> list[
 def _encode_chunk(encoder: Encoder, entries: list[CatalogueEntry], cfg: BuildConfig, bar: tqdm) -> _Chunk:
     """Decode (one batch ahead, in a thread) and encode the images of one chunk."""
     batches = [entries[i:i + cfg.batch_size] for i in range(0, len(entries), cfg.batch_size)]
-    chunk = _Chunk([], np.zeros((0, len(encoder.attributes), encoder.dim), np.float32), [], [])
-    parts: list[np.ndarray] = []
+    encoded: list[CatalogueEntry] = []
+    failed: list[tuple[str, str]] = []
+    parts = [np.zeros((0, len(encoder.attributes), encoder.dim), np.float32)]
     with ThreadPoolExecutor(1) as pool:
         pending: Future = pool.submit(_load_batch, batches[0], cfg.limits)
         for b, batch in enumerate(batches):
             loaded = pending.result()
             if b + 1 < len(batches):
                 pending = pool.submit(_load_batch, batches[b + 1], cfg.limits)
-            good = [(e, img) for e, img in zip(batch, loaded) if isinstance(img, Image.Image)]
-            for e, why in ((e, x) for e, x in zip(batch, loaded) if isinstance(x, str)):
-                chunk.failed.append((e.id, why))
-                bar.write(f"skipped {e.id} ({e.path}): {why}")
-            if good:
-                parts.append(encoder.encode([img for _, img in good], batch_size=cfg.batch_size))
-                chunk.ids += [e.id for e, _ in good]
-                chunk.metadata += [e.metadata for e, _ in good]
+            images = []
+            for entry, result in zip(batch, loaded):
+                if isinstance(result, str):
+                    failed.append((entry.id, result))
+                    bar.write(f"skipped {entry.id} ({entry.path}): {result}")
+                else:
+                    encoded.append(entry)
+                    images.append(result)
+            if images:
+                parts.append(encoder.encode(images, batch_size=cfg.batch_size))
             bar.update(len(batch))
-    if parts:
-        chunk.vectors = np.concatenate(parts)
-    return chunk
+    return _Chunk([e.id for e in encoded], np.concatenate(parts), [e.metadata for e in encoded], failed)
 
 
 def _write_atomic(path: Path, write: Any) -> None:

@@ -52,7 +52,7 @@ def _index_build(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
                                      args.chunk_size, args.factory, args.restart))
-    print(f"built {report.out}: {report.items} items; {report.encoded_now} images encoded in "
+    print(f"built {report.out}: {report.items} items; {report.encoded_now} images read in "
           f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
     if report.skipped:
         print(f"{len(report.skipped)} unreadable images skipped (listed in {report.out / 'build_report.json'}):",
@@ -77,12 +77,16 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from service.server import serve
+    from service.server import prefer_passive_openmp, serve
 
+    prefer_passive_openmp()  # before torch and faiss load
     serve(serve_settings(args))
 
 
 def _demo(args: argparse.Namespace) -> None:
+    from service.server import prefer_passive_openmp
+
+    prefer_passive_openmp()
     from service.demo import run_demo
 
     run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve)

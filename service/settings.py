@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     inference_concurrency: int = Field(2, ge=1, description="model forward passes running at the same time")
     mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
     log_level: str = "info"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """`ASEN_API_KEY=` (empty, as compose passes an unset variable) means no key."""
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> "Settings":

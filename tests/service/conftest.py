@@ -47,11 +47,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path
 
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path) -> Path:
-    """The test split (120 images) indexed by the real command; never modified (copy it to write)."""
+    """The test split indexed by the real command; never modified (copy it to write)."""
     out = tmp_path_factory.mktemp("built") / "index"
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--catalogue", str(demo_dataset),
                  "--out", str(out), "--split", "test", "--chunk-size", "50"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def n_items(demo_dataset: Path) -> int:
+    """Items in the built index: the demo dataset's test split."""
+    return len((demo_dataset / "filenames_test.txt").read_text().split())
 
 
 @pytest.fixture

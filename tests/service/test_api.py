@@ -33,13 +33,14 @@ def test_search_with_a_catalogue_image_returns_that_item_first(client: TestClien
         assert "encode;dur=" in response.headers["server-timing"]
 
 
-def test_search_by_item_id_excludes_the_item(tiny_checkpoint: Path, index_dir: Path) -> None:
-    settings = Settings(checkpoint=tiny_checkpoint, index=index_dir, max_top_k=500)
+def test_search_by_item_id_excludes_the_item(tiny_checkpoint: Path, index_dir: Path, n_items: int) -> None:
+    settings = Settings(checkpoint=tiny_checkpoint, index=index_dir, max_top_k=n_items)
     with TestClient(create_app(settings)) as client:
-        response = client.post("/search", data={"attribute": "pattern", "item_id": "test-00005", "top_k": "500"})
+        response = client.post("/search", data={"attribute": "pattern", "item_id": "test-00005",
+                                                "top_k": str(n_items)})
     assert response.status_code == 200, response.text
     ids = [r["id"] for r in response.json()["results"]]
-    assert len(ids) == 119 and "test-00005" not in ids
+    assert len(ids) == n_items - 1 and "test-00005" not in ids
 
 
 def test_search_by_id_ranks_like_brute_force(client: TestClient, tiny_checkpoint: Path, index_dir: Path) -> None:
@@ -107,7 +108,7 @@ def test_attributes_and_items(client: TestClient, demo_dataset: Path) -> None:
 
 
 def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo_dataset: Path,
-                                                        settings: object) -> None:
+                                                        n_items: int) -> None:
     picture = image_bytes(demo_dataset / "images" / "train" / "00007.jpg")
     added = client.post("/items", data={"id": "new/shirt-1", "metadata": '{"brand": "acme"}'},
                         files={"image": ("n.jpg", picture, "image/jpeg")})
@@ -117,7 +118,7 @@ def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo
                        files={"image": ("q.jpg", picture, "image/jpeg")}).json()["results"]
     assert hits[0]["id"] == "new/shirt-1"
     assert client.post("/items", data={"id": "new/shirt-1"}, files={"image": ("n.jpg", picture)}).status_code == 409
-    assert client.get("/readyz").json()["items"] == 121
+    assert client.get("/readyz").json()["items"] == n_items + 1
     assert CatalogueIndex.load(client.app.state.settings.index).get("new/shirt-1").metadata == {"brand": "acme"}
 
     deleted = client.delete("/items/new/shirt-1")
@@ -130,19 +131,19 @@ def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo
     assert client.delete("/items/new/shirt-1").status_code == 404
 
 
-def test_replace_keeps_one_copy(client: TestClient, demo_dataset: Path) -> None:
+def test_replace_keeps_one_copy(client: TestClient, demo_dataset: Path, n_items: int) -> None:
     picture = image_bytes(demo_dataset / "images" / "train" / "00001.jpg")
     response = client.post("/items", data={"id": "test-00002", "replace": "true", "metadata": '{"v": 2}'},
                            files={"image": ("n.jpg", picture, "image/jpeg")})
     assert response.status_code == 200, response.text
     assert client.get("/items/test-00002").json()["metadata"] == {"v": 2}
-    assert client.get("/readyz").json()["items"] == 120
+    assert client.get("/readyz").json()["items"] == n_items
 
 
-def test_ops_endpoints(client: TestClient) -> None:
+def test_ops_endpoints(client: TestClient, n_items: int) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready["status"] == "ready" and ready["items"] == 120 and len(ready["attributes"]) == 7
+    assert ready["status"] == "ready" and ready["items"] == n_items and len(ready["attributes"]) == 7
     client.post("/search", data={"attribute": "colour", "item_id": "test-00001"})
     client.post("/search", data={"attribute": "colour", "item_id": "no-such-item"})
     text = client.get("/metrics").text
@@ -151,7 +152,7 @@ def test_ops_endpoints(client: TestClient) -> None:
     assert 'asen_http_request_duration_seconds_bucket' in text
     for stage in ("decode", "encode", "search"):
         assert f'asen_stage_duration_seconds_count{{stage="{stage}"}}' in text
-    assert "asen_catalogue_items 120.0" in text
+    assert f"asen_catalogue_items {float(n_items)}" in text
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/rerank", "/attributes", "/items", "/items/{item_id}", "/healthz", "/readyz"} <= set(paths)

@@ -1,0 +1,47 @@
+# asen-search HTTP service, CPU only.
+#   docker build -t asen-search .
+#   docker run -p 8000:8000 -v asen-data:/data asen-search
+# /data must hold model/best.pt and index/ (e.g. `asen demo --workdir /data --no-serve` in the
+# container, or files copied in); see docs/service.md.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # glibc malloc settings measured in docs/machine-notes: without them torch inference spends
+    # most of its time in page faults.
+    MALLOC_MMAP_THRESHOLD_=33554432 \
+    MALLOC_TRIM_THRESHOLD_=4294967296 \
+    MALLOC_TOP_PAD_=1073741824 \
+    # torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin.
+    OMP_WAIT_POLICY=PASSIVE
+
+WORKDIR /app
+
+# CPU-only torch first (the default wheel index would pull the multi-GB CUDA build).
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
+
+COPY pyproject.toml ./
+COPY model ./model
+COPY index ./index
+COPY service ./service
+RUN pip install . \
+    && useradd --create-home --uid 10001 asen \
+    && mkdir -p /data \
+    && chown asen:asen /data
+
+USER asen
+
+ENV ASEN_CHECKPOINT=/data/model/best.pt \
+    ASEN_INDEX=/data/index \
+    ASEN_HOST=0.0.0.0 \
+    ASEN_PORT=8000
+
+VOLUME ["/data"]
+EXPOSE 8000
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('ASEN_PORT', '8000'), timeout=4)"]
+
+CMD ["asen", "serve"]

@@ -1,0 +1,31 @@
+# make serve   install, then make the demo dataset, model and index if missing and serve on :8000
+# make test    install, then run the test suite
+# make install virtualenv in $(VENV) with the pinned torch first, then this package
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?=
+
+# glibc malloc settings measured in docs/machine-notes.md: up to 3.5x faster torch on CPU.
+export MALLOC_MMAP_THRESHOLD_ := 33554432
+export MALLOC_TRIM_THRESHOLD_ := 4294967296
+export MALLOC_TOP_PAD_ := 1073741824
+# torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/server.py).
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: install serve test
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "== installing into $(VENV) (torch first, pinned: a plain torch requirement can pull a multi-GB build)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+serve: install
+	$(BIN)/asen demo $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest

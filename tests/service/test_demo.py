@@ -1,0 +1,44 @@
+"""`asen demo`: each step is skipped when its output exists and is complete."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from model.synth import ATTRIBUTES, generate_dataset
+from service.demo import demo_entries, run_demo
+from tests.service.conftest import write_checkpoint
+
+
+@pytest.fixture(scope="module")
+def seed0_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("seed0")
+    generate_dataset(root, n_train=8, n_valid=8, n_test=24, seed=0, progress=False)
+    return root
+
+
+def test_demo_entries_carry_every_label(seed0_dataset: Path, demo_dataset: Path) -> None:
+    entries = demo_entries(seed0_dataset)
+    assert [e.id for e in entries[:2]] == ["test-00000", "test-00001"]
+    assert all(set(e.metadata) == {"split"} | {name for name, _ in ATTRIBUTES} for e in entries)
+    other_seed = demo_entries(demo_dataset)  # labels cannot be recovered: only the recorded ones
+    assert all(len(e.metadata) == 2 for e in other_seed)
+
+
+def test_second_run_uses_the_cache(seed0_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "demo"
+    shutil.copytree(seed0_dataset, work / "data")
+    (work / "data" / ".complete").write_text("")
+    (work / "model").mkdir()
+    write_checkpoint(work / "model" / "best.pt", seed0_dataset)
+    run_demo(work, serve_after=False)
+    first = capsys.readouterr().out
+    assert "demo model" in first and "(cached)" in first.split("[2/4]")[1].splitlines()[0]
+    assert "encoding the test split" in first
+    run_demo(work, serve_after=False)
+    second = capsys.readouterr().out
+    assert second.count("cached") == 3 and "24 items" in second
+    write_checkpoint(work / "model" / "best.pt", seed0_dataset, seed=5)  # a new model: the index is rebuilt
+    run_demo(work, serve_after=False)
+    assert "encoding the test split" in capsys.readouterr().out

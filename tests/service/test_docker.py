@@ -1,0 +1,133 @@
+"""What can be checked of the Docker files without a Docker engine: they parse, reference files
+that exist, and their command, settings and health check match what the service really offers."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from service.app import create_app
+from service.cli import build_parser
+from service.settings import Settings
+from tests.service.serving import free_port, serving
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+               "MALLOC_TOP_PAD_": "1073741824", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n(\s*#.*\n)*", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def _instruction(name: str) -> list[str]:
+    return [args for instr, args in dockerfile() if instr == name]
+
+
+def _env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for args in _instruction("ENV"):
+        env.update(dict(token.split("=", 1) for token in shlex.split(args)))
+    return env
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _routes() -> set[str]:
+    """Paths the app really serves (its OpenAPI schema; nothing is loaded to build it)."""
+    return set(create_app(Settings(checkpoint=Path("unused.pt"), index=Path("unused"))).openapi()["paths"])
+
+
+def _check_command(command: list[str]) -> None:
+    assert command[0] == "asen", command
+    build_parser().parse_args(command[1:])  # SystemExit if a flag or subcommand does not exist
+
+
+def test_dockerfile_copies_existing_files_and_runs_the_real_command() -> None:
+    for args in _instruction("COPY"):
+        *sources, _ = shlex.split(args)
+        for source in sources:
+            assert (ROOT / source).exists(), f"COPY {source}: missing"
+    cmd = json.loads(_instruction("CMD")[-1])
+    _check_command(cmd)
+    user = _instruction("USER")[-1]
+    assert user not in ("root", "0")
+    env = _env()
+    assert all(env.get(k) == v for k, v in RUNTIME_ENV.items()), "allocator settings of machine-notes.md"
+    for key in env:
+        if key.startswith("ASEN_"):
+            assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
+    torch_install = next(a for a in _instruction("RUN") if "torch==" in a)
+    assert "download.pytorch.org/whl/cpu" in torch_install
+    pins = re.findall(r'"(torch(?:vision)?==[^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert pins and all(pin in torch_install for pin in pins), "the same torch pins as pyproject.toml"
+
+
+def test_healthchecks_probe_a_real_route() -> None:
+    routes = _routes()
+    health = _instruction("HEALTHCHECK")[-1]
+    compose_test = _compose()["services"]["asen"]["healthcheck"]["test"]
+    for text in (health, " ".join(compose_test)):
+        paths = re.findall(r"https?://[^/'\"]+(/[\w/-]*)", text)
+        assert paths == ["/readyz"], text
+    assert "/readyz" in routes and "/healthz" in routes and "/metrics" in routes
+
+
+def test_compose_file_matches_the_service() -> None:
+    compose = _compose()
+    service = compose["services"]["asen"]
+    build = service["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+    _check_command(service["command"])
+    env = service["environment"]
+    for key in env:
+        if key.startswith("ASEN_"):
+            assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
+    assert all(str(env.get(k)) == v for k, v in RUNTIME_ENV.items())
+    port = str(env["ASEN_PORT"])
+    assert any(str(p).split(":")[-1] == port for p in service["ports"])
+    assert f"127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    assert set(mounts.values()) <= set(compose["volumes"])
+    for key in ("ASEN_CHECKPOINT", "ASEN_INDEX"):
+        assert any(env[key].startswith(target + "/") for target in mounts), f"{key} is not on the volume"
+
+
+def test_serve_help_lists_the_flags() -> None:
+    out = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    for flag in ("--checkpoint", "--index", "--host", "--port"):
+        assert flag in out
+
+
+def test_the_image_command_and_healthcheck_work_outside_docker(tiny_checkpoint: Path, index_dir: Path) -> None:
+    """The container's CMD, configured only by its environment, answers the container's health check."""
+    port = free_port()
+    env = {**RUNTIME_ENV, "ASEN_CHECKPOINT": str(tiny_checkpoint), "ASEN_INDEX": str(index_dir), "ASEN_PORT": str(port)}
+    cmd = json.loads(_instruction("CMD")[-1])
+    with serving(cmd[1:], env, port):
+        probe = json.loads(_instruction("HEALTHCHECK")[-1].split("CMD", 1)[1])
+        assert probe[0] == "python"
+        result = subprocess.run([sys.executable, *probe[1:]], env={"ASEN_PORT": str(port)}, capture_output=True,
+                                text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+
+
+def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.cli import main
+
+    monkeypatch.delenv("ASEN_CHECKPOINT", raising=False)
+    monkeypatch.delenv("ASEN_INDEX", raising=False)
+    assert main(["serve"]) == 2
+    assert "ASEN_CHECKPOINT" in capsys.readouterr().err

@@ -181,11 +181,14 @@ class Trainer:
             self.optimizer = self._make_optimizer(stage)
         if stage == 2 and self.state["epoch"] == 0:
             self._standardise_local()
-        reserve = 0.0
+        reserve, last_epoch = 0.0, 0.0
         while self.state["epoch"] < self._epochs(stage):
-            if stage_deadline is not None and time.monotonic() + 2 * reserve > stage_deadline:
+            # with a time budget, start another epoch only if one more (crop refresh included) fits
+            if stage_deadline is not None and time.monotonic() + max(2 * reserve, last_epoch) > stage_deadline:
                 break
+            started = time.monotonic()
             reserve = self._epoch(stage, stage_deadline, reserve)
+            last_epoch = time.monotonic() - started
 
     def _standardise_local(self) -> None:
         n = min(512, len(self.pair_fids))

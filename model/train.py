@@ -1,4 +1,4 @@
-"""Two-stage ASEN++ training on CPUs from cached backbone maps (see docs/training.md).
+"""Two-stage ASEN++ training on CPUs from cached backbone maps (the recipe: docs/results.md).
 
 Stage 1 trains the global branch (or a baseline); stage 2 trains global and local branches jointly,
 the local branch seeing RoI crops chosen by the current global attention (refreshed every epoch).

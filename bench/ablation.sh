@@ -10,6 +10,9 @@ for v in "${variants[@]}"; do
   out="$runs/$v"; extra=()
   case "$v" in
     asen-global-s32) extra=(--variant asen-global --stride 32) ;;
+    asen-global-160) extra=(--variant asen-global --global-size 160) ;;
+    asen-global-288) extra=(--variant asen-global --global-size 288) ;;
+    asen++-local160) extra=(--variant asen++ --local-size 160) ;;
     *) extra=(--variant "$v") ;;
   esac
   if [ ! -f "$out/test.json" ]; then

@@ -64,12 +64,13 @@ class TrainConfig:
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or ("resnet34" if self.backbone == "resnet50" else self.backbone)
-        frozen = -1 if self.trainable_stages == 0 else None
-        g = BranchConfig(self.backbone, self.stride, self.global_size, self.common_dim, 2, self.embed_dim,
-                         frozen if frozen is not None else _frozen(self.backbone, self.stride, self.trainable_stages))
-        loc = BranchConfig(local_name, self.stride, self.local_size, self.common_dim, 2, self.embed_dim,
-                           frozen if frozen is not None else _frozen(local_name, self.stride, self.trainable_stages))
-        return ModelConfig(self.variant, n_attributes, 512, g, loc, self.use_asa, self.use_aca)
+
+        def branch(name: str, size: int) -> BranchConfig:
+            return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
+                                _frozen(name, self.stride, self.trainable_stages))
+
+        return ModelConfig(self.variant, n_attributes, 512, branch(self.backbone, self.global_size),
+                           branch(local_name, self.local_size), self.use_asa, self.use_aca)
 
     def preprocess(self) -> Preprocess:
         imagenet = self.backbone.startswith("resnet")
@@ -78,6 +79,9 @@ class TrainConfig:
 
 
 def _frozen(backbone: str, stride: int, trainable: int) -> int:
+    """Leading stages to freeze so that the last `trainable` stages train (-1: all frozen)."""
+    if trainable <= 0:
+        return -1
     n_stages = {"tf_efficientnet_lite0": 6 if stride == 16 else 8, "tiny": 4 if stride == 16 else 5}.get(
         backbone, 4 if stride == 16 else 5)
     return max(0, n_stages - trainable)

@@ -58,3 +58,19 @@ def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
                          backbone="tiny", global_size=64, local_size=32), progress=False)
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: Path) -> None:
+    from model.checkpoint import load_checkpoint
+
+    cfg = _cfg(demo_dataset, tmp_path / "run", backbone="tiny", global_size=64, local_size=32,
+               trainable_stages=1, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320)
+    train(cfg, progress=False)
+    trained = load_checkpoint(tmp_path / "run" / "best.pt").model
+    torch.manual_seed(cfg.seed)
+    initial = ASENModel(cfg.model_config(len(load_dataset(demo_dataset).attributes)))
+    last, first = trained.global_backbone.stages[-1], trained.global_backbone.stages[0]
+    assert not torch.equal(last[0].weight, initial.global_backbone.stages[-1][0].weight)   # fine-tuned
+    assert torch.equal(first[0].weight, initial.global_backbone.stages[0][0].weight)       # frozen
+    assert not torch.equal(trained.local_backbone.stages[-1][0].weight,
+                           initial.local_backbone.stages[-1][0].weight)

@@ -13,6 +13,7 @@ for v in "${variants[@]}"; do
     asen-global-160) extra=(--variant asen-global --global-size 160) ;;
     asen-global-288) extra=(--variant asen-global --global-size 288) ;;
     asen++-local160) extra=(--variant asen++ --local-size 160) ;;
+    asen++-288) extra=(--variant asen++ --global-size 288) ;;
     *) extra=(--variant "$v") ;;
   esac
   if [ ! -f "$out/test.json" ]; then

@@ -1,6 +1,7 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
 # make test    install, then run the test suite
-# make install virtualenv in $(VENV) with the pinned torch first, then this package
+# make install virtualenv in $(VENV) with the pinned torch first, then this package; Debian's chromium
+#              for the browser tests (as root, or with passwordless sudo) if /usr/bin/chromium is missing
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,9 +14,11 @@ export MALLOC_TOP_PAD_ := 1073741824
 # torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/server.py).
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: install serve test
+CHROMIUM := /usr/bin/chromium
 
-install: $(VENV)/.installed
+.PHONY: install chromium serve test
+
+install: $(VENV)/.installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	@echo "== installing into $(VENV) (torch first, pinned: a plain torch requirement can pull a multi-GB build)"
@@ -23,6 +26,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -e '.[test]'
 	touch $@
+
+# The browser tests drive Debian's Chromium with Playwright (no browser download: see tests/service/browser.py).
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "== NOTE: $(CHROMIUM) is missing and apt-get is not available: install Chromium there by hand, or the browser tests fail"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "== installing Debian's chromium (for the browser tests)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	elif sudo -n true 2>/dev/null; then \
+	  echo "== installing Debian's chromium (for the browser tests)"; \
+	  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+	  echo "== NOTE: $(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium', or the browser tests fail"; \
+	fi
 
 serve: install
 	$(BIN)/asen demo $(DEMO_ARGS)

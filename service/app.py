@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from index import CatalogueIndex
 from model.encoder import Encoder
-from service import routes_items, routes_ops, routes_search
+from service import routes_explain, routes_items, routes_ops, routes_page, routes_search
 from service.errors import install_error_handlers
 from service.images import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
@@ -57,7 +57,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     app.state.metrics = metrics
     app.state.runtime = None
     install_error_handlers(app)
-    for module in (routes_search, routes_items, routes_ops):
+    for module in (routes_search, routes_explain, routes_items, routes_ops, routes_page):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)  # outermost: sees every status

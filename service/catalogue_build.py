@@ -1,8 +1,9 @@
 """`asen index build`: encode every catalogue image for every attribute and commit the indexes.
 
-Work is kept in `OUT/.build/` as one file per finished chunk of images, so an interrupted build
-resumes where it stopped (same checkpoint, same catalogue). Unreadable images are reported by id
-and skipped; every other problem stops the build before anything is encoded.
+Each item's metadata records the absolute path of its image (`service.item_images`), so that the
+service can show it. Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
+interrupted build resumes where it stopped (same checkpoint, same catalogue). Unreadable images are
+reported by id and skipped; every other problem stops the build before anything is encoded.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from model.encoder import Encoder
 from service.catalogue_sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
 from service.errors import ApiError
 from service.images import ImageLimits, decode_image
+from service.item_images import with_image
 
 WORK_DIR = ".build"
 REPORT = "build_report.json"
@@ -105,7 +107,8 @@ def _encode_chunk(encoder: Encoder, entries: list[CatalogueEntry], cfg: BuildCon
             if images:
                 parts.append(encoder.encode(images, batch_size=cfg.batch_size))
             bar.update(len(batch))
-    return _Chunk([e.id for e in encoded], np.concatenate(parts), [e.metadata for e in encoded], failed)
+    return _Chunk([e.id for e in encoded], np.concatenate(parts),
+                  [with_image(e.metadata, e.path.resolve()) for e in encoded], failed)
 
 
 def _write_atomic(path: Path, write: Any) -> None:

@@ -82,6 +82,16 @@ def demo_entries(data: Path) -> list[CatalogueEntry]:
     return [CatalogueEntry(e.id, e.path, {"split": "test", **labels}) for e, labels in zip(entries, full)]
 
 
+def _records_images(index: Path) -> bool:
+    """Whether the index names its items' images (indexes built before that cannot show them)."""
+    from index import CatalogueIndex
+    from service.item_images import IMAGE_KEY
+
+    catalogue = CatalogueIndex.load(index, mmap=True)
+    ids = catalogue.ids()
+    return bool(ids) and IMAGE_KEY in catalogue.get(ids[0]).metadata
+
+
 def ensure_index(checkpoint: Path, data: Path, out: Path) -> Path:
     from index import IndexFormatError, read_manifest
     from model.checkpoint import file_fingerprint
@@ -92,7 +102,8 @@ def ensure_index(checkpoint: Path, data: Path, out: Path) -> Path:
         manifest = read_manifest(out)
     except IndexFormatError:
         manifest = None
-    if manifest is not None and manifest["fingerprint"] == fingerprint and not (out / WORK_DIR).exists():
+    if (manifest is not None and manifest["fingerprint"] == fingerprint and not (out / WORK_DIR).exists()
+            and _records_images(out)):
         _say(3, f"demo index: {out} ({manifest['count']} items, cached)")
         return out
     _say(3, f"demo index: encoding the test split into {out} ...")

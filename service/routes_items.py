@@ -1,5 +1,5 @@
-"""`GET /items/{id}`, `POST /items` and `DELETE /items/{id}`: live catalogue changes, each one
-committed to the index directory before it is acknowledged."""
+"""`GET /items/{id}`, `POST /items`, `DELETE /items/{id}` (live catalogue changes, each one
+committed to the index directory before it is acknowledged) and `GET /images/{id}` (an item's image)."""
 from __future__ import annotations
 
 import logging
@@ -8,9 +8,12 @@ from typing import Annotated, Any
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import FileResponse
 
+from service.caching import file_etag, not_modified
 from service.errors import ApiError
+from service.item_images import CACHE_CONTROL, public_metadata, render, save_upload, with_image
 from service.metrics import StageTimer
 from service.runtime import Runtime, RuntimeDep, require_api_key
 from service.schemas import ERROR_RESPONSES, DeleteResponse, ItemResponse, parse_metadata
@@ -81,7 +84,7 @@ async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
         item = runtime.catalogue.get(item_id)
     except KeyError:
         raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
-    return ItemResponse(id=item.id, metadata=item.metadata)
+    return ItemResponse(id=item.id, metadata=public_metadata(item.metadata))
 
 
 @router.post("/items", status_code=201, response_model=ItemResponse, responses=ERROR_RESPONSES,
@@ -98,8 +101,11 @@ async def add_item(runtime: RuntimeDep, response: Response,
     item_id = runtime.check_item_id(id)
     meta = parse_metadata(metadata)
     runtime.check_writable()
-    vectors = await runtime.encode(await runtime.decode(image, timer), None, timer)
-    replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, meta, replace, timer)
+    picture, data = await runtime.read_image(image, timer)
+    vectors = await runtime.encode(picture, None, timer)
+    stored = await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)
+    replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, with_image(meta, stored),
+                                              replace, timer)
     response.status_code = 200 if replaced else 201
     response.headers["Server-Timing"] = timer.server_timing()
     return ItemResponse(id=item_id, metadata=meta)
@@ -114,3 +120,31 @@ async def delete_item(runtime: RuntimeDep, response: Response, item_id: str) -> 
     await anyio.to_thread.run_sync(_delete_item, runtime, item_id, timer)
     response.headers["Server-Timing"] = timer.server_timing()
     return DeleteResponse(id=item_id, deleted=True)
+
+
+IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}, "description": "the image"},
+    304: {"description": "not modified (If-None-Match names the current ETag)"},
+    404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422]}
+
+
+@router.get("/images/{item_id:path}", response_class=Response, responses=IMAGE_RESPONSES)
+async def item_image(runtime: RuntimeDep, request: Request, item_id: str,
+                     size: Annotated[int | None, Query(ge=16, le=2048, description="at most this many pixels a "
+                                                       "side (a JPEG thumbnail); default: the stored file")] = None,
+                     ) -> Response:
+    """A catalogue item's image, with `ETag` and `Cache-Control` (answers 304 to a matching
+    `If-None-Match`); 404 `no_image` when the item has no stored image."""
+    path = runtime.item_image_path(item_id)
+    try:
+        tag = await anyio.to_thread.run_sync(file_etag, path, size)
+        headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
+        if not_modified(request, tag):
+            return Response(status_code=304, headers=headers)
+        rendered = await anyio.to_thread.run_sync(render, path, size, runtime.image_limits)
+    except OSError as exc:
+        raise ApiError(404, "no_image", f"the image of item {item_id!r} cannot be read: {exc.strerror or exc}") \
+            from None
+    if rendered.path is not None:
+        return FileResponse(rendered.path, media_type=rendered.media_type, headers=headers)
+    return Response(rendered.body, media_type=rendered.media_type, headers=headers)

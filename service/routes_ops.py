@@ -11,11 +11,6 @@ from service.schemas import HealthResponse, ReadyResponse
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/", include_in_schema=False)
-async def root() -> dict[str, str]:
-    return {"service": "asen-search", "docs": "/docs", "ready": "/readyz"}
-
-
 @router.get("/healthz", response_model=HealthResponse)
 async def healthz() -> HealthResponse:
     """The process is alive and answering."""

@@ -10,6 +10,7 @@ from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from index import CatalogueIndex
 from service.errors import ApiError
+from service.item_images import public_metadata
 from service.metrics import StageTimer
 from service.runtime import RuntimeDep
 from service.schemas import (ERROR_RESPONSES, AttributeInfo, AttributesResponse, Hit, RerankHit, RerankResponse,
@@ -22,7 +23,7 @@ ItemIdField = Annotated[str | None, Form(description="query by a catalogue item 
 AttributeField = Annotated[str, Form(description="attribute name, see GET /attributes")]
 
 
-def _blank_to_none(value: str | None) -> str | None:
+def blank_to_none(value: str | None) -> str | None:
     return None if value is None or value == "" else value
 
 
@@ -36,7 +37,7 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
     """The catalogue items most similar to the query under one attribute, best first. A query by
     `item_id` never returns that item."""
     timer = StageTimer(runtime.metrics)
-    item_id = _blank_to_none(item_id)
+    item_id = blank_to_none(item_id)
     k = runtime.check_top_k(top_k)
     wanted = parse_filters(filters)
     query = await runtime.query_vector(attribute, image, item_id, timer)
@@ -48,8 +49,8 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
         except ValueError as exc:
             raise ApiError(422, "invalid_filters", str(exc)) from None
     response.headers["Server-Timing"] = timer.server_timing()
-    return SearchResponse(attribute=attribute, results=[Hit(id=h.id, score=h.score, metadata=h.metadata)
-                                                        for h in hits])
+    return SearchResponse(attribute=attribute, results=[
+        Hit(id=h.id, score=h.score, metadata=public_metadata(h.metadata)) for h in hits])
 
 
 def _score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str,
@@ -60,7 +61,7 @@ def _score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str,
         known = [i for i in ids if i in catalogue]
         try:
             scores = catalogue.score_ids(query, attribute, known) if known else {}
-            metadata = {i: catalogue.get(i).metadata for i in known}
+            metadata = {i: public_metadata(catalogue.get(i).metadata) for i in known}
         except KeyError:
             continue
         return scores, metadata, [i for i in ids if i not in scores]
@@ -86,7 +87,7 @@ async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeFi
                        f"{runtime.settings.max_candidates}")
     unique = list(dict.fromkeys(candidates))
     duplicates = sorted(c for c, count in Counter(candidates).items() if count > 1)
-    query = await runtime.query_vector(attribute, image, _blank_to_none(item_id), timer)
+    query = await runtime.query_vector(attribute, image, blank_to_none(item_id), timer)
     with timer.stage("search"):
         scores, metadata, unknown = await anyio.to_thread.run_sync(
             _score_known, runtime.catalogue, query, attribute, unique)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import anyio
 import numpy as np
@@ -14,13 +16,15 @@ from fastapi.security import APIKeyHeader
 from PIL import Image
 
 from index import CatalogueIndex, validate_id
-from model.encoder import Encoder
+from model.encoder import Encoder, Explanation
 from service.errors import ApiError
 from service.images import ImageLimits, decode_image
+from service.item_images import IMAGE_KEY, stored_path
 from service.metrics import Metrics, StageTimer
 from service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
+T = TypeVar("T")
 
 
 def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
@@ -72,33 +76,75 @@ class Runtime:
         except (TypeError, ValueError) as exc:
             raise ApiError(422, "invalid_item_id", str(exc)) from None
 
+    @staticmethod
+    def check_one_query(image: UploadFile | None, item_id: str | None) -> None:
+        if (image is None) == (item_id is None):
+            raise ApiError(422, "query_required", "send exactly one of `image` (a file) or `item_id`")
+
     def check_writable(self) -> None:
         if self.catalogue.read_only:
             raise ApiError(409, "read_only", "the index was loaded memory-mapped (ASEN_MMAP) and is read-only")
 
-    async def decode(self, upload: UploadFile, timer: StageTimer) -> Image.Image:
-        """Read an upload (at most the byte limit) and decode it off the event loop."""
+    async def read_image(self, upload: UploadFile, timer: StageTimer) -> tuple[Image.Image, bytes]:
+        """Read an upload (at most the byte limit) and decode it off the event loop; also returns
+        the bytes (to store them)."""
         with timer.stage("decode"):
             data = await upload.read(self.settings.max_upload_bytes + 1)
             if len(data) > self.settings.max_upload_bytes:
                 raise ApiError(413, "image_too_large", f"the image is over the limit of "
                                f"{self.settings.max_upload_bytes} bytes")
-            return await anyio.to_thread.run_sync(decode_image, data, self.image_limits)
+            return await anyio.to_thread.run_sync(decode_image, data, self.image_limits), data
+
+    async def decode(self, upload: UploadFile, timer: StageTimer) -> Image.Image:
+        return (await self.read_image(upload, timer))[0]
+
+    async def _infer(self, work: Callable[[], T], timer: StageTimer) -> T:
+        """Model work in a thread, at most `inference_concurrency` at a time, timed as `encode`."""
+        with timer.stage("encode"):
+            return await anyio.to_thread.run_sync(work, limiter=self.inference_limiter)
 
     async def encode(self, image: Image.Image, attribute: int | None, timer: StageTimer) -> np.ndarray:
         """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None)."""
         attrs = None if attribute is None else [attribute]
-        with timer.stage("encode"):
-            vectors = await anyio.to_thread.run_sync(
-                lambda: self.encoder.encode([image], attrs, batch_size=1), limiter=self.inference_limiter)
+        vectors = await self._infer(lambda: self.encoder.encode([image], attrs, batch_size=1), timer)
         return vectors[0] if attribute is None else vectors[0, 0]
+
+    async def explain(self, image: Image.Image, attribute: int, timer: StageTimer) -> Explanation:
+        """The attribute's attention map `[h, w]` and RoI box for one image."""
+        return await self._infer(lambda: self.encoder.explain(image, attribute), timer)
+
+    def item_image_path(self, item_id: str) -> Path:
+        """The stored image file of a catalogue item; 404 when the item or its image is unknown."""
+        try:
+            reference = self.catalogue.get(item_id).metadata.get(IMAGE_KEY)
+        except KeyError:
+            raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
+        path = stored_path(self.settings.index, reference)
+        if path is None:
+            raise ApiError(404, "no_image", f"item {item_id!r} has no stored image (its index was built before "
+                           "images were recorded: rebuild it with `asen index build`)")
+        return path
+
+    async def item_image(self, item_id: str, timer: StageTimer) -> Image.Image:
+        """A catalogue item's stored image, decoded off the event loop."""
+        path = self.item_image_path(item_id)
+
+        def load() -> Image.Image:
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ApiError(404, "no_image", f"the image of item {item_id!r} cannot be read: "
+                               f"{exc.strerror or exc}") from None
+            return decode_image(data, self.image_limits)
+
+        with timer.stage("decode"):
+            return await anyio.to_thread.run_sync(load)
 
     async def query_vector(self, attribute: str, image: UploadFile | None, item_id: str | None,
                            timer: StageTimer) -> np.ndarray:
         """The query `[dim]` under `attribute`: an uploaded image encoded, or a catalogue item's vector."""
         attr = self.attribute_id(attribute)
-        if (image is None) == (item_id is None):
-            raise ApiError(422, "query_required", "send exactly one of `image` (a file) or `item_id`")
+        self.check_one_query(image, item_id)
         if image is not None:
             return await self.encode(await self.decode(image, timer), attr, timer)
         assert item_id is not None

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.errors import ApiError
+from service.item_images import refuse_private_key
 
 Scalar = str | int | float | bool | None
 
@@ -39,6 +40,21 @@ class RerankResponse(BaseModel):
     results: list[RerankHit] = Field(description="the known candidates, best first")
     unknown: list[str] = Field(description="candidate ids that are not in the catalogue (not ranked)")
     duplicates: list[str] = Field(description="ids sent more than once (ranked once, at their first position)")
+
+
+class ExplainResponse(BaseModel):
+    attribute: str
+    attention: list[list[float]] = Field(description="the attribute's attention map, rows of the grid, each "
+                                         "value in [0, 1] (min-max scaled)")
+    grid: tuple[int, int] = Field(description="[h, w] of the attention map")
+    image_box: tuple[float, float, float, float] = Field(
+        description="[x0, y0, x1, y1] in image pixels: the square of the image the attention map covers "
+                    "(the model's centre crop; it may overhang the image when the model letterboxes)")
+    roi_box: tuple[float, float, float, float] | None = Field(
+        description="[x0, y0, x1, y1] in image pixels: the region the local branch zooms into (null for a "
+                    "model without a local branch)")
+    width: int = Field(description="image width in pixels (after EXIF orientation)")
+    height: int = Field(description="image height in pixels")
 
 
 class AttributeInfo(BaseModel):
@@ -97,6 +113,7 @@ def parse_filters(text: str | None) -> dict[str, Scalar | list[Scalar]] | None:
     if text is None or not text.strip():
         return None
     filters = _json_object(text, "filters")
+    refuse_private_key(filters, "filters")
     for field, wanted in filters.items():
         values = wanted if isinstance(wanted, list) else [wanted]
         if not values or any(isinstance(v, (dict, list)) for v in values):
@@ -109,4 +126,6 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
     """An item's metadata: a JSON object (default `{}`)."""
     if text is None or not text.strip():
         return {}
-    return _json_object(text, "metadata")
+    metadata = _json_object(text, "metadata")
+    refuse_private_key(metadata, "metadata")
+    return metadata

@@ -1,6 +1,7 @@
 """The HTTP API on a real tiny model and a real FAISS index (in-process client)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -119,7 +120,8 @@ def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo
     assert hits[0]["id"] == "new/shirt-1"
     assert client.post("/items", data={"id": "new/shirt-1"}, files={"image": ("n.jpg", picture)}).status_code == 409
     assert client.get("/readyz").json()["items"] == n_items + 1
-    assert CatalogueIndex.load(client.app.state.settings.index).get("new/shirt-1").metadata == {"brand": "acme"}
+    stored = CatalogueIndex.load(client.app.state.settings.index).get("new/shirt-1").metadata
+    assert stored == {"brand": "acme", "_image": f"images/{hashlib.sha256(picture).hexdigest()}.jpg"}
 
     deleted = client.delete("/items/new/shirt-1")
     assert deleted.status_code == 200 and deleted.json() == {"id": "new/shirt-1", "deleted": True}

@@ -1,0 +1,129 @@
+"""Screenshots of the web page for the docs: a results grid (desktop), the explanation overlay, and a
+phone-sized view, taken with headless Chromium (Debian's `chromium`) driven by Playwright.
+
+    python bench/screenshots.py --checkpoint runs/default/best.pt --index runs/demo_index \\
+        --query data/demo/images/test/00042.jpg
+    python bench/screenshots.py --url http://127.0.0.1:8765 --query photo.jpg   # a server already running
+
+Writes docs/page-results.png, docs/page-explain.png and docs/page-mobile.png (--out to change).
+Without --url it serves the checkpoint and index itself (`asen serve` in a subprocess).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.service.browser import browser_missing, chromium  # one place for Chromium's flags
+
+MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+          "MALLOC_TOP_PAD_": "1073741824", "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@contextmanager
+def serving(checkpoint: Path, index: Path) -> Iterator[str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
+               "--port", str(port)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise SystemExit(f"asen serve exited with {process.returncode}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("asen serve was not ready in 120 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def wait_for_results(page, attribute: str) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_function("a => document.getElementById('status').textContent.includes('results for ' + a)",
+                           arg=attribute)
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
+
+
+def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: int, out: Path) -> None:
+    from playwright.sync_api import expect
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.wait_for_selector("body[data-ready='true']")
+        page.select_option("#attribute-select", attribute)
+        page.fill("#top-k-input", str(top_k))
+        page.set_input_files("#image-input", str(query))
+        wait_for_results(page, attribute)
+        page.screenshot(path=out / "page-results.png")
+
+        page.select_option("#attribute-select", explain_attribute)
+        wait_for_results(page, explain_attribute)
+        page.check("#explain-toggle")
+        expect(page.locator(".frame.explained")).to_have_count(top_k + 1, timeout=60_000)
+        page.screenshot(path=out / "page-explain.png")
+
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1,
+                                 is_mobile=True, has_touch=True)
+        phone.set_default_timeout(60_000)
+        phone.goto(url)
+        phone.wait_for_selector("body[data-ready='true']")
+        phone.select_option("#attribute-select", attribute)
+        phone.fill("#top-k-input", "6")
+        phone.set_input_files("#image-input", str(query))
+        wait_for_results(phone, attribute)
+        phone.locator("#query-preview").evaluate(  # the query, then the first results
+            "el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 16)")
+        phone.screenshot(path=out / "page-mobile.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="a running service; else --checkpoint and --index are served")
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--index", type=Path)
+    parser.add_argument("--query", type=Path, required=True, help="the query image to upload")
+    parser.add_argument("--attribute", default="colour", help="attribute of the results screenshot")
+    parser.add_argument("--explain-attribute", default="neckline", help="attribute of the explanation screenshot")
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = parser.parse_args()
+    if (why := browser_missing()) is not None:
+        raise SystemExit(why)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.url:
+        shoot(args.url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out)
+        return
+    if args.checkpoint is None or args.index is None:
+        parser.error("give --url, or --checkpoint and --index")
+    with serving(args.checkpoint, args.index) as url:
+        shoot(url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out)
+    print(f"wrote {', '.join(str(args.out / n) for n in ('page-results.png', 'page-explain.png', 'page-mobile.png'))}")
+
+
+if __name__ == "__main__":
+    main()

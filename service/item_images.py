@@ -1,0 +1,113 @@
+"""Where a catalogue item's image is kept, and how it is read back for `GET /images/{id}` and
+`POST /explain`.
+
+An item's image is named in its metadata under the private key `_image`, so it is committed,
+replaced and deleted together with the item (one atomic save):
+
+- `asen index build` stores the absolute path of the catalogue file it encoded;
+- `POST /items` stores the uploaded bytes under the index directory as `images/<sha256>.<ext>`
+  (content-addressed: the name never comes from the request) and records that relative name.
+
+The key never leaves the service: responses drop it, and requests may not set it or filter on it.
+A request's item id only ever selects a catalogue entry; no request text reaches a file path.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from service.errors import ApiError
+from service.images import ImageLimits, decode_image
+
+IMAGE_KEY = "_image"
+UPLOAD_DIR = "images"
+CACHE_CONTROL = "public, max-age=3600"
+# PIL format -> (file suffix, media type); formats browsers do not show (TIFF) are sent as PNG.
+_WEB_FORMATS = {"JPEG": (".jpg", "image/jpeg"), "MPO": (".jpg", "image/jpeg"), "PNG": (".png", "image/png"),
+                "WEBP": (".webp", "image/webp"), "GIF": (".gif", "image/gif"), "BMP": (".bmp", "image/bmp"),
+                "AVIF": (".avif", "image/avif")}
+_SUFFIX_MEDIA = {suffix: media for suffix, media in _WEB_FORMATS.values()} | {".jpeg": "image/jpeg"}
+_UPLOAD_SUFFIX = {fmt: suffix for fmt, (suffix, _) in _WEB_FORMATS.items()} | {"TIFF": ".tif"}
+_UPLOAD_NAME = re.compile(rf"^{UPLOAD_DIR}/[0-9a-f]{{64}}\.(jpg|png|webp|gif|bmp|tif|avif)$")
+
+
+def public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata as clients see it: without the private image reference."""
+    return {k: v for k, v in metadata.items() if k != IMAGE_KEY}
+
+
+def with_image(metadata: Mapping[str, Any], image: str | Path) -> dict[str, Any]:
+    return {**metadata, IMAGE_KEY: str(image)}
+
+
+def refuse_private_key(fields: Mapping[str, Any] | None, what: str) -> None:
+    """422 when a client tries to set (metadata) or probe (filters) the private image reference."""
+    if fields and IMAGE_KEY in fields:
+        raise ApiError(422, f"invalid_{what}", f"{what} may not use the key {IMAGE_KEY!r}: it is reserved for "
+                       "the item's stored image")
+
+
+def save_upload(index_dir: Path, data: bytes) -> str:
+    """Store already validated image bytes under `index_dir/images/`; returns the name to record
+    (`images/<sha256>.<ext>`). Atomic and idempotent: the same bytes always get the same file."""
+    with Image.open(io.BytesIO(data)) as img:
+        fmt = img.format
+    assert fmt in _UPLOAD_SUFFIX, f"decode_image accepted an image of format {fmt}"
+    name = f"{UPLOAD_DIR}/{hashlib.sha256(data).hexdigest()}{_UPLOAD_SUFFIX[fmt]}"
+    path = index_dir / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent uploads of the same bytes
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    return name
+
+
+def stored_path(index_dir: Path, reference: object) -> Path | None:
+    """The file an item's `_image` names: an upload under `index_dir`, or an absolute path that
+    the index build recorded. None for anything else."""
+    if not isinstance(reference, str):
+        return None
+    if _UPLOAD_NAME.match(reference):
+        return index_dir / reference
+    path = Path(reference)
+    return path if path.is_absolute() else None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An image ready to send: the file as it is, or re-encoded bytes (thumbnail, or a format
+    browsers cannot show)."""
+
+    media_type: str
+    path: Path | None = None
+    body: bytes = b""
+
+
+def render(path: Path, size: int | None, limits: ImageLimits) -> Rendered:
+    """The file itself when it is a web format and no smaller size is asked for; else a JPEG (or
+    PNG, for a format browsers do not show) of at most `size` pixels a side."""
+    media = _SUFFIX_MEDIA.get(path.suffix.lower())
+    if size is None and media is not None:
+        return Rendered(media, path=path)
+    image = decode_image(path.read_bytes(), limits)
+    if size is not None and max(image.size) > size:
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    if size is not None:
+        image.save(buffer, "JPEG", quality=85)
+        return Rendered("image/jpeg", body=buffer.getvalue())
+    image.save(buffer, "PNG")
+    return Rendered("image/png", body=buffer.getvalue())

@@ -13,9 +13,8 @@ def prefer_passive_openmp() -> None:
 
     torch and faiss each bring their own OpenMP runtime; with both in one process on few cores
     (or beside another busy process), threads left spinning after a parallel region starve the
-    others. Measured on 2 shared cores while a training run was also using them: bench/search_latency.py
-    (tiny model, 3000 items, one client) p50 175 ms spinning vs 8 ms passive; one full-size query
-    encode 1.5-2 s vs 40 ms. Remeasure on an idle machine. Only effective before torch and faiss load.
+    others. On an idle 2-core machine the demo's /search served 14.0 req/s spinning vs 20.1 passive
+    with one client, 15.9 vs 23.7 with eight (docs/results.md, bench/search_latency.py). Only effective before torch and faiss load.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

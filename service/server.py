@@ -14,7 +14,8 @@ def prefer_passive_openmp() -> None:
     torch and faiss each bring their own OpenMP runtime; with both in one process on few cores
     (or beside another busy process), threads left spinning after a parallel region starve the
     others. On an idle 2-core machine the demo's /search served 14.0 req/s spinning vs 20.1 passive
-    with one client, 15.9 vs 23.7 with eight (docs/results.md, bench/search_latency.py). Only effective before torch and faiss load.
+    with one client, 15.9 vs 23.7 with eight (docs/results.md, bench/search_latency.py).
+    Only effective before torch and faiss load.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -12,27 +12,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.attention import AttentionHead
+from model.attention import AttentionHead, ChannelStandardised
 from model.backbones import Backbone, build_backbone
 from model.config import BranchConfig, ModelConfig
 
 
-class SharedEmbeddingHead(nn.Module):
+class SharedEmbeddingHead(ChannelStandardised):
     """Baselines: global average pooling + one linear embedding shared by all attributes; CSN
     multiplies it by a learned, non-negative per-attribute mask."""
 
     def __init__(self, in_channels: int, out_dim: int, n_attributes: int, masked: bool) -> None:
-        super().__init__()
-        self.register_buffer("feat_mean", torch.zeros(in_channels))
-        self.register_buffer("feat_std", torch.ones(in_channels))
+        super().__init__(in_channels)
         self.proj = nn.Linear(in_channels, out_dim)
         self.masks = nn.Parameter(torch.full((n_attributes, out_dim), 0.9)) if masked else None
 
-    set_standardisation = AttentionHead.set_standardisation
-
     def forward(self, feats: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attrs `[B, K]` -> `[B, K, out]`, uniform attention `[B, K, h, w]`."""
-        feats = (feats - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
+        feats = self.standardise(feats)
         emb = self.proj(feats.mean(dim=(2, 3)))[:, None, :].expand(-1, attrs.shape[1], -1)
         if self.masks is not None:
             emb = emb * F.relu(self.masks[attrs])

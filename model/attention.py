@@ -51,31 +51,38 @@ class ChannelAttention(nn.Module):
         return pooled * alpha
 
 
-class AttentionHead(nn.Module):
-    """One branch's head on a backbone map: ASA, then ACA, then the projection W_f.
+class ChannelStandardised(nn.Module):
+    """Base of the heads: a fixed per-channel affine standardisation `(F - mean) / std` of the
+    backbone map (train-set statistics). Frozen ImageNet features differ in scale by orders of
+    magnitude per channel; without it colour-like channels are drowned out."""
 
-    A fixed per-channel affine standardisation (`(F - mean) / std`, train-set statistics of the
-    backbone map) comes first: frozen ImageNet features differ in scale by orders of magnitude per
-    channel, and without it colour-like channels are drowned out.
-    """
-
-    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, reduction: int, out_dim: int,
-                 use_asa: bool = True, use_aca: bool = True) -> None:
+    def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(in_channels))
         self.register_buffer("feat_std", torch.ones(in_channels))
-        self.asa = SpatialAttention(in_channels, attr_dim, common_dim, use_asa)
-        self.aca = ChannelAttention(in_channels, attr_dim, reduction, use_aca)
-        self.proj = nn.Linear(in_channels, out_dim)  # W_f
 
     def set_standardisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.feat_mean.copy_(mean)
         self.feat_std.copy_(std.clamp_min(1e-6))
 
+    def standardise(self, feats: torch.Tensor) -> torch.Tensor:
+        """`[B, C, h, w]` -> `[B, C, h, w]`."""
+        return (feats - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
+
+
+class AttentionHead(ChannelStandardised):
+    """One branch's head on a (standardised) backbone map: ASA, then ACA, then the projection W_f."""
+
+    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, reduction: int, out_dim: int,
+                 use_asa: bool = True, use_aca: bool = True) -> None:
+        super().__init__(in_channels)
+        self.asa = SpatialAttention(in_channels, attr_dim, common_dim, use_asa)
+        self.aca = ChannelAttention(in_channels, attr_dim, reduction, use_aca)
+        self.proj = nn.Linear(in_channels, out_dim)  # W_f
+
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> embeddings `[B, K, out]`, attention `[B, K, h, w]`."""
-        feats = (feats - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
-        pooled, att = self.asa(feats, attr)
+        pooled, att = self.asa(self.standardise(feats), attr)
         return self.proj(self.aca(pooled, attr)), att
 
 

@@ -9,10 +9,9 @@ import torch
 
 from model.asen import ASENModel
 from model.checkpoint import CheckpointError, save_checkpoint
-from model.config import BranchConfig, ModelConfig, Preprocess
+from model.config import IMAGENET_MEAN, IMAGENET_STD, BranchConfig, ModelConfig, Preprocess
 from model.data import Attribute, DatasetError
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HEAD_NAMES = {"attr_transform1": "asa.attr_proj", "conv": "asa.conv", "attr_transform2": "aca.attr_proj",
               "fc1": "aca.fc1", "fc2": "aca.fc2", "feature_fc": "proj"}
 BACKBONE_NAMES = {"conv1": "stages.0.0", "bn1": "stages.0.1", "layer1": "stages.1", "layer2": "stages.2",

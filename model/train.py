@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +18,13 @@ from tqdm import tqdm
 from model.asen import ASENModel
 from model.attention import channel_statistics
 from model.checkpoint import load_checkpoint, read_payload, save_checkpoint
-from model.config import BranchConfig, ModelConfig, Preprocess
+from model.config import IMAGENET_MEAN, IMAGENET_STD, BranchConfig, ModelConfig, Preprocess
 from model.data import AttributeDataset, load_dataset
 from model.evaluate import ValidationSet
-from model.features import ImageSet, build_image_set, local_maps
+from model.features import build_image_set, local_maps
 from model.losses import joint_loss, triplet_loss
 from model.sampling import TripletSampler
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -183,8 +182,6 @@ class Trainer:
     def _run_stage(self, stage: int, stage_deadline: float | None) -> None:
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(stage)
-        if stage == 2 and self.state["epoch"] == 0:
-            self._standardise_local()
         reserve, last_epoch = 0.0, 0.0
         while self.state["epoch"] < self._epochs(stage):
             # with a time budget, start another epoch only if one more (crop refresh included) fits
@@ -195,12 +192,11 @@ class Trainer:
             last_epoch = time.monotonic() - started
 
     def _standardise_local(self) -> None:
+        """Local-branch statistics from 512 of the first stage-2 crops (already in the cache)."""
         n = min(512, len(self.pair_fids))
         pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
-        maps = local_maps(self.model, self.pre, self.train, self.pair_fids[pick], self.pair_attrs[pick], "stats",
-                          progress=self.progress)
         with torch.no_grad():
-            mean, std = channel_statistics(self.model.local_backbone.tail(maps.float()))
+            mean, std = channel_statistics(self.model.local_backbone.tail(self.local_cache[pick].float()))
         self.model.local_head.set_standardisation(mean, std)
 
     def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
@@ -211,6 +207,8 @@ class Trainer:
         if stage == 2:
             self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
                                           "train", progress=self.progress)
+            if epoch == 0:
+                self._standardise_local()
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
                                     .sample(cfg.triplets_per_epoch))
         self.model.train()

@@ -11,20 +11,28 @@
 
 from .attribute_index import AttributeIndex, SearchKnobs
 from .catalogue import CatalogueIndex
-from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue
+from .errors import (
+    CatalogueError,
+    FingerprintMismatch,
+    IndexFormatError,
+    ReadOnlyCatalogue,
+)
 from .ids import MAX_ID_LENGTH, validate_id
 from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
+from .wal import NO_SPACE_ERRNOS, LogUnavailable
 
 __all__ = [
     "FORMAT_VERSION",
     "MAX_ID_LENGTH",
+    "NO_SPACE_ERRNOS",
     "AttributeIndex",
     "CatalogueError",
     "CatalogueIndex",
     "FingerprintMismatch",
     "IndexFormatError",
     "Item",
+    "LogUnavailable",
     "ReadOnlyCatalogue",
     "RemoveResult",
     "SearchKnobs",

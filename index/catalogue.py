@@ -3,6 +3,10 @@
 Each item has a string id, metadata (a JSON object) and one L2-normalised vector per attribute.
 Every attribute has its own FAISS index; all of them share the item's int64 key. Searches run
 in parallel (shared lock); add, upsert, remove and compaction are serialised (exclusive lock).
+
+Durability: ``load`` replays the save's write-ahead log (``index/wal.py``); after ``open_log``
+every write is appended to that log and fsynced before it is applied, and ``checkpoint`` folds
+the log into a new snapshot.
 """
 
 from __future__ import annotations
@@ -26,6 +30,14 @@ from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
 from .store import Snapshot, load_snapshot, save_snapshot
 from .validation import check_item_vectors, check_k, check_queries
+from .wal import (
+    LogRecord,
+    LogUnavailable,
+    WriteAheadLog,
+    log_path,
+    read_log,
+    remove_stale_logs,
+)
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
@@ -51,6 +63,10 @@ class CatalogueIndex:
         self._read_only = read_only
         self._lock = RWLock()
         self._save_lock = threading.Lock()
+        self._source: tuple[Path, str] | None = None  # (save root, version) this was loaded from
+        self._durable = False  # open_log was called: every write goes through the log
+        self._log: WriteAheadLog | None = None
+        self._log_error = ""
         exact_filter_max = snapshot.info.get("search_params", {}).get("exact_filter_max")
         for index in self._indexes:  # efSearch / nprobe travel inside the FAISS files
             if exact_filter_max is not None:
@@ -78,10 +94,23 @@ class CatalogueIndex:
     def load(
         cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False
     ) -> CatalogueIndex:
-        """Load the last committed save. FingerprintMismatch if it was built by another model;
-        ``mmap=True`` maps vectors from disk and makes the catalogue read-only."""
-        snapshot, _ = load_snapshot(directory, expected_fingerprint, mmap)
-        return cls(snapshot, read_only=mmap)
+        """Load the last committed save and replay its write-ahead log. FingerprintMismatch if it
+        was built by another model; ``mmap=True`` maps vectors from disk and makes the catalogue
+        read-only (refused while the log holds writes not yet compacted into the snapshot)."""
+        root = Path(directory)
+        snapshot, manifest = load_snapshot(root, expected_fingerprint, mmap)
+        catalogue = cls(snapshot, read_only=mmap)
+        catalogue._source = (root, manifest["version"])
+        records, _, _ = read_log(log_path(root, manifest["version"]))
+        if records and mmap:
+            raise ReadOnlyCatalogue(
+                f"{root} has {len(records)} logged writes not yet in its snapshot, and a memory-mapped catalogue "
+                "cannot apply them: load it once without mmap and call checkpoint() (starting the service without "
+                "ASEN_MMAP does this at shutdown)"
+            )
+        for record in records:
+            catalogue._replay(record)
+        return catalogue
 
     # -- facts ---------------------------------------------------------------------------
     @property
@@ -164,18 +193,23 @@ class CatalogueIndex:
                 raise ValueError(f"{len(present)} ids already in the catalogue (use upsert to replace): {present[:5]}")
             if not checked_ids:
                 return
-            for a, index in enumerate(self._indexes):
-                if not index.is_trained:
-                    index.train(np.ascontiguousarray(batch[:, a]))
             if metas is None:
                 old = {i: self._metadata.get(self._ids.key(i)) for i in present}
                 metas = [old.get(i, {}) for i in checked_ids]
-            self._remove_present(present)
-            keys = np.array([self._ids.assign(i) for i in checked_ids], dtype=np.int64)
-            for a, index in enumerate(self._indexes):
-                index.add(keys, np.ascontiguousarray(batch[:, a]))
-            for key, meta in zip(keys.tolist(), metas, strict=True):
-                self._metadata.put(key, meta)
+            self._append(LogRecord("upsert", checked_ids, batch, metas))
+            self._apply_upsert(checked_ids, batch, metas, present)
+
+    def _apply_upsert(self, ids: list[str], batch: np.ndarray, metas: list[dict[str, Any]], present: list[str]) -> None:
+        """Caller holds the write lock; ``present`` are the ids of ``ids`` already stored."""
+        for a, index in enumerate(self._indexes):
+            if not index.is_trained:
+                index.train(np.ascontiguousarray(batch[:, a]))
+        self._remove_present(present)
+        keys = np.array([self._ids.assign(i) for i in ids], dtype=np.int64)
+        for a, index in enumerate(self._indexes):
+            index.add(keys, np.ascontiguousarray(batch[:, a]))
+        for key, meta in zip(keys.tolist(), metas, strict=True):
+            self._metadata.put(key, meta)
 
     def remove(self, ids: Sequence[str]) -> RemoveResult:
         """Remove items without a rebuild; ids not in the catalogue are reported as unknown."""
@@ -183,6 +217,8 @@ class CatalogueIndex:
         with self._lock.write():
             self._check_writable()
             present = [i for i in requested if i in self._ids]
+            if present:
+                self._append(LogRecord("remove", present))
             self._remove_present(present)
         return RemoveResult(present, [i for i in requested if i not in set(present)])
 
@@ -195,6 +231,24 @@ class CatalogueIndex:
             index.remove(keys)
         for key in keys.tolist():
             self._metadata.drop(key)
+
+    def _replay(self, record: LogRecord) -> None:
+        """Apply one logged write (loading: nobody else holds the catalogue yet)."""
+        present = [i for i in record.ids if i in self._ids]
+        if record.op == "remove":
+            self._remove_present(present)
+        else:
+            assert record.vectors is not None
+            batch = check_item_vectors(record.vectors, len(record.ids), len(self._indexes), self.dim)
+            self._apply_upsert(list(record.ids), batch, [check_metadata(m) for m in record.metadata], present)
+
+    def _append(self, record: LogRecord) -> None:
+        """Log a write before it is applied (caller holds the write lock); no-op without a log."""
+        if not self._durable:
+            return
+        if self._log is None:
+            raise LogUnavailable(self._log_error)
+        self._log.append(record)
 
     def compact(self) -> int:
         """Rebuild indexes that keep removed vectors as tombstones (HNSW); returns how many
@@ -287,7 +341,77 @@ class CatalogueIndex:
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Commit the catalogue atomically under ``directory``; returns the version written.
-        Searches continue during a save; writes wait for it."""
+        Searches continue during a save; writes wait for it. Saving into the directory whose log
+        is open is a ``checkpoint``."""
+        if self._durable and self._source is not None and Path(directory).resolve() == self._source[0].resolve():
+            return self.checkpoint()
         with self._save_lock, self._lock.read():
-            info = {**self._info, "search_params": self.search_params()}
-            return save_snapshot(directory, Snapshot(info, self._ids, self._metadata, self._indexes))
+            return self._save_snapshot(Path(directory))
+
+    def _save_snapshot(self, directory: Path) -> Path:
+        info = {**self._info, "search_params": self.search_params()}
+        return save_snapshot(directory, Snapshot(info, self._ids, self._metadata, self._indexes))
+
+    def open_log(self) -> None:
+        """From now on log every write to the write-ahead log of the save this catalogue was
+        loaded from, fsynced before the write is applied. OSError if the directory is not
+        writable; LogUnavailable if another process has the log open."""
+        if self._source is None:
+            raise ValueError("open_log needs a catalogue loaded from a directory (CatalogueIndex.load)")
+        self._check_writable()
+        root, version = self._source
+        with self._lock.write():
+            self._log = WriteAheadLog(root, version)
+            self._durable = True
+        remove_stale_logs(root, version)
+
+    def refuse_writes(self, reason: str) -> None:
+        """Refuse every write from now on (LogUnavailable with ``reason``): for a catalogue whose
+        log could not be opened, so that no write goes unlogged."""
+        with self._lock.write():
+            self._durable, self._log, self._log_error = True, None, reason
+
+    @property
+    def log_size(self) -> int:
+        """Bytes in the open write-ahead log (0 without one): what a checkpoint would fold in."""
+        log = self._log
+        return log.size if log is not None else 0
+
+    @property
+    def log_error(self) -> str | None:
+        """Why writes are refused (the log could not be opened or restored), else None."""
+        if not self._durable:
+            return None
+        if self._log is None:
+            return self._log_error
+        return self._log.broken
+
+    def checkpoint(self) -> Path:
+        """Commit the catalogue as a new snapshot of its save directory and start an empty log;
+        returns the new version. A crash at any point leaves a loadable, complete state (the old
+        snapshot with its full log, or the new snapshot). Searches continue; writes wait."""
+        if self._source is None or not self._durable:
+            raise ValueError("checkpoint needs a catalogue with an open log (load, then open_log)")
+        root = self._source[0]
+        with self._save_lock, self._lock.read():
+            path = self._save_snapshot(root)
+            old, self._log = self._log, None
+            if old is not None:
+                old.close()
+            self._source = (root, path.name)
+            try:
+                self._log = WriteAheadLog(root, path.name)
+            except OSError as exc:
+                self._log_error = (f"the snapshot {path.name} was committed but its write-ahead log could not be "
+                                   f"started ({exc}); writes are refused until a checkpoint succeeds")
+                raise
+            remove_stale_logs(root, path.name)
+            return path
+
+    def close(self) -> None:
+        """Close the write-ahead log (without compacting it: see ``checkpoint``)."""
+        with self._lock.write():
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+                self._log_error = "the catalogue was closed"

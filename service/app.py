@@ -3,19 +3,23 @@ index once into `app.state.runtime`; requests reach them through `service.runtim
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from index import CatalogueIndex
+from index import CatalogueIndex, LogUnavailable
 from model.encoder import Encoder
 from service import routes_explain, routes_items, routes_ops, routes_page, routes_search
+from service.durability import Compactor
 from service.errors import install_error_handlers
+from service.guards import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware
 from service.images import BodyLimitMiddleware
 from service.metrics import Metrics, MetricsMiddleware
-from service.runtime import Runtime, check_compatible, load_resources
+from service.runtime import API_KEY_HEADER, Runtime, check_compatible, load_resources
 from service.settings import Settings
 
 logger = logging.getLogger("asen.service")
@@ -42,14 +46,25 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
             loaded = await anyio.to_thread.run_sync(load_resources, settings)
         else:
             loaded = (encoder, catalogue)
-        app.state.runtime = Runtime(settings, loaded[0], loaded[1], metrics,
-                                    anyio.CapacityLimiter(settings.inference_concurrency))
+        writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
+        runtime = Runtime(settings, loaded[0], loaded[1], metrics,
+                          InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
+                          Compactor(loaded[1], threading.Lock(), settings.compact_log_bytes,
+                                    settings.compact_interval_s))
+        runtime.compactor.write_lock = runtime.write_lock
+        app.state.runtime = runtime
         metrics.items.set(len(loaded[1]))
         logger.info("ready: %d items, attributes %s", len(loaded[1]), ", ".join(loaded[1].attributes))
         try:
-            yield
+            async with anyio.create_task_group() as tasks:
+                if writable:
+                    tasks.start_soon(runtime.compactor.run)
+                yield
+                tasks.cancel_scope.cancel()
         finally:
             app.state.runtime = None
+            if writable:
+                await anyio.to_thread.run_sync(final_compaction, runtime)
 
     metrics = Metrics()
     app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -60,8 +75,43 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     for module in (routes_search, routes_explain, routes_items, routes_ops, routes_page):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.rate_limit > 0:
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit, burst=settings.rate_burst)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST",
+                           "DELETE"], allow_headers=["Content-Type", API_KEY_HEADER], max_age=600)
+    app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)  # outermost: sees every status
     return app
+
+
+def open_write_log(settings: Settings, catalogue: CatalogueIndex) -> bool:
+    """Open the index's write-ahead log unless the catalogue is read-only; warn when writes are
+    open to anyone. False when writes are off (read-only, or the log could not be opened: then
+    writes answer 503 with the reason and searches work)."""
+    if catalogue.read_only:
+        return False
+    try:
+        catalogue.open_log()
+    except (OSError, LogUnavailable) as exc:
+        logger.error("writes are refused: the write-ahead log in %s cannot be opened (%s); searches work",
+                     settings.index, exc)
+        catalogue.refuse_writes(f"the write-ahead log in the index directory cannot be opened: {exc}")
+        return False
+    if settings.api_key is None:
+        logger.warning("POST /items and DELETE /items are open to anyone who can reach this port: set "
+                       "ASEN_API_KEY to require an X-API-Key header")
+    return True
+
+
+def final_compaction(runtime: Runtime) -> None:
+    """At clean shutdown: fold the write-ahead log into a snapshot (best effort: the log is kept
+    and replayed at the next start if this fails), then close it."""
+    try:
+        runtime.compactor.compact_now()
+    except Exception as exc:  # noqa: BLE001 - the log still holds every acknowledged write
+        logger.error("compaction at shutdown failed (%s); the write-ahead log will be replayed at start", exc)
+    runtime.catalogue.close()
 
 
 def app_from_env() -> FastAPI:

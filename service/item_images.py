@@ -72,6 +72,11 @@ def save_upload(index_dir: Path, data: bytes) -> str:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)  # the new name itself survives a crash
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
     return name
 
 

@@ -1,9 +1,9 @@
-"""`GET /items/{id}`, `POST /items`, `DELETE /items/{id}` (live catalogue changes, each one
-committed to the index directory before it is acknowledged) and `GET /images/{id}` (an item's image)."""
+"""`GET /items/{id}`, `POST /items`, `DELETE /items/{id}` (live catalogue changes, each one in
+the index's write-ahead log on disk before it is acknowledged: service/durability.py) and
+`GET /images/{id}` (an item's image)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -11,7 +11,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
+from index import LogUnavailable
 from service.caching import file_etag, not_modified
+from service.durability import storage_error
 from service.errors import ApiError
 from service.item_images import CACHE_CONTROL, public_metadata, render, save_upload, with_image
 from service.metrics import StageTimer
@@ -23,58 +25,43 @@ logger = logging.getLogger("asen.service")
 WriteAccess = Depends(require_api_key)
 
 
-@dataclass(frozen=True)
-class _Saved:
-    """An item as it was before a write, to put it back if the write cannot be persisted."""
-
-    vectors: np.ndarray  # [1, n_attributes, dim]
-    metadata: dict[str, Any]
-
-
-def _saved(runtime: Runtime, item_id: str) -> _Saved | None:
-    catalogue = runtime.catalogue
-    if item_id not in catalogue:
-        return None
-    vectors = np.stack([catalogue.vector(item_id, a) for a in catalogue.attributes])[None]
-    return _Saved(vectors, catalogue.get(item_id).metadata)
-
-
-def _persist_or_restore(runtime: Runtime, item_id: str, before: _Saved | None, timer: StageTimer) -> None:
-    """Commit; if that fails, put the item back as it was (absent or `before`) so memory and disk
-    agree, and answer 503. The caller holds the write lock."""
-    try:
-        runtime.persist(timer)
-    except Exception as exc:
-        logger.exception("could not persist a change of %r; undoing it", item_id)
-        runtime.catalogue.remove([item_id])
-        if before is not None:
-            runtime.catalogue.add([item_id], before.vectors, [before.metadata])
-        raise ApiError(503, "not_persisted", f"the change could not be saved and was undone: {exc}") from None
-
-
 def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: dict[str, Any], replace: bool,
                 timer: StageTimer) -> bool:
-    """Add (or replace) one item and commit; returns whether it replaced an existing item."""
+    """Add (or replace) one item: logged and fsynced, then applied; returns whether it replaced an
+    existing item. Storage failures leave the catalogue unchanged."""
+    catalogue = runtime.catalogue
     with runtime.write_lock:
-        before = _saved(runtime, item_id)
-        if before is not None and not replace:
+        exists = item_id in catalogue
+        if exists and not replace:
             raise ApiError(409, "item_exists", f"item {item_id!r} is already in the catalogue; send replace=true "
                            "to replace it")
-        try:
-            runtime.catalogue.upsert([item_id], vectors[None], [metadata])
-        except ValueError as exc:
-            raise ApiError(422, "invalid_metadata", str(exc)) from None
-        _persist_or_restore(runtime, item_id, before, timer)
-        return before is not None
+        with timer.stage("persist"):
+            try:
+                catalogue.upsert([item_id], vectors[None], [metadata])
+            except ValueError as exc:
+                raise ApiError(422, "invalid_metadata", str(exc)) from None
+            except (OSError, LogUnavailable) as exc:
+                logger.error("could not log the write of %r: %s", item_id, exc)
+                raise storage_error(exc, "the item") from None
+        return exists
 
 
 def _delete_item(runtime: Runtime, item_id: str, timer: StageTimer) -> None:
+    catalogue = runtime.catalogue
     with runtime.write_lock:
-        before = _saved(runtime, item_id)
-        if before is None:
+        if item_id not in catalogue:
             raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue")
-        runtime.catalogue.remove([item_id])
-        _persist_or_restore(runtime, item_id, before, timer)
+        with timer.stage("persist"):
+            try:
+                catalogue.remove([item_id])
+            except (OSError, LogUnavailable) as exc:
+                logger.error("could not log the deletion of %r: %s", item_id, exc)
+                raise storage_error(exc, "the deletion") from None
+
+
+def _after_write(runtime: Runtime) -> None:
+    runtime.metrics.items.set(len(runtime.catalogue))
+    runtime.compactor.note_write()
 
 
 @router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERROR_RESPONSES)
@@ -103,9 +90,13 @@ async def add_item(runtime: RuntimeDep, response: Response,
     runtime.check_writable()
     picture, data = await runtime.read_image(image, timer)
     vectors = await runtime.encode(picture, None, timer)
-    stored = await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)
+    try:
+        stored = await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)
+    except OSError as exc:
+        raise storage_error(exc, "the item's image") from None
     replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, with_image(meta, stored),
                                               replace, timer)
+    _after_write(runtime)
     response.status_code = 200 if replaced else 201
     response.headers["Server-Timing"] = timer.server_timing()
     return ItemResponse(id=item_id, metadata=meta)
@@ -118,6 +109,7 @@ async def delete_item(runtime: RuntimeDep, response: Response, item_id: str) -> 
     timer = StageTimer(runtime.metrics)
     runtime.check_writable()
     await anyio.to_thread.run_sync(_delete_item, runtime, item_id, timer)
+    _after_write(runtime)
     response.headers["Server-Timing"] = timer.server_timing()
     return DeleteResponse(id=item_id, deleted=True)
 

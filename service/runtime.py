@@ -17,7 +17,9 @@ from PIL import Image
 
 from index import CatalogueIndex, validate_id
 from model.encoder import Encoder, Explanation
+from service.durability import Compactor
 from service.errors import ApiError
+from service.guards import InferenceQueue
 from service.images import ImageLimits, decode_image
 from service.item_images import IMAGE_KEY, stored_path
 from service.metrics import Metrics, StageTimer
@@ -49,7 +51,8 @@ class Runtime:
     encoder: Encoder
     catalogue: CatalogueIndex
     metrics: Metrics
-    inference_limiter: anyio.CapacityLimiter
+    queue: InferenceQueue
+    compactor: Compactor
     write_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -84,6 +87,9 @@ class Runtime:
     def check_writable(self) -> None:
         if self.catalogue.read_only:
             raise ApiError(409, "read_only", "the index was loaded memory-mapped (ASEN_MMAP) and is read-only")
+        problem = self.catalogue.log_error
+        if problem is not None:
+            raise ApiError(503, "storage_unavailable", f"writes are refused: {problem}")
 
     async def read_image(self, upload: UploadFile, timer: StageTimer) -> tuple[Image.Image, bytes]:
         """Read an upload (at most the byte limit) and decode it off the event loop; also returns
@@ -99,9 +105,9 @@ class Runtime:
         return (await self.read_image(upload, timer))[0]
 
     async def _infer(self, work: Callable[[], T], timer: StageTimer) -> T:
-        """Model work in a thread, at most `inference_concurrency` at a time, timed as `encode`."""
+        """Model work in a thread through the bounded inference queue, timed as `encode`."""
         with timer.stage("encode"):
-            return await anyio.to_thread.run_sync(work, limiter=self.inference_limiter)
+            return await self.queue.run(work)
 
     async def encode(self, image: Image.Image, attribute: int | None, timer: StageTimer) -> np.ndarray:
         """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None)."""
@@ -152,12 +158,6 @@ class Runtime:
             return self.catalogue.vector(item_id, attribute)
         except KeyError:
             raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
-
-    def persist(self, timer: StageTimer) -> None:
-        """Commit the catalogue to its directory (atomic; the caller holds the write lock)."""
-        with timer.stage("persist"):
-            self.catalogue.save(self.settings.index)
-        self.metrics.items.set(len(self.catalogue))
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     max_form_overhead_bytes: int = Field(1 * MIB, ge=0, description="request bytes allowed beyond the image")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="width x height above this is refused (413)")
     inference_concurrency: int = Field(2, ge=1, description="model forward passes running at the same time")
+    max_queue: int = Field(64, ge=1, description="requests waiting for or in a forward pass; beyond it 503 with "
+                           "Retry-After")
+    queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a forward pass before 503")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request not answered by then gets 504")
+    rate_limit: float = Field(0.0, ge=0, description="requests per second per client on /search, /rerank, /explain "
+                              "and POST /items (0: no limit); beyond it 429")
+    rate_burst: int = Field(20, ge=1, description="requests a client may send at once before rate_limit applies")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: CORS off)")
+    compact_log_bytes: int = Field(64 * MIB, ge=0, description="compact the write-ahead log into a snapshot "
+                                   "once it holds this many bytes")
+    compact_interval_s: float = Field(300.0, gt=0, description="compact a non-empty write-ahead log at least "
+                                      "this often")
     mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
     log_level: str = "info"
 
@@ -47,3 +59,7 @@ class Settings(BaseSettings):
     @property
     def max_request_bytes(self) -> int:
         return self.max_upload_bytes + self.max_form_overhead_bytes
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

@@ -1,11 +1,14 @@
-"""Live writes are committed before they are acknowledged; a save that fails or is killed midway
-leaves the previous index loadable and complete, and memory never disagrees with disk."""
+"""Live writes are in the write-ahead log before they are acknowledged; a write that storage
+refuses (disk full, unwritable directory) is a clear 5xx and changes nothing; a save killed midway
+leaves the previous index loadable and complete."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from fastapi.testclient import TestClient
 from index import CatalogueIndex
 from service.app import create_app
 from service.settings import Settings
+from tests.index.test_wal import file_size_limit
 from tests.service.conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,35 +37,85 @@ def _assert_complete(index_dir: Path, n_items: int, absent: str) -> None:
         assert hits[0].id == "test-00000"
 
 
-def test_failed_rename_during_add_keeps_previous_index(client: TestClient, settings: Settings, demo_dataset: Path,
-                                                      n_items: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_rename(src: object, dst: object) -> None:
-        raise OSError(28, "No space left on device")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "rename", broken_rename)
-        response = client.post("/items", data={"id": "new-1"}, files=_picture(demo_dataset))
-    assert response.status_code == 503 and response.json()["error"] == "not_persisted"
-    assert client.get("/items/new-1").status_code == 404  # undone in memory too
-    _assert_complete(settings.index, n_items, "new-1")
-    assert client.post("/items", data={"id": "new-1"}, files=_picture(demo_dataset)).status_code == 201
+def test_disk_full_write_is_507_and_changes_nothing(client: TestClient, settings: Settings, demo_dataset: Path,
+                                                   n_items: int) -> None:
+    """A real kernel refusal (EFBIG, as when the disk or quota is full) while the write is logged:
+    507 JSON, nothing applied or left on disk, searches go on, and writes work again afterwards."""
+    catalogue = client.app.state.runtime.catalogue  # type: ignore[attr-defined]
+    picture = _picture(demo_dataset)
+    assert client.post("/items", data={"id": "warm"}, files=picture).status_code == 201  # image stored already
+    size = catalogue.log_size
+    with file_size_limit(size + 20):  # every record is longer: each is cut off midway
+        response = client.post("/items", data={"id": "new-1"}, files=picture)
+        assert response.status_code == 507, response.text
+        assert response.json()["error"] == "insufficient_storage" and "no space" in response.json()["detail"]
+        deleted = client.delete("/items/test-00004")
+        assert deleted.status_code == 507 and deleted.json()["error"] == "insufficient_storage"
+        search = client.post("/search", data={"attribute": "colour", "item_id": "test-00004", "top_k": "3"})
+        assert search.status_code == 200 and len(search.json()["results"]) == 3
+    assert client.get("/items/new-1").status_code == 404 and client.get("/items/test-00004").status_code == 200
+    assert catalogue.log_size == size
+    _assert_complete(settings.index, n_items + 1, "new-1")
+    assert client.post("/items", data={"id": "new-1"}, files=picture).status_code == 201
     assert "new-1" in CatalogueIndex.load(settings.index)
 
 
-def test_failed_pointer_switch_during_delete_keeps_the_item(client: TestClient, settings: Settings,
-                                                           n_items: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken_replace(src: object, dst: object) -> None:
-        raise OSError(5, "I/O error")
+def test_image_store_full_is_507(client: TestClient, demo_dataset: Path) -> None:
+    with file_size_limit(100):  # the upload itself cannot be stored
+        response = client.post("/items", data={"id": "new-2"}, files=_picture(demo_dataset, 7))
+    assert response.status_code == 507 and response.json()["error"] == "insufficient_storage", response.text
+    assert client.get("/items/new-2").status_code == 404
 
-    metadata = client.get("/items/test-00004").json()["metadata"]
-    with monkeypatch.context() as patch:
-        patch.setattr(os, "replace", broken_replace)
-        response = client.delete("/items/test-00004")
-    assert response.status_code == 503
-    assert client.get("/items/test-00004").json()["metadata"] == metadata
-    hits = client.post("/search", data={"attribute": "colour", "item_id": "test-00004"}).json()["results"]
-    assert hits and "test-00004" not in {h["id"] for h in hits}  # still searchable by its id
-    assert len(CatalogueIndex.load(settings.index)) == n_items
+
+UNWRITABLE = textwrap.dedent("""
+    import os, sys
+    from fastapi.testclient import TestClient
+    from service.app import create_app
+    from service.settings import Settings
+
+    image = open(sys.argv[3], "rb").read()
+    if os.geteuid() == 0:  # root writes anywhere: drop to nobody for a real EACCES
+        os.setgid(65534)
+        os.setuid(65534)
+    settings = Settings(checkpoint=sys.argv[1], index=sys.argv[2])
+    with TestClient(create_app(settings)) as client:
+        added = client.post("/items", data={"id": "nope"}, files={"image": ("a.jpg", image, "image/jpeg")})
+        deleted = client.delete("/items/test-00001")
+        search = client.post("/search", data={"attribute": "colour", "item_id": "test-00001", "top_k": "2"})
+        print(added.status_code, added.json()["error"], deleted.status_code, search.status_code,
+              len(search.json()["results"]))
+        print(added.json()["detail"])
+""")
+
+
+def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_checkpoint: Path, built_index: Path,
+                                                                       demo_dataset: Path, n_items: int) -> None:
+    """The index directory is read-only for the server's user (real permissions: as root the
+    server process switches to `nobody`)."""
+    shared = Path(tempfile.mkdtemp(prefix="asen-ro-"))
+    try:
+        os.chmod(shared, 0o755)
+        index = Path(shutil.copytree(built_index, shared / "index"))
+        checkpoint = Path(shutil.copy(tiny_checkpoint, shared / "model.pt"))
+        for path in [index, *index.rglob("*")]:
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+        before = sorted(p.name for p in index.iterdir())
+        result = subprocess.run([sys.executable, "-c", UNWRITABLE, str(checkpoint), str(index),
+                                 str(demo_dataset / "images" / "train" / "00003.jpg")], cwd=ROOT,
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr
+        codes, detail = result.stdout.splitlines()[-2:]
+        assert codes.split() == ["503", "storage_unavailable", "503", "200", "2"], result.stdout
+        assert "cannot be opened" in detail and "Permission denied" in detail
+        assert sorted(p.name for p in index.iterdir()) == before
+        os.chmod(index, 0o755)
+        loaded = CatalogueIndex.load(index)
+        assert len(loaded) == n_items and "nope" not in loaded
+    finally:
+        for path in shared.rglob("*"):
+            if path.is_dir():
+                os.chmod(path, 0o755)
+        shutil.rmtree(shared)
 
 
 KILLER = textwrap.dedent("""

@@ -1,0 +1,76 @@
+"""Durable writes in the service: each `POST /items` / `DELETE /items/{id}` is appended to the
+index's write-ahead log and fsynced before it is applied and acknowledged (`index/wal.py`); a
+background task compacts the log into a new snapshot when it grows past `compact_log_bytes`, at
+least every `compact_interval_s`, and once more at clean shutdown.
+
+Storage failures become JSON errors that say what happened: 507 `insufficient_storage` (disk or
+quota full), 503 `storage_unavailable` (directory not writable, log unusable). The write is not
+applied, earlier data stays as it was, and searches go on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable
+from service.errors import ApiError
+
+logger = logging.getLogger("asen.service")
+
+
+def storage_error(exc: BaseException, what: str) -> ApiError:
+    """The API error for a write that storage refused (`what`: "the write", "the image", ...)."""
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
+        return ApiError(507, "insufficient_storage", f"{what} was not saved: no space left for the index "
+                        f"({exc.strerror or exc}); nothing was changed and searches keep working")
+    if isinstance(exc, LogUnavailable):
+        return ApiError(503, "storage_unavailable", f"{what} was not saved: {exc}")
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return ApiError(503, "storage_unavailable", f"{what} was not saved: the index directory cannot be written "
+                    f"({reason}); nothing was changed and searches keep working")
+
+
+class Compactor:
+    """Folds the write-ahead log into a snapshot, off the event loop, holding the service's write
+    lock (searches continue; writes wait for it)."""
+
+    def __init__(self, catalogue: CatalogueIndex, write_lock: object, max_bytes: int, interval_s: float) -> None:
+        self.catalogue, self.write_lock = catalogue, write_lock
+        self.max_bytes, self.interval_s = max_bytes, interval_s
+        self.wanted = anyio.Event()
+        self.last = time.monotonic()
+        self.failures = 0
+
+    def note_write(self) -> None:
+        """After each write: ask for a compaction once the log is over its size."""
+        if self.catalogue.log_size > self.max_bytes:
+            self.wanted.set()
+
+    def compact_now(self) -> bool:
+        """Compact if the log holds anything (or writes are refused for want of a log); blocking."""
+        if self.catalogue.log_size == 0 and self.catalogue.log_error is None:
+            return False
+        start = time.perf_counter()
+        with self.write_lock:  # type: ignore[attr-defined]
+            before = self.catalogue.log_size
+            version = self.catalogue.checkpoint()
+        self.last = time.monotonic()
+        logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
+        return True
+
+    async def run(self) -> None:
+        """Forever: compact when asked or when the interval has passed; failures are logged and
+        retried (with growing pauses) while writes keep going to the log."""
+        while True:
+            pause = self.interval_s if self.failures == 0 else min(self.interval_s, 5.0 * 2 ** self.failures)
+            with anyio.move_on_after(pause):
+                await self.wanted.wait()
+            self.wanted = anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(self.compact_now)
+                self.failures = 0
+            except Exception as exc:  # noqa: BLE001 - keep serving; the log still holds every write
+                self.failures += 1
+                logger.error("compaction failed (%s); the write-ahead log keeps every write, retrying", exc)

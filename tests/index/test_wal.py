@@ -1,0 +1,219 @@
+"""The write-ahead log: logged writes survive without a snapshot, a torn last record is an
+unacknowledged write and is dropped, compaction leaves a complete state wherever it is killed."""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable, ReadOnlyCatalogue
+from index.wal import LogRecord, log_path, read_log
+
+ROOT = Path(__file__).resolve().parents[2]
+ATTRS = ["colour", "sleeve", "collar"]
+DIM = 8
+
+
+def _vectors(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, len(ATTRS), DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    catalogue = CatalogueIndex.create(ATTRS, DIM, "fp")
+    catalogue.add([f"base-{i}" for i in range(20)], _vectors(20, 0), [{"n": i} for i in range(20)])
+    catalogue.save(tmp_path / "ix")
+    return tmp_path / "ix"
+
+
+def _opened(root: Path) -> CatalogueIndex:
+    catalogue = CatalogueIndex.load(root)
+    catalogue.open_log()
+    return catalogue
+
+
+def _assert_same(a: CatalogueIndex, b: CatalogueIndex) -> None:
+    assert sorted(a.ids()) == sorted(b.ids())
+    for item_id in a.ids():
+        assert a.get(item_id) == b.get(item_id)
+        for attribute in ATTRS:
+            np.testing.assert_array_equal(a.vector(item_id, attribute), b.vector(item_id, attribute))
+
+
+def test_logged_writes_are_replayed(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["new-1", "new-2"], _vectors(2, 1), [{"a": "x"}, {"b": [1, 2]}])
+    live.upsert(["base-3"], _vectors(1, 2), [{"replaced": True}])
+    live.upsert(["base-4"], _vectors(1, 3))  # keeps its metadata
+    live.remove(["base-5", "new-2", "never-there"])
+    assert live.log_size > 0
+    reloaded = CatalogueIndex.load(saved)  # no snapshot was written since: all from the log
+    _assert_same(live, reloaded)
+    assert reloaded.get("base-4").metadata == {"n": 4}
+    assert "base-5" not in reloaded and "new-2" not in reloaded
+    assert len(read_log(log_path(saved, "v000001"))[0]) == 4  # the unknown id was not logged
+
+
+def test_torn_last_record_is_dropped_and_cut_off(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["kept"], _vectors(1, 4))
+    live.close()
+    path = log_path(saved, "v000001")
+    whole = LogRecord("upsert", ["torn"], _vectors(1, 5), [{}]).encode()
+    for cut in (1, 11, len(whole) // 2, len(whole) - 1):
+        with open(path, "ab") as fh:
+            fh.write(whole[:cut])
+        loaded = CatalogueIndex.load(saved)
+        assert "kept" in loaded and "torn" not in loaded
+        loaded.open_log()  # cuts the torn bytes off so later records are not lost behind them
+        loaded.add([f"after-{cut}"], _vectors(1, cut))
+        loaded.close()
+        again = CatalogueIndex.load(saved)
+        assert f"after-{cut}" in again and "torn" not in again
+
+
+def test_corrupt_record_stops_replay(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["one"], _vectors(1, 6))
+    live.add(["two"], _vectors(1, 7))
+    live.close()
+    path = log_path(saved, "v000001")
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # flip a bit inside the last record's vectors: its checksum fails
+    path.write_bytes(bytes(data))
+    loaded = CatalogueIndex.load(saved)
+    assert "one" in loaded and "two" not in loaded
+
+
+def test_checkpoint_folds_the_log_into_a_new_snapshot(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["c1"], _vectors(1, 8))
+    version = live.checkpoint()
+    assert version.name == "v000002" and live.log_size == 0
+    assert not log_path(saved, "v000001").exists()
+    live.remove(["c1"])
+    live.add(["c2"], _vectors(1, 9))
+    _assert_same(live, CatalogueIndex.load(saved))
+    live.save(saved)  # saving into its own directory is a checkpoint too
+    assert live.log_size == 0
+    _assert_same(live, CatalogueIndex.load(saved))
+
+
+def test_one_writer_per_directory(saved: Path) -> None:
+    _opened(saved)
+    second = CatalogueIndex.load(saved)  # flock is per open file: a second one in this process conflicts too
+    with pytest.raises(LogUnavailable, match="another process"):
+        second.open_log()
+
+
+def test_mmap_refuses_unapplied_log(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["pending"], _vectors(1, 10))
+    with pytest.raises(ReadOnlyCatalogue, match="logged writes"):
+        CatalogueIndex.load(saved, mmap=True)
+    live.checkpoint()
+    assert "pending" in CatalogueIndex.load(saved, mmap=True)
+
+
+@contextmanager
+def file_size_limit(max_bytes: int) -> Iterator[None]:
+    """A real kernel refusal (EFBIG) of writes past `max_bytes` in any file of this process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_failed_append_leaves_no_trace(saved: Path) -> None:
+    live = _opened(saved)
+    live.add(["before"], _vectors(1, 11))
+    size = live.log_size
+    with file_size_limit(size + 40), pytest.raises(OSError) as info:  # the record is ~200 bytes: half written
+        live.add(["lost"], _vectors(1, 12))
+    assert info.value.errno in NO_SPACE_ERRNOS
+    assert "lost" not in live and live.log_size == size  # not applied, and cut back on disk
+    assert os.path.getsize(log_path(saved, "v000001")) == size
+    live.add(["after"], _vectors(1, 13))
+    reloaded = CatalogueIndex.load(saved)
+    assert {"before", "after"} <= set(reloaded.ids()) and "lost" not in reloaded
+
+
+def test_log_that_cannot_be_restored_refuses_writes_until_a_checkpoint(saved: Path) -> None:
+    """/dev/full under the log's descriptor: the append fails (ENOSPC) and so does cutting it
+    back; writes are refused (no write may follow a garbage record) until a checkpoint."""
+    live = _opened(saved)
+    fd = live._log._fd  # type: ignore[union-attr]
+    kept, full = os.dup(fd), os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, fd)
+    try:
+        with pytest.raises(OSError):
+            live.add(["lost"], _vectors(1, 12))
+        with pytest.raises(LogUnavailable):
+            live.add(["refused"], _vectors(1, 13))
+        assert live.log_error is not None
+    finally:
+        os.dup2(kept, fd)
+        os.close(kept)
+        os.close(full)
+    live.checkpoint()
+    assert live.log_error is None
+    live.add(["resumed"], _vectors(1, 14))
+    reloaded = CatalogueIndex.load(saved)
+    assert "resumed" in reloaded and "lost" not in reloaded and "refused" not in reloaded
+
+
+KILL_DURING_CHECKPOINT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    import index.store as store
+    from index import CatalogueIndex
+
+    where, directory = sys.argv[1], sys.argv[2]
+    catalogue = CatalogueIndex.load(directory)
+    catalogue.open_log()
+    rng = np.random.default_rng(99)
+    v = rng.standard_normal((3, 3, 8)).astype(np.float32)
+    catalogue.add(["w1", "w2", "w3"], v / np.linalg.norm(v, axis=-1, keepdims=True), [{}, {}, {"k": 1}])
+    catalogue.remove(["base-0"])
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if where == "files":        # while the new snapshot's files are written
+        store._write_version = die
+    elif where == "pointer":    # new snapshot complete, CURRENT not yet moved
+        os.replace = die
+    else:                       # CURRENT moved, the new log not yet started
+        import index.catalogue
+        index.catalogue.WriteAheadLog = die
+    catalogue.checkpoint()
+""")
+
+
+@pytest.mark.parametrize("where", ["files", "pointer", "new-log"])
+def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> None:
+    result = subprocess.run([sys.executable, "-c", KILL_DURING_CHECKPOINT, where, str(saved)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    loaded = CatalogueIndex.load(saved)
+    assert {"w1", "w2", "w3"} <= set(loaded.ids()) and "base-0" not in loaded
+    assert len(loaded) == 22 and loaded.get("w3").metadata == {"k": 1}
+    for attribute in ATTRS:  # every item in every attribute index
+        hits = loaded.search(loaded.vector("w2", attribute), attribute, k=1)
+        assert hits[0].id == "w2"
+    loaded.open_log()
+    loaded.add(["later"], _vectors(1, 14))
+    loaded.checkpoint()
+    assert "later" in CatalogueIndex.load(saved)

@@ -1,0 +1,166 @@
+"""Durability under `kill -9`: the real server is SIGKILLed 20 times while two clients add and
+delete items; after every restart each acknowledged add is there, each acknowledged delete is
+gone, and an unacknowledged write is either complete (in every attribute index) or absent.
+
+The log is compacted every few writes (ASEN_COMPACT_LOG_BYTES), so kills also land during
+compactions."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from index import CatalogueIndex
+from index.store import current_version
+from tests.service.serving import ROOT, free_port
+
+CYCLES = 20
+KEY = "crash-test-key"
+
+
+@dataclass
+class Ledger:
+    """What the clients were told: acknowledged adds and deletes, and writes whose fate is
+    unknown (the connection died with the server)."""
+
+    present: set[str]
+    absent: set[str] = field(default_factory=set)
+    unknown: set[str] = field(default_factory=set)
+    metadata: dict[str, dict[str, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    acked: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def pick_to_delete(self, rng: random.Random) -> str | None:
+        with self.lock:
+            return rng.choice(sorted(self.present)) if self.present else None
+
+
+def _start(checkpoint: Path, index: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ASEN_API_KEY": KEY, "ASEN_COMPACT_LOG_BYTES": "20000", "ASEN_LOG_LEVEL": "warning"}
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint),
+                                "--index", str(index), "--port", str(port)], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server not ready in 90 s"
+        time.sleep(0.05)
+
+
+def _writer(url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int, stop: threading.Event) -> None:
+    """Adds fresh items and deletes acknowledged ones until the server dies (or `stop`)."""
+    rng = random.Random(f"{name}-{cycle}")
+    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=30) as client:
+        n = 0
+        while not stop.is_set():
+            victim = ledger.pick_to_delete(rng) if rng.random() < 0.4 else None
+            if victim is None:
+                item_id, meta = f"{name}-{cycle}-{n}", {"cycle": cycle, "n": n}
+                n += 1
+                request = lambda: client.post("/items", data={"id": item_id, "metadata": json.dumps(meta)},  # noqa: E731
+                                              files={"image": ("a.jpg", rng.choice(images), "image/jpeg")})
+                ok = (201,)
+            else:
+                item_id = victim
+                with ledger.lock:
+                    ledger.present.discard(item_id)  # in flight: no other writer may pick it
+                request = lambda: client.delete(f"/items/{item_id}")  # noqa: E731
+                ok = (200,)
+            try:
+                response = request()
+            except httpx.TransportError:
+                with ledger.lock:
+                    ledger.unknown.add(item_id)
+                return  # the server is gone
+            with ledger.lock:
+                if response.status_code not in ok:
+                    ledger.errors.append(f"{item_id}: {response.status_code} {response.text}")
+                    return
+                ledger.acked += 1
+                if victim is None:
+                    ledger.present.add(item_id)
+                    ledger.metadata[item_id] = meta
+                else:
+                    ledger.absent.add(item_id)
+
+
+def _check_live(url: str, ledger: Ledger, attributes: list[str]) -> None:
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for item_id in sorted(ledger.metadata.keys() & ledger.present):
+            response = client.get(f"/items/{item_id}")
+            assert response.status_code == 200, f"acknowledged add {item_id} lost"
+            assert response.json()["metadata"] == ledger.metadata[item_id]
+        for item_id in sorted(ledger.absent):
+            assert client.get(f"/items/{item_id}").status_code == 404, f"acknowledged delete {item_id} came back"
+        for item_id in sorted(ledger.unknown):
+            if client.get(f"/items/{item_id}").status_code == 200:  # then complete: in every attribute index
+                for attribute in attributes:
+                    search = client.post("/search", data={"attribute": attribute, "item_id": item_id, "top_k": "1"})
+                    assert search.status_code == 200, (item_id, attribute, search.text)
+
+
+def _check_on_disk(index: Path, ledger: Ledger, original: set[str]) -> None:
+    catalogue = CatalogueIndex.load(index)
+    ids = set(catalogue.ids())
+    assert ledger.present <= ids and not (ledger.absent & ids)
+    assert ids - ledger.present <= ledger.unknown  # nothing appeared that nobody wrote
+    assert ids <= original | ledger.metadata.keys() | ledger.unknown
+    for attribute in catalogue.attributes:  # every item in every attribute index, nothing else there
+        vectors = np.stack([catalogue.vector(item_id, attribute) for item_id in ids])
+        assert np.isfinite(vectors).all() and vectors.shape[0] == len(ids)
+    assert {len(ix) for ix in catalogue._indexes} == {len(ids)}
+
+
+def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, index_dir: Path,
+                                                     demo_dataset: Path) -> None:
+    original = set(CatalogueIndex.load(index_dir).ids())
+    attributes = json.loads((index_dir / "v000001" / "manifest.json").read_text())["attributes"]
+    images = [(demo_dataset / "images" / "train" / f"{i:05d}.jpg").read_bytes() for i in range(6)]
+    ledger = Ledger(present=set(original))
+    rng = random.Random(0)
+    port = free_port()
+    server = _start(tiny_checkpoint, index_dir, port)
+    try:
+        for cycle in range(CYCLES):
+            url = f"http://127.0.0.1:{port}"
+            stop = threading.Event()
+            writers = [threading.Thread(target=_writer, args=(url, ledger, images, f"w{k}", cycle, stop))
+                       for k in range(2)]
+            for thread in writers:
+                thread.start()
+            time.sleep(rng.uniform(0.2, 1.2))
+            server.send_signal(signal.SIGKILL)
+            server.wait()
+            stop.set()
+            for thread in writers:
+                thread.join(timeout=60)
+            assert not ledger.errors, ledger.errors
+            server = _start(tiny_checkpoint, index_dir, port)
+            _check_live(url, ledger, attributes)
+        assert ledger.acked >= 4 * CYCLES, f"only {ledger.acked} acknowledged writes: the test did not exercise much"
+        assert ledger.absent and len(ledger.metadata) >= 2 * CYCLES
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        _check_on_disk(index_dir, ledger, original)
+        assert int(current_version(index_dir)[1:]) > 1, "no compaction happened during the test"  # type: ignore[index]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

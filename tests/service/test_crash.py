@@ -71,20 +71,19 @@ def _writer(url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int
         n = 0
         while not stop.is_set():
             victim = ledger.pick_to_delete(rng) if rng.random() < 0.4 else None
-            if victim is None:
-                item_id, meta = f"{name}-{cycle}-{n}", {"cycle": cycle, "n": n}
-                n += 1
-                request = lambda: client.post("/items", data={"id": item_id, "metadata": json.dumps(meta)},  # noqa: E731
-                                              files={"image": ("a.jpg", rng.choice(images), "image/jpeg")})
-                ok = (201,)
-            else:
-                item_id = victim
+            meta = {"cycle": cycle, "n": n}
+            item_id = f"{name}-{cycle}-{n}" if victim is None else victim
+            n += victim is None
+            if victim is not None:
                 with ledger.lock:
                     ledger.present.discard(item_id)  # in flight: no other writer may pick it
-                request = lambda: client.delete(f"/items/{item_id}")  # noqa: E731
-                ok = (200,)
+            ok = (201,) if victim is None else (200,)
             try:
-                response = request()
+                if victim is None:
+                    response = client.post("/items", data={"id": item_id, "metadata": json.dumps(meta)},
+                                           files={"image": ("a.jpg", rng.choice(images), "image/jpeg")})
+                else:
+                    response = client.delete(f"/items/{item_id}")
             except httpx.TransportError:
                 with ledger.lock:
                     ledger.unknown.add(item_id)

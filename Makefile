@@ -1,7 +1,10 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
 # make test    install, then run the test suite
-# make install virtualenv in $(VENV) with the pinned torch first, then this package; Debian's chromium
-#              for the browser tests (as root, or with passwordless sudo) if /usr/bin/chromium is missing
+# make install virtualenv in $(VENV) with the pinned torch first, then this package, every version from
+#              requirements.lock; Debian's chromium for the browser tests (as root, or with passwordless
+#              sudo) if /usr/bin/chromium is missing
+# make lock    rewrite requirements.lock from $(VENV) after a change of pyproject.toml's dependencies
+# make audit   check requirements.lock's pins for known vulnerabilities (tools/audit_deps.py; network)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,15 +19,15 @@ export OMP_WAIT_POLICY := PASSIVE
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install chromium serve test
+.PHONY: install chromium serve test lock audit
 
 install: $(VENV)/.installed chromium
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "== installing into $(VENV) (torch first, pinned: a plain torch requirement can pull a multi-GB build)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -c requirements.lock torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -c requirements.lock -e '.[test]'
 	touch $@
 
 # The browser tests drive Debian's Chromium with Playwright (no browser download: see tests/service/browser.py).
@@ -47,3 +50,13 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The lock is the dependency closure of '.[test]' as installed in $(VENV) (not ruff, pip-audit or other
+# tools that may sit there too); written to a temporary file first so a failure leaves the old lock.
+lock:
+	$(BIN)/python tools/lock_deps.py > requirements.lock.tmp || { rm -f requirements.lock.tmp; exit 1; }
+	mv requirements.lock.tmp requirements.lock
+
+# Exit 1 on a known vulnerability in a pinned version, 2 when no vulnerability source is reachable.
+audit:
+	$(PYTHON) tools/audit_deps.py --lock requirements.lock

@@ -22,15 +22,18 @@ WORKDIR /app
 # CPU-only torch first (the default wheel index would pull the multi-GB CUDA build).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
 
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY model ./model
 COPY index ./index
 COPY service ./service
-RUN pip install . \
+# Every version from the lock (the CPU torch build above satisfies its torch pin).
+RUN pip install -c requirements.lock . \
     && useradd --create-home --uid 10001 asen \
     && mkdir -p /data \
     && chown asen:asen /data
 
+# Runs unprivileged; the root filesystem may be read-only (docker run --read-only --tmpfs /tmp): only
+# /data is written.
 USER asen
 
 ENV ASEN_CHECKPOINT=/data/model/best.pt \

@@ -3,14 +3,20 @@ that exist, and their command, settings and health check match what the service 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+
+from index import CatalogueIndex
 
 from service.app import create_app
 from service.cli import build_parser
@@ -131,3 +137,59 @@ def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monke
     monkeypatch.delenv("ASEN_INDEX", raising=False)
     assert main(["serve"]) == 2
     assert "ASEN_CHECKPOINT" in capsys.readouterr().err
+
+
+def _read_only_root_works() -> bool:
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --make-rprivate / && mount -o remount,bind,ro / && "
+                            "! touch /.asen-probe 2>/dev/null"], capture_output=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
+def test_compose_runs_read_only_and_unprivileged() -> None:
+    service = _compose()["services"]["asen"]
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert "no-new-privileges:true" in service["security_opt"] and service["cap_drop"] == ["ALL"]
+
+
+def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, index_dir: Path,
+                                                         demo_dataset: Path) -> None:
+    """As `read_only: true` runs it: everything read-only but the index volume (a private mount
+    namespace: `unshare -m`, root remounted read-only). Searches, a logged write and the
+    compaction at shutdown all work."""
+    if not _read_only_root_works():
+        pytest.skip("this machine does not allow a private read-only mount namespace (unshare -m)")
+    port = free_port()
+    cmd = json.loads(_instruction("CMD")[-1])
+    inner = (f"set -e\nmount --make-rprivate /\nmount --bind {shlex.quote(str(index_dir))} "
+             f"{shlex.quote(str(index_dir))}\nmount -o remount,bind,ro /\nexec {shlex.quote(sys.executable)} -m "
+             "service.cli " + " ".join(shlex.quote(c) for c in cmd[1:]))
+    env = {**os.environ, **RUNTIME_ENV, "ASEN_CHECKPOINT": str(tiny_checkpoint), "ASEN_INDEX": str(index_dir),
+           "ASEN_PORT": str(port), "ASEN_API_KEY": "k"}
+    process = subprocess.Popen(["unshare", "-m", "sh", "-c", inner], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        image = (demo_dataset / "images" / "train" / "00002.jpg").read_bytes()
+        added = httpx.post(f"{url}/items", data={"id": "ro-1"}, files={"image": ("a.jpg", image)},
+                           headers={"X-API-Key": "k"}, timeout=30)
+        assert added.status_code == 201, added.text
+        search = httpx.post(f"{url}/search", data={"attribute": "colour"}, files={"image": ("a.jpg", image)},
+                            timeout=30)
+        assert search.status_code == 200 and search.json()["results"][0]["id"] == "ro-1"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after a clean stop
+    assert "Read-only file system" not in output and "Traceback" not in output, output
+    assert (index_dir / "CURRENT").read_text().strip() == "v000002"  # compacted at shutdown
+    assert "ro-1" in CatalogueIndex.load(index_dir)

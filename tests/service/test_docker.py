@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from index import CatalogueIndex
-
 from service.app import create_app
 from service.cli import build_parser
 from service.settings import Settings
@@ -140,8 +139,8 @@ def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monke
 
 
 def _read_only_root_works() -> bool:
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --make-rprivate / && mount -o remount,bind,ro / && "
-                            "! touch /.asen-probe 2>/dev/null"], capture_output=True, timeout=30, check=False)
+    script = "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /.asen-probe 2>/dev/null"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False)
     return probe.returncode == 0
 
 

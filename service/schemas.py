@@ -94,7 +94,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in {400: "not an image", 401: "missing or wrong API key", 404: "unknown item id",
                        409: "conflict", 413: "too many bytes or pixels", 415: "unsupported image format",
                        422: "invalid field (unknown attribute, top_k out of range, ...)",
-                       503: "not ready, or a write could not be persisted"}.items()
+                       429: "rate limited (Retry-After)", 503: "not ready, overloaded (Retry-After), or storage "
+                       "unavailable for a write", 504: "timed out", 507: "no space left for a write"}.items()
 }
 
 

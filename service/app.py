@@ -67,7 +67,9 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                 await anyio.to_thread.run_sync(final_compaction, runtime)
 
     metrics = Metrics()
-    app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # The form parser's field limit counts every form field: room for max_candidates ids in /rerank.
+    app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  form_limits={"max_fields": settings.max_candidates + 16})
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = None

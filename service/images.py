@@ -22,10 +22,12 @@ from service.settings import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
 DECODED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO", "AVIF"})
 # Recognised by magic bytes so that they get 415 (a real image we do not decode), not 400.
+_HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 _FOREIGN_MAGIC: tuple[tuple[int, bytes, str], ...] = (
-    (4, b"ftypheic", "HEIC"), (4, b"ftypheix", "HEIC"), (4, b"ftypmif1", "HEIF"), (4, b"ftyphevc", "HEIC"),
+    *((4, b"ftyp" + brand, "HEIC" if brand.startswith(b"he") else "HEIF") for brand in _HEIF_BRANDS),
     (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (0, b"\xff\x0a", "JPEG XL"), (0, b"8BPS", "PSD"),
 )
+_SNIFF_BYTES = 4096  # an SVG's `<svg` tag may follow an XML prolog, a doctype and comments
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 
 
@@ -39,8 +41,8 @@ def _foreign_format(head: bytes) -> str | None:
     for offset, magic, name in _FOREIGN_MAGIC:
         if head[offset:offset + len(magic)] == magic:
             return name
-    text = head[:256].lstrip().lower()
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in head[:1024].lower()):
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()  # a UTF-8 byte order mark, then markup
+    if text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in text):
         return "SVG"
     return None
 
@@ -55,7 +57,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ApiError(400, "empty_image", "the image file is empty")
     if len(data) > limits.max_bytes:
         raise ApiError(413, "image_too_large", f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
-    foreign = _foreign_format(data[:1024])
+    foreign = _foreign_format(data[:_SNIFF_BYTES])
     if foreign is not None:
         raise ApiError(415, "unsupported_format", f"{foreign} images are not supported; send "
                        f"{', '.join(sorted(DECODED_FORMATS - {'MPO'}))}")
@@ -98,7 +100,8 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        # isascii: str.isdigit() also holds for "²" (latin-1 header bytes), which int() refuses.
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send, int(declared))
             return
         received, exceeded, app_started = 0, False, False

@@ -74,7 +74,8 @@ async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
     return ItemResponse(id=item.id, metadata=public_metadata(item.metadata))
 
 
-@router.post("/items", status_code=201, response_model=ItemResponse, responses=ERROR_RESPONSES,
+@router.post("/items", status_code=201, response_model=ItemResponse,
+             responses={**ERROR_RESPONSES, 200: {"model": ItemResponse, "description": "replaced (replace=true)"}},
              dependencies=[WriteAccess])
 async def add_item(runtime: RuntimeDep, response: Response,
                    id: Annotated[str, Form(description="the new item's id")],
@@ -115,7 +116,8 @@ async def delete_item(runtime: RuntimeDep, response: Response, item_id: str) -> 
 
 
 IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}, "description": "the image"},
+    200: {"content": {media: {} for media in ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
+                                              "image/avif")}, "description": "the image"},
     304: {"description": "not modified (If-None-Match names the current ETag)"},
     404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422]}
 

@@ -534,6 +534,7 @@ def summarise(records: list[Record], plan: Plan, window_s: float) -> dict[str, A
         "status_503_retry_after": sum(1 for r in records if r.status == 503 and r.retry_after),
         "status_504": statuses.get(504, 0),
         "status_429": statuses.get(429, 0), "transport_errors": statuses.get(0, 0),
+        "refused_503_ms": percentiles(r.ms for r in records if r.status == 503),
         "routes": routes, "n_errors": n_errors, "errors": errors[:50],
     }
 
@@ -738,6 +739,9 @@ def markdown(report: dict[str, Any]) -> str:
         ("5xx / transport errors", f"{load['status_5xx']} / {load['transport_errors']}"),
         ("503 (with Retry-After) / 504 / 429",
          f"{load['status_503']} ({load['status_503_retry_after']}) / {load['status_504']} / {load['status_429']}"),
+        ("time to a 503 answer, p50 / p99 / max ms",
+         " / ".join("-" if load["refused_503_ms"].get(k) is None else f"{load['refused_503_ms'][k]:.1f}"
+                    for k in ("p50_ms", "p99_ms", "max_ms"))),
         ("server RSS MiB: start / after warm-up / end / after restart", rss_line),
         ("RSS growth after warm-up", growth_line),
         ("index folder MiB: start / end", f"{report['index_mib_start']:.1f} / {report['index_mib_end']:.1f}"),

@@ -3,7 +3,8 @@ delete items; after every restart each acknowledged add is there, each acknowled
 gone, and an unacknowledged write is either complete (in every attribute index) or absent.
 
 The log is compacted every few writes (ASEN_COMPACT_LOG_BYTES), so kills also land during
-compactions."""
+compactions. Each server is a fork of a process that imported the service once
+(tests/service/zygote.py): a separate process loading everything from disk, minus 3 s of imports."""
 from __future__ import annotations
 
 import json
@@ -46,22 +47,51 @@ class Ledger:
             return rng.choice(sorted(self.present)) if self.present else None
 
 
-def _start(checkpoint: Path, index: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "ASEN_API_KEY": KEY, "ASEN_COMPACT_LOG_BYTES": "20000", "ASEN_LOG_LEVEL": "warning"}
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint),
-                                "--index", str(index), "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 90
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}: {process.stderr.read().decode()[-3000:]}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "server not ready in 90 s"
-        time.sleep(0.05)
+class Servers:
+    """Starts `asen serve` processes through tests/service/zygote.py (forks of a process that has
+    imported the service already) and kills them."""
+
+    def __init__(self, checkpoint: Path, index: Path, port: int) -> None:
+        self.args = f"--checkpoint {checkpoint} --index {index} --port {port}"
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "ASEN_API_KEY": KEY, "ASEN_COMPACT_LOG_BYTES": "20000", "ASEN_LOG_LEVEL": "warning"}
+        self.zygote = subprocess.Popen([sys.executable, "-m", "tests.service.zygote"], cwd=ROOT, env=env, text=True,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert self._ask(None) == "ready"
+        self.pid: int | None = None
+
+    def _ask(self, line: str | None) -> str:
+        if line is not None:
+            self.zygote.stdin.write(line + "\n")  # type: ignore[union-attr]
+            self.zygote.stdin.flush()  # type: ignore[union-attr]
+        answer = self.zygote.stdout.readline().strip()  # type: ignore[union-attr]
+        assert answer, f"the zygote exited {self.zygote.poll()}"
+        return answer
+
+    def start(self) -> None:
+        self.pid = int(self._ask(f"serve {self.args}"))
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server not ready in 90 s"
+            time.sleep(0.05)
+
+    def kill(self) -> int:
+        """SIGKILL the server; its wait status."""
+        assert self.pid is not None
+        status = int(self._ask(f"kill {self.pid}").split()[1])
+        self.pid = None
+        return status
+
+    def close(self) -> None:
+        if self.pid is not None:
+            self.kill()
+        self.zygote.stdin.close()  # type: ignore[union-attr]
+        self.zygote.wait(timeout=30)
 
 
 def _writer(url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int, stop: threading.Event) -> None:
@@ -134,32 +164,28 @@ def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, ind
     images = [(demo_dataset / "images" / "train" / f"{i:05d}.jpg").read_bytes() for i in range(6)]
     ledger = Ledger(present=set(original))
     rng = random.Random(0)
-    port = free_port()
-    server = _start(tiny_checkpoint, index_dir, port)
+    servers = Servers(tiny_checkpoint, index_dir, free_port())
     try:
+        servers.start()
         for cycle in range(CYCLES):
-            url = f"http://127.0.0.1:{port}"
             stop = threading.Event()
-            writers = [threading.Thread(target=_writer, args=(url, ledger, images, f"w{k}", cycle, stop))
+            writers = [threading.Thread(target=_writer, args=(servers.url, ledger, images, f"w{k}", cycle, stop))
                        for k in range(2)]
             for thread in writers:
                 thread.start()
             time.sleep(rng.uniform(0.2, 1.2))
-            server.send_signal(signal.SIGKILL)
-            server.wait()
+            status = servers.kill()
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
             stop.set()
             for thread in writers:
                 thread.join(timeout=60)
             assert not ledger.errors, ledger.errors
-            server = _start(tiny_checkpoint, index_dir, port)
-            _check_live(url, ledger, attributes)
+            servers.start()
+            _check_live(servers.url, ledger, attributes)
         assert ledger.acked >= 4 * CYCLES, f"only {ledger.acked} acknowledged writes: the test did not exercise much"
         assert ledger.absent and len(ledger.metadata) >= 2 * CYCLES
-        server.send_signal(signal.SIGKILL)
-        server.wait()
+        servers.kill()
         _check_on_disk(index_dir, ledger, original)
         assert int(current_version(index_dir)[1:]) > 1, "no compaction happened during the test"  # type: ignore[index]
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        servers.close()

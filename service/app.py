@@ -47,13 +47,14 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         else:
             loaded = (encoder, catalogue)
         writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
+        write_lock = threading.Lock()  # one write (or compaction) at a time
         runtime = Runtime(settings, loaded[0], loaded[1], metrics,
                           InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
-                          Compactor(loaded[1], threading.Lock(), settings.compact_log_bytes,
-                                    settings.compact_interval_s))
-        runtime.compactor.write_lock = runtime.write_lock
+                          Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
+                                    metrics), write_lock)
         app.state.runtime = runtime
         metrics.items.set(len(loaded[1]))
+        metrics.log_bytes.set(loaded[1].log_size)
         logger.info("ready: %d items, attributes %s", len(loaded[1]), ", ".join(loaded[1].attributes))
         try:
             async with anyio.create_task_group() as tasks:

@@ -16,6 +16,7 @@ import anyio
 
 from index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable
 from service.errors import ApiError
+from service.metrics import Metrics
 
 logger = logging.getLogger("asen.service")
 
@@ -36,8 +37,9 @@ class Compactor:
     """Folds the write-ahead log into a snapshot, off the event loop, holding the service's write
     lock (searches continue; writes wait for it)."""
 
-    def __init__(self, catalogue: CatalogueIndex, write_lock: object, max_bytes: int, interval_s: float) -> None:
-        self.catalogue, self.write_lock = catalogue, write_lock
+    def __init__(self, catalogue: CatalogueIndex, write_lock: object, max_bytes: int, interval_s: float,
+                 metrics: Metrics | None = None) -> None:
+        self.catalogue, self.write_lock, self.metrics = catalogue, write_lock, metrics
         self.max_bytes, self.interval_s = max_bytes, interval_s
         self.wanted = anyio.Event()
         self.last = time.monotonic()
@@ -45,6 +47,8 @@ class Compactor:
 
     def note_write(self) -> None:
         """After each write: ask for a compaction once the log is over its size."""
+        if self.metrics is not None:
+            self.metrics.log_bytes.set(self.catalogue.log_size)
         if self.catalogue.log_size > self.max_bytes:
             self.wanted.set()
 
@@ -55,7 +59,15 @@ class Compactor:
         start = time.perf_counter()
         with self.write_lock:  # type: ignore[attr-defined]
             before = self.catalogue.log_size
-            version = self.catalogue.checkpoint()
+            try:
+                version = self.catalogue.checkpoint()
+            except Exception:
+                if self.metrics is not None:
+                    self.metrics.compactions.labels("failed").inc()
+                raise
+        if self.metrics is not None:
+            self.metrics.compactions.labels("ok").inc()
+            self.metrics.log_bytes.set(self.catalogue.log_size)
         self.last = time.monotonic()
         logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
         return True

@@ -30,6 +30,12 @@ class Metrics:
         self.stage = Histogram("asen_stage_duration_seconds", "Time spent per stage of a request",
                                ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.items = Gauge("asen_catalogue_items", "Items in the catalogue", registry=self.registry)
+        self.log_bytes = Gauge("asen_wal_bytes", "Bytes in the write-ahead log not yet compacted",
+                               registry=self.registry)
+        self.compactions = Counter("asen_compactions", "Compactions of the write-ahead log into a snapshot",
+                                   ["result"], registry=self.registry)
+        for result in ("ok", "failed"):
+            self.compactions.labels(result)
         for stage in STAGES:
             self.stage.labels(stage)  # exported at 0 before the first request
 

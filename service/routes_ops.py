@@ -25,7 +25,8 @@ async def readyz(request: Request) -> ReadyResponse | JSONResponse:
         return JSONResponse(error_body("not_ready", "the model and index are still loading"), 503)
     catalogue = runtime.catalogue
     return ReadyResponse(status="ready", items=len(catalogue), attributes=catalogue.attributes, dim=catalogue.dim,
-                         fingerprint=catalogue.fingerprint, read_only=catalogue.read_only)
+                         fingerprint=catalogue.fingerprint, read_only=catalogue.read_only,
+                         writes_refused=catalogue.log_error, log_bytes=catalogue.log_size)
 
 
 @router.get("/metrics", include_in_schema=True, response_class=Response)

@@ -87,6 +87,8 @@ class ReadyResponse(BaseModel):
     dim: int
     fingerprint: str
     read_only: bool
+    writes_refused: str | None = Field(None, description="why writes are refused (storage), else null")
+    log_bytes: int = Field(0, description="bytes in the write-ahead log not yet compacted into the snapshot")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -168,3 +168,17 @@ def test_writes_survive_a_restart(settings: Settings, demo_dataset: Path) -> Non
                                files={"image": ("q.jpg", image_bytes(demo_dataset / "images" / "test" / "00009.jpg"),
                                                 "image/jpeg")}).json()["results"]
             assert "test-00009" not in {h["id"] for h in hits}
+
+
+def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, demo_dataset: Path,
+                                                           settings: Settings) -> None:
+    assert client.get("/readyz").json()["log_bytes"] == 0
+    assert client.post("/items", data={"id": "logged"}, files=_picture(demo_dataset)).status_code == 201
+    ready = client.get("/readyz").json()
+    assert ready["log_bytes"] > 0 and ready["writes_refused"] is None
+    assert f"asen_wal_bytes {float(ready['log_bytes'])}" in client.get("/metrics").text
+    assert client.app.state.runtime.compactor.compact_now()  # type: ignore[attr-defined]
+    assert client.get("/readyz").json()["log_bytes"] == 0
+    metrics = client.get("/metrics").text
+    assert 'asen_compactions_total{result="ok"} 1.0' in metrics and "asen_wal_bytes 0.0" in metrics
+    assert (settings.index / "CURRENT").read_text().strip() == "v000002"

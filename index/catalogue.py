@@ -153,6 +153,11 @@ class CatalogueIndex:
         with self._lock.read():
             return Item(item_id, dict(self._metadata.get(self._ids.key(item_id))))
 
+    def metadata_values(self, field: str) -> set[Any]:
+        """Every distinct value of metadata ``field`` over the catalogue (hashable values only)."""
+        with self._lock.read():
+            return {meta[field] for _, meta in self._metadata.items() if isinstance(meta.get(field), str | int | float)}
+
     def vector(self, item_id: str, attribute: str) -> np.ndarray:
         """The stored vector ``[dim]`` of one item for one attribute."""
         index = self._index(attribute)

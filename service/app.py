@@ -51,7 +51,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         runtime = Runtime(settings, loaded[0], loaded[1], metrics,
                           InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
                           Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
-                                    metrics), write_lock)
+                                    metrics, settings.index), write_lock)
         app.state.runtime = runtime
         metrics.items.set(len(loaded[1]))
         metrics.log_bytes.set(loaded[1].log_size)

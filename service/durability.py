@@ -1,7 +1,8 @@
 """Durable writes in the service: each `POST /items` / `DELETE /items/{id}` is appended to the
 index's write-ahead log and fsynced before it is applied and acknowledged (`index/wal.py`); a
 background task compacts the log into a new snapshot when it grows past `compact_log_bytes`, at
-least every `compact_interval_s`, and once more at clean shutdown.
+least every `compact_interval_s`, and once more at clean shutdown; after each compaction, uploaded
+images that no item names any more (deleted or replaced items) are deleted.
 
 Storage failures become JSON errors that say what happened: 507 `insufficient_storage` (disk or
 quota full), 503 `storage_unavailable` (directory not writable, log unusable). The write is not
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import anyio
 
 from index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable
 from service.errors import ApiError
+from service.item_images import IMAGE_KEY, prune_uploads
 from service.metrics import Metrics
+
+UPLOAD_GRACE_S = 3600.0  # an unreferenced upload younger than this may belong to a write in flight
 
 logger = logging.getLogger("asen.service")
 
@@ -38,8 +43,10 @@ class Compactor:
     lock (searches continue; writes wait for it)."""
 
     def __init__(self, catalogue: CatalogueIndex, write_lock: object, max_bytes: int, interval_s: float,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, index_dir: Path | None = None,
+                 upload_grace_s: float = UPLOAD_GRACE_S) -> None:
         self.catalogue, self.write_lock, self.metrics = catalogue, write_lock, metrics
+        self.index_dir, self.upload_grace_s = index_dir, upload_grace_s
         self.max_bytes, self.interval_s = max_bytes, interval_s
         self.wanted = anyio.Event()
         self.last = time.monotonic()
@@ -70,6 +77,10 @@ class Compactor:
             self.metrics.log_bytes.set(self.catalogue.log_size)
         self.last = time.monotonic()
         logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
+        if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
+            pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY), self.upload_grace_s)
+            if pruned:
+                logger.info("deleted %d uploaded images no item names any more", pruned)
         return True
 
     async def run(self) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def save_upload(index_dir: Path, data: bytes) -> str:
     assert fmt in _UPLOAD_SUFFIX, f"decode_image accepted an image of format {fmt}"
     name = f"{UPLOAD_DIR}/{hashlib.sha256(data).hexdigest()}{_UPLOAD_SUFFIX[fmt]}"
     path = index_dir / name
-    if not path.is_file():
+    if path.is_file():
+        os.utime(path)  # fresh again: an unreferenced file is pruned only after a grace period
+    else:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent uploads of the same bytes
         with open(tmp, "wb") as fh:
@@ -78,6 +81,26 @@ def save_upload(index_dir: Path, data: bytes) -> str:
         finally:
             os.close(directory)
     return name
+
+
+def prune_uploads(index_dir: Path, referenced: set[str], grace_s: float) -> int:
+    """Delete uploaded images no item names any more (deleted or replaced items, uploads whose
+    write failed) and not touched for `grace_s` seconds (an upload in flight is stored before its
+    item is written); returns how many were deleted. Best effort."""
+    removed, cutoff = 0, time.time() - grace_s
+    try:
+        entries = list((index_dir / UPLOAD_DIR).iterdir())
+    except OSError:
+        return 0
+    for path in entries:
+        name = f"{UPLOAD_DIR}/{path.name}"
+        try:
+            if _UPLOAD_NAME.match(name) and name not in referenced and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def stored_path(index_dir: Path, reference: object) -> Path | None:

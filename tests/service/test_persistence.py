@@ -182,3 +182,22 @@ def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, d
     metrics = client.get("/metrics").text
     assert 'asen_compactions_total{result="ok"} 1.0' in metrics and "asen_wal_bytes 0.0" in metrics
     assert (settings.index / "CURRENT").read_text().strip() == "v000002"
+
+
+def test_compaction_deletes_images_no_item_names(client: TestClient, demo_dataset: Path, settings: Settings) -> None:
+    key = "_image"
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    assert client.post("/items", data={"id": "a"}, files=_picture(demo_dataset, 1)).status_code == 201
+    assert client.post("/items", data={"id": "b"}, files=_picture(demo_dataset, 2)).status_code == 201
+    assert client.post("/items", data={"id": "c"}, files=_picture(demo_dataset, 3)).status_code == 201
+    names = {i: runtime.catalogue.get(i).metadata[key] for i in "abc"}
+    assert client.delete("/items/a").status_code == 200
+    assert client.post("/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)).status_code == 200
+    runtime.compactor.compact_now()  # within the grace period: an upload may still be in flight
+    assert all((settings.index / name).is_file() for name in names.values())
+    runtime.compactor.upload_grace_s = 0
+    assert client.post("/items", data={"id": "d"}, files=_picture(demo_dataset, 5)).status_code == 201
+    runtime.compactor.compact_now()
+    assert not (settings.index / names["a"]).exists() and not (settings.index / names["b"]).exists()
+    for item in "bcd":
+        assert client.get(f"/images/{item}").status_code == 200

@@ -57,7 +57,7 @@ class Snapshot:
     indexes: list[AttributeIndex]
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -67,7 +67,7 @@ def _fsync_path(path: Path) -> None:
 
 def _write(path: Path, write: Callable[[Path], object]) -> None:
     write(path)
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -157,7 +157,7 @@ def _write_version(directory: Path, snap: Snapshot) -> None:
         "files": {p.name: p.stat().st_size for p in sorted(directory.iterdir())},
     }
     _write_text(directory / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False))
-    _fsync_path(directory)
+    fsync_path(directory)
 
 
 def save_snapshot(root: str | os.PathLike[str], snap: Snapshot) -> Path:
@@ -173,14 +173,14 @@ def save_snapshot(root: str | os.PathLike[str], snap: Snapshot) -> Path:
         try:
             _write_version(temp, snap)
             os.rename(temp, root / version)
-            _fsync_path(root)
+            fsync_path(root)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
         pointer_temp = root / f"{POINTER}.tmp-{uuid.uuid4().hex[:8]}"
         _write_text(pointer_temp, version + "\n")
         os.replace(pointer_temp, root / POINTER)
-        _fsync_path(root)
+        fsync_path(root)
         _tidy(root, {version} | ({current} if current else set()))
     return root / version
 

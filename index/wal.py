@@ -41,6 +41,7 @@ from typing import Any, Self
 import numpy as np
 
 from .errors import CatalogueError, IndexFormatError
+from .store import fsync_path
 
 MAGIC = b"AWL1"
 _FRAME = struct.Struct("<4sII")
@@ -122,14 +123,6 @@ def read_log(path: Path) -> tuple[list[LogRecord], int, int]:
     return records, offset, len(data)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class WriteAheadLog:
     """The open log of one snapshot version. ``append`` returns only once the record is on disk;
     if it fails, the file is cut back to where it was, so a failed write leaves no trace."""
@@ -155,7 +148,7 @@ class WriteAheadLog:
                                size - end)
                 os.ftruncate(self._fd, end)
             os.fsync(self._fd)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         except OSError:
             os.close(self._fd)
             raise

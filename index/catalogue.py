@@ -105,8 +105,8 @@ class CatalogueIndex:
         if records and mmap:
             raise ReadOnlyCatalogue(
                 f"{root} has {len(records)} logged writes not yet in its snapshot, and a memory-mapped catalogue "
-                "cannot apply them: load it once without mmap and call checkpoint() (starting the service without "
-                "ASEN_MMAP does this at shutdown)"
+                "cannot apply them: compact it first (`asen index compact --index DIR`, or load it without mmap, "
+                "open_log() and checkpoint())"
             )
         for record in records:
             catalogue._replay(record)

@@ -1,4 +1,4 @@
-"""`asen` subcommands of the service package: `index build`, `serve` and `demo`."""
+"""`asen` subcommands of the service package: `index build`, `index compact`, `serve` and `demo`."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
     p.set_defaults(func=_index_build)
+    p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
+                             description="Replay the write-ahead log of an index directory into a new snapshot "
+                             "and start an empty log, as the server does in the background and at shutdown. Refused "
+                             "while a server writes the directory.")
+    p.add_argument("--index", type=Path, required=True, help="index directory")
+    p.set_defaults(func=_index_compact)
 
     p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
@@ -59,6 +65,20 @@ def _index_build(args: argparse.Namespace) -> None:
               file=sys.stderr)
         for item_id, why in report.skipped:
             print(f"  {item_id}: {why}", file=sys.stderr)
+
+
+def _index_compact(args: argparse.Namespace) -> None:
+    from index import CatalogueIndex, LogUnavailable
+
+    catalogue = CatalogueIndex.load(args.index)
+    try:
+        catalogue.open_log()
+    except LogUnavailable as exc:
+        raise RuntimeError(str(exc)) from None
+    before = catalogue.log_size
+    version = catalogue.checkpoint()
+    catalogue.close()
+    print(f"compacted {before} log bytes of {args.index}: {len(catalogue)} items in {version.name}")
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:

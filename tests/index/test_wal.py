@@ -217,3 +217,16 @@ def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> N
     loaded.add(["later"], _vectors(1, 14))
     loaded.checkpoint()
     assert "later" in CatalogueIndex.load(saved)
+
+
+def test_compact_command_folds_the_log(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    live = _opened(saved)
+    live.add(["pending"], _vectors(1, 15))
+    assert main(["index", "compact", "--index", str(saved)]) == 2  # the writer still has the log open
+    assert "another process" in capsys.readouterr().err
+    live.close()
+    assert main(["index", "compact", "--index", str(saved)]) == 0
+    assert "21 items in v000002" in capsys.readouterr().out
+    assert "pending" in CatalogueIndex.load(saved, mmap=True)

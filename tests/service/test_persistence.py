@@ -4,6 +4,7 @@ leaves the previous index loadable and complete."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -74,7 +75,7 @@ UNWRITABLE = textwrap.dedent("""
     from service.settings import Settings
 
     image = open(sys.argv[3], "rb").read()
-    if os.geteuid() == 0:  # root writes anywhere: drop to nobody for a real EACCES
+    if sys.argv[4] == "nobody":  # root writes anywhere: drop to nobody for a real EACCES
         os.setgid(65534)
         os.setuid(65534)
     settings = Settings(checkpoint=sys.argv[1], index=sys.argv[2])
@@ -88,10 +89,22 @@ UNWRITABLE = textwrap.dedent("""
 """)
 
 
+def _how_to_deny_writes() -> str:
+    """How this machine can make a directory unwritable for the service, for real: plain
+    permissions when not root; as root, a read-only bind mount in a private mount namespace where
+    allowed, else the service drops to `nobody` (after importing everything: the interpreter's
+    own files may be unreadable to nobody)."""
+    if os.geteuid() != 0:
+        return "user"
+    script = "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /.asen-probe 2>/dev/null"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False)
+    return "mount" if probe.returncode == 0 else "nobody"
+
+
 def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_checkpoint: Path, built_index: Path,
                                                                        demo_dataset: Path, n_items: int) -> None:
-    """The index directory is read-only for the server's user (real permissions: as root the
-    server process switches to `nobody`)."""
+    """The index directory cannot be written by the service (real permissions, or a read-only
+    mount: see `_how_to_deny_writes`)."""
     shared = Path(tempfile.mkdtemp(prefix="asen-ro-"))
     try:
         os.chmod(shared, 0o755)
@@ -100,13 +113,20 @@ def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_chec
         for path in [index, *index.rglob("*")]:
             os.chmod(path, 0o555 if path.is_dir() else 0o444)
         before = sorted(p.name for p in index.iterdir())
-        result = subprocess.run([sys.executable, "-c", UNWRITABLE, str(checkpoint), str(index),
-                                 str(demo_dataset / "images" / "train" / "00003.jpg")], cwd=ROOT,
-                                capture_output=True, text=True, timeout=180, check=False)
+        how = _how_to_deny_writes()
+        command = [sys.executable, "-c", UNWRITABLE, str(checkpoint), str(index),
+                   str(demo_dataset / "images" / "train" / "00003.jpg"), how]
+        if how == "mount":
+            folder = shlex.quote(str(index))
+            script = (f"set -e\nmount --make-rprivate /\nmount --bind {folder} {folder}\n"
+                      f"mount -o remount,bind,ro {folder}\nexec {shlex.join(command)}")
+            command = ["unshare", "-m", "sh", "-c", script]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
         assert result.returncode == 0, result.stderr
         codes, detail = result.stdout.splitlines()[-2:]
         assert codes.split() == ["503", "storage_unavailable", "503", "200", "2"], result.stdout
-        assert "cannot be opened" in detail and "Permission denied" in detail
+        reason = "Read-only file system" if how == "mount" else "Permission denied"
+        assert "cannot be opened" in detail and reason in detail, detail
         assert sorted(p.name for p in index.iterdir()) == before
         os.chmod(index, 0o755)
         loaded = CatalogueIndex.load(index)

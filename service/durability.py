@@ -49,7 +49,6 @@ class Compactor:
         self.index_dir, self.upload_grace_s = index_dir, upload_grace_s
         self.max_bytes, self.interval_s = max_bytes, interval_s
         self.wanted = anyio.Event()
-        self.last = time.monotonic()
         self.failures = 0
 
     def note_write(self) -> None:
@@ -75,7 +74,6 @@ class Compactor:
         if self.metrics is not None:
             self.metrics.compactions.labels("ok").inc()
             self.metrics.log_bytes.set(self.catalogue.log_size)
-        self.last = time.monotonic()
         logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
         if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
             pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY), self.upload_grace_s)

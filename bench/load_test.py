@@ -32,7 +32,6 @@ server traceback or RSS growth over the limit; the work folder is then kept for 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import random
@@ -673,15 +672,9 @@ def load_images(folder: Path | None, stored: list[Path], n: int = 24) -> tuple[l
     demo = ROOT / "data" / "demo" / "images" / "test"
     if demo.is_dir() and files_of(demo):
         return [p.read_bytes() for p in files_of(demo)[:n]], str(demo)
-    from model.synth import draw_garment, sample_labels
+    from search_latency import query_images  # bench/ is on sys.path when this script runs
 
-    rng = np.random.default_rng(1)
-    images = []
-    for _ in range(n):
-        buffer = io.BytesIO()
-        draw_garment(sample_labels(rng), rng).save(buffer, "JPEG", quality=90)
-        images.append(buffer.getvalue())
-    return images, "drawn garments"
+    return query_images(None, n), "drawn garments"
 
 
 def parse_mix(text: str) -> dict[str, float]:

@@ -33,10 +33,9 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +131,6 @@ class WriteAheadLog:
         off a torn last record. Raises OSError when the directory is not writable."""
         self.root, self.version = Path(root), version
         self.path = log_path(self.root, version)
-        records, end, size = read_log(self.path)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
         self._broken: str | None = None
@@ -143,6 +141,7 @@ class WriteAheadLog:
             raise LogUnavailable(f"{self.path} is open for writing in another process: one writer per index "
                                  "directory") from None
         try:
+            _, end, size = read_log(self.path)  # under the lock: no other writer can append meanwhile
             if size > end:
                 logger.warning("%s: cutting off %d bytes of a write that was never acknowledged", self.path,
                                size - end)
@@ -153,7 +152,6 @@ class WriteAheadLog:
             os.close(self._fd)
             raise
         self._size = end
-        self.records = len(records)
 
     @property
     def size(self) -> int:
@@ -182,7 +180,6 @@ class WriteAheadLog:
                 self._undo(exc)
                 raise
             self._size += len(frame)
-            self.records += 1
 
     def _undo(self, cause: OSError) -> None:
         try:
@@ -199,25 +196,14 @@ class WriteAheadLog:
                 os.close(self._fd)
                 self._fd = -1
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def stale_logs(root: Path, current: str | None) -> Iterator[Path]:
-    """Log files of versions other than ``current``: superseded by a later snapshot."""
-    for path in root.iterdir():
-        match = _LOG_RE.match(path.name)
-        if match and match.group(1) != current:
-            yield path
-
 
 def remove_stale_logs(root: Path, current: str | None) -> None:
-    """Best effort: delete logs no snapshot needs any more."""
+    """Best effort: delete the logs of versions other than ``current`` (superseded by a later
+    snapshot: no load reads them)."""
     try:
-        for path in stale_logs(root, current):
-            path.unlink(missing_ok=True)
+        for path in root.iterdir():
+            match = _LOG_RE.match(path.name)
+            if match and match.group(1) != current:
+                path.unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("could not remove stale logs in %s: %s", root, exc)

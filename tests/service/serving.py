@@ -22,6 +22,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(url: str, process: subprocess.Popen | None = None, ready_s: float = 90) -> None:
+    """Poll `url`/readyz until it answers 200; fail at once if `process` exits, or after `ready_s`."""
+    deadline = time.monotonic() + ready_s
+    while True:
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"server exited {process.returncode}: {output}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {ready_s} s"
+        time.sleep(0.05)
+
+
+def read_only_mounts_allowed() -> bool:
+    """Whether this machine lets a process remount / read-only in a private mount namespace
+    (`unshare -m`): how the tests make a filesystem read-only for real, even as root."""
+    script = "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /.asen-probe 2>/dev/null"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False)
+    return probe.returncode == 0
+
+
 @contextmanager
 def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float = 90) -> Iterator[str]:
     """`asen <args>` as a subprocess until /readyz answers 200; yields the base URL; SIGTERM after."""
@@ -30,17 +54,7 @@ def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float 
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_s
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"server exited {process.returncode}: {process.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready in {ready_s} s"
-            time.sleep(0.2)
+        wait_ready(url, process, ready_s)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ import numpy as np
 
 from index import CatalogueIndex
 from index.store import current_version
-from tests.service.serving import ROOT, free_port
+from tests.service.serving import ROOT, free_port, wait_ready
 
 CYCLES = 20
 KEY = "crash-test-key"
@@ -70,15 +70,7 @@ class Servers:
 
     def start(self) -> None:
         self.pid = int(self._ask(f"serve {self.args}"))
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 90 s"
-            time.sleep(0.05)
+        wait_ready(self.url)
 
     def kill(self) -> int:
         """SIGKILL the server; its wait status."""

@@ -9,7 +9,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from index import CatalogueIndex
 from service.app import create_app
 from service.cli import build_parser
 from service.settings import Settings
-from tests.service.serving import free_port, serving
+from tests.service.serving import free_port, read_only_mounts_allowed, serving, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
@@ -138,12 +137,6 @@ def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monke
     assert "ASEN_CHECKPOINT" in capsys.readouterr().err
 
 
-def _read_only_root_works() -> bool:
-    script = "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /.asen-probe 2>/dev/null"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False)
-    return probe.returncode == 0
-
-
 def test_compose_runs_read_only_and_unprivileged() -> None:
     service = _compose()["services"]["asen"]
     assert service["read_only"] is True and "/tmp" in service["tmpfs"]
@@ -155,7 +148,7 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
     """As `read_only: true` runs it: everything read-only but the index volume (a private mount
     namespace: `unshare -m`, root remounted read-only). Searches, a logged write and the
     compaction at shutdown all work."""
-    if not _read_only_root_works():
+    if not read_only_mounts_allowed():
         pytest.skip("this machine does not allow a private read-only mount namespace (unshare -m)")
     port = free_port()
     cmd = json.loads(_instruction("CMD")[-1])
@@ -168,16 +161,7 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_ready(url, process)
         image = (demo_dataset / "images" / "train" / "00002.jpg").read_bytes()
         added = httpx.post(f"{url}/items", data={"id": "ro-1"}, files={"image": ("a.jpg", image)},
                            headers={"X-API-Key": "k"}, timeout=30)

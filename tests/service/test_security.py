@@ -21,7 +21,7 @@ from service.app import create_app
 from service.errors import ApiError
 from service.guards import InferenceQueue, TimeoutMiddleware, TokenBuckets
 from service.settings import Settings
-from tests.service.serving import ROOT, free_port
+from tests.service.serving import ROOT, free_port, wait_ready
 
 SECRET = "k3y-that-must-never-be-printed-71c9"
 
@@ -37,16 +37,8 @@ def _run_server(checkpoint: Path, index: Path, env: dict[str, str]) -> tuple[sub
                                env={**os.environ, "ASEN_LOG_LEVEL": "debug", **env}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_ready(url, process)
+    return process, url
 
 
 def _stop(process: subprocess.Popen[str]) -> str:

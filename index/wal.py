@@ -148,7 +148,7 @@ class WriteAheadLog:
                 os.ftruncate(self._fd, end)
             os.fsync(self._fd)
             fsync_path(self.root)
-        except OSError:
+        except BaseException:  # OSError, or IndexFormatError from a record that cannot be read
             os.close(self._fd)
             raise
         self._size = end

@@ -1,15 +1,26 @@
 # asen-search HTTP service, CPU only.
+#   docker compose up --build       the demo from nothing (docker-compose.yml: an init job, then the service)
 #   docker build -t asen-search .
 #   docker run -p 8000:8000 -v asen-data:/data asen-search
-# /data must hold model/best.pt and index/ (e.g. `asen demo --workdir /data --no-serve` in the
-# container, or files copied in); see docs/service.md.
+# `docker run` needs /data to hold model/best.pt and index/ (e.g. `asen demo --workdir /data --no-serve`
+# in the container, or files copied in); see docs/service.md.
+#
+# Where packages come from (README, "Docker"):
+#   torch from the CPU-only wheel index (TORCH_INDEX_URL): PyPI's Linux torch wheel is the CUDA build,
+#   gigabytes of GPU libraries a CPU image never uses; everything else from PyPI (or PIP_INDEX_URL).
+#   Behind a proxy: --build-arg HTTPS_PROXY=http://proxy:3128 (pip uses it).
+#   Offline: `make wheelhouse` on a connected machine, then --build-arg WHEELHOUSE=1: every package
+#   from ./wheelhouse, no index at all.
 FROM python:3.11-slim
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG WHEELHOUSE=
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # glibc malloc settings measured in docs/machine-notes: without them torch inference spends
+    # glibc malloc settings (model/runtime.py, PROCESS_ENV): without them torch inference spends
     # most of its time in page faults.
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=4294967296 \
@@ -19,15 +30,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# CPU-only torch first (the default wheel index would pull the multi-GB CUDA build).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.14.1 torchvision==0.29.1
+# CPU-only torch first (the default wheel index would pull the multi-GB CUDA build). ./wheelhouse is
+# mounted for the install only (no layer keeps it).
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; \
+    else set -- --index-url "$TORCH_INDEX_URL"; fi; \
+    pip install "$@" torch==2.14.1 torchvision==0.29.1
 
 COPY pyproject.toml requirements.lock ./
 COPY model ./model
 COPY index ./index
 COPY service ./service
 # Every version from the lock (the CPU torch build above satisfies its torch pin).
-RUN pip install -c requirements.lock . \
+RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
+    if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; fi; \
+    pip install "$@" -c requirements.lock . \
     && useradd --create-home --uid 10001 asen \
     && mkdir -p /data \
     && chown asen:asen /data
@@ -44,7 +61,7 @@ ENV ASEN_CHECKPOINT=/data/model/best.pt \
 VOLUME ["/data"]
 EXPOSE 8000
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('ASEN_PORT', '8000'), timeout=4)"]
 
 CMD ["asen", "serve"]

@@ -4,6 +4,8 @@
 #              requirements.lock; Debian's chromium for the browser tests (as root, or with passwordless
 #              sudo) if /usr/bin/chromium is missing
 # make lock    rewrite requirements.lock from $(VENV) after a change of pyproject.toml's dependencies
+# make wheelhouse  every wheel the Docker image installs, into wheelhouse/ (Linux x86-64, Python 3.11),
+#              for an offline image build: docker build --build-arg WHEELHOUSE=1 .
 # make audit   check requirements.lock's pins for known vulnerabilities (tools/audit_deps.py; network)
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,7 +21,11 @@ export OMP_WAIT_POLICY := PASSIVE
 
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: install chromium serve test lock audit
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
+	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+
+.PHONY: install chromium serve test lock audit wheelhouse
 
 install: $(VENV)/.installed chromium
 
@@ -60,3 +66,12 @@ lock:
 # Exit 1 on a known vulnerability in a pinned version, 2 when no vulnerability source is reachable.
 audit:
 	$(PYTHON) tools/audit_deps.py --lock requirements.lock
+
+# torch from the CPU wheel index first; then the package's dependencies (torch found in wheelhouse/),
+# pinned by the lock, and the build backend the image's `pip install .` needs.
+wheelhouse:
+	$(PYTHON) -m pip download -d wheelhouse $(WHEEL_TARGET) --index-url $(TORCH_INDEX_URL) torch==2.14.1 torchvision==0.29.1
+	$(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+	  > wheelhouse/requirements.txt
+	$(PYTHON) -m pip download -d wheelhouse $(WHEEL_TARGET) --find-links wheelhouse -c requirements.lock \
+	  -r wheelhouse/requirements.txt 'setuptools>=68' wheel

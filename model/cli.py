@@ -3,23 +3,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from model.config import BACKBONES, VARIANTS
+
+if TYPE_CHECKING:
+    from model.train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write the built-in demo dataset")
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--train", type=int, default=4000, help="train images (default 4000)")
-    p.add_argument("--valid", type=int, default=700, help="valid images (default 700)")
-    p.add_argument("--test", type=int, default=1400, help="test images (default 1400)")
-    p.add_argument("--seed", type=int, default=0)
+    _synth_options(p)
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("train", help="train ASEN++ (or a baseline) in two stages")
     p.add_argument("--data", type=Path, required=True, help="dataset directory (dataset format)")
     p.add_argument("--out", type=Path, required=True, help="run directory: checkpoints, log.jsonl")
+    _train_options(p)
+    p.set_defaults(func=_train)
+    _register_others(sub)
+
+
+def _synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", type=int, default=4000, help="train images (default 4000)")
+    p.add_argument("--valid", type=int, default=700, help="valid images (default 700)")
+    p.add_argument("--test", type=int, default=1400, help="test images (default 1400)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="asen++")
     p.add_argument("--backbone", choices=BACKBONES, default="tf_efficientnet_lite0")
     p.add_argument("--local-backbone", choices=BACKBONES, default=None,
@@ -47,8 +62,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train as well as possible within this wall-clock budget (both stages)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.set_defaults(func=_train)
 
+
+class _OptionsParser(argparse.ArgumentParser):
+    """Parses a flag string given to another command (`asen demo --train-args`): errors raise
+    ValueError naming the string instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.prog}: {message}")
+
+
+def parse_synth_options(options: str) -> argparse.Namespace:
+    """`asen synth` flags from one string, e.g. "--train 60 --valid 30 --test 60"."""
+    p = _OptionsParser(prog="asen synth options", add_help=False)
+    _synth_options(p)
+    return p.parse_args(shlex.split(options))
+
+
+def parse_train_config(options: str, data: Path, out: Path) -> TrainConfig:
+    """A TrainConfig from `asen train` flags in one string (data and out given), e.g.
+    "--backbone tiny --time-budget 0.2"."""
+    p = _OptionsParser(prog="asen train options", add_help=False)
+    _train_options(p)
+    args = p.parse_args(shlex.split(options))
+    args.data, args.out = data, out
+    return train_config(args)
+
+
+def _register_others(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="MAP on a split (the spec's protocol)")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--checkpoint", type=Path, required=True)
@@ -80,10 +121,11 @@ def _synth(args: argparse.Namespace) -> None:
     print(f"demo dataset written to {args.out_dir}")
 
 
-def _train(args: argparse.Namespace) -> None:
-    from model.train import TrainConfig, train
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `asen train` flags."""
+    from model.train import TrainConfig
 
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data, out=args.out, variant=args.variant, backbone=args.backbone,
         local_backbone=args.local_backbone, global_weights=args.global_weights, local_weights=args.local_weights,
         stride=args.stride, global_size=args.global_size, local_size=args.local_size, embed_dim=args.embed_dim,
@@ -92,7 +134,12 @@ def _train(args: argparse.Namespace) -> None:
         lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
         time_budget=args.time_budget, resume=args.resume)
-    summary = train(cfg)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from model.train import train
+
+    summary = train(train_config(args))
     print(json.dumps(summary, indent=2))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,11 +43,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
     p.set_defaults(func=_serve)
 
+    p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
+                       description="Load the checkpoint and read the index's manifest and write-ahead log, as "
+                       "`asen serve` would, and check that the index was built by this model; exit non-zero "
+                       "with the reason otherwise. Writes nothing. Settings as for serve (ASEN_CHECKPOINT, "
+                       "ASEN_INDEX).")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
+    p.add_argument("--index", type=Path, help="index directory (ASEN_INDEX)")
+    p.set_defaults(func=_check)
+
     p = sub.add_parser("demo", help="make the demo dataset, model and index if missing, then serve them")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything goes (default var/demo)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
+    p.add_argument("--synth-args", default=os.environ.get("ASEN_DEMO_SYNTH_ARGS", ""), metavar="FLAGS",
+                   help="`asen synth` flags for the demo dataset, one string (ASEN_DEMO_SYNTH_ARGS; default: "
+                   "the full demo dataset)")
+    p.add_argument("--train-args", default=os.environ.get("ASEN_DEMO_TRAIN_ARGS", ""), metavar="FLAGS",
+                   help="`asen train` flags for the demo model, one string, e.g. \"--time-budget 5\" "
+                   "(ASEN_DEMO_TRAIN_ARGS; default: the default recipe)")
     p.set_defaults(func=_demo)
 
 
@@ -81,6 +97,22 @@ def _index_compact(args: argparse.Namespace) -> None:
     print(f"compacted {before} log bytes of {args.index}: {len(catalogue)} items in {version.name}")
 
 
+def _check(args: argparse.Namespace) -> None:
+    from index import IndexFormatError, read_manifest
+    from model.encoder import Encoder
+    from service.runtime import check_compatible_manifest
+
+    settings = serve_settings(args)
+    encoder = Encoder.from_checkpoint(settings.checkpoint)
+    try:
+        manifest = read_manifest(settings.index)
+    except IndexFormatError as exc:
+        raise ValueError(str(exc)) from None
+    check_compatible_manifest(encoder, manifest)
+    print(f"ok: {settings.checkpoint} and {settings.index} ({manifest['count']} items, version "
+          f"{manifest['version']}, attributes {', '.join(manifest['attributes'])}) belong together")
+
+
 def serve_settings(args: argparse.Namespace) -> Settings:
     """Flags given on the command line win over ASEN_* variables."""
     from pydantic import ValidationError
@@ -109,4 +141,5 @@ def _demo(args: argparse.Namespace) -> None:
     prefer_passive_openmp()
     from service.demo import run_demo
 
-    run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve)
+    run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve, synth_args=args.synth_args,
+             train_args=args.train_args)

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import numpy as np
@@ -40,6 +40,17 @@ def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
 def check_compatible(encoder: Encoder, catalogue: CatalogueIndex) -> None:
     if catalogue.attributes != encoder.attribute_names or catalogue.dim != encoder.dim:
         raise ValueError(f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
+                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
+
+
+def check_compatible_manifest(encoder: Encoder, manifest: dict[str, Any]) -> None:
+    """The checks of loading, from an index's manifest alone: same model, attributes and dim."""
+    if manifest["fingerprint"] != encoder.fingerprint:
+        raise ValueError(f"the index at version {manifest['version']} was built by another model (fingerprint "
+                         f"{manifest['fingerprint'][:12]}, this checkpoint {encoder.fingerprint[:12]}): rebuild "
+                         "it with `asen index build`")
+    if manifest["attributes"] != encoder.attribute_names or manifest["dim"] != encoder.dim:
+        raise ValueError(f"the index has attributes {manifest['attributes']} of dim {manifest['dim']}; the model "
                          f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
 
 

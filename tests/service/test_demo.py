@@ -42,3 +42,24 @@ def test_second_run_uses_the_cache(seed0_dataset: Path, tmp_path: Path, capsys: 
     write_checkpoint(work / "model" / "best.pt", seed0_dataset, seed=5)  # a new model: the index is rebuilt
     run_demo(work, serve_after=False)
     assert "encoding the test split" in capsys.readouterr().out
+
+
+def test_bad_demo_flags_fail_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="asen train options: .*--no-such-flag"):
+        run_demo(tmp_path / "demo", serve_after=False, train_args="--no-such-flag 3")
+    with pytest.raises(ValueError, match="asen synth options"):
+        run_demo(tmp_path / "demo", serve_after=False, synth_args="--train many")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_check_command_accepts_a_matching_pair_and_names_a_mismatch(
+        tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+
+    assert main(["check", "--checkpoint", str(tiny_checkpoint), "--index", str(built_index)]) == 0
+    assert "belong together" in capsys.readouterr().out
+    assert main(["check", "--checkpoint", str(tiny_checkpoint), "--index", str(tmp_path / "none")]) == 2
+    assert "no saved index" in capsys.readouterr().err
+    other = write_checkpoint(tmp_path / "other.pt", demo_dataset, seed=9)
+    assert main(["check", "--checkpoint", str(other), "--index", str(built_index)]) == 2
+    assert "built by another model" in capsys.readouterr().err

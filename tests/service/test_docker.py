@@ -73,7 +73,11 @@ def test_dockerfile_copies_existing_files_and_runs_the_real_command() -> None:
         if key.startswith("ASEN_"):
             assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
     torch_install = next(a for a in _instruction("RUN") if "torch==" in a)
-    assert "download.pytorch.org/whl/cpu" in torch_install
+    args = dict(a.split("=", 1) for a in _instruction("ARG"))
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu" and "$TORCH_INDEX_URL" in torch_install
+    for install in (a for a in _instruction("RUN") if "pip install" in a):  # offline builds: every install
+        assert "source=wheelhouse,target=/wheelhouse" in install and "--no-index --find-links /wheelhouse" in install
+    assert (ROOT / "wheelhouse").is_dir() and "WHEELHOUSE" in args
     pins = re.findall(r'"(torch(?:vision)?==[^"]+)"', (ROOT / "pyproject.toml").read_text())
     assert pins and all(pin in torch_install for pin in pins), "the same torch pins as pyproject.toml"
 
@@ -88,6 +92,9 @@ def test_healthchecks_probe_a_real_route() -> None:
     assert "/readyz" in routes and "/healthz" in routes and "/metrics" in routes
 
 
+DEMO_ENV = {"ASEN_DEMO_SYNTH_ARGS", "ASEN_DEMO_TRAIN_ARGS"}  # read by `asen demo`, not by the service
+
+
 def test_compose_file_matches_the_service() -> None:
     compose = _compose()
     service = compose["services"]["asen"]
@@ -96,7 +103,7 @@ def test_compose_file_matches_the_service() -> None:
     _check_command(service["command"])
     env = service["environment"]
     for key in env:
-        if key.startswith("ASEN_"):
+        if key.startswith("ASEN_") and key not in DEMO_ENV:
             assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
     assert all(str(env.get(k)) == v for k, v in RUNTIME_ENV.items())
     port = str(env["ASEN_PORT"])
@@ -176,3 +183,139 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
     assert "Read-only file system" not in output and "Traceback" not in output, output
     assert (index_dir / "CURRENT").read_text().strip() == "v000002"  # compacted at shutdown
     assert "ro-1" in CatalogueIndex.load(index_dir)
+
+
+# -- docker compose up: the init service, then the API service ------------------------------------
+def _interpolate(value: object, env: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` / `${NAME}` substitution."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), str(value))
+
+
+def _merge(base: dict, override: dict) -> dict:
+    """A service of `docker compose` with an override file: environment by key, volumes by target,
+    anything else replaced."""
+    merged = {**base, **override}
+    merged["environment"] = {**base.get("environment", {}), **override.get("environment", {})}
+    volumes = {v.split(":")[1]: v for v in base.get("volumes", [])}
+    volumes.update({v.split(":")[1]: v for v in override.get("volumes", [])})
+    merged["volumes"] = list(volumes.values())
+    return merged
+
+
+def _on_volume(path: str, service: dict) -> bool:
+    return any(path == v.split(":")[1] or path.startswith(v.split(":")[1] + "/") for v in service["volumes"])
+
+
+def test_compose_up_runs_an_init_service_then_the_api() -> None:
+    """`docker compose up` alone: init (same image, volume and environment) makes the demo on the
+    volume, the API service waits for it to complete and serves what it made."""
+    from service.demo import demo_layout
+
+    compose = _compose()
+    init, api = compose["services"]["init"], compose["services"]["asen"]
+    for key in ("build", "image", "volumes", "environment", "read_only", "tmpfs", "security_opt", "cap_drop"):
+        assert init[key] == api[key], key
+    assert api["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
+    assert init.get("restart") == "no" and "ports" not in init and "healthcheck" not in init
+    _check_command(init["command"])
+    args = build_parser().parse_args(init["command"][1:])
+    assert args.command == "demo" and args.no_serve
+    workdir = str(args.workdir)
+    assert _on_volume(workdir, init)
+    layout = demo_layout(Path(workdir))
+    env = api["environment"]
+    assert env["ASEN_CHECKPOINT"] == str(layout.checkpoint) and env["ASEN_INDEX"] == str(layout.index)
+    assert set(DEMO_ENV) <= set(env), "the demo's size and recipe can be set from the host"
+    # the start period covers loading the model and index (seconds), not the init's training
+    start = api["healthcheck"]["start_period"]
+    assert start.endswith("s") and 10 <= int(start[:-1]) <= 120
+
+
+def test_compose_override_example_serves_own_files_and_skips_the_demo() -> None:
+    compose = _compose()
+    override = yaml.safe_load((ROOT / "compose.override.example.yml").read_text())["services"]
+    init = _merge(compose["services"]["init"], override["init"])
+    api = _merge(compose["services"]["asen"], override["asen"])
+    assert init["command"][:2] == ["asen", "check"]
+    _check_command(init["command"])
+    for key in ("ASEN_CHECKPOINT", "ASEN_INDEX"):
+        assert init["environment"][key] == api["environment"][key]
+        assert _on_volume(init["environment"][key], api) and _on_volume(init["environment"][key], init)
+        assert not init["environment"][key].startswith("/data/"), "not the demo's files"
+    index_mount = next(v for v in api["volumes"] if v.split(":")[1] == api["environment"]["ASEN_INDEX"])
+    assert not index_mount.endswith(":ro"), "the service writes its index directory"
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_only: bool) -> tuple[list[str], dict]:
+    """The service's command and environment as compose runs them, with /data on `data`: under a
+    read-only root filesystem (private mount namespace) where this machine allows one."""
+    env = {k: _interpolate(v, env_in).replace("/data", str(data)) for k, v in service["environment"].items()}
+    args = [a.replace("/data", str(data)) for a in service["command"][1:]]
+    python = [sys.executable, "-m", "service.cli", *args]
+    if not read_only:
+        return python, env
+    volume = shlex.quote(str(data))
+    inner = ("set -e\nmount --make-rprivate /\n"
+             f"mount --bind {volume} /mnt\n"  # the volume aside, while a fresh tmpfs covers /tmp (tmpfs: [/tmp])
+             f"mount -t tmpfs tmpfs /tmp\nmkdir -p {volume}\nmount --move /mnt {volume}\n"
+             "mount -o remount,bind,ro /\nexec " + " ".join(shlex.quote(c) for c in python))
+    return ["unshare", "-m", "sh", "-c", inner], env
+
+
+def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
+    """The init service's exact command and environment on a fresh, empty volume (a small demo, so
+    it takes seconds), then the API service's: /readyz answers 200 and a search answers. The init
+    command again changes nothing and returns at once."""
+    compose = _compose()
+    init, api = compose["services"]["init"], compose["services"]["asen"]
+    data = tmp_path / "volume"
+    data.mkdir()
+    host_env = {"ASEN_DEMO_SYNTH_ARGS": "--train 48 --valid 24 --test 36 --seed 1",
+                "ASEN_DEMO_TRAIN_ARGS": "--backbone tiny --global-size 64 --local-size 32 --embed-dim 16 "
+                                        "--stage1-epochs 1 --stage2-epochs 1 --triplets 64 --batch-size 16"}
+    read_only = read_only_mounts_allowed()
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("ASEN_")}
+    workdir = tmp_path / "app"  # the image's WORKDIR holds no source: nothing is read from the cwd
+    workdir.mkdir()
+    command, env = _compose_process(init, data, host_env, read_only)
+    first = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for step in ("[1/4] demo dataset: drawing", "[2/4] demo model: training", "[3/4] demo index: encoding",
+                 "[4/4] ready"):
+        assert step in first.stdout, first.stdout  # the progress `docker compose logs init` shows
+    assert "Read-only file system" not in first.stderr, first.stderr
+
+    port = free_port()
+    command, env = _compose_process(api, data, host_env, read_only)
+    env["ASEN_PORT"] = str(port)  # the port the container publishes, free on this machine
+    env["ASEN_HOST"] = "127.0.0.1"
+    process = subprocess.Popen(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+        probe = api["healthcheck"]["test"]
+        assert probe[:2] == ["CMD", "python"]
+        assert probe[2] == "-c" and ":8000/" in probe[3]
+        health = subprocess.run([sys.executable, "-c", probe[3].replace(":8000/", f":{port}/")],
+                                capture_output=True, text=True, timeout=30)
+        assert health.returncode == 0, health.stderr
+        found = httpx.post(f"{url}/search", data={"attribute": "colour", "item_id": "test-00000", "top_k": "3"},
+                           timeout=30)
+        assert found.status_code == 200 and len(found.json()["results"]) == 3, found.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+
+    before = _tree(data)
+    command, env = _compose_process(init, data, host_env, read_only)
+    again = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("cached)") == 3, again.stdout
+    assert _tree(data) == before, "a second init changed the volume"

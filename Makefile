@@ -12,7 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-# glibc malloc settings measured in docs/machine-notes.md: up to 3.5x faster torch on CPU.
+# glibc malloc settings (docs/tuning.md, model/runtime.py ALLOCATOR_ENV): up to 3.5x faster torch on CPU.
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 export MALLOC_TOP_PAD_ := 1073741824

@@ -3,7 +3,7 @@
     python bench/index_build.py --checkpoint var/demo/model/best.pt --catalogue var/demo/data --limit 1000
 
 Builds into a temporary directory from scratch (no resume), so the number covers decoding,
-encoding every attribute and writing the index. Uses the allocator settings of machine-notes.md
+encoding every attribute and writing the index. Uses the allocator settings of docs/tuning.md
 when they are set in the environment (run it through `make`'s exports or set them yourself).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main() -> None:
 
     missing = [k for k in MALLOC if k not in os.environ]
     if missing:
-        print(f"note: {', '.join(missing)} not set; torch may be much slower (docs/machine-notes.md)", file=sys.stderr)
+        print(f"note: {', '.join(missing)} not set; torch may be much slower (docs/tuning.md)", file=sys.stderr)
     encoder = Encoder.from_checkpoint(args.checkpoint)
     entries = read_catalogue(args.catalogue, args.split)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:

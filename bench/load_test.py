@@ -10,7 +10,7 @@ exactly the acknowledged writes, before and after a clean restart.
 What it does:
 
 - copies `--index` into a fresh work folder (the input index is never written) and starts
-  `asen serve` on 127.0.0.1 and a free port, with the allocator settings of docs/machine-notes.md,
+  `asen serve` on 127.0.0.1 and a free port, with the allocator settings of docs/tuning.md,
   a generated API key (ASEN_API_KEY) and any `--env K=V`; it talks to no other server;
 - runs `--clients` threads, each with its own connection, for `--warmup` + `--duration` seconds or
   `--max-requests` requests, whichever comes first; each request picks a route by `--mix`;
@@ -58,7 +58,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# The allocator settings `asen serve` runs with (docs/machine-notes.md), as in bench/search_latency.py.
+# The allocator settings `asen serve` runs with (docs/tuning.md), as in bench/search_latency.py.
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
           "MALLOC_TOP_PAD_": "1073741824"}
 HOST = "127.0.0.1"

@@ -6,7 +6,7 @@ decode, encode and search time (from the server's Server-Timing header).
 
 With --catalogue-size the index is synthetic: random unit vectors for the checkpoint's attributes
 (search time depends on the number of vectors, not on what they show). The server is `asen serve`
-in a subprocess with the allocator settings of docs/machine-notes.md.
+in a subprocess with the allocator settings of docs/tuning.md.
 """
 from __future__ import annotations
 
@@ -66,14 +66,16 @@ def query_images(folder: Path | None, n: int = 16) -> list[bytes]:
     return images
 
 
-def start_server(checkpoint: Path, index: Path) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, index: Path, source: Path = ROOT,
+                 env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """`asen serve` on a free port, run from the code tree `source` (default: this one)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
                "--port", str(port)]
-    env = {**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    env = {**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning", "PYTHONPATH": str(source), **(env_extra or {})}
+    process = subprocess.Popen(command, cwd=source, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -10,7 +10,8 @@
 """
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .catalogue import CatalogueIndex
+from .catalogue import CatalogueIndex, StaleCatalogue
+from .dirlock import DirectoryLock, DirectoryLocked, DirectoryUnwritable
 from .errors import (
     CatalogueError,
     FingerprintMismatch,
@@ -20,7 +21,8 @@ from .errors import (
 from .ids import MAX_ID_LENGTH, validate_id
 from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
-from .wal import NO_SPACE_ERRNOS, LogUnavailable
+from .repair import RepairReport, repair_log
+from .wal import NO_SPACE_ERRNOS, LogCorrupt, LogUnavailable, RecordTooLarge
 
 __all__ = [
     "FORMAT_VERSION",
@@ -29,14 +31,22 @@ __all__ = [
     "AttributeIndex",
     "CatalogueError",
     "CatalogueIndex",
+    "DirectoryLock",
+    "DirectoryLocked",
+    "DirectoryUnwritable",
     "FingerprintMismatch",
     "IndexFormatError",
     "Item",
+    "LogCorrupt",
     "LogUnavailable",
+    "RecordTooLarge",
+    "RepairReport",
     "ReadOnlyCatalogue",
     "RemoveResult",
     "SearchKnobs",
     "SearchResult",
+    "StaleCatalogue",
     "read_manifest",
+    "repair_log",
     "validate_id",
 ]

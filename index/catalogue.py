@@ -1,12 +1,17 @@
 """The public face of the index package: a catalogue of items searchable per attribute.
 
 Each item has a string id, metadata (a JSON object) and one L2-normalised vector per attribute.
-Every attribute has its own FAISS index; all of them share the item's int64 key. Searches run
-in parallel (shared lock); add, upsert, remove and compaction are serialised (exclusive lock).
+Every attribute has its own FAISS index; all of them share the item's int64 key.
+
+Concurrency: searches run in parallel (shared lock). Writes (add, upsert, remove), saves and
+compactions are serialised by a writer mutex; a write appends and fsyncs its log record holding
+only that mutex, so searches go on during the fsync, and takes the exclusive lock only to apply
+the change in memory.
 
 Durability: ``load`` replays the save's write-ahead log (``index/wal.py``); after ``open_log``
 every write is appended to that log and fsynced before it is applied, and ``checkpoint`` folds
-the log into a new snapshot.
+the log into a new snapshot. One writer per directory (``index/dirlock.py``): ``load(...,
+writer=True)`` takes the directory's lock before reading anything and holds it until ``close``.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,12 +28,13 @@ from typing import Any
 import numpy as np
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .errors import ReadOnlyCatalogue
+from .dirlock import DirectoryLock
+from .errors import CatalogueError, ReadOnlyCatalogue
 from .ids import IdMap, validate_id
 from .metadata import FilterValue, MetadataStore, check_metadata
 from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
-from .store import Snapshot, load_snapshot, save_snapshot
+from .store import Snapshot, current_version, load_snapshot, save_snapshot, tidy_after_load
 from .validation import check_item_vectors, check_k, check_queries
 from .wal import (
     LogRecord,
@@ -37,7 +43,13 @@ from .wal import (
     log_path,
     read_log,
     remove_stale_logs,
+    split_write,
 )
+
+
+class StaleCatalogue(CatalogueError, RuntimeError):
+    """The directory changed after this catalogue was loaded (another writer committed or logged
+    writes since): opening its log would write over them. Load it again."""
 
 
 def _check_ids(ids: Sequence[str]) -> list[str]:
@@ -62,8 +74,10 @@ class CatalogueIndex:
         self._indexes = snapshot.indexes
         self._read_only = read_only
         self._lock = RWLock()
-        self._save_lock = threading.Lock()
+        self._write_mutex = threading.Lock()  # one write, save or compaction at a time
         self._source: tuple[Path, str] | None = None  # (save root, version) this was loaded from
+        self._loaded_log_end = 0  # bytes of the log replayed by load
+        self._dir_lock: DirectoryLock | None = None  # held from load(writer=True) or open_log until close
         self._durable = False  # open_log was called: every write goes through the log
         self._log: WriteAheadLog | None = None
         self._log_error = ""
@@ -92,16 +106,43 @@ class CatalogueIndex:
 
     @classmethod
     def load(
-        cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False
+        cls,
+        directory: str | os.PathLike[str],
+        expected_fingerprint: str | None = None,
+        mmap: bool = False,
+        writer: bool = False,
     ) -> CatalogueIndex:
         """Load the last committed save and replay its write-ahead log. FingerprintMismatch if it
         was built by another model; ``mmap=True`` maps vectors from disk and makes the catalogue
-        read-only (refused while the log holds writes not yet compacted into the snapshot)."""
+        read-only (refused while the log holds writes not yet compacted into the snapshot).
+
+        ``writer=True`` first takes the directory's writer lock (DirectoryLocked, naming the
+        holder, when another writer has it; DirectoryUnwritable on a read-only location) and
+        holds it until ``close``, so nothing can change the directory between the load and the
+        writes. LogCorrupt (nothing changed) when the log is damaged before valid records."""
         root = Path(directory)
+        if writer and mmap:
+            raise ValueError("a memory-mapped catalogue is read-only: it cannot be loaded as the writer")
+        lock = DirectoryLock.acquire(root, "writing the catalogue") if writer else None
+        try:
+            catalogue = cls._load(root, expected_fingerprint, mmap)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if lock is not None:
+            catalogue._dir_lock = lock
+            assert catalogue._source is not None
+            tidy_after_load(root, catalogue._source[1])
+        return catalogue
+
+    @classmethod
+    def _load(cls, root: Path, expected_fingerprint: str | None, mmap: bool) -> CatalogueIndex:
         snapshot, manifest = load_snapshot(root, expected_fingerprint, mmap)
         catalogue = cls(snapshot, read_only=mmap)
         catalogue._source = (root, manifest["version"])
-        records, _, _ = read_log(log_path(root, manifest["version"]))
+        records, end, _ = read_log(log_path(root, manifest["version"]))
+        catalogue._loaded_log_end = end
         if records and mmap:
             raise ReadOnlyCatalogue(
                 f"{root} has {len(records)} logged writes not yet in its snapshot, and a memory-mapped catalogue "
@@ -191,7 +232,7 @@ class CatalogueIndex:
         metas = None if metadata is None else [check_metadata(m) for m in metadata]
         if metas is not None and len(metas) != len(checked_ids):
             raise ValueError(f"got {len(metas)} metadata entries for {len(checked_ids)} ids")
-        with self._lock.write():
+        with self._write_mutex:  # only writers change the catalogue: reads below need no lock
             self._check_writable()
             present = [i for i in checked_ids if i in self._ids]
             if present and not replace:
@@ -201,8 +242,9 @@ class CatalogueIndex:
             if metas is None:
                 old = {i: self._metadata.get(self._ids.key(i)) for i in present}
                 metas = [old.get(i, {}) for i in checked_ids]
-            self._append(LogRecord("upsert", checked_ids, batch, metas))
-            self._apply_upsert(checked_ids, batch, metas, present)
+            self._append(lambda: split_write("upsert", checked_ids, batch, metas))  # searches go on meanwhile
+            with self._lock.write():
+                self._apply_upsert(checked_ids, batch, metas, present)
 
     def _apply_upsert(self, ids: list[str], batch: np.ndarray, metas: list[dict[str, Any]], present: list[str]) -> None:
         """Caller holds the write lock; ``present`` are the ids of ``ids`` already stored."""
@@ -219,12 +261,13 @@ class CatalogueIndex:
     def remove(self, ids: Sequence[str]) -> RemoveResult:
         """Remove items without a rebuild; ids not in the catalogue are reported as unknown."""
         requested = list(dict.fromkeys(validate_id(i) for i in ([ids] if isinstance(ids, str) else ids)))
-        with self._lock.write():
+        with self._write_mutex:
             self._check_writable()
             present = [i for i in requested if i in self._ids]
             if present:
-                self._append(LogRecord("remove", present))
-            self._remove_present(present)
+                self._append(lambda: split_write("remove", present))
+            with self._lock.write():
+                self._remove_present(present)
         return RemoveResult(present, [i for i in requested if i not in set(present)])
 
     def _remove_present(self, item_ids: list[str]) -> None:
@@ -247,18 +290,18 @@ class CatalogueIndex:
             batch = check_item_vectors(record.vectors, len(record.ids), len(self._indexes), self.dim)
             self._apply_upsert(list(record.ids), batch, [check_metadata(m) for m in record.metadata], present)
 
-    def _append(self, record: LogRecord) -> None:
-        """Log a write before it is applied (caller holds the write lock); no-op without a log."""
+    def _append(self, records: Callable[[], list[LogRecord]]) -> None:
+        """Log a write before it is applied (caller holds the writer mutex); no-op without a log."""
         if not self._durable:
             return
         if self._log is None:
             raise LogUnavailable(self._log_error)
-        self._log.append(record)
+        self._log.append(records())
 
     def compact(self) -> int:
         """Rebuild indexes that keep removed vectors as tombstones (HNSW); returns how many
         removed vectors were purged per attribute."""
-        with self._lock.write():
+        with self._write_mutex, self._lock.write():
             self._check_writable()
             return max((index.compact() for index in self._indexes), default=0)
 
@@ -344,31 +387,63 @@ class CatalogueIndex:
         return dict(zip(wanted, (vectors @ batch[0]).tolist(), strict=True))
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def save(self, directory: str | os.PathLike[str], lock: DirectoryLock | None = None) -> Path:
         """Commit the catalogue atomically under ``directory``; returns the version written.
         Searches continue during a save; writes wait for it. Saving into the directory whose log
-        is open is a ``checkpoint``."""
+        is open is a ``checkpoint``. The save holds the directory's writer lock: ``lock`` when the
+        caller holds it already, else it is taken for the save (DirectoryLocked when another
+        writer, such as a server, has the directory)."""
         if self._durable and self._source is not None and Path(directory).resolve() == self._source[0].resolve():
             return self.checkpoint()
-        with self._save_lock, self._lock.read():
-            return self._save_snapshot(Path(directory))
+        with self._write_mutex, self._lock.read():
+            return self._save_snapshot(Path(directory), lock)
 
-    def _save_snapshot(self, directory: Path) -> Path:
+    def _save_snapshot(self, directory: Path, lock: DirectoryLock | None = None) -> Path:
+        """Caller holds the writer mutex."""
         info = {**self._info, "search_params": self.search_params()}
-        return save_snapshot(directory, Snapshot(info, self._ids, self._metadata, self._indexes))
+        if lock is None and self._dir_lock is not None and self._dir_lock.covers(directory):
+            lock = self._dir_lock
+        return save_snapshot(directory, Snapshot(info, self._ids, self._metadata, self._indexes), lock)
 
     def open_log(self) -> None:
         """From now on log every write to the write-ahead log of the save this catalogue was
-        loaded from, fsynced before the write is applied. OSError if the directory is not
-        writable; LogUnavailable if another process has the log open."""
+        loaded from, fsynced before the write is applied. Takes the directory's writer lock if
+        ``load(writer=True)`` did not: DirectoryLocked when another writer has it, StaleCatalogue
+        when the directory changed since the load; OSError if the directory is not writable."""
         if self._source is None:
             raise ValueError("open_log needs a catalogue loaded from a directory (CatalogueIndex.load)")
         self._check_writable()
         root, version = self._source
-        with self._lock.write():
-            self._log = WriteAheadLog(root, version)
-            self._durable = True
+        with self._write_mutex:
+            acquired = None
+            if self._dir_lock is None:
+                acquired = DirectoryLock.acquire(root, "writing the catalogue")
+            try:
+                if acquired is not None:
+                    self._check_unchanged(root, version)
+                log = WriteAheadLog(root, version)
+            except BaseException:
+                if acquired is not None:
+                    acquired.release()
+                raise
+            if acquired is not None:
+                self._dir_lock = acquired
+            with self._lock.write():
+                self._log = log
+                self._durable = True
         remove_stale_logs(root, version)
+
+    def _check_unchanged(self, root: Path, version: str) -> None:
+        """StaleCatalogue when the directory moved on after this catalogue was loaded without its
+        lock (a compaction committed a new version, or writes were logged)."""
+        now = current_version(root)
+        if now != version:
+            raise StaleCatalogue(f"{root} moved from {version} to {now} after this catalogue was loaded: load it "
+                                 "again (with writer=True, which locks the directory before reading)")
+        _, end, _ = read_log(log_path(root, version))
+        if end != self._loaded_log_end:
+            raise StaleCatalogue(f"{root}'s write-ahead log holds {end} bytes of writes, {self._loaded_log_end} "
+                                 "when this catalogue was loaded: load it again (with writer=True)")
 
     def refuse_writes(self, reason: str) -> None:
         """Refuse every write from now on (LogUnavailable with ``reason``): for a catalogue whose
@@ -398,25 +473,37 @@ class CatalogueIndex:
         if self._source is None or not self._durable:
             raise ValueError("checkpoint needs a catalogue with an open log (load, then open_log)")
         root = self._source[0]
-        with self._save_lock, self._lock.read():
+        with self._write_mutex, self._lock.read():
             path = self._save_snapshot(root)
-            old, self._log = self._log, None
-            if old is not None:
-                old.close()
+            old = self._log
             self._source = (root, path.name)
             try:
-                self._log = WriteAheadLog(root, path.name)
+                new = WriteAheadLog(root, path.name)
             except OSError as exc:
+                self._log = None
                 self._log_error = (f"the snapshot {path.name} was committed but its write-ahead log could not be "
                                    f"started ({exc}); writes are refused until a checkpoint succeeds")
                 raise
+            finally:
+                if old is not None:
+                    old.close()
+            self._log = new  # swapped in one step: a write never sees the catalogue without a log
             remove_stale_logs(root, path.name)
             return path
 
+    @property
+    def is_writer(self) -> bool:
+        """Whether this catalogue holds its directory's writer lock."""
+        return self._dir_lock is not None and self._dir_lock.held
+
     def close(self) -> None:
-        """Close the write-ahead log (without compacting it: see ``checkpoint``)."""
-        with self._lock.write():
+        """Close the write-ahead log (without compacting it: see ``checkpoint``) and release the
+        directory's writer lock."""
+        with self._write_mutex, self._lock.write():
             if self._log is not None:
                 self._log.close()
                 self._log = None
                 self._log_error = "the catalogue was closed"
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+                self._dir_lock = None

@@ -6,7 +6,7 @@ Layout of a save root::
     root/v000007/           manifest.json, ids.json, metadata.jsonl,
                             attr_<i>.faiss, attr_<i>.tombstones.npy
     root/v000006/           the previous version, kept for readers still loading it
-    root/.lock              flock'ed by writers (and by loaders that tidy up)
+    root/LOCK               flock'ed by the one writer of the directory (index/dirlock.py)
 
 A save writes a fresh ``.tmp-*`` directory, fsyncs every file and the directory, renames it to
 the next ``v<n>`` and only then replaces ``CURRENT`` (write beside, fsync, ``os.replace``, fsync
@@ -16,15 +16,13 @@ the root). A crash at any point leaves ``CURRENT`` naming a complete version; le
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .attribute_index import AttributeIndex
+from .dirlock import DirectoryLock
 from .errors import FingerprintMismatch, IndexFormatError
 from .ids import IdMap
 from .metadata import MetadataStore
@@ -76,30 +75,6 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     _write(path, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-@contextmanager
-def _locked(root: Path, blocking: bool = True) -> Iterator[bool]:
-    """Exclusive flock on ``root/.lock``; yields False when it cannot be taken (non-blocking
-    and held by another writer, or a read-only location nobody can be writing through)."""
-    try:
-        handle = open(root / ".lock", "a")
-    except OSError:
-        handle = None
-    if handle is None:
-        yield False
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            acquired = True
-        except BlockingIOError:
-            acquired = False
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _versions(root: Path) -> list[int]:
@@ -160,28 +135,40 @@ def _write_version(directory: Path, snap: Snapshot) -> None:
     fsync_path(directory)
 
 
-def save_snapshot(root: str | os.PathLike[str], snap: Snapshot) -> Path:
-    """Commit ``snap`` as the next version under ``root``; returns the version directory."""
+def save_snapshot(root: str | os.PathLike[str], snap: Snapshot, lock: DirectoryLock | None = None) -> Path:
+    """Commit ``snap`` as the next version under ``root``; returns the version directory. The
+    caller's held ``lock`` of ``root``, or else the lock is taken for the save (DirectoryLocked
+    when another writer has the directory)."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    with _locked(root):
-        current = current_version(root)
-        _tidy(root, _keep_set(root, current))
-        version = f"v{max(_versions(root), default=0) + 1:06d}"
-        temp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-        temp.mkdir()
-        try:
-            _write_version(temp, snap)
-            os.rename(temp, root / version)
-            fsync_path(root)
-        except BaseException:
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        pointer_temp = root / f"{POINTER}.tmp-{uuid.uuid4().hex[:8]}"
-        _write_text(pointer_temp, version + "\n")
-        os.replace(pointer_temp, root / POINTER)
+    if lock is not None and not lock.covers(root):
+        raise ValueError(f"the lock passed to save_snapshot is not a held lock of {root}")
+    own = DirectoryLock.acquire(root, "saving a snapshot", create=True) if lock is None else None
+    try:
+        return _save_locked(root, snap)
+    finally:
+        if own is not None:
+            own.release()
+
+
+def _save_locked(root: Path, snap: Snapshot) -> Path:
+    """The save itself; the caller holds the directory's lock."""
+    current = current_version(root)
+    _tidy(root, _keep_set(root, current))
+    version = f"v{max(_versions(root), default=0) + 1:06d}"
+    temp = root / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    try:
+        _write_version(temp, snap)
+        os.rename(temp, root / version)
         fsync_path(root)
-        _tidy(root, {version} | ({current} if current else set()))
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    pointer_temp = root / f"{POINTER}.tmp-{uuid.uuid4().hex[:8]}"
+    _write_text(pointer_temp, version + "\n")
+    os.replace(pointer_temp, root / POINTER)
+    fsync_path(root)
+    _tidy(root, {version} | ({current} if current else set()))
     return root / version
 
 
@@ -213,12 +200,11 @@ def _check_files(directory: Path, manifest: dict[str, Any]) -> None:
             raise IndexFormatError(f"saved index {directory} is incomplete or corrupt: {name} missing or resized")
 
 
-def _tidy_after_load(root: Path, version: str) -> None:
-    """Remove leftovers of crashed saves unless a writer is busy; best effort."""
+def tidy_after_load(root: Path, version: str) -> None:
+    """Remove leftovers of crashed saves; the caller holds the directory's lock. Best effort."""
     try:
-        with _locked(root, blocking=False) as acquired:
-            if acquired and current_version(root) == version:
-                _tidy(root, _keep_set(root, version))
+        if current_version(root) == version:
+            _tidy(root, _keep_set(root, version))
     except OSError as exc:
         logger.warning("could not tidy %s after loading: %s", root, exc)
 
@@ -256,6 +242,5 @@ def load_snapshot(
     counts = {len(ids), len(metadata), manifest["count"], *(len(ix) for ix in indexes)}
     if len(counts) != 1:
         raise IndexFormatError(f"saved index {directory} is inconsistent: item counts differ {sorted(counts)}")
-    _tidy_after_load(root, manifest["version"])
     keys = ("fingerprint", "dim", "attributes", "factory", "search_params", "created_at")
     return Snapshot({k: manifest[k] for k in keys}, ids, metadata, indexes), manifest

@@ -96,6 +96,9 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even when an image is both a query and a candidate of one attribute (refused "
+                   "by default: the query finds itself and MAP is inflated)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("import-reference", help="convert a released reference ASEN++ checkpoint")
@@ -154,6 +157,12 @@ def _eval(args: argparse.Namespace) -> None:
     if names != encoder.attribute_names:
         raise SystemExit(f"error: the checkpoint's attributes {encoder.attribute_names} differ from the "
                          f"dataset's {names}")
+    overlap = ds.query_candidate_overlap(args.split)
+    if overlap and not args.allow_overlap:
+        shown = "\n  ".join(overlap[:10]) + (f"\n  ... and {len(overlap) - 10} more" if len(overlap) > 10 else "")
+        raise ValueError(f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
+                         f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
+                         "candidate lists disjoint, or pass --allow-overlap to evaluate anyway")
     report = evaluate_encoder(encoder, ds, args.split, args.batch_size)
     print(report.table())
     if args.json:

@@ -112,6 +112,24 @@ class AttributeDataset:
         """Candidate rows of the valid or test split."""
         return self._tagged_file("candidate", split)
 
+    def query_candidate_overlap(self, split: str) -> list[str]:
+        """One message per query row whose image is also a candidate of the same attribute (the
+        same fid, or another fid naming the same file): such a query finds itself first and
+        inflates MAP. Each message names both lines."""
+        queries, candidates = self.queries(split), self.candidates(split)
+        paths = self.split(split).paths
+        real = {fid: os.path.realpath(paths[fid]) for fid in {*queries.fids.tolist(), *candidates.fids.tolist()}}
+        first_line: dict[tuple[str, int], int] = {}
+        for row, (fid, attr) in enumerate(zip(candidates.fids.tolist(), candidates.attrs.tolist(), strict=True)):
+            first_line.setdefault((real[fid], attr), row + 1)
+        found = []
+        for row, (fid, attr) in enumerate(zip(queries.fids.tolist(), queries.attrs.tolist(), strict=True)):
+            line = first_line.get((real[fid], attr))
+            if line is not None:
+                found.append(f"query_{split}.txt line {row + 1} and candidate_{split}.txt line {line}: "
+                             f"{paths[fid]} is both a query and a candidate for '{self.attributes[attr].name}'")
+        return found
+
     def _tagged_file(self, kind: str, split: str) -> Tagged:
         key = f"{kind}:{_check_split_name(split)}"
         if key not in self._cache:

@@ -15,7 +15,7 @@ def tune_allocator() -> bool:
     """Apply the measured glibc malloc settings (docs/results.md) to this process.
 
     Without them freed tensor memory goes back to the kernel and comes back as page faults
-    (machine-notes.md: up to 3.5x slower inference; a head training step on cached maps measured
+    (docs/tuning.md: up to 3.5x slower inference; a head training step on cached maps measured
     42-44 ms without, 26-30 ms with, bench/allocator_step.py). Values already set in the environment
     win. Returns False where glibc is not available (the settings are then a no-op).
     """

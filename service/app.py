@@ -11,7 +11,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from index import CatalogueIndex, LogUnavailable
+from index import CatalogueIndex, LogUnavailable, StaleCatalogue
 from model.encoder import Encoder
 from service import routes_explain, routes_items, routes_ops, routes_page, routes_search
 from service.durability import Compactor
@@ -92,11 +92,11 @@ def open_write_log(settings: Settings, catalogue: CatalogueIndex) -> bool:
     """Open the index's write-ahead log unless the catalogue is read-only; warn when writes are
     open to anyone. False when writes are off (read-only, or the log could not be opened: then
     writes answer 503 with the reason and searches work)."""
-    if catalogue.read_only:
+    if catalogue.read_only or catalogue.log_error is not None:  # read-only, or refused when loading
         return False
     try:
         catalogue.open_log()
-    except (OSError, LogUnavailable) as exc:
+    except (OSError, LogUnavailable, StaleCatalogue) as exc:
         logger.error("writes are refused: the write-ahead log in %s cannot be opened (%s); searches work",
                      settings.index, exc)
         catalogue.refuse_writes(f"the write-ahead log in the index directory cannot be opened: {exc}")

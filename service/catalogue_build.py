@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from index import CatalogueIndex
+from index import CatalogueIndex, DirectoryLock
 from model.encoder import Encoder
 from service.catalogue_sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
 from service.errors import ApiError
@@ -165,6 +165,14 @@ def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
     encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint)
     entries = read_catalogue(cfg.catalogue, cfg.split) if entries is None else entries
     check_entries(entries, str(cfg.catalogue))
+    # The build writes cfg.out from its first chunk to its commit: no server or other build may
+    # write it meanwhile (refused here, before any encoding, naming the process that has it).
+    with DirectoryLock.acquire(cfg.out, "building the index", create=True) as lock:
+        return _build_locked(cfg, encoder, entries, lock, start)
+
+
+def _build_locked(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEntry], lock: DirectoryLock,
+                  start: float) -> BuildReport:
     work = _open_work(cfg, encoder, entries)
     todo = [(n, part) for n, part in _chunks(entries, cfg.chunk_size) if not (work / f"chunk-{n:06d}.npz").is_file()]
     done = len(entries) - sum(len(part) for _, part in todo)
@@ -180,13 +188,14 @@ def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
         except KeyboardInterrupt:
             bar.write(f"interrupted: finished chunks are kept in {work}; run the same command to resume")
             raise
-    report = _commit(cfg, encoder, work, math.ceil(len(entries) / cfg.chunk_size), encoded_now, time.monotonic() - start)
+    report = _commit(cfg, encoder, work, math.ceil(len(entries) / cfg.chunk_size), encoded_now,
+                     time.monotonic() - start, lock)
     shutil.rmtree(work)
     return report
 
 
 def _commit(cfg: BuildConfig, encoder: Encoder, work: Path, n_chunks: int, encoded_now: int,
-            elapsed: float) -> BuildReport:
+            elapsed: float, lock: DirectoryLock) -> BuildReport:
     """Gather the chunks into one catalogue and save it atomically to `cfg.out`."""
     chunks = [_read_chunk(p) for n in range(n_chunks) if (p := work / f"chunk-{n:06d}.npz").is_file()]
     ids = [i for c in chunks for i in c.ids]
@@ -195,7 +204,7 @@ def _commit(cfg: BuildConfig, encoder: Encoder, work: Path, n_chunks: int, encod
         raise ValueError(f"none of the {len(skipped)} catalogue images could be read; first: {skipped[:3]}")
     catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, cfg.factory)
     catalogue.add(ids, np.concatenate([c.vectors for c in chunks]), [m for c in chunks for m in c.metadata])
-    catalogue.save(cfg.out)
+    catalogue.save(cfg.out, lock)
     report = BuildReport(cfg.out, len(ids), skipped, encoded_now, elapsed)
     _write_atomic(cfg.out / REPORT, lambda fh: fh.write(json.dumps(
         {"items": len(ids), "skipped": [{"id": i, "reason": r} for i, r in skipped],

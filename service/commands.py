@@ -35,6 +35,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "while a server writes the directory.")
     p.add_argument("--index", type=Path, required=True, help="index directory")
     p.set_defaults(func=_index_compact)
+    p = index_sub.add_parser("repair", help="make a corrupt write-ahead log loadable (offline; keeps a copy)",
+                             description="A write-ahead log with a damaged record followed by valid ones is "
+                             "refused at load (cutting it would lose acknowledged writes). This reports exactly "
+                             "which logged writes a repair keeps and loses, copies the log beside itself "
+                             "(wal-*.log.corrupt-TIME) and then rewrites it. Default: keep every write before the "
+                             "first damaged record. Refused while a server writes the directory.")
+    p.add_argument("--index", type=Path, required=True, help="index directory")
+    p.add_argument("--dry-run", action="store_true", help="only report what a repair would keep and lose")
+    p.add_argument("--salvage", action="store_true",
+                   help="also keep the intact writes after the damage (only the damaged ones are lost; later "
+                   "writes then apply without them)")
+    p.set_defaults(func=_index_repair)
 
     p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
@@ -86,15 +98,23 @@ def _index_build(args: argparse.Namespace) -> None:
 def _index_compact(args: argparse.Namespace) -> None:
     from index import CatalogueIndex, LogUnavailable
 
-    catalogue = CatalogueIndex.load(args.index)
+    catalogue = CatalogueIndex.load(args.index, writer=True)  # DirectoryLocked while a server writes it
     try:
         catalogue.open_log()
+        before = catalogue.log_size
+        version = catalogue.checkpoint()
     except LogUnavailable as exc:
         raise RuntimeError(str(exc)) from None
-    before = catalogue.log_size
-    version = catalogue.checkpoint()
-    catalogue.close()
+    finally:
+        catalogue.close()
     print(f"compacted {before} log bytes of {args.index}: {len(catalogue)} items in {version.name}")
+
+
+def _index_repair(args: argparse.Namespace) -> None:
+    from index import repair_log
+
+    report = repair_log(args.index, "salvage" if args.salvage else "cut", dry_run=args.dry_run)
+    print("\n".join(report.lines()))
 
 
 def _check(args: argparse.Namespace) -> None:

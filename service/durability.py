@@ -71,14 +71,16 @@ class Compactor:
                 if self.metrics is not None:
                     self.metrics.compactions.labels("failed").inc()
                 raise
+            logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
+            if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
+                # under the write lock: no write can be between storing its image and logging its item
+                pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY),
+                                       self.upload_grace_s)
+                if pruned:
+                    logger.info("deleted %d uploaded images no item names any more", pruned)
         if self.metrics is not None:
             self.metrics.compactions.labels("ok").inc()
             self.metrics.log_bytes.set(self.catalogue.log_size)
-        logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
-        if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
-            pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY), self.upload_grace_s)
-            if pruned:
-                logger.info("deleted %d uploaded images no item names any more", pruned)
         return True
 
     async def run(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from PIL import Image
 
+from index.store import fsync_path
 from service.errors import ApiError
 from service.images import ImageLimits, decode_image
 
@@ -59,7 +60,11 @@ def refuse_private_key(fields: Mapping[str, Any] | None, what: str) -> None:
 
 def save_upload(index_dir: Path, data: bytes) -> str:
     """Store already validated image bytes under `index_dir/images/`; returns the name to record
-    (`images/<sha256>.<ext>`). Atomic and idempotent: the same bytes always get the same file."""
+    (`images/<sha256>.<ext>`). Atomic and idempotent: the same bytes always get the same file.
+
+    The service calls it once outside its write lock (the costly part) and once more under it,
+    just before logging the item: `prune_uploads` runs under that lock too, so the file an item
+    is acknowledged with cannot be pruned in between (it is re-stored if it was)."""
     with Image.open(io.BytesIO(data)) as img:
         fmt = img.format
     assert fmt in _UPLOAD_SUFFIX, f"decode_image accepted an image of format {fmt}"
@@ -68,7 +73,9 @@ def save_upload(index_dir: Path, data: bytes) -> str:
     if path.is_file():
         os.utime(path)  # fresh again: an unreferenced file is pruned only after a grace period
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fsync_path(index_dir)  # the new images/ directory itself survives a crash
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # concurrent uploads of the same bytes
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -86,7 +93,8 @@ def save_upload(index_dir: Path, data: bytes) -> str:
 def prune_uploads(index_dir: Path, referenced: set[str], grace_s: float) -> int:
     """Delete uploaded images no item names any more (deleted or replaced items, uploads whose
     write failed) and not touched for `grace_s` seconds (an upload in flight is stored before its
-    item is written); returns how many were deleted. Best effort."""
+    item is written); returns how many were deleted. Best effort. The caller holds the service's
+    write lock (see `save_upload`)."""
     removed, cutoff = 0, time.time() - grace_s
     try:
         entries = list((index_dir / UPLOAD_DIR).iterdir())

@@ -26,7 +26,7 @@ WriteAccess = Depends(require_api_key)
 
 
 def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: dict[str, Any], replace: bool,
-                timer: StageTimer) -> bool:
+                image: bytes, timer: StageTimer) -> bool:
     """Add (or replace) one item: logged and fsynced, then applied; returns whether it replaced an
     existing item. Storage failures leave the catalogue unchanged."""
     catalogue = runtime.catalogue
@@ -37,7 +37,11 @@ def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: d
                            "to replace it")
         with timer.stage("persist"):
             try:
-                catalogue.upsert([item_id], vectors[None], [metadata])
+                stored = save_upload(runtime.settings.index, image)  # under the lock pruning takes: still there
+            except OSError as exc:
+                raise storage_error(exc, "the item's image") from None
+            try:
+                catalogue.upsert([item_id], vectors[None], [with_image(metadata, stored)])
             except ValueError as exc:
                 raise ApiError(422, "invalid_metadata", str(exc)) from None
             except (OSError, LogUnavailable) as exc:
@@ -68,7 +72,7 @@ def _after_write(runtime: Runtime) -> None:
 async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
     """An item's metadata."""
     try:
-        item = runtime.catalogue.get(item_id)
+        item = await anyio.to_thread.run_sync(runtime.catalogue.get, item_id)
     except KeyError:
         raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
     return ItemResponse(id=item.id, metadata=public_metadata(item.metadata))
@@ -92,11 +96,10 @@ async def add_item(runtime: RuntimeDep, response: Response,
     picture, data = await runtime.read_image(image, timer)
     vectors = await runtime.encode(picture, None, timer)
     try:
-        stored = await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)
+        await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)  # the costly write, unlocked
     except OSError as exc:
         raise storage_error(exc, "the item's image") from None
-    replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, with_image(meta, stored),
-                                              replace, timer)
+    replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, meta, replace, data, timer)
     _after_write(runtime)
     response.status_code = 200 if replaced else 201
     response.headers["Server-Timing"] = timer.server_timing()
@@ -129,7 +132,7 @@ async def item_image(runtime: RuntimeDep, request: Request, item_id: str,
                      ) -> Response:
     """A catalogue item's image, with `ETag` and `Cache-Control` (answers 304 to a matching
     `If-None-Match`); 404 `no_image` when the item has no stored image."""
-    path = runtime.item_image_path(item_id)
+    path = await runtime.item_image_path(item_id)
     try:
         tag = await anyio.to_thread.run_sync(file_etag, path, size)
         headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}

@@ -3,6 +3,7 @@ that use them: decode an upload, encode off the event loop, look up a query vect
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from fastapi import Depends, Request, Security, UploadFile
 from fastapi.security import APIKeyHeader
 from PIL import Image
 
-from index import CatalogueIndex, validate_id
+from index import CatalogueIndex, DirectoryUnwritable, validate_id
 from model.encoder import Encoder, Explanation
 from service.durability import Compactor
 from service.errors import ApiError
@@ -26,14 +27,31 @@ from service.metrics import Metrics, StageTimer
 from service.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
+logger = logging.getLogger("asen.service")
 T = TypeVar("T")
 
 
 def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
-    """Load the model and its catalogue; ValueError when they do not belong together."""
+    """Load the model and its catalogue; ValueError when they do not belong together.
+
+    Unless memory-mapped (read-only), the catalogue is loaded as its directory's one writer: the
+    directory's lock is taken before anything is read and held until shutdown, so a second server
+    or an offline compaction or build of the same directory is refused (DirectoryLocked, naming
+    this process). A directory that cannot be written at all is loaded without the lock: searches
+    work and writes answer 503."""
     encoder = Encoder.from_checkpoint(settings.checkpoint)
-    catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap)
-    check_compatible(encoder, catalogue)
+    try:
+        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap,
+                                        writer=not settings.mmap)
+    except DirectoryUnwritable as exc:
+        logger.error("%s; writes will be refused", exc)
+        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        catalogue.refuse_writes(f"the index directory cannot be written: {exc}")
+    try:
+        check_compatible(encoder, catalogue)
+    except ValueError:
+        catalogue.close()
+        raise
     return encoder, catalogue
 
 
@@ -130,10 +148,10 @@ class Runtime:
         """The attribute's attention map `[h, w]` and RoI box for one image."""
         return await self._infer(lambda: self.encoder.explain(image, attribute), timer)
 
-    def item_image_path(self, item_id: str) -> Path:
+    async def item_image_path(self, item_id: str) -> Path:
         """The stored image file of a catalogue item; 404 when the item or its image is unknown."""
         try:
-            reference = self.catalogue.get(item_id).metadata.get(IMAGE_KEY)
+            reference = (await anyio.to_thread.run_sync(self.catalogue.get, item_id)).metadata.get(IMAGE_KEY)
         except KeyError:
             raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
         path = stored_path(self.settings.index, reference)
@@ -144,7 +162,7 @@ class Runtime:
 
     async def item_image(self, item_id: str, timer: StageTimer) -> Image.Image:
         """A catalogue item's stored image, decoded off the event loop."""
-        path = self.item_image_path(item_id)
+        path = await self.item_image_path(item_id)
 
         def load() -> Image.Image:
             try:
@@ -165,8 +183,8 @@ class Runtime:
         if image is not None:
             return await self.encode(await self.decode(image, timer), attr, timer)
         assert item_id is not None
-        try:
-            return self.catalogue.vector(item_id, attribute)
+        try:  # off the event loop, as every catalogue call: it may wait for a write being applied
+            return await anyio.to_thread.run_sync(self.catalogue.vector, item_id, attribute)
         except KeyError:
             raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from index import CatalogueIndex
 from index.rwlock import RWLock
 
 from .conftest import clustered, make_catalogue
@@ -63,13 +67,19 @@ def test_searches_while_a_writer_adds_and_removes() -> None:
     new_vectors = clustered(rng, 200)
     errors: list[BaseException] = []
     writer_done = threading.Event()
+    start = threading.Barrier(3, timeout=10)
+    batches_done = [0]  # how many write batches had finished when each search ended
+    seen: list[int] = []
 
     def writer() -> None:
         try:
+            start.wait()
             for batch in range(20):
                 ids = [f"new-{batch}-{j}" for j in range(10)]
                 catalogue.add(ids, new_vectors[batch * 10 : batch * 10 + 10], [{"i": -1}] * 10)
                 catalogue.remove([f"item-{batch}"])
+                batches_done[0] = batch + 1
+                time.sleep(0.002)  # room for searches between batches, as between requests
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
         finally:
@@ -78,6 +88,7 @@ def test_searches_while_a_writer_adds_and_removes() -> None:
     def reader(seed: int) -> None:
         local = np.random.default_rng(seed)
         try:
+            start.wait()
             while not writer_done.is_set():
                 query = vectors[local.integers(300), 1]
                 for results in [
@@ -89,6 +100,8 @@ def test_searches_while_a_writer_adds_and_removes() -> None:
                     assert len({r.id for r in results}) == len(results)
                     for r in results:
                         assert r.id.startswith("new-") or r.metadata["i"] == int(r.id.split("-")[1])
+                if not writer_done.is_set():
+                    seen.append(batches_done[0])
         except BaseException as exc:
             errors.append(exc)
 
@@ -98,6 +111,44 @@ def test_searches_while_a_writer_adds_and_removes() -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert not errors, errors
+    # the searches really overlapped the writes: they ended between many different write batches
+    assert len({n for n in seen if 0 < n < 20}) >= 5, sorted(set(seen))
     assert len(catalogue) == 300 + 200 - 20
     returned = {r.id for row in catalogue.search(vectors[:20, 1], "sleeve", 50) for r in row}
     assert not {f"item-{b}" for b in range(20)} & returned
+
+
+def test_searches_go_on_while_a_write_waits_for_its_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log's fsync happens outside the lock searches need: with a write stuck in its fsync,
+    searches and reads answer (and do not see the write until it is applied)."""
+    catalogue, vectors, _ = make_catalogue(50)
+    catalogue.save(tmp_path / "ix")
+    live = CatalogueIndex.load(tmp_path / "ix", writer=True)
+    live.open_log()
+    in_fsync, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+    writer_thread: list[threading.Thread] = []
+
+    def slow_fsync(fd: int) -> None:
+        if writer_thread and threading.current_thread() is writer_thread[0]:
+            in_fsync.set()
+            release.wait(10)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer_thread.append(threading.Thread(target=live.add, args=(["late"], clustered(np.random.default_rng(1), 1))))
+    writer_thread[0].start()
+    try:
+        assert in_fsync.wait(10)
+        answered: list[object] = []
+        reader = threading.Thread(target=lambda: answered.extend([live.search(vectors[0, 1], "sleeve", 5),
+                                                                  live.get("item-3"), live.vector("item-4", "colour")]))
+        reader.start()
+        reader.join(5)
+        assert len(answered) == 3, "a search waited for another write's fsync"
+        assert "late" not in live  # logged but not yet applied
+    finally:
+        release.set()
+        writer_thread[0].join(10)
+    assert "late" in live and "late" in CatalogueIndex.load(tmp_path / "ix")
+    live.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable, ReadOnlyCatalogue
+from index import NO_SPACE_ERRNOS, CatalogueIndex, DirectoryLocked, LogUnavailable, ReadOnlyCatalogue
 from index.wal import LogRecord, log_path, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,8 +112,10 @@ def test_checkpoint_folds_the_log_into_a_new_snapshot(saved: Path) -> None:
 def test_one_writer_per_directory(saved: Path) -> None:
     _opened(saved)
     second = CatalogueIndex.load(saved)  # flock is per open file: a second one in this process conflicts too
-    with pytest.raises(LogUnavailable, match="another process"):
+    with pytest.raises(DirectoryLocked, match=f"process {os.getpid()} .*one writer per index directory"):
         second.open_log()
+    with pytest.raises(DirectoryLocked):
+        CatalogueIndex.load(saved, writer=True)
 
 
 def test_mmap_refuses_unapplied_log(saved: Path) -> None:
@@ -225,7 +227,7 @@ def test_compact_command_folds_the_log(saved: Path, capsys: pytest.CaptureFixtur
     live = _opened(saved)
     live.add(["pending"], _vectors(1, 15))
     assert main(["index", "compact", "--index", str(saved)]) == 2  # the writer still has the log open
-    assert "another process" in capsys.readouterr().err
+    assert "one writer per index directory" in capsys.readouterr().err
     live.close()
     assert main(["index", "compact", "--index", str(saved)]) == 0
     assert "21 items in v000002" in capsys.readouterr().out

@@ -165,3 +165,30 @@ def test_bad_meta(root: Path, meta: object, message: str) -> None:
 def test_crlf_and_trailing_blank_lines(root: Path) -> None:
     (root / "query_valid.txt").write_bytes(b"0 0 1\r\n1 1 0\r\n\r\n\n")
     assert load_dataset(root).queries("valid").fids.tolist() == [0, 1]
+
+
+def test_query_candidate_overlap_names_both_lines(root: Path) -> None:
+    assert load_dataset(root).query_candidate_overlap("test") == []
+    _write(root / "candidate_test.txt", ["2 0 1", "3 1 1", "0 0 1", "1 0 0"])  # fid 0 again under collar
+    (root / "img" / "test_3_copy.png").symlink_to(root / "img" / "test_1.png")
+    _write(root / "filenames_test.txt", [f"img/test_{i}.png" for i in range(3)] + ["img/test_3_copy.png"])
+    _write(root / "query_test.txt", ["0 0 1", "2 1 0"])  # fid 2 is no candidate under sleeve
+    found = load_dataset(root).query_candidate_overlap("test")
+    assert found == ["query_test.txt line 1 and candidate_test.txt line 3: "
+                     f"{root / 'img' / 'test_0.png'} is both a query and a candidate for 'collar'"]
+    _write(root / "query_test.txt", ["3 0 0"])  # another fid, the same file as candidate line 4's
+    assert [m.split(":")[0] for m in load_dataset(root).query_candidate_overlap("test")] == [
+        "query_test.txt line 1 and candidate_test.txt line 4"]
+
+
+def test_eval_refuses_overlapping_queries_unless_allowed(root: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main
+    from tests.service.conftest import write_checkpoint
+
+    _write(root / "candidate_test.txt", ["2 0 1", "3 1 1", "1 1 0"])
+    checkpoint = write_checkpoint(tmp_path / "m.pt", root)
+    assert main(["eval", "--data", str(root), "--checkpoint", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "1 queries of the test split" in err and "query_test.txt line 2 and candidate_test.txt line 3" in err
+    assert main(["eval", "--data", str(root), "--checkpoint", str(checkpoint), "--allow-overlap"]) == 0

@@ -16,14 +16,15 @@ import pytest
 import yaml
 
 from index import CatalogueIndex
+from model.runtime import ALLOCATOR_ENV
 from service.app import create_app
 from service.cli import build_parser
 from service.settings import Settings
 from tests.service.serving import free_port, read_only_mounts_allowed, serving, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNTIME_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-               "MALLOC_TOP_PAD_": "1073741824", "OMP_WAIT_POLICY": "PASSIVE"}
+# The process tuning of docs/tuning.md: the allocator table asen applies itself, and passive OpenMP.
+RUNTIME_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -68,7 +69,7 @@ def test_dockerfile_copies_existing_files_and_runs_the_real_command() -> None:
     user = _instruction("USER")[-1]
     assert user not in ("root", "0")
     env = _env()
-    assert all(env.get(k) == v for k, v in RUNTIME_ENV.items()), "allocator settings of machine-notes.md"
+    assert all(env.get(k) == v for k, v in RUNTIME_ENV.items()), "the process tuning of docs/tuning.md"
     for key in env:
         if key.startswith("ASEN_"):
             assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
@@ -319,3 +320,8 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("cached)") == 3, again.stdout
     assert _tree(data) == before, "a second init changed the volume"
+
+
+def test_makefile_exports_the_same_process_tuning() -> None:
+    exports = dict(re.findall(r"^export (\w+) := (\S+)$", (ROOT / "Makefile").read_text(), re.M))
+    assert {k: exports.get(k) for k in RUNTIME_ENV} == RUNTIME_ENV

@@ -125,7 +125,7 @@ def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_chec
         codes, detail = result.stdout.splitlines()[-2:]
         assert codes.split() == ["503", "storage_unavailable", "503", "200", "2"], result.stdout
         reason = "Read-only file system" if how == "mount" else "Permission denied"
-        assert "cannot be opened" in detail and reason in detail, detail
+        assert "cannot be written" in detail and reason in detail, detail
         assert sorted(p.name for p in index.iterdir()) == before
         os.chmod(index, 0o755)
         loaded = CatalogueIndex.load(index)
@@ -220,3 +220,28 @@ def test_compaction_deletes_images_no_item_names(client: TestClient, demo_datase
     assert not (settings.index / names["a"]).exists() and not (settings.index / names["b"]).exists()
     for item in "bcd":
         assert client.get(f"/images/{item}").status_code == 200
+
+
+def test_an_image_pruned_while_its_item_is_written_is_stored_again(client: TestClient, demo_dataset: Path,
+                                                                   settings: Settings,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race of a compaction's pruning with a new upload of the same bytes: the pruning checked
+    the (old, unreferenced) file, the upload refreshed it outside the write lock, and the pruning
+    deleted it. Here the deletion is made to land right there; the write must store the image again
+    under the write lock (where pruning runs), so the acknowledged item has its image."""
+    import service.routes_items as routes_items
+
+    real = routes_items.save_upload
+    calls: list[str] = []
+
+    def racing_prune(index_dir: Path, data: bytes) -> str:
+        name = real(index_dir, data)
+        calls.append(name)
+        if len(calls) == 1:  # the unlocked store: a pruning that checked the file before deletes it now
+            (index_dir / name).unlink()
+        return name
+
+    monkeypatch.setattr(routes_items, "save_upload", racing_prune)
+    assert client.post("/items", data={"id": "raced"}, files=_picture(demo_dataset, 6)).status_code == 201
+    assert len(calls) == 2 and (settings.index / calls[0]).is_file()
+    assert client.get("/images/raced").status_code == 200

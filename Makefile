@@ -1,8 +1,8 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
 # make test    install, then run the test suite
 # make install virtualenv in $(VENV) with the pinned torch first, then this package, every version from
-#              requirements.lock; Debian's chromium for the browser tests (as root, or with passwordless
-#              sudo) if /usr/bin/chromium is missing
+#              requirements.lock; Debian's chromium and strace for the tests (as root, or with
+#              passwordless sudo) where missing
 # make lock    rewrite requirements.lock from $(VENV) after a change of pyproject.toml's dependencies
 # make wheelhouse  every wheel the Docker image installs, into wheelhouse/ (Linux x86-64, Python 3.11),
 #              for an offline image build: docker build --build-arg WHEELHOUSE=1 .
@@ -19,15 +19,13 @@ export MALLOC_TOP_PAD_ := 1073741824
 # torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/server.py).
 export OMP_WAIT_POLICY := PASSIVE
 
-CHROMIUM := /usr/bin/chromium
-
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: install chromium serve test lock audit wheelhouse
+.PHONY: install test-tools serve test lock audit wheelhouse
 
-install: $(VENV)/.installed chromium
+install: $(VENV)/.installed test-tools
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "== installing into $(VENV) (torch first, pinned: a plain torch requirement can pull a multi-GB build)"
@@ -36,19 +34,25 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -c requirements.lock -e '.[test]'
 	touch $@
 
-# The browser tests drive Debian's Chromium with Playwright (no browser download: see tests/service/browser.py).
-chromium:
-	@if [ -x $(CHROMIUM) ]; then :; \
+# Debian packages the tests need: chromium (the browser tests drive it with Playwright, no browser
+# download: see tests/service/browser.py) and strace (tests/service/test_fsync_order.py traces the
+# server's fsyncs). Installed when missing, as root or with passwordless sudo.
+SYSTEM_PACKAGES := chromium:/usr/bin/chromium strace:/usr/bin/strace
+
+test-tools:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  [ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif ! command -v apt-get >/dev/null 2>&1; then \
-	  echo "== NOTE: $(CHROMIUM) is missing and apt-get is not available: install Chromium there by hand, or the browser tests fail"; \
+	  echo "== NOTE:$$missing missing and apt-get is not available: install them by hand, or their tests fail"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "== installing Debian's chromium (for the browser tests)"; \
-	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  echo "== installing Debian's$$missing (for the tests)"; \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	elif sudo -n true 2>/dev/null; then \
-	  echo "== installing Debian's chromium (for the browser tests)"; \
-	  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  echo "== installing Debian's$$missing (for the tests)"; \
+	  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	else \
-	  echo "== NOTE: $(CHROMIUM) is missing and this is not root: run 'sudo apt-get install chromium', or the browser tests fail"; \
+	  echo "== NOTE:$$missing missing and this is not root: run 'sudo apt-get install$$missing', or their tests fail"; \
 	fi
 
 serve: install

@@ -73,18 +73,24 @@ def test_no_catalogue_call_blocks_the_event_loop(settings: Settings) -> None:
         def needs_catalogue(name: str, call) -> None:  # noqa: ANN001
             waiting[name] = call().status_code
 
-        with catalogue._lock.write():
-            callers = [threading.Thread(target=needs_catalogue, args=(name, call)) for name, call in (
+        hold = catalogue._lock.write()
+        hold.__enter__()
+        try:
+            callers = [threading.Thread(target=needs_catalogue, args=(name, call), daemon=True) for name, call in (
                 ("by_id", lambda: client.post("/search", data={"attribute": "colour", "item_id": "test-00002"})),
                 ("item", lambda: client.get("/items/test-00001")),
                 ("image", lambda: client.get("/images/test-00001")),
                 ("explain", lambda: client.post("/explain", data={"attribute": "colour", "item_id": "test-00003"})))]
             for caller in callers:
                 caller.start()
-            pinger = threading.Thread(target=lambda: waiting.setdefault("healthz", client.get("/healthz").status_code))
+            pinger = threading.Thread(target=lambda: waiting.setdefault("healthz", client.get("/healthz").status_code),
+                                      daemon=True)
             pinger.start()
             pinger.join(10)
-            assert waiting == {"healthz": 200}, f"the event loop stalled on the catalogue's lock: {waiting}"
+            while_held = dict(waiting)
+        finally:
+            hold.__exit__(None, None, None)
+        assert while_held == {"healthz": 200}, f"the event loop stalled on the catalogue's lock: {while_held}"
         for caller in callers:
             caller.join(30)
         assert waiting == {"healthz": 200, "by_id": 200, "item": 200, "image": 200, "explain": 200}

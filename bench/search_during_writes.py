@@ -7,7 +7,9 @@ fast as the server takes them (each write appended to the log and fsynced before
 
 The index is copied to a temporary directory first (the writes never touch it). `--source` serves
 another checkout of this project (e.g. a `git worktree` of an earlier commit), so two versions can
-be measured side by side in one run on one machine.
+be measured side by side in one run on one machine. `--fsync-delay-ms` makes every fsync of the
+server take that much longer (a `sitecustomize` wrapping `os.fsync` with a sleep), standing in for a
+slower disk than this machine's (network block storage, a busy or rotating disk: 1-20 ms).
 """
 from __future__ import annotations
 
@@ -86,15 +88,25 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT, help="code tree to serve (default: this checkout)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     parser.add_argument("--writers", type=int, default=2)
+    parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="added to every fsync of the server")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         index = Path(shutil.copytree(args.index, Path(tmp) / "index"))
-        process, url = start_server(args.checkpoint, index, args.source.resolve())
+        env = {}
+        if args.fsync_delay_ms > 0:
+            site = Path(tmp) / "site"
+            site.mkdir()
+            (site / "sitecustomize.py").write_text(
+                "import os, time\n_fsync = os.fsync\n"
+                f"def fsync(fd):\n    time.sleep({args.fsync_delay_ms / 1000!r})\n    _fsync(fd)\nos.fsync = fsync\n")
+            env["PYTHONPATH"] = f"{site}:{args.source.resolve()}"
+        process, url = start_server(args.checkpoint, index, args.source.resolve(), env)
         try:
             ids = [f"test-{i:05d}" for i in range(50)]
             images = query_images(None, 8)
             result = {"source": str(args.source.resolve()), "seconds": args.seconds, "writers": args.writers,
+                      "fsync_delay_ms": args.fsync_delay_ms,
                       "alone": measure(url, ids, args.seconds, 0, images),
                       "with_writes": measure(url, ids, args.seconds, args.writers, images)}
         finally:

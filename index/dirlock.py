@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import CatalogueError
+from .fileio import fsync_path
 
 LOCK_FILE = "LOCK"
 
@@ -41,14 +42,6 @@ def _describe(holder: str) -> str:
         return "another process"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class DirectoryLock:
     """The exclusive writer lock of one index directory; ``release`` (or process exit) frees it."""
 
@@ -63,7 +56,7 @@ class DirectoryLock:
         root = Path(root)
         if create and not root.is_dir():
             root.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(root.parent)  # the new directory's name survives a crash
+            fsync_path(root.parent)  # the new directory's name survives a crash
         elif not root.is_dir():
             raise FileNotFoundError(f"no index directory at {root}")
         path = root / LOCK_FILE

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .dirlock import DirectoryLock
 from .errors import IndexFormatError
-from .store import current_version, fsync_path
+from .fileio import fsync_path
+from .store import current_version
 from .wal import LogRecord, _keep_copy, log_path, scan_log
 
 

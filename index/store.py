@@ -33,6 +33,7 @@ import numpy as np
 
 from .attribute_index import AttributeIndex
 from .dirlock import DirectoryLock
+from .fileio import fsync_path
 from .errors import FingerprintMismatch, IndexFormatError
 from .ids import IdMap
 from .metadata import MetadataStore
@@ -54,14 +55,6 @@ class Snapshot:
     ids: IdMap
     metadata: MetadataStore
     indexes: list[AttributeIndex]
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write(path: Path, write: Callable[[Path], object]) -> None:

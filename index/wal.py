@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CatalogueError, IndexFormatError
-from .store import fsync_path
+from .fileio import fsync_path
 
 MAGIC = b"AWL1"
 _FRAME = struct.Struct("<4sII")

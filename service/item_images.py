@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from index.store import fsync_path
+from index.fileio import fsync_path
 from service.errors import ApiError
 from service.images import ImageLimits, decode_image
 

@@ -26,7 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.service.browser import browser_missing, chromium  # one place for Chromium's flags
+from tests.service.browser import browser_missing, chromium  # noqa: E402 - one place for Chromium's flags
 
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
           "MALLOC_TOP_PAD_": "1073741824", "OMP_WAIT_POLICY": "PASSIVE"}

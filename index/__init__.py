@@ -13,15 +13,16 @@ from .attribute_index import AttributeIndex, SearchKnobs
 from .catalogue import CatalogueIndex, StaleCatalogue
 from .dirlock import DirectoryLock, DirectoryLocked, DirectoryUnwritable
 from .errors import (
+    CatalogueBusy,
     CatalogueError,
     FingerprintMismatch,
     IndexFormatError,
     ReadOnlyCatalogue,
 )
 from .ids import MAX_ID_LENGTH, validate_id
+from .repair import RepairReport, repair_log
 from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
-from .repair import RepairReport, repair_log
 from .wal import NO_SPACE_ERRNOS, LogCorrupt, LogUnavailable, RecordTooLarge
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "NO_SPACE_ERRNOS",
     "AttributeIndex",
+    "CatalogueBusy",
     "CatalogueError",
     "CatalogueIndex",
     "DirectoryLock",

@@ -26,3 +26,8 @@ class IndexFormatError(CatalogueError, ValueError):
 
 class ReadOnlyCatalogue(CatalogueError, RuntimeError):
     """A write was attempted on a catalogue loaded with ``mmap=True``."""
+
+
+class CatalogueBusy(CatalogueError, RuntimeError):
+    """The catalogue kept changing under one request (items deleted between looking them up and
+    reading them) for every attempt: retry."""

@@ -33,8 +33,8 @@ import numpy as np
 
 from .attribute_index import AttributeIndex
 from .dirlock import DirectoryLock
-from .fileio import fsync_path
 from .errors import FingerprintMismatch, IndexFormatError
+from .fileio import fsync_path
 from .ids import IdMap
 from .metadata import MetadataStore
 

@@ -42,7 +42,7 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tail(self.stem(x))
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         super().train(mode)
         for stage in self.stages[: self.n_frozen]:
             stage.eval()  # frozen BatchNorm statistics stay fixed

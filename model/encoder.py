@@ -51,7 +51,7 @@ class Encoder:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "Encoder":
+    def from_checkpoint(cls, path: str | Path) -> Encoder:
         ckpt = load_checkpoint(path)
         return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint)
 

@@ -44,7 +44,7 @@ class ValidationSet:
 
     @classmethod
     def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
-                     progress: bool = True) -> "ValidationSet":
+                     progress: bool = True) -> ValidationSet:
         paths = list(ds.split(split).paths)
         return cls(ds.attributes, ds.queries(split), ds.candidates(split),
                    build_image_set(model, pre, paths, split, progress=progress))

@@ -15,7 +15,7 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Tensor]) -> torch.Tensor:
     """`sum over x in {anchor, pos, neg} of mean(1 - cos(g_x, l_x))`."""
-    return sum((1.0 - F.cosine_similarity(g, l, dim=-1)).mean() for g, l in zip(global_parts, local_parts))
+    return sum((1.0 - F.cosine_similarity(g, loc, dim=-1)).mean() for g, loc in zip(global_parts, local_parts))
 
 
 def joint_loss(g: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loc: tuple[torch.Tensor, torch.Tensor, torch.Tensor],

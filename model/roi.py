@@ -19,7 +19,7 @@ class SquareView:
     side: float
 
     @classmethod
-    def of(cls, width: int, height: int, crop_rule: str) -> "SquareView":
+    def of(cls, width: int, height: int, crop_rule: str) -> SquareView:
         side = float(min(width, height) if crop_rule == "center" else max(width, height))
         return cls((width - side) / 2.0, (height - side) / 2.0, side)
 

@@ -144,7 +144,7 @@ def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-    for sid, split in enumerate(SPLITS):
+    for split in SPLITS:
         _write_lines(out_dir / f"filenames_{split}.txt", [f"images/{split}/{i:05d}.jpg" for i in range(counts[split])])
     _write_lines(out_dir / "label_train.txt",
                  [(fid, *[x for pair in enumerate(vals) for x in pair]) for fid, vals in enumerate(labels[0])])

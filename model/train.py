@@ -26,7 +26,6 @@ from model.losses import joint_loss, triplet_loss
 from model.sampling import TripletSampler
 
 
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `asen train` can set; the defaults are the measured CPU recipe."""

@@ -24,9 +24,8 @@ from tqdm import tqdm
 
 from index import CatalogueIndex, DirectoryLock
 from model.encoder import Encoder
+from model.image_input import ImageLimits, ImageRejected, decode_image
 from service.catalogue_sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
-from service.errors import ApiError
-from service.images import ImageLimits, decode_image
 from service.item_images import with_image
 
 WORK_DIR = ".build"
@@ -76,8 +75,8 @@ def _load_one(entry: CatalogueEntry, limits: ImageLimits) -> Image.Image | str:
         return f"unreadable file: {exc.strerror or exc}"
     try:
         return decode_image(data, limits)
-    except ApiError as exc:
-        return f"{exc.code}: {exc.detail}"
+    except ImageRejected as exc:
+        return f"{exc.code}: {exc}"
 
 
 def _load_batch(entries: Sequence[CatalogueEntry], limits: ImageLimits) -> list[Image.Image | str]:

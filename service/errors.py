@@ -10,6 +10,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from index import CatalogueBusy
+from model.image_input import (
+    CorruptImage,
+    EmptyImage,
+    ImageRejected,
+    ImageTooLarge,
+    NotAnImage,
+    TooManyPixels,
+    UnsupportedFormat,
+)
+
 logger = logging.getLogger("asen.service")
 
 
@@ -35,6 +46,29 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.detail), exc.status, headers=exc.headers)
 
 
+# The HTTP status and error code of each domain error the layers below raise: the one place they
+# are mapped (image errors carry their own code).
+DOMAIN_STATUS: dict[type[Exception], int] = {
+    EmptyImage: 400, NotAnImage: 400, CorruptImage: 422, UnsupportedFormat: 415, ImageTooLarge: 413,
+    TooManyPixels: 413, CatalogueBusy: 503,
+}
+DOMAIN_CODE: dict[type[Exception], str] = {CatalogueBusy: "busy"}
+
+
+def domain_status(exc: Exception) -> int:
+    return next(status for kind, status in DOMAIN_STATUS.items() if isinstance(exc, kind))
+
+
+def domain_code(exc: Exception) -> str:
+    if isinstance(exc, ImageRejected):
+        return exc.code
+    return next(code for kind, code in DOMAIN_CODE.items() if isinstance(exc, kind))
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body(domain_code(exc), str(exc)), domain_status(exc))
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
@@ -55,6 +89,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    for kind in DOMAIN_STATUS:
+        app.add_exception_handler(kind, _domain_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected)

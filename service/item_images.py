@@ -27,8 +27,8 @@ from typing import Any
 from PIL import Image
 
 from index.fileio import fsync_path
+from model.image_input import ImageLimits, decode_image
 from service.errors import ApiError
-from service.images import ImageLimits, decode_image
 
 IMAGE_KEY = "_image"
 UPLOAD_DIR = "images"

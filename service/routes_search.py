@@ -5,16 +5,23 @@ from collections import Counter
 from typing import Annotated
 
 import anyio
-import numpy as np
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
-from index import CatalogueIndex
+from service import reranking
 from service.errors import ApiError
 from service.item_images import public_metadata
 from service.metrics import StageTimer
 from service.runtime import RuntimeDep
-from service.schemas import (ERROR_RESPONSES, AttributeInfo, AttributesResponse, Hit, RerankHit, RerankResponse,
-                             SearchResponse, parse_filters)
+from service.schemas import (
+    ERROR_RESPONSES,
+    AttributeInfo,
+    AttributesResponse,
+    Hit,
+    RerankHit,
+    RerankResponse,
+    SearchResponse,
+    parse_filters,
+)
 
 router = APIRouter(tags=["search"])
 
@@ -53,21 +60,6 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
         Hit(id=h.id, score=h.score, metadata=public_metadata(h.metadata)) for h in hits])
 
 
-def _score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str,
-                 ids: list[str]) -> tuple[dict[str, float], dict[str, dict], list[str]]:
-    """Scores and metadata of the ids present in the catalogue, and the ids that are not.
-    Retries when a concurrent delete removes an id between the check and the lookup."""
-    for _ in range(5):
-        known = [i for i in ids if i in catalogue]
-        try:
-            scores = catalogue.score_ids(query, attribute, known) if known else {}
-            metadata = {i: public_metadata(catalogue.get(i).metadata) for i in known}
-        except KeyError:
-            continue
-        return scores, metadata, [i for i in ids if i not in scores]
-    raise ApiError(503, "busy", "the catalogue changed during the request five times; retry")
-
-
 @router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
 async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
                  item_id: ItemIdField = None,
@@ -77,7 +69,8 @@ async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeFi
                                                "0: keep the original order")] = 1.0,
                  ) -> RerankResponse:
     """Reorder `candidates` (e.g. a text search's results) by similarity to the query under one
-    attribute. `score = weight * similarity + (1 - weight) * (1 - position / len(candidates))`.
+    attribute. `score = weight * similarity + (1 - weight) * (1 - position / len(candidates))`
+    (`service/reranking.py`).
     Ids not in the catalogue are returned in `unknown`."""
     timer = StageTimer(runtime.metrics)
     if not candidates:
@@ -90,12 +83,9 @@ async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeFi
     query = await runtime.query_vector(attribute, image, blank_to_none(item_id), timer)
     with timer.stage("search"):
         scores, metadata, unknown = await anyio.to_thread.run_sync(
-            _score_known, runtime.catalogue, query, attribute, unique)
-    n = len(unique)
-    hits = [RerankHit(id=c, similarity=scores[c], position=p, metadata=metadata[c],
-                      score=weight * scores[c] + (1.0 - weight) * (1.0 - p / n))
-            for p, c in enumerate(unique) if c in scores]
-    hits.sort(key=lambda h: (-h.score, h.position))
+            reranking.score_known, runtime.catalogue, query, attribute, unique)
+    hits = [RerankHit(id=h.id, similarity=h.similarity, position=h.position, score=h.score, metadata=h.metadata)
+            for h in reranking.rerank(unique, scores, metadata, weight)]
     response.headers["Server-Timing"] = timer.server_timing()
     return RerankResponse(attribute=attribute, weight=weight, results=hits, unknown=unknown, duplicates=duplicates)
 

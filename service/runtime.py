@@ -18,10 +18,10 @@ from PIL import Image
 
 from index import CatalogueIndex, DirectoryUnwritable, validate_id
 from model.encoder import Encoder, Explanation
+from model.image_input import ImageLimits, ImageTooLarge, decode_image
 from service.durability import Compactor
 from service.errors import ApiError
 from service.guards import InferenceQueue
-from service.images import ImageLimits, decode_image
 from service.item_images import IMAGE_KEY, stored_path
 from service.metrics import Metrics, StageTimer
 from service.settings import Settings
@@ -126,8 +126,7 @@ class Runtime:
         with timer.stage("decode"):
             data = await upload.read(self.settings.max_upload_bytes + 1)
             if len(data) > self.settings.max_upload_bytes:
-                raise ApiError(413, "image_too_large", f"the image is over the limit of "
-                               f"{self.settings.max_upload_bytes} bytes")
+                raise ImageTooLarge(f"the image is over the limit of {self.settings.max_upload_bytes} bytes")
             return await anyio.to_thread.run_sync(decode_image, data, self.image_limits), data
 
     async def decode(self, upload: UploadFile, timer: StageTimer) -> Image.Image:

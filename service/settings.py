@@ -7,9 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIB = 1024 * 1024
-DEFAULT_MAX_UPLOAD_BYTES = 10 * MIB
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+from model.image_input import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MIB
 
 
 class Settings(BaseSettings):
@@ -51,7 +49,7 @@ class Settings(BaseSettings):
         return None if value is None or (isinstance(value, str) and not value.strip()) else value
 
     @model_validator(mode="after")
-    def _top_k_fits(self) -> "Settings":
+    def _top_k_fits(self) -> Settings:
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
         return self

@@ -2,8 +2,8 @@
 import torch
 
 from model.backbones import build_lite0_classifier
-from model.preprocess import normalise
 from model.config import Preprocess
+from model.preprocess import normalise
 from model.roi import SquareView, crop_resize
 
 # ImageNet classes 281-285 are the domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian cat).

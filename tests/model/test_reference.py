@@ -55,7 +55,9 @@ def _hand_branch(state, prefix, resnet, x, attr, cp):
     net.eval()
     with torch.no_grad():
         f = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
-        w = lambda n: (state[f"{prefix}.attnnet.{n}.weight"], state[f"{prefix}.attnnet.{n}.bias"])
+        def w(n: str) -> tuple[torch.Tensor, torch.Tensor]:
+            return state[f"{prefix}.attnnet.{n}.weight"], state[f"{prefix}.attnnet.{n}.bias"]
+
         e = state["choices.global.attrnet.attr_embedding.weight"][attr]
         p = torch.tanh(F.linear(e, *w("attr_transform1")))
         fp = torch.tanh(F.conv2d(f, *w("conv"))).flatten(2)[0]           # [c', hw]
@@ -68,6 +70,7 @@ def _hand_branch(state, prefix, resnet, x, attr, cp):
 
 def test_converted_model_matches_hand_wired_forward(tmp_path: Path, reference_state) -> None:
     from PIL import Image
+
     from model.preprocess import global_inputs, local_inputs
     from model.roi import attention_boxes
 

@@ -63,7 +63,7 @@ def test_query_candidate_split(dataset: pathlib.Path, split: str) -> None:
     candidates = _read_rows(dataset / f"candidate_{split}.txt")
     fids = Counter(r[0] for r in queries + candidates)
     assert sorted(fids) == list(range(84)) and set(fids.values()) == {1}
-    for fid, attr, val in queries + candidates:
+    for _, attr, val in queries + candidates:
         assert 0 <= attr < len(synth.ATTRIBUTES) and 0 <= val < len(synth.ATTRIBUTES[attr][1])
     per_attr = Counter(r[1] for r in queries + candidates)
     assert set(per_attr.values()) == {84 // len(synth.ATTRIBUTES)}  # round-robin tagging

@@ -251,20 +251,30 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
-def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_only: bool) -> tuple[list[str], dict]:
-    """The service's command and environment as compose runs them, with /data on `data`: under a
-    read-only root filesystem (private mount namespace) where this machine allows one."""
+def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_only: bool,
+                     cwd: Path) -> tuple[list[str], dict]:
+    """The service's command and environment as compose runs them, with /data on `data`: where this
+    machine allows a private mount namespace, under a read-only root filesystem with a fresh tmpfs
+    on /tmp (`read_only: true`, `tmpfs: [/tmp]`) and only the volume writable. What the process
+    needs from the real /tmp (this checkout, its interpreter, the volume, when they live there) is
+    bound back in, read-only but for the volume."""
     env = {k: _interpolate(v, env_in).replace("/data", str(data)) for k, v in service["environment"].items()}
     args = [a.replace("/data", str(data)) for a in service["command"][1:]]
     python = [sys.executable, "-m", "service.cli", *args]
     if not read_only:
         return python, env
-    volume = shlex.quote(str(data))
-    inner = ("set -e\nmount --make-rprivate /\n"
-             f"mount --bind {volume} /mnt\n"  # the volume aside, while a fresh tmpfs covers /tmp (tmpfs: [/tmp])
-             f"mount -t tmpfs tmpfs /tmp\nmkdir -p {volume}\nmount --move /mnt {volume}\n"
-             "mount -o remount,bind,ro /\nexec " + " ".join(shlex.quote(c) for c in python))
-    return ["unshare", "-m", "sh", "-c", inner], env
+    tmp = Path("/tmp")
+    keep = {data: "rw", cwd: "ro", ROOT: "ro", Path(sys.prefix): "ro", Path(sys.executable).parent: "ro"}
+    lines = ["set -e", "mount --make-rprivate /", "mount --bind /tmp /mnt", "mount -t tmpfs tmpfs /tmp"]
+    for path, mode in keep.items():
+        if path.is_relative_to(tmp):
+            quoted = shlex.quote(str(path))
+            lines += [f"mkdir -p {quoted}", f"mount --bind {shlex.quote(str(Path('/mnt') / path.relative_to(tmp)))} "
+                      f"{quoted}"]
+            if mode == "ro":
+                lines.append(f"mount -o remount,bind,ro {quoted}")
+    lines += ["mount -o remount,bind,ro /", "exec " + " ".join(shlex.quote(c) for c in python)]
+    return ["unshare", "-m", "sh", "-c", "\n".join(lines)], env
 
 
 def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
@@ -282,7 +292,7 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("ASEN_")}
     workdir = tmp_path / "app"  # the image's WORKDIR holds no source: nothing is read from the cwd
     workdir.mkdir()
-    command, env = _compose_process(init, data, host_env, read_only)
+    command, env = _compose_process(init, data, host_env, read_only, workdir)
     first = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -292,7 +302,7 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     assert "Read-only file system" not in first.stderr, first.stderr
 
     port = free_port()
-    command, env = _compose_process(api, data, host_env, read_only)
+    command, env = _compose_process(api, data, host_env, read_only, workdir)
     env["ASEN_PORT"] = str(port)  # the port the container publishes, free on this machine
     env["ASEN_HOST"] = "127.0.0.1"
     process = subprocess.Popen(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
@@ -314,7 +324,7 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
         process.communicate(timeout=60)
 
     before = _tree(data)
-    command, env = _compose_process(init, data, host_env, read_only)
+    command, env = _compose_process(init, data, host_env, read_only, workdir)
     again = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr

@@ -21,9 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from model.image_input import ImageLimits, ImageRejected, decode_image
 from service.app import create_app
-from service.errors import ApiError
-from service.images import ImageLimits, decode_image
+from service.errors import domain_status
 from service.settings import Settings
 
 ID = "test-00000"  # catalogue items of the demo test split, by position
@@ -160,8 +160,8 @@ def test_mutated_images_decode_or_get_a_4xx(original: bytes, edits: list[tuple[f
         data[int(where * len(data))] = value
     try:
         image = decode_image(bytes(data[: max(1, int(keep * len(data)))]), LIMITS)
-    except ApiError as error:
-        assert error.code in CODES.get(error.status, set()), (error.status, error.code)
+    except ImageRejected as error:
+        assert error.code in CODES.get(domain_status(error), set()), (domain_status(error), error.code)
     else:
         assert image.mode == "RGB" and min(image.size) >= 1
 

@@ -1,13 +1,15 @@
-"""Upload decoding: each way an image can be wrong has its own status and code."""
+"""Image decoding: each way an image can be wrong has its own domain error and code, and the API's
+one mapping (`service.errors.DOMAIN_STATUS`) gives each its status."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import pytest
 from PIL import Image
 
-from service.errors import ApiError
-from service.images import ImageLimits, decode_image
+from model.image_input import ImageLimits, ImageRejected, decode_image
+from service.errors import domain_status
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000)
 
@@ -22,10 +24,17 @@ def _photo(size: tuple[int, int] = (120, 80)) -> Image.Image:
     return Image.radial_gradient("L").resize(size).convert("RGB")
 
 
-def _refused(data: bytes, limits: ImageLimits = LIMITS) -> ApiError:
-    with pytest.raises(ApiError) as info:
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    code: str
+    detail: str
+
+
+def _refused(data: bytes, limits: ImageLimits = LIMITS) -> Refusal:
+    with pytest.raises(ImageRejected) as info:
         decode_image(data, limits)
-    return info.value
+    return Refusal(domain_status(info.value), info.value.code, str(info.value))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])

@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-MALLOC = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,10 +26,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.encoder import Encoder
+    from model.runtime import PROCESS_ENV
     from service.catalogue_build import BuildConfig, build_index
     from service.catalogue_sources import read_catalogue
 
-    missing = [k for k in MALLOC if k not in os.environ]
+    missing = [k for k in PROCESS_ENV if k not in os.environ]
     if missing:
         print(f"note: {', '.join(missing)} not set; torch may be much slower (docs/tuning.md)", file=sys.stderr)
     encoder = Encoder.from_checkpoint(args.checkpoint)

@@ -58,9 +58,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-# The allocator settings `asen serve` runs with (docs/tuning.md), as in bench/search_latency.py.
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-          "MALLOC_TOP_PAD_": "1073741824"}
+from model.runtime import PROCESS_ENV  # noqa: E402 - the process tuning `asen serve` runs with (docs/tuning.md)
+
 HOST = "127.0.0.1"
 ROUTES = ("search-image", "search-id", "rerank", "add", "delete")
 DEFAULT_MIX = "search-image=35,search-id=30,rerank=15,add=10,delete=10"
@@ -167,7 +166,7 @@ class Server:
 
 
 def server_env(api_key: str, extra: list[str]) -> dict[str, str]:
-    env = {**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning"}
+    env = {**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning"}
     for pair in extra:
         key, sep, value = pair.partition("=")
         if not sep or not key:

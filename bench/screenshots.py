@@ -26,10 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from model.runtime import PROCESS_ENV  # noqa: E402 - the process tuning of docs/tuning.md
 from tests.service.browser import browser_missing, chromium  # noqa: E402 - one place for Chromium's flags
-
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-          "MALLOC_TOP_PAD_": "1073741824", "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @contextmanager
@@ -39,7 +37,7 @@ def serving(checkpoint: Path, index: Path) -> Iterator[str]:
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
                "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning"})
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from model.runtime import PROCESS_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
-MALLOC = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296",
-          "MALLOC_TOP_PAD_": "1073741824"}
 STAGES = ("decode", "encode", "search")
 
 
@@ -74,7 +74,7 @@ def start_server(checkpoint: Path, index: Path, source: Path = ROOT,
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
                "--port", str(port)]
-    env = {**os.environ, **MALLOC, "ASEN_LOG_LEVEL": "warning", "PYTHONPATH": str(source), **(env_extra or {})}
+    env = {**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning", "PYTHONPATH": str(source), **(env_extra or {})}
     process = subprocess.Popen(command, cwd=source, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300

@@ -9,6 +9,11 @@ import os
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 4294967296,
                  "MALLOC_TOP_PAD_": 1073741824}
+# Every process setting of docs/tuning.md as environment strings, the one table: `asen` applies the
+# allocator part to itself (tune_allocator) and sets OMP_WAIT_POLICY before torch and faiss load
+# (service/server.py); the bench scripts export it to the servers they start; the Makefile,
+# Dockerfile and compose file keep copies that tests/service/test_docker.py checks against it.
+PROCESS_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def tune_allocator() -> bool:

@@ -17,7 +17,9 @@ def prefer_passive_openmp() -> None:
     with one client, 15.9 vs 23.7 with eight (docs/results.md, bench/search_latency.py).
     Only effective before torch and faiss load.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from model.runtime import PROCESS_ENV  # imports neither torch nor faiss
+
+    os.environ.setdefault("OMP_WAIT_POLICY", PROCESS_ENV["OMP_WAIT_POLICY"])
 
 
 def serve(settings: Settings) -> None:

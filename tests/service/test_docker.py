@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from index import CatalogueIndex
-from model.runtime import ALLOCATOR_ENV
+from model.runtime import PROCESS_ENV
 from service.app import create_app
 from service.cli import build_parser
 from service.settings import Settings
@@ -24,7 +24,7 @@ from tests.service.serving import free_port, read_only_mounts_allowed, serving, 
 
 ROOT = Path(__file__).resolve().parents[2]
 # The process tuning of docs/tuning.md: the allocator table asen applies itself, and passive OpenMP.
-RUNTIME_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, "OMP_WAIT_POLICY": "PASSIVE"}
+RUNTIME_ENV = PROCESS_ENV
 
 
 def dockerfile() -> list[tuple[str, str]]:

@@ -1,5 +1,5 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
-# make test    install, then lint (ruff) and run the test suite
+# make test    install, then lint (ruff), type-check (mypy) and run the test suite
 # make install virtualenv in $(VENV) with the pinned torch first, then this package, every version from
 #              requirements.lock; Debian's chromium and strace for the tests (as root, or with
 #              passwordless sudo) where missing
@@ -58,9 +58,11 @@ test-tools:
 serve: install
 	$(BIN)/asen demo $(DEMO_ARGS)
 
-# Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade, bugbear; pyproject.toml) before the tests.
+# Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade, bugbear) and type-check (mypy) before the
+# tests; both configured in pyproject.toml.
 test: install
 	$(BIN)/ruff check model index service tests bench tools
+	$(BIN)/mypy model index service
 	$(BIN)/python -m pytest
 
 # The lock is the dependency closure of '.[test]' as installed in $(VENV) (not ruff, pip-audit or other

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -66,9 +66,10 @@ def _build(dim: int, factory: str) -> faiss.Index:
         raise ValueError(f"invalid FAISS factory string {factory!r}: {detail}") from None
     core = _core(base)
     if _kind(core, factory) == "ivf":
-        core.set_direct_map_type(faiss.DirectMap.Hashtable)
+        core.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # stubs lack DirectMap
         if isinstance(core, faiss.IndexIVFPQ):  # only serves polysemous search, which is unused
-            core.do_polysemous_training = False  # and costs ~10 s even on tiny data
+            # and costs ~10 s even on tiny data; the stubs omit this IndexIVFPQ field
+            core.do_polysemous_training = False  # type: ignore[attr-defined]
         return base
     if isinstance(base, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         raise ValueError(f"factory {factory!r}: leave out 'IDMap'; keys are managed by this package")
@@ -96,7 +97,9 @@ def _bitmap_selector(keys: np.ndarray) -> faiss.IDSelector:
     """An IDSelectorBitmap over keys ``[m]`` (keys are small dense counters, so this is compact)."""
     mask = np.zeros(int(keys.max()) + 1, dtype=bool)
     mask[keys] = True
-    return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+    # the Python wrapper (class_wrappers.handle_IDSelectorSubset) also takes just the array; the stubs
+    # only model the SWIG (n, bitmap) constructor
+    return faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))  # type: ignore[call-arg, arg-type]
 
 
 def _empty_result(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +116,9 @@ class AttributeIndex:
         self.exact_filter_max = EXACT_FILTER_MAX
 
     def _attach(self, index: faiss.Index) -> None:
-        # typed Any: FAISS's bundled stubs do not model the subclasses' attributes
-        self._index: Any = index
+        # typed Any: FAISS's bundled stubs do not model the subclasses' attributes (the cast stops
+        # mypy from narrowing the attribute back to faiss.Index on this assignment)
+        self._index: Any = cast(Any, index)
         self._core: Any = _core(index)
         self.kind = _kind(self._core, self.factory)
         # exact = plain flat scan in the original space (no PCA/OPQ transform in front)
@@ -269,9 +273,12 @@ class AttributeIndex:
     def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=int(self._core.hnsw.efSearch))
+            params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]  # missing from the stubs
+                efSearch=int(self._core.hnsw.efSearch))
         elif self.kind == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=int(self._core.nprobe))
+            # the Python wrapper (class_wrappers.handle_SearchParameters) takes field values as keywords;
+            # the stubs only model the bare SWIG constructor
+            params = faiss.SearchParametersIVF(nprobe=int(self._core.nprobe))  # type: ignore[call-arg]
         else:
             params = faiss.SearchParameters()
         if selector is not None:

@@ -60,7 +60,9 @@ class RepairReport:
 def _complete_writes(frames: list[tuple[int, int, LogRecord]]) -> tuple[list, list]:
     """Split consecutive frames into complete writes (``more`` counting down to 0, adjacent) and
     the frames of incomplete ones."""
-    complete, broken, group = [], [], []
+    complete: list[tuple[int, int, LogRecord]] = []
+    broken: list[tuple[int, int, LogRecord]] = []
+    group: list[tuple[int, int, LogRecord]] = []
     for frame in frames:
         if group and (frame[0] != group[-1][1] or frame[2].more != group[-1][2].more - 1):
             broken.extend(group)

@@ -47,12 +47,12 @@ class ASENModel(nn.Module):
         self.attr_embedding = nn.Embedding(cfg.n_attributes, cfg.attr_dim)
         self.global_head = self._head(cfg.global_branch, self.global_backbone)
         self.local_backbone: Backbone | None = None
-        self.local_head: AttentionHead | None = None
+        self.local_head: ChannelStandardised | None = None
         if cfg.has_local:
             self.local_backbone = build_backbone(cfg.local_branch, pretrained, local_weights)
             self.local_head = self._head(cfg.local_branch, self.local_backbone)
 
-    def _head(self, branch: BranchConfig, backbone: Backbone) -> nn.Module:
+    def _head(self, branch: BranchConfig, backbone: Backbone) -> ChannelStandardised:
         cfg = self.cfg
         if cfg.variant in ("csn", "triplet"):
             return SharedEmbeddingHead(backbone.out_channels, branch.out_dim, cfg.n_attributes,
@@ -84,8 +84,10 @@ class ASENModel(nn.Module):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role: the global side (with the shared attribute embedding) and
         the local side, so stage 2 can give them different learning rates."""
-        local = [] if self.local_head is None else [
-            p for m in (self.local_backbone, self.local_head) for p in m.parameters() if p.requires_grad]
+        local: list[nn.Parameter] = []
+        if self.local_head is not None:
+            assert self.local_backbone is not None  # built together with the local head
+            local = [p for m in (self.local_backbone, self.local_head) for p in m.parameters() if p.requires_grad]
         global_ = [p for m in (self.global_backbone, self.global_head, self.attr_embedding)
                    for p in m.parameters() if p.requires_grad]
         return {"global": global_, "local": local}

@@ -56,6 +56,9 @@ class ChannelStandardised(nn.Module):
     backbone map (train-set statistics). Frozen ImageNet features differ in scale by orders of
     magnitude per channel; without it colour-like channels are drowned out."""
 
+    feat_mean: torch.Tensor  # buffers [C], registered in __init__
+    feat_std: torch.Tensor
+
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(in_channels))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -95,10 +96,14 @@ def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
 
 def _lite0_stages(stride: int, pretrained: bool) -> tuple[list[nn.Module], int]:
     net = build_lite0_classifier(pretrained)
-    stages: list[nn.Module] = [nn.Sequential(net.conv_stem, net.bn1), *net.blocks[:5]]
+    # nn.Module attribute access is typed Tensor | Module: name the submodules' real types
+    blocks = cast(nn.Sequential, net.blocks)
+    conv_stem, bn1 = cast(nn.Module, net.conv_stem), cast(nn.Module, net.bn1)
+    stages: list[nn.Module] = [nn.Sequential(conv_stem, bn1), *blocks[:5]]
     if stride == 16:
         return stages, 112
-    return [*stages, net.blocks[5], nn.Sequential(net.blocks[6], net.conv_head, net.bn2)], 1280
+    conv_head, bn2 = cast(nn.Module, net.conv_head), cast(nn.Module, net.bn2)
+    return [*stages, blocks[5], nn.Sequential(blocks[6], conv_head, bn2)], 1280
 
 
 def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[nn.Module], int]:

@@ -28,7 +28,7 @@ def _load_kept(path: Path) -> Image.Image:
     short = min(img.size)
     if short > KEEP_SIDE:
         scale = KEEP_SIDE / short
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR)
     return img
 
 

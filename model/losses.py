@@ -1,6 +1,8 @@
 """Losses of ASEN++: the triplet ranking loss on cosine similarity and the global/local alignment."""
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +17,9 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
 
 def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Tensor]) -> torch.Tensor:
     """`sum over x in {anchor, pos, neg} of mean(1 - cos(g_x, l_x))`."""
-    return sum((1.0 - F.cosine_similarity(g, loc, dim=-1)).mean() for g, loc in zip(global_parts, local_parts))
+    # sum() starts from the int 0; with at least one pair (always, in use) the result is a tensor
+    return cast(torch.Tensor,
+                sum((1.0 - F.cosine_similarity(g, loc, dim=-1)).mean() for g, loc in zip(global_parts, local_parts)))
 
 
 def joint_loss(g: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loc: tuple[torch.Tensor, torch.Tensor, torch.Tensor],

@@ -37,9 +37,9 @@ def crop_resize(image: Image.Image, box: tuple[float, float, float, float], size
     """Crop `box` (original pixels, may overhang: filled black) and resize to `size x size`."""
     x0, y0, x1, y1 = box
     if x0 >= 0 and y0 >= 0 and x1 <= image.width and y1 <= image.height:
-        return image.resize((size, size), Image.BILINEAR, box=box)
-    inner = image.crop(tuple(int(round(v)) for v in box))
-    return inner.resize((size, size), Image.BILINEAR)
+        return image.resize((size, size), Image.Resampling.BILINEAR, box=box)
+    inner = image.crop((int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))))
+    return inner.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def attention_boxes(att: torch.Tensor, size: int, threshold: float, chunk: int = 512) -> torch.Tensor:

@@ -36,7 +36,7 @@ class _AttributeTable:
 class TripletSampler:
     """Draws (attr, anchor_fid, positive_fid, negative_fid) rows from flattened train labels."""
 
-    def __init__(self, labels: Tagged, n_values: Sequence[int], seed: int | None = None) -> None:
+    def __init__(self, labels: Tagged, n_values: Sequence[int], seed: int | Sequence[int] | None = None) -> None:
         self.n_values = [int(k) for k in n_values]
         _validate(labels, self.n_values)
         self._tables = [_table(labels, a, k) for a, k in enumerate(self.n_values)]

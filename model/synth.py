@@ -15,6 +15,7 @@ import io
 import json
 import os
 import pathlib
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -102,7 +103,7 @@ def tag_queries(labels: np.ndarray, seed: int, split_id: int) -> tuple[list[Row]
     return sorted(queries), sorted(candidates)
 
 
-def _write_lines(path: pathlib.Path, rows: list[tuple[int, ...]] | list[str]) -> None:
+def _write_lines(path: pathlib.Path, rows: Sequence[tuple[int, ...]] | Sequence[str]) -> None:
     lines = [r if isinstance(r, str) else " ".join(map(str, r)) for r in rows]
     path.write_text("".join(line + "\n" for line in lines))
 
@@ -131,6 +132,7 @@ def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 
     workers = min(2, os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1
     labels: dict[int, list[list[int]]] = {sid: [] for sid in range(len(SPLITS))}
     with tqdm(total=total, disable=not progress, desc="drawing garments", unit="img") as bar:
+        results: Iterator[list[list[int]]]
         if workers == 1:
             results = (_render_chunk(*task) for task in tasks)
             pool = None

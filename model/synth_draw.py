@@ -91,8 +91,8 @@ def make_palette(colour: str, rng: np.random.Generator) -> Palette:
     r, g, b = colorsys.hsv_to_rgb(hue, _u(rng, 0.6, 0.95), value)
     base: RGB = (int(r * 255), int(g * 255), int(b * 255))
     light = 0.299 * base[0] + 0.587 * base[1] + 0.114 * base[2] > 135
-    dark: RGB = (int(rng.integers(10, 50)),) * 3  # type: ignore[assignment]
-    pale: RGB = (int(rng.integers(220, 252)),) * 3  # type: ignore[assignment]
+    dark: RGB = (int(rng.integers(10, 50)),) * 3
+    pale: RGB = (int(rng.integers(220, 252)),) * 3
     second = _mix(base, (0, 0, 0), 0.35) if light else _mix(base, (255, 255, 255), 0.5)
     tone, counter = (dark, pale) if light else (pale, dark)
     strength = _u(rng, 0.45, 0.7)  # details are visible but not stark: a shade of the garment colour
@@ -331,7 +331,7 @@ def render_scene(values: dict[str, str], rng: np.random.Generator) -> Image.Imag
     side = min(w, h)  # keep the garment inside the central square (what a centre crop sees)
     s = _u(rng, 0.35, 0.9) * side / height_u
     s = min(s, 0.95 * side / (width_u * c + height_u * sn), 0.95 * side / (width_u * sn + height_u * c))
-    garment = render_garment(values, shape, s, rng).rotate(angle, resample=Image.NEAREST, expand=True)
+    garment = render_garment(values, shape, s, rng).rotate(angle, resample=Image.Resampling.NEAREST, expand=True)
     scene = make_background(w, h, rng)
     gx = (w - side) // 2 + int(rng.integers(0, max(1, side - garment.width + 1)))
     gy = (h - side) // 2 + int(rng.integers(0, max(1, side - garment.height + 1)))

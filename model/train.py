@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ from model.evaluate import ValidationSet
 from model.features import build_image_set, local_maps
 from model.losses import joint_loss, triplet_loss
 from model.sampling import TripletSampler
+
+Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Trainer:
         """Local-branch statistics from 512 of the first stage-2 crops (already in the cache)."""
         n = min(512, len(self.pair_fids))
         pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
+        assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
         with torch.no_grad():
             mean, std = channel_statistics(self.model.local_backbone.tail(self.local_cache[pick].float()))
         self.model.local_head.set_standardisation(mean, std)
@@ -201,6 +204,7 @@ class Trainer:
     def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
         """One epoch + validation + checkpoints; returns the seconds validation and saving took."""
         cfg, epoch, t0 = self.cfg, self.state["epoch"], time.monotonic()
+        assert self.optimizer is not None  # made by _run_stage
         for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
             group["lr"] = base * self._lr_factor(stage, epoch)
         if stage == 2:
@@ -252,11 +256,12 @@ class Trainer:
         """Loss of a batch of triplets `[B, 4]` (attr, anchor, positive, negative)."""
         fids = batch[:, 1:].T.reshape(-1)                      # anchors, positives, negatives
         attrs = batch[:, 0].repeat(3)[:, None]                 # [3B, 1]
-        g = self.model.global_embed(self.train.global_maps[fids].float(), attrs)[0][:, 0].chunk(3)
+        # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
+        g = cast(Triple, self.model.global_embed(self.train.global_maps[fids].float(), attrs)[0][:, 0].chunk(3))
         if stage == 1:
             return triplet_loss(*g, margin=self.cfg.margin)
         rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
-        loc = self.model.local_embed(self.local_cache[rows].float(), attrs)[:, 0].chunk(3)
+        loc = cast(Triple, self.model.local_embed(self.local_cache[rows].float(), attrs)[:, 0].chunk(3))
         return joint_loss(g, loc, margin=self.cfg.margin)
 
     # ----------------------------------------------------------------- resume

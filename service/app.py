@@ -45,6 +45,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
             logger.info("loading %s and %s", settings.checkpoint, settings.index)
             loaded = await anyio.to_thread.run_sync(load_resources, settings)
         else:
+            assert catalogue is not None  # passed together with encoder (checked above)
             loaded = (encoder, catalogue)
         writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
         write_lock = threading.Lock()  # one write (or compaction) at a time
@@ -119,4 +120,4 @@ def final_compaction(runtime: Runtime) -> None:
 
 def app_from_env() -> FastAPI:
     """For `uvicorn --factory service.app:app_from_env`: settings from `ASEN_*` variables only."""
-    return create_app(Settings())  # type: ignore[call-arg]
+    return create_app(Settings())

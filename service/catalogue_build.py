@@ -120,10 +120,11 @@ def _write_atomic(path: Path, write: Any) -> None:
 
 
 def _save_chunk(path: Path, chunk: _Chunk) -> None:
-    arrays = {"ids": np.array(chunk.ids, dtype=str), "vectors": chunk.vectors,
-              "metadata": np.array([json.dumps(m) for m in chunk.metadata], dtype=str),
-              "failed": np.array([json.dumps(f) for f in chunk.failed], dtype=str)}
-    _write_atomic(path, lambda fh: np.savez(fh, **arrays))
+    ids = np.array(chunk.ids, dtype=str)
+    metadata = np.array([json.dumps(m) for m in chunk.metadata], dtype=str)
+    failed = np.array([json.dumps(f) for f in chunk.failed], dtype=str)
+    # named keywords, not **dict: numpy's stubs would match a dict's values against allow_pickle
+    _write_atomic(path, lambda fh: np.savez(fh, ids=ids, vectors=chunk.vectors, metadata=metadata, failed=failed))
 
 
 def _read_chunk(path: Path) -> _Chunk:

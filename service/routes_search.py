@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated
+from typing import Annotated, cast
 
 import anyio
 from fastapi import APIRouter, File, Form, Response, UploadFile
 
+from index import SearchResult
 from service import reranking
 from service.errors import ApiError
 from service.item_images import public_metadata
@@ -51,8 +52,9 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
     exclude = [item_id] if item_id is not None else []
     with timer.stage("search"):
         try:
-            hits = await anyio.to_thread.run_sync(
-                lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude))
+            # one query vector [dim]: search returns a single list of results
+            hits = cast(list[SearchResult], await anyio.to_thread.run_sync(
+                lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude)))
         except ValueError as exc:
             raise ApiError(422, "invalid_filters", str(exc)) from None
     response.headers["Server-Timing"] = timer.server_timing()

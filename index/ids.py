@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from .errors import UnknownItem
+
 MAX_ID_LENGTH = 512
 
 
@@ -81,7 +83,7 @@ class IdMap:
         try:
             return self._key_of[item_id]
         except KeyError:
-            raise KeyError(f"unknown item id {item_id!r}") from None
+            raise UnknownItem(item_id) from None
 
     def get_key(self, item_id: str) -> int | None:
         return self._key_of.get(item_id)

@@ -21,6 +21,17 @@ from model.preprocess import global_inputs, local_inputs
 from model.roi import SquareView, attention_boxes
 
 
+class UnknownAttribute(KeyError):
+    """The model has no attribute of this name."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(name)
+        self.name, self.known = name, known
+
+    def __str__(self) -> str:
+        return f"unknown attribute {self.name!r}; known attributes: {', '.join(self.known)}"
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Why an image looks the way it does under one attribute."""
@@ -67,7 +78,7 @@ class Encoder:
         for i, attr in enumerate(self.attributes):
             if attr.name == name:
                 return i
-        raise KeyError(f"unknown attribute {name!r}; known: {', '.join(self.attribute_names)}")
+        raise UnknownAttribute(name, self.attribute_names)
 
     def encode(self, images: Sequence[Image.Image], attributes: Sequence[int] | None = None,
                batch_size: int = 16) -> np.ndarray:

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index import CatalogueBusy
+from index import CatalogueBusy, UnknownItem
+from model.encoder import UnknownAttribute
 from model.image_input import (
     CorruptImage,
     EmptyImage,
@@ -50,9 +51,10 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 # are mapped (image errors carry their own code).
 DOMAIN_STATUS: dict[type[Exception], int] = {
     EmptyImage: 400, NotAnImage: 400, CorruptImage: 422, UnsupportedFormat: 415, ImageTooLarge: 413,
-    TooManyPixels: 413, CatalogueBusy: 503,
+    TooManyPixels: 413, CatalogueBusy: 503, UnknownItem: 404, UnknownAttribute: 422,
 }
-DOMAIN_CODE: dict[type[Exception], str] = {CatalogueBusy: "busy"}
+DOMAIN_CODE: dict[type[Exception], str] = {CatalogueBusy: "busy", UnknownItem: "unknown_item",
+                                           UnknownAttribute: "unknown_attribute"}
 
 
 def domain_status(exc: Exception) -> int:

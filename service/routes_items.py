@@ -71,10 +71,7 @@ def _after_write(runtime: Runtime) -> None:
 @router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERROR_RESPONSES)
 async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
     """An item's metadata."""
-    try:
-        item = await anyio.to_thread.run_sync(runtime.catalogue.get, item_id)
-    except KeyError:
-        raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
+    item = await anyio.to_thread.run_sync(runtime.catalogue.get, item_id)  # UnknownItem: 404 `unknown_item`
     return ItemResponse(id=item.id, metadata=public_metadata(item.metadata))
 
 

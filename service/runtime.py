@@ -89,11 +89,8 @@ class Runtime:
         return ImageLimits(self.settings.max_upload_bytes, self.settings.max_image_pixels)
 
     def attribute_id(self, name: str) -> int:
-        try:
-            return self.encoder.attribute_id(name)
-        except KeyError:
-            raise ApiError(422, "unknown_attribute", f"unknown attribute {name!r}; known attributes: "
-                           f"{', '.join(self.encoder.attribute_names)}") from None
+        """UnknownAttribute (422 `unknown_attribute`) for a name the model does not have."""
+        return self.encoder.attribute_id(name)
 
     def check_top_k(self, top_k: int | None) -> int:
         top_k = self.settings.default_top_k if top_k is None else top_k
@@ -149,10 +146,8 @@ class Runtime:
 
     async def item_image_path(self, item_id: str) -> Path:
         """The stored image file of a catalogue item; 404 when the item or its image is unknown."""
-        try:
-            reference = (await anyio.to_thread.run_sync(self.catalogue.get, item_id)).metadata.get(IMAGE_KEY)
-        except KeyError:
-            raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
+        # UnknownItem (404 `unknown_item`) when there is no such item
+        reference = (await anyio.to_thread.run_sync(self.catalogue.get, item_id)).metadata.get(IMAGE_KEY)
         path = stored_path(self.settings.index, reference)
         if path is None:
             raise ApiError(404, "no_image", f"item {item_id!r} has no stored image (its index was built before "
@@ -182,10 +177,8 @@ class Runtime:
         if image is not None:
             return await self.encode(await self.decode(image, timer), attr, timer)
         assert item_id is not None
-        try:  # off the event loop, as every catalogue call: it may wait for a write being applied
-            return await anyio.to_thread.run_sync(self.catalogue.vector, item_id, attribute)
-        except KeyError:
-            raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue") from None
+        # off the event loop, as every catalogue call: it may wait for a write being applied
+        return await anyio.to_thread.run_sync(self.catalogue.vector, item_id, attribute)
 
 
 def get_runtime(request: Request) -> Runtime:

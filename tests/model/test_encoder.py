@@ -46,5 +46,5 @@ def test_explain_returns_map_and_box_in_original_pixels() -> None:
 def test_unknown_attribute_name() -> None:
     enc = Encoder(ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS)
     assert enc.attribute_id("a2") == 2
-    with pytest.raises(KeyError, match="known: a0, a1, a2"):
+    with pytest.raises(KeyError, match="known attributes: a0, a1, a2"):
         enc.attribute_id("collar")

@@ -491,11 +491,6 @@ class CatalogueIndex:
             remove_stale_logs(root, path.name)
             return path
 
-    @property
-    def is_writer(self) -> bool:
-        """Whether this catalogue holds its directory's writer lock."""
-        return self._dir_lock is not None and self._dir_lock.held
-
     def close(self) -> None:
         """Close the write-ahead log (without compacting it: see ``checkpoint``) and release the
         directory's writer lock."""

@@ -19,7 +19,7 @@ from .dirlock import DirectoryLock
 from .errors import IndexFormatError
 from .fileio import fsync_path
 from .store import current_version
-from .wal import LogRecord, _keep_copy, log_path, scan_log
+from .wal import LogRecord, keep_copy, log_path, scan_log
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def repair_log(root: str | os.PathLike[str], mode: str = "cut", dry_run: bool = 
         if dry_run or not report.needed:
             return report
         data = path.read_bytes()
-        backup = _keep_copy(path, "corrupt")
+        backup = keep_copy(path, "corrupt")
         temp = path.with_name(path.name + ".repair-tmp")
         with open(temp, "wb") as fh:
             for a, b, _ in keep:

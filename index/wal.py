@@ -265,7 +265,7 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def _keep_copy(path: Path, suffix: str, data: bytes | None = None) -> Path:
+def keep_copy(path: Path, suffix: str, data: bytes | None = None) -> Path:
     """A durable copy of ``path`` (or of ``data``) beside it, named ``<name>.<suffix>-<time>``."""
     copy = path.with_name(f"{path.name}.{suffix}-{_stamp()}")
     if data is None:
@@ -314,7 +314,7 @@ class WriteAheadLog:
         """Cut off what follows the last complete write (a write a crash cut off, never
         acknowledged), keeping the bytes in a copy beside the log (best effort)."""
         try:
-            copy = _keep_copy(self.path, "cut", os.pread(self._fd, size - end, end))
+            copy = keep_copy(self.path, "cut", os.pread(self._fd, size - end, end))
             kept = f"; the bytes are kept in {copy.name}"
         except OSError as exc:
             kept = f"; they could not be kept ({exc})"

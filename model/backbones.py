@@ -164,8 +164,9 @@ def _torchvision_spec(name: str, width: int, local_default: str) -> BackboneSpec
 
     weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
     preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
-    mean, std = (tuple(float(v) for v in preset.mean), tuple(float(v) for v in preset.std))
-    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,  # type: ignore[arg-type]
+    mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
+    std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
+    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,
                         int(preset.crop_size[0]), local_default, True)
 
 

@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # glibc malloc settings (model/runtime.py, PROCESS_ENV): without them torch inference spends
+    # glibc malloc settings (model/tuning.py, PROCESS_ENV): without them torch inference spends
     # most of its time in page faults.
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=4294967296 \
@@ -41,6 +41,8 @@ COPY pyproject.toml requirements.lock ./
 COPY model ./model
 COPY index ./index
 COPY service ./service
+# the import package: asen_search/{model,index,service} are links to the three folders above
+COPY asen_search ./asen_search
 # Every version from the lock (the CPU torch build above satisfies its torch pin).
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; fi; \

@@ -6,17 +6,17 @@
 # make lock    rewrite requirements.lock from $(VENV) after a change of pyproject.toml's dependencies
 # make wheelhouse  every wheel the Docker image installs, into wheelhouse/ (Linux x86-64, Python 3.11),
 #              for an offline image build: docker build --build-arg WHEELHOUSE=1 .
-# make audit   check requirements.lock's pins for known vulnerabilities (tools/audit_deps.py; network)
+# make audit   check requirements.lock's pins for known vulnerabilities (pip-audit via tools/audit.py; network)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-# glibc malloc settings (docs/tuning.md, model/runtime.py ALLOCATOR_ENV): up to 3.5x faster torch on CPU.
+# glibc malloc settings (docs/tuning.md, model/tuning.py ALLOCATOR_ENV): up to 3.5x faster torch on CPU.
 export MALLOC_MMAP_THRESHOLD_ := 33554432
 export MALLOC_TRIM_THRESHOLD_ := 4294967296
 export MALLOC_TOP_PAD_ := 1073741824
-# torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/server.py).
+# torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/api/server.py).
 export OMP_WAIT_POLICY := PASSIVE
 
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
@@ -62,18 +62,18 @@ serve: install
 # tests; both configured in pyproject.toml.
 test: install
 	$(BIN)/ruff check model index service tests bench tools
-	$(BIN)/mypy model index service
+	$(BIN)/mypy -p asen_search
 	$(BIN)/python -m pytest
 
-# The lock is the dependency closure of '.[test]' as installed in $(VENV) (not ruff, pip-audit or other
+# The lock is the dependency closure of '.[test]' as installed in $(VENV) (not other
 # tools that may sit there too); written to a temporary file first so a failure leaves the old lock.
 lock:
 	$(BIN)/python tools/lock_deps.py > requirements.lock.tmp || { rm -f requirements.lock.tmp; exit 1; }
 	mv requirements.lock.tmp requirements.lock
 
 # Exit 1 on a known vulnerability in a pinned version, 2 when no vulnerability source is reachable.
-audit:
-	$(PYTHON) tools/audit_deps.py --lock requirements.lock
+audit: install
+	$(BIN)/python tools/audit.py --lock requirements.lock
 
 # torch from the CPU wheel index first; then the package's dependencies (torch found in wheelhouse/),
 # pinned by the lock, and the build backend the image's `pip install .` needs.

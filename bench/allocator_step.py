@@ -7,10 +7,10 @@ import time
 
 import torch
 
-from model.asen import ASENModel
-from model.config import ModelConfig
-from model.losses import triplet_loss
-from model.runtime import tune_allocator
+from asen_search.model.config import ModelConfig
+from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.losses import triplet_loss
+from asen_search.model.tuning import tune_allocator
 
 
 def main(mode: str) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from model.data import load_dataset
-from model.encoder import Encoder
-from model.preprocess import load_image
-from model.runtime import tune_allocator
+from asen_search.model.data.dataset import load_dataset
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.preprocess import load_image
+from asen_search.model.tuning import tune_allocator
 
 
 def main() -> None:

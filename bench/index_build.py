@@ -25,10 +25,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
-    from model.encoder import Encoder
-    from model.runtime import PROCESS_ENV
-    from service.catalogue_build import BuildConfig, build_index
-    from service.catalogue_sources import read_catalogue
+    from asen_search.model.encoder import Encoder
+    from asen_search.model.tuning import PROCESS_ENV
+    from asen_search.service.catalogue.build import BuildConfig, build_index
+    from asen_search.service.catalogue.sources import read_catalogue
 
     missing = [k for k in PROCESS_ENV if k not in os.environ]
     if missing:

@@ -1,9 +1,12 @@
 """Screenshots of the web page for the docs: a results grid (desktop), the explanation overlay, and a
 phone-sized view, taken with headless Chromium (Debian's `chromium`) driven by Playwright.
 
-    python bench/screenshots.py --checkpoint runs/default/best.pt --index runs/demo_index \\
+    .venv/bin/python -m bench.screenshots --checkpoint runs/default/best.pt --index runs/demo_index \\
         --query data/demo/images/test/00042.jpg
-    python bench/screenshots.py --url http://127.0.0.1:8765 --query photo.jpg   # a server already running
+    .venv/bin/python -m bench.screenshots --url http://127.0.0.1:8765 --query photo.jpg   # a server already running
+
+Run as a module from the repository root (`-m`): it shares the tests' Chromium launcher
+(tests/service/browser.py), which the repository root on sys.path makes importable.
 
 Writes docs/page-results.png, docs/page-explain.png and docs/page-mobile.png (--out to change).
 Without --url it serves the checkpoint and index itself (`asen serve` in a subprocess).
@@ -23,11 +26,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from asen_search.model.tuning import PROCESS_ENV  # the process tuning of docs/tuning.md
+from tests.service.browser import browser_missing, chromium  # one place for Chromium's flags
 
-from model.runtime import PROCESS_ENV  # noqa: E402 - the process tuning of docs/tuning.md
-from tests.service.browser import browser_missing, chromium  # noqa: E402 - one place for Chromium's flags
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
@@ -35,7 +37,7 @@ def serving(checkpoint: Path, index: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
+    command = [sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
                "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning"})
     url = f"http://127.0.0.1:{port}"

@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from model.runtime import PROCESS_ENV
+from asen_search.model.tuning import PROCESS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("decode", "encode", "search")
@@ -34,8 +34,8 @@ STAGES = ("decode", "encode", "search")
 
 def synthetic_index(checkpoint: Path, size: int, out: Path, factory: str) -> Path:
     """`size` random unit vectors per attribute, under the checkpoint's fingerprint."""
-    from index import CatalogueIndex
-    from model.encoder import Encoder
+    from asen_search.index import CatalogueIndex
+    from asen_search.model.encoder import Encoder
 
     encoder = Encoder.from_checkpoint(checkpoint)
     catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, factory)
@@ -55,7 +55,7 @@ def query_images(folder: Path | None, n: int = 16) -> list[bytes]:
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
         if files:
             return [p.read_bytes() for p in files]
-    from model.synth import draw_garment, sample_labels
+    from asen_search.model.data.synth import draw_garment, sample_labels
 
     rng = np.random.default_rng(1)
     images = []
@@ -72,7 +72,7 @@ def start_server(checkpoint: Path, index: Path, source: Path = ROOT,
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
+    command = [sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
                "--port", str(port)]
     env = {**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning", "PYTHONPATH": str(source), **(env_extra or {})}
     process = subprocess.Popen(command, cwd=source, env=env)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index import CatalogueIndex
+from asen_search.index import CatalogueIndex
 
 
 def _vectors(rng: np.random.Generator, n: int, attributes: int, dim: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .dirlock import DirectoryLock
 from .errors import IndexFormatError
-from .fileio import fsync_path
+from .fileio import atomic_write
 from .store import current_version
 from .wal import LogRecord, keep_copy, log_path, scan_log
 
@@ -110,12 +110,5 @@ def repair_log(root: str | os.PathLike[str], mode: str = "cut", dry_run: bool = 
             return report
         data = path.read_bytes()
         backup = keep_copy(path, "corrupt")
-        temp = path.with_name(path.name + ".repair-tmp")
-        with open(temp, "wb") as fh:
-            for a, b, _ in keep:
-                fh.write(data[a:b])
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, path)
-        fsync_path(root)
+        atomic_write(path, lambda fh: fh.writelines(data[a:b] for a, b, _ in keep))
         return RepairReport(path, mode, report.kept, report.lost, unreadable, scan.size, backup, True)

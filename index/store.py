@@ -34,7 +34,7 @@ import numpy as np
 from .attribute_index import AttributeIndex
 from .dirlock import DirectoryLock
 from .errors import FingerprintMismatch, IndexFormatError
-from .fileio import fsync_path
+from .fileio import atomic_write, fsync_path
 from .ids import IdMap
 from .metadata import MetadataStore
 
@@ -157,10 +157,7 @@ def _save_locked(root: Path, snap: Snapshot) -> Path:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
-    pointer_temp = root / f"{POINTER}.tmp-{uuid.uuid4().hex[:8]}"
-    _write_text(pointer_temp, version + "\n")
-    os.replace(pointer_temp, root / POINTER)
-    fsync_path(root)
+    atomic_write(root / POINTER, lambda fh: fh.write(f"{version}\n".encode()))
     _tidy(root, {version} | ({current} if current else set()))
     return root / version
 

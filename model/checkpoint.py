@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from model.asen import ASENModel
-from model.config import ModelConfig, Preprocess, preprocess_from_dict
-from model.data import Attribute
+from asen_search.index.fileio import atomic_write
+from asen_search.model.config import ModelConfig, Preprocess, preprocess_from_dict
+from asen_search.model.data.dataset import Attribute
+from asen_search.model.nn.asen import ASENModel
 
 FORMAT = "asen-search-checkpoint"
 VERSION = 1
@@ -32,7 +32,7 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
                     attributes: tuple[Attribute, ...], extra: dict[str, Any] | None = None) -> None:
-    """Write atomically (temporary file beside, fsync, rename)."""
+    """Write atomically and durably (`index/fileio.py` atomic_write)."""
     path = Path(path)
     payload = {
         "format": FORMAT, "version": VERSION,
@@ -40,12 +40,7 @@ def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
         "attributes": [{"name": a.name, "values": list(a.values)} for a in attributes],
         "state_dict": model.state_dict(), "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:

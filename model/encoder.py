@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.asen import ASENModel
-from model.checkpoint import load_checkpoint
-from model.config import Preprocess
-from model.data import Attribute
-from model.preprocess import global_inputs, local_inputs
-from model.roi import SquareView, attention_boxes
+from asen_search.model.checkpoint import load_checkpoint
+from asen_search.model.config import Preprocess
+from asen_search.model.data.dataset import Attribute
+from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.preprocess import global_inputs, local_inputs
+from asen_search.model.nn.roi import SquareView, attention_boxes
 
 
 class UnknownAttribute(KeyError):

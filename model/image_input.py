@@ -5,7 +5,7 @@ Each way bytes can be wrong is its own exception (a subclass of ``ImageRejected`
 ``code``): too many bytes, too many pixels (decompression bombs are refused from the header, before
 any pixel is decoded), a format we do not decode, bytes that are no image at all, an image that
 cannot be decoded (truncated, corrupt). The service maps them to HTTP statuses in one place
-(``service/errors.py``); the index build counts them as skipped images.
+(``service/api/errors.py``); the index build counts them as skipped images.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from model.preprocess import to_rgb
+from asen_search.model.nn.preprocess import to_rgb
 
 MIB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_BYTES = 10 * MIB

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from model.config import BranchConfig, ModelConfig
+from asen_search.model.config import BranchConfig, ModelConfig
 
 
 def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
@@ -18,7 +18,7 @@ def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo dataset (the built-in generator), shared by the tests of a session."""
-    from model.synth import generate_dataset
+    from asen_search.model.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("demo")
     generate_dataset(root, n_train=300, n_valid=150, n_test=300, seed=3, progress=False)

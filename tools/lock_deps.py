@@ -4,7 +4,7 @@ The set is the dependency closure of this project (``[project].dependencies`` pl
 in ``[project.optional-dependencies]`` that is asked for, ``test`` by default) as installed in the
 running interpreter's environment: the same lines ``pip freeze --exclude-editable`` prints, without the
 project itself and without tools that happen to sit in the virtualenv but that ``make install`` does not
-install (ruff, pip-audit, ...). Environment markers are evaluated for this machine, so platform-only
+install (anything added by hand). Environment markers are evaluated for this machine, so platform-only
 wheels (torch's ``nvidia-*`` on Linux) are pinned as installed here; as constraints they are simply
 unused elsewhere.
 
@@ -37,7 +37,7 @@ HEADER = """\
 # transitively, as resolved on Linux x86_64 / CPython 3.11). `make install` uses it as pip constraints.
 # Regenerate after changing pyproject.toml:  make install && make lock   (tools/lock_deps.py; when the old
 # lock conflicts with the change: .venv/bin/pip install -e '.[test]' first, then make lock).
-# Audited by `make audit` (tools/audit_deps.py); see docs/reliability.md, "Dependency audit".
+# Audited by `make audit` (pip-audit via tools/audit.py); see docs/reliability.md, "Dependency audit".
 """
 
 

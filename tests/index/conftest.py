@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import CatalogueIndex
+from asen_search.index import CatalogueIndex
 
 ATTRIBUTES = ["colour", "sleeve", "neckline"]
 DIM = 32

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import CatalogueIndex
-from index.rwlock import RWLock
+from asen_search.index import CatalogueIndex
+from asen_search.index.rwlock import RWLock
 
 from .conftest import clustered, make_catalogue
 

@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from index import CatalogueIndex
+from asen_search.index import CatalogueIndex
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
 

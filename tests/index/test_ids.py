@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from index.ids import MAX_ID_LENGTH, IdMap, validate_id
+from asen_search.index.ids import MAX_ID_LENGTH, IdMap, validate_id
 
 
 @pytest.mark.parametrize(

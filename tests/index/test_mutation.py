@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import CatalogueIndex
+from asen_search.index import CatalogueIndex
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
 

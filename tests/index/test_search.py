@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import CatalogueIndex, SearchResult
+from asen_search.index import CatalogueIndex, SearchResult
 
 from .conftest import ATTRIBUTES, DIM, make_catalogue, unit
 

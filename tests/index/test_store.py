@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import index.store as store
-from index import CatalogueIndex, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
-from index.attribute_index import AttributeIndex
+import asen_search.index.store as store
+from asen_search.index import CatalogueIndex, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
+from asen_search.index.attribute_index import AttributeIndex
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
 
@@ -179,12 +179,11 @@ def writer_load(root: Path) -> CatalogueIndex:
 def test_process_killed_mid_save_leaves_previous_loadable(tmp_path: Path, crash_point: str) -> None:
     script = textwrap.dedent(
         f"""
-        import os, sys
-        sys.path.insert(0, {str(ROOT)!r})
+        import os
         from tests.index.conftest import make_catalogue, clustered
         import numpy as np
-        import index.store as store
-        from index.attribute_index import AttributeIndex
+        import asen_search.index.store as store
+        from asen_search.index.attribute_index import AttributeIndex
         catalogue, _, _ = make_catalogue(50)
         catalogue.save({str(tmp_path)!r})
         catalogue.add(["late"], clustered(np.random.default_rng(0), 1))

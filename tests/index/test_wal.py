@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import NO_SPACE_ERRNOS, CatalogueIndex, DirectoryLocked, LogUnavailable, ReadOnlyCatalogue
-from index.wal import LogRecord, log_path, read_log
+from asen_search.index import NO_SPACE_ERRNOS, CatalogueIndex, DirectoryLocked, LogUnavailable, ReadOnlyCatalogue
+from asen_search.index.wal import LogRecord, log_path, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
 ATTRS = ["colour", "sleeve", "collar"]
@@ -181,8 +181,8 @@ def test_log_that_cannot_be_restored_refuses_writes_until_a_checkpoint(saved: Pa
 KILL_DURING_CHECKPOINT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    import index.store as store
-    from index import CatalogueIndex
+    import asen_search.index.store as store
+    from asen_search.index import CatalogueIndex
 
     where, directory = sys.argv[1], sys.argv[2]
     catalogue = CatalogueIndex.load(directory)
@@ -198,8 +198,8 @@ KILL_DURING_CHECKPOINT = textwrap.dedent("""
     elif where == "pointer":    # new snapshot complete, CURRENT not yet moved
         os.replace = die
     else:                       # CURRENT moved, the new log not yet started
-        import index.catalogue
-        index.catalogue.WriteAheadLog = die
+        import asen_search.index.catalogue as catalogue_module
+        catalogue_module.WriteAheadLog = die
     catalogue.checkpoint()
 """)
 
@@ -222,7 +222,7 @@ def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> N
 
 
 def test_compact_command_folds_the_log(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from asen_search.service.cli.main import main
 
     live = _opened(saved)
     live.add(["pending"], _vectors(1, 15))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import index.wal as wal
-from index import (
+import asen_search.index.wal as wal
+from asen_search.index import (
     CatalogueIndex,
     DirectoryLocked,
     LogCorrupt,
@@ -18,7 +18,7 @@ from index import (
     StaleCatalogue,
     repair_log,
 )
-from index.wal import LogRecord, log_path, scan_log, split_write
+from asen_search.index.wal import LogRecord, log_path, scan_log, split_write
 from tests.index.test_wal import ATTRS, DIM, _opened, _vectors
 
 
@@ -86,10 +86,9 @@ def test_the_lock_dies_with_its_process(saved: Path) -> None:
     import subprocess
     import sys
 
-    script = ("import os, sys; sys.path.insert(0, sys.argv[2]); from index import CatalogueIndex; "
+    script = ("import os, sys; from asen_search.index import CatalogueIndex; "
               "c = CatalogueIndex.load(sys.argv[1], writer=True); os._exit(9)")
-    root = Path(__file__).resolve().parents[2]
-    assert subprocess.run([sys.executable, "-c", script, str(saved), str(root)], timeout=60).returncode == 9
+    assert subprocess.run([sys.executable, "-c", script, str(saved)], timeout=60).returncode == 9
     CatalogueIndex.load(saved, writer=True).close()  # no stale lock after kill: the kernel freed it
 
 
@@ -152,7 +151,7 @@ def test_repair_reports_then_cuts_or_salvages_keeping_a_copy(saved: Path) -> Non
 
 
 def test_repair_command_refuses_while_served_and_reports(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from asen_search.service.cli.main import main
 
     path, starts = _three_records(saved)
     data = bytearray(path.read_bytes())

@@ -1,6 +1,6 @@
 import torch
 
-from model.attention import AttentionHead, ChannelAttention, SpatialAttention
+from asen_search.model.nn.attention import AttentionHead, ChannelAttention, SpatialAttention
 
 
 def test_spatial_attention_shapes_and_sums_to_one() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from model.backbones import backbone_spec, build_backbone
-from model.config import BACKBONES, BranchConfig
-from model.train import TrainConfig, _frozen
+from asen_search.model.config import BACKBONES, BranchConfig
+from asen_search.model.nn.backbones import backbone_spec, build_backbone
+from asen_search.model.training.trainer import TrainConfig, _frozen
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.asen import ASENModel
-from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from model.config import Preprocess
-from model.data import Attribute
+from asen_search.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from asen_search.model.config import Preprocess
+from asen_search.model.data.dataset import Attribute
+from asen_search.model.nn.asen import ASENModel
 from tests.conftest import tiny_config
 
 ATTRS = (Attribute("collar", ("round", "v")), Attribute("sleeve", ("short", "long", "none")),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import Attribute, AttributeDataset, DatasetError, load_dataset
+from asen_search.model.data.dataset import Attribute, AttributeDataset, DatasetError, load_dataset
 
 META = {"name": "tiny", "attributes": [
     {"name": "collar", "values": ["round", "v", "high", "none", "polo"]},
@@ -183,7 +183,7 @@ def test_query_candidate_overlap_names_both_lines(root: Path) -> None:
 
 def test_eval_refuses_overlapping_queries_unless_allowed(root: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from asen_search.service.cli.main import main
     from tests.service.conftest import write_checkpoint
 
     _write(root / "candidate_test.txt", ["2 0 1", "3 1 1", "1 1 0"])

@@ -3,10 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from model.asen import ASENModel
-from model.config import Preprocess
-from model.data import Attribute
-from model.encoder import Encoder
+from asen_search.model.config import Preprocess
+from asen_search.model.data.dataset import Attribute
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.asen import ASENModel
 from tests.conftest import tiny_config
 
 ATTRS = tuple(Attribute(f"a{i}", ("x", "y")) for i in range(3))

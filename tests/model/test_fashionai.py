@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model.data import DatasetError, load_dataset
-from model.fashionai import import_fashionai
+from asen_search.model.data.dataset import DatasetError, load_dataset
+from asen_search.model.data.fashionai_import import import_fashionai
 
 # (category, label-string length, images): the 'y' cycles over values; some rows carry 'm's.
 CATEGORIES = (("collar_design_labels", 5, 30), ("skirt_length_labels", 6, 20))

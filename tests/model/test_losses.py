@@ -1,6 +1,6 @@
 import torch
 
-from model.losses import alignment_loss, joint_loss, triplet_loss
+from asen_search.model.nn.losses import alignment_loss, joint_loss, triplet_loss
 
 
 def _slow_triplet(a, p, n, margin):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.metrics import MapReport, attribute_map, average_precision, map_report, weighted_overall
+from asen_search.model.training.retrieval_map import MapReport, attribute_map, average_precision, map_report, weighted_overall
 
 COUNTS = [422, 623, 535, 422, 341, 289, 703, 265]
 MAPS = [66.75, 67.86, 59.65, 73.23, 75.72, 73.18, 74.40, 75.01]
@@ -53,7 +53,7 @@ def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> No
     q, c = _unit(rng, 50, 8), _unit(rng, 40, 8)
     qv, cv = rng.integers(0, 3, size=50), rng.integers(0, 3, size=40)
     whole = attribute_map(q, qv, c, cv)
-    monkeypatch.setattr("model.metrics._CHUNK_ELEMENTS", 7 * 40)
+    monkeypatch.setattr("asen_search.model.training.retrieval_map._CHUNK_ELEMENTS", 7 * 40)
     np.testing.assert_array_equal(attribute_map(q, qv, c, cv), whole)
 
 

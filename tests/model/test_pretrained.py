@@ -1,10 +1,10 @@
 """The offline ImageNet weights are really loaded: the backbone recognises a cat."""
 import torch
 
-from model.backbones import build_lite0_classifier
-from model.config import Preprocess
-from model.preprocess import normalise
-from model.roi import SquareView, crop_resize
+from asen_search.model.config import Preprocess
+from asen_search.model.nn.backbones import build_lite0_classifier
+from asen_search.model.nn.preprocess import normalise
+from asen_search.model.nn.roi import SquareView, crop_resize
 
 # ImageNet classes 281-285 are the domestic cats (tabby, tiger cat, Persian, Siamese, Egyptian cat).
 CATS = range(281, 286)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from model.checkpoint import CheckpointError
-from model.encoder import Encoder
-from model.reference import import_reference
+from asen_search.model.checkpoint import CheckpointError
+from asen_search.model.encoder import Encoder
+from asen_search.model.reference_import import import_reference
 
 N_ATTR = 2
 
@@ -71,8 +71,8 @@ def _hand_branch(state, prefix, resnet, x, attr, cp):
 def test_converted_model_matches_hand_wired_forward(tmp_path: Path, reference_state) -> None:
     from PIL import Image
 
-    from model.preprocess import global_inputs, local_inputs
-    from model.roi import attention_boxes
+    from asen_search.model.nn.preprocess import global_inputs, local_inputs
+    from asen_search.model.nn.roi import attention_boxes
 
     assert len(reference_state) == 458  # as the released checkpoints (spec)
     torch.save({"state_dict": reference_state, "epoch": 50}, tmp_path / "ref.pth.tar")

@@ -2,7 +2,7 @@
 import torch
 from PIL import Image
 
-from model.roi import SquareView, attention_boxes
+from asen_search.model.nn.roi import SquareView, attention_boxes
 
 
 def test_uniform_map_gives_whole_image() -> None:
@@ -55,7 +55,7 @@ def test_crop_mapping_tall_image_and_letterbox() -> None:
 
 
 def test_crop_from_original_pixels() -> None:
-    from model.roi import crop_resize
+    from asen_search.model.nn.roi import crop_resize
 
     img = Image.new("RGB", (400, 200), (0, 0, 0))
     img.paste((255, 0, 0), (200, 50, 300, 150))   # a red square where the box maps

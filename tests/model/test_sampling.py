@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from model.data import Tagged
-from model.sampling import TripletSampler
+from asen_search.model.data.dataset import Tagged
+from asen_search.model.training.sampling import TripletSampler
 
 
 def _tagged(rows: list[tuple[int, int, int]]) -> Tagged:

@@ -1,4 +1,4 @@
-"""Tests for the built-in demo dataset generator (model.synth): format, determinism, balance."""
+"""Tests for the built-in demo dataset generator (model/data/synth.py): format, determinism, balance."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import synth
+from asen_search.model.data import synth
 
 SMALL = {"n_train": 10, "n_valid": 14, "n_test": 14}
 

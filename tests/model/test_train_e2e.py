@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.asen import ASENModel
-from model.data import load_dataset
-from model.encoder import Encoder
-from model.evaluate import evaluate_encoder
-from model.train import TrainConfig, train
+from asen_search.model.data.dataset import load_dataset
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.asen import ASENModel
+from asen_search.model.training.evaluate import evaluate_encoder
+from asen_search.model.training.trainer import TrainConfig, train
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -61,7 +61,7 @@ def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
 
 
 def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: Path) -> None:
-    from model.checkpoint import load_checkpoint
+    from asen_search.model.checkpoint import load_checkpoint
 
     cfg = _cfg(demo_dataset, tmp_path / "run", backbone="tiny", global_size=64, local_size=32,
                trainable_stages=1, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320)

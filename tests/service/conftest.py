@@ -11,13 +11,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from model.asen import ASENModel
-from model.checkpoint import save_checkpoint
-from model.config import Preprocess
-from model.data import load_dataset
-from service.app import create_app
-from service.cli import main
-from service.settings import Settings
+from asen_search.model.checkpoint import save_checkpoint
+from asen_search.model.config import Preprocess
+from asen_search.model.data.dataset import load_dataset
+from asen_search.model.nn.asen import ASENModel
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
+from asen_search.service.cli.main import main
 from tests.conftest import tiny_config
 
 

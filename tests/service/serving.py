@@ -49,7 +49,7 @@ def read_only_mounts_allowed() -> bool:
 @contextmanager
 def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float = 90) -> Iterator[str]:
     """`asen <args>` as a subprocess until /readyz answers 200; yields the base URL; SIGTERM after."""
-    command = [sys.executable, "-m", "service.cli", *args]
+    command = [sys.executable, "-m", "asen_search.service.cli", *args]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from index import CatalogueIndex
-from model.encoder import Encoder
-from model.preprocess import load_image
-from service.app import create_app
-from service.settings import Settings
+from asen_search.index import CatalogueIndex
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.preprocess import load_image
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 from tests.service.conftest import image_bytes
 
 
@@ -149,8 +149,8 @@ def test_ops_endpoints(client: TestClient, n_items: int) -> None:
     client.post("/search", data={"attribute": "colour", "item_id": "test-00001"})
     client.post("/search", data={"attribute": "colour", "item_id": "no-such-item"})
     text = client.get("/metrics").text
-    assert 'asen_http_requests_total{method="POST",route="/search",status="200"} 1.0' in text
-    assert 'asen_http_requests_total{method="POST",route="/search",status="404"} 1.0' in text
+    assert 'asen_http_requests_total{handler="/search",method="POST",status="200"} 1.0' in text
+    assert 'asen_http_requests_total{handler="/search",method="POST",status="404"} 1.0' in text
     assert 'asen_http_request_duration_seconds_bucket' in text
     for stage in ("decode", "encode", "search"):
         assert f'asen_stage_duration_seconds_count{{stage="{stage}"}}' in text
@@ -158,3 +158,12 @@ def test_ops_endpoints(client: TestClient, n_items: int) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/rerank", "/attributes", "/items", "/items/{item_id}", "/healthz", "/readyz"} <= set(paths)
+
+
+def test_metrics_count_unmatched_paths_and_stay_per_app(client: TestClient) -> None:
+    """Paths no route matches are counted under handler "none" (bounded label values), and the
+    in-flight gauge is in this app's own registry."""
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'asen_http_requests_total{handler="none",method="GET",status="404"} 1.0' in text
+    assert "asen_http_requests_in_flight 1.0" in text  # the /metrics request itself

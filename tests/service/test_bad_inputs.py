@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 
 MAX_UPLOAD = 60_000
 API_KEY = "s3cret-key"

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import CatalogueIndex
-from model.encoder import Encoder
-from model.preprocess import load_image
-from service import catalogue_build
-from service.catalogue_build import WORK_DIR, BuildConfig, build_index
-from service.catalogue_sources import read_catalogue
-from service.cli import main
+from asen_search.index import CatalogueIndex
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.preprocess import load_image
+from asen_search.service.catalogue import build as catalogue_build
+from asen_search.service.catalogue.build import WORK_DIR, BuildConfig, build_index
+from asen_search.service.catalogue.sources import read_catalogue
+from asen_search.service.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from index import CatalogueIndex
-from index.store import current_version
+from asen_search.index import CatalogueIndex
+from asen_search.index.store import current_version
 from tests.service.serving import ROOT, free_port, wait_ready
 
 CYCLES = 20

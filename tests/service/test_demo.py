@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model.synth import ATTRIBUTES, generate_dataset
-from service.demo import demo_entries, run_demo
+from asen_search.model.data.synth import ATTRIBUTES, generate_dataset
+from asen_search.service.catalogue.demo import demo_entries, run_demo
 from tests.service.conftest import write_checkpoint
 
 
@@ -54,7 +54,7 @@ def test_bad_demo_flags_fail_before_any_work(tmp_path: Path) -> None:
 
 def test_check_command_accepts_a_matching_pair_and_names_a_mismatch(
         tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from service.cli import main
+    from asen_search.service.cli.main import main
 
     assert main(["check", "--checkpoint", str(tiny_checkpoint), "--index", str(built_index)]) == 0
     assert "belong together" in capsys.readouterr().out

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import yaml
 
-from index import CatalogueIndex
-from model.runtime import PROCESS_ENV
-from service.app import create_app
-from service.cli import build_parser
-from service.settings import Settings
+from asen_search.index import CatalogueIndex
+from asen_search.model.tuning import PROCESS_ENV
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
+from asen_search.service.cli.main import build_parser
 from tests.service.serving import free_port, read_only_mounts_allowed, serving, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def test_compose_file_matches_the_service() -> None:
 
 
 def test_serve_help_lists_the_flags() -> None:
-    out = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "asen_search.service.cli", "serve", "--help"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     for flag in ("--checkpoint", "--index", "--host", "--port"):
         assert flag in out
@@ -137,7 +137,7 @@ def test_the_image_command_and_healthcheck_work_outside_docker(tiny_checkpoint: 
 
 
 def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.cli import main
+    from asen_search.service.cli.main import main
 
     monkeypatch.delenv("ASEN_CHECKPOINT", raising=False)
     monkeypatch.delenv("ASEN_INDEX", raising=False)
@@ -162,7 +162,7 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
     cmd = json.loads(_instruction("CMD")[-1])
     inner = (f"set -e\nmount --make-rprivate /\nmount --bind {shlex.quote(str(index_dir))} "
              f"{shlex.quote(str(index_dir))}\nmount -o remount,bind,ro /\nexec {shlex.quote(sys.executable)} -m "
-             "service.cli " + " ".join(shlex.quote(c) for c in cmd[1:]))
+             "asen_search.service.cli.main " + " ".join(shlex.quote(c) for c in cmd[1:]))
     env = {**os.environ, **RUNTIME_ENV, "ASEN_CHECKPOINT": str(tiny_checkpoint), "ASEN_INDEX": str(index_dir),
            "ASEN_PORT": str(port), "ASEN_API_KEY": "k"}
     process = subprocess.Popen(["unshare", "-m", "sh", "-c", inner], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -210,7 +210,7 @@ def _on_volume(path: str, service: dict) -> bool:
 def test_compose_up_runs_an_init_service_then_the_api() -> None:
     """`docker compose up` alone: init (same image, volume and environment) makes the demo on the
     volume, the API service waits for it to complete and serves what it made."""
-    from service.demo import demo_layout
+    from asen_search.service.catalogue.demo import demo_layout
 
     compose = _compose()
     init, api = compose["services"]["init"], compose["services"]["asen"]
@@ -260,7 +260,7 @@ def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_onl
     bound back in, read-only but for the volume."""
     env = {k: _interpolate(v, env_in).replace("/data", str(data)) for k, v in service["environment"].items()}
     args = [a.replace("/data", str(data)) for a in service["command"][1:]]
-    python = [sys.executable, "-m", "service.cli", *args]
+    python = [sys.executable, "-m", "asen_search.service.cli", *args]
     if not read_only:
         return python, env
     tmp = Path("/tmp")

@@ -10,9 +10,9 @@ import httpx
 import numpy as np
 import pytest
 
-from model.encoder import Encoder
-from service.app import create_app
-from service.settings import Settings
+from asen_search.model.encoder import Encoder
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 from tests.service.serving import served
 
 
@@ -34,7 +34,7 @@ def test_real_http_search_write_restart(tiny_checkpoint: Path, index_dir: Path, 
             return [h["id"] for h in body["results"]]
 
         assert search(picture)[0] == "live-1" and "test-00021" not in search(query)
-        assert 'route="/items",status="201"' in http.get("/metrics").text
+        assert 'handler="/items",method="POST",status="201"' in http.get("/metrics").text
         start = time.perf_counter()  # refused from Content-Length: the 15 MB are never read
         too_big = http.post("/search", data={"attribute": "colour"}, files={"image": ("q.jpg", bytes(15 << 20))})
         assert too_big.status_code == 413 and too_big.json()["error"] == "request_too_large"

@@ -97,7 +97,7 @@ def _traced_server(tmp_path: Path, checkpoint: Path, index: Path, port: int) -> 
     trace = tmp_path / "trace.txt"
     command = ["strace", "-f", "-y", "-qq", "-s", "48", "-o", str(trace), "-e",
                "trace=fsync,fdatasync,write,writev,sendto,sendmsg,recvfrom,read,rename,renameat,renameat2,mkdir,"
-               "mkdirat,openat", sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint),
+               "mkdirat,openat", sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint),
                "--index", str(index), "--port", str(port)]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "ASEN_API_KEY": ""}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

@@ -28,9 +28,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from model.synth import ATTRIBUTES
-from service.app import create_app
-from service.settings import Settings
+from asen_search.model.data.synth import ATTRIBUTES
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 
 SEED = 20240611
 MAX_EXAMPLES = 25

@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from model.image_input import ImageLimits, ImageRejected, decode_image
-from service.app import create_app
-from service.errors import domain_status
-from service.settings import Settings
+from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
+from asen_search.service.api.app import create_app
+from asen_search.service.api.errors import domain_status
+from asen_search.service.api.settings import Settings
 
 ID = "test-00000"  # catalogue items of the demo test split, by position
 OTHER = "test-00017"

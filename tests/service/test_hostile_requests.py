@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 from tests.service.serving import served
 
 ID = "test-00001"  # a catalogue item of the demo test split

@@ -1,5 +1,5 @@
 """Image decoding: each way an image can be wrong has its own domain error and code, and the API's
-one mapping (`service.errors.DOMAIN_STATUS`) gives each its status."""
+one mapping (`service/api/errors.py` DOMAIN_STATUS) gives each its status."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from PIL import Image
 
-from model.image_input import ImageLimits, ImageRejected, decode_image
-from service.errors import domain_status
+from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
+from asen_search.service.api.errors import domain_status
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000)
 

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from index import CatalogueIndex
-from model.encoder import Encoder
-from model.preprocess import load_image
-from service.item_images import IMAGE_KEY, stored_path
-from service.routes_page import STATIC_DIR
+from asen_search.index import CatalogueIndex
+from asen_search.model.encoder import Encoder
+from asen_search.model.nn.preprocess import load_image
+from asen_search.service.api.routes.page import STATIC_DIR
+from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
 from tests.service.conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,8 +168,9 @@ def test_page_and_static_files(client: TestClient) -> None:
 
 
 def test_static_files_ship_with_the_package() -> None:
-    """`pyproject.toml` ships `service/static/*` (files only: the pattern does not recurse)."""
-    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["service"]
+    """`pyproject.toml` ships `service/api/static/*` (files only: the pattern does not recurse)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = setuptools["package-data"]["asen_search.service.api"]
     assert "static/*" in patterns
     assert all(p.is_file() for p in STATIC_DIR.iterdir())
     assert {"index.html", "app.js", "style.css", "favicon.svg"} <= {p.name for p in STATIC_DIR.iterdir()}

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from index import CatalogueIndex
-from service.app import create_app
-from service.settings import Settings
+from asen_search.index import CatalogueIndex
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 from tests.index.test_wal import file_size_limit
 from tests.service.conftest import image_bytes
 from tests.service.serving import read_only_mounts_allowed
@@ -72,8 +72,8 @@ def test_image_store_full_is_507(client: TestClient, demo_dataset: Path) -> None
 UNWRITABLE = textwrap.dedent("""
     import os, sys
     from fastapi.testclient import TestClient
-    from service.app import create_app
-    from service.settings import Settings
+    from asen_search.service.api.app import create_app
+    from asen_search.service.api.settings import Settings
 
     image = open(sys.argv[3], "rb").read()
     if sys.argv[4] == "nobody":  # root writes anywhere: drop to nobody for a real EACCES
@@ -140,8 +140,8 @@ def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_chec
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    import index.store as store
-    from index import CatalogueIndex
+    import asen_search.index.store as store
+    from asen_search.index import CatalogueIndex
 
     where, directory = sys.argv[1], sys.argv[2]
     catalogue = CatalogueIndex.load(directory)
@@ -229,7 +229,7 @@ def test_an_image_pruned_while_its_item_is_written_is_stored_again(client: TestC
     the (old, unreferenced) file, the upload refreshed it outside the write lock, and the pruning
     deleted it. Here the deletion is made to land right there; the write must store the image again
     under the write lock (where pruning runs), so the acknowledged item has its image."""
-    import service.routes_items as routes_items
+    import asen_search.service.api.routes.items as routes_items
 
     real = routes_items.save_upload
     calls: list[str] = []

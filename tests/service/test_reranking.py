@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import CatalogueBusy, CatalogueIndex
-from service.reranking import rerank, score_known
+from asen_search.index import CatalogueBusy, CatalogueIndex
+from asen_search.service.search import rerank, score_known
 
 
 def _catalogue() -> CatalogueIndex:

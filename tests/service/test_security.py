@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.errors import ApiError
-from service.guards import InferenceQueue, TimeoutMiddleware, TokenBuckets
-from service.settings import Settings
+from asen_search.service.api.app import create_app
+from asen_search.service.api.errors import ApiError
+from asen_search.service.api.overload import InferenceQueue, TimeoutMiddleware, TokenBuckets
+from asen_search.service.api.settings import Settings
 from tests.service.serving import ROOT, free_port, wait_ready
 
 SECRET = "k3y-that-must-never-be-printed-71c9"
@@ -32,7 +32,7 @@ def _jpeg(demo_dataset: Path, n: int = 1) -> bytes:
 
 def _run_server(checkpoint: Path, index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--checkpoint", str(checkpoint),
+    process = subprocess.Popen([sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint),
                                 "--index", str(index), "--port", str(port)], cwd=ROOT,
                                env={**os.environ, "ASEN_LOG_LEVEL": "debug", **env}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)

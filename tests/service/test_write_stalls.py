@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from asen_search.service.api.app import create_app
+from asen_search.service.api.settings import Settings
 from tests.service.conftest import image_bytes
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import httpx
 
-from index import CatalogueIndex
+from asen_search.index import CatalogueIndex
 from tests.service.conftest import image_bytes
 from tests.service.serving import ROOT, free_port, served
 
 
 def _asen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "asen_search.service.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "ASEN_API_KEY": ""})
 
 

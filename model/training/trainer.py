@@ -1,0 +1,297 @@
+"""Two-stage ASEN++ training on CPUs from cached backbone maps (the recipe: docs/results.md).
+
+Stage 1 trains the global branch (or a baseline); stage 2 trains global and local branches jointly,
+the local branch seeing RoI crops chosen by the current global attention (refreshed every epoch).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint
+from asen_search.model.config import BranchConfig, ModelConfig, Preprocess
+from asen_search.model.data.dataset import AttributeDataset, load_dataset
+from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.attention import channel_statistics
+from asen_search.model.nn.backbones import backbone_spec
+from asen_search.model.nn.losses import joint_loss, triplet_loss
+from asen_search.model.training.evaluate import ValidationSet
+from asen_search.model.training.map_cache import build_image_set, local_maps
+from asen_search.model.training.sampling import TripletSampler
+
+Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `asen train` can set; the defaults are the measured CPU recipe."""
+
+    data: Path
+    out: Path
+    variant: str = "asen++"
+    backbone: str = "tf_efficientnet_lite0"
+    local_backbone: str | None = None          # default: the global one (resnet50 -> resnet34)
+    global_weights: Path | None = None
+    local_weights: Path | None = None
+    stride: int = 16
+    global_size: int = 224
+    local_size: int = 112
+    embed_dim: int = 128
+    common_dim: int = 128
+    trainable_stages: int = 0                  # backbone stages fine-tuned at the end of each backbone
+    stage1_epochs: int = 6
+    stage2_epochs: int = 3
+    triplets_per_epoch: int = 16000
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_global: float = 1e-4
+    lr_local: float = 1e-3
+    lr_gamma: float = 0.9
+    margin: float = 0.2
+    roi_threshold: float = 0.1
+    beta: float = 0.6
+    use_asa: bool = True
+    use_aca: bool = True
+    seed: int = 0
+    time_budget: float | None = None           # minutes for everything, both stages
+    resume: bool = False
+
+    def model_config(self, n_attributes: int) -> ModelConfig:
+        local_name = self.local_backbone or backbone_spec(self.backbone).local_default
+
+        def branch(name: str, size: int) -> BranchConfig:
+            return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
+                                _frozen(name, self.stride, self.trainable_stages))
+
+        return ModelConfig(self.variant, n_attributes, 512, branch(self.backbone, self.global_size),
+                           branch(local_name, self.local_size), self.use_asa, self.use_aca)
+
+    def preprocess(self) -> Preprocess:
+        """The global backbone's own input normalisation (declared by its spec) for both branches."""
+        spec = backbone_spec(self.backbone)
+        return Preprocess(self.global_size, self.local_size, spec.mean, spec.std, "center", self.roi_threshold,
+                          self.beta)
+
+
+def _frozen(backbone: str, stride: int, trainable: int) -> int:
+    """Leading stages to freeze so that the last `trainable` stages train (-1: all frozen)."""
+    if trainable <= 0:
+        return -1
+    return max(0, backbone_spec(backbone).stages[stride] - trainable)
+
+
+class Trainer:
+    """Runs both stages, validating, checkpointing and logging after every epoch."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.ds: AttributeDataset = load_dataset(cfg.data)
+        self.labels = self.ds.train_labels()
+        TripletSampler(self.labels, self.ds.n_values, cfg.seed)  # fail early on unusable labels
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.pre = cfg.preprocess()
+        self.model = ASENModel(cfg.model_config(len(self.ds.attributes)), pretrained=True,
+                               global_weights=cfg.global_weights, local_weights=cfg.local_weights)
+        self.state: dict[str, Any] = {"stage": 1, "epoch": 0, "best_map": -1.0, "history": []}
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # ----------------------------------------------------------------- setup
+    def _stages(self) -> list[int]:
+        return [1, 2] if self.model.cfg.has_local else [1]
+
+    def _epochs(self, stage: int) -> int:
+        if self.cfg.time_budget is not None:
+            return 10_000  # bounded by the clock
+        return self.cfg.stage1_epochs if stage == 1 else self.cfg.stage2_epochs
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)
+
+    def _prepare(self) -> None:
+        train_paths = list(self.ds.split("train").paths)
+        self.train = build_image_set(self.model, self.pre, train_paths, "train", progress=self.progress)
+        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress)
+        if self.state["epoch"] == 0 and self.state["stage"] == 1:
+            with torch.no_grad():
+                sample = self.train.global_maps[: min(512, len(self.train.global_maps))].float()
+                mean, std = channel_statistics(self.model.global_backbone.tail(sample))
+                self.model.global_head.set_standardisation(mean, std)
+        pairs = np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0)
+        self.pair_fids = torch.from_numpy(pairs[:, 0])
+        self.pair_attrs = torch.from_numpy(pairs[:, 1])
+        self.pair_index = np.full((len(self.train.images), len(self.ds.attributes)), -1, dtype=np.int64)
+        self.pair_index[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
+
+    def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
+        groups = self.model.parameter_groups()
+        if stage == 1:
+            params = [{"params": groups["global"], "lr": self.cfg.lr}]
+        else:
+            params = [{"params": groups["global"], "lr": self.cfg.lr_global},
+                      {"params": groups["local"], "lr": self.cfg.lr_local}]
+        return torch.optim.Adam(params)
+
+    def _lr_factor(self, stage: int, epoch: int) -> float:
+        step = 3 if stage == 1 else 1  # StepLR step sizes of the reference recipe
+        return self.cfg.lr_gamma ** (epoch // step)
+
+    # ----------------------------------------------------------------- loop
+    def run(self) -> dict[str, Any]:
+        """Train both stages; returns a summary (best validation MAP, epochs, seconds)."""
+        t0 = time.monotonic()
+        if self.cfg.resume:
+            self._restore()
+        self._prepare()
+        deadline = None if self.cfg.time_budget is None else t0 + 60.0 * self.cfg.time_budget
+        self._say(f"prepared {len(self.train.images)} train and {len(self.valid.images.images)} valid images "
+                  f"in {time.monotonic() - t0:.0f} s")
+        for stage in self._stages():
+            if stage < self.state["stage"]:
+                continue
+            self._run_stage(stage, self._stage_deadline(stage, deadline))
+            self.state.update(stage=stage + 1, epoch=0)
+            self.optimizer = None
+        if not (self.out / "best.pt").is_file():
+            raise RuntimeError("training ended before any epoch finished: raise --time-budget")
+        summary = {"best_valid_map": self.state["best_map"], "seconds": round(time.monotonic() - t0, 1),
+                   "epochs": len(self.state["history"]), "best": str(self.out / "best.pt")}
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _stage_deadline(self, stage: int, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        if stage == 1 and self.model.cfg.has_local:
+            return time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
+        return deadline
+
+    def _run_stage(self, stage: int, stage_deadline: float | None) -> None:
+        if self.optimizer is None:
+            self.optimizer = self._make_optimizer(stage)
+        reserve, last_epoch = 0.0, 0.0
+        while self.state["epoch"] < self._epochs(stage):
+            # with a time budget, start another epoch only if one more (crop refresh included) fits
+            if stage_deadline is not None and time.monotonic() + max(2 * reserve, last_epoch) > stage_deadline:
+                break
+            started = time.monotonic()
+            reserve = self._epoch(stage, stage_deadline, reserve)
+            last_epoch = time.monotonic() - started
+
+    def _standardise_local(self) -> None:
+        """Local-branch statistics from 512 of the first stage-2 crops (already in the cache)."""
+        n = min(512, len(self.pair_fids))
+        pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
+        assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
+        with torch.no_grad():
+            mean, std = channel_statistics(self.model.local_backbone.tail(self.local_cache[pick].float()))
+        self.model.local_head.set_standardisation(mean, std)
+
+    def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
+        """One epoch + validation + checkpoints; returns the seconds validation and saving took."""
+        cfg, epoch, t0 = self.cfg, self.state["epoch"], time.monotonic()
+        assert self.optimizer is not None  # made by _run_stage
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
+            group["lr"] = base * self._lr_factor(stage, epoch)
+        if stage == 2:
+            self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
+                                          "train", progress=self.progress)
+            if epoch == 0:
+                self._standardise_local()
+        triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
+                                    .sample(cfg.triplets_per_epoch))
+        self.model.train()
+        losses: list[float] = []
+        bar = tqdm(range(0, len(triplets), cfg.batch_size), desc=f"stage {stage} epoch {epoch + 1}",
+                   unit="step", leave=False, disable=not self.progress, dynamic_ncols=True)
+        for start in bar:
+            if stage_deadline is not None and time.monotonic() + reserve > stage_deadline:
+                break
+            loss = self._loss(stage, triplets[start:start + cfg.batch_size])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        bar.close()
+        t_val = time.monotonic()
+        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress)
+        record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
+                  "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
+                  "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1)}
+        self.state["history"].append(record)
+        self._log(record)
+        self.state["epoch"] = epoch + 1
+        final_stage = stage == self._stages()[-1]
+        improved = final_stage and report.overall > self.state["best_map"]
+        if improved:
+            self.state["best_map"] = report.overall
+            save_checkpoint(self.out / "best.pt", self.model, self.pre, self.ds.attributes,
+                            {"valid_map": report.to_json(), "stage": stage, "epoch": epoch + 1,
+                             "train_config": _jsonable(asdict(cfg))})
+        self._save_last(stage)
+        self._say(f"stage {stage} epoch {epoch + 1}: loss {record['loss'] or float('nan'):.4f}  "
+                  f"valid MAP {100 * report.overall:.2f}{'  (best)' if improved else ''}  "
+                  f"[{record['seconds']:.0f} s]")
+        return time.monotonic() - t_val
+
+    def _base_lrs(self, stage: int) -> list[float]:
+        return [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]
+
+    def _loss(self, stage: int, batch: torch.Tensor) -> torch.Tensor:
+        """Loss of a batch of triplets `[B, 4]` (attr, anchor, positive, negative)."""
+        fids = batch[:, 1:].T.reshape(-1)                      # anchors, positives, negatives
+        attrs = batch[:, 0].repeat(3)[:, None]                 # [3B, 1]
+        # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
+        g = cast(Triple, self.model.global_embed(self.train.global_maps[fids].float(), attrs)[0][:, 0].chunk(3))
+        if stage == 1:
+            return triplet_loss(*g, margin=self.cfg.margin)
+        rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
+        loc = cast(Triple, self.model.local_embed(self.local_cache[rows].float(), attrs)[:, 0].chunk(3))
+        return joint_loss(g, loc, margin=self.cfg.margin)
+
+    # ----------------------------------------------------------------- resume
+    def _save_last(self, stage: int) -> None:
+        assert self.state["stage"] == stage and self.optimizer is not None
+        save_checkpoint(self.out / "last.pt", self.model, self.pre, self.ds.attributes,
+                        {"train_state": json.dumps(self.state), "optimizer": self.optimizer.state_dict(),
+                         "train_config": _jsonable(asdict(self.cfg))})
+
+    def _restore(self) -> None:
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: no {path} to resume from")
+        ckpt = load_checkpoint(path)
+        if ckpt.model.cfg != self.model.cfg:
+            raise ValueError(f"--resume: {path} was trained with a different model configuration")
+        self.model.load_state_dict(ckpt.model.state_dict())
+        self.state = json.loads(ckpt.extra["train_state"])
+        stage = self.state["stage"]
+        if self.state["epoch"] < self._epochs(stage) or stage == self._stages()[-1]:
+            self.optimizer = self._make_optimizer(stage)
+            self.optimizer.load_state_dict(read_payload(path)["extra"]["optimizer"])
+        else:
+            self.state.update(stage=stage + 1, epoch=0)
+        self._say(f"resumed from {path}: stage {self.state['stage']}, {self.state['epoch']} epochs done")
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    return Trainer(cfg, progress).run()

@@ -1,0 +1,125 @@
+"""`create_app(settings)`: the FastAPI application. Its lifespan loads the encoder and the catalogue
+index once into `app.state.runtime`; requests reach them through `asen_search.service.api.state.RuntimeDep`."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from asen_search.index import CatalogueIndex, LogUnavailable, StaleCatalogue
+from asen_search.model.encoder import Encoder
+from asen_search.service.api.auth import API_KEY_HEADER
+from asen_search.service.api.body_limit import BodyLimitMiddleware
+from asen_search.service.api.compaction import Compactor
+from asen_search.service.api.errors import install_error_handlers
+from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware
+from asen_search.service.api.prometheus import Metrics, instrument
+from asen_search.service.api.routes import explain, items, ops, page, search
+from asen_search.service.api.settings import Settings
+from asen_search.service.api.state import Runtime
+from asen_search.service.resources import check_compatible, load_resources
+
+logger = logging.getLogger("asen.service")
+
+DESCRIPTION = """Fine-grained, attribute-specific fashion similarity search (ASEN++).
+
+Query with an image or a catalogue item id and an attribute (`GET /attributes`); the answer ranks
+the catalogue by similarity *under that attribute only*. Errors are JSON:
+`{"error": "<code>", "detail": "<what was wrong>"}`."""
+
+
+def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: CatalogueIndex | None = None) -> FastAPI:
+    """The service. Pass an already loaded `encoder` and `catalogue` to skip loading them from
+    `settings.checkpoint` and `settings.index` at startup."""
+    if (encoder is None) != (catalogue is None):
+        raise ValueError("pass both encoder and catalogue, or neither")
+    if encoder is not None and catalogue is not None:
+        check_compatible(encoder, catalogue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if encoder is None:
+            logger.info("loading %s and %s", settings.checkpoint, settings.index)
+            loaded = await anyio.to_thread.run_sync(load_resources, settings)
+        else:
+            assert catalogue is not None  # passed together with encoder (checked above)
+            loaded = (encoder, catalogue)
+        writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
+        write_lock = threading.Lock()  # one write (or compaction) at a time
+        runtime = Runtime(settings, loaded[0], loaded[1], metrics,
+                          InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
+                          Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
+                                    metrics, settings.index), write_lock)
+        app.state.runtime = runtime
+        metrics.items.set(len(loaded[1]))
+        metrics.log_bytes.set(loaded[1].log_size)
+        logger.info("ready: %d items, attributes %s", len(loaded[1]), ", ".join(loaded[1].attributes))
+        try:
+            async with anyio.create_task_group() as tasks:
+                if writable:
+                    tasks.start_soon(runtime.compactor.run)
+                yield
+                tasks.cancel_scope.cancel()
+        finally:
+            app.state.runtime = None
+            if writable:
+                await anyio.to_thread.run_sync(final_compaction, runtime)
+
+    metrics = Metrics()
+    # The form parser's field limit counts every form field: room for max_candidates ids in /rerank.
+    app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  form_limits={"max_fields": settings.max_candidates + 16})
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.runtime = None
+    install_error_handlers(app)
+    for module in (search, explain, items, ops, page):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.rate_limit > 0:
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit, burst=settings.rate_burst)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST",
+                           "DELETE"], allow_headers=["Content-Type", API_KEY_HEADER], max_age=600)
+    app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
+    instrument(app, metrics)  # outermost: sees every status
+    return app
+
+
+def open_write_log(settings: Settings, catalogue: CatalogueIndex) -> bool:
+    """Open the index's write-ahead log unless the catalogue is read-only; warn when writes are
+    open to anyone. False when writes are off (read-only, or the log could not be opened: then
+    writes answer 503 with the reason and searches work)."""
+    if catalogue.read_only or catalogue.log_error is not None:  # read-only, or refused when loading
+        return False
+    try:
+        catalogue.open_log()
+    except (OSError, LogUnavailable, StaleCatalogue) as exc:
+        logger.error("writes are refused: the write-ahead log in %s cannot be opened (%s); searches work",
+                     settings.index, exc)
+        catalogue.refuse_writes(f"the write-ahead log in the index directory cannot be opened: {exc}")
+        return False
+    if settings.api_key is None:
+        logger.warning("POST /items and DELETE /items are open to anyone who can reach this port: set "
+                       "ASEN_API_KEY to require an X-API-Key header")
+    return True
+
+
+def final_compaction(runtime: Runtime) -> None:
+    """At clean shutdown: fold the write-ahead log into a snapshot (best effort: the log is kept
+    and replayed at the next start if this fails), then close it."""
+    try:
+        runtime.compactor.compact_now()
+    except Exception as exc:  # noqa: BLE001 - the log still holds every acknowledged write
+        logger.error("compaction at shutdown failed (%s); the write-ahead log will be replayed at start", exc)
+    runtime.catalogue.close()
+
+
+def app_from_env() -> FastAPI:
+    """For `uvicorn --factory asen_search.service.api.app:app_from_env`: settings from `ASEN_*` variables only."""
+    return create_app(Settings())

@@ -1,0 +1,63 @@
+"""Service configuration: one pydantic-settings object, filled from `ASEN_*` environment variables
+and, for `asen serve`, from command-line flags (flags win)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from asen_search.model.image_input import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MIB
+
+
+class Settings(BaseSettings):
+    """Everything the HTTP service can be told; see docs/service.md for the environment names."""
+
+    model_config = SettingsConfigDict(env_prefix="ASEN_", extra="ignore", frozen=True)
+
+    checkpoint: Path = Field(description="model checkpoint file (ASEN_CHECKPOINT)")
+    index: Path = Field(description="catalogue index directory built by `asen index build` (ASEN_INDEX)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")
+    default_top_k: int = Field(10, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
+    max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="largest accepted image file")
+    max_form_overhead_bytes: int = Field(1 * MIB, ge=0, description="request bytes allowed beyond the image")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="width x height above this is refused (413)")
+    inference_concurrency: int = Field(2, ge=1, description="model forward passes running at the same time")
+    max_queue: int = Field(64, ge=1, description="requests waiting for or in a forward pass; beyond it 503 with "
+                           "Retry-After")
+    queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a forward pass before 503")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request not answered by then gets 504")
+    rate_limit: float = Field(0.0, ge=0, description="requests per second per client on /search, /rerank, /explain "
+                              "and POST /items (0: no limit); beyond it 429")
+    rate_burst: int = Field(20, ge=1, description="requests a client may send at once before rate_limit applies")
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: CORS off)")
+    compact_log_bytes: int = Field(64 * MIB, ge=0, description="compact the write-ahead log into a snapshot "
+                                   "once it holds this many bytes")
+    compact_interval_s: float = Field(300.0, gt=0, description="compact a non-empty write-ahead log at least "
+                                      "this often")
+    mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
+    log_level: str = "info"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        """`ASEN_API_KEY=` (empty, as compose passes an unset variable) means no key."""
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @model_validator(mode="after")
+    def _top_k_fits(self) -> Settings:
+        if self.default_top_k > self.max_top_k:
+            raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        return self
+
+    @property
+    def max_request_bytes(self) -> int:
+        return self.max_upload_bytes + self.max_form_overhead_bytes
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

@@ -1,0 +1,203 @@
+"""`asen index build`: encode every catalogue image for every attribute and commit the indexes.
+
+Each item's metadata records the absolute path of its image (`service/catalogue/item_images.py`), so that the
+service can show it. Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
+interrupted build resumes where it stopped (same checkpoint, same catalogue). Unreadable images are
+reported by id and skipped; every other problem stops the build before anything is encoded.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from asen_search.index import CatalogueIndex, DirectoryLock
+from asen_search.index.fileio import atomic_write
+from asen_search.model.encoder import Encoder
+from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
+from asen_search.service.catalogue.item_images import with_image
+from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
+
+WORK_DIR = ".build"
+REPORT = "build_report.json"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    checkpoint: Path
+    catalogue: Path
+    out: Path
+    split: str = "test"              # for a dataset directory
+    batch_size: int = 32             # images per forward pass
+    chunk_size: int = 512            # images per resumable unit of work
+    factory: str = "Flat"            # FAISS factory string of every attribute index
+    restart: bool = False            # discard the work of an interrupted build instead of resuming it
+    progress: bool = True
+    limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    out: Path
+    items: int
+    skipped: list[tuple[str, str]]   # (id, why) of unreadable images
+    encoded_now: int                 # images read by this run (the rest came from an interrupted one)
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.encoded_now / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Chunk:
+    ids: list[str]
+    vectors: np.ndarray              # [n, n_attributes, dim]
+    metadata: list[dict[str, Any]]
+    failed: list[tuple[str, str]]
+
+
+def _load_one(entry: CatalogueEntry, limits: ImageLimits) -> Image.Image | str:
+    """The decoded image, or why it cannot be used."""
+    try:
+        data = entry.path.read_bytes()
+    except OSError as exc:
+        return f"unreadable file: {exc.strerror or exc}"
+    try:
+        return decode_image(data, limits)
+    except ImageRejected as exc:
+        return f"{exc.code}: {exc}"
+
+
+def _load_batch(entries: Sequence[CatalogueEntry], limits: ImageLimits) -> list[Image.Image | str]:
+    return [_load_one(e, limits) for e in entries]
+
+
+def _encode_chunk(encoder: Encoder, entries: list[CatalogueEntry], cfg: BuildConfig, bar: tqdm) -> _Chunk:
+    """Decode (one batch ahead, in a thread) and encode the images of one chunk."""
+    batches = [entries[i:i + cfg.batch_size] for i in range(0, len(entries), cfg.batch_size)]
+    encoded: list[CatalogueEntry] = []
+    failed: list[tuple[str, str]] = []
+    parts = [np.zeros((0, len(encoder.attributes), encoder.dim), np.float32)]
+    with ThreadPoolExecutor(1) as pool:
+        pending: Future = pool.submit(_load_batch, batches[0], cfg.limits)
+        for b, batch in enumerate(batches):
+            loaded = pending.result()
+            if b + 1 < len(batches):
+                pending = pool.submit(_load_batch, batches[b + 1], cfg.limits)
+            images = []
+            for entry, result in zip(batch, loaded):
+                if isinstance(result, str):
+                    failed.append((entry.id, result))
+                    bar.write(f"skipped {entry.id} ({entry.path}): {result}")
+                else:
+                    encoded.append(entry)
+                    images.append(result)
+            if images:
+                parts.append(encoder.encode(images, batch_size=cfg.batch_size))
+            bar.update(len(batch))
+    return _Chunk([e.id for e in encoded], np.concatenate(parts),
+                  [with_image(e.metadata, e.path.resolve()) for e in encoded], failed)
+
+
+def _save_chunk(path: Path, chunk: _Chunk) -> None:
+    ids = np.array(chunk.ids, dtype=str)
+    metadata = np.array([json.dumps(m) for m in chunk.metadata], dtype=str)
+    failed = np.array([json.dumps(f) for f in chunk.failed], dtype=str)
+    # named keywords, not **dict: numpy's stubs would match a dict's values against allow_pickle
+    atomic_write(path, lambda fh: np.savez(fh, ids=ids, vectors=chunk.vectors, metadata=metadata, failed=failed))
+
+
+def _read_chunk(path: Path) -> _Chunk:
+    with np.load(path, allow_pickle=False) as z:
+        return _Chunk(z["ids"].tolist(), z["vectors"].astype(np.float32), [json.loads(m) for m in z["metadata"]],
+                      [tuple(json.loads(f)) for f in z["failed"]])
+
+
+def _open_work(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEntry]) -> Path:
+    """The work folder of this build: resumed when its plan matches, else a clear error."""
+    work = cfg.out / WORK_DIR
+    plan = {"fingerprint": encoder.fingerprint, "catalogue": entries_digest(entries), "items": len(entries),
+            "chunk_size": cfg.chunk_size, "factory": cfg.factory}
+    if cfg.restart and work.exists():
+        shutil.rmtree(work)
+    if (work / "plan.json").is_file():
+        found = json.loads((work / "plan.json").read_text())
+        if found != plan:
+            differs = sorted(k for k in plan if found.get(k) != plan[k])
+            raise ValueError(f"{work} holds an interrupted build of a different {'/'.join(differs)}; "
+                             "pass --restart to discard it")
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(work / "plan.json", lambda fh: fh.write(json.dumps(plan, indent=2).encode()))
+    return work
+
+
+def _chunks(entries: list[CatalogueEntry], size: int) -> Iterator[tuple[int, list[CatalogueEntry]]]:
+    for number, start in enumerate(range(0, len(entries), size)):
+        yield number, entries[start:start + size]
+
+
+def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
+                encoder: Encoder | None = None) -> BuildReport:
+    """Build (or resume building) the catalogue index at `cfg.out`; `entries` default to those of
+    `cfg.catalogue`."""
+    start = time.monotonic()
+    encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint)
+    entries = read_catalogue(cfg.catalogue, cfg.split) if entries is None else entries
+    check_entries(entries, str(cfg.catalogue))
+    # The build writes cfg.out from its first chunk to its commit: no server or other build may
+    # write it meanwhile (refused here, before any encoding, naming the process that has it).
+    with DirectoryLock.acquire(cfg.out, "building the index", create=True) as lock:
+        return _build_locked(cfg, encoder, entries, lock, start)
+
+
+def _build_locked(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEntry], lock: DirectoryLock,
+                  start: float) -> BuildReport:
+    work = _open_work(cfg, encoder, entries)
+    todo = [(n, part) for n, part in _chunks(entries, cfg.chunk_size) if not (work / f"chunk-{n:06d}.npz").is_file()]
+    done = len(entries) - sum(len(part) for _, part in todo)
+    encoded_now = 0
+    with tqdm(total=len(entries), initial=done, unit="img", desc="encoding catalogue", disable=not cfg.progress,
+              smoothing=0.1) as bar:
+        if done:
+            bar.write(f"resuming: {done} of {len(entries)} images already encoded in {work}")
+        try:
+            for n, part in todo:
+                _save_chunk(work / f"chunk-{n:06d}.npz", _encode_chunk(encoder, part, cfg, bar))
+                encoded_now += len(part)
+        except KeyboardInterrupt:
+            bar.write(f"interrupted: finished chunks are kept in {work}; run the same command to resume")
+            raise
+    report = _commit(cfg, encoder, work, math.ceil(len(entries) / cfg.chunk_size), encoded_now,
+                     time.monotonic() - start, lock)
+    shutil.rmtree(work)
+    return report
+
+
+def _commit(cfg: BuildConfig, encoder: Encoder, work: Path, n_chunks: int, encoded_now: int,
+            elapsed: float, lock: DirectoryLock) -> BuildReport:
+    """Gather the chunks into one catalogue and save it atomically to `cfg.out`."""
+    chunks = [_read_chunk(p) for n in range(n_chunks) if (p := work / f"chunk-{n:06d}.npz").is_file()]
+    ids = [i for c in chunks for i in c.ids]
+    skipped = [f for c in chunks for f in c.failed]
+    if not ids:
+        raise ValueError(f"none of the {len(skipped)} catalogue images could be read; first: {skipped[:3]}")
+    catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, cfg.factory)
+    catalogue.add(ids, np.concatenate([c.vectors for c in chunks]), [m for c in chunks for m in c.metadata])
+    catalogue.save(cfg.out, lock)
+    report = BuildReport(cfg.out, len(ids), skipped, encoded_now, elapsed)
+    atomic_write(cfg.out / REPORT, lambda fh: fh.write(json.dumps(
+        {"items": len(ids), "skipped": [{"id": i, "reason": r} for i, r in skipped],
+         "fingerprint": encoder.fingerprint, "catalogue": str(cfg.catalogue)}, indent=2).encode()))
+    return report

@@ -1,0 +1,184 @@
+"""`asen` subcommands of the model package: synth, train, eval, import-reference, import-fashionai."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from asen_search.model.config import BACKBONES, VARIANTS
+
+if TYPE_CHECKING:
+    from asen_search.model.training.trainer import TrainConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write the built-in demo dataset")
+    p.add_argument("out_dir", type=Path)
+    _synth_options(p)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train ASEN++ (or a baseline) in two stages")
+    p.add_argument("--data", type=Path, required=True, help="dataset directory (dataset format)")
+    p.add_argument("--out", type=Path, required=True, help="run directory: checkpoints, log.jsonl")
+    _train_options(p)
+    p.set_defaults(func=_train)
+    _register_others(sub)
+
+
+def _synth_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train", type=int, default=4000, help="train images (default 4000)")
+    p.add_argument("--valid", type=int, default=700, help="valid images (default 700)")
+    p.add_argument("--test", type=int, default=1400, help="test images (default 1400)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", choices=VARIANTS, default="asen++")
+    p.add_argument("--backbone", choices=BACKBONES, default="tf_efficientnet_lite0")
+    p.add_argument("--local-backbone", choices=BACKBONES, default=None,
+                   help="local branch backbone (default: the global one; resnet50 -> resnet34)")
+    p.add_argument("--global-weights", type=Path, help="local torchvision state dict for a ResNet global backbone")
+    p.add_argument("--local-weights", type=Path, help="local torchvision state dict for a ResNet local backbone")
+    p.add_argument("--stride", type=int, choices=(16, 32), default=16, help="feature map fed to the attention")
+    p.add_argument("--global-size", type=int, default=224)
+    p.add_argument("--local-size", type=int, default=112)
+    p.add_argument("--embed-dim", type=int, default=128, help="embedding size of each branch")
+    p.add_argument("--trainable-stages", type=int, default=0,
+                   help="backbone stages fine-tuned at the end of each backbone (0: frozen, cached)")
+    p.add_argument("--stage1-epochs", type=int, default=6)
+    p.add_argument("--stage2-epochs", type=int, default=3)
+    p.add_argument("--triplets", type=int, default=16000, help="triplets per epoch")
+    p.add_argument("--batch-size", type=int, default=32, help="triplets per batch")
+    p.add_argument("--lr", type=float, default=1e-3, help="stage 1 learning rate")
+    p.add_argument("--lr-global", type=float, default=1e-4, help="stage 2 global branch learning rate")
+    p.add_argument("--lr-local", type=float, default=1e-3, help="stage 2 local branch learning rate")
+    p.add_argument("--roi-threshold", type=float, default=0.1)
+    p.add_argument("--beta", type=float, default=0.6, help="global weight in the fused similarity")
+    p.add_argument("--no-asa", action="store_true", help="ablation: no spatial attention (average pooling)")
+    p.add_argument("--no-aca", action="store_true", help="ablation: no channel attention")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-budget", type=float, metavar="MINUTES",
+                   help="train as well as possible within this wall-clock budget (both stages)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+
+
+class _OptionsParser(argparse.ArgumentParser):
+    """Parses a flag string given to another command (`asen demo --train-args`): errors raise
+    ValueError naming the string instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.prog}: {message}")
+
+
+def parse_synth_options(options: str) -> argparse.Namespace:
+    """`asen synth` flags from one string, e.g. "--train 60 --valid 30 --test 60"."""
+    p = _OptionsParser(prog="asen synth options", add_help=False)
+    _synth_options(p)
+    return p.parse_args(shlex.split(options))
+
+
+def parse_train_config(options: str, data: Path, out: Path) -> TrainConfig:
+    """A TrainConfig from `asen train` flags in one string (data and out given), e.g.
+    "--backbone tiny --time-budget 0.2"."""
+    p = _OptionsParser(prog="asen train options", add_help=False)
+    _train_options(p)
+    args = p.parse_args(shlex.split(options))
+    args.data, args.out = data, out
+    return train_config(args)
+
+
+def _register_others(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="MAP on a split (the spec's protocol)")
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--split", choices=("valid", "test"), default="test")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="evaluate even when an image is both a query and a candidate of one attribute (refused "
+                   "by default: the query finds itself and MAP is inflated)")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("import-reference", help="convert a released reference ASEN++ checkpoint")
+    p.add_argument("src", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--attributes", type=Path,
+                   help="meta.json of the dataset the checkpoint was trained on (attribute names and values)")
+    p.set_defaults(func=_import_reference)
+
+    p = sub.add_parser("import-fashionai", help="convert the FashionAI label CSV into the dataset format")
+    p.add_argument("csv", type=Path)
+    p.add_argument("image_root", type=Path)
+    p.add_argument("out_dir", type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--copy", action="store_true", help="copy images instead of linking the image root")
+    p.set_defaults(func=_import_fashionai)
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from asen_search.model.data.synth import generate_dataset
+
+    generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed)
+    print(f"demo dataset written to {args.out_dir}")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `asen train` flags."""
+    from asen_search.model.training.trainer import TrainConfig
+
+    return TrainConfig(
+        data=args.data, out=args.out, variant=args.variant, backbone=args.backbone,
+        local_backbone=args.local_backbone, global_weights=args.global_weights, local_weights=args.local_weights,
+        stride=args.stride, global_size=args.global_size, local_size=args.local_size, embed_dim=args.embed_dim,
+        common_dim=args.embed_dim, trainable_stages=args.trainable_stages, stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs, triplets_per_epoch=args.triplets, batch_size=args.batch_size,
+        lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
+        beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
+        time_budget=args.time_budget, resume=args.resume)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from asen_search.model.training.trainer import train
+
+    summary = train(train_config(args))
+    print(json.dumps(summary, indent=2))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from asen_search.model.data.dataset import load_dataset
+    from asen_search.model.encoder import Encoder
+    from asen_search.model.training.evaluate import evaluate_encoder
+
+    ds = load_dataset(args.data)
+    encoder = Encoder.from_checkpoint(args.checkpoint)
+    names = [a.name for a in ds.attributes]
+    if names != encoder.attribute_names:
+        raise SystemExit(f"error: the checkpoint's attributes {encoder.attribute_names} differ from the "
+                         f"dataset's {names}")
+    overlap = ds.query_candidate_overlap(args.split)
+    if overlap and not args.allow_overlap:
+        shown = "\n  ".join(overlap[:10]) + (f"\n  ... and {len(overlap) - 10} more" if len(overlap) > 10 else "")
+        raise ValueError(f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
+                         f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
+                         "candidate lists disjoint, or pass --allow-overlap to evaluate anyway")
+    report = evaluate_encoder(encoder, ds, args.split, args.batch_size)
+    print(report.table())
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+
+
+def _import_reference(args: argparse.Namespace) -> None:
+    from asen_search.model.reference_import import import_reference
+
+    import_reference(args.src, args.out, args.attributes)
+    print(f"converted {args.src} -> {args.out}")
+
+
+def _import_fashionai(args: argparse.Namespace) -> None:
+    from asen_search.model.data.fashionai_import import import_fashionai
+
+    counts = import_fashionai(args.csv, args.image_root, args.out_dir, seed=args.seed,
+                              link="copy" if args.copy else "symlink")
+    print(json.dumps(counts, indent=2))

@@ -1,0 +1,165 @@
+"""`asen` subcommands of the service package: `index build`, `index compact`, `serve` and `demo`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asen_search.service.api.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    index = sub.add_parser("index", help="catalogue indexes")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("build", help="encode a catalogue for every attribute and write its indexes",
+                             description="Encode every catalogue image for every attribute and write the "
+                             "indexes. Interrupted builds resume when the same command is run again.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
+    p.add_argument("--catalogue", type=Path, required=True,
+                   help="a directory of images (ids from file names), a .jsonl/.csv file of id, path[, "
+                   "metadata...], or a dataset directory (see --split)")
+    p.add_argument("--out", type=Path, required=True, help="index directory to write")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                   help="split of a dataset directory (default test)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--chunk-size", type=int, default=512, help="images per resumable unit of work")
+    p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
+    p.set_defaults(func=_index_build)
+    p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
+                             description="Replay the write-ahead log of an index directory into a new snapshot "
+                             "and start an empty log, as the server does in the background and at shutdown. Refused "
+                             "while a server writes the directory.")
+    p.add_argument("--index", type=Path, required=True, help="index directory")
+    p.set_defaults(func=_index_compact)
+    p = index_sub.add_parser("repair", help="make a corrupt write-ahead log loadable (offline; keeps a copy)",
+                             description="A write-ahead log with a damaged record followed by valid ones is "
+                             "refused at load (cutting it would lose acknowledged writes). This reports exactly "
+                             "which logged writes a repair keeps and loses, copies the log beside itself "
+                             "(wal-*.log.corrupt-TIME) and then rewrites it. Default: keep every write before the "
+                             "first damaged record. Refused while a server writes the directory.")
+    p.add_argument("--index", type=Path, required=True, help="index directory")
+    p.add_argument("--dry-run", action="store_true", help="only report what a repair would keep and lose")
+    p.add_argument("--salvage", action="store_true",
+                   help="also keep the intact writes after the damage (only the damaged ones are lost; later "
+                   "writes then apply without them)")
+    p.set_defaults(func=_index_repair)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
+    p.add_argument("--index", type=Path, help="index directory from `asen index build` (ASEN_INDEX)")
+    p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
+                       description="Load the checkpoint and read the index's manifest and write-ahead log, as "
+                       "`asen serve` would, and check that the index was built by this model; exit non-zero "
+                       "with the reason otherwise. Writes nothing. Settings as for serve (ASEN_CHECKPOINT, "
+                       "ASEN_INDEX).")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
+    p.add_argument("--index", type=Path, help="index directory (ASEN_INDEX)")
+    p.set_defaults(func=_check)
+
+    p = sub.add_parser("demo", help="make the demo dataset, model and index if missing, then serve them")
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything goes (default var/demo)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="prepare everything, then exit")
+    p.add_argument("--synth-args", default=os.environ.get("ASEN_DEMO_SYNTH_ARGS", ""), metavar="FLAGS",
+                   help="`asen synth` flags for the demo dataset, one string (ASEN_DEMO_SYNTH_ARGS; default: "
+                   "the full demo dataset)")
+    p.add_argument("--train-args", default=os.environ.get("ASEN_DEMO_TRAIN_ARGS", ""), metavar="FLAGS",
+                   help="`asen train` flags for the demo model, one string, e.g. \"--time-budget 5\" "
+                   "(ASEN_DEMO_TRAIN_ARGS; default: the default recipe)")
+    p.set_defaults(func=_demo)
+
+
+def _index_build(args: argparse.Namespace) -> None:
+    from asen_search.service.catalogue.build import BuildConfig, build_index
+
+    for name in ("batch_size", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
+                                     args.chunk_size, args.factory, args.restart))
+    print(f"built {report.out}: {report.items} items; {report.encoded_now} images read in "
+          f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
+    if report.skipped:
+        print(f"{len(report.skipped)} unreadable images skipped (listed in {report.out / 'build_report.json'}):",
+              file=sys.stderr)
+        for item_id, why in report.skipped:
+            print(f"  {item_id}: {why}", file=sys.stderr)
+
+
+def _index_compact(args: argparse.Namespace) -> None:
+    from asen_search.index import CatalogueIndex, LogUnavailable
+
+    catalogue = CatalogueIndex.load(args.index, writer=True)  # DirectoryLocked while a server writes it
+    try:
+        catalogue.open_log()
+        before = catalogue.log_size
+        version = catalogue.checkpoint()
+    except LogUnavailable as exc:
+        raise RuntimeError(str(exc)) from None
+    finally:
+        catalogue.close()
+    print(f"compacted {before} log bytes of {args.index}: {len(catalogue)} items in {version.name}")
+
+
+def _index_repair(args: argparse.Namespace) -> None:
+    from asen_search.index import repair_log
+
+    report = repair_log(args.index, "salvage" if args.salvage else "cut", dry_run=args.dry_run)
+    print("\n".join(report.lines()))
+
+
+def _check(args: argparse.Namespace) -> None:
+    from asen_search.index import IndexFormatError, read_manifest
+    from asen_search.model.encoder import Encoder
+    from asen_search.service.resources import check_compatible_manifest
+
+    settings = serve_settings(args)
+    encoder = Encoder.from_checkpoint(settings.checkpoint)
+    try:
+        manifest = read_manifest(settings.index)
+    except IndexFormatError as exc:
+        raise ValueError(str(exc)) from None
+    check_compatible_manifest(encoder, manifest)
+    print(f"ok: {settings.checkpoint} and {settings.index} ({manifest['count']} items, version "
+          f"{manifest['version']}, attributes {', '.join(manifest['attributes'])}) belong together")
+
+
+def serve_settings(args: argparse.Namespace) -> Settings:
+    """Flags given on the command line win over ASEN_* variables."""
+    from pydantic import ValidationError
+
+    from asen_search.service.api.settings import Settings
+
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "host", "port") if getattr(args, k, None) is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"serve settings: {problems} (give --checkpoint/--index or set ASEN_CHECKPOINT/"
+                         f"ASEN_INDEX)") from None
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from asen_search.service.api.server import prefer_passive_openmp, serve
+
+    prefer_passive_openmp()  # before torch and faiss load
+    serve(serve_settings(args))
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from asen_search.service.api.server import prefer_passive_openmp
+
+    prefer_passive_openmp()
+    from asen_search.service.catalogue.demo import run_demo
+
+    run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve, synth_args=args.synth_args,
+             train_args=args.train_args)

@@ -1,0 +1,53 @@
+"""Loading what the service serves: the model and its catalogue, checked to belong together (also
+used by `asen check`, which reads only the index manifest)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asen_search.index import CatalogueIndex, DirectoryUnwritable
+from asen_search.model.encoder import Encoder
+from asen_search.service.api.settings import Settings
+
+logger = logging.getLogger("asen.service")
+
+
+def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
+    """Load the model and its catalogue; ValueError when they do not belong together.
+
+    Unless memory-mapped (read-only), the catalogue is loaded as its directory's one writer: the
+    directory's lock is taken before anything is read and held until shutdown, so a second server
+    or an offline compaction or build of the same directory is refused (DirectoryLocked, naming
+    this process). A directory that cannot be written at all is loaded without the lock: searches
+    work and writes answer 503."""
+    encoder = Encoder.from_checkpoint(settings.checkpoint)
+    try:
+        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap,
+                                        writer=not settings.mmap)
+    except DirectoryUnwritable as exc:
+        logger.error("%s; writes will be refused", exc)
+        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        catalogue.refuse_writes(f"the index directory cannot be written: {exc}")
+    try:
+        check_compatible(encoder, catalogue)
+    except ValueError:
+        catalogue.close()
+        raise
+    return encoder, catalogue
+
+
+def check_compatible(encoder: Encoder, catalogue: CatalogueIndex) -> None:
+    if catalogue.attributes != encoder.attribute_names or catalogue.dim != encoder.dim:
+        raise ValueError(f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
+                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
+
+
+def check_compatible_manifest(encoder: Encoder, manifest: dict[str, Any]) -> None:
+    """The checks of loading, from an index's manifest alone: same model, attributes and dim."""
+    if manifest["fingerprint"] != encoder.fingerprint:
+        raise ValueError(f"the index at version {manifest['version']} was built by another model (fingerprint "
+                         f"{manifest['fingerprint'][:12]}, this checkpoint {encoder.fingerprint[:12]}): rebuild "
+                         "it with `asen index build`")
+    if manifest["attributes"] != encoder.attribute_names or manifest["dim"] != encoder.dim:
+        raise ValueError(f"the index has attributes {manifest['attributes']} of dim {manifest['dim']}; the model "
+                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")

@@ -1,0 +1,53 @@
+"""Reranking a candidate list by attribute similarity: plain functions and types, no HTTP, so the
+formula and the retry are testable on a catalogue alone (`POST /rerank` is a thin route over them).
+
+    score = weight * similarity + (1 - weight) * (1 - position / n)
+
+`weight` 1 ranks by similarity alone; 0 keeps the submitted order. Ties keep the submitted order.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from asen_search.index import CatalogueBusy, CatalogueIndex
+from asen_search.service.catalogue.item_images import public_metadata
+
+
+@dataclass(frozen=True)
+class Reranked:
+    id: str
+    similarity: float
+    position: int
+    score: float
+    metadata: dict[str, Any]
+
+
+def score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str, ids: Sequence[str],
+                attempts: int = 5) -> tuple[dict[str, float], dict[str, dict[str, Any]], list[str]]:
+    """Similarities and (public) metadata of the ids present in the catalogue, and the ids that are
+    not. Retries when a concurrent delete removes an id between the check and the lookup;
+    CatalogueBusy after `attempts` such races."""
+    for _ in range(attempts):
+        known = [i for i in ids if i in catalogue]
+        try:
+            scores = catalogue.score_ids(query, attribute, known) if known else {}
+            metadata = {i: public_metadata(catalogue.get(i).metadata) for i in known}
+        except KeyError:
+            continue
+        return scores, metadata, [i for i in ids if i not in scores]
+    raise CatalogueBusy(f"the catalogue changed during the request {attempts} times; retry")
+
+
+def rerank(candidates: Sequence[str], scores: dict[str, float], metadata: dict[str, dict[str, Any]],
+           weight: float) -> list[Reranked]:
+    """The `candidates` that have a score, best first (see the module's formula); `candidates`
+    must be unique."""
+    n = len(candidates)
+    hits = [Reranked(c, scores[c], p, weight * scores[c] + (1.0 - weight) * (1.0 - p / n), metadata[c])
+            for p, c in enumerate(candidates) if c in scores]
+    hits.sort(key=lambda h: (-h.score, h.position))
+    return hits

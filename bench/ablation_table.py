@@ -1,6 +1,6 @@
 """Markdown table of test MAP per attribute from `asen eval --json` files.
 
-    python bench/ablation_table.py asen++=runs/default/test.json asen-global=runs/ablation/asen-global/test.json ...
+    .venv/bin/python bench/ablation_table.py asen++=runs/default/test.json asen-global=runs/ablation/asen-global/test.json ...
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 local branch batched over attributes) against a naive loop running the full network once per
 attribute, side by side in one run.
 
-    python bench/encode_throughput.py --checkpoint runs/default/best.pt --data data/demo --images 128
+    .venv/bin/python bench/encode_throughput.py --checkpoint runs/default/best.pt --data data/demo --images 128
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Index build throughput: catalogue images per second, every attribute encoded.
 
-    python bench/index_build.py --checkpoint var/demo/model/best.pt --catalogue var/demo/data --limit 1000
+    .venv/bin/python bench/index_build.py --checkpoint var/demo/model/best.pt --catalogue var/demo/data --limit 1000
 
 Builds into a temporary directory from scratch (no resume), so the number covers decoding,
 encoding every attribute and writing the index. Uses the allocator settings of docs/tuning.md

@@ -2,8 +2,8 @@
 `/healthz`, p50/p99/max over real HTTP, first alone, then while writers add and delete items as
 fast as the server takes them (each write appended to the log and fsynced before it is answered).
 
-    python bench/search_during_writes.py --checkpoint var/demo/model/best.pt --index var/demo/index
-    python bench/search_during_writes.py ... --source /path/to/another/checkout   # the same, older code
+    .venv/bin/python bench/search_during_writes.py --checkpoint var/demo/model/best.pt --index var/demo/index
+    .venv/bin/python bench/search_during_writes.py ... --source /path/to/another/checkout   # the same, older code
 
 The index is copied to a temporary directory first (the writes never touch it). `--source` serves
 another checkout of this project (e.g. a `git worktree` of an earlier commit), so two versions can

@@ -1,8 +1,8 @@
 """`/search` latency over real HTTP on localhost: p50/p99 with 1 and 8 concurrent clients, split into
 decode, encode and search time (from the server's Server-Timing header).
 
-    python bench/search_latency.py --checkpoint var/demo/model/best.pt --index var/demo/index
-    python bench/search_latency.py --checkpoint var/demo/model/best.pt --catalogue-size 100000
+    .venv/bin/python bench/search_latency.py --checkpoint var/demo/model/best.pt --index var/demo/index
+    .venv/bin/python bench/search_latency.py --checkpoint var/demo/model/best.pt --catalogue-size 100000
 
 With --catalogue-size the index is synthetic: random unit vectors for the checkpoint's attributes
 (search time depends on the number of vectors, not on what they show). The server is `asen serve`

@@ -1,7 +1,7 @@
 """What durability costs: the time of one logged write (append + fsync) and of a compaction
 (a full snapshot, during which writes wait) as the catalogue grows.
 
-    python bench/wal_cost.py --sizes 1400 20000 100000 --dim 256 --attributes 7 --writes 2000
+    .venv/bin/python bench/wal_cost.py --sizes 1400 20000 100000 --dim 256 --attributes 7 --writes 2000
 
 Synthetic unit vectors (cost depends on the number of vectors, not what they show), in a temporary
 directory on the same disk as the project unless --workdir says otherwise.

@@ -1,6 +1,7 @@
 """Our per-client token buckets (service/api/overload.py) against the `limits` library that slowapi
 uses, on what matters for a flood of distinct client addresses: memory held and time per check.
 
+    .venv/bin/pip install limits      # slowapi's backend; not a dependency of this project
     .venv/bin/python bench/rate_limiter_compare.py --keys 200000
 """
 from __future__ import annotations
@@ -10,10 +11,6 @@ import gc
 import resource
 import time
 import tracemalloc
-
-from limits import parse
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from asen_search.service.api.overload import TokenBuckets
 
@@ -34,6 +31,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=200_000)
     args = parser.parse_args()
+    try:  # slowapi's backend: not a dependency of this project, measured here only
+        from limits import parse
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+    except ImportError:
+        raise SystemExit("this comparison needs the `limits` package (slowapi's backend): "
+                         ".venv/bin/pip install limits") from None
     buckets = TokenBuckets(rate=5.0, burst=10)
     measure("token buckets (ours, 10k keys kept)", buckets.take, args.keys)
     limit = parse("10/2 second")  # the same average and burst as a moving window

@@ -21,6 +21,7 @@ from .errors import (
     UnknownItem,
 )
 from .ids import MAX_ID_LENGTH, validate_id
+from .interface import Catalogue
 from .repair import RepairReport, repair_log
 from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
@@ -31,6 +32,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "NO_SPACE_ERRNOS",
     "AttributeIndex",
+    "Catalogue",
     "CatalogueBusy",
     "CatalogueError",
     "CatalogueIndex",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,6 +205,18 @@ class CatalogueIndex:
         with self._lock.read():
             vectors = index.reconstruct(np.array([self._ids.key(item_id)]))
         return vectors[0]
+
+    def iter_items(self, batch_size: int = 1000) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Every item, `batch_size` at a time: (ids, vectors `[n, n_attributes, dim]`, metadata); for
+        copying a catalogue to another backend."""
+        ids = self.ids()
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start:start + batch_size]
+            with self._lock.read():
+                keys = np.array([self._ids.key(i) for i in chunk], dtype=np.int64)
+                vectors = np.stack([index.reconstruct(keys) for index in self._indexes], axis=1)
+                metas = [dict(self._metadata.get(int(k))) for k in keys]
+            yield chunk, vectors, metas
 
     def _index(self, attribute: str) -> AttributeIndex:
         try:

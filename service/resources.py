@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asen_search.index import CatalogueIndex, DirectoryUnwritable
+from asen_search.index import Catalogue, CatalogueIndex, DirectoryUnwritable
+from asen_search.index.milvus import MilvusCatalogue, MilvusUnavailable
 from asen_search.model.encoder import Encoder
 from asen_search.service.api.settings import Settings
 
 logger = logging.getLogger("asen.service")
 
 
-def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
+def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
     """Load the model and its catalogue; ValueError when they do not belong together.
 
     Unless memory-mapped (read-only), the catalogue is loaded as its directory's one writer: the
@@ -21,6 +22,17 @@ def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
     this process). A directory that cannot be written at all is loaded without the lock: searches
     work and writes answer 503."""
     encoder = Encoder.from_checkpoint(settings.checkpoint)
+    catalogue: Catalogue
+    if isinstance(settings.index, str):  # a Milvus collection: no directory, no lock, the engine's durability
+        try:
+            catalogue = MilvusCatalogue.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        except MilvusUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        if settings.images_root is None:
+            logger.warning("uploaded images are not kept (a Milvus catalogue and no ASEN_IMAGES_DIR): GET /images "
+                           "answers 404 for items added through the API")
+        _check_or_close(encoder, catalogue)
+        return encoder, catalogue
     try:
         catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap,
                                         writer=not settings.mmap)
@@ -28,15 +40,19 @@ def load_resources(settings: Settings) -> tuple[Encoder, CatalogueIndex]:
         logger.error("%s; writes will be refused", exc)
         catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint)
         catalogue.refuse_writes(f"the index directory cannot be written: {exc}")
+    _check_or_close(encoder, catalogue)
+    return encoder, catalogue
+
+
+def _check_or_close(encoder: Encoder, catalogue: Catalogue) -> None:
     try:
         check_compatible(encoder, catalogue)
     except ValueError:
         catalogue.close()
         raise
-    return encoder, catalogue
 
 
-def check_compatible(encoder: Encoder, catalogue: CatalogueIndex) -> None:
+def check_compatible(encoder: Encoder, catalogue: Catalogue) -> None:
     if catalogue.attributes != encoder.attribute_names or catalogue.dim != encoder.dim:
         raise ValueError(f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
                          f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from asen_search.index import CatalogueBusy, CatalogueIndex
+from asen_search.index import Catalogue, CatalogueBusy
 from asen_search.service.catalogue.item_images import public_metadata
 
 
@@ -26,7 +26,7 @@ class Reranked:
     metadata: dict[str, Any]
 
 
-def score_known(catalogue: CatalogueIndex, query: np.ndarray, attribute: str, ids: Sequence[str],
+def score_known(catalogue: Catalogue, query: np.ndarray, attribute: str, ids: Sequence[str],
                 attempts: int = 5) -> tuple[dict[str, float], dict[str, dict[str, Any]], list[str]]:
     """Similarities and (public) metadata of the ids present in the catalogue, and the ids that are
     not. Retries when a concurrent delete removes an id between the check and the lookup;

@@ -11,7 +11,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from asen_search.index import CatalogueIndex, LogUnavailable, StaleCatalogue
+from asen_search.index import Catalogue, LogUnavailable, StaleCatalogue
 from asen_search.model.encoder import Encoder
 from asen_search.service.api.auth import API_KEY_HEADER
 from asen_search.service.api.body_limit import BodyLimitMiddleware
@@ -33,7 +33,7 @@ the catalogue by similarity *under that attribute only*. Errors are JSON:
 `{"error": "<code>", "detail": "<what was wrong>"}`."""
 
 
-def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: CatalogueIndex | None = None) -> FastAPI:
+def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Catalogue | None = None) -> FastAPI:
     """The service. Pass an already loaded `encoder` and `catalogue` to skip loading them from
     `settings.checkpoint` and `settings.index` at startup."""
     if (encoder is None) != (catalogue is None):
@@ -54,7 +54,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         runtime = Runtime(settings, loaded[0], loaded[1], metrics,
                           InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
                           Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
-                                    metrics, settings.index), write_lock)
+                                    metrics, settings.images_root), write_lock)
         app.state.runtime = runtime
         metrics.items.set(len(loaded[1]))
         metrics.log_bytes.set(loaded[1].log_size)
@@ -91,7 +91,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     return app
 
 
-def open_write_log(settings: Settings, catalogue: CatalogueIndex) -> bool:
+def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:
     """Open the index's write-ahead log unless the catalogue is read-only; warn when writes are
     open to anyone. False when writes are off (read-only, or the log could not be opened: then
     writes answer 503 with the reason and searches work)."""

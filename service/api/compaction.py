@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio
 
-from asen_search.index import NO_SPACE_ERRNOS, CatalogueIndex, LogUnavailable
+from asen_search.index import NO_SPACE_ERRNOS, Catalogue, LogUnavailable
 from asen_search.service.api.errors import ApiError
 from asen_search.service.api.prometheus import Metrics
 from asen_search.service.catalogue.item_images import IMAGE_KEY, prune_uploads
@@ -42,7 +42,7 @@ class Compactor:
     """Folds the write-ahead log into a snapshot, off the event loop, holding the service's write
     lock (searches continue; writes wait for it)."""
 
-    def __init__(self, catalogue: CatalogueIndex, write_lock: object, max_bytes: int, interval_s: float,
+    def __init__(self, catalogue: Catalogue, write_lock: object, max_bytes: int, interval_s: float,
                  metrics: Metrics | None = None, index_dir: Path | None = None,
                  upload_grace_s: float = UPLOAD_GRACE_S) -> None:
         self.catalogue, self.write_lock, self.metrics = catalogue, write_lock, metrics
@@ -71,7 +71,8 @@ class Compactor:
                 if self.metrics is not None:
                     self.metrics.compactions.labels("failed").inc()
                 raise
-            logger.info("compacted %d log bytes into %s in %.2f s", before, version.name, time.perf_counter() - start)
+            logger.info("compacted %d log bytes into %s in %.2f s", before, getattr(version, "name", version),
+                        time.perf_counter() - start)
             if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
                 # under the write lock: no write can be between storing its image and logging its item
                 pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY),

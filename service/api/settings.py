@@ -2,11 +2,13 @@
 and, for `asen serve`, from command-line flags (flags win)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from asen_search.index.milvus import is_milvus
 from asen_search.model.image_input import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, MIB
 
 
@@ -16,7 +18,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ASEN_", extra="ignore", frozen=True)
 
     checkpoint: Path = Field(description="model checkpoint file (ASEN_CHECKPOINT)")
-    index: Path = Field(description="catalogue index directory built by `asen index build` (ASEN_INDEX)")
+    index: Path | str = Field(description="the catalogue: an index directory built by `asen index build`, or a "
+                              "Milvus collection, milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db[#COLLECTION] "
+                              "(ASEN_INDEX)")
+    images_dir: Path | None = Field(None, description="where uploaded item images are kept (default: the index "
+                                    "directory; with Milvus, a folder every replica shares, else uploads are not "
+                                    "kept)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")
@@ -42,6 +49,12 @@ class Settings(BaseSettings):
     mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
     log_level: str = "info"
 
+    @field_validator("index", mode="before")
+    @classmethod
+    def _path_unless_milvus(cls, value: object) -> object:
+        """A Milvus location stays a string (a Path would fold its `//`); anything else is a directory."""
+        return value if is_milvus(value) else Path(str(value)) if isinstance(value, str | os.PathLike) else value
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
@@ -53,6 +66,18 @@ class Settings(BaseSettings):
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
         return self
+
+    @property
+    def milvus(self) -> bool:
+        """The catalogue is a Milvus collection (else a FAISS index directory)."""
+        return isinstance(self.index, str)
+
+    @property
+    def images_root(self) -> Path | None:
+        """The folder uploaded images go under (`images/`), or None when they are not kept."""
+        if self.images_dir is not None:
+            return self.images_dir
+        return None if isinstance(self.index, str) else self.index
 
     @property
     def max_request_bytes(self) -> int:

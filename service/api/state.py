@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import Depends, Request, UploadFile
 from PIL import Image
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import Catalogue
 from asen_search.model.encoder import Encoder, Explanation
 from asen_search.model.image_input import ImageLimits, ImageTooLarge, decode_image
 from asen_search.service.api.compaction import Compactor
@@ -36,7 +36,7 @@ class Runtime:
 
     settings: Settings
     encoder: Encoder
-    catalogue: CatalogueIndex
+    catalogue: Catalogue
     metrics: Metrics
     queue: InferenceQueue
     compactor: Compactor
@@ -88,7 +88,7 @@ class Runtime:
         """The stored image file of a catalogue item; 404 when the item or its image is unknown."""
         # UnknownItem (404 `unknown_item`) when there is no such item
         reference = (await anyio.to_thread.run_sync(self.catalogue.get, item_id)).metadata.get(IMAGE_KEY)
-        path = stored_path(self.settings.index, reference)
+        path = stored_path(self.settings.images_root, reference)
         if path is None:
             raise ApiError(404, "no_image", f"item {item_id!r} has no stored image (its index was built before "
                            "images were recorded: rebuild it with `asen index build`)")

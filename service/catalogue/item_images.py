@@ -92,13 +92,13 @@ def prune_uploads(index_dir: Path, referenced: set[str], grace_s: float) -> int:
     return removed
 
 
-def stored_path(index_dir: Path, reference: object) -> Path | None:
-    """The file an item's `_image` names: an upload under `index_dir`, or an absolute path that
-    the index build recorded. None for anything else."""
+def stored_path(index_dir: Path | None, reference: object) -> Path | None:
+    """The file an item's `_image` names: an upload under `index_dir` (None: uploads are not kept),
+    or an absolute path that the index build recorded. None for anything else."""
     if not isinstance(reference, str):
         return None
     if _UPLOAD_NAME.match(reference):
-        return index_dir / reference
+        return None if index_dir is None else index_dir / reference
     path = Path(reference)
     return path if path.is_absolute() else None
 

@@ -48,9 +48,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "writes then apply without them)")
     p.set_defaults(func=_index_repair)
 
+    p = index_sub.add_parser("copy", help="copy a catalogue into a new one on either backend (FAISS directory or "
+                             "Milvus)", description="Copy every item (vectors and metadata) of a catalogue into a "
+                             "new one: an index directory into a Milvus collection for service replicas, or back. "
+                             "The source is only read. Locations: an index directory, milvus://HOST:PORT/COLLECTION "
+                             "or milvus-lite:PATH.db[#COLLECTION].")
+    p.add_argument("--from", dest="source", required=True, help="the catalogue to copy")
+    p.add_argument("--to", dest="destination", required=True, help="where the new catalogue goes (must not exist)")
+    p.add_argument("--index-type", help="Milvus: FLAT (default), HNSW, IVF_FLAT, IVF_SQ8, DISKANN; a directory: a "
+                   "FAISS factory string (default Flat)")
+    p.add_argument("--batch-size", type=int, default=1000, help="items per write (default 1000)")
+    p.add_argument("--layout", choices=("fields", "rows"), default="fields",
+                   help="Milvus: one row per item with a vector field per attribute (fields, Milvus 2.4+), or one "
+                   "row per item and attribute (rows: any Milvus from 2.3, any number of attributes); docs/scale.md")
+    p.set_defaults(func=_index_copy)
+
     p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
-    p.add_argument("--index", type=Path, help="index directory from `asen index build` (ASEN_INDEX)")
+    p.add_argument("--index", help="index directory from `asen index build`, or a Milvus collection: "
+                   "milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db[#COLLECTION] (ASEN_INDEX)")
+    p.add_argument("--images-dir", type=Path, help="where uploaded item images are kept (ASEN_IMAGES_DIR; default: "
+                   "the index directory; with Milvus a folder all replicas share)")
     p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
     p.set_defaults(func=_serve)
@@ -61,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "with the reason otherwise. Writes nothing. Settings as for serve (ASEN_CHECKPOINT, "
                        "ASEN_INDEX).")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
-    p.add_argument("--index", type=Path, help="index directory (ASEN_INDEX)")
+    p.add_argument("--index", help="index directory or Milvus collection (ASEN_INDEX)")
     p.set_defaults(func=_check)
 
     p = sub.add_parser("demo", help="make the demo dataset, model and index if missing, then serve them")
@@ -124,6 +142,18 @@ def _check(args: argparse.Namespace) -> None:
 
     settings = serve_settings(args)
     encoder = Encoder.from_checkpoint(settings.checkpoint)
+    if isinstance(settings.index, str):  # a Milvus collection: its properties instead of a manifest
+        from asen_search.index.milvus import MilvusCatalogue
+        from asen_search.service.resources import check_compatible
+
+        catalogue = MilvusCatalogue.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        try:
+            check_compatible(encoder, catalogue)
+            print(f"ok: {settings.checkpoint} and {settings.index} ({len(catalogue)} items, attributes "
+                  f"{', '.join(catalogue.attributes)}) belong together")
+        finally:
+            catalogue.close()
+        return
     try:
         manifest = read_manifest(settings.index)
     except IndexFormatError as exc:
@@ -133,13 +163,30 @@ def _check(args: argparse.Namespace) -> None:
           f"{manifest['version']}, attributes {', '.join(manifest['attributes'])}) belong together")
 
 
+def _index_copy(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from asen_search.index.transfer import copy_catalogue, open_catalogue
+
+    source = open_catalogue(args.source)
+    try:
+        with tqdm(total=len(source), unit="item", desc="copying") as bar:
+            copied = copy_catalogue(source, args.destination, args.index_type, args.batch_size, bar.update,
+                                    layout=args.layout)
+        print(f"copied {len(copied)} items of {args.source} into {args.destination}")
+        copied.close()
+    finally:
+        source.close()
+
+
 def serve_settings(args: argparse.Namespace) -> Settings:
     """Flags given on the command line win over ASEN_* variables."""
     from pydantic import ValidationError
 
     from asen_search.service.api.settings import Settings
 
-    given = {k: getattr(args, k) for k in ("checkpoint", "index", "host", "port") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port")
+             if getattr(args, k, None) is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:

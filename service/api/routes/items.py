@@ -38,12 +38,13 @@ def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: d
             raise ApiError(409, "item_exists", f"item {item_id!r} is already in the catalogue; send replace=true "
                            "to replace it")
         with timer.stage("persist"):
-            try:
-                stored = save_upload(runtime.settings.index, image)  # under the lock pruning takes: still there
+            root = runtime.settings.images_root
+            try:  # under the lock pruning takes: still there
+                stored = None if root is None else save_upload(root, image)
             except OSError as exc:
                 raise storage_error(exc, "the item's image") from None
             try:
-                catalogue.upsert([item_id], vectors[None], [with_image(metadata, stored)])
+                catalogue.upsert([item_id], vectors[None], [metadata if stored is None else with_image(metadata, stored)])
             except ValueError as exc:
                 raise ApiError(422, "invalid_metadata", str(exc)) from None
             except (OSError, LogUnavailable) as exc:
@@ -94,8 +95,10 @@ async def add_item(runtime: RuntimeDep, response: Response,
     runtime.check_writable()
     picture, data = await runtime.read_image(image, timer)
     vectors = await runtime.encode(picture, None, timer)
+    root = runtime.settings.images_root  # None: uploads are not kept (a Milvus catalogue without ASEN_IMAGES_DIR)
     try:
-        await anyio.to_thread.run_sync(save_upload, runtime.settings.index, data)  # the costly write, unlocked
+        if root is not None:
+            await anyio.to_thread.run_sync(save_upload, root, data)  # the costly write, unlocked
     except OSError as exc:
         raise storage_error(exc, "the item's image") from None
     replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, meta, replace, data, timer)

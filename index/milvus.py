@@ -169,8 +169,10 @@ def filter_expression(filters: Mapping[str, FilterValue] | None, exclude: Sequen
 class MilvusCatalogue:
     """A catalogue held in one Milvus collection (see the module docstring), in one of two layouts:
     `fields` (one row per item, one vector field per attribute; Milvus 2.4 and later) or `rows` (one
-    row per item and attribute, the attribute a partition key; any Milvus from 2.3, no limit on
-    attributes; metadata stored on every row)."""
+    row per item and attribute, with an `attribute` number; any Milvus from 2.3, no limit on
+    attributes; metadata stored on every row). `attribute` is a plain field, not a partition key:
+    on Milvus 2.3.5, rows written by upsert into a partition-key collection are not found by a filter
+    on the key (measured: `attribute == 0` counted 0 of 2 upserted rows)."""
 
     def __init__(self, client: Any, location: MilvusLocation, attributes: list[str], dim: int, fingerprint: str,
                  index_type: str, layout: str = "fields") -> None:
@@ -204,7 +206,7 @@ class MilvusCatalogue:
             schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=4 * MAX_ID_LENGTH + 8)
             if layout == "rows":
                 schema.add_field("item", DataType.VARCHAR, max_length=4 * MAX_ID_LENGTH)
-                schema.add_field("attribute", DataType.INT64, is_partition_key=True)
+                schema.add_field("attribute", DataType.INT64)
             schema.add_field("meta", DataType.JSON)
             schema.add_field("terms", DataType.JSON)
             indexes = client.prepare_index_params()

@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from asen_search.service.cli.main import main
@@ -49,13 +50,14 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 assert time.monotonic() < deadline, "milvus-server did not answer in 180 s"
                 time.sleep(2)
         yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    finally:  # the wrapper, and the etcd + milvus processes it starts in sessions of their own
+        everything = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        for each in everything:
+            each.terminate()
+        _, alive = psutil.wait_procs(everything, timeout=20)
+        for each in alive:
+            each.kill()
+        process.wait()
 
 
 def test_a_write_through_one_replica_is_read_through_the_other(milvus_server: str, built_index: Path,

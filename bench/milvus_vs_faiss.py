@@ -3,6 +3,7 @@
 by one query (p50/p99, unfiltered and filtered), and the process's memory after each load.
 
     .venv/bin/python bench/milvus_vs_faiss.py --items 100000 --attributes 7 --dim 256
+    .venv/bin/python bench/milvus_vs_faiss.py --items 100000 --no-lite --server 127.0.0.1:19530   # a Milvus server too
 
 Vectors are random unit vectors (search cost does not depend on their content for exact search);
 metadata: a category out of 20. Results go to stdout as a markdown table (docs/scale.md).
@@ -51,6 +52,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--no-lite", action="store_true", help="skip Milvus Lite")
+    parser.add_argument("--server", metavar="HOST:PORT", help="also a Milvus server (layout rows: any version)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.items, args.attributes, args.dim)).astype(np.float32)
@@ -62,10 +65,16 @@ def main() -> None:
     rows = []
     base = rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
-        for name, make in (("FAISS Flat (in process)", lambda: CatalogueIndex.create(attributes, args.dim, "bench")),
-                           ("Milvus Lite FLAT (file)", lambda: MilvusCatalogue.create(
-                               f"milvus-lite:{tmp}/bench.db#bench", attributes, args.dim, "bench"))):
-            catalogue = make()
+        backends: list[tuple[str, object]] = [
+            ("FAISS Flat (in process)", lambda: CatalogueIndex.create(attributes, args.dim, "bench"))]
+        if not args.no_lite:
+            backends.append(("Milvus Lite FLAT, fields (file)", lambda: MilvusCatalogue.create(
+                f"milvus-lite:{tmp}/bench.db#bench", attributes, args.dim, "bench")))
+        if args.server:
+            backends.append((f"Milvus server FLAT, rows ({args.server})", lambda: MilvusCatalogue.create(
+                f"milvus://{args.server}/bench_{int(time.time())}", attributes, args.dim, "bench", layout="rows")))
+        for name, make in backends:  # type: ignore[assignment]
+            catalogue = make()  # type: ignore[operator]
             before = rss_mib()
             rate = load(catalogue, ids, vectors, metas, args.batch)
             held = rss_mib() - before
@@ -73,6 +82,8 @@ def main() -> None:
             filtered = latency(catalogue, queries, "a0", {"category": "c3"})
             rows.append((name, rate, np.percentile(plain, 50), np.percentile(plain, 99), np.percentile(filtered, 50),
                          np.percentile(filtered, 99), held))
+            if isinstance(catalogue, MilvusCatalogue) and catalogue.location.uri.startswith("http"):
+                catalogue.drop()  # the server keeps nothing of the benchmark
             catalogue.close()  # type: ignore[attr-defined]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.items} items x {args.attributes} attributes x {args.dim} dims; {args.queries} single queries, "

@@ -485,6 +485,10 @@ class MilvusCatalogue:
         self._client.flush(self.location.collection)
         return str(self.location)
 
+    def drop(self) -> None:
+        """Delete the collection and everything in it."""
+        self._client.drop_collection(self.location.collection)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

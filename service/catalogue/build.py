@@ -60,7 +60,7 @@ class BuildReport:
 
 
 @dataclass
-class _Chunk:
+class Chunk:
     ids: list[str]
     vectors: np.ndarray              # [n, n_attributes, dim]
     metadata: list[dict[str, Any]]
@@ -83,18 +83,20 @@ def _load_batch(entries: Sequence[CatalogueEntry], limits: ImageLimits) -> list[
     return [_load_one(e, limits) for e in entries]
 
 
-def _encode_chunk(encoder: Encoder, entries: list[CatalogueEntry], cfg: BuildConfig, bar: tqdm) -> _Chunk:
-    """Decode (one batch ahead, in a thread) and encode the images of one chunk."""
-    batches = [entries[i:i + cfg.batch_size] for i in range(0, len(entries), cfg.batch_size)]
+def encode_entries(encoder: Encoder, entries: list[CatalogueEntry], batch_size: int, limits: ImageLimits,
+                   bar: tqdm) -> Chunk:
+    """Decode (one batch ahead, in a thread) and encode the images of one chunk; unreadable images
+    are listed in `failed`, never fatal. Also used by the distributed encoder (ray_encode.py)."""
+    batches = [entries[i:i + batch_size] for i in range(0, len(entries), batch_size)]
     encoded: list[CatalogueEntry] = []
     failed: list[tuple[str, str]] = []
     parts = [np.zeros((0, len(encoder.attributes), encoder.dim), np.float32)]
     with ThreadPoolExecutor(1) as pool:
-        pending: Future = pool.submit(_load_batch, batches[0], cfg.limits)
+        pending: Future = pool.submit(_load_batch, batches[0], limits)
         for b, batch in enumerate(batches):
             loaded = pending.result()
             if b + 1 < len(batches):
-                pending = pool.submit(_load_batch, batches[b + 1], cfg.limits)
+                pending = pool.submit(_load_batch, batches[b + 1], limits)
             images = []
             for entry, result in zip(batch, loaded):
                 if isinstance(result, str):
@@ -104,13 +106,13 @@ def _encode_chunk(encoder: Encoder, entries: list[CatalogueEntry], cfg: BuildCon
                     encoded.append(entry)
                     images.append(result)
             if images:
-                parts.append(encoder.encode(images, batch_size=cfg.batch_size))
+                parts.append(encoder.encode(images, batch_size=batch_size))
             bar.update(len(batch))
-    return _Chunk([e.id for e in encoded], np.concatenate(parts),
+    return Chunk([e.id for e in encoded], np.concatenate(parts),
                   [with_image(e.metadata, e.path.resolve()) for e in encoded], failed)
 
 
-def _save_chunk(path: Path, chunk: _Chunk) -> None:
+def _save_chunk(path: Path, chunk: Chunk) -> None:
     ids = np.array(chunk.ids, dtype=str)
     metadata = np.array([json.dumps(m) for m in chunk.metadata], dtype=str)
     failed = np.array([json.dumps(f) for f in chunk.failed], dtype=str)
@@ -118,9 +120,9 @@ def _save_chunk(path: Path, chunk: _Chunk) -> None:
     atomic_write(path, lambda fh: np.savez(fh, ids=ids, vectors=chunk.vectors, metadata=metadata, failed=failed))
 
 
-def _read_chunk(path: Path) -> _Chunk:
+def _read_chunk(path: Path) -> Chunk:
     with np.load(path, allow_pickle=False) as z:
-        return _Chunk(z["ids"].tolist(), z["vectors"].astype(np.float32), [json.loads(m) for m in z["metadata"]],
+        return Chunk(z["ids"].tolist(), z["vectors"].astype(np.float32), [json.loads(m) for m in z["metadata"]],
                       [tuple(json.loads(f)) for f in z["failed"]])
 
 
@@ -174,7 +176,7 @@ def _build_locked(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEnt
             bar.write(f"resuming: {done} of {len(entries)} images already encoded in {work}")
         try:
             for n, part in todo:
-                _save_chunk(work / f"chunk-{n:06d}.npz", _encode_chunk(encoder, part, cfg, bar))
+                _save_chunk(work / f"chunk-{n:06d}.npz", encode_entries(encoder, part, cfg.batch_size, cfg.limits, bar))
                 encoded_now += len(part)
         except KeyboardInterrupt:
             bar.write(f"interrupted: finished chunks are kept in {work}; run the same command to resume")

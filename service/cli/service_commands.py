@@ -63,6 +63,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "row per item and attribute (rows: any Milvus from 2.3, any number of attributes); docs/scale.md")
     p.set_defaults(func=_index_copy)
 
+    p = index_sub.add_parser("load-shards", help="a catalogue (index directory or Milvus collection) from the "
+                             "Parquet shards of `asen encode`")
+    p.add_argument("--shards", type=Path, required=True, help="the shards folder of `asen encode`")
+    p.add_argument("--out", required=True, help="index directory to write, or milvus://HOST:PORT/COLLECTION or "
+                   "milvus-lite:PATH.db[#COLLECTION] (must not exist)")
+    p.add_argument("--index-type", help="a FAISS factory string (default Flat), or for Milvus FLAT, HNSW, IVF_SQ8 ...")
+    p.add_argument("--layout", choices=("fields", "rows"), default="fields", help="Milvus layout (docs/scale.md)")
+    p.set_defaults(func=_load_shards)
+
+    p = sub.add_parser("encode", help="encode a catalogue on a Ray cluster into Parquet shards (resumable)",
+                       description="Encode every catalogue image for every attribute with an actor pool on Ray "
+                       "(one model per actor) into Parquet shards under --out; then `asen index load-shards` makes "
+                       "an index directory or a Milvus collection of them. Finished shards are kept: run the same "
+                       "command again to resume. Needs pip install 'asen-search[ray]'.")
+    p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
+    p.add_argument("--catalogue", type=Path, required=True, help="as for `asen index build`: a folder of images, a "
+                   ".jsonl/.csv listing, or a dataset directory (see --split)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test")
+    p.add_argument("--out", type=Path, required=True, help="shards folder (shared by all nodes of a cluster)")
+    p.add_argument("--ray", default="local", help="local (a Ray instance here, default), auto (the running "
+                   "cluster), or a cluster address (ray://HOST:10001 or HOST:6379)")
+    p.add_argument("--ray-actors", type=int, default=2, help="encoder actors, one model each (default 2)")
+    p.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs (and torch threads) per actor")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (default 0)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    p.add_argument("--shard-size", type=int, default=1000, help="images per shard: the unit of resuming")
+    p.add_argument("--restart", action="store_true", help="discard the shards of an earlier run")
+    p.set_defaults(func=_encode)
+
     p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
     p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
     p.add_argument("--index", help="index directory from `asen index build`, or a Milvus collection: "
@@ -177,6 +206,30 @@ def _index_copy(args: argparse.Namespace) -> None:
         copied.close()
     finally:
         source.close()
+
+
+def _encode(args: argparse.Namespace) -> None:
+    from asen_search.service.catalogue.ray_encode import EncodeConfig, encode_with_ray
+    from asen_search.service.catalogue.sources import read_catalogue
+
+    if args.ray_actors < 1 or args.shard_size < 1 or args.batch_size < 1:
+        raise ValueError("--ray-actors, --shard-size and --batch-size must be at least 1")
+    entries = read_catalogue(args.catalogue, args.split)
+    report = encode_with_ray(EncodeConfig(args.checkpoint, args.out, args.ray, args.ray_actors, args.cpus_per_actor,
+                                          args.gpus_per_actor, args.batch_size, args.shard_size, args.restart), entries)
+    print(report.summary())
+    print(f"next: asen index load-shards --shards {args.out} --out INDEX_DIR_OR_MILVUS")
+
+
+def _load_shards(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from asen_search.service.catalogue.shards import load_shards
+
+    with tqdm(unit="item", desc="loading shards") as bar:
+        catalogue = load_shards(args.shards, args.out, args.index_type, args.layout, bar.update)
+    print(f"{args.out}: {len(catalogue)} items from {args.shards}")
+    catalogue.close()
 
 
 def serve_settings(args: argparse.Namespace) -> Settings:

@@ -88,23 +88,23 @@ def test_interrupted_build_resumes_without_redoing_work(image_folder: Path, tiny
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "index"
     config = BuildConfig(tiny_checkpoint, image_folder, out, batch_size=2, chunk_size=4, progress=False)
-    real = catalogue_build._encode_chunk
+    real = catalogue_build.encode_entries
     encoded: list[str] = []
 
-    def interrupted_after_two_chunks(encoder: Encoder, entries: list, cfg: BuildConfig, bar: object) -> object:
+    def interrupted_after_two_chunks(encoder: Encoder, entries: list, *rest: object) -> object:
         if len(encoded) >= 8:
             raise KeyboardInterrupt
         encoded.extend(e.id for e in entries)
-        return real(encoder, entries, cfg, bar)
+        return real(encoder, entries, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(catalogue_build, "_encode_chunk", interrupted_after_two_chunks)
+    monkeypatch.setattr(catalogue_build, "encode_entries", interrupted_after_two_chunks)
     with pytest.raises(KeyboardInterrupt):
         build_index(config)
     assert len(encoded) == 8 and not (out / "CURRENT").exists()
     assert sorted(p.name for p in (out / WORK_DIR).glob("chunk-*")) == ["chunk-000000.npz", "chunk-000001.npz"]
 
     encoded.clear()
-    monkeypatch.setattr(catalogue_build, "_encode_chunk", lambda *a: (encoded.extend(e.id for e in a[1]), real(*a))[1])
+    monkeypatch.setattr(catalogue_build, "encode_entries", lambda *a: (encoded.extend(e.id for e in a[1]), real(*a))[1])
     report = build_index(config)
     assert len(encoded) == 2 and report.encoded_now == 2  # only the last chunk (10 files, 4 per chunk)
     assert report.items == 9 and [i for i, _ in report.skipped] == ["broken"]

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from asen_search.model.tuning import PROCESS_ENV, tune_allocator
 from asen_search.service.catalogue.build import BuildConfig, build_index
 from asen_search.service.catalogue.ray_encode import EncodeConfig, encode_with_ray
 from asen_search.service.catalogue.sources import read_catalogue
@@ -31,6 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
+    tune_allocator()  # as `asen` does for itself; the actors get the same (ray_encode.py)
     entries = read_catalogue(args.catalogue, args.split)[:args.limit]
     cores = os.cpu_count() or 1
     rows = []
@@ -39,7 +41,7 @@ def main() -> None:
         build_index(BuildConfig(args.checkpoint, args.catalogue, Path(tmp) / "index", progress=False), entries)
         rows.append(("asen index build (one process, all cores)", time.perf_counter() - start))
         for actors, cpus in ((1, cores), (cores, 1)):
-            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": PROCESS_ENV})
             start = time.perf_counter()
             encode_with_ray(EncodeConfig(args.checkpoint, Path(tmp) / f"shards-{actors}", actors=actors,
                                          cpus_per_actor=cpus, shard_size=args.shard_size), entries)

@@ -63,7 +63,9 @@ class ShardEncoder:
         import torch
 
         from asen_search.model.encoder import Encoder
+        from asen_search.model.tuning import tune_allocator
 
+        tune_allocator()  # the allocator settings of docs/tuning.md, in each actor's own process
         torch.set_num_threads(max(1, threads))
         self.encoder = Encoder.from_checkpoint(checkpoint)
         self.out, self.batch_size = Path(out), batch_size
@@ -95,11 +97,15 @@ def _connect(address: str, cpus: float) -> None:
         raise RuntimeError("distributed encoding needs Ray: pip install 'asen-search[ray]'") from None
     if ray.is_initialized():
         return
+    from asen_search.model.tuning import PROCESS_ENV
+
+    runtime_env = {"env_vars": PROCESS_ENV}  # the process tuning of docs/tuning.md in every worker
     if address == "local":
-        ray.init(num_cpus=max(1, math.ceil(cpus)), include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=max(1, math.ceil(cpus)), include_dashboard=False, log_to_driver=False,
+                 runtime_env=runtime_env)
     else:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
         except ConnectionError as exc:
             raise RuntimeError(f"no Ray cluster at {address!r} ({exc}); start one with `ray start --head`, or "
                                "use --ray local") from None

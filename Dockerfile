@@ -43,10 +43,13 @@ COPY index ./index
 COPY service ./service
 # the import package: asen_search/{model,index,service} are links to the three folders above
 COPY asen_search ./asen_search
-# Every version from the lock (the CPU torch build above satisfies its torch pin).
+# Every version from the lock (the CPU torch build above satisfies its torch pin); with the Milvus
+# client, so one image serves either catalogue backend (docker compose --profile cluster); for the
+# Ray encoding job (deploy/kubernetes/encode-rayjob.yaml): --build-arg EXTRAS=milvus,ray.
+ARG EXTRAS=milvus
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     if [ -n "$WHEELHOUSE" ]; then set -- --no-index --find-links /wheelhouse; fi; \
-    pip install "$@" -c requirements.lock . \
+    pip install "$@" -c requirements.lock ".[$EXTRAS]" \
     && useradd --create-home --uid 10001 asen \
     && mkdir -p /data \
     && chown asen:asen /data

@@ -79,7 +79,8 @@ audit: install
 # pinned by the lock, and the build backend the image's `pip install .` needs.
 wheelhouse:
 	$(PYTHON) -m pip download -d wheelhouse $(WHEEL_TARGET) --index-url $(TORCH_INDEX_URL) torch==2.14.1 torchvision==0.29.1
-	$(PYTHON) -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+	$(PYTHON) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	  print(*p['dependencies'], *p['optional-dependencies']['milvus'], sep='\n')" \
 	  > wheelhouse/requirements.txt
 	$(PYTHON) -m pip download -d wheelhouse $(WHEEL_TARGET) --find-links wheelhouse -c requirements.lock \
 	  -r wheelhouse/requirements.txt 'setuptools>=68' wheel

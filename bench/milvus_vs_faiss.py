@@ -4,6 +4,8 @@ by one query (p50/p99, unfiltered and filtered), and the process's memory after 
 
     .venv/bin/python bench/milvus_vs_faiss.py --items 100000 --attributes 7 --dim 256
     .venv/bin/python bench/milvus_vs_faiss.py --items 100000 --no-lite --server 127.0.0.1:19530   # a Milvus server too
+    .venv/bin/python bench/milvus_vs_faiss.py --items 20000 --no-lite --server 127.0.0.1:19530 \
+        --consistency Strong,Bounded,Eventually     # what read-your-writes costs on that server
 
 Vectors are random unit vectors (search cost does not depend on their content for exact search);
 metadata: a category out of 20. Results go to stdout as a markdown table (docs/scale.md).
@@ -54,6 +56,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--no-lite", action="store_true", help="skip Milvus Lite")
     parser.add_argument("--server", metavar="HOST:PORT", help="also a Milvus server (layout rows: any version)")
+    parser.add_argument("--consistency", default="Strong", help="the server's read consistency levels to measure, "
+                        "comma-separated (Strong, Bounded, Session, Eventually)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((args.items, args.attributes, args.dim)).astype(np.float32)
@@ -70,9 +74,10 @@ def main() -> None:
         if not args.no_lite:
             backends.append(("Milvus Lite FLAT, fields (file)", lambda: MilvusCatalogue.create(
                 f"milvus-lite:{tmp}/bench.db#bench", attributes, args.dim, "bench")))
-        if args.server:
-            backends.append((f"Milvus server FLAT, rows ({args.server})", lambda: MilvusCatalogue.create(
-                f"milvus://{args.server}/bench_{int(time.time())}", attributes, args.dim, "bench", layout="rows")))
+        for level in args.consistency.split(",") if args.server else []:
+            backends.append((f"Milvus server FLAT, rows, {level}", lambda level=level: MilvusCatalogue.create(
+                f"milvus://{args.server}/bench_{time.time_ns()}?consistency={level}", attributes, args.dim, "bench",
+                layout="rows")))
         for name, make in backends:  # type: ignore[assignment]
             catalogue = make()  # type: ignore[operator]
             before = rss_mib()

@@ -10,8 +10,11 @@ server allows 4 vector fields per collection unless `proxy.maxVectorFieldNum` is
 docs/scale.md. The model's fingerprint, the attribute names and the dimension are collection
 properties, checked at load like the FAISS manifest.
 
-Consistency: every read is `Strong` (read-your-writes across replicas: a write acknowledged by one
-replica is seen by the next search on any other). Durability is the engine's: an insert acknowledged
+Consistency: every read is `Strong` by default (read-your-writes across replicas: a write acknowledged
+by one replica is seen by the next request to any other). It has a price: on the embedded Milvus 2.3.5
+server a search waited 400 ms at p50 under `Strong` against 63 ms under `Bounded` (docs/scale.md).
+`?consistency=Bounded` on the location trades the first for the second: a search may then miss a
+write made a moment earlier through another replica. Durability is the engine's: an insert acknowledged
 by Milvus is in its write-ahead log (a server: the message queue and object storage; Lite: its local
 file); this project keeps no log of its own on this backend.
 
@@ -42,6 +45,7 @@ DEFAULT_COLLECTION = "catalogue"
 MAX_TOP_K = 16384  # Milvus's limit on k
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "DISKANN")
 LAYOUTS = ("fields", "rows")
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
 PAGE = 1000  # rows per query page when iterating the catalogue
 _PROPS = ("asen.fingerprint", "asen.attributes", "asen.dim", "asen.index_type")
 
@@ -52,15 +56,29 @@ class MilvusUnavailable(CatalogueError, RuntimeError):
 
 @dataclass(frozen=True)
 class MilvusLocation:
-    """Where a catalogue lives: a server URI (`http://host:port`) or a Milvus Lite file, and the
-    collection name."""
+    """Where a catalogue lives: a server URI (`http://host:port`) or a Milvus Lite file, the
+    collection name, and the consistency level of every read."""
 
     uri: str
     collection: str
+    consistency: str = "Strong"
 
     @staticmethod
     def parse(text: str) -> MilvusLocation:
-        """`milvus://HOST:PORT/COLLECTION` or `milvus-lite:PATH.db[#COLLECTION]`."""
+        """`milvus://HOST:PORT/COLLECTION` or `milvus-lite:PATH.db[#COLLECTION]`, either followed by
+        `?consistency=Strong|Bounded|Session|Eventually` (default Strong: see the module docstring)."""
+        text, _, query = text.partition("?")
+        consistency = "Strong"
+        if query:
+            key, _, value = query.partition("=")
+            if key != "consistency" or value not in CONSISTENCY_LEVELS:
+                raise ValueError(f"{query!r}: the one option is consistency={'|'.join(CONSISTENCY_LEVELS)}")
+            consistency = value
+        where = MilvusLocation._parse(text)
+        return MilvusLocation(where.uri, where.collection, consistency)
+
+    @staticmethod
+    def _parse(text: str) -> MilvusLocation:
         if text.startswith(SCHEME):
             hostport, _, collection = text[len(SCHEME):].partition("/")
             if not hostport or not collection or "/" in collection:
@@ -74,9 +92,10 @@ class MilvusLocation:
         raise ValueError(f"{text!r} is not a Milvus location (milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)")
 
     def __str__(self) -> str:
+        option = "" if self.consistency == "Strong" else f"?consistency={self.consistency}"
         if self.uri.startswith("http://"):
-            return f"{SCHEME}{self.uri[len('http://'):]}/{self.collection}"
-        return f"{LITE_SCHEME}{self.uri}#{self.collection}"
+            return f"{SCHEME}{self.uri[len('http://'):]}/{self.collection}{option}"
+        return f"{LITE_SCHEME}{self.uri}#{self.collection}{option}"
 
 
 def is_milvus(location: object) -> bool:
@@ -266,7 +285,7 @@ class MilvusCatalogue:
 
     def __len__(self) -> int:
         rows = self._client.query(self.location.collection, filter=self._one_row_per_item(), output_fields=["count(*)"],
-                                  consistency_level="Strong")
+                                  consistency_level=self.location.consistency)
         return int(rows[0]["count(*)"])
 
     def __contains__(self, item_id: object) -> bool:
@@ -300,10 +319,10 @@ class MilvusCatalogue:
             if self.layout == "rows":
                 expression = f"attribute == {attribute or 0} and item in {json.dumps(chunk)}"
                 rows += self._client.query(self.location.collection, filter=expression,
-                                           output_fields=["item", *fields], consistency_level="Strong")
+                                           output_fields=["item", *fields], consistency_level=self.location.consistency)
             else:
                 rows += self._client.get(self.location.collection, ids=chunk, output_fields=fields,
-                                         consistency_level="Strong")
+                                         consistency_level=self.location.consistency)
         return rows
 
     def _metas(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -327,7 +346,7 @@ class MilvusCatalogue:
         iterator = self._client.query_iterator(self.location.collection, batch_size=batch_size,
                                                filter=self._one_row_per_item(),
                                                output_fields=list(dict.fromkeys([self._item_key, *fields])),
-                                               consistency_level="Strong")
+                                               consistency_level=self.location.consistency)
         try:
             while page := iterator.next():
                 yield page
@@ -446,7 +465,7 @@ class MilvusCatalogue:
                                    anns_field="v" if self.layout == "rows" else f"v{a}", limit=k, filter=expression,
                                    output_fields=list(dict.fromkeys([self._item_key, "meta"])),
                                    search_params={"metric_type": "IP", "params": self._search_params},
-                                   consistency_level="Strong")
+                                   consistency_level=self.location.consistency)
         results = [[SearchResult(h["entity"][self._item_key] if self.layout == "rows" else h["id"], float(h["distance"]),
                                  dict(h["entity"]["meta"])) for h in row] for row in hits]
         return results[0] if single else results

@@ -1,0 +1,48 @@
+"""Milvus locations: what `--index` / ASEN_INDEX accept for the Milvus backend."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asen_search.index.milvus import MilvusLocation, filter_expression, filter_terms, is_milvus
+
+
+def test_server_and_lite_locations_parse_and_print_back() -> None:
+    server = MilvusLocation.parse("milvus://db.internal:19530/shop")
+    assert (server.uri, server.collection, server.consistency) == ("http://db.internal:19530", "shop", "Strong")
+    lite = MilvusLocation.parse("milvus-lite:/data/shop.db")
+    assert (lite.uri, lite.collection) == ("/data/shop.db", "catalogue")
+    bounded = MilvusLocation.parse("milvus://h:1/c?consistency=Bounded")
+    assert bounded.consistency == "Bounded" and str(bounded) == "milvus://h:1/c?consistency=Bounded"
+    for text in ("milvus://db.internal:19530/shop", "milvus-lite:/data/shop.db#c2"):
+        assert str(MilvusLocation.parse(text)) == text and is_milvus(text)
+
+
+@pytest.mark.parametrize("text", ["milvus://host:19530", "milvus:///c", "milvus://h:1/a/b", "milvus-lite:/data/shop",
+                                  "milvus://h:1/c?consistency=Sometimes", "milvus://h:1/c?timeout=3", "/data/index"])
+def test_bad_locations_say_what_is_wanted(text: str) -> None:
+    with pytest.raises(ValueError, match="milvus|consistency|option"):
+        MilvusLocation.parse(text)
+
+
+def test_filters_become_typed_term_expressions() -> None:
+    assert filter_terms({"sale": True, "n": 1, "size": 38.0, "tags": ["a", 2], "deep": {"x": 1}}) == {
+        "sale": ["b:True"], "n": ["n:1.0"], "size": ["n:38.0"], "tags": ["s:a", "n:2.0"], "deep": []}
+    assert filter_expression({"sale": True, "c": ["x", "y"]}, ["id-1"]) == (
+        'json_contains_any(terms["sale"], ["b:True"]) and json_contains_any(terms["c"], ["s:x", "s:y"]) '
+        'and id not in ["id-1"]')
+    assert filter_expression({"c": []}) == "false" and filter_expression(None) == ""
+
+
+def test_a_bounded_location_serves_reads(tmp_path: Path) -> None:
+    pytest.importorskip("pymilvus")
+    from asen_search.index.milvus import MilvusCatalogue
+
+    catalogue = MilvusCatalogue.create(f"milvus-lite:{tmp_path}/b.db#b?consistency=Bounded", ["a"], 4, "fp")
+    try:
+        catalogue.add(["x"], np.ones((1, 1, 4), np.float32))
+        assert catalogue.location.consistency == "Bounded" and "x" in catalogue
+    finally:
+        catalogue.close()

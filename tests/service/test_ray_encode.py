@@ -1,31 +1,45 @@
-"""Distributed encoding on a real local Ray cluster (`ray.init(num_cpus=2)`): the shards give the
-same vectors and catalogue as `asen index build`, a second run resumes without re-encoding, an
-encoder actor killed mid-run is restarted and its shard retried, unreadable images are listed."""
+"""Distributed encoding on a real local Ray instance (2 CPUs, started by each run's own process, as
+`asen encode --ray local` does): the shards give the same vectors and catalogue as `asen index build`,
+a second run resumes without re-encoding, an encoder actor killed mid-run is restarted and its shard
+retried, unreadable images are listed, not fatal."""
 from __future__ import annotations
 
-import os
+import json
+import re
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from asen_search.index import CatalogueIndex
-from asen_search.service.catalogue.ray_encode import EncodeConfig, ShardEncoder, encode_with_ray
-from asen_search.service.catalogue.shards import load_shards, shard_path
+from asen_search.service.catalogue.shards import failures_of, load_shards, shard_path
 from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue
 from asen_search.service.cli.main import main
 
-ray = pytest.importorskip("ray", reason="distributed encoding needs pip install '.[ray]'")
-SHARD, N = 40, 120  # 3 shards: every test's cost is mostly starting actors, not encoding
+pytest.importorskip("ray", reason="distributed encoding needs pip install '.[ray]'")
+ROOT = Path(__file__).resolve().parents[2]
+SHARD, N = 40, 120  # 3 shards: every run's cost is mostly starting Ray and its actors, not encoding
 
 
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+def _listing(entries: list[CatalogueEntry], path: Path) -> Path:
+    path.write_text("".join(json.dumps({"id": e.id, "path": str(e.path), "metadata": e.metadata}) + "\n"
+                            for e in entries))
+    return path
+
+
+def _encode(checkpoint: Path, listing: Path, out: Path, shard_size: int = SHARD) -> tuple[int, str]:
+    """`asen encode --ray local`; (images encoded by this run, its output)."""
+    done = subprocess.run([sys.executable, "-m", "asen_search.service.cli", "encode", "--checkpoint", str(checkpoint),
+                           "--catalogue", str(listing), "--out", str(out), "--shard-size", str(shard_size),
+                           "--ray-actors", "2", "--batch-size", "16"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-3000:]
+    found = re.search(r"encoded (\d+) images", done.stdout)
+    assert found is not None, done.stdout
+    return int(found.group(1)), done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +48,25 @@ def entries(demo_dataset: Path) -> list[CatalogueEntry]:
 
 
 @pytest.fixture(scope="module")
-def encoded(local_ray: None, tiny_checkpoint: Path, entries: list[CatalogueEntry],
-            tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """One distributed run shared by the tests that only read its shards: (shards folder, report)."""
-    out = tmp_path_factory.mktemp("ray") / "shards"
-    return out, encode_with_ray(_config(tiny_checkpoint, out), entries)
+def encoded(tiny_checkpoint: Path, entries: list[CatalogueEntry], tmp_path_factory: pytest.TempPathFactory,
+            ) -> tuple[Path, Path, str]:
+    """One distributed run shared by the tests that only read its shards: (shards, listing, output)."""
+    work = tmp_path_factory.mktemp("ray")
+    broken = work / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    unreadable = [CatalogueEntry("broken", broken), CatalogueEntry("gone", work / "missing.jpg")]
+    listing = _listing([*entries, *unreadable], work / "listing.jsonl")
+    count, output = _encode(tiny_checkpoint, listing, work / "shards", SHARD + 1)  # 3 shards, 2 bad images
+    assert count == N + 2
+    return work / "shards", listing, output
 
 
-def _config(checkpoint: Path, out: Path, shard_size: int = SHARD) -> EncodeConfig:
-    return EncodeConfig(checkpoint, out, "local", actors=2, batch_size=16, shard_size=shard_size)
-
-
-def test_shards_give_the_same_catalogue_as_the_single_process_build(encoded: tuple[Path, object], built_index: Path,
+def test_shards_give_the_same_catalogue_as_the_single_process_build(encoded: tuple[Path, Path, str], built_index: Path,
                                                                     entries: list[CatalogueEntry],
                                                                     tmp_path: Path) -> None:
-    out, report = encoded
-    assert report.shards == N // SHARD and report.encoded_now == N and not report.failures  # type: ignore[attr-defined]
+    out, _, output = encoded
+    assert f"into {N // SHARD} shards; 2 unreadable" in output  # the two bad images: listed, not fatal
+    assert sorted(f["id"] for f in failures_of(out)) == ["broken", "gone"]
     assert main(["index", "load-shards", "--shards", str(out), "--out", str(tmp_path / "index")]) == 0
     distributed, single = CatalogueIndex.load(tmp_path / "index"), CatalogueIndex.load(built_index)
     assert sorted(distributed.ids()) == sorted(e.id for e in entries) and distributed.fingerprint == single.fingerprint
@@ -59,19 +76,18 @@ def test_shards_give_the_same_catalogue_as_the_single_process_build(encoded: tup
             np.testing.assert_allclose(distributed.vector(item, attribute), single.vector(item, attribute), atol=1e-5)
 
 
-def test_a_second_run_encodes_only_the_missing_shards(encoded: tuple[Path, object], tiny_checkpoint: Path,
-                                                      entries: list[CatalogueEntry], tmp_path: Path) -> None:
+def test_a_second_run_encodes_only_the_missing_shards(encoded: tuple[Path, Path, str], tiny_checkpoint: Path,
+                                                      tmp_path: Path) -> None:
     out = Path(shutil.copytree(encoded[0], tmp_path / "shards"))
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
     shard_path(out, 1).unlink()
-    again = encode_with_ray(_config(tiny_checkpoint, out), entries)
-    assert again.encoded_now == SHARD
+    assert _encode(tiny_checkpoint, encoded[1], out, SHARD + 1)[0] == SHARD + 1
     after = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*.parquet")}
     assert after.keys() == before.keys() and {k for k in after if after[k] != before[k]} == {shard_path(out, 1).name}
-    assert encode_with_ray(_config(tiny_checkpoint, out), entries).encoded_now == 0  # nothing left: no actors
+    assert _encode(tiny_checkpoint, encoded[1], out, SHARD + 1)[0] == 0  # nothing left: no Ray, no actors
 
 
-def test_shards_load_into_milvus_too(encoded: tuple[Path, object], tmp_path: Path) -> None:
+def test_shards_load_into_milvus_too(encoded: tuple[Path, Path, str], tmp_path: Path) -> None:
     pytest.importorskip("pymilvus")
     catalogue = load_shards(encoded[0], f"milvus-lite:{tmp_path}/shards.db#catalogue")
     try:
@@ -81,33 +97,13 @@ def test_shards_load_into_milvus_too(encoded: tuple[Path, object], tmp_path: Pat
         catalogue.close()
 
 
-class DiesOnceOnShardTwo(ShardEncoder):
-    """Kills its own process the first time it starts shard 2 (a marker file remembers it)."""
-
-    def before_shard(self, number: int) -> None:
-        marker = self.out / "died-once"
-        if number == 2 and not marker.exists():
-            marker.write_text(str(os.getpid()))
-            os._exit(1)
-
-
-def test_a_killed_actor_is_restarted_and_the_run_completes(local_ray: None, tiny_checkpoint: Path,
-                                                          entries: list[CatalogueEntry], tmp_path: Path) -> None:
+def test_a_killed_actor_is_restarted_and_the_run_completes(tiny_checkpoint: Path, encoded: tuple[Path, Path, str],
+                                                          tmp_path: Path) -> None:
     out = tmp_path / "shards"
-    report = encode_with_ray(_config(tiny_checkpoint, out), entries, actor_class=DiesOnceOnShardTwo)
+    done = subprocess.run([sys.executable, "-m", "tests.service.ray_helpers", str(tiny_checkpoint), str(encoded[1]),
+                           str(out), str(SHARD + 1)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "died-once").exists(), "the actor was never killed: the test tested nothing"
-    assert report.encoded_now == len(entries)
-    assert len(list(out.glob("shard-*.parquet"))) == report.shards
-    catalogue = load_shards(out, str(tmp_path / "index"))
-    assert len(catalogue) == len(entries)
-
-
-def test_unreadable_images_are_listed_not_fatal(local_ray: None, tiny_checkpoint: Path,
-                                                entries: list[CatalogueEntry], tmp_path: Path) -> None:
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not an image")
-    shutil.copy(entries[0].path, tmp_path / "fine.jpg")
-    some = [*entries[:30], CatalogueEntry("broken", broken), CatalogueEntry("gone", tmp_path / "missing.jpg")]
-    report = encode_with_ray(_config(tiny_checkpoint, tmp_path / "shards", shard_size=16), some)
-    assert sorted(f["id"] for f in report.failures) == ["broken", "gone"]
-    assert len(load_shards(tmp_path / "shards", str(tmp_path / "index"))) == 30
+    assert f"encoded {N + 2} images" in done.stdout
+    assert len(list(out.glob("shard-*.parquet"))) == N // SHARD
+    assert len(load_shards(out, str(tmp_path / "index"))) == N

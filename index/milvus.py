@@ -46,6 +46,7 @@ MAX_TOP_K = 16384  # Milvus's limit on k
 INDEX_TYPES = ("FLAT", "HNSW", "IVF_FLAT", "IVF_SQ8", "DISKANN")
 LAYOUTS = ("fields", "rows")
 CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+SEARCH_PARAMS = ("ef", "nprobe", "search_list")
 PAGE = 1000  # rows per query page when iterating the catalogue
 _PROPS = ("asen.fingerprint", "asen.attributes", "asen.dim", "asen.index_type")
 
@@ -62,20 +63,27 @@ class MilvusLocation:
     uri: str
     collection: str
     consistency: str = "Strong"
+    search: tuple[tuple[str, int], ...] = ()  # search parameters of the index type: ef, nprobe, search_list
 
     @staticmethod
     def parse(text: str) -> MilvusLocation:
         """`milvus://HOST:PORT/COLLECTION` or `milvus-lite:PATH.db[#COLLECTION]`, either followed by
-        `?consistency=Strong|Bounded|Session|Eventually` (default Strong: see the module docstring)."""
+        options: `?consistency=Strong|Bounded|Session|Eventually` (default Strong: see the module
+        docstring) and the index type's search parameters, `ef=N` (HNSW), `nprobe=N` (IVF),
+        `search_list=N` (DISKANN), joined by `&`."""
         text, _, query = text.partition("?")
-        consistency = "Strong"
-        if query:
-            key, _, value = query.partition("=")
-            if key != "consistency" or value not in CONSISTENCY_LEVELS:
-                raise ValueError(f"{query!r}: the one option is consistency={'|'.join(CONSISTENCY_LEVELS)}")
-            consistency = value
+        consistency, search = "Strong", []
+        for option in filter(None, query.split("&")):
+            key, _, value = option.partition("=")
+            if key == "consistency" and value in CONSISTENCY_LEVELS:
+                consistency = value
+            elif key in SEARCH_PARAMS and value.isdigit() and int(value) > 0:
+                search.append((key, int(value)))
+            else:
+                raise ValueError(f"{option!r}: the options are consistency={'|'.join(CONSISTENCY_LEVELS)} and "
+                                 f"{', '.join(f'{k}=N' for k in SEARCH_PARAMS)} (N a positive integer)")
         where = MilvusLocation._parse(text)
-        return MilvusLocation(where.uri, where.collection, consistency)
+        return MilvusLocation(where.uri, where.collection, consistency, tuple(search))
 
     @staticmethod
     def _parse(text: str) -> MilvusLocation:
@@ -92,7 +100,9 @@ class MilvusLocation:
         raise ValueError(f"{text!r} is not a Milvus location (milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)")
 
     def __str__(self) -> str:
-        option = "" if self.consistency == "Strong" else f"?consistency={self.consistency}"
+        options = ([] if self.consistency == "Strong" else [f"consistency={self.consistency}"]) + \
+            [f"{k}={v}" for k, v in self.search]
+        option = "?" + "&".join(options) if options else ""
         if self.uri.startswith("http://"):
             return f"{SCHEME}{self.uri[len('http://'):]}/{self.collection}{option}"
         return f"{LITE_SCHEME}{self.uri}#{self.collection}{option}"
@@ -198,7 +208,7 @@ class MilvusCatalogue:
         self._client, self.location = client, location
         self._attributes, self._dim, self._fingerprint, self._index_type = attributes, dim, fingerprint, index_type
         self.layout = layout
-        self._search_params: dict[str, int] = {}
+        self._search_params: dict[str, int] = dict(location.search)
         self._refused: str | None = None
         self._write_mutex = threading.Lock()  # add-if-absent and remove are read-then-write
 

@@ -16,12 +16,15 @@ def test_server_and_lite_locations_parse_and_print_back() -> None:
     assert (lite.uri, lite.collection) == ("/data/shop.db", "catalogue")
     bounded = MilvusLocation.parse("milvus://h:1/c?consistency=Bounded")
     assert bounded.consistency == "Bounded" and str(bounded) == "milvus://h:1/c?consistency=Bounded"
+    tuned = MilvusLocation.parse("milvus://h:1/c?consistency=Bounded&ef=128")
+    assert tuned.search == (("ef", 128),) and str(tuned) == "milvus://h:1/c?consistency=Bounded&ef=128"
     for text in ("milvus://db.internal:19530/shop", "milvus-lite:/data/shop.db#c2"):
         assert str(MilvusLocation.parse(text)) == text and is_milvus(text)
 
 
 @pytest.mark.parametrize("text", ["milvus://host:19530", "milvus:///c", "milvus://h:1/a/b", "milvus-lite:/data/shop",
-                                  "milvus://h:1/c?consistency=Sometimes", "milvus://h:1/c?timeout=3", "/data/index"])
+                                  "milvus://h:1/c?consistency=Sometimes", "milvus://h:1/c?timeout=3",
+                                  "milvus://h:1/c?ef=0", "milvus://h:1/c?nprobe=many", "/data/index"])
 def test_bad_locations_say_what_is_wanted(text: str) -> None:
     with pytest.raises(ValueError, match="milvus|consistency|option"):
         MilvusLocation.parse(text)
@@ -36,13 +39,16 @@ def test_filters_become_typed_term_expressions() -> None:
     assert filter_expression({"c": []}) == "false" and filter_expression(None) == ""
 
 
-def test_a_bounded_location_serves_reads(tmp_path: Path) -> None:
+def test_a_bounded_tuned_location_serves_reads(tmp_path: Path) -> None:
     pytest.importorskip("pymilvus")
     from asen_search.index.milvus import MilvusCatalogue
 
-    catalogue = MilvusCatalogue.create(f"milvus-lite:{tmp_path}/b.db#b?consistency=Bounded", ["a"], 4, "fp")
+    catalogue = MilvusCatalogue.create(f"milvus-lite:{tmp_path}/b.db#b?consistency=Bounded&ef=64", ["a"], 4, "fp",
+                                       index_type="HNSW")
     try:
         catalogue.add(["x"], np.ones((1, 1, 4), np.float32))
         assert catalogue.location.consistency == "Bounded" and "x" in catalogue
+        assert catalogue.search_params() == {"ef": 64}
+        assert [h.id for h in catalogue.search(np.ones(4, np.float32), "a", 1)] == ["x"]
     finally:
         catalogue.close()

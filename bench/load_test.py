@@ -92,10 +92,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 class Server:
     """`asen serve` in a subprocess (its own session, so Ctrl-C reaches only this script),
     bound to 127.0.0.1; its output goes to `log`."""

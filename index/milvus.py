@@ -170,10 +170,10 @@ def filter_terms(metadata: Mapping[str, Any]) -> dict[str, list[str]]:
     """What filters match on, per field: the typed terms of a scalar, or of each scalar of a list.
     Stored beside the metadata (field `terms`), because Milvus's own JSON comparisons treat `true`
     as `1` and cannot compare with null."""
-    terms = {}
+    terms: dict[str, list[str]] = {}
     for field, value in metadata.items():
-        tokens = [_token(v) for v in (value if isinstance(value, list) else [value])]
-        terms[field] = [tok for tok in tokens if tok is not None and (isinstance(value, list) or tok == tokens[0])]
+        tokens = (_token(v) for v in (value if isinstance(value, list) else [value]))
+        terms[field] = [token for token in tokens if token is not None]
     return terms
 
 
@@ -284,10 +284,6 @@ class MilvusCatalogue:
     @property
     def fingerprint(self) -> str:
         return self._fingerprint
-
-    @property
-    def factory(self) -> str:
-        return self._index_type
 
     @property
     def read_only(self) -> bool:
@@ -505,9 +501,6 @@ class MilvusCatalogue:
 
     def open_log(self) -> None:
         """Nothing to open: Milvus logs every acknowledged write itself."""
-
-    def compact(self) -> int:
-        return 0
 
     def checkpoint(self) -> str:
         """Seal what was written into the engine's segments (`flush`); returns the location."""

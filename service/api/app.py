@@ -56,7 +56,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                           Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
                                     metrics, settings.images_root), write_lock)
         app.state.runtime = runtime
-        metrics.items.set(len(loaded[1]))
+        metrics.items.set_function(lambda: len(loaded[1]))  # counted when scraped, not per write
         metrics.log_bytes.set(loaded[1].log_size)
         logger.info("ready: %d items, attributes %s", len(loaded[1]), ", ".join(loaded[1].attributes))
         try:

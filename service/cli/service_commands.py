@@ -55,12 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "or milvus-lite:PATH.db[#COLLECTION].")
     p.add_argument("--from", dest="source", required=True, help="the catalogue to copy")
     p.add_argument("--to", dest="destination", required=True, help="where the new catalogue goes (must not exist)")
-    p.add_argument("--index-type", help="Milvus: FLAT (default), HNSW, IVF_FLAT, IVF_SQ8, DISKANN; a directory: a "
-                   "FAISS factory string (default Flat)")
     p.add_argument("--batch-size", type=int, default=1000, help="items per write (default 1000)")
-    p.add_argument("--layout", choices=("fields", "rows"), default="fields",
-                   help="Milvus: one row per item with a vector field per attribute (fields, Milvus 2.4+), or one "
-                   "row per item and attribute (rows: any Milvus from 2.3, any number of attributes); docs/scale.md")
+    _new_catalogue_options(p)
     p.set_defaults(func=_index_copy)
 
     p = index_sub.add_parser("load-shards", help="a catalogue (index directory or Milvus collection) from the "
@@ -68,8 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", type=Path, required=True, help="the shards folder of `asen encode`")
     p.add_argument("--out", required=True, help="index directory to write, or milvus://HOST:PORT/COLLECTION or "
                    "milvus-lite:PATH.db[#COLLECTION] (must not exist)")
-    p.add_argument("--index-type", help="a FAISS factory string (default Flat), or for Milvus FLAT, HNSW, IVF_SQ8 ...")
-    p.add_argument("--layout", choices=("fields", "rows"), default="fields", help="Milvus layout (docs/scale.md)")
+    _new_catalogue_options(p)
     p.set_defaults(func=_load_shards)
 
     p = sub.add_parser("encode", help="encode a catalogue on a Ray cluster into Parquet shards (resumable)",
@@ -123,6 +118,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="`asen train` flags for the demo model, one string, e.g. \"--time-budget 5\" "
                    "(ASEN_DEMO_TRAIN_ARGS; default: the default recipe)")
     p.set_defaults(func=_demo)
+
+
+def _new_catalogue_options(p: argparse.ArgumentParser) -> None:
+    """How a new catalogue is made, for the commands that write one to either backend."""
+    p.add_argument("--index-type", help="Milvus: FLAT (default), HNSW, IVF_FLAT, IVF_SQ8, DISKANN; a directory: a "
+                   "FAISS factory string (default Flat)")
+    p.add_argument("--layout", choices=("fields", "rows"), default="fields",
+                   help="Milvus: one row per item with a vector field per attribute (fields, Milvus 2.4+), or one "
+                   "row per item and attribute (rows: any Milvus from 2.3, any number of attributes); docs/scale.md")
 
 
 def _index_build(args: argparse.Namespace) -> None:

@@ -27,7 +27,6 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
         if request.param == "faiss":
             catalogue: Any = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
         else:
-            pytest.importorskip("pymilvus", reason="the Milvus backend's tests need pip install '.[milvus]'")
             from asen_search.index.milvus import MilvusCatalogue
 
             layout = "rows" if request.param.endswith("rows") else "fields"
@@ -191,7 +190,6 @@ def test_iter_items_returns_every_item_once_with_its_vectors(make: Make) -> None
 
 
 def test_copy_into_the_other_backend_keeps_every_item_and_every_answer(make: Make, tmp_path: Path) -> None:
-    pytest.importorskip("pymilvus")
     from asen_search.index.milvus import MilvusCatalogue
     from asen_search.index.transfer import copy_catalogue, open_catalogue
 

@@ -8,7 +8,7 @@ import pytest
 
 from asen_search.index import CatalogueIndex
 
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
+from .conftest import ATTRIBUTES, DIM, FINGERPRINT, make_catalogue, unit
 
 FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
 
@@ -76,31 +76,6 @@ def test_exclude_removes_ids_from_results(factory: str) -> None:
     assert "item-4" not in {r.id for r in excluded} and len(excluded) == 5
     both = catalogue.search(vectors[4, 0], "colour", 5, filters={"category": "coat"}, exclude=["item-4"])
     assert both and all(r.id != "item-4" and r.metadata["category"] == "coat" for r in both)
-
-
-def test_filter_semantics() -> None:
-    rng = np.random.default_rng(0)
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
-    metadata = [
-        {"category": "dress", "colours": ["red", "blue"], "sale": True},
-        {"category": "dress", "colours": ["green"], "sale": 1},
-        {"category": "coat", "colours": ["red"], "sale": False},
-    ]
-    catalogue.add(["a", "b", "c"], clustered(rng, 3), metadata)
-    query = np.ones(DIM, np.float32)
-
-    def found(**filters: object) -> set[str]:
-        return {r.id for r in catalogue.search(query, "colour", 10, filters=filters)}
-
-    assert found(category="dress") == {"a", "b"}
-    assert found(category=["dress", "coat"]) == {"a", "b", "c"}
-    assert found(colours="red") == {"a", "c"}  # a list field matches any element
-    assert found(category="dress", colours="red") == {"a"}  # fields combine with AND
-    assert found(sale=True) == {"a"}  # True is not 1
-    assert found(category="shoe") == set() and found(brand="x") == set()
-    assert found(category=[]) == set()
-    catalogue.remove(["a"])
-    assert found(colours="red") == {"c"}
 
 
 def test_filters_must_be_a_mapping_of_scalars() -> None:

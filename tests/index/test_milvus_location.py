@@ -40,7 +40,6 @@ def test_filters_become_typed_term_expressions() -> None:
 
 
 def test_a_bounded_tuned_location_serves_reads(tmp_path: Path) -> None:
-    pytest.importorskip("pymilvus")
     from asen_search.index.milvus import MilvusCatalogue
 
     catalogue = MilvusCatalogue.create(f"milvus-lite:{tmp_path}/b.db#b?consistency=Bounded&ef=64", ["a"], 4, "fp",

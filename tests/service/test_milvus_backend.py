@@ -16,8 +16,6 @@ from asen_search.service.cli.main import main
 from tests.service.conftest import image_bytes, write_checkpoint
 from tests.service.serving import free_port, serving
 
-pytest.importorskip("pymilvus", reason="the Milvus backend's tests need pip install '.[milvus]'")
-
 
 @pytest.fixture
 def milvus_index(tmp_path: Path, built_index: Path) -> str:

@@ -17,7 +17,6 @@ from asen_search.index import CatalogueIndex
 from asen_search.service.catalogue.shards import load_shards
 from tests.service.serving import free_port
 
-pytest.importorskip("ray", reason="distributed encoding needs pip install '.[ray]'")
 pytestmark = pytest.mark.slow
 # Ray 2.60 turns token authentication on for clusters started by `ray start`; these two local nodes
 # run without it (docs/scale.md).

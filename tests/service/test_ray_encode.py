@@ -19,7 +19,6 @@ from asen_search.service.catalogue.shards import failures_of, load_shards, shard
 from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue
 from asen_search.service.cli.main import main
 
-pytest.importorskip("ray", reason="distributed encoding needs pip install '.[ray]'")
 ROOT = Path(__file__).resolve().parents[2]
 SHARD, N = 40, 120  # 3 shards: every run's cost is mostly starting Ray and its actors, not encoding
 
@@ -88,7 +87,6 @@ def test_a_second_run_encodes_only_the_missing_shards(encoded: tuple[Path, Path,
 
 
 def test_shards_load_into_milvus_too(encoded: tuple[Path, Path, str], tmp_path: Path) -> None:
-    pytest.importorskip("pymilvus")
     catalogue = load_shards(encoded[0], f"milvus-lite:{tmp_path}/shards.db#catalogue")
     try:
         assert len(catalogue) == N and catalogue.search(catalogue.vector("test-00005", "colour"), "colour", 1)[0].id \

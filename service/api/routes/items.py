@@ -67,7 +67,6 @@ def _delete_item(runtime: Runtime, item_id: str, timer: StageTimer) -> None:
 
 
 def _after_write(runtime: Runtime) -> None:
-    runtime.metrics.items.set(len(runtime.catalogue))
     runtime.compactor.note_write()
 
 

@@ -3,16 +3,16 @@ identity, `Cache-Control`, and 304 answers to a matching `If-None-Match`."""
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 from starlette.requests import Request
 
+from asen_search.service.catalogue.locations import ImageRef, ukey
 
-def file_etag(path: Path, variant: object = None) -> str:
-    """A strong validator from the file's path, size and change time (and a variant of it, such as
-    a thumbnail size). FileNotFoundError when the file is gone."""
-    stat = path.stat()
-    key = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{variant}"
+
+def file_etag(ref: ImageRef, variant: object = None) -> str:
+    """A strong validator from the file's path, size and change time, or a URL's store key (and a
+    variant of it, such as a thumbnail size). FileNotFoundError when the file is gone."""
+    key = f"{ukey(ref)}\0{variant}"
     return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
 

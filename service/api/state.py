@@ -7,7 +7,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 import anyio
@@ -25,6 +24,7 @@ from asen_search.service.api.params import check_one_query
 from asen_search.service.api.prometheus import Metrics, StageTimer
 from asen_search.service.api.settings import Settings
 from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
+from asen_search.service.catalogue.locations import ImageRef, read_bytes
 
 logger = logging.getLogger("asen.service")
 T = TypeVar("T")
@@ -84,7 +84,7 @@ class Runtime:
         """The attribute's attention map `[h, w]` and RoI box for one image."""
         return await self._infer(lambda: self.encoder.explain(image, attribute), timer)
 
-    async def item_image_path(self, item_id: str) -> Path:
+    async def item_image_path(self, item_id: str) -> ImageRef:
         """The stored image file of a catalogue item; 404 when the item or its image is unknown."""
         # UnknownItem (404 `unknown_item`) when there is no such item
         reference = (await anyio.to_thread.run_sync(self.catalogue.get, item_id)).metadata.get(IMAGE_KEY)
@@ -100,7 +100,7 @@ class Runtime:
 
         def load() -> Image.Image:
             try:
-                data = path.read_bytes()
+                data = read_bytes(path)
             except OSError as exc:
                 raise ApiError(404, "no_image", f"the image of item {item_id!r} cannot be read: "
                                f"{exc.strerror or exc}") from None

@@ -26,6 +26,7 @@ from asen_search.index.fileio import atomic_write
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
 from asen_search.service.catalogue.item_images import with_image
+from asen_search.service.catalogue.locations import ImageRef, absolute, read_bytes
 from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
 
 WORK_DIR = ".build"
@@ -35,7 +36,7 @@ REPORT = "build_report.json"
 @dataclass(frozen=True)
 class BuildConfig:
     checkpoint: Path
-    catalogue: Path
+    catalogue: ImageRef               # a local path or a URL (locations.py)
     out: Path
     split: str = "test"              # for a dataset directory
     batch_size: int = 32             # images per forward pass
@@ -70,7 +71,7 @@ class Chunk:
 def _load_one(entry: CatalogueEntry, limits: ImageLimits) -> Image.Image | str:
     """The decoded image, or why it cannot be used."""
     try:
-        data = entry.path.read_bytes()
+        data = read_bytes(entry.path)
     except OSError as exc:
         return f"unreadable file: {exc.strerror or exc}"
     try:
@@ -109,7 +110,7 @@ def encode_entries(encoder: Encoder, entries: list[CatalogueEntry], batch_size: 
                 parts.append(encoder.encode(images, batch_size=batch_size))
             bar.update(len(batch))
     return Chunk([e.id for e in encoded], np.concatenate(parts),
-                  [with_image(e.metadata, e.path.resolve()) for e in encoded], failed)
+                  [with_image(e.metadata, absolute(e.path)) for e in encoded], failed)
 
 
 def _save_chunk(path: Path, chunk: Chunk) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import re
 import time
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from PIL import Image
 
 from asen_search.index.fileio import atomic_write, fsync_path
 from asen_search.model.image_input import ImageLimits, decode_image
+from asen_search.service.catalogue.locations import ImageRef, is_url, read_bytes
 
 IMAGE_KEY = "_image"
 UPLOAD_DIR = "images"
@@ -92,11 +94,13 @@ def prune_uploads(index_dir: Path, referenced: set[str], grace_s: float) -> int:
     return removed
 
 
-def stored_path(index_dir: Path | None, reference: object) -> Path | None:
+def stored_path(index_dir: Path | None, reference: object) -> ImageRef | None:
     """The file an item's `_image` names: an upload under `index_dir` (None: uploads are not kept),
-    or an absolute path that the index build recorded. None for anything else."""
+    or an absolute path or URL that the index build recorded. None for anything else."""
     if not isinstance(reference, str):
         return None
+    if is_url(reference):
+        return reference
     if _UPLOAD_NAME.match(reference):
         return None if index_dir is None else index_dir / reference
     path = Path(reference)
@@ -113,13 +117,14 @@ class Rendered:
     body: bytes = b""
 
 
-def render(path: Path, size: int | None, limits: ImageLimits) -> Rendered:
-    """The file itself when it is a web format and no smaller size is asked for; else a JPEG (or
-    PNG, for a format browsers do not show) of at most `size` pixels a side."""
-    media = _SUFFIX_MEDIA.get(path.suffix.lower())
+def render(ref: ImageRef, size: int | None, limits: ImageLimits) -> Rendered:
+    """The file itself when it is a web format and no smaller size is asked for (a local file is sent
+    from disk, a URL's bytes are read); else a JPEG (or PNG, for a format browsers do not show) of at
+    most `size` pixels a side."""
+    media = _SUFFIX_MEDIA.get(posixpath.splitext(str(ref))[1].lower())
     if size is None and media is not None:
-        return Rendered(media, path=path)
-    image = decode_image(path.read_bytes(), limits)
+        return Rendered(media, body=read_bytes(ref)) if is_url(ref) else Rendered(media, path=Path(ref))
+    image = decode_image(read_bytes(ref), limits)
     if size is not None and max(image.size) > size:
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from asen_search.model.image_input import ImageLimits
+from asen_search.service.catalogue.locations import absolute, as_ref
 from asen_search.service.catalogue.shards import failures_of, open_plan, shard_path, write_shard
 from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest
 
@@ -77,7 +78,7 @@ class ShardEncoder:
 
         encoded, failed = [], []
         for number, entries_json in zip(batch["shard"].tolist(), batch["entries"].tolist()):
-            entries = [CatalogueEntry(e["id"], Path(e["path"]), e["metadata"]) for e in json.loads(entries_json)]
+            entries = [CatalogueEntry(e["id"], as_ref(e["path"]), e["metadata"]) for e in json.loads(entries_json)]
             self.before_shard(int(number))
             with tqdm(disable=True) as quiet:
                 chunk = encode_entries(self.encoder, entries, self.batch_size, ImageLimits(), quiet)
@@ -130,7 +131,7 @@ def encode_with_ray(cfg: EncodeConfig, entries: Sequence[CatalogueEntry],
         _connect(cfg.ray, cfg.actors * cfg.cpus_per_actor)
         import ray.data
 
-        rows = [{"shard": n, "entries": json.dumps([{"id": e.id, "path": str(e.path.resolve()), "metadata": e.metadata}
+        rows = [{"shard": n, "entries": json.dumps([{"id": e.id, "path": str(absolute(e.path)), "metadata": e.metadata}
                                                     for e in entries[n * cfg.shard_size:(n + 1) * cfg.shard_size]])}
                 for n in todo]
         summaries = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(

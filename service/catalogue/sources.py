@@ -1,10 +1,14 @@
-"""What `asen index build` can read a catalogue from: a directory of images (ids from file names),
-a JSONL or CSV file of `id, path[, metadata...]`, or a split of a dataset in the dataset format."""
+"""What `asen index build` and `asen encode` read a catalogue from: a directory of images (ids from
+file names), a JSONL or CSV file of `id, path[, metadata...]`, or a split of a dataset in the dataset
+format. Directories and listings may also be URLs that fsspec reads (`s3://bucket/shop/listing.jsonl`;
+`locations.py`); their image paths are then resolved against the listing's URL."""
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,7 @@ from typing import Any
 
 from asen_search.index import validate_id
 from asen_search.model.data.dataset import load_dataset
+from asen_search.service.catalogue.locations import ImageRef, filesystem, is_url, join, parent, read_text
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
 
@@ -21,19 +26,24 @@ class CatalogueEntry:
     """One catalogue item to encode: its id, image file and metadata."""
 
     id: str
-    path: Path
+    path: ImageRef                     # a local path, or a URL (locations.py)
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def read_catalogue(source: str | Path, split: str = "test") -> list[CatalogueEntry]:
     """Entries of a catalogue source, checked: valid and unique ids, at least one entry."""
+    if is_url(source):
+        assert isinstance(source, str)
+        entries = remote_entries(source)
+        check_entries(entries, source)
+        return entries
     source = Path(source)
     if source.is_dir():
         entries = dataset_entries(source, split) if (source / "meta.json").is_file() else directory_entries(source)
     elif source.suffix.lower() in (".jsonl", ".ndjson"):
-        entries = jsonl_entries(source)
+        entries = jsonl_entries(source.read_text(encoding="utf-8"), source.parent, source.name)
     elif source.suffix.lower() == ".csv":
-        entries = csv_entries(source)
+        entries = csv_entries(source.read_text(encoding="utf-8"), source.parent, source.name)
     elif source.exists():
         raise ValueError(f"{source}: expected a directory of images, a dataset directory, a .jsonl or a .csv file")
     else:
@@ -71,7 +81,35 @@ def directory_entries(root: Path) -> list[CatalogueEntry]:
     return [CatalogueEntry(p.relative_to(root).with_suffix("").as_posix(), p) for p in files]
 
 
-def _entry(record: dict[str, Any], base: Path, where: str) -> CatalogueEntry:
+def remote_entries(url: str) -> list[CatalogueEntry]:
+    """A folder of images or a JSONL/CSV listing at a URL (dataset folders must be local)."""
+    fs, path = filesystem(url)
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        if fs.isdir(path):
+            if fs.isfile(path.rstrip("/") + "/meta.json"):
+                raise ValueError(f"{url}: a dataset folder must be local; copy it, or list its images in a JSONL file")
+            root = url.rstrip("/")
+            names = sorted(p for p in fs.find(path) if posixpath.splitext(p)[1].lower() in IMAGE_SUFFIXES)
+            base = path.rstrip("/") + "/"
+            relative = [p[len(base):] if p.startswith(base) else p.lstrip("/") for p in names]
+            return [CatalogueEntry(posixpath.splitext(r)[0], f"{root}/{r}") for r in relative
+                    if not any(part.startswith(".") for part in r.split("/"))]
+        suffix = posixpath.splitext(path)[1].lower()
+        if suffix in (".jsonl", ".ndjson"):
+            return jsonl_entries(read_text(url), parent(url), name)
+        if suffix == ".csv":
+            return csv_entries(read_text(url), parent(url), name)
+        if fs.exists(path):
+            raise ValueError(f"{url}: expected a folder of images, a .jsonl or a .csv file")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OSError(f"cannot read the catalogue at {url}: {exc}") from None
+    raise FileNotFoundError(f"catalogue source not found: {url}")
+
+
+def _entry(record: dict[str, Any], base: ImageRef, where: str) -> CatalogueEntry:
     item_id, path = record.pop("id", None), record.pop("path", None)
     if isinstance(item_id, int) and not isinstance(item_id, bool):
         item_id = str(item_id)
@@ -82,35 +120,34 @@ def _entry(record: dict[str, Any], base: Path, where: str) -> CatalogueEntry:
     nested = record.pop("metadata", {})
     if not isinstance(nested, dict):
         raise ValueError(f"{where}: 'metadata' must be an object")
-    return CatalogueEntry(item_id, base / path, {**record, **nested})
+    return CatalogueEntry(item_id, join(base, path), {**record, **nested})
 
 
-def jsonl_entries(path: Path) -> list[CatalogueEntry]:
+def jsonl_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
     """One JSON object a line: `{"id": ..., "path": ..., other keys or "metadata": {...}}`; relative
-    paths are relative to the file's folder."""
+    paths are relative to the listing's folder `base`."""
     entries = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path.name} line {lineno}: invalid JSON: {exc.msg}") from None
+            raise ValueError(f"{name} line {lineno}: invalid JSON: {exc.msg}") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{path.name} line {lineno}: expected a JSON object")
-        entries.append(_entry(record, path.parent, f"{path.name} line {lineno}"))
+            raise ValueError(f"{name} line {lineno}: expected a JSON object")
+        entries.append(_entry(record, base, f"{name} line {lineno}"))
     return entries
 
 
-def csv_entries(path: Path) -> list[CatalogueEntry]:
+def csv_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
     """A header row with `id` and `path`; every other column is metadata (text; empty cells omitted)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"id", "path"} - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path.name}: the header needs the columns {sorted(missing)}")
-        return [_entry({k: v for k, v in row.items() if k is not None and v not in (None, "")},
-                       path.parent, f"{path.name} line {reader.line_num}") for row in reader]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = {"id", "path"} - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{name}: the header needs the columns {sorted(missing)}")
+    return [_entry({k: v for k, v in row.items() if k is not None and v not in (None, "")},
+                   base, f"{name} line {reader.line_num}") for row in reader]
 
 
 def dataset_entries(root: Path, split: str) -> list[CatalogueEntry]:

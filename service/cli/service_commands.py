@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asen_search.service.catalogue.locations import as_ref
+
 if TYPE_CHECKING:
     from asen_search.service.api.settings import Settings
 
@@ -18,9 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                              description="Encode every catalogue image for every attribute and write the "
                              "indexes. Interrupted builds resume when the same command is run again.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
-    p.add_argument("--catalogue", type=Path, required=True,
+    p.add_argument("--catalogue", type=as_ref, required=True,
                    help="a directory of images (ids from file names), a .jsonl/.csv file of id, path[, "
-                   "metadata...], or a dataset directory (see --split)")
+                   "metadata...], or a dataset directory (see --split); a folder or listing may be a URL "
+                   "(s3://bucket/shop/listing.jsonl; needs the store's fsspec driver, e.g. pip install s3fs)")
     p.add_argument("--out", type=Path, required=True, help="index directory to write")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test",
                    help="split of a dataset directory (default test)")
@@ -73,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "an index directory or a Milvus collection of them. Finished shards are kept: run the same "
                        "command again to resume. Needs pip install 'asen-search[ray]'.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
-    p.add_argument("--catalogue", type=Path, required=True, help="as for `asen index build`: a folder of images, a "
-                   ".jsonl/.csv listing, or a dataset directory (see --split)")
+    p.add_argument("--catalogue", type=as_ref, required=True, help="as for `asen index build`: a folder of images, "
+                   "a .jsonl/.csv listing, or a dataset directory (see --split); a local path or a URL (s3://...)")
     p.add_argument("--split", choices=("train", "valid", "test"), default="test")
     p.add_argument("--out", type=Path, required=True, help="shards folder (shared by all nodes of a cluster)")
     p.add_argument("--ray", default="local", help="local (a Ray instance here, default), auto (the running "

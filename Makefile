@@ -1,5 +1,6 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
 # make test    install, then lint (ruff), type-check (mypy) and run the test suite
+# make test-slow  the slow tests (real Milvus server, Ray cluster, load run); CI runs them too
 # make install virtualenv in $(VENV) with the pinned torch first, then this package, every version from
 #              requirements.lock; Debian's chromium and strace for the tests (as root, or with
 #              passwordless sudo) where missing
@@ -23,7 +24,7 @@ TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
 	--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
 
-.PHONY: install test-tools serve test lock audit wheelhouse
+.PHONY: install test-tools serve test test-slow lock audit wheelhouse
 
 install: $(VENV)/.installed test-tools
 
@@ -64,6 +65,11 @@ test: install
 	$(BIN)/ruff check model index service tests bench tools
 	$(BIN)/mypy -p asen_search
 	$(BIN)/python -m pytest
+
+# The slow tests (real engines started by the tests: two service replicas on an embedded Milvus server,
+# a two-node Ray cluster, a locust load run; about 2 minutes on 2 cores). CI runs them after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -m slow
 
 # The lock is the dependency closure of '.[test,milvus,milvus-server,ray]' as installed in $(VENV) (not other
 # tools that may sit there too); written to a temporary file first so a failure leaves the old lock.

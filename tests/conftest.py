@@ -15,6 +15,17 @@ def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
         local_branch=BranchConfig("tiny", 16, 32, 16, 2, 16))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def map_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The training map cache of this session (`$ASEN_CACHE_DIR`), never the user's own; tests that
+    check the cache itself pass a `cache_dir` of their own."""
+    import os
+
+    path = tmp_path_factory.mktemp("asen-cache")
+    os.environ["ASEN_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo dataset (the built-in generator), shared by the tests of a session."""

@@ -36,6 +36,11 @@ class Backbone(nn.Module):
             x = stage(x)
         return x
 
+    def stem_state(self) -> dict[str, torch.Tensor]:
+        """The parameters and buffers the stem's output depends on (a cache key, map_cache.py)."""
+        return {f"{i}.{name}": t for i, stage in enumerate(self.stages[: self.n_frozen])
+                for name, t in stage.state_dict().items()}
+
     def tail(self, x: torch.Tensor) -> torch.Tensor:
         """The trainable stages, applied to the stem's output."""
         for stage in self.stages[self.n_frozen:]:
@@ -177,7 +182,8 @@ def backbone_spec(name: str) -> BackboneSpec:
     if name == "tf_efficientnet_lite0":
         import timm
 
-        net = timm.create_model(name, pretrained=False)
+        with torch.random.fork_rng():  # a throwaway random init: the caller's seeded sequence stays as it was
+            net = timm.create_model(name, pretrained=False)
         cfg = cast(dict[str, Any], net.pretrained_cfg)  # nn.Module attribute access is typed Tensor | Module
         info = cast(list[dict[str, Any]], net.feature_info)
         # our stages: the stem, then timm's blocks up to the one feature_info names as ending stride 16

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import load_image
-from asen_search.model.training.map_cache import ImageSet, build_image_set, local_maps
+from asen_search.model.training.map_cache import ImageSet, MemoryBudget, build_image_set, local_map_shape, local_maps
 from asen_search.model.training.retrieval_map import MapReport, attribute_map, map_report
 
 
@@ -41,13 +42,20 @@ class ValidationSet:
     queries: Tagged
     candidates: Tagged
     images: ImageSet
+    scratch: Path | None = None   # where the local maps go when they do not fit in memory
 
     @classmethod
     def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
-                     progress: bool = True) -> ValidationSet:
+                     progress: bool = True, cache_dir: Path | None = None,
+                     budget: MemoryBudget | None = None) -> ValidationSet:
         paths = list(ds.split(split).paths)
         return cls(ds.attributes, ds.queries(split), ds.candidates(split),
-                   build_image_set(model, pre, paths, split, progress=progress))
+                   build_image_set(model, pre, paths, split, cache_dir, budget, progress=progress))
+
+    def plan_local(self, model: ASENModel, pre: Preprocess, budget: MemoryBudget, scratch: Path) -> None:
+        """Local maps of every row in memory if they fit `budget`, else in the row file `scratch`."""
+        rows = len(self.queries) + len(self.candidates)
+        self.scratch = None if budget.take(rows * 2 * int(np.prod(local_map_shape(model, pre)))) else scratch
 
     @torch.no_grad()
     def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
@@ -60,7 +68,7 @@ class ValidationSet:
                        for i in range(0, len(fids), batch_size)])
         loc = None
         if use_local:
-            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress)
+            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress, scratch=self.scratch)
             loc = torch.cat([model.local_embed(maps[i:i + batch_size].float(), attrs[i:i + batch_size, None])
                              for i in range(0, len(fids), batch_size)])
         vecs = model.fuse(g, loc, pre.beta)[:, 0].numpy()

@@ -6,6 +6,7 @@ the local branch seeing RoI crops chosen by the current global attention (refres
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
 from asen_search.model.nn.losses import joint_loss, triplet_loss
 from asen_search.model.training.evaluate import ValidationSet
-from asen_search.model.training.map_cache import build_image_set, local_maps
+from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_map_shape, local_maps
 from asen_search.model.training.sampling import TripletSampler
 
 Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
+SCRATCH = ".scratch"  # per-run row files (crop maps that do not fit in memory), removed at the end
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class TrainConfig:
     seed: int = 0
     time_budget: float | None = None           # minutes for everything, both stages
     resume: bool = False
+    cache_dir: Path | None = None              # backbone-map cache (default: map_cache.default_cache_dir())
+    max_memory_gb: float | None = 8.0          # caches held in memory only within this (None: no limit)
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
@@ -123,9 +127,13 @@ class Trainer:
             tqdm.write(text)
 
     def _prepare(self) -> None:
+        cfg = self.cfg
+        budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2 ** 30)
         train_paths = list(self.ds.split("train").paths)
-        self.train = build_image_set(self.model, self.pre, train_paths, "train", progress=self.progress)
-        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress)
+        self.train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
+                                     progress=self.progress)
+        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
+                                                cfg.cache_dir, budget)
         if self.state["epoch"] == 0 and self.state["stage"] == 1:
             with torch.no_grad():
                 sample = self.train.global_maps[: min(512, len(self.train.global_maps))].float()
@@ -134,8 +142,23 @@ class Trainer:
         pairs = np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0)
         self.pair_fids = torch.from_numpy(pairs[:, 0])
         self.pair_attrs = torch.from_numpy(pairs[:, 1])
-        self.pair_index = np.full((len(self.train.images), len(self.ds.attributes)), -1, dtype=np.int64)
+        self.pair_index = np.full((len(self.train), len(self.ds.attributes)), -1, dtype=np.int64)
         self.pair_index[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
+        self.local_scratch: Path | None = None
+        if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
+            row_bytes = 2 * int(np.prod(local_map_shape(self.model, self.pre)))
+            if not budget.take(len(pairs) * row_bytes):
+                self.local_scratch = self.out / SCRATCH / "local-train.f16"
+            self.valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
+            self.train.keep_originals(budget, "train", self.progress)
+            self.valid.images.keep_originals(budget, "valid", self.progress)
+        self.memory_plan = {
+            "maps computed": self.train.computed + self.valid.images.computed,
+            "global maps": "memory" if self.train.global_maps.in_memory and self.valid.images.global_maps.in_memory
+            else "disk",
+            **({"local maps": "disk" if self.local_scratch or self.valid.scratch else "memory",
+                "originals": "memory" if self.train.kept is not None and self.valid.images.kept is not None
+                else "decoded per batch"} if self.model.cfg.has_local else {})}
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups()
@@ -158,14 +181,16 @@ class Trainer:
             self._restore()
         self._prepare()
         deadline = None if self.cfg.time_budget is None else t0 + 60.0 * self.cfg.time_budget
-        self._say(f"prepared {len(self.train.images)} train and {len(self.valid.images.images)} valid images "
-                  f"in {time.monotonic() - t0:.0f} s")
+        self._say(f"prepared {len(self.train)} train and {len(self.valid.images)} valid images "
+                  f"in {time.monotonic() - t0:.0f} s (" + ", ".join(f"{k}: {v}" for k, v in self.memory_plan.items())
+                  + ")")
         for stage in self._stages():
             if stage < self.state["stage"]:
                 continue
             self._run_stage(stage, self._stage_deadline(stage, deadline))
             self.state.update(stage=stage + 1, epoch=0)
             self.optimizer = None
+        shutil.rmtree(self.out / SCRATCH, ignore_errors=True)
         if not (self.out / "best.pt").is_file():
             raise RuntimeError("training ended before any epoch finished: raise --time-budget")
         summary = {"best_valid_map": self.state["best_map"], "seconds": round(time.monotonic() - t0, 1),
@@ -209,7 +234,7 @@ class Trainer:
             group["lr"] = base * self._lr_factor(stage, epoch)
         if stage == 2:
             self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
-                                          "train", progress=self.progress)
+                                          "train", progress=self.progress, scratch=self.local_scratch)
             if epoch == 0:
                 self._standardise_local()
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])

@@ -46,15 +46,19 @@ class EncodeReport:
     encoded_now: int                   # images this run read (shards of earlier runs are kept)
     failures: list[dict[str, str]]     # every unreadable image of the whole catalogue: id, reason
     seconds: float
+    actor_seconds: float = 0.0         # wall time the actors spent reading, encoding and writing shards (summed)
+    actor_cpu_seconds: float = 0.0     # CPU time of the actors' processes meanwhile (all their threads)
 
     @property
     def images_per_second(self) -> float:
         return self.encoded_now / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
+        busy = (f"; inside the actors {self.actor_seconds:.1f} s ({self.encoded_now / self.actor_seconds:.1f} images/s "
+                f"per actor, {self.actor_cpu_seconds / self.actor_seconds:.2f} cores busy)" if self.actor_seconds > 0 else "")
         return (f"encoded {self.encoded_now} images in {self.seconds:.1f} s ({self.images_per_second:.1f} images/s) "
                 f"into {self.shards} shards; {len(self.failures)} unreadable" +
-                (f" (first: {self.failures[0]['id']}: {self.failures[0]['reason']})" if self.failures else ""))
+                (f" (first: {self.failures[0]['id']}: {self.failures[0]['reason']})" if self.failures else "") + busy)
 
 
 class ShardEncoder:
@@ -76,8 +80,9 @@ class ShardEncoder:
 
         from asen_search.service.catalogue.build import encode_entries
 
-        encoded, failed = [], []
+        encoded, failed, seconds, cpu = [], [], [], []
         for number, entries_json in zip(batch["shard"].tolist(), batch["entries"].tolist()):
+            start, start_cpu = time.perf_counter(), time.process_time()
             entries = [CatalogueEntry(e["id"], as_ref(e["path"]), e["metadata"]) for e in json.loads(entries_json)]
             self.before_shard(int(number))
             with tqdm(disable=True) as quiet:
@@ -85,7 +90,10 @@ class ShardEncoder:
             write_shard(self.out, int(number), chunk.ids, chunk.vectors, chunk.metadata, chunk.failed)
             encoded.append(len(chunk.ids))
             failed.append(len(chunk.failed))
-        return {"shard": batch["shard"], "encoded": np.array(encoded), "failed": np.array(failed)}
+            seconds.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        return {"shard": batch["shard"], "encoded": np.array(encoded), "failed": np.array(failed),
+                "seconds": np.array(seconds), "cpu": np.array(cpu)}
 
     def before_shard(self, number: int) -> None:
         """A hook before each shard (tests use it to kill an actor mid-run)."""
@@ -126,7 +134,7 @@ def encode_with_ray(cfg: EncodeConfig, entries: Sequence[CatalogueEntry],
             "items": len(entries), "shard_size": cfg.shard_size, "shards": n_shards}
     open_plan(cfg.out, plan, cfg.restart)
     todo = [n for n in range(n_shards) if not shard_path(cfg.out, n).is_file()]
-    encoded_now = 0
+    encoded_now, actor_seconds, actor_cpu = 0, 0.0, 0.0
     if todo:
         _connect(cfg.ray, cfg.actors * cfg.cpus_per_actor)
         import ray.data
@@ -141,4 +149,6 @@ def encode_with_ray(cfg: EncodeConfig, entries: Sequence[CatalogueEntry],
             num_gpus=cfg.gpus_per_actor or None, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
         ).take_all()
         encoded_now = sum(int(s["encoded"]) + int(s["failed"]) for s in summaries)
-    return EncodeReport(n_shards, encoded_now, failures_of(cfg.out), time.monotonic() - start)
+        actor_seconds = sum(float(s["seconds"]) for s in summaries)
+        actor_cpu = sum(float(s["cpu"]) for s in summaries)
+    return EncodeReport(n_shards, encoded_now, failures_of(cfg.out), time.monotonic() - start, actor_seconds, actor_cpu)

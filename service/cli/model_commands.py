@@ -62,6 +62,19 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train as well as possible within this wall-clock budget (both stages)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="backbone-map cache, reused by later runs on the same images and backbone (default "
+                   "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
+    p.add_argument("--max-memory", type=_positive_gb, default=8.0, metavar="GB",
+                   help="peak memory to stay within: caches that do not fit are read from disk per batch "
+                   "(default 8; 0: no limit)")
+
+
+def _positive_gb(text: str) -> float:
+    value = float(text)
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a size in GB (0: no limit), got {text!r}")
+    return value
 
 
 class _OptionsParser(argparse.ArgumentParser):
@@ -136,7 +149,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         stage2_epochs=args.stage2_epochs, triplets_per_epoch=args.triplets, batch_size=args.batch_size,
         lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
-        time_budget=args.time_budget, resume=args.resume)
+        time_budget=args.time_budget, resume=args.resume, cache_dir=args.cache_dir,
+        max_memory_gb=args.max_memory or None)
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -31,3 +31,18 @@ def test_trainable_stages_count_from_the_end() -> None:
     assert _frozen("tf_efficientnet_lite0", 16, 2) == 4 and _frozen("tf_efficientnet_lite0", 32, 2) == 6
     assert _frozen("resnet50", 16, 1) == 3 and _frozen("tiny", 32, 9) == 0
     assert TrainConfig(data=".", out=".", backbone="resnet50").model_config(7).local_branch.backbone == "resnet34"  # type: ignore[arg-type]
+
+
+def test_reading_a_backbone_spec_leaves_the_seeded_random_sequence_alone() -> None:
+    """backbone_spec builds a throwaway timm model the first time: it must not draw from the global
+    generator, or a seeded run's initial model would depend on whether it was the first in its process."""
+    import torch
+
+    from asen_search.model.nn.backbones import backbone_spec
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    backbone_spec.cache_clear()
+    torch.manual_seed(5)
+    backbone_spec("tf_efficientnet_lite0")
+    assert torch.equal(torch.rand(3), expected)

@@ -52,7 +52,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         everything = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
         for each in everything:
             each.terminate()
-        _, alive = psutil.wait_procs(everything, timeout=20)
+        _, alive = psutil.wait_procs(everything, timeout=3)  # its data is a temporary folder: no need to wait
         for each in alive:
             each.kill()
         process.wait()

@@ -38,7 +38,8 @@ def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
         "format": FORMAT, "version": VERSION,
         "config": model.cfg.to_dict(), "preprocess": asdict(preprocess),
         "attributes": [{"name": a.name, "values": list(a.values)} for a in attributes],
-        "state_dict": model.state_dict(), "extra": extra or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the same file from any device
+        "extra": extra or {},
     }
     atomic_write(path, lambda fh: torch.save(payload, fh))
 

@@ -16,9 +16,15 @@ from PIL import Image
 from asen_search.model.checkpoint import load_checkpoint
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
+from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
+
+
+def _unit(vectors: torch.Tensor) -> torch.Tensor:
+    """float32 unit vectors on the CPU (a half-precision norm is only good to about 1e-2)."""
+    return torch.nn.functional.normalize(vectors.float().cpu(), dim=-1)
 
 
 class UnknownAttribute(KeyError):
@@ -53,8 +59,10 @@ class Encoder:
     """Turns images into one unit vector per attribute with a trained model."""
 
     def __init__(self, model: ASENModel, preprocess: Preprocess, attributes: Sequence[Attribute],
-                 fingerprint: str = "") -> None:
-        self.model = model.eval()
+                 fingerprint: str = "", device: str | torch.device = "cpu", amp: bool | None = None) -> None:
+        self.device = resolve_device(device)
+        self.amp = amp                     # bfloat16 autocast; default: on CUDA only (model/device.py)
+        self.model = model.to(self.device).eval()
         self.preprocess = preprocess
         self.attributes = tuple(attributes)
         self.fingerprint = fingerprint
@@ -62,9 +70,9 @@ class Encoder:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> Encoder:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Encoder:
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint)
+        return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device)
 
     @property
     def dim(self) -> int:
@@ -105,19 +113,23 @@ class Encoder:
 
     @torch.inference_mode()
     def _run(self, images: Sequence[Image.Image], attrs: list[int], want_boxes: bool) -> _Batch:
-        pre, model = self.preprocess, self.model
+        pre, model, device = self.preprocess, self.model, self.device
         x, views = global_inputs(images, pre)
-        attr_ids = torch.tensor(attrs, dtype=torch.long).expand(len(images), -1)      # [B, K]
-        g, att = model.global_embed(model.global_backbone.stem(x), attr_ids)
+        attr_ids = torch.tensor(attrs, dtype=torch.long, device=device).expand(len(images), -1)      # [B, K]
+        with mixed_precision(device, self.amp):
+            g, att = model.global_embed(model.global_backbone.stem(to_device(x, device)), attr_ids)
+        att = att.float().cpu()
         if model.local_backbone is None:
-            return _Batch(model.fuse(g, None, pre.beta), att, None, views)
+            return _Batch(_unit(model.fuse(g, None, pre.beta)), att, None, views)
         k = len(attrs)
         boxes = attention_boxes(att.flatten(0, 1), pre.global_size, pre.roi_threshold)   # [B*K, 4]
         flat_images = [img for img in images for _ in range(k)]
         flat_views = [v for v in views for _ in range(k)]
-        crops = local_inputs(flat_images, flat_views, boxes, pre)
-        loc = model.local_embed(model.local_backbone.stem(crops), attr_ids.reshape(-1, 1))
-        fused = model.fuse(g, loc.view(len(images), k, -1), pre.beta)
+        crops = to_device(local_inputs(flat_images, flat_views, boxes, pre), device)
+        with mixed_precision(device, self.amp):
+            loc = model.local_embed(model.local_backbone.stem(crops), attr_ids.reshape(-1, 1))
+            fused = model.fuse(g, loc.view(len(images), k, -1), pre.beta)
+        fused = _unit(fused)
         orig = None
         if want_boxes:
             flat = [v.to_original(tuple(b.tolist()), pre.global_size) for v, b in zip(flat_views, boxes)]

@@ -13,9 +13,17 @@ from tqdm import tqdm
 
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
+from asen_search.model.device import mixed_precision, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import load_image
-from asen_search.model.training.map_cache import ImageSet, MemoryBudget, build_image_set, local_map_shape, local_maps
+from asen_search.model.training.map_cache import (
+    ImageSet,
+    MemoryBudget,
+    build_image_set,
+    local_map_shape,
+    local_maps,
+    model_device,
+)
 from asen_search.model.training.retrieval_map import MapReport, attribute_map, map_report
 
 
@@ -47,10 +55,10 @@ class ValidationSet:
     @classmethod
     def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
                      progress: bool = True, cache_dir: Path | None = None,
-                     budget: MemoryBudget | None = None) -> ValidationSet:
+                     budget: MemoryBudget | None = None, amp: bool | None = None) -> ValidationSet:
         paths = list(ds.split(split).paths)
         return cls(ds.attributes, ds.queries(split), ds.candidates(split),
-                   build_image_set(model, pre, paths, split, cache_dir, budget, progress=progress))
+                   build_image_set(model, pre, paths, split, cache_dir, budget, progress=progress, amp=amp))
 
     def plan_local(self, model: ASENModel, pre: Preprocess, budget: MemoryBudget, scratch: Path) -> None:
         """Local maps of every row in memory if they fit `budget`, else in the row file `scratch`."""
@@ -59,19 +67,25 @@ class ValidationSet:
 
     @torch.no_grad()
     def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
-                 progress: bool = True) -> MapReport:
+                 progress: bool = True, amp: bool | None = None) -> MapReport:
         model.eval()
+        device = model_device(model)
         fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
         attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
-        g = torch.cat([model.global_embed(self.images.global_maps[fids[i:i + batch_size]].float(),
-                                          attrs[i:i + batch_size, None])[0]
-                       for i in range(0, len(fids), batch_size)])
+        dev_attrs = attrs.to(device)
+        with mixed_precision(device, amp):
+            g = torch.cat([model.global_embed(to_device(self.images.global_maps[fids[i:i + batch_size]], device).float(),
+                                              dev_attrs[i:i + batch_size, None])[0].float()
+                           for i in range(0, len(fids), batch_size)])
         loc = None
         if use_local:
-            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress, scratch=self.scratch)
-            loc = torch.cat([model.local_embed(maps[i:i + batch_size].float(), attrs[i:i + batch_size, None])
-                             for i in range(0, len(fids), batch_size)])
-        vecs = model.fuse(g, loc, pre.beta)[:, 0].numpy()
+            maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress, scratch=self.scratch,
+                              amp=amp)
+            with mixed_precision(device, amp):
+                loc = torch.cat([model.local_embed(to_device(maps[i:i + batch_size], device).float(),
+                                                   dev_attrs[i:i + batch_size, None]).float()
+                                 for i in range(0, len(fids), batch_size)])
+        vecs = model.fuse(g, loc, pre.beta)[:, 0].cpu().numpy()
         nq = len(self.queries)
         return map_from_vectors(self.attributes, self.queries, vecs[:nq], self.candidates, vecs[nq:])
 

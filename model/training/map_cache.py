@@ -27,7 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from asen_search.model.config import Preprocess
+from asen_search.model.device import mixed_precision, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, load_image, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
@@ -204,9 +205,20 @@ class ImageSet:
         return self.kept is not None
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _stem_maps(stem: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, amp: bool | None) -> torch.Tensor:
+    """A frozen stem's maps of host inputs, computed where its weights are, as float16 on the host."""
+    device = model_device(cast(torch.nn.Module, getattr(stem, "__self__", stem)))
+    with mixed_precision(device, amp):
+        return stem(to_device(x, device)).to("cpu", torch.float16)
+
+
 def _map_shape(module: Callable[[torch.Tensor], torch.Tensor], size: int) -> tuple[int, ...]:
     with torch.inference_mode():
-        return tuple(module(torch.zeros(1, 3, size, size)).shape[1:])
+        return tuple(_stem_maps(module, torch.zeros(1, 3, size, size), False).shape[1:])
 
 
 def _hash_all(paths: Sequence[Path], desc: str, progress: bool) -> list[str]:
@@ -218,7 +230,7 @@ def _hash_all(paths: Sequence[Path], desc: str, progress: bool) -> list[str]:
 @torch.inference_mode()
 def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], desc: str,
                     cache_dir: Path | None = None, budget: MemoryBudget | None = None,
-                    batch_size: int = 32, progress: bool = True) -> ImageSet:
+                    batch_size: int = 32, progress: bool = True, amp: bool | None = None) -> ImageSet:
     """The global stem maps of `paths`, from the cache where it has them, computed (and cached)
     where not; held in memory if they fit `budget`, else read from the cache file per batch."""
     paths = list(paths)
@@ -247,7 +259,7 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
                     images = pending.result()
                     if c + 1 < len(chunks):
                         pending = ahead.submit(decode, chunks[c + 1])
-                    maps = torch.cat([stem.stem(global_inputs(images[i:i + batch_size], pre)[0]).to(torch.float16)
+                    maps = torch.cat([_stem_maps(stem.stem, global_inputs(images[i:i + batch_size], pre)[0], amp)
                                       for i in range(0, len(images), batch_size)])
                     cache.add([d for d, _ in chunk], [img.size for img in images], maps)
                     bar.update(len(chunk))
@@ -309,7 +321,7 @@ def local_map_shape(model: ASENModel, pre: Preprocess) -> tuple[int, ...]:
 @torch.inference_mode()
 def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torch.Tensor,
                attrs: torch.Tensor, desc: str, batch_size: int = 64, progress: bool = True,
-               scratch: Path | None = None) -> Maps:
+               scratch: Path | None = None, amp: bool | None = None) -> Maps:
     """Local stem maps `[n, C, h', w']` of the RoI crops of (fid, attr) pairs, crops chosen by the
     model's CURRENT global attention; in memory, or written to the row file `scratch` (overwritten)."""
     assert model.local_backbone is not None
@@ -320,12 +332,14 @@ def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torc
     originals = _Originals(imageset, [fids[b].tolist() for b in batches])
     bar = tqdm(total=len(batches), desc=f"crops {desc}", unit="batch", leave=False, dynamic_ncols=True,
                disable=not progress)
+    device = model_device(model)
     for rows, images in zip(batches, originals):
         f, a = fids[rows], attrs[rows]
-        _, att = model.global_embed(imageset.global_maps[f].float(), a[:, None])
-        boxes = attention_boxes(att[:, 0], pre.global_size, pre.roi_threshold)
+        with mixed_precision(device, amp):
+            _, att = model.global_embed(to_device(imageset.global_maps[f], device).float(), a[:, None].to(device))
+        boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, pre.roi_threshold)
         crops = local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
-        maps = model.local_backbone.stem(crops).to(torch.float16)
+        maps = _stem_maps(model.local_backbone.stem, crops, amp)
         if out_file is None:
             parts.append(maps)
         else:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint
 from asen_search.model.config import BranchConfig, ModelConfig, Preprocess
 from asen_search.model.data.dataset import AttributeDataset, load_dataset
+from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
@@ -66,6 +67,8 @@ class TrainConfig:
     resume: bool = False
     cache_dir: Path | None = None              # backbone-map cache (default: map_cache.default_cache_dir())
     max_memory_gb: float | None = 8.0          # caches held in memory only within this (None: no limit)
+    device: str = "auto"                       # model/device.py: a CUDA GPU where there is one, else the CPU
+    amp: bool | None = None                    # bfloat16 autocast; default: on CUDA only
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
@@ -102,10 +105,11 @@ class Trainer:
         TripletSampler(self.labels, self.ds.n_values, cfg.seed)  # fail early on unusable labels
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.pre = cfg.preprocess()
         self.model = ASENModel(cfg.model_config(len(self.ds.attributes)), pretrained=True,
-                               global_weights=cfg.global_weights, local_weights=cfg.local_weights)
+                               global_weights=cfg.global_weights, local_weights=cfg.local_weights).to(self.device)
         self.state: dict[str, Any] = {"stage": 1, "epoch": 0, "best_map": -1.0, "history": []}
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -131,12 +135,12 @@ class Trainer:
         budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2 ** 30)
         train_paths = list(self.ds.split("train").paths)
         self.train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
-                                     progress=self.progress)
+                                     progress=self.progress, amp=cfg.amp)
         self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
-                                                cfg.cache_dir, budget)
+                                                cfg.cache_dir, budget, cfg.amp)
         if self.state["epoch"] == 0 and self.state["stage"] == 1:
             with torch.no_grad():
-                sample = self.train.global_maps[: min(512, len(self.train.global_maps))].float()
+                sample = to_device(self.train.global_maps[: min(512, len(self.train.global_maps))], self.device).float()
                 mean, std = channel_statistics(self.model.global_backbone.tail(sample))
                 self.model.global_head.set_standardisation(mean, std)
         pairs = np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0)
@@ -223,7 +227,8 @@ class Trainer:
         pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
         assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
         with torch.no_grad():
-            mean, std = channel_statistics(self.model.local_backbone.tail(self.local_cache[pick].float()))
+            mean, std = channel_statistics(self.model.local_backbone.tail(
+                to_device(self.local_cache[pick], self.device).float()))
         self.model.local_head.set_standardisation(mean, std)
 
     def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
@@ -234,7 +239,7 @@ class Trainer:
             group["lr"] = base * self._lr_factor(stage, epoch)
         if stage == 2:
             self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
-                                          "train", progress=self.progress, scratch=self.local_scratch)
+                                          "train", progress=self.progress, scratch=self.local_scratch, amp=cfg.amp)
             if epoch == 0:
                 self._standardise_local()
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
@@ -254,7 +259,7 @@ class Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         bar.close()
         t_val = time.monotonic()
-        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress)
+        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress, amp=cfg.amp)
         record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
                   "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
                   "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1)}
@@ -281,13 +286,17 @@ class Trainer:
         """Loss of a batch of triplets `[B, 4]` (attr, anchor, positive, negative)."""
         fids = batch[:, 1:].T.reshape(-1)                      # anchors, positives, negatives
         attrs = batch[:, 0].repeat(3)[:, None]                 # [3B, 1]
-        # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
-        g = cast(Triple, self.model.global_embed(self.train.global_maps[fids].float(), attrs)[0][:, 0].chunk(3))
-        if stage == 1:
-            return triplet_loss(*g, margin=self.cfg.margin)
-        rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
-        loc = cast(Triple, self.model.local_embed(self.local_cache[rows].float(), attrs)[:, 0].chunk(3))
-        return joint_loss(g, loc, margin=self.cfg.margin)
+        device = self.device
+        with mixed_precision(device, self.cfg.amp):
+            # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
+            g = cast(Triple, self.model.global_embed(to_device(self.train.global_maps[fids], device).float(),
+                                                     attrs.to(device))[0][:, 0].float().chunk(3))
+            if stage == 1:
+                return triplet_loss(*g, margin=self.cfg.margin)
+            rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
+            loc = cast(Triple, self.model.local_embed(to_device(self.local_cache[rows], device).float(),
+                                                      attrs.to(device))[:, 0].float().chunk(3))
+            return joint_loss(g, loc, margin=self.cfg.margin)
 
     # ----------------------------------------------------------------- resume
     def _save_last(self, stage: int) -> None:

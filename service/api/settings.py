@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     images_dir: Path | None = Field(None, description="where uploaded item images are kept (default: the index "
                                     "directory; with Milvus, a folder every replica shares, else uploads are not "
                                     "kept)")
+    device: str = Field("auto", description="where the model runs: auto (a CUDA GPU where torch sees one, else the "
+                        "CPU), cpu, cuda or cuda:N (ASEN_DEVICE)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")

@@ -45,6 +45,7 @@ class BuildConfig:
     restart: bool = False            # discard the work of an interrupted build instead of resuming it
     progress: bool = True
     limits: ImageLimits = field(default_factory=ImageLimits)
+    device: str = "auto"             # model/device.py
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
     """Build (or resume building) the catalogue index at `cfg.out`; `entries` default to those of
     `cfg.catalogue`."""
     start = time.monotonic()
-    encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint)
+    encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint, cfg.device)
     entries = read_catalogue(cfg.catalogue, cfg.split) if entries is None else entries
     check_entries(entries, str(cfg.catalogue))
     # The build writes cfg.out from its first chunk to its commit: no server or other build may

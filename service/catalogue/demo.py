@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,11 @@ def ensure_model(data: Path, run_dir: Path, train_args: str = "") -> Path:
         return best
     resume = last.is_file()
     cfg = dataclasses.replace(parse_train_config(train_args, data, run_dir), resume=resume)
+    if cfg.cache_dir is None and not os.environ.get("ASEN_CACHE_DIR"):  # the demo keeps its files in its own folder
+        cfg = dataclasses.replace(cfg, cache_dir=run_dir.parent / "cache")
     recipe = f"asen train {train_args}" if train_args.strip() else "the default recipe"
     _say(2, f"demo model: {'resuming' if resume else 'training'} {recipe} into {run_dir} "
-            "(CPU; this takes a while once) ...")
+            f"(device {cfg.device}; this takes a while once) ...")
     start = time.monotonic()
     train(cfg)
     _say(2, f"demo model trained in {(time.monotonic() - start) / 60:.1f} min")

@@ -64,7 +64,7 @@ class EncodeReport:
 class ShardEncoder:
     """A Ray actor: one model, encoding whole shards (a Ray Data batch holds one shard per row)."""
 
-    def __init__(self, checkpoint: str, out: str, batch_size: int, threads: int) -> None:
+    def __init__(self, checkpoint: str, out: str, batch_size: int, threads: int, device: str = "cpu") -> None:
         import torch
 
         from asen_search.model.encoder import Encoder
@@ -72,7 +72,7 @@ class ShardEncoder:
 
         tune_allocator()  # the allocator settings of docs/tuning.md, in each actor's own process
         torch.set_num_threads(max(1, threads))
-        self.encoder = Encoder.from_checkpoint(checkpoint)
+        self.encoder = Encoder.from_checkpoint(checkpoint, device)  # a GPU actor sees only its own GPU
         self.out, self.batch_size = Path(out), batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -144,7 +144,8 @@ def encode_with_ray(cfg: EncodeConfig, entries: Sequence[CatalogueEntry],
                 for n in todo]
         summaries = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             actor_class, batch_size=1,
-            fn_constructor_args=(str(cfg.checkpoint), str(cfg.out), cfg.batch_size, max(1, int(cfg.cpus_per_actor))),
+            fn_constructor_args=(str(cfg.checkpoint), str(cfg.out), cfg.batch_size, max(1, int(cfg.cpus_per_actor)),
+                                 "cuda" if cfg.gpus_per_actor else "cpu"),
             compute=ray.data.ActorPoolStrategy(size=cfg.actors), num_cpus=cfg.cpus_per_actor,
             num_gpus=cfg.gpus_per_actor or None, max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS,
         ).take_all()

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=512, help="images per resumable unit of work")
     p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
+    p.add_argument("--device", default="auto", help="where the model runs: auto (default: a CUDA GPU where torch "
+                   "sees one, else the CPU), cpu, cuda or cuda:N")
     p.set_defaults(func=_index_build)
     p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
                              description="Replay the write-ahead log of an index directory into a new snapshot "
@@ -98,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the index directory; with Milvus a folder all replicas share)")
     p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
+    p.add_argument("--device", help="where the model runs: auto (default: a CUDA GPU where torch sees one, else the "
+                   "CPU), cpu, cuda or cuda:N (ASEN_DEVICE)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
@@ -139,7 +143,7 @@ def _index_build(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
-                                     args.chunk_size, args.factory, args.restart))
+                                     args.chunk_size, args.factory, args.restart, device=args.device))
     print(f"built {report.out}: {report.items} items; {report.encoded_now} images read in "
           f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
     if report.skipped:
@@ -245,7 +249,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
     from asen_search.service.api.settings import Settings
 
-    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port")
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device")
              if getattr(args, k, None) is not None}
     try:
         return Settings(**given)

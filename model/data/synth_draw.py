@@ -320,9 +320,10 @@ def apply_lighting(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.composite(lit, dark, Image.fromarray(np.add.outer(ys, xs), "L"))
 
 
-def render_scene(values: dict[str, str], rng: np.random.Generator) -> Image.Image:
-    """One full picture: image size, garment size/position/rotation, clutter, occluders, lighting."""
-    short, aspect = int(rng.integers(200, 361)), _u(rng, 0.7, 1.4)
+def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float = 1.0) -> Image.Image:
+    """One full picture: image size, garment size/position/rotation, clutter, occluders, lighting.
+    `scale` multiplies the picture's size (shorter side 200-360 px at 1; the same draws at any scale)."""
+    short, aspect = round(int(rng.integers(200, 361)) * scale), _u(rng, 0.7, 1.4)
     w, h = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
     shape = make_shape(values["sleeve_length"], values["garment_length"], rng)
     _, width_u, height_u = extent(shape)

@@ -143,15 +143,13 @@ class Trainer:
                 sample = to_device(self.train.global_maps[: min(512, len(self.train.global_maps))], self.device).float()
                 mean, std = channel_statistics(self.model.global_backbone.tail(sample))
                 self.model.global_head.set_standardisation(mean, std)
-        pairs = np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0)
-        self.pair_fids = torch.from_numpy(pairs[:, 0])
-        self.pair_attrs = torch.from_numpy(pairs[:, 1])
+        # the row of each (image, attribute) pair in the epoch's crop maps (-1: not in this epoch's triplets)
         self.pair_index = np.full((len(self.train), len(self.ds.attributes)), -1, dtype=np.int64)
-        self.pair_index[pairs[:, 0], pairs[:, 1]] = np.arange(len(pairs))
         self.local_scratch: Path | None = None
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
+            n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
             row_bytes = 2 * int(np.prod(local_map_shape(self.model, self.pre)))
-            if not budget.take(len(pairs) * row_bytes):
+            if not budget.take(min(n_pairs, 3 * cfg.triplets_per_epoch) * row_bytes):
                 self.local_scratch = self.out / SCRATCH / "local-train.f16"
             self.valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
             self.train.keep_originals(budget, "train", self.progress)
@@ -223,8 +221,8 @@ class Trainer:
 
     def _standardise_local(self) -> None:
         """Local-branch statistics from 512 of the first stage-2 crops (already in the cache)."""
-        n = min(512, len(self.pair_fids))
-        pick = torch.randperm(len(self.pair_fids), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
+        n = min(512, len(self.local_cache))
+        pick = torch.randperm(len(self.local_cache), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
         assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
         with torch.no_grad():
             mean, std = channel_statistics(self.model.local_backbone.tail(
@@ -237,13 +235,21 @@ class Trainer:
         assert self.optimizer is not None  # made by _run_stage
         for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
             group["lr"] = base * self._lr_factor(stage, epoch)
-        if stage == 2:
-            self.local_cache = local_maps(self.model, self.pre, self.train, self.pair_fids, self.pair_attrs,
-                                          "train", progress=self.progress, scratch=self.local_scratch, amp=cfg.amp)
-            if epoch == 0:
-                self._standardise_local()
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
                                     .sample(cfg.triplets_per_epoch))
+        if stage == 2:
+            # crops of the pairs this epoch's triplets use, by the current global attention: at most
+            # 3 x triplets per epoch, whatever the size of the dataset
+            fids_attrs = triplets.numpy()
+            used = np.unique(np.concatenate([np.stack([fids_attrs[:, k], fids_attrs[:, 0]], 1) for k in (1, 2, 3)]),
+                             axis=0)
+            self.pair_index.fill(-1)
+            self.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
+            self.local_cache = local_maps(self.model, self.pre, self.train, torch.from_numpy(used[:, 0]),
+                                          torch.from_numpy(used[:, 1]), "train", progress=self.progress,
+                                          scratch=self.local_scratch, amp=cfg.amp)
+            if epoch == 0:
+                self._standardise_local()
         self.model.train()
         losses: list[float] = []
         bar = tqdm(range(0, len(triplets), cfg.batch_size), desc=f"stage {stage} epoch {epoch + 1}",

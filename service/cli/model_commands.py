@@ -32,6 +32,9 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", type=int, default=700, help="valid images (default 700)")
     p.add_argument("--test", type=int, default=1400, help="test images (default 1400)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=float, default=1.0, help="picture size factor (default 1: shorter side 200-360 "
+                   "px; 1.6 draws FashionAI-like sizes around 512 px)")
+    p.add_argument("--workers", type=int, default=None, help="drawing processes (default: one per core)")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
@@ -136,7 +139,8 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from asen_search.model.data.synth import generate_dataset
 
-    generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed)
+    generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed, scale=args.scale,
+                     workers=args.workers)
     print(f"demo dataset written to {args.out_dir}")
 
 

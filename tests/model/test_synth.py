@@ -139,3 +139,17 @@ def test_generator_does_not_import_torch() -> None:
     for module in ("synth.py", "synth_draw.py"):
         source = (pathlib.Path(synth.__file__).parent / module).read_text()
         assert "import torch" not in source and "from torch" not in source
+
+
+def test_scale_draws_larger_pictures_with_the_same_labels(tmp_path: pathlib.Path) -> None:
+    synth.generate_dataset(tmp_path / "one", seed=6, progress=False, n_train=8, n_valid=4, n_test=4)
+    synth.generate_dataset(tmp_path / "big", seed=6, progress=False, n_train=8, n_valid=4, n_test=4, scale=1.6,
+                           workers=2)
+    for name in ("label_train.txt", "query_test.txt", "candidate_test.txt"):
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "big" / name).read_text()
+    for i in range(8):
+        with Image.open(tmp_path / "one" / "images" / "train" / f"{i:05d}.jpg") as a, \
+                Image.open(tmp_path / "big" / "images" / "train" / f"{i:05d}.jpg") as b:
+            assert abs(min(b.size) - 1.6 * min(a.size)) <= 1 and 320 <= min(b.size) <= 576
+    with pytest.raises(ValueError, match="scale"):
+        synth.generate_dataset(tmp_path / "bad", n_train=2, n_valid=2, n_test=2, scale=0)

@@ -43,7 +43,7 @@ from asen_search.model.training.row_store import Maps, RowFile
 
 KEEP_SIDE = 640     # decoded originals are used with their shorter side at most this long
 CACHE_FORMAT = 1    # bump when what a cached map means changes
-CHUNK = 256         # images decoded and cached per unit of the caching pass (and lost at most by a kill)
+CHUNK = 64          # images decoded and cached per unit of the caching pass (and lost at most by a kill)
 BATCH_MARGIN = 1 << 30  # memory kept free of caches for batches, activations and the optimiser
 
 

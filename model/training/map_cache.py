@@ -283,13 +283,20 @@ class _Originals:
         self.imageset, self.batches = imageset, batches
         self.lru: OrderedDict[int, Image.Image] = OrderedDict()
         self.pool = ThreadPoolExecutor(workers) if imageset.kept is None else None
-        self.pending: Future[list[Image.Image]] | None = None
 
-    def _decode(self, index: list[int]) -> list[Image.Image]:
+    def _submit(self, ahead: ThreadPoolExecutor, index: list[int]) -> Future[list[Image.Image]]:
+        """Decode a batch's images in the background; the ones the LRU holds are taken now, here,
+        so that the background thread never reads the LRU the consumer is changing."""
         assert self.pool is not None
-        wanted = [i for i in dict.fromkeys(index) if i not in self.lru]
-        fresh = dict(zip(wanted, self.pool.map(lambda i: load_kept(self.imageset.paths[i]), wanted)))
-        return [self.lru[i] if i in self.lru else fresh[i] for i in index]
+        pool, paths = self.pool, self.imageset.paths
+        known = {i: self.lru[i] for i in index if i in self.lru}
+        wanted = [i for i in dict.fromkeys(index) if i not in known]
+
+        def decode() -> list[Image.Image]:
+            fresh = dict(zip(wanted, pool.map(lambda i: load_kept(paths[i]), wanted)))
+            return [known[i] if i in known else fresh[i] for i in index]
+
+        return ahead.submit(decode)
 
     def __iter__(self) -> Iterator[list[Image.Image]]:
         if self.imageset.kept is not None:
@@ -299,7 +306,7 @@ class _Originals:
             return
         assert self.pool is not None
         with self.pool, ThreadPoolExecutor(1) as ahead:
-            pending = ahead.submit(self._decode, self.batches[0]) if self.batches else None
+            pending = self._submit(ahead, self.batches[0]) if self.batches else None
             for b, index in enumerate(self.batches):
                 assert pending is not None
                 images = pending.result()
@@ -309,7 +316,7 @@ class _Originals:
                 while len(self.lru) > 4 * max(1, len(index)):
                     self.lru.popitem(last=False)
                 if b + 1 < len(self.batches):
-                    pending = ahead.submit(self._decode, self.batches[b + 1])
+                    pending = self._submit(ahead, self.batches[b + 1])
                 yield images
 
 

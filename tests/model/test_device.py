@@ -69,7 +69,7 @@ def test_bfloat16_autocast_gives_float32_unit_vectors_close_to_float32(demo_data
 def test_training_under_autocast_converges_and_saves_a_float32_cpu_checkpoint(demo_dataset: Path,
                                                                               tmp_path: Path) -> None:
     base = TrainConfig(data=demo_dataset, out=tmp_path / "run", global_size=64, local_size=48, embed_dim=16,
-                       common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=640, seed=3,
+                       common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320, seed=3,
                        device="cpu", amp=True)
     summary = train(base, progress=False)
     assert 0.0 < summary["best_valid_map"] <= 1.0

@@ -93,6 +93,7 @@ def main() -> None:
               f"{c['seconds']:.0f} / {w['seconds']:.0f} | {c['plan']} |")
     if args.plot:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -110,6 +111,8 @@ def main() -> None:
         right.plot(sizes, [r["cold"]["stage2_epoch_s"] for r in rows], "^-", label="stage-2 epoch")
         right.set(xlabel="training images", ylabel="seconds", title="time")
         right.legend()
+        for axis in (left, right):
+            axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         fig.tight_layout()
         fig.savefig(args.plot, dpi=100)
 

@@ -20,8 +20,8 @@ from asen_search.model.training.map_cache import (
     ImageSet,
     MemoryBudget,
     build_image_set,
-    local_map_shape,
     local_maps,
+    local_row_bytes,
     model_device,
 )
 from asen_search.model.training.retrieval_map import MapReport, attribute_map, map_report
@@ -63,7 +63,7 @@ class ValidationSet:
     def plan_local(self, model: ASENModel, pre: Preprocess, budget: MemoryBudget, scratch: Path) -> None:
         """Local maps of every row in memory if they fit `budget`, else in the row file `scratch`."""
         rows = len(self.queries) + len(self.candidates)
-        self.scratch = None if budget.take(rows * 2 * int(np.prod(local_map_shape(model, pre)))) else scratch
+        self.scratch = None if budget.take(rows * local_row_bytes(model, pre)) else scratch
 
     @torch.no_grad()
     def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,

@@ -325,6 +325,11 @@ def local_map_shape(model: ASENModel, pre: Preprocess) -> tuple[int, ...]:
     return _map_shape(model.local_backbone.stem, pre.local_size)
 
 
+def local_row_bytes(model: ASENModel, pre: Preprocess) -> int:
+    """Bytes of one RoI-crop map (float16), for memory planning."""
+    return 2 * int(np.prod(local_map_shape(model, pre)))
+
+
 @torch.inference_mode()
 def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torch.Tensor,
                attrs: torch.Tensor, desc: str, batch_size: int = 64, progress: bool = True,

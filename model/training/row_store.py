@@ -19,6 +19,10 @@ import torch
 DTYPE = np.float16
 
 
+def _as_rows(rows: torch.Tensor | np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows, dtype=DTYPE)
+
+
 class RowFile:
     """Rows of `shape` float16 values appended to `path` (created if missing)."""
 
@@ -42,7 +46,7 @@ class RowFile:
     def append(self, rows: torch.Tensor | np.ndarray) -> range:
         """Write `rows` `[n, *shape]` at the end; returns their row numbers. A torn earlier write (a
         file size that is not a whole number of rows) is cut first."""
-        data = np.ascontiguousarray(rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows, dtype=DTYPE)
+        data = _as_rows(rows)
         assert data.shape[1:] == self.shape, (data.shape, self.shape)
         size = os.fstat(self._fd).st_size
         start = size // self.row_bytes
@@ -53,8 +57,7 @@ class RowFile:
 
     def write_at(self, row: int, rows: torch.Tensor | np.ndarray) -> None:
         """Overwrite (or extend to) rows `row ... row + n`."""
-        data = np.ascontiguousarray(rows.cpu().numpy() if isinstance(rows, torch.Tensor) else rows, dtype=DTYPE)
-        os.pwrite(self._fd, data.tobytes(), row * self.row_bytes)
+        os.pwrite(self._fd, _as_rows(rows).tobytes(), row * self.row_bytes)
 
     def sync(self) -> None:
         os.fsync(self._fd)

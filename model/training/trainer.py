@@ -25,7 +25,7 @@ from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
 from asen_search.model.nn.losses import joint_loss, triplet_loss
 from asen_search.model.training.evaluate import ValidationSet
-from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_map_shape, local_maps
+from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_maps, local_row_bytes
 from asen_search.model.training.sampling import TripletSampler
 
 Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
@@ -148,8 +148,7 @@ class Trainer:
         self.local_scratch: Path | None = None
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
-            row_bytes = 2 * int(np.prod(local_map_shape(self.model, self.pre)))
-            if not budget.take(min(n_pairs, 3 * cfg.triplets_per_epoch) * row_bytes):
+            if not budget.take(min(n_pairs, 3 * cfg.triplets_per_epoch) * local_row_bytes(self.model, self.pre)):
                 self.local_scratch = self.out / SCRATCH / "local-train.f16"
             self.valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
             self.train.keep_originals(budget, "train", self.progress)

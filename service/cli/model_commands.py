@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from asen_search.model.config import BACKBONES, VARIANTS
+from asen_search.model.device import DEVICE_CHOICES
 
 if TYPE_CHECKING:
     from asen_search.model.training.trainer import TrainConfig
@@ -65,8 +66,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
                    help="train as well as possible within this wall-clock budget (both stages)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--device", default="auto", help="where training runs: auto (default: a CUDA GPU where torch "
-                   "sees one, else the CPU), cpu, cuda or cuda:N; bfloat16 autocast on CUDA")
+    p.add_argument("--device", default="auto", help=f"where training runs: {DEVICE_CHOICES}; default auto; "
+                   "bfloat16 autocast on CUDA")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backbone-map cache, reused by later runs on the same images and backbone (default "
                    "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
@@ -114,7 +115,7 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.add_argument("--allow-overlap", action="store_true",
                    help="evaluate even when an image is both a query and a candidate of one attribute (refused "
                    "by default: the query finds itself and MAP is inflated)")

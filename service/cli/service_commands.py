@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asen_search.model.device import DEVICE_CHOICES
 from asen_search.service.catalogue.locations import as_ref
 
 if TYPE_CHECKING:
@@ -31,8 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=512, help="images per resumable unit of work")
     p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
-    p.add_argument("--device", default="auto", help="where the model runs: auto (default: a CUDA GPU where torch "
-                   "sees one, else the CPU), cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.set_defaults(func=_index_build)
     p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
                              description="Replay the write-ahead log of an index directory into a new snapshot "
@@ -100,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the index directory; with Milvus a folder all replicas share)")
     p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
-    p.add_argument("--device", help="where the model runs: auto (default: a CUDA GPU where torch sees one, else the "
-                   "CPU), cpu, cuda or cuda:N (ASEN_DEVICE)")
+    p.add_argument("--device", help=f"where the model runs: {DEVICE_CHOICES}; default auto (ASEN_DEVICE)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",

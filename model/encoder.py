@@ -1,7 +1,8 @@
 """Encoder API: PIL images -> L2-normalised per-attribute embeddings (numpy float32).
 
 The global backbone runs once per image for all requested attributes; the attention heads and the
-local branch run per (image, attribute), batched.
+local branch run per (image, attribute) pair, all pairs of a batch in one pass (also pairs of different
+requests: `encode_requests`, the service's dynamic batching).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
+from asen_search.model.runtime import backbone_runner, resolve_runtime
 
 
 def _unit(vectors: torch.Tensor) -> torch.Tensor:
@@ -49,17 +51,21 @@ class Explanation:
 
 @dataclass(frozen=True)
 class _Batch:
-    vectors: torch.Tensor            # [B, K, D]
-    attention: torch.Tensor          # [B, K, h, w]
-    boxes: list[list[tuple[float, float, float, float]]] | None
-    views: list[SquareView]
+    vectors: torch.Tensor            # [P, D], one per (image, attribute) pair
+    attention: torch.Tensor          # [P, h, w]
+    boxes: list[tuple[float, float, float, float]] | None   # [P], in original pixels
+    views: list[SquareView]          # one per image
 
 
 class Encoder:
-    """Turns images into one unit vector per attribute with a trained model."""
+    """Turns images into one unit vector per attribute with a trained model.
+
+    The backbones run on `runtime` (model/runtime.py: torch, OpenVINO or ONNX Runtime; "auto" picks
+    the fastest installed one for the device); the heads always run in torch."""
 
     def __init__(self, model: ASENModel, preprocess: Preprocess, attributes: Sequence[Attribute],
-                 fingerprint: str = "", device: str | torch.device = "cpu", amp: bool | None = None) -> None:
+                 fingerprint: str = "", device: str | torch.device = "cpu", amp: bool | None = None,
+                 runtime: str = "torch") -> None:
         self.device = resolve_device(device)
         self.amp = amp                     # bfloat16 autocast; default: on CUDA only (model/device.py)
         self.model = model.to(self.device).eval()
@@ -68,11 +74,15 @@ class Encoder:
         self.fingerprint = fingerprint
         if len(self.attributes) != model.cfg.n_attributes:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
+        self.runtime = resolve_runtime(runtime, self.device)
+        self._global = backbone_runner(model.global_backbone, preprocess.global_size, self.runtime)
+        self._local = None if model.local_backbone is None else \
+            backbone_runner(model.local_backbone, preprocess.local_size, self.runtime)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Encoder:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto") -> Encoder:
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device)
+        return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device, runtime=runtime)
 
     @property
     def dim(self) -> int:
@@ -95,43 +105,59 @@ class Encoder:
         out = np.zeros((len(images), len(attrs), self.dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            out[start:start + len(chunk)] = self._run(chunk, attrs, want_boxes=False).vectors.numpy()
+            pairs = [(i, a) for i in range(len(chunk)) for a in attrs]
+            vectors = self._run(chunk, pairs, want_boxes=False).vectors
+            out[start:start + len(chunk)] = vectors.view(len(chunk), len(attrs), -1).numpy()
         return out
 
     def encode_attribute(self, images: Sequence[Image.Image], attribute: int, batch_size: int = 16) -> np.ndarray:
         """One attribute: `[n_images, dim]`."""
         return self.encode(images, [attribute], batch_size)[:, 0]
 
+    def encode_requests(self, requests: Sequence[tuple[Image.Image, Sequence[int]]]) -> list[np.ndarray]:
+        """Several requests, each an image and its attributes, in one forward pass (the service's
+        dynamic batching): one `[len(attributes), dim]` array per request, in order."""
+        images = [image for image, _ in requests]
+        pairs = [(i, a) for i, (_, attrs) in enumerate(requests) for a in attrs]
+        vectors = self._run(images, pairs, want_boxes=False).vectors.numpy() if pairs else \
+            np.zeros((0, self.dim), np.float32)
+        out, at = [], 0
+        for _, attrs in requests:
+            out.append(vectors[at:at + len(attrs)])
+            at += len(attrs)
+        return out
+
     def explain(self, image: Image.Image, attribute: int) -> Explanation:
         """The attribute's global attention map and the RoI box the local branch zooms into."""
-        batch = self._run([image], [attribute], want_boxes=True)
-        att = batch.attention[0, 0].numpy().astype(np.float32)
+        batch = self._run([image], [(0, attribute)], want_boxes=True)
+        att = batch.attention[0].numpy().astype(np.float32)
         span = float(att.max() - att.min())
         att = (att - att.min()) / span if span > 0 else np.ones_like(att)
-        box = batch.boxes[0][0] if batch.boxes else None
+        box = batch.boxes[0] if batch.boxes else None
         return Explanation(att, box, batch.views[0].box())
 
     @torch.inference_mode()
-    def _run(self, images: Sequence[Image.Image], attrs: list[int], want_boxes: bool) -> _Batch:
+    def _run(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]], want_boxes: bool) -> _Batch:
+        """Embeddings of (image index, attribute) pairs: the global backbone once per image, the
+        heads and the local branch once per pair, each in one batch."""
         pre, model, device = self.preprocess, self.model, self.device
         x, views = global_inputs(images, pre)
-        attr_ids = torch.tensor(attrs, dtype=torch.long, device=device).expand(len(images), -1)      # [B, K]
+        image_of = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+        attr_ids = torch.tensor([[a] for _, a in pairs], dtype=torch.long, device=device)      # [P, 1]
         with mixed_precision(device, self.amp):
-            g, att = model.global_embed(model.global_backbone.stem(to_device(x, device)), attr_ids)
-        att = att.float().cpu()
-        if model.local_backbone is None:
-            return _Batch(_unit(model.fuse(g, None, pre.beta)), att, None, views)
-        k = len(attrs)
-        boxes = attention_boxes(att.flatten(0, 1), pre.global_size, pre.roi_threshold)   # [B*K, 4]
-        flat_images = [img for img in images for _ in range(k)]
-        flat_views = [v for v in views for _ in range(k)]
-        crops = to_device(local_inputs(flat_images, flat_views, boxes, pre), device)
+            feats = self._global(to_device(x, device))
+            g, att = model.global_head_embed(feats[image_of.to(feats.device)], attr_ids)
+        att = att[:, 0].float().cpu()
+        if self._local is None:
+            return _Batch(_unit(model.fuse(g[:, 0], None, pre.beta)), att, None, views)
+        boxes = attention_boxes(att, pre.global_size, pre.roi_threshold)   # [P, 4]
+        pair_images = [images[i] for i, _ in pairs]
+        pair_views = [views[i] for i, _ in pairs]
+        crops = to_device(local_inputs(pair_images, pair_views, boxes, pre), device)
         with mixed_precision(device, self.amp):
-            loc = model.local_embed(model.local_backbone.stem(crops), attr_ids.reshape(-1, 1))
-            fused = model.fuse(g, loc.view(len(images), k, -1), pre.beta)
-        fused = _unit(fused)
+            loc = model.local_head_embed(self._local(crops), attr_ids)
+            fused = _unit(model.fuse(g[:, 0], loc[:, 0], pre.beta))
         orig = None
         if want_boxes:
-            flat = [v.to_original(tuple(b.tolist()), pre.global_size) for v, b in zip(flat_views, boxes)]
-            orig = [flat[i * k:(i + 1) * k] for i in range(len(images))]
+            orig = [v.to_original(tuple(b.tolist()), pre.global_size) for v, b in zip(pair_views, boxes)]
         return _Batch(fused, att, orig, views)

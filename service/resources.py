@@ -21,7 +21,7 @@ def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
     or an offline compaction or build of the same directory is refused (DirectoryLocked, naming
     this process). A directory that cannot be written at all is loaded without the lock: searches
     work and writes answer 503."""
-    encoder = Encoder.from_checkpoint(settings.checkpoint, settings.device)
+    encoder = Encoder.from_checkpoint(settings.checkpoint, settings.device, settings.runtime)
     catalogue: Catalogue
     if isinstance(settings.index, str):  # a Milvus collection: no directory, no lock, the engine's durability
         try:

@@ -67,12 +67,21 @@ class ASENModel(nn.Module):
 
     def global_embed(self, maps: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone tail + head: stem maps `[B, ...]`, attrs `[B, K]` -> `[B, K, D_g]`, attention `[B, K, h, w]`."""
-        return self._run_head(self.global_head, self.global_backbone.tail(maps), attrs)
+        return self.global_head_embed(self.global_backbone.tail(maps), attrs)
+
+    def global_head_embed(self, feats: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head alone on full backbone maps `[B, C, h, w]` (an inference runtime ran the backbone)."""
+        return self._run_head(self.global_head, feats, attrs)
 
     def local_embed(self, maps: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
         """Local tail + head on crop stem maps `[B, ...]` with attrs `[B, K]` -> `[B, K, D_l]`."""
-        assert self.local_backbone is not None and self.local_head is not None
-        return self._run_head(self.local_head, self.local_backbone.tail(maps), attrs)[0]
+        assert self.local_backbone is not None
+        return self.local_head_embed(self.local_backbone.tail(maps), attrs)
+
+    def local_head_embed(self, feats: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """The local head alone on full backbone maps of the crops -> `[B, K, D_l]`."""
+        assert self.local_head is not None
+        return self._run_head(self.local_head, feats, attrs)[0]
 
     def fuse(self, g: torch.Tensor, loc: torch.Tensor | None, beta: float) -> torch.Tensor:
         """`[sqrt(beta) g/|g| ; sqrt(1-beta) l/|l|]` (or `g/|g|` without a local part): unit vectors."""

@@ -16,6 +16,7 @@ from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
 from asen_search.model.device import mixed_precision, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import load_image
+from asen_search.model.runtime import Stems
 from asen_search.model.training.map_cache import (
     ImageSet,
     MemoryBudget,
@@ -51,14 +52,17 @@ class ValidationSet:
     candidates: Tagged
     images: ImageSet
     scratch: Path | None = None   # where the local maps go when they do not fit in memory
+    stems: Stems | None = None    # the stems on an inference runtime (model/runtime.py); None: torch
 
     @classmethod
     def from_dataset(cls, ds: AttributeDataset, split: str, model: ASENModel, pre: Preprocess,
                      progress: bool = True, cache_dir: Path | None = None,
-                     budget: MemoryBudget | None = None, amp: bool | None = None) -> ValidationSet:
+                     budget: MemoryBudget | None = None, amp: bool | None = None,
+                     stems: Stems | None = None) -> ValidationSet:
         paths = list(ds.split(split).paths)
-        return cls(ds.attributes, ds.queries(split), ds.candidates(split),
-                   build_image_set(model, pre, paths, split, cache_dir, budget, progress=progress, amp=amp))
+        images = build_image_set(model, pre, paths, split, cache_dir, budget, progress=progress, amp=amp,
+                                 stem=stems.global_ if stems else None)
+        return cls(ds.attributes, ds.queries(split), ds.candidates(split), images, stems=stems)
 
     def plan_local(self, model: ASENModel, pre: Preprocess, budget: MemoryBudget, scratch: Path) -> None:
         """Local maps of every row in memory if they fit `budget`, else in the row file `scratch`."""
@@ -80,7 +84,7 @@ class ValidationSet:
         loc = None
         if use_local:
             maps = local_maps(model, pre, self.images, fids, attrs, "valid", progress=progress, scratch=self.scratch,
-                              amp=amp)
+                              amp=amp, stem=self.stems.local if self.stems else None)
             with mixed_precision(device, amp):
                 loc = torch.cat([model.local_embed(to_device(maps[i:i + batch_size], device).float(),
                                                    dev_attrs[i:i + batch_size, None]).float()

@@ -39,6 +39,7 @@ from asen_search.model.device import mixed_precision, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, load_image, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
+from asen_search.model.runtime import BackboneRunner
 from asen_search.model.training.row_store import Maps, RowFile
 
 KEEP_SIDE = 640     # decoded originals are used with their shorter side at most this long
@@ -211,7 +212,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def _stem_maps(stem: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, amp: bool | None) -> torch.Tensor:
     """A frozen stem's maps of host inputs, computed where its weights are, as float16 on the host."""
-    device = model_device(cast(torch.nn.Module, getattr(stem, "__self__", stem)))
+    device = getattr(stem, "device", None) or model_device(cast(torch.nn.Module, getattr(stem, "__self__", stem)))
     with mixed_precision(device, amp):
         return stem(to_device(x, device)).to("cpu", torch.float16)
 
@@ -230,15 +231,17 @@ def _hash_all(paths: Sequence[Path], desc: str, progress: bool) -> list[str]:
 @torch.inference_mode()
 def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], desc: str,
                     cache_dir: Path | None = None, budget: MemoryBudget | None = None,
-                    batch_size: int = 32, progress: bool = True, amp: bool | None = None) -> ImageSet:
+                    batch_size: int = 32, progress: bool = True, amp: bool | None = None,
+                    stem: BackboneRunner | None = None) -> ImageSet:
     """The global stem maps of `paths`, from the cache where it has them, computed (and cached)
-    where not; held in memory if they fit `budget`, else read from the cache file per batch."""
+    where not (by `stem`: the global backbone's stem on an inference runtime, model/runtime.py;
+    default torch); held in memory if they fit `budget`, else read from the cache file per batch."""
     paths = list(paths)
     budget = budget or MemoryBudget(None)
     model.eval()
-    stem = model.global_backbone
+    run_stem = stem or model.global_backbone.stem
     cache = MapCache(Path(cache_dir or default_cache_dir()) / stem_key(model, pre),
-                     _map_shape(stem.stem, pre.global_size))
+                     _map_shape(model.global_backbone.stem, pre.global_size))
     digests = _hash_all(paths, desc, progress)
     todo: dict[str, Path] = {}
     for digest, path in zip(digests, paths):
@@ -259,7 +262,7 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
                     images = pending.result()
                     if c + 1 < len(chunks):
                         pending = ahead.submit(decode, chunks[c + 1])
-                    maps = torch.cat([_stem_maps(stem.stem, global_inputs(images[i:i + batch_size], pre)[0], amp)
+                    maps = torch.cat([_stem_maps(run_stem, global_inputs(images[i:i + batch_size], pre)[0], amp)
                                       for i in range(0, len(images), batch_size)])
                     cache.add([d for d, _ in chunk], [img.size for img in images], maps)
                     bar.update(len(chunk))
@@ -333,9 +336,10 @@ def local_row_bytes(model: ASENModel, pre: Preprocess) -> int:
 @torch.inference_mode()
 def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torch.Tensor,
                attrs: torch.Tensor, desc: str, batch_size: int = 64, progress: bool = True,
-               scratch: Path | None = None, amp: bool | None = None) -> Maps:
+               scratch: Path | None = None, amp: bool | None = None, stem: BackboneRunner | None = None) -> Maps:
     """Local stem maps `[n, C, h', w']` of the RoI crops of (fid, attr) pairs, crops chosen by the
-    model's CURRENT global attention; in memory, or written to the row file `scratch` (overwritten)."""
+    model's CURRENT global attention (`stem`: the local stem on an inference runtime, default torch);
+    in memory, or written to the row file `scratch` (overwritten)."""
     assert model.local_backbone is not None
     model.eval()
     batches = [list(range(start, min(start + batch_size, len(fids)))) for start in range(0, len(fids), batch_size)]
@@ -351,7 +355,7 @@ def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torc
             _, att = model.global_embed(to_device(imageset.global_maps[f], device).float(), a[:, None].to(device))
         boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, pre.roi_threshold)
         crops = local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
-        maps = _stem_maps(model.local_backbone.stem, crops, amp)
+        maps = _stem_maps(stem or model.local_backbone.stem, crops, amp)
         if out_file is None:
             parts.append(maps)
         else:

@@ -24,6 +24,7 @@ from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
 from asen_search.model.nn.losses import joint_loss, triplet_loss
+from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.evaluate import ValidationSet
 from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_maps, local_row_bytes
 from asen_search.model.training.sampling import TripletSampler
@@ -69,6 +70,7 @@ class TrainConfig:
     max_memory_gb: float | None = 8.0          # caches held in memory only within this (None: no limit)
     device: str = "auto"                       # model/device.py: a CUDA GPU where there is one, else the CPU
     amp: bool | None = None                    # bfloat16 autocast; default: on CUDA only
+    runtime: str = "auto"                      # the frozen stems' runtime for the caches (model/runtime.py)
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
@@ -134,10 +136,12 @@ class Trainer:
         cfg = self.cfg
         budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2 ** 30)
         train_paths = list(self.ds.split("train").paths)
+        self.stems = Stems.of(self.model, self.pre.global_size, self.pre.local_size,
+                              resolve_runtime(cfg.runtime, self.device))
         self.train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
-                                     progress=self.progress, amp=cfg.amp)
+                                     progress=self.progress, amp=cfg.amp, stem=self.stems.global_)
         self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
-                                                cfg.cache_dir, budget, cfg.amp)
+                                                cfg.cache_dir, budget, cfg.amp, self.stems)
         if self.state["epoch"] == 0 and self.state["stage"] == 1:
             with torch.no_grad():
                 sample = to_device(self.train.global_maps[: min(512, len(self.train.global_maps))], self.device).float()
@@ -246,7 +250,7 @@ class Trainer:
             self.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
             self.local_cache = local_maps(self.model, self.pre, self.train, torch.from_numpy(used[:, 0]),
                                           torch.from_numpy(used[:, 1]), "train", progress=self.progress,
-                                          scratch=self.local_scratch, amp=cfg.amp)
+                                          scratch=self.local_scratch, amp=cfg.amp, stem=self.stems.local)
             if epoch == 0:
                 self._standardise_local()
         self.model.train()

@@ -52,7 +52,9 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
         write_lock = threading.Lock()  # one write (or compaction) at a time
         runtime = Runtime(settings, loaded[0], loaded[1], metrics,
-                          InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s),
+                          InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
+                                         loaded[0].encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
+                                         lambda n, _s: metrics.batch_size.observe(n)),
                           Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
                                     metrics, settings.images_root), write_lock)
         app.state.runtime = runtime
@@ -67,6 +69,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                 tasks.cancel_scope.cancel()
         finally:
             app.state.runtime = None
+            runtime.queue.batcher.close()
             if writable:
                 await anyio.to_thread.run_sync(final_compaction, runtime)
 

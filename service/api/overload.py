@@ -5,17 +5,20 @@ Both middlewares answer before the request body is read, so a refused request co
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from asen_search.service.api.batching import Batcher
 from asen_search.service.api.errors import ApiError, error_body
 
 T = TypeVar("T")
@@ -32,43 +35,57 @@ async def send_json(send: Send, status: int, body: dict[str, object], headers: d
 
 
 class InferenceQueue:
-    """At most `concurrency` forward passes at a time and at most `max_queue` requests waiting for
-    or in one. A request beyond the bound, or one that waits longer than `wait_s` for its turn, is
-    refused at once with 503 and a `Retry-After` estimated from recent forward-pass times."""
+    """At most `max_queue` requests waiting for or in a forward pass, served by `concurrency` model
+    workers that batch concurrent encode requests (service/api/batching.py: up to `max_batch`
+    requests per pass, waiting at most `batch_wait_s` for company). A request beyond the bound, or
+    one that waits longer than `wait_s` for its turn, is refused at once with 503 and a
+    `Retry-After` estimated from recent forward-pass times."""
 
-    def __init__(self, concurrency: int, max_queue: int, wait_s: float) -> None:
-        self.limiter = anyio.CapacityLimiter(concurrency)
+    def __init__(self, concurrency: int, max_queue: int, wait_s: float,
+                 run_batch: Callable[[list[Any]], Sequence[Any]] | None = None, max_batch: int = 1,
+                 batch_wait_s: float = 0.0, on_batch: Callable[[int, float], None] | None = None) -> None:
         self.concurrency, self.max_queue, self.wait_s = concurrency, max_queue, wait_s
+        self.batcher: Batcher[Any, Any] = Batcher(run_batch or _no_batches, concurrency, max_batch, batch_wait_s,
+                                                  on_batch)
         self.admitted = 0
-        self._mean_s = 0.1  # running mean of one forward pass
 
     def retry_after(self) -> int:
         """Seconds until the queue has drained enough to admit another request (at least 1)."""
-        return max(1, math.ceil(self.admitted * self._mean_s / self.concurrency))
+        return max(1, math.ceil(self.admitted * self.batcher.mean_s / self.concurrency))
 
     def _refuse(self, why: str) -> ApiError:
         return ApiError(503, "overloaded", f"{why}; retry later", {"Retry-After": str(self.retry_after())})
 
     async def run(self, work: Callable[[], T]) -> T:
-        """`work()` in a worker thread once a slot is free."""
+        """`work()` alone on a model worker, in its turn."""
+        result: T = await self._through(lambda: self.batcher.submit_call(work))
+        return result
+
+    async def run_batched(self, item: Any) -> Any:
+        """`run_batch([item, ...])`'s result for `item`, in a batch with whatever else is waiting."""
+        return await self._through(lambda: self.batcher.submit(item))
+
+    async def _through(self, submit: Callable[[], Future[Any]]) -> Any:
         if self.admitted >= self.max_queue:
             raise self._refuse(f"the model queue is full ({self.admitted} requests waiting or running)")
         self.admitted += 1
         try:
+            job = submit()
+            waiter = asyncio.wrap_future(job)
             try:
-                with anyio.fail_after(self.wait_s):
-                    await self.limiter.acquire()
-            except TimeoutError:
-                raise self._refuse(f"no model slot became free within {self.wait_s:g} s") from None
-            try:
-                start = time.perf_counter()
-                result = await anyio.to_thread.run_sync(work)
-                self._mean_s = 0.9 * self._mean_s + 0.1 * (time.perf_counter() - start)
-                return result
-            finally:
-                self.limiter.release()
+                done, _ = await asyncio.wait({waiter}, timeout=self.wait_s)
+                if not done and job.cancel():  # cancel() fails once the job is running: then wait for it
+                    raise self._refuse(f"no model slot became free within {self.wait_s:g} s")
+                return await waiter
+            except asyncio.CancelledError:
+                waiter.cancel()  # an abandoned request that has not started never runs
+                raise
         finally:
             self.admitted -= 1
+
+
+def _no_batches(items: list[Any]) -> Sequence[Any]:
+    raise RuntimeError("this queue was made without a batch function")
 
 
 class TimeoutMiddleware:

@@ -36,6 +36,8 @@ class Metrics:
         self.in_flight = Gauge("asen_http_requests_in_flight", "Requests being answered", registry=self.registry)
         self.stage = Histogram("asen_stage_duration_seconds", "Time spent per stage of a request",
                                ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("asen_inference_batch_size", "Encode requests per forward pass (dynamic batching)",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
         self.items = Gauge("asen_catalogue_items", "Items in the catalogue", registry=self.registry)
         self.log_bytes = Gauge("asen_wal_bytes", "Bytes in the write-ahead log not yet compacted",
                                registry=self.registry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,7 +36,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="largest accepted image file")
     max_form_overhead_bytes: int = Field(1 * MIB, ge=0, description="request bytes allowed beyond the image")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="width x height above this is refused (413)")
-    inference_concurrency: int = Field(2, ge=1, description="model forward passes running at the same time")
+    runtime: Literal["auto", "torch", "openvino", "onnxruntime"] = Field(
+        "auto", description="backbone inference runtime: auto (OpenVINO on a CPU when installed, else torch), torch, "
+        "openvino or onnxruntime (ASEN_RUNTIME; docs/performance.md)")
+    inference_concurrency: int = Field(1, ge=1, description="model workers running forward passes at the same time "
+                                       "(each batches the requests waiting for it)")
+    batch_max: int = Field(16, ge=1, description="most encode requests one forward pass takes (dynamic batching; "
+                           "1 turns batching off)")
+    batch_wait_ms: float = Field(0.0, ge=0, le=1000, description="longest a request waits for others to join its "
+                                 "batch (0: a free worker takes whatever is waiting at once)")
     max_queue: int = Field(64, ge=1, description="requests waiting for or in a forward pass; beyond it 503 with "
                            "Retry-After")
     queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a forward pass before 503")

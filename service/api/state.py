@@ -75,10 +75,12 @@ class Runtime:
             return await self.queue.run(work)
 
     async def encode(self, image: Image.Image, attribute: int | None, timer: StageTimer) -> np.ndarray:
-        """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None)."""
-        attrs = None if attribute is None else [attribute]
-        vectors = await self._infer(lambda: self.encoder.encode([image], attrs, batch_size=1), timer)
-        return vectors[0] if attribute is None else vectors[0, 0]
+        """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None);
+        batched with concurrent requests (`Encoder.encode_requests`)."""
+        attrs = list(range(len(self.encoder.attributes))) if attribute is None else [attribute]
+        with timer.stage("encode"):
+            vectors: np.ndarray = await self.queue.run_batched((image, attrs))
+        return vectors if attribute is None else vectors[0]
 
     async def explain(self, image: Image.Image, attribute: int, timer: StageTimer) -> Explanation:
         """The attribute's attention map `[h, w]` and RoI box for one image."""

@@ -46,6 +46,7 @@ class BuildConfig:
     progress: bool = True
     limits: ImageLimits = field(default_factory=ImageLimits)
     device: str = "auto"             # model/device.py
+    runtime: str = "auto"            # model/runtime.py
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
     """Build (or resume building) the catalogue index at `cfg.out`; `entries` default to those of
     `cfg.catalogue`."""
     start = time.monotonic()
-    encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint, cfg.device)
+    encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint, cfg.device, cfg.runtime)
     entries = read_catalogue(cfg.catalogue, cfg.split) if entries is None else entries
     check_entries(entries, str(cfg.catalogue))
     # The build writes cfg.out from its first chunk to its commit: no server or other build may

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from asen_search.model.config import BACKBONES, VARIANTS
 from asen_search.model.device import DEVICE_CHOICES
+from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 
 if TYPE_CHECKING:
     from asen_search.model.training.trainer import TrainConfig
@@ -68,6 +69,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--device", default="auto", help=f"where training runs: {DEVICE_CHOICES}; default auto; "
                    "bfloat16 autocast on CUDA")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
+                   help="runtime of the frozen backbone stems that fill the map caches: " + RUNTIME_HELP)
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backbone-map cache, reused by later runs on the same images and backbone (default "
                    "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
@@ -116,6 +119,7 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     p.add_argument("--allow-overlap", action="store_true",
                    help="evaluate even when an image is both a query and a candidate of one attribute (refused "
                    "by default: the query finds itself and MAP is inflated)")
@@ -158,7 +162,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
         time_budget=args.time_budget, resume=args.resume, cache_dir=args.cache_dir,
-        max_memory_gb=args.max_memory or None, device=args.device)
+        max_memory_gb=args.max_memory or None, device=args.device, runtime=args.runtime)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -174,7 +178,7 @@ def _eval(args: argparse.Namespace) -> None:
     from asen_search.model.training.evaluate import evaluate_encoder
 
     ds = load_dataset(args.data)
-    encoder = Encoder.from_checkpoint(args.checkpoint, args.device)
+    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime)
     names = [a.name for a in ds.attributes]
     if names != encoder.attribute_names:
         raise SystemExit(f"error: the checkpoint's attributes {encoder.attribute_names} differ from the "

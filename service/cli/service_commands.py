@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from asen_search.model.device import DEVICE_CHOICES
+from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 from asen_search.service.catalogue.locations import as_ref
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     p.set_defaults(func=_index_build)
     p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
                              description="Replay the write-ahead log of an index directory into a new snapshot "
@@ -101,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
     p.add_argument("--device", help=f"where the model runs: {DEVICE_CHOICES}; default auto (ASEN_DEVICE)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES, help=RUNTIME_HELP + " (ASEN_RUNTIME)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
@@ -142,7 +145,8 @@ def _index_build(args: argparse.Namespace) -> None:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
-                                     args.chunk_size, args.factory, args.restart, device=args.device))
+                                     args.chunk_size, args.factory, args.restart, device=args.device,
+                                     runtime=args.runtime))
     print(f"built {report.out}: {report.items} items; {report.encoded_now} images read in "
           f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
     if report.skipped:
@@ -180,7 +184,7 @@ def _check(args: argparse.Namespace) -> None:
     from asen_search.service.resources import check_compatible_manifest
 
     settings = serve_settings(args)
-    encoder = Encoder.from_checkpoint(settings.checkpoint)
+    encoder = Encoder.from_checkpoint(settings.checkpoint, runtime="torch")  # only read, never run
     if isinstance(settings.index, str):  # a Milvus collection: its properties instead of a manifest
         from asen_search.index.milvus import MilvusCatalogue
         from asen_search.service.resources import check_compatible
@@ -248,7 +252,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
     from asen_search.service.api.settings import Settings
 
-    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device")
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device", "runtime")
              if getattr(args, k, None) is not None}
     try:
         return Settings(**given)

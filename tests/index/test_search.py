@@ -121,3 +121,35 @@ def test_unsupported_or_invalid_factory() -> None:
         CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "NoSuchIndex12")
     with pytest.raises(ValueError, match="unsupported FAISS factory"):
         CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "PQ8")
+
+
+def test_flat_scan_equals_faiss_own_search(rng: np.random.Generator) -> None:
+    """The Flat scan (one BLAS product over the stored vectors, index/attribute_index.py) against
+    FAISS's IndexFlatIP on the same vectors: single and batched queries (more than one chunk),
+    excluded keys, removed items, k beyond the catalogue."""
+    import faiss
+
+    from asen_search.index.attribute_index import SCAN_QUERY_CHUNK, AttributeIndex
+
+    index = AttributeIndex.create(DIM, "Flat")
+    vectors = unit(rng.standard_normal((3000, DIM))).astype(np.float32)
+    keys = np.arange(3000, dtype=np.int64) * 3 + 7
+    index.add(keys, vectors)
+    removed = keys[::5]
+    index.remove(removed)
+    live = np.setdiff1d(keys, removed)
+    reference = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    reference.add_with_ids(vectors[np.isin(keys, live)], live)
+    queries = unit(rng.standard_normal((2 * SCAN_QUERY_CHUNK + 3, DIM))).astype(np.float32)
+    for batch in (queries[:1], queries):
+        for k in (1, 10, 5000):
+            got_scores, got_keys = index.search(batch, k)
+            want_scores, want_keys = reference.search(batch, k)
+            np.testing.assert_array_equal(got_keys, want_keys)
+            found = want_keys >= 0   # FAISS pads with -FLT_MAX, this package with -inf
+            np.testing.assert_allclose(got_scores[found], want_scores[found], rtol=1e-5, atol=1e-6)
+            assert (got_scores[~found] == -np.inf).all()
+    excluded = reference.search(queries[:1], 3)[1][0][[0, 2]]   # the best and the third best
+    got_scores, got_keys = index.search(queries[:1], 10, excluded=excluded)
+    want_keys = [key for key in reference.search(queries[:1], 12)[1][0] if key not in excluded][:10]
+    assert got_keys[0].tolist() == want_keys and not np.isin(excluded, got_keys).any()

@@ -85,13 +85,13 @@ async def _concurrent_searches(app: object, query: bytes, n: int) -> tuple[float
 
 def test_inference_runs_off_the_event_loop(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    real_encode = Encoder.encode
+    real_encode = Encoder.encode_requests
 
     def slow_encode(self: Encoder, *args: object, **kwargs: object) -> np.ndarray:
         time.sleep(0.6)  # a slow model: blocks its thread, never the loop
         return real_encode(self, *args, **kwargs)
 
-    monkeypatch.setattr(Encoder, "encode", slow_encode)
+    monkeypatch.setattr(Encoder, "encode_requests", slow_encode)
     app = create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir, inference_concurrency=4))
     query = (demo_dataset / "images" / "test" / "00002.jpg").read_bytes()
 

@@ -27,6 +27,10 @@ from asen_search.service.catalogue.sources import CatalogueEntry, dataset_entrie
 
 DEMO_SEED = 0
 STEPS = 4
+# The demo model's training when no flags are given: the quick recipe (the default recipe within a
+# time budget, so that the first `make serve` answers within about 6 minutes of the install;
+# docs/performance.md, "Time to a first result") or the full default recipe (`--recipe full`).
+RECIPES = {"quick": "--time-budget 3", "full": ""}
 
 
 def _say(step: int, text: str) -> None:
@@ -158,10 +162,13 @@ def demo_layout(workdir: Path) -> DemoLayout:
 
 
 def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve_after: bool = True,
-             synth_args: str = "", train_args: str = "") -> None:
+             synth_args: str = "", train_args: str = "", recipe: str = "quick") -> None:
     from asen_search.service.api.server import serve
     from asen_search.service.api.settings import Settings
 
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown demo recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    train_args = train_args if train_args.strip() else RECIPES[recipe]
     layout = demo_layout(workdir)
     check_options(synth_args, train_args)
     data = ensure_dataset(layout.data, synth_args)

@@ -125,7 +125,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "the full demo dataset)")
     p.add_argument("--train-args", default=os.environ.get("ASEN_DEMO_TRAIN_ARGS", ""), metavar="FLAGS",
                    help="`asen train` flags for the demo model, one string, e.g. \"--time-budget 5\" "
-                   "(ASEN_DEMO_TRAIN_ARGS; default: the default recipe)")
+                   "(ASEN_DEMO_TRAIN_ARGS; default: those of --recipe)")
+    p.add_argument("--recipe", choices=("quick", "full"), default=os.environ.get("ASEN_DEMO_RECIPE", "quick"),
+                   help="without --train-args: quick (the default recipe within a 3-minute budget: the first "
+                   "run answers within about 6 minutes of the install) or full (the default recipe, about 10 "
+                   "minutes of training) (ASEN_DEMO_RECIPE; docs/performance.md)")
     p.set_defaults(func=_demo)
 
 
@@ -276,4 +280,4 @@ def _demo(args: argparse.Namespace) -> None:
     from asen_search.service.catalogue.demo import run_demo
 
     run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve, synth_args=args.synth_args,
-             train_args=args.train_args)
+             train_args=args.train_args, recipe=args.recipe)

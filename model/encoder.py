@@ -6,7 +6,8 @@ requests: `encode_requests`, the service's dynamic batching).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,19 @@ class _Batch:
     views: list[SquareView]          # one per image
 
 
+@dataclass(frozen=True)
+class _State:
+    """A batch between the global pass and the local one."""
+
+    images: Sequence[Image.Image]
+    pairs: Sequence[tuple[int, int]]
+    views: list[SquareView]
+    attr_ids: torch.Tensor           # [P, 1]
+    g: torch.Tensor                  # [P, D_g], global embeddings
+    attention: torch.Tensor          # [P, h, w]
+    boxes: torch.Tensor | None       # [P, 4] in global-input pixels; None without a local branch
+
+
 class Encoder:
     """Turns images into one unit vector per attribute with a trained model.
 
@@ -103,11 +117,14 @@ class Encoder:
         """RGB images -> float32 `[n_images, n_attributes, dim]`, each vector of unit length."""
         attrs = list(range(len(self.attributes))) if attributes is None else list(attributes)
         out = np.zeros((len(images), len(attrs), self.dim), dtype=np.float32)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            pairs = [(i, a) for i in range(len(chunk)) for a in attrs]
-            vectors = self._run(chunk, pairs, want_boxes=False).vectors
-            out[start:start + len(chunk)] = vectors.view(len(chunk), len(attrs), -1).numpy()
+        if not attrs:
+            return out
+        starts = range(0, len(images), batch_size)
+        chunks = [(images[s:s + batch_size], [(i, a) for i in range(len(images[s:s + batch_size])) for a in attrs])
+                  for s in starts]
+        for start, batch in zip(starts, self._pipelined(chunks)):
+            n = min(batch_size, len(images) - start)
+            out[start:start + n] = batch.vectors.view(n, len(attrs), -1).numpy()
         return out
 
     def encode_attribute(self, images: Sequence[Image.Image], attribute: int, batch_size: int = 16) -> np.ndarray:
@@ -136,28 +153,74 @@ class Encoder:
         box = batch.boxes[0] if batch.boxes else None
         return Explanation(att, box, batch.views[0].box())
 
-    @torch.inference_mode()
     def _run(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]], want_boxes: bool) -> _Batch:
         """Embeddings of (image index, attribute) pairs: the global backbone once per image, the
         heads and the local branch once per pair, each in one batch."""
+        state = self._global_pass(images, pairs, global_inputs(images, self.preprocess))
+        if state.boxes is None:
+            return self._finish(state, None, want_boxes)
+        return self._finish(state, self._crops(state), want_boxes)
+
+    def _pipelined(self, chunks: Sequence[tuple[Sequence[Image.Image], Sequence[tuple[int, int]]]]) -> Iterator[_Batch]:
+        """`_run` over several batches, the image work (resizing, RoI crops) of one batch done in a
+        helper thread while the backbones run on another: the inference runtimes leave enough of the
+        CPU idle that this hides nearly all of it (docs/performance.md)."""
+        if len(chunks) < 2:
+            yield from (self._run(images, pairs, want_boxes=False) for images, pairs in chunks)
+            return
+        pre = self.preprocess
+        with ThreadPoolExecutor(1, thread_name_prefix="asen-prep") as helper:
+            inputs = helper.submit(global_inputs, chunks[0][0], pre)
+            pending: tuple[_State, Future[torch.Tensor | None]] | None = None
+            for c, (images, pairs) in enumerate(chunks):
+                prepared = inputs.result()
+                if c + 1 < len(chunks):
+                    inputs = helper.submit(global_inputs, chunks[c + 1][0], pre)
+                state = self._global_pass(images, pairs, prepared)
+                if pending is not None:   # the previous batch's crops were cut meanwhile
+                    yield self._finish(pending[0], pending[1].result(), False)
+                pending = (state, helper.submit(self._crops, state))
+            assert pending is not None
+            yield self._finish(pending[0], pending[1].result(), False)
+
+    @torch.inference_mode()
+    def _global_pass(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]],
+                     prepared: tuple[torch.Tensor, list[SquareView]]) -> _State:
         pre, model, device = self.preprocess, self.model, self.device
-        x, views = global_inputs(images, pre)
+        x, views = prepared
         image_of = torch.tensor([i for i, _ in pairs], dtype=torch.long)
         attr_ids = torch.tensor([[a] for _, a in pairs], dtype=torch.long, device=device)      # [P, 1]
+        attrs = sorted({a for _, a in pairs}, key=[a for _, a in pairs].index)
+        uniform = list(pairs) == [(i, a) for i in range(len(images)) for a in attrs]
         with mixed_precision(device, self.amp):
             feats = self._global(to_device(x, device))
-            g, att = model.global_head_embed(feats[image_of.to(feats.device)], attr_ids)
+            if uniform:  # every image wants the same attributes: the head's map work once per image
+                g, att = model.global_head_embed(feats, attr_ids[:len(attrs), 0].expand(len(images), -1))
+                g, att = g.flatten(0, 1)[:, None], att.flatten(0, 1)[:, None]
+            else:
+                g, att = model.global_head_embed(feats[image_of.to(feats.device)], attr_ids)
         att = att[:, 0].float().cpu()
-        if self._local is None:
-            return _Batch(_unit(model.fuse(g[:, 0], None, pre.beta)), att, None, views)
-        boxes = attention_boxes(att, pre.global_size, pre.roi_threshold)   # [P, 4]
-        pair_images = [images[i] for i, _ in pairs]
-        pair_views = [views[i] for i, _ in pairs]
-        crops = to_device(local_inputs(pair_images, pair_views, boxes, pre), device)
+        boxes = None if self._local is None else attention_boxes(att, pre.global_size, pre.roi_threshold)  # [P, 4]
+        return _State(images, pairs, views, attr_ids, g[:, 0], att, boxes)
+
+    def _crops(self, state: _State) -> torch.Tensor | None:
+        """The RoI crops `[P, 3, s, s]` of a batch's pairs (None without a local branch)."""
+        if state.boxes is None:
+            return None
+        images = [state.images[i] for i, _ in state.pairs]
+        views = [state.views[i] for i, _ in state.pairs]
+        return local_inputs(images, views, state.boxes, self.preprocess)
+
+    @torch.inference_mode()
+    def _finish(self, state: _State, crops: torch.Tensor | None, want_boxes: bool) -> _Batch:
+        pre, model, device = self.preprocess, self.model, self.device
+        if crops is None or self._local is None:
+            return _Batch(_unit(model.fuse(state.g, None, pre.beta)), state.attention, None, state.views)
         with mixed_precision(device, self.amp):
-            loc = model.local_head_embed(self._local(crops), attr_ids)
-            fused = _unit(model.fuse(g[:, 0], loc[:, 0], pre.beta))
+            loc = model.local_head_embed(self._local(to_device(crops, device)), state.attr_ids)
+            fused = _unit(model.fuse(state.g, loc[:, 0], pre.beta))
         orig = None
-        if want_boxes:
-            orig = [v.to_original(tuple(b.tolist()), pre.global_size) for v, b in zip(pair_views, boxes)]
-        return _Batch(fused, att, orig, views)
+        if want_boxes and state.boxes is not None:
+            orig = [state.views[i].to_original(tuple(b.tolist()), pre.global_size)
+                    for (i, _), b in zip(state.pairs, state.boxes)]
+        return _Batch(fused, state.attention, orig, state.views)

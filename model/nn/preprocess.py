@@ -34,10 +34,12 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def normalise(images: Sequence[Image.Image], pre: Preprocess) -> torch.Tensor:
     """Same-size RGB images -> float tensor `[B, 3, S, S]` with the checkpoint's mean/std."""
     arr = np.stack([np.asarray(img, dtype=np.uint8) for img in images])
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    std = torch.tensor(pre.std, dtype=torch.float64)
+    scale = (1.0 / (255.0 * std)).float().view(1, 3, 1, 1)
+    shift = (-torch.tensor(pre.mean, dtype=torch.float64) / std).float().view(1, 3, 1, 1)
+    # (x / 255 - mean) / std as one multiply-add in place; NHWC memory is already channels_last
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().mul_(scale).add_(shift)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def global_views(images: Sequence[Image.Image], pre: Preprocess) -> list[SquareView]:

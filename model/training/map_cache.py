@@ -349,18 +349,35 @@ def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torc
     bar = tqdm(total=len(batches), desc=f"crops {desc}", unit="batch", leave=False, dynamic_ncols=True,
                disable=not progress)
     device = model_device(model)
-    for rows, images in zip(batches, originals):
+    run_stem = stem or model.local_backbone.stem
+
+    def cut(rows: list[int], images: list[Image.Image]) -> torch.Tensor:
+        """The crops of a batch's pairs by the current global attention (runs in the helper thread)."""
         f, a = fids[rows], attrs[rows]
-        with mixed_precision(device, amp):
+        with torch.inference_mode(), mixed_precision(device, amp):
             _, att = model.global_embed(to_device(imageset.global_maps[f], device).float(), a[:, None].to(device))
         boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, pre.roi_threshold)
-        crops = local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
-        maps = _stem_maps(stem or model.local_backbone.stem, crops, amp)
+        return local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
+
+    def store(rows: list[int], crops: torch.Tensor) -> None:
+        maps = _stem_maps(run_stem, crops, amp)
         if out_file is None:
             parts.append(maps)
         else:
             out_file.write_at(rows[0], maps)
         bar.update(1)
+
+    # the next batch's attention and crops are made in a helper thread while the stem runs on this
+    # one: the stem's runtime leaves enough of the CPU idle to hide most of the image work
+    with ThreadPoolExecutor(1, thread_name_prefix="asen-crops") as helper:
+        pending: tuple[list[int], Future[torch.Tensor]] | None = None
+        for rows, images in zip(batches, originals):
+            submitted = (rows, helper.submit(cut, rows, images))
+            if pending is not None:
+                store(pending[0], pending[1].result())
+            pending = submitted
+        if pending is not None:
+            store(pending[0], pending[1].result())
     bar.close()
     if out_file is None:
         return Maps(memory=torch.cat(parts) if parts else torch.zeros(0, *local_map_shape(model, pre),

@@ -240,6 +240,7 @@ class Trainer:
             group["lr"] = base * self._lr_factor(stage, epoch)
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
                                     .sample(cfg.triplets_per_epoch))
+        crop_record: dict[str, Any] = {}
         if stage == 2:
             # crops of the pairs this epoch's triplets use, by the current global attention: at most
             # 3 x triplets per epoch, whatever the size of the dataset
@@ -248,9 +249,11 @@ class Trainer:
                              axis=0)
             self.pair_index.fill(-1)
             self.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
+            crop_start = time.monotonic()
             self.local_cache = local_maps(self.model, self.pre, self.train, torch.from_numpy(used[:, 0]),
                                           torch.from_numpy(used[:, 1]), "train", progress=self.progress,
                                           scratch=self.local_scratch, amp=cfg.amp, stem=self.stems.local)
+            crop_record = {"crops": len(used), "crop_seconds": round(time.monotonic() - crop_start, 1)}
             if epoch == 0:
                 self._standardise_local()
         self.model.train()
@@ -271,7 +274,8 @@ class Trainer:
         report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress, amp=cfg.amp)
         record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
                   "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
-                  "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1)}
+                  "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1),
+                  **crop_record}
         self.state["history"].append(record)
         self._log(record)
         self.state["epoch"] = epoch + 1

@@ -187,9 +187,15 @@ def flat_section(sizes: list[int], bandwidth_gbs: float) -> list[dict[str, Any]]
     return rows
 
 
+def _cpu_s(process: Any) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def http_section(checkpoint: Path, index: Path | None, images_dir: Path | None, requests: int,
                  clients: list[int], synthetic: int) -> list[dict[str, Any]]:
     import httpx
+    import psutil
 
     from bench.search_latency import query_images, run_clients, start_server, synthetic_index
 
@@ -204,16 +210,21 @@ def http_section(checkpoint: Path, index: Path | None, images_dir: Path | None, 
         for cat_name, cat_path in catalogues.items():
             for design, env in designs.items():
                 process, url = start_server(checkpoint, cat_path, env_extra=env)
+                server = psutil.Process(process.pid)
                 try:
                     attribute = httpx.get(f"{url}/readyz").json()["attributes"][0]
                     run_clients(url, images, attribute, 1, 10, 10)  # warm-up
                     for c in clients:
+                        cpu_before, wall_before = _cpu_s(server), time.perf_counter()
                         r = run_clients(url, images, attribute, c, max(requests, 20 * c), 10)
+                        cpu_used, wall = _cpu_s(server) - cpu_before, time.perf_counter() - wall_before
                         rows.append({"section": "http", "catalogue": cat_name, "design": design, "clients": c,
                                      "metric": f"/search {cat_name}, {design}, {c} client(s)",
                                      "value": r["p50_ms"], "unit": "ms p50", "p99_ms": r["p99_ms"],
                                      "rps": r["throughput_rps"], "encode_p50_ms": r["encode_p50_ms"],
-                                     "search_p50_ms": r["search_p50_ms"]})
+                                     "search_p50_ms": r["search_p50_ms"],
+                                     "server_cpu_ms_per_request": 1000 * cpu_used / r["requests"],
+                                     "server_cores_busy": cpu_used / wall})
                 finally:
                     process.send_signal(signal.SIGINT)
                     process.wait(timeout=60)
@@ -252,7 +263,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         other = ", ".join(f"{k} {_fmt(r[k])}" for k in ("vs_naive", "vs_torch", "p99_ms", "rps", "rps_vs_1_client",
-                                                          "encode_p50_ms", "search_p50_ms") if k in r)
+                                                          "encode_p50_ms", "search_p50_ms",
+                                                          "server_cpu_ms_per_request", "server_cores_busy") if k in r)
         print(f"| {r['section']} | {r['metric']} | {_fmt(r['value'])} | {r['unit']} | {_fmt(r.get('floor'))} | "
               f"{_fmt(r.get('ratio'))} | {other} | {r.get('goal', '')} |")
 

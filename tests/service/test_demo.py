@@ -63,3 +63,23 @@ def test_check_command_accepts_a_matching_pair_and_names_a_mismatch(
     other = write_checkpoint(tmp_path / "other.pt", demo_dataset, seed=9)
     assert main(["check", "--checkpoint", str(other), "--index", str(built_index)]) == 2
     assert "built by another model" in capsys.readouterr().err
+
+
+def test_demo_recipes_choose_the_training_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --train-args: the quick recipe (or the full one on request); given flags always win."""
+    import asen_search.service.catalogue.demo as demo
+
+    seen: list[str] = []
+
+    def stop(data: Path, run_dir: Path, train_args: str = "") -> Path:
+        seen.append(train_args)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(demo, "ensure_dataset", lambda data, synth_args="": data)
+    monkeypatch.setattr(demo, "ensure_model", stop)
+    for kwargs in ({}, {"recipe": "full"}, {"recipe": "full", "train_args": "--stage1-epochs 1"}):
+        with pytest.raises(SystemExit):
+            run_demo(tmp_path / "demo", serve_after=False, **kwargs)  # type: ignore[arg-type]
+    assert seen == ["--stage1-epochs 5 --stage2-epochs 2", "", "--stage1-epochs 1"]
+    with pytest.raises(ValueError, match="unknown demo recipe 'fast'"):
+        run_demo(tmp_path / "demo", serve_after=False, recipe="fast")

@@ -56,8 +56,8 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 K = 10
 BATCH = 64
-HNSW_EF_SEARCH = (16, 32, 64, 128)
-IVF_NPROBE = (4, 8, 16, 32, 64, 128)
+HNSW_EF_SEARCH = (16, 32, 64, 128, 256, 512)
+IVF_NPROBE = (4, 8, 16, 32, 64, 128, 256)
 
 
 def log(message: str) -> None:

@@ -93,7 +93,7 @@ def test_healthchecks_probe_a_real_route() -> None:
     assert "/readyz" in routes and "/healthz" in routes and "/metrics" in routes
 
 
-DEMO_ENV = {"ASEN_DEMO_SYNTH_ARGS", "ASEN_DEMO_TRAIN_ARGS"}  # read by `asen demo`, not by the service
+DEMO_ENV = {"ASEN_DEMO_SYNTH_ARGS", "ASEN_DEMO_TRAIN_ARGS", "ASEN_DEMO_RECIPE"}  # read by `asen demo`, not the service
 
 
 def test_compose_file_matches_the_service() -> None:

@@ -24,6 +24,9 @@ def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
     encoder = Encoder.from_checkpoint(settings.checkpoint, settings.device, settings.runtime)
     catalogue: Catalogue
     if isinstance(settings.index, str):  # a Milvus collection: no directory, no lock, the engine's durability
+        if settings.ef_search is not None or settings.nprobe is not None:
+            raise ValueError("ASEN_EF_SEARCH / ASEN_NPROBE apply to index directories; a Milvus location carries "
+                             "its own: milvus://HOST:PORT/COLLECTION?ef=128 or ?nprobe=32 (docs/scale.md)")
         try:
             catalogue = MilvusCatalogue.load(settings.index, expected_fingerprint=encoder.fingerprint)
         except MilvusUnavailable as exc:
@@ -41,7 +44,24 @@ def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
         catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint)
         catalogue.refuse_writes(f"the index directory cannot be written: {exc}")
     _check_or_close(encoder, catalogue)
+    try:
+        apply_search_knobs(catalogue, settings)
+    except ValueError:
+        catalogue.close()
+        raise
     return encoder, catalogue
+
+
+def apply_search_knobs(catalogue: CatalogueIndex, settings: Settings) -> None:
+    """ASEN_EF_SEARCH / ASEN_NPROBE on an index directory's approximate indexes; ValueError naming
+    the setting where the index kind has no such knob."""
+    if settings.ef_search is None and settings.nprobe is None:
+        return
+    try:
+        catalogue.set_search_params(efSearch=settings.ef_search, nprobe=settings.nprobe)
+    except ValueError as exc:
+        raise ValueError(f"ASEN_EF_SEARCH / ASEN_NPROBE: {exc}") from None
+    logger.info("search parameters: %s", catalogue.search_params())
 
 
 def _check_or_close(encoder: Encoder, catalogue: Catalogue) -> None:

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
                                    "once it holds this many bytes")
     compact_interval_s: float = Field(300.0, gt=0, description="compact a non-empty write-ahead log at least "
                                       "this often")
+    ef_search: int | None = Field(None, ge=1, description="HNSW indexes: efSearch, the search breadth (FAISS's "
+                                  "default is 16: recall@10 about 0.70 at 1M items, 0.986 at 256; docs/performance.md)")
+    nprobe: int | None = Field(None, ge=1, description="IVF indexes: inverted lists probed per search (FAISS's "
+                               "default is 1; docs/performance.md)")
     mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
     log_level: str = "info"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from asen_search.index import CatalogueIndex
@@ -167,3 +168,17 @@ def test_metrics_count_unmatched_paths_and_stay_per_app(client: TestClient) -> N
     text = client.get("/metrics").text
     assert 'asen_http_requests_total{handler="none",method="GET",status="404"} 1.0' in text
     assert "asen_http_requests_in_flight 1.0" in text  # the /metrics request itself
+
+
+def test_search_breadth_settings_reach_the_indexes_or_are_refused(tiny_checkpoint: Path, index_dir: Path) -> None:
+    """ASEN_EF_SEARCH reaches an HNSW catalogue's indexes; on a Flat one it stops the start with a
+    message naming the setting."""
+    from asen_search.service.resources import apply_search_knobs, load_resources
+
+    encoder = Encoder.from_checkpoint(tiny_checkpoint, runtime="torch")
+    hnsw = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, "HNSW32")
+    apply_search_knobs(hnsw, Settings(checkpoint=tiny_checkpoint, index=index_dir, ef_search=256))
+    assert hnsw.search_params()["efSearch"] == 256
+    with pytest.raises(ValueError, match="ASEN_EF_SEARCH / ASEN_NPROBE: efSearch applies to HNSW"):
+        load_resources(Settings(checkpoint=tiny_checkpoint, index=index_dir, ef_search=64))
+    load_resources(Settings(checkpoint=tiny_checkpoint, index=index_dir))[1].close()  # the lock was let go

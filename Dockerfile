@@ -25,8 +25,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=4294967296 \
     MALLOC_TOP_PAD_=1073741824 \
-    # torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin.
-    OMP_WAIT_POLICY=PASSIVE
+    # torch and faiss each have an OpenMP runtime, numpy an OpenBLAS: idle threads must sleep, not spin.
+    OMP_WAIT_POLICY=PASSIVE \
+    OPENBLAS_THREAD_TIMEOUT=10
 
 WORKDIR /app
 

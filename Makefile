@@ -19,6 +19,8 @@ export MALLOC_TRIM_THRESHOLD_ := 4294967296
 export MALLOC_TOP_PAD_ := 1073741824
 # torch and faiss each have an OpenMP runtime: idle threads must sleep, not spin (service/api/server.py).
 export OMP_WAIT_POLICY := PASSIVE
+# numpy's OpenBLAS: idle threads sleep after 2^10 cycles instead of 2^28 (model/tuning.py).
+export OPENBLAS_THREAD_TIMEOUT := 10
 
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 WHEEL_TARGET := --only-binary=:all: --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \

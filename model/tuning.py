@@ -13,7 +13,19 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 4
 # allocator part to itself (tune_allocator) and sets OMP_WAIT_POLICY before torch and faiss load
 # (service/api/server.py); the bench scripts export it to the servers they start; the Makefile,
 # Dockerfile and compose file keep copies that tests/service/test_docker.py checks against it.
-PROCESS_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, "OMP_WAIT_POLICY": "PASSIVE"}
+# Idle threads must sleep, not spin: torch and faiss each bring an OpenMP runtime (OMP_WAIT_POLICY),
+# and numpy's OpenBLAS spins its idle threads for 2^28 cycles by default (OPENBLAS_THREAD_TIMEOUT is
+# the power of two): measured, a 100k-vector scan took 21 ms of CPU for 5.6 ms of work, CPU taken from
+# the model in a busy server; with 2^10 cycles, 11 ms for 6.0 ms (docs/performance.md).
+THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "10"}
+PROCESS_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, **THREAD_ENV}
+
+
+def prefer_sleeping_threads() -> None:
+    """THREAD_ENV's values where the environment does not set them; effective only before torch,
+    faiss and numpy load (`asen` calls it first thing)."""
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def tune_allocator() -> bool:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from asen_search.service.api.settings import Settings
@@ -17,9 +16,9 @@ def prefer_passive_openmp() -> None:
     with one client, 15.9 vs 23.7 with eight (docs/results.md, bench/search_latency.py).
     Only effective before torch and faiss load.
     """
-    from asen_search.model.tuning import PROCESS_ENV  # imports neither torch nor faiss
+    from asen_search.model.tuning import prefer_sleeping_threads  # imports neither torch nor faiss
 
-    os.environ.setdefault("OMP_WAIT_POLICY", PROCESS_ENV["OMP_WAIT_POLICY"])
+    prefer_sleeping_threads()
 
 
 def serve(settings: Settings) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from asen_search.model.tuning import tune_allocator
-from asen_search.service.cli import model_commands, service_commands
+from asen_search.model.tuning import prefer_sleeping_threads, tune_allocator
+
+prefer_sleeping_threads()  # before the imports below load torch, faiss and numpy's BLAS
+from asen_search.service.cli import model_commands, service_commands  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

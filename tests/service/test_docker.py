@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from asen_search.index import CatalogueIndex
-from asen_search.model.tuning import PROCESS_ENV
+from asen_search.model.tuning import PROCESS_ENV, THREAD_ENV
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
 from asen_search.service.cli.main import build_parser
@@ -335,3 +335,17 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
 def test_makefile_exports_the_same_process_tuning() -> None:
     exports = dict(re.findall(r"^export (\w+) := (\S+)$", (ROOT / "Makefile").read_text(), re.M))
     assert {k: exports.get(k) for k in RUNTIME_ENV} == RUNTIME_ENV
+
+
+def test_asen_sets_the_thread_settings_before_the_libraries_load() -> None:
+    """`asen` without the environment of the Makefile or image still makes idle OpenMP and OpenBLAS
+    threads sleep: the values are in its environment before torch, faiss or numpy is imported."""
+    probe = ("import sys, os; import asen_search.service.cli.main; "
+             "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == [THREAD_ENV["OMP_WAIT_POLICY"], THREAD_ENV["OPENBLAS_THREAD_TIMEOUT"]]
+    order = ("import sys; from asen_search.model import tuning; "
+             "print(sorted(m for m in ('numpy', 'torch', 'faiss') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", order], capture_output=True, text=True, env=env,
+                          check=True).stdout.strip() == "[]", "model/tuning.py must not load the libraries it tunes"

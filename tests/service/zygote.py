@@ -12,9 +12,10 @@ import os
 import signal
 import sys
 
-from asen_search.model.tuning import PROCESS_ENV  # light: ctypes only
+from asen_search.model.tuning import THREAD_ENV  # light: ctypes only
 
-os.environ.setdefault("OMP_WAIT_POLICY", PROCESS_ENV["OMP_WAIT_POLICY"])
+os.environ.setdefault("OMP_WAIT_POLICY", THREAD_ENV["OMP_WAIT_POLICY"])
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", THREAD_ENV["OPENBLAS_THREAD_TIMEOUT"])
 import faiss  # noqa: F401 - imported before forking, like everything below
 import uvicorn  # noqa: F401
 

@@ -13,7 +13,9 @@ Filtered searches take the set of allowed keys and pass it to FAISS as an ``IDSe
 (pre-filtering inside the index scan, never post-filtering a short list). Approximate indexes
 can miss matches when the allowed set is a small part of the catalogue (the graph or the
 probed lists hold too few of them), so allowed sets of at most ``exact_filter_max`` keys are
-searched exactly over just those keys' stored vectors instead.
+searched exactly over just those keys' stored vectors instead; and a query for which the
+approximate filtered search still finds fewer than min(k, allowed) results is answered exactly
+the same way, so a filter always returns min(k, matches) results.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import faiss
 import numpy as np
 
 EXACT_FILTER_MAX = 20_000
+SUBSET_BLOCK = 131_072    # stored vectors decoded at a time by an exact search over a subset
 SCAN_QUERY_CHUNK = 64     # queries per pass of a Flat scan over the vectors
 SCAN_ROW_BLOCK = 65_536   # stored vectors per matrix product: a [64, 65536] float32 score block (16 MiB)
 _SELECT_POOL = ThreadPoolExecutor(2, thread_name_prefix="asen-topk")  # top-k selection of a batch's rows
@@ -308,6 +311,12 @@ class AttributeIndex:
         elif len(blocked):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
         scores, keys = self._index.search(queries, k, params=self._params(selector))
+        if allowed is not None and not self.exact:
+            # a filter keeps its promise: min(k, matches) results. Where the graph or the probed
+            # lists held too few matches, that query is answered exactly over the matching items.
+            short = np.flatnonzero((keys >= 0).sum(axis=1) < min(k, len(allowed)))
+            if len(short):
+                scores[short], keys[short] = self._search_subset(queries[short], k, allowed)
         return scores, keys
 
     def _scan(self, queries: np.ndarray, k: int, blocked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,10 +365,18 @@ class AttributeIndex:
         return params
 
     def _search_subset(self, queries: np.ndarray, k: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top ``k`` among the stored vectors of ``keys`` only."""
+        """Exact top ``k`` among the stored vectors of ``keys`` only (decoded a block at a time)."""
         top = min(k, len(keys))
-        scores, positions = faiss.knn(queries, self.reconstruct(keys), top, metric=faiss.METRIC_INNER_PRODUCT)
+        found_scores, found_keys = [], []
+        for lo in range(0, len(keys), SUBSET_BLOCK):
+            block = keys[lo:lo + SUBSET_BLOCK]
+            scores, positions = faiss.knn(queries, self.reconstruct(block), min(top, len(block)),
+                                          metric=faiss.METRIC_INNER_PRODUCT)
+            found_scores.append(scores)
+            found_keys.append(np.where(positions >= 0, block[np.maximum(positions, 0)], -1))
+        all_scores, all_keys = np.concatenate(found_scores, axis=1), np.concatenate(found_keys, axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, :top]
         out_scores, out_keys = _empty_result(len(queries), k)
-        out_scores[:, :top] = scores
-        out_keys[:, :top] = np.where(positions >= 0, keys[np.maximum(positions, 0)], -1)
+        out_scores[:, :top] = np.take_along_axis(all_scores, order, axis=1)
+        out_keys[:, :top] = np.take_along_axis(all_keys, order, axis=1)
         return out_scores, out_keys

@@ -84,3 +84,35 @@ def test_filters_must_be_a_mapping_of_scalars() -> None:
         catalogue.search(np.ones(DIM, np.float32), "colour", 3, filters=["category"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="filter values"):
         catalogue.search(np.ones(DIM, np.float32), "colour", 3, filters={"category": [{"x": 1}]})  # type: ignore[list-item]
+
+
+def _large_catalogue(factory: str, n: int = 100_000) -> tuple[CatalogueIndex, np.ndarray]:
+    """`n` clustered items; `shard` = i % 1000, so one shard is 0.1% of the catalogue."""
+    from .conftest import clustered
+
+    vectors = clustered(np.random.default_rng(11), n)
+    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
+    for lo in range(0, n, 20_000):
+        catalogue.add([f"item-{i}" for i in range(lo, lo + 20_000)], vectors[lo:lo + 20_000],
+                      [{"shard": i % 1000} for i in range(lo, lo + 20_000)])
+    return catalogue, vectors
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF256,Flat"])
+def test_a_filter_matching_a_tenth_of_a_percent_of_100k_items_returns_k_exact_results(factory: str) -> None:
+    """min(k, matches) results, the exact best of the matching items, for every index kind: also
+    when the approximate search alone finds too few (exact_filter_max 0 sends the filter through
+    the graph / the probed lists, which hold about 1 match in 1000 each; the shortfall is then
+    answered exactly)."""
+    catalogue, vectors = _large_catalogue(factory)
+    rng = np.random.default_rng(5)
+    shard = np.arange(len(vectors)) % 1000 == 7
+    for exact_filter_max in (20_000, 0):
+        if factory != "Flat":
+            catalogue.set_search_params(exact_filter_max=exact_filter_max)
+        for query in unit(rng.standard_normal((5, DIM))):
+            results = catalogue.search(query, "sleeve", 10, filters={"shard": 7})
+            scores = np.where(shard, vectors[:, 1] @ query, -np.inf)
+            assert [r.id for r in results] == [f"item-{i}" for i in np.argsort(-scores)[:10]]
+        few = catalogue.search(unit(rng.standard_normal(DIM)), "sleeve", 500, filters={"shard": 7})
+        assert len(few) == 100   # min(k, matches): every match, once

@@ -7,13 +7,14 @@ formula and the retry are testable on a catalogue alone (`POST /rerank` is a thi
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from asen_search.index import Catalogue, CatalogueBusy
+from asen_search.index import Catalogue, CatalogueBusy, SearchResult
 from asen_search.service.catalogue.item_images import public_metadata
 
 
@@ -51,3 +52,24 @@ def rerank(candidates: Sequence[str], scores: dict[str, float], metadata: dict[s
             for p, c in enumerate(candidates) if c in scores]
     hits.sort(key=lambda h: (-h.score, h.position))
     return hits
+
+
+def grouped_search(catalogue: Catalogue, query: np.ndarray, attribute: str, top_k: int, group_by: str,
+                   filters: Mapping[str, Any] | None = None, exclude: Sequence[str] = ()) -> list[SearchResult]:
+    """The best result of each of the `top_k` best groups (items sharing the value of metadata field
+    `group_by`; an item without the field is a group of its own), best first.
+
+    Asks the catalogue for more results until `top_k` groups are found or the catalogue has no more,
+    so a product with many near-identical photos cannot crowd the others out; works on either
+    backend through the `Catalogue` interface."""
+    fetch = max(4 * top_k, 32)
+    while True:
+        found = cast(list[SearchResult], catalogue.search(query, attribute, fetch, filters=filters, exclude=exclude))
+        best: dict[object, SearchResult] = {}
+        for hit in found:   # best first: the first hit of a group is its best
+            value = hit.metadata.get(group_by, ("item", hit.id))
+            key = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+            best.setdefault(key, hit)
+        if len(best) >= top_k or len(found) < fetch or fetch >= len(catalogue):
+            return list(best.values())[:top_k]
+        fetch *= 4

@@ -33,6 +33,8 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
                  top_k: Annotated[int | None, Form(description="results wanted (default 10)")] = None,
                  filters: Annotated[str | None, Form(description='JSON object, e.g. {"category": ["dress", '
                                                      '"skirt"]}: every field must match')] = None,
+                 group_by: Annotated[str | None, Form(description="a metadata field: at most one result per "
+                                                      "value of it (e.g. one per product), still top_k groups")] = None,
                  ) -> SearchResponse:
     """The catalogue items most similar to the query under one attribute, best first. A query by
     `item_id` never returns that item."""
@@ -42,11 +44,15 @@ async def search(runtime: RuntimeDep, response: Response, attribute: AttributeFi
     wanted = parse_filters(filters)
     query = await runtime.query_vector(attribute, image, item_id, timer)
     exclude = [item_id] if item_id is not None else []
+    group_by = blank_to_none(group_by)
     with timer.stage("search"):
         try:
-            # one query vector [dim]: search returns a single list of results
-            hits = cast(list[SearchResult], await anyio.to_thread.run_sync(
-                lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude)))
+            if group_by is not None:
+                hits = await anyio.to_thread.run_sync(lambda: reranking.grouped_search(
+                    runtime.catalogue, query, attribute, k, group_by, filters=wanted, exclude=exclude))
+            else:  # one query vector [dim]: search returns a single list of results
+                hits = cast(list[SearchResult], await anyio.to_thread.run_sync(
+                    lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude)))
         except ValueError as exc:
             raise ApiError(422, "invalid_filters", str(exc)) from None
     response.headers["Server-Timing"] = timer.server_timing()

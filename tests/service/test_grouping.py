@@ -1,0 +1,55 @@
+"""`group_by`: at most one result per value of a metadata field, still top_k groups (the best item
+of each of the best groups), on a real catalogue and over the API."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from asen_search.index import CatalogueIndex
+from asen_search.service.search import grouped_search
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_one_result_per_product_and_still_top_k_products() -> None:
+    rng = np.random.default_rng(3)
+    dim, products, photos = 16, 60, 5
+    base = _unit(rng.standard_normal((products, dim)))
+    vectors = _unit(np.repeat(base, photos, axis=0) + 0.05 * rng.standard_normal((products * photos, dim)))
+    ids = [f"p{p}-{k}" for p in range(products) for k in range(photos)]
+    metadata = [{"product": f"p{p}", "colour": ["red", "blue"][p % 2]} for p in range(products) for _ in range(photos)]
+    metadata[-1] = {"colour": "blue"}  # no product field: a group of its own
+    catalogue = CatalogueIndex.create(["colour"], dim, "fp", "Flat")
+    catalogue.add(ids, vectors[:, None, :], metadata)
+    query = _unit(rng.standard_normal(dim))
+    scores = vectors @ query
+    groups: dict[str, tuple[float, str]] = {}
+    for i, (item, meta) in enumerate(zip(ids, metadata)):
+        key = meta.get("product", item)
+        if key not in groups or scores[i] > groups[key][0]:
+            groups[key] = (float(scores[i]), item)
+    expected = [item for _, item in sorted(groups.values(), reverse=True)]
+    for top_k in (1, 10, 40):   # 40 groups need far more than the first fetch of 4 x top_k photos
+        hits = grouped_search(catalogue, query, "colour", top_k, "product")
+        assert [h.id for h in hits] == expected[:top_k]
+    everything = grouped_search(catalogue, query, "colour", 500, "product")
+    assert len(everything) == len(groups)   # fewer groups than top_k: every group once
+    red = grouped_search(catalogue, query, "colour", 10, "product", filters={"colour": "red"})
+    assert len(red) == 10 and all(h.metadata["colour"] == "red" for h in red)
+    assert len({h.metadata["product"] for h in red}) == 10
+
+
+def test_search_api_groups_by_a_metadata_field(client: TestClient) -> None:
+    first = client.post("/search", data={"attribute": "neckline", "item_id": "test-00002", "top_k": "50"}).json()
+    values = {hit["metadata"]["neckline"] for hit in first["results"] if "neckline" in hit["metadata"]}
+    grouped = client.post("/search", data={"attribute": "neckline", "item_id": "test-00002", "top_k": "50",
+                                           "group_by": "neckline"})
+    assert grouped.status_code == 200, grouped.text
+    results = grouped.json()["results"]
+    keys = [json.dumps(hit["metadata"].get("neckline", hit["id"])) for hit in results]
+    assert len(keys) == len(set(keys)) and len(results) >= len(values)
+    assert results[0]["id"] == first["results"][0]["id"]   # the best item is its group's best

@@ -54,6 +54,9 @@ def rerank(candidates: Sequence[str], scores: dict[str, float], metadata: dict[s
     return hits
 
 
+GROUP_FETCH_MAX = 16_384  # most results one grouped search reads (Milvus's own top-k limit)
+
+
 def grouped_search(catalogue: Catalogue, query: np.ndarray, attribute: str, top_k: int, group_by: str,
                    filters: Mapping[str, Any] | None = None, exclude: Sequence[str] = ()) -> list[SearchResult]:
     """The best result of each of the `top_k` best groups (items sharing the value of metadata field
@@ -61,8 +64,9 @@ def grouped_search(catalogue: Catalogue, query: np.ndarray, attribute: str, top_
 
     Asks the catalogue for more results until `top_k` groups are found or the catalogue has no more,
     so a product with many near-identical photos cannot crowd the others out; works on either
-    backend through the `Catalogue` interface."""
-    fetch = max(4 * top_k, 32)
+    backend through the `Catalogue` interface. Reads at most GROUP_FETCH_MAX results: groups found
+    only beyond them are not returned."""
+    fetch = min(max(4 * top_k, 32), GROUP_FETCH_MAX)
     while True:
         found = cast(list[SearchResult], catalogue.search(query, attribute, fetch, filters=filters, exclude=exclude))
         best: dict[object, SearchResult] = {}
@@ -70,6 +74,6 @@ def grouped_search(catalogue: Catalogue, query: np.ndarray, attribute: str, top_
             value = hit.metadata.get(group_by, ("item", hit.id))
             key = json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
             best.setdefault(key, hit)
-        if len(best) >= top_k or len(found) < fetch or fetch >= len(catalogue):
+        if len(best) >= top_k or len(found) < fetch or fetch >= min(len(catalogue), GROUP_FETCH_MAX):
             return list(best.values())[:top_k]
-        fetch *= 4
+        fetch = min(4 * fetch, GROUP_FETCH_MAX)

@@ -120,11 +120,10 @@ class Encoder:
         if not attrs:
             return out
         starts = range(0, len(images), batch_size)
-        chunks = [(images[s:s + batch_size], [(i, a) for i in range(len(images[s:s + batch_size])) for a in attrs])
-                  for s in starts]
-        for start, batch in zip(starts, self._pipelined(chunks)):
-            n = min(batch_size, len(images) - start)
-            out[start:start + n] = batch.vectors.view(n, len(attrs), -1).numpy()
+        parts = [images[s:s + batch_size] for s in starts]
+        chunks = [(part, [(i, a) for i in range(len(part)) for a in attrs]) for part in parts]
+        for start, part, batch in zip(starts, parts, self._pipelined(chunks)):
+            out[start:start + len(part)] = batch.vectors.view(len(part), len(attrs), -1).numpy()
         return out
 
     def encode_attribute(self, images: Sequence[Image.Image], attribute: int, batch_size: int = 16) -> np.ndarray:
@@ -190,7 +189,7 @@ class Encoder:
         x, views = prepared
         image_of = torch.tensor([i for i, _ in pairs], dtype=torch.long)
         attr_ids = torch.tensor([[a] for _, a in pairs], dtype=torch.long, device=device)      # [P, 1]
-        attrs = sorted({a for _, a in pairs}, key=[a for _, a in pairs].index)
+        attrs = list(dict.fromkeys(a for _, a in pairs))
         uniform = list(pairs) == [(i, a) for i in range(len(images)) for a in attrs]
         with mixed_precision(device, self.amp):
             feats = self._global(to_device(x, device))

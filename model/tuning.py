@@ -15,8 +15,8 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 4
 # Dockerfile and compose file keep copies that tests/service/test_docker.py checks against it.
 # Idle threads must sleep, not spin: torch and faiss each bring an OpenMP runtime (OMP_WAIT_POLICY),
 # and numpy's OpenBLAS spins its idle threads for 2^28 cycles by default (OPENBLAS_THREAD_TIMEOUT is
-# the power of two): measured, a 100k-vector scan took 21 ms of CPU for 5.6 ms of work, CPU taken from
-# the model in a busy server; with 2^10 cycles, 11 ms for 6.0 ms (docs/performance.md).
+# the power of two): measured, a 100k-item server spent 64 ms of CPU per request with the default and
+# 47 ms with 2^10 cycles (bench/perf.py --only http; docs/performance.md).
 THREAD_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "10"}
 PROCESS_ENV = {**{k: str(v) for k, v in ALLOCATOR_ENV.items()}, **THREAD_ENV}
 

@@ -3,8 +3,8 @@
 Requests queue in arrival order. A worker thread that becomes free takes every waiting encode
 request (up to `max_batch`), waiting at most `max_wait_s` after the oldest one arrived for more to
 join, and runs them as one batch. Under load the batch fills while the previous one runs, so
-batching costs a lone request nothing beyond `max_wait_s` (0 by default: docs/performance.md has
-the measurements behind the defaults).
+batching costs a lone request nothing beyond `max_wait_s` (0 by default, so nothing at all;
+docs/performance.md compares the batched design with the unbatched one, not other defaults).
 
 Each caller gets its own result, in order. When a batch fails (one request's image breaks the
 forward pass), its requests are run again one by one, so only the request at fault gets the error.

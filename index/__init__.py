@@ -11,6 +11,7 @@
 
 from .attribute_index import AttributeIndex, SearchKnobs
 from .catalogue import CatalogueIndex, StaleCatalogue
+from .composed import COMPOSED_CANDIDATES, Part
 from .dirlock import DirectoryLock, DirectoryLocked, DirectoryUnwritable
 from .errors import (
     CatalogueBusy,
@@ -28,6 +29,8 @@ from .store import FORMAT_VERSION, read_manifest
 from .wal import NO_SPACE_ERRNOS, LogCorrupt, LogUnavailable, RecordTooLarge
 
 __all__ = [
+    "COMPOSED_CANDIDATES",
+    "Part",
     "FORMAT_VERSION",
     "MAX_ID_LENGTH",
     "NO_SPACE_ERRNOS",

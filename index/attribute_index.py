@@ -327,13 +327,11 @@ class AttributeIndex:
         inner-product loop, and collects batched results through heaps; a matrix-vector product
         over the same memory (read in place, no copy) is 1.5-1.8x faster for one query and several
         times faster for a batch (measured: docs/performance.md, bench/perf.py)."""
-        flat: Any = faiss.downcast_index(self._index.index)
-        n, d = int(flat.ntotal), self.dim
         out_scores, out_keys = _empty_result(len(queries), k)
+        keys, vectors = self.flat_view()
+        n = len(keys)
         if n == 0 or k < 1:
             return out_scores, out_keys
-        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d)      # views, valid until the next write
-        keys = faiss.rev_swig_ptr(self._index.id_map.data(), n)
         want = min(k + len(blocked), n)  # blocked keys may take places in the top k
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         for start in range(0, len(queries), SCAN_QUERY_CHUNK):
@@ -348,6 +346,25 @@ class AttributeIndex:
                 m = min(k, len(row_keys))
                 out_keys[start + row, :m], out_scores[start + row, :m] = row_keys[:m], row_scores[:m]
         return out_scores, out_keys
+
+    def flat_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """An exact Flat index's keys ``[n]`` and stored vectors ``[n, dim]``, read in place: views
+        valid only until the next write (hold the catalogue's read lock while using them)."""
+        assert self.exact, "flat_view is for exact Flat indexes"
+        flat: Any = faiss.downcast_index(self._index.index)
+        n, d = int(flat.ntotal), self.dim
+        if n == 0:
+            return np.empty(0, dtype=np.int64), np.empty((0, d), dtype=np.float32)
+        return (faiss.rev_swig_ptr(self._index.id_map.data(), n),
+                faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d))
+
+    def score_keys(self, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Inner products ``[n]`` of ``query`` ``[dim]`` with the stored vectors of live ``keys`` ``[n]``
+        (decoded a block at a time)."""
+        out = np.empty(len(keys), dtype=np.float32)
+        for lo in range(0, len(keys), SUBSET_BLOCK):
+            out[lo:lo + SUBSET_BLOCK] = self.reconstruct(keys[lo:lo + SUBSET_BLOCK]) @ query
+        return out
 
     def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
         """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .composed import Part
 from .metadata import FilterValue
 from .results import Item, RemoveResult, SearchResult
 
@@ -47,6 +48,8 @@ class Catalogue(Protocol):
     def search(self, query: np.ndarray, attribute: str, k: int, filters: Mapping[str, FilterValue] | None = None,
                exclude: Sequence[str] = ()) -> list[SearchResult] | list[list[SearchResult]]: ...
     def score_ids(self, query: np.ndarray, attribute: str, ids: Sequence[str]) -> dict[str, float]: ...
+    def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,
+                        exclude: Sequence[str] = (), per_part: int | None = None) -> list[SearchResult]: ...
     def open_log(self) -> None: ...
     def refuse_writes(self, reason: str) -> None: ...
     def checkpoint(self) -> object:

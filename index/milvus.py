@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .composed import COMPOSED_CANDIDATES, Part, candidate_search, check_parts, scan_search
 from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, UnknownItem
 from .ids import MAX_ID_LENGTH, validate_id
 from .metadata import FilterValue, check_metadata
@@ -489,6 +490,20 @@ class MilvusCatalogue:
             raise KeyError(f"unknown item ids: {unknown[:5]}")
         vectors = np.asarray([found[i] for i in wanted], dtype=np.float32)
         return dict(zip(wanted, (vectors @ batch[0]).tolist(), strict=True))
+
+    def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,
+                        exclude: Sequence[str] = (), per_part: int | None = None) -> list[SearchResult]:
+        """Top `k` by the weighted sum of per-attribute inner products (index/composed.py): each
+        positive part's top `per_part` (default COMPOSED_CANDIDATES) from Milvus, rescored exactly;
+        with no positive part, a scan of every item."""
+        k = check_k(k)
+        parts = check_parts(parts, self._attributes, self._dim)
+        if filters is not None and not isinstance(filters, Mapping):
+            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        if any(p.weight > 0 for p in parts):
+            return candidate_search(self, parts, k, filters, exclude, min(per_part or COMPOSED_CANDIDATES, MAX_TOP_K))
+        return scan_search(self, parts, k, filters, exclude)
 
     # -- the FAISS backend's durability hooks: the engine does this itself ------------------------------
     @property

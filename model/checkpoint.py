@@ -44,6 +44,14 @@ def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
     atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
+def update_extra(path: str | Path, **entries: Any) -> None:
+    """Set entries of a checkpoint's `extra` in place (atomically), keeping everything else. The
+    file's fingerprint changes: indexes built with the old file must be rebuilt."""
+    payload = read_payload(path)
+    payload["extra"] = {**payload.get("extra", {}), **entries}
+    atomic_write(Path(path), lambda fh: torch.save(payload, fh))
+
+
 def read_payload(path: str | Path) -> dict[str, Any]:
     """Load and validate the raw dictionary of a checkpoint file."""
     path = Path(path)

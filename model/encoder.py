@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from asen_search.model.checkpoint import load_checkpoint
+from asen_search.model.checkpoint import CheckpointError, load_checkpoint
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
+from asen_search.model.prototypes import Prototypes
 from asen_search.model.runtime import backbone_runner, resolve_runtime
 
 
@@ -88,6 +89,7 @@ class Encoder:
         self.fingerprint = fingerprint
         if len(self.attributes) != model.cfg.n_attributes:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
+        self.prototypes: Prototypes | None = None   # value prototypes (model/prototypes.py), from the checkpoint
         self.runtime = resolve_runtime(runtime, self.device)
         self._global = backbone_runner(model.global_backbone, preprocess.global_size, self.runtime)
         self._local = None if model.local_backbone is None else \
@@ -96,7 +98,12 @@ class Encoder:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto") -> Encoder:
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device, runtime=runtime)
+        encoder = cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device, runtime=runtime)
+        try:
+            encoder.prototypes = Prototypes.from_extra(ckpt.attributes, ckpt.extra.get("prototypes"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable prototypes ({exc}): recompute them with `asen prototypes`") from None
+        return encoder
 
     @property
     def dim(self) -> int:

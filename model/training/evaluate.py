@@ -94,10 +94,11 @@ class ValidationSet:
         return map_from_vectors(self.attributes, self.queries, vecs[:nq], self.candidates, vecs[nq:])
 
 
-def evaluate_encoder(encoder, ds: AttributeDataset, split: str, batch_size: int = 32,
-                     progress: bool = True) -> MapReport:
-    """Encode every query and candidate image of `split` under its own attribute with the Encoder
-    (decode -> preprocess -> global backbone -> heads -> RoI crops -> local branch) and compute MAP."""
+def encode_split(encoder, ds: AttributeDataset, split: str, batch_size: int = 32,
+                 progress: bool = True) -> tuple[Tagged, np.ndarray]:
+    """Every query and candidate row of `split` (queries first) and its image encoded under the
+    row's attribute by the Encoder (decode -> preprocess -> global backbone -> heads -> RoI crops
+    -> local branch): `[n_rows, dim]`."""
     queries, candidates = ds.queries(split), ds.candidates(split)
     rows = Tagged(np.concatenate([queries.fids, candidates.fids]), np.concatenate([queries.attrs, candidates.attrs]),
                   np.concatenate([queries.values, candidates.values]))
@@ -113,5 +114,19 @@ def evaluate_encoder(encoder, ds: AttributeDataset, split: str, batch_size: int 
                 vecs[chunk] = encoder.encode_attribute(images, a, batch_size)
                 bar.update(len(chunk))
     bar.close()
+    return rows, vecs
+
+
+def map_of_rows(ds: AttributeDataset, split: str, vecs: np.ndarray) -> MapReport:
+    """Per-attribute MAP of `encode_split`'s row vectors."""
+    queries, candidates = ds.queries(split), ds.candidates(split)
     nq = len(queries)
     return map_from_vectors(ds.attributes, queries, vecs[:nq], candidates, vecs[nq:])
+
+
+def evaluate_encoder(encoder, ds: AttributeDataset, split: str, batch_size: int = 32,
+                     progress: bool = True) -> MapReport:
+    """Encode every query and candidate image of `split` under its own attribute with the Encoder
+    and compute MAP."""
+    _, vecs = encode_split(encoder, ds, split, batch_size, progress)
+    return map_of_rows(ds, split, vecs)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint
+from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint, update_extra
 from asen_search.model.config import BranchConfig, ModelConfig, Preprocess
 from asen_search.model.data.dataset import AttributeDataset, load_dataset
 from asen_search.model.device import mixed_precision, resolve_device, to_device
@@ -71,6 +71,8 @@ class TrainConfig:
     device: str = "auto"                       # model/device.py: a CUDA GPU where there is one, else the CPU
     amp: bool | None = None                    # bfloat16 autocast; default: on CUDA only
     runtime: str = "auto"                      # the frozen stems' runtime for the caches (model/runtime.py)
+    prototypes: bool = True                    # value prototypes + tag calibration in best.pt (model/prototypes.py)
+    prototype_samples: int = 200               # training images averaged per value (0: all)
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
@@ -198,10 +200,25 @@ class Trainer:
         shutil.rmtree(self.out / SCRATCH, ignore_errors=True)
         if not (self.out / "best.pt").is_file():
             raise RuntimeError("training ended before any epoch finished: raise --time-budget")
+        prototypes = self._add_prototypes() if self.cfg.prototypes else None
         summary = {"best_valid_map": self.state["best_map"], "seconds": round(time.monotonic() - t0, 1),
-                   "epochs": len(self.state["history"]), "best": str(self.out / "best.pt")}
+                   "epochs": len(self.state["history"]), "best": str(self.out / "best.pt"), "prototypes": prototypes}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+    def _add_prototypes(self) -> dict[str, Any]:
+        """Value prototypes from the training split and tag temperatures from the validation split,
+        computed with the best model through the Encoder and stored in best.pt (model/prototypes.py)."""
+        from asen_search.model.encoder import Encoder
+        from asen_search.model.prototypes import compute_prototypes
+
+        started = time.monotonic()
+        encoder = Encoder.from_checkpoint(self.out / "best.pt", self.device, self.cfg.runtime)
+        prototypes, report = compute_prototypes(encoder, self.ds, self.cfg.prototype_samples, seed=self.cfg.seed,
+                                                progress=self.progress)
+        update_extra(self.out / "best.pt", prototypes=prototypes.to_extra())
+        self._say(f"value prototypes and tag calibration stored in best.pt ({time.monotonic() - started:.0f} s)")
+        return {"seconds": round(time.monotonic() - started, 1), **report}
 
     def _stage_deadline(self, stage: int, deadline: float | None) -> float | None:
         if deadline is None:

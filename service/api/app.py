@@ -19,7 +19,7 @@ from asen_search.service.api.compaction import Compactor
 from asen_search.service.api.errors import install_error_handlers
 from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware
 from asen_search.service.api.prometheus import Metrics, instrument
-from asen_search.service.api.routes import explain, items, ops, page, search
+from asen_search.service.api.routes import explain, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
 from asen_search.service.api.state import Runtime
 from asen_search.service.resources import check_compatible, load_resources
@@ -81,7 +81,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     app.state.metrics = metrics
     app.state.runtime = None
     install_error_handlers(app)
-    for module in (search, explain, items, ops, page):
+    for module in (search, explain, tag, items, ops, page):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.rate_limit > 0:

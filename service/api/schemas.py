@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from asen_search.service.api.errors import ApiError
 from asen_search.service.catalogue.item_images import IMAGE_KEY
+from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
 
 Scalar = str | int | float | bool | None
 
@@ -25,7 +26,9 @@ class Hit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    attribute: str
+    attribute: str | None = Field(description="the query's attribute (null for a composed query)")
+    query: list[dict[str, Any]] | None = Field(None, description="a composed query's parts as understood: attribute, "
+                                               "source and weight (null for a single-attribute query)")
     results: list[Hit] = Field(description="best first")
 
 
@@ -36,7 +39,9 @@ class RerankHit(Hit):
 
 
 class RerankResponse(BaseModel):
-    attribute: str
+    attribute: str | None = Field(description="the query's attribute (null for a composed query)")
+    query: list[dict[str, Any]] | None = Field(None, description="a composed query's parts (null for a "
+                                               "single-attribute query)")
     weight: float
     results: list[RerankHit] = Field(description="the known candidates, best first")
     unknown: list[str] = Field(description="candidate ids that are not in the catalogue (not ranked)")
@@ -61,6 +66,20 @@ class ExplainResponse(BaseModel):
 class AttributeInfo(BaseModel):
     name: str
     values: list[str]
+    value_search: list[str] = Field(default_factory=list, description="values a query part can name (`\"value\"`): "
+                                    "those with a prototype in the checkpoint (empty without prototypes)")
+
+
+class Tag(BaseModel):
+    attribute: str
+    value: str = Field(description="the most likely value")
+    confidence: float = Field(description="its calibrated probability")
+    probabilities: dict[str, float] = Field(description="every value's calibrated probability")
+
+
+class TagResponse(BaseModel):
+    id: str | None = Field(description="the catalogue item tagged (null for an uploaded image)")
+    tags: list[Tag]
 
 
 class AttributesResponse(BaseModel):
@@ -134,9 +153,13 @@ def parse_filters(text: str | None) -> dict[str, Scalar | list[Scalar]] | None:
 
 
 def parse_metadata(text: str | None) -> dict[str, Any]:
-    """An item's metadata: a JSON object (default `{}`)."""
+    """An item's metadata: a JSON object (default `{}`), without reserved keys."""
     if text is None or not text.strip():
         return {}
     metadata = _json_object(text, "metadata")
     refuse_private_key(metadata, "metadata")
+    reserved = reserved_keys(metadata)
+    if reserved:
+        raise ApiError(422, "invalid_metadata", f"metadata keys starting with {PREDICTED!r} are reserved for the "
+                       f"predicted tags the service adds: rename {reserved}")
     return metadata

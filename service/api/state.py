@@ -82,6 +82,12 @@ class Runtime:
             vectors: np.ndarray = await self.queue.run_batched((image, attrs))
         return vectors if attribute is None else vectors[0]
 
+    async def encode_attributes(self, image: Image.Image, attributes: list[int], timer: StageTimer) -> np.ndarray:
+        """One image under several attributes: `[len(attributes), dim]`, batched like `encode`."""
+        with timer.stage("encode"):
+            vectors: np.ndarray = await self.queue.run_batched((image, attributes))
+        return vectors
+
     async def explain(self, image: Image.Image, attribute: int, timer: StageTimer) -> Explanation:
         """The attribute's attention map `[h, w]` and RoI box for one image."""
         return await self._infer(lambda: self.encoder.explain(image, attribute), timer)

@@ -1,7 +1,8 @@
 """`asen index build`: encode every catalogue image for every attribute and commit the indexes.
 
 Each item's metadata records the absolute path of its image (`service/catalogue/item_images.py`), so that the
-service can show it. Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
+service can show it, and, when the checkpoint has value prototypes, the predicted value of every
+attribute (`service/catalogue/tags.py`). Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
 interrupted build resumes where it stopped (same checkpoint, same catalogue). Unreadable images are
 reported by id and skipped; every other problem stops the build before anything is encoded.
 """
@@ -28,6 +29,7 @@ from asen_search.model.image_input import ImageLimits, ImageRejected, decode_ima
 from asen_search.service.catalogue.item_images import with_image
 from asen_search.service.catalogue.locations import ImageRef, absolute, read_bytes
 from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
+from asen_search.service.catalogue.tags import with_tags
 
 WORK_DIR = ".build"
 REPORT = "build_report.json"
@@ -111,8 +113,10 @@ def encode_entries(encoder: Encoder, entries: list[CatalogueEntry], batch_size: 
             if images:
                 parts.append(encoder.encode(images, batch_size=batch_size))
             bar.update(len(batch))
-    return Chunk([e.id for e in encoded], np.concatenate(parts),
-                  [with_image(e.metadata, absolute(e.path)) for e in encoded], failed)
+    vectors = np.concatenate(parts)
+    return Chunk([e.id for e in encoded], vectors,
+                 [with_image(with_tags(e.metadata, encoder.prototypes, v), absolute(e.path))
+                  for e, v in zip(encoded, vectors)], failed)
 
 
 def _save_chunk(path: Path, chunk: Chunk) -> None:

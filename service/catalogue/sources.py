@@ -17,6 +17,7 @@ from typing import Any
 from asen_search.index import validate_id
 from asen_search.model.data.dataset import load_dataset
 from asen_search.service.catalogue.locations import ImageRef, filesystem, is_url, join, parent, read_text
+from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
 
@@ -63,6 +64,10 @@ def check_entries(entries: list[CatalogueEntry], where: str) -> None:
     dupes = [i for i, n in Counter(e.id for e in entries).items() if n > 1]
     if dupes:
         raise ValueError(f"{where}: {len(dupes)} ids occur more than once, e.g. {sorted(dupes)[:5]}")
+    reserved = [(e.id, reserved_keys(e.metadata)) for e in entries if reserved_keys(e.metadata)]
+    if reserved:
+        raise ValueError(f"{where}: {len(reserved)} items have metadata keys starting with {PREDICTED!r}, which are "
+                         f"reserved for predicted tags (service/catalogue/tags.py), e.g. {reserved[:3]}: rename them")
 
 
 def entries_digest(entries: list[CatalogueEntry]) -> str:

@@ -71,6 +71,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    "bfloat16 autocast on CUDA")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
                    help="runtime of the frozen backbone stems that fill the map caches: " + RUNTIME_HELP)
+    p.add_argument("--prototype-samples", type=int, default=200, metavar="N",
+                   help="training images averaged into each attribute value's prototype (search by value, "
+                   "tagging) at the end of training (default 200; 0: all)")
+    p.add_argument("--no-prototypes", action="store_true",
+                   help="skip the value prototypes (then no search by value or tagging with this checkpoint)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backbone-map cache, reused by later runs on the same images and backbone (default "
                    "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
@@ -123,7 +128,22 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-overlap", action="store_true",
                    help="evaluate even when an image is both a query and a candidate of one attribute (refused "
                    "by default: the query finds itself and MAP is inflated)")
+    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
+                   help="where the tagging plots go (confusion matrix of the worst attribute, reliability of the "
+                   "confidences); default: eval-SPLIT beside the checkpoint")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("prototypes", help="add value prototypes and tag calibration to a checkpoint (search by "
+                       "value, POST /tag, predicted tags)")
+    p.add_argument("--checkpoint", type=Path, required=True, help="updated in place (its fingerprint changes: "
+                   "rebuild indexes built with it)")
+    p.add_argument("--data", type=Path, required=True, help="the dataset: prototypes from its train split, "
+                   "calibration on its valid split")
+    p.add_argument("--per-value", type=int, default=200, help="training images averaged per value (default 200; "
+                   "0: all)")
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
+    p.set_defaults(func=_prototypes)
 
     p = sub.add_parser("import-reference", help="convert a released reference ASEN++ checkpoint")
     p.add_argument("src", type=Path)
@@ -162,7 +182,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
         time_budget=args.time_budget, resume=args.resume, cache_dir=args.cache_dir,
-        max_memory_gb=args.max_memory or None, device=args.device, runtime=args.runtime)
+        max_memory_gb=args.max_memory or None, device=args.device, runtime=args.runtime,
+        prototypes=not args.no_prototypes, prototype_samples=args.prototype_samples)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -175,7 +196,8 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from asen_search.model.data.dataset import load_dataset
     from asen_search.model.encoder import Encoder
-    from asen_search.model.training.evaluate import evaluate_encoder
+    from asen_search.model.training.evaluate import encode_split, map_of_rows
+    from asen_search.model.training.tagging import plot_confusion, plot_reliability, tagging_report
 
     ds = load_dataset(args.data)
     encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime)
@@ -189,10 +211,41 @@ def _eval(args: argparse.Namespace) -> None:
         raise ValueError(f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
                          f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
                          "candidate lists disjoint, or pass --allow-overlap to evaluate anyway")
-    report = evaluate_encoder(encoder, ds, args.split, args.batch_size)
+    rows, vectors = encode_split(encoder, ds, args.split, args.batch_size)
+    report = map_of_rows(ds, args.split, vectors)
     print(report.table())
+    result = report.to_json()
+    if encoder.prototypes is None:
+        print("tagging and search by value: not measured (the checkpoint has no value prototypes; add them with "
+              "`asen prototypes`)")
+    else:
+        tagging = tagging_report(ds.attributes, encoder.prototypes, rows, vectors)
+        print(f"\ntagging and search by value ({args.split} split):\n" + tagging.table())
+        result["tagging"] = tagging.to_json()
+        plots = args.plots or args.checkpoint.parent / f"eval-{args.split}"
+        plots.mkdir(parents=True, exist_ok=True)
+        worst = next(a for a in ds.attributes if a.name == tagging.worst)
+        plot_confusion(plots / "confusion_worst.png", worst, tagging.confusion[worst.name], tagging.accuracy[worst.name])
+        plot_reliability(plots / "reliability.png", tagging.reliability,
+                         f"tag confidences on the {args.split} split (calibrated on valid)")
+        print(f"plots: {plots / 'confusion_worst.png'} ({worst.name}), {plots / 'reliability.png'}")
     if args.json:
-        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _prototypes(args: argparse.Namespace) -> None:
+    from asen_search.model.checkpoint import update_extra
+    from asen_search.model.data.dataset import load_dataset
+    from asen_search.model.encoder import Encoder
+    from asen_search.model.prototypes import compute_prototypes
+
+    ds = load_dataset(args.data)
+    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime)
+    prototypes, report = compute_prototypes(encoder, ds, args.per_value)
+    update_extra(args.checkpoint, prototypes=prototypes.to_extra())
+    print(json.dumps(report, indent=2))
+    print(f"stored in {args.checkpoint}; its fingerprint changed: rebuild indexes built with the old file "
+          "(`asen index build`)")
 
 
 def _import_reference(args: argparse.Namespace) -> None:

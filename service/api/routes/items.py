@@ -21,6 +21,7 @@ from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.schemas import ERROR_RESPONSES, DeleteResponse, ItemResponse, parse_metadata
 from asen_search.service.api.state import Runtime, RuntimeDep
 from asen_search.service.catalogue.item_images import CACHE_CONTROL, public_metadata, render, save_upload, with_image
+from asen_search.service.catalogue.tags import with_tags
 
 router = APIRouter(tags=["items"])
 logger = logging.getLogger("asen.service")
@@ -87,7 +88,9 @@ async def add_item(runtime: RuntimeDep, response: Response,
                                                         '{"category": "dress"}')] = None,
                    replace: Annotated[bool, Form(description="replace an item with this id")] = False,
                    ) -> ItemResponse:
-    """Encode an image for every attribute and add it to the catalogue; persisted before the answer."""
+    """Encode an image for every attribute and add it to the catalogue; persisted before the answer.
+    With value prototypes in the checkpoint, the predicted value of every attribute is stored too
+    (`predicted.<attribute>` and `predicted.<attribute>.confidence`, usable in filters)."""
     timer = StageTimer(runtime.metrics)
     item_id = check_item_id(id)
     meta = parse_metadata(metadata)
@@ -100,6 +103,7 @@ async def add_item(runtime: RuntimeDep, response: Response,
             await anyio.to_thread.run_sync(save_upload, root, data)  # the costly write, unlocked
     except OSError as exc:
         raise storage_error(exc, "the item's image") from None
+    meta = with_tags(meta, runtime.encoder.prototypes, vectors)   # predicted values, under reserved keys
     replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, meta, replace, data, timer)
     _after_write(runtime)
     response.status_code = 200 if replaced else 201

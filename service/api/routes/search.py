@@ -1,17 +1,21 @@
-"""`POST /search`, `POST /rerank` and `GET /attributes`."""
+"""`POST /search`, `POST /rerank` (single-attribute and composed queries: service/api/query.py) and
+`GET /attributes`."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated, cast
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
 
 import anyio
-from fastapi import APIRouter, Form, Response
+import numpy as np
+from fastapi import APIRouter, Form, Request, Response, UploadFile
 
-from asen_search.index import SearchResult
+from asen_search.index import Part, SearchResult
 from asen_search.service import search as reranking
 from asen_search.service.api.errors import ApiError
-from asen_search.service.api.params import AttributeField, ImageField, ItemIdField, blank_to_none, check_top_k
+from asen_search.service.api.params import ImageField, ItemIdField, blank_to_none, check_top_k
 from asen_search.service.api.prometheus import StageTimer
+from asen_search.service.api.query import PartSpec, parse_query, query_item_ids, resolve_parts
 from asen_search.service.api.schemas import (
     ERROR_RESPONSES,
     AttributeInfo,
@@ -22,56 +26,103 @@ from asen_search.service.api.schemas import (
     SearchResponse,
     parse_filters,
 )
-from asen_search.service.api.state import RuntimeDep
+from asen_search.service.api.state import Runtime, RuntimeDep
 from asen_search.service.catalogue.item_images import public_metadata
 
 router = APIRouter(tags=["search"])
 
+QueryField = Annotated[str | None, Form(description='a composed query instead of `attribute`: a JSON list of parts, '
+                                        'each {"attribute": ..., one of "image" (the name of an uploaded file field), '
+                                        '"item_id" or "value", "weight" in [-1, 1] (default 1)}; the score is the '
+                                        'weighted sum of per-attribute similarities')]
+OptionalAttribute = Annotated[str | None, Form(description="attribute name, see GET /attributes (or send `query`)")]
+
+
+@dataclass
+class Query:
+    """A request's query: one attribute's vector, or a composed query's parts."""
+
+    parts: list[Part]
+    specs: list[PartSpec] | None     # None: the single-attribute form
+    exclude: list[str]
+
+    @property
+    def attribute(self) -> str | None:
+        return self.parts[0].attribute if self.specs is None else None
+
+    def described(self) -> list[dict[str, Any]] | None:
+        return None if self.specs is None else [p.describe() for p in self.specs]
+
+
+async def read_query(runtime: Runtime, request: Request, attribute: str | None, image: UploadFile | None,
+                     item_id: str | None, query: str | None, timer: StageTimer) -> Query:
+    """The single-attribute form (`attribute` + `image` or `item_id`) or a composed `query`, never both."""
+    item_id, query, attribute = blank_to_none(item_id), blank_to_none(query), blank_to_none(attribute)
+    if query is None:
+        if attribute is None:
+            raise ApiError(422, "attribute_required", "send `attribute` (see GET /attributes) with `image` or "
+                           "`item_id`, or a composed `query`")
+        vector = await runtime.query_vector(attribute, image, item_id, timer)
+        return Query([Part(attribute, vector, 1.0)], None, [item_id] if item_id is not None else [])
+    if attribute is not None or item_id is not None:
+        raise ApiError(422, "ambiguous_query", "send either a composed `query` or `attribute` with `image`/`item_id`, "
+                       "not both (a composed query names each part's attribute and source)")
+    specs = parse_query(query, runtime.encoder.attribute_names)
+    parts = await resolve_parts(runtime, specs, await request.form(), timer)
+    return Query(parts, specs, query_item_ids(specs))
+
+
 @router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
-async def search(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
-                 item_id: ItemIdField = None,
+async def search(runtime: RuntimeDep, request: Request, response: Response, attribute: OptionalAttribute = None,
+                 image: ImageField = None, item_id: ItemIdField = None, query: QueryField = None,
                  top_k: Annotated[int | None, Form(description="results wanted (default 10)")] = None,
                  filters: Annotated[str | None, Form(description='JSON object, e.g. {"category": ["dress", '
                                                      '"skirt"]}: every field must match')] = None,
                  group_by: Annotated[str | None, Form(description="a metadata field: at most one result per "
                                                       "value of it (e.g. one per product), still top_k groups")] = None,
                  ) -> SearchResponse:
-    """The catalogue items most similar to the query under one attribute, best first. A query by
-    `item_id` never returns that item."""
+    """The catalogue items most similar to the query, best first: under one attribute (`attribute`
+    with `image` or `item_id`), or by a composed `query` (the weighted sum of per-attribute
+    similarities). A catalogue item used as the query is never returned."""
     timer = StageTimer(runtime.metrics)
-    item_id = blank_to_none(item_id)
     k = check_top_k(runtime.settings, top_k)
     wanted = parse_filters(filters)
-    query = await runtime.query_vector(attribute, image, item_id, timer)
-    exclude = [item_id] if item_id is not None else []
     group_by = blank_to_none(group_by)
+    asked = await read_query(runtime, request, attribute, image, item_id, query, timer)
+    catalogue = runtime.catalogue
+
+    def fetch(n: int) -> list[SearchResult]:
+        if asked.specs is None:   # one query vector [dim]: search returns a single list of results
+            part = asked.parts[0]
+            return cast(list[SearchResult], catalogue.search(part.vector, part.attribute, n, filters=wanted,
+                                                             exclude=asked.exclude))
+        return catalogue.search_composed(asked.parts, n, filters=wanted, exclude=asked.exclude)
+
     with timer.stage("search"):
         try:
             if group_by is not None:
-                hits = await anyio.to_thread.run_sync(lambda: reranking.grouped_search(
-                    runtime.catalogue, query, attribute, k, group_by, filters=wanted, exclude=exclude))
-            else:  # one query vector [dim]: search returns a single list of results
-                hits = cast(list[SearchResult], await anyio.to_thread.run_sync(
-                    lambda: runtime.catalogue.search(query, attribute, k, filters=wanted, exclude=exclude)))
+                hits = await anyio.to_thread.run_sync(
+                    lambda: reranking.grouped_search(fetch, len(catalogue), k, group_by))
+            else:
+                hits = await anyio.to_thread.run_sync(fetch, k)
         except ValueError as exc:
             raise ApiError(422, "invalid_filters", str(exc)) from None
     response.headers["Server-Timing"] = timer.server_timing()
-    return SearchResponse(attribute=attribute, results=[
+    return SearchResponse(attribute=asked.attribute, query=asked.described(), results=[
         Hit(id=h.id, score=h.score, metadata=public_metadata(h.metadata)) for h in hits])
 
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
-async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
-                 item_id: ItemIdField = None,
+async def rerank(runtime: RuntimeDep, request: Request, response: Response, attribute: OptionalAttribute = None,
+                 image: ImageField = None, item_id: ItemIdField = None, query: QueryField = None,
                  candidates: Annotated[list[str] | None, Form(description="catalogue ids to reorder, in "
                                                               "their original order (repeat the field)")] = None,
                  weight: Annotated[float, Form(ge=0.0, le=1.0, description="1: attribute similarity only; "
                                                "0: keep the original order")] = 1.0,
                  ) -> RerankResponse:
     """Reorder `candidates` (e.g. a text search's results) by similarity to the query under one
-    attribute. `score = weight * similarity + (1 - weight) * (1 - position / len(candidates))`
-    (`service/search.py`).
-    Ids not in the catalogue are returned in `unknown`."""
+    attribute, or by a composed `query`. `score = weight * similarity + (1 - weight) * (1 - position
+    / len(candidates))` (`service/search.py`). Ids not in the catalogue are returned in `unknown`."""
     timer = StageTimer(runtime.metrics)
     if not candidates:
         raise ApiError(422, "empty_candidates", "send at least one `candidates` id")
@@ -80,18 +131,29 @@ async def rerank(runtime: RuntimeDep, response: Response, attribute: AttributeFi
                        f"{runtime.settings.max_candidates}")
     unique = list(dict.fromkeys(candidates))
     duplicates = sorted(c for c, count in Counter(candidates).items() if count > 1)
-    query = await runtime.query_vector(attribute, image, blank_to_none(item_id), timer)
+    asked = await read_query(runtime, request, attribute, image, item_id, query, timer)
     with timer.stage("search"):
         scores, metadata, unknown = await anyio.to_thread.run_sync(
-            reranking.score_known, runtime.catalogue, query, attribute, unique)
+            reranking.score_known, runtime.catalogue, asked.parts, unique)
     hits = [RerankHit(id=h.id, similarity=h.similarity, position=h.position, score=h.score, metadata=h.metadata)
             for h in reranking.rerank(unique, scores, metadata, weight)]
     response.headers["Server-Timing"] = timer.server_timing()
-    return RerankResponse(attribute=attribute, weight=weight, results=hits, unknown=unknown, duplicates=duplicates)
+    return RerankResponse(attribute=asked.attribute, query=asked.described(), weight=weight, results=hits,
+                          unknown=unknown, duplicates=duplicates)
 
 
 @router.get("/attributes", response_model=AttributesResponse)
 async def attributes(runtime: RuntimeDep) -> AttributesResponse:
-    """The attributes a query can be about, and the value names the model was trained on."""
-    return AttributesResponse(attributes=[AttributeInfo(name=a.name, values=list(a.values))
+    """The attributes a query can be about, the value names the model was trained on, and the values
+    a composed query can search by (those with a prototype)."""
+    prototypes = runtime.encoder.prototypes
+
+    def searchable(name: str, values: tuple[str, ...]) -> list[str]:
+        if prototypes is None:
+            return []
+        known = np.isfinite(prototypes.vectors[name]).all(axis=1)
+        return [v for v, ok in zip(values, known.tolist()) if ok]
+
+    return AttributesResponse(attributes=[AttributeInfo(name=a.name, values=list(a.values),
+                                                        value_search=searchable(a.name, a.values))
                                           for a in runtime.encoder.attributes])

@@ -55,6 +55,23 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
 
 
 @pytest.fixture(scope="session")
+def tagging_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path) -> Path:
+    """The tiny checkpoint with value prototypes and tag calibration added by `asen prototypes`."""
+    path = Path(shutil.copy(tiny_checkpoint, tmp_path_factory.mktemp("tagging") / "tagging.pt"))
+    assert main(["prototypes", "--checkpoint", str(path), "--data", str(demo_dataset), "--per-value", "40"]) == 0
+    return path
+
+
+@pytest.fixture(scope="session")
+def tagged_index(tmp_path_factory: pytest.TempPathFactory, tagging_checkpoint: Path, demo_dataset: Path) -> Path:
+    """The test split indexed with the tagging checkpoint: items carry predicted tags (never modified)."""
+    out = tmp_path_factory.mktemp("tagged") / "index"
+    assert main(["index", "build", "--checkpoint", str(tagging_checkpoint), "--catalogue", str(demo_dataset),
+                 "--out", str(out), "--split", "test", "--chunk-size", "100"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def n_items(demo_dataset: Path) -> int:
     """Items in the built index: the demo dataset's test split."""
     return len((demo_dataset / "filenames_test.txt").read_text().split())

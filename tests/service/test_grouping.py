@@ -33,12 +33,17 @@ def test_one_result_per_product_and_still_top_k_products() -> None:
         if key not in groups or scores[i] > groups[key][0]:
             groups[key] = (float(scores[i]), item)
     expected = [item for _, item in sorted(groups.values(), reverse=True)]
+
+    def fetch(n: int) -> list:
+        return catalogue.search(query, "colour", n)
+
     for top_k in (1, 10, 40):   # 40 groups need far more than the first fetch of 4 x top_k photos
-        hits = grouped_search(catalogue, query, "colour", top_k, "product")
+        hits = grouped_search(fetch, len(catalogue), top_k, "product")
         assert [h.id for h in hits] == expected[:top_k]
-    everything = grouped_search(catalogue, query, "colour", 500, "product")
+    everything = grouped_search(fetch, len(catalogue), 500, "product")
     assert len(everything) == len(groups)   # fewer groups than top_k: every group once
-    red = grouped_search(catalogue, query, "colour", 10, "product", filters={"colour": "red"})
+    red = grouped_search(lambda n: catalogue.search(query, "colour", n, filters={"colour": "red"}), len(catalogue), 10,
+                         "product")
     assert len(red) == 10 and all(h.metadata["colour"] == "red" for h in red)
     assert len({h.metadata["product"] for h in red}) == 10
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueBusy, CatalogueIndex
+from asen_search.index import CatalogueBusy, CatalogueIndex, Part
 from asen_search.service.search import rerank, score_known
 
 
@@ -18,7 +18,7 @@ def _catalogue() -> CatalogueIndex:
 def test_weight_one_ranks_by_similarity_zero_keeps_the_order() -> None:
     catalogue = _catalogue()
     query = np.array([0.0, 1.0], dtype=np.float32)
-    scores, metadata, unknown = score_known(catalogue, query, "colour", ["a", "zz", "b", "c"])
+    scores, metadata, unknown = score_known(catalogue, [Part("colour", query, 1.0)], ["a", "zz", "b", "c"])
     assert unknown == ["zz"] and scores == pytest.approx({"a": 0.0, "b": 0.8, "c": 1.0})
     assert metadata["a"] == {"k": 1}, "the private image key is never returned"
     order = ["a", "zz", "b", "c"]
@@ -26,6 +26,16 @@ def test_weight_one_ranks_by_similarity_zero_keeps_the_order() -> None:
     assert [h.id for h in rerank(order, scores, metadata, 0.0)] == ["a", "b", "c"]
     half = {h.id: h.score for h in rerank(order, scores, metadata, 0.5)}
     assert half == pytest.approx({"a": 0.5 * 0.0 + 0.5 * 1.0, "b": 0.5 * 0.8 + 0.5 * 0.5, "c": 0.5 + 0.5 * 0.25})
+
+
+def test_a_composed_query_scores_the_weighted_sum() -> None:
+    catalogue = CatalogueIndex.create(["colour", "cut"], 2, "fp")
+    vectors = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]], dtype=np.float32)
+    catalogue.add(["a", "b"], vectors)
+    parts = [Part("colour", np.array([1.0, 0.0], dtype=np.float32), 0.5),
+             Part("cut", np.array([0.0, 1.0], dtype=np.float32), -1.0)]
+    scores, _, unknown = score_known(catalogue, parts, ["b", "a", "x"])
+    assert unknown == ["x"] and scores == pytest.approx({"a": 0.5 * 1.0 - 1.0, "b": 0.5 * 0.6 - 0.0})
 
 
 def test_ties_keep_the_submitted_order() -> None:
@@ -41,4 +51,4 @@ def test_a_catalogue_that_keeps_changing_is_busy(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(catalogue, "score_ids", vanished)
     with pytest.raises(CatalogueBusy, match="changed during the request 5 times"):
-        score_known(catalogue, np.array([1.0, 0.0], dtype=np.float32), "colour", ["a"])
+        score_known(catalogue, [Part("colour", np.array([1.0, 0.0], dtype=np.float32), 1.0)], ["a"])

@@ -68,6 +68,27 @@ def test_search_equals_brute_force_ids_order_and_scores(make: Make) -> None:
                                     "i": ids.index(hits[0].id)}
 
 
+def test_composed_search_equals_a_brute_force_weighted_sum(make: Make) -> None:
+    from asen_search.index import Part
+
+    catalogue, vectors, ids = _filled(make)
+    rng = np.random.default_rng(8)
+    q = clustered(rng, 1)[0]
+    cases = [([(0, 1.0), (1, 0.5)], None, ()),
+             ([(0, 0.7), (2, -1.0)], {"category": ["shirt", "coat"]}, ("item-3",)),
+             ([(1, -0.6)], None, ())]    # no positive part: every item scanned
+    for weights, filters, exclude in cases:
+        parts = [Part(ATTRIBUTES[a], q[a], w) for a, w in weights]
+        total = sum(w * (vectors[:, a].astype(np.float64) @ q[a]) for a, w in weights)
+        keep = [i for i in np.argsort(-total, kind="stable") if ids[i] not in exclude
+                and (filters is None or ["shirt", "dress", "coat"][i % 3] in filters["category"])][:15]
+        hits = catalogue.search_composed(parts, 15, filters=filters, exclude=exclude)
+        assert [h.id for h in hits] == [ids[i] for i in keep]
+        np.testing.assert_allclose([h.score for h in hits], total[keep], atol=1e-5)
+    with pytest.raises(ValueError, match="appears in two parts"):
+        catalogue.search_composed([Part(ATTRIBUTES[0], q[0], 1.0), Part(ATTRIBUTES[0], q[0], 0.5)], 5)
+
+
 def test_batch_queries_give_one_list_per_query(make: Make) -> None:
     catalogue, vectors, ids = _filled(make, 100)
     queries = vectors[:3, 1]

@@ -28,10 +28,14 @@ from typing import Any, cast
 import faiss
 import numpy as np
 
+from .results import SearchResult
+from .threshold import grow_until_below
+
 EXACT_FILTER_MAX = 20_000
 SUBSET_BLOCK = 131_072    # stored vectors decoded at a time by an exact search over a subset
 SCAN_QUERY_CHUNK = 64     # queries per pass of a Flat scan over the vectors
 SCAN_ROW_BLOCK = 65_536   # stored vectors per matrix product: a [64, 65536] float32 score block (16 MiB)
+RANGE_EF_FACTOR = 2       # HNSW threshold searches: efSearch >= 2 x the results asked for (docs/protection.md)
 _SELECT_POOL = ThreadPoolExecutor(2, thread_name_prefix="asen-topk")  # top-k selection of a batch's rows
 
 
@@ -288,12 +292,14 @@ class AttributeIndex:
             self._core.nprobe = min(knobs.nprobe, self._core.nlist)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, excluded: np.ndarray | None = None
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, excluded: np.ndarray | None = None,
+        ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product for queries ``[n, dim]``: scores ``[n, k]``, keys ``[n, k]``.
 
         ``allowed`` (keys ``[m]``, None = all) restricts the search; ``excluded`` keys and
-        tombstones are never returned. Missing results are key -1, score -inf.
+        tombstones are never returned. Missing results are key -1, score -inf. ``ef``: HNSW's
+        efSearch for this search, at least the index's own.
         """
         blocked = self._tombstones
         if excluded is not None and len(excluded):
@@ -310,7 +316,7 @@ class AttributeIndex:
             selector = _bitmap_selector(allowed)
         elif len(blocked):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
-        scores, keys = self._index.search(queries, k, params=self._params(selector))
+        scores, keys = self._index.search(queries, k, params=self._params(selector, ef))
         if allowed is not None and not self.exact:
             # a filter keeps its promise: min(k, matches) results. Where the graph or the probed
             # lists held too few matches, that query is answered exactly over the matching items.
@@ -318,6 +324,38 @@ class AttributeIndex:
             if len(short):
                 scores[short], keys[short] = self._search_subset(queries[short], k, allowed)
         return scores, keys
+
+    def search_range(self, query: np.ndarray, min_score: float, max_results: int, allowed: np.ndarray | None = None,
+                     excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Every stored vector scoring at least ``min_score`` with ``query`` ``[dim]``, best first (ties
+        by key), at most ``max_results``: scores ``[m]``, keys ``[m]``, and whether the cap cut the list.
+
+        Exact Flat: FAISS's range search (filters and exclusions as an IDSelector). Approximate kinds:
+        top-k searches of growing k (index/threshold.py), HNSW's efSearch raised to RANGE_EF_FACTOR x k."""
+        if not self.exact:
+            def fetch(k: int) -> list[SearchResult]:
+                scores, keys = self.search(query[None], k, allowed, excluded, ef=RANGE_EF_FACTOR * k)
+                return [SearchResult(str(key), float(score), {}) for score, key in zip(scores[0], keys[0]) if key >= 0]
+
+            hits, truncated = grow_until_below(fetch, min_score, max_results, len(self))
+            return (np.array([h.score for h in hits], dtype=np.float32), np.array([int(h.id) for h in hits], np.int64),
+                    truncated)
+        blocked = self._tombstones if excluded is None else np.union1d(self._tombstones, excluded)
+        selector: faiss.IDSelector | None = None
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, blocked) if len(blocked) else allowed
+            if not len(allowed):
+                return np.empty(0, np.float32), np.empty(0, np.int64), False
+            selector = _bitmap_selector(allowed)
+        elif len(blocked):
+            selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
+        # FAISS keeps inner products strictly above the radius: the float32 just below min_score
+        radius = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
+        lims, scores, keys = self._index.range_search(np.ascontiguousarray(query[None], dtype=np.float32), radius,
+                                                      params=self._params(selector))
+        scores, keys = scores[lims[0]:lims[1]], keys[lims[0]:lims[1]]
+        order = np.lexsort((keys, -scores))
+        return scores[order][:max_results], keys[order][:max_results], len(order) > max_results
 
     def _scan(self, queries: np.ndarray, k: int, blocked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` over a Flat index's stored vectors as one BLAS product per chunk of
@@ -366,11 +404,11 @@ class AttributeIndex:
             out[lo:lo + SUBSET_BLOCK] = self.reconstruct(keys[lo:lo + SUBSET_BLOCK]) @ query
         return out
 
-    def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters:
+    def _params(self, selector: faiss.IDSelector | None, ef: int | None = None) -> faiss.SearchParameters:
         """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]  # missing from the stubs
-                efSearch=int(self._core.hnsw.efSearch))
+                efSearch=max(int(self._core.hnsw.efSearch), ef or 0))
         elif self.kind == "ivf":
             # the Python wrapper (class_wrappers.handle_SearchParameters) takes field values as keywords;
             # the stubs only model the bare SWIG constructor

@@ -36,6 +36,7 @@ from .metadata import FilterValue, MetadataStore, check_metadata
 from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
 from .store import Snapshot, current_version, load_snapshot, save_snapshot, tidy_after_load
+from .threshold import check_threshold
 from .validation import check_item_vectors, check_k, check_queries
 from .wal import (
     LogRecord,
@@ -383,6 +384,28 @@ class CatalogueIndex:
             for score, key in zip(scores.tolist(), keys.tolist(), strict=True)
             if key >= 0
         ]
+
+    def search_range(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
+                     filters: Mapping[str, FilterValue] | None = None,
+                     exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
+        """Every item scoring at least ``min_score`` with ``query`` ``[dim]`` under ``attribute``, best
+        first, at most ``max_results``, and whether that cap cut the list. Exact on a Flat index
+        (FAISS range search); growing top-k searches on approximate ones (index/threshold.py)."""
+        batch, single = check_queries(query, self.dim)
+        if not single:
+            raise ValueError(f"search_range takes one query of shape [{self.dim}]")
+        check_threshold(min_score, max_results)
+        index = self._index(attribute)
+        if filters is not None and not isinstance(filters, Mapping):
+            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        with self._lock.read():
+            allowed = self._metadata.match(filters) if filters else None
+            if not len(self._ids) or (allowed is not None and not len(allowed)):
+                return [], False
+            scores, keys, truncated = index.search_range(batch[0], float(min_score), max_results, allowed,
+                                                         self._ids.keys_of(exclude))
+            return self._results(scores, keys), truncated
 
     def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,
                         exclude: Sequence[str] = (), per_part: int | None = None) -> list[SearchResult]:

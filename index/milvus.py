@@ -30,7 +30,7 @@ import json
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, Unkno
 from .ids import MAX_ID_LENGTH, validate_id
 from .metadata import FilterValue, check_metadata
 from .results import Item, RemoveResult, SearchResult
+from .threshold import check_threshold, grow_until_below
 from .validation import check_item_vectors, check_k, check_queries
 
 SCHEME, LITE_SCHEME = "milvus://", "milvus-lite:"
@@ -490,6 +491,21 @@ class MilvusCatalogue:
             raise KeyError(f"unknown item ids: {unknown[:5]}")
         vectors = np.asarray([found[i] for i in wanted], dtype=np.float32)
         return dict(zip(wanted, (vectors @ batch[0]).tolist(), strict=True))
+
+    def search_range(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
+                     filters: Mapping[str, FilterValue] | None = None,
+                     exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
+        """Every item scoring at least `min_score`, best first, at most `max_results` (and whether the
+        cap, or Milvus's top-k limit, cut the list): growing top-k searches (index/threshold.py)."""
+        batch, single = check_queries(query, self._dim)
+        if not single:
+            raise ValueError(f"search_range takes one query of shape [{self._dim}]")
+        check_threshold(min_score, max_results)
+
+        def fetch(k: int) -> list[SearchResult]:
+            return cast(list[SearchResult], self.search(batch[0], attribute, k, filters=filters, exclude=exclude))
+
+        return grow_until_below(fetch, float(min_score), max_results, max(len(self), 1), limit=MAX_TOP_K)
 
     def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,
                         exclude: Sequence[str] = (), per_part: int | None = None) -> list[SearchResult]:

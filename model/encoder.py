@@ -24,6 +24,7 @@ from asen_search.model.nn.preprocess import global_inputs, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
 from asen_search.model.prototypes import Prototypes
 from asen_search.model.runtime import backbone_runner, resolve_runtime
+from asen_search.model.thresholds import Thresholds, load_thresholds
 
 
 def _unit(vectors: torch.Tensor) -> torch.Tensor:
@@ -90,19 +91,26 @@ class Encoder:
         if len(self.attributes) != model.cfg.n_attributes:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
         self.prototypes: Prototypes | None = None   # value prototypes (model/prototypes.py), from the checkpoint
+        self.thresholds: Thresholds | None = None   # score -> precision curves (model/thresholds.py)
         self.runtime = resolve_runtime(runtime, self.device)
         self._global = backbone_runner(model.global_backbone, preprocess.global_size, self.runtime)
         self._local = None if model.local_backbone is None else \
             backbone_runner(model.local_backbone, preprocess.local_size, self.runtime)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto") -> Encoder:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto",
+                        extras: bool = True) -> Encoder:
+        """The checkpoint's model; with `extras`, also its value prototypes and score thresholds."""
         ckpt = load_checkpoint(path)
         encoder = cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device, runtime=runtime)
+        if not extras:
+            return encoder
         try:
             encoder.prototypes = Prototypes.from_extra(ckpt.attributes, ckpt.extra.get("prototypes"))
+            encoder.thresholds = load_thresholds(path, ckpt.fingerprint, ckpt.extra.get("thresholds"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable prototypes ({exc}): recompute them with `asen prototypes`") from None
+            raise CheckpointError(f"{path}: unreadable prototypes or thresholds ({exc}): recompute them with "
+                                  "`asen prototypes`") from None
         return encoder
 
     @property

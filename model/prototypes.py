@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
+from asen_search.model.thresholds import Thresholds, compute_thresholds
 
 if TYPE_CHECKING:
     from asen_search.model.encoder import Encoder
@@ -234,9 +235,10 @@ def split_rows(ds: AttributeDataset, split: str) -> Tagged:
 
 def compute_prototypes(encoder: Encoder, ds: AttributeDataset, per_value: int = PER_VALUE,
                        calibration_per_value: int = CALIBRATION_PER_VALUE, seed: int = 0,
-                       progress: bool = True) -> tuple[Prototypes, dict[str, Any]]:
+                       progress: bool = True) -> tuple[Prototypes, dict[str, Any], Thresholds | None]:
     """Prototypes from the training split and temperatures fitted on the validation split (1.0
-    where the dataset has none); also returns the validation reliability before and after."""
+    where the dataset has none); also a short report, and the score thresholds' precision curves
+    from the same validation rows (model/thresholds.py; None without a validation split)."""
     if [a.name for a in ds.attributes] != encoder.attribute_names:
         raise ValueError(f"the dataset's attributes {[a.name for a in ds.attributes]} are not the model's "
                          f"{encoder.attribute_names}")
@@ -245,6 +247,7 @@ def compute_prototypes(encoder: Encoder, ds: AttributeDataset, per_value: int = 
     protos, counts = prototypes_from_vectors(ds.attributes, train, vectors, encoder.dim)
     temperature = {a.name: 1.0 for a in ds.attributes}
     report: dict[str, Any] = {"train_rows": len(train)}
+    thresholds = None
     if "valid" in ds.splits_available():
         valid = sample_rows(split_rows(ds, "valid"), len(ds.attributes), calibration_per_value, seed)
         vectors = encode_rows(encoder, ds.split("valid").paths, valid, progress=progress, desc="calibration")
@@ -256,4 +259,5 @@ def compute_prototypes(encoder: Encoder, ds: AttributeDataset, per_value: int = 
                 sims = tables.similarities(attr.name, vectors[mask])
                 temperature[attr.name] = fit_temperature(sims, valid.values[mask])
         report["temperature"] = dict(temperature)
-    return Prototypes(tuple(ds.attributes), protos, counts, temperature), report
+        thresholds = compute_thresholds(ds.attributes, valid, vectors)
+    return Prototypes(tuple(ds.attributes), protos, counts, temperature), report, thresholds

@@ -207,16 +207,18 @@ class Trainer:
         return summary
 
     def _add_prototypes(self) -> dict[str, Any]:
-        """Value prototypes from the training split and tag temperatures from the validation split,
-        computed with the best model through the Encoder and stored in best.pt (model/prototypes.py)."""
+        """Value prototypes from the training split, tag temperatures and score-threshold curves from
+        the validation split, computed with the best model through the Encoder and stored in best.pt
+        (model/prototypes.py, model/thresholds.py)."""
         from asen_search.model.encoder import Encoder
         from asen_search.model.prototypes import compute_prototypes
 
         started = time.monotonic()
         encoder = Encoder.from_checkpoint(self.out / "best.pt", self.device, self.cfg.runtime)
-        prototypes, report = compute_prototypes(encoder, self.ds, self.cfg.prototype_samples, seed=self.cfg.seed,
-                                                progress=self.progress)
-        update_extra(self.out / "best.pt", prototypes=prototypes.to_extra())
+        prototypes, report, thresholds = compute_prototypes(encoder, self.ds, self.cfg.prototype_samples,
+                                                            seed=self.cfg.seed, progress=self.progress)
+        update_extra(self.out / "best.pt", prototypes=prototypes.to_extra(),
+                     thresholds=thresholds.to_json() if thresholds else None)
         self._say(f"value prototypes and tag calibration stored in best.pt ({time.monotonic() - started:.0f} s)")
         return {"seconds": round(time.monotonic() - started, 1), **report}
 

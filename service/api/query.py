@@ -21,6 +21,7 @@ from starlette.datastructures import UploadFile
 
 from asen_search.index import Part
 from asen_search.model.prototypes import NoPrototype
+from asen_search.model.thresholds import NoThreshold
 from asen_search.service.api.errors import ApiError
 from asen_search.service.api.params import check_item_id
 from asen_search.service.api.prometheus import StageTimer
@@ -149,3 +150,64 @@ def _prototype(runtime: Runtime, n: int, part: PartSpec) -> np.ndarray:
 def query_item_ids(parts: list[PartSpec]) -> list[str]:
     """Catalogue items the query is made of: never returned as results."""
     return list(dict.fromkeys(p.ref for p in parts if p.source == "item_id"))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A threshold search: every item scoring at least `min_score` (given, or translated from
+    `min_precision` through the attribute's precision curve), at most `max_results`."""
+
+    min_score: float
+    min_precision: float | None
+    max_results: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"min_score": self.min_score, "min_precision": self.min_precision, "max_results": self.max_results}
+
+
+def read_threshold(runtime: Runtime, parts: list[Part], composed: bool, min_score: float | None,
+                   min_precision: float | None, max_results: int | None, top_k: int | None,
+                   group_by: str | None) -> Threshold | None:
+    """The threshold of a request (None for a top-k one); a 422 naming the conflict or the range."""
+    if min_score is None and min_precision is None:
+        if max_results is not None:
+            raise ApiError(422, "max_results_without_threshold", "max_results caps a threshold search: send "
+                           "min_score or min_precision with it (top_k sizes a top-k search)")
+        return None
+    if min_score is not None and min_precision is not None:
+        raise ApiError(422, "conflicting_threshold", "send min_score or min_precision, not both")
+    if top_k is not None:
+        raise ApiError(422, "threshold_with_top_k", "a threshold search returns every item above the threshold "
+                       "(up to max_results): send top_k or min_score/min_precision, not both")
+    if group_by is not None:
+        raise ApiError(422, "threshold_with_group_by", "group_by works with top_k searches only")
+    cap = runtime.settings.default_max_results if max_results is None else max_results
+    if not 1 <= cap <= runtime.settings.max_results:
+        raise ApiError(422, "max_results_out_of_range", f"max_results must be between 1 and "
+                       f"{runtime.settings.max_results}, got {cap}")
+    if min_precision is not None:
+        return Threshold(_score_for(runtime, parts, composed, min_precision), min_precision, cap)
+    assert min_score is not None
+    bound = sum(abs(p.weight) for p in parts)   # 1 for a single attribute; a composed score lies in +-sum |w|
+    if not -bound <= min_score <= bound:
+        raise ApiError(422, "min_score_out_of_range", f"min_score must be in [{-bound:g}, {bound:g}] (scores are "
+                       + ("cosine similarities" if not composed else "weighted sums of cosines, at most the sum of "
+                          "|weight|") + f"), got {min_score:g}")
+    return Threshold(float(min_score), None, cap)
+
+
+def _score_for(runtime: Runtime, parts: list[Part], composed: bool, precision: float) -> float:
+    if composed:
+        raise ApiError(422, "precision_needs_one_attribute", "min_precision is calibrated per attribute: use it "
+                       "with a single-attribute query, or send min_score with a composed one")
+    if not 0.0 < precision <= 1.0:
+        raise ApiError(422, "min_precision_out_of_range", f"min_precision must be in (0, 1], got {precision:g}")
+    thresholds = runtime.encoder.thresholds
+    if thresholds is None:
+        raise ApiError(422, "no_thresholds", "this model has no precision curves, so min_precision cannot be "
+                       "translated: run `asen eval --checkpoint CKPT --data DATASET` (writes them beside the "
+                       "checkpoint) or send min_score")
+    try:
+        return thresholds.curve(parts[0].attribute).score_for(precision)
+    except NoThreshold as exc:
+        raise ApiError(422, "precision_unreachable", f"{parts[0].attribute}: {exc}") from None

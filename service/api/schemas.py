@@ -21,8 +21,11 @@ class ErrorResponse(BaseModel):
 
 class Hit(BaseModel):
     id: str
-    score: float = Field(description="cosine similarity of the query and the item under the attribute")
+    score: float = Field(description="cosine similarity of the query and the item under the attribute (a composed "
+                         "query: the weighted sum of its parts' similarities)")
     metadata: dict[str, Any]
+    precision: float | None = Field(None, description="threshold searches under one attribute with precision "
+                                    "curves: the estimated precision of everything scoring at least this")
 
 
 class SearchResponse(BaseModel):
@@ -30,6 +33,9 @@ class SearchResponse(BaseModel):
     query: list[dict[str, Any]] | None = Field(None, description="a composed query's parts as understood: attribute, "
                                                "source and weight (null for a single-attribute query)")
     results: list[Hit] = Field(description="best first")
+    threshold: dict[str, Any] | None = Field(None, description="a threshold search's min_score (the one used, also "
+                                             "when translated from min_precision), min_precision and max_results")
+    truncated: bool | None = Field(None, description="threshold searches: true when max_results cut the list")
 
 
 class RerankHit(Hit):
@@ -68,6 +74,9 @@ class AttributeInfo(BaseModel):
     values: list[str]
     value_search: list[str] = Field(default_factory=list, description="values a query part can name (`\"value\"`): "
                                     "those with a prototype in the checkpoint (empty without prototypes)")
+    precision_scores: dict[str, float | None] | None = Field(
+        None, description="the min_score giving precision 0.9 / 0.95 / 0.99 on the validation split (null where never "
+        "reached; the whole field null without precision curves)")
 
 
 class Tag(BaseModel):

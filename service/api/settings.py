@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     default_top_k: int = Field(10, ge=1)
     max_top_k: int = Field(100, ge=1)
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
+    default_max_results: int = Field(100, ge=1, description="threshold searches (min_score / min_precision): "
+                                     "results returned when max_results is not sent")
+    max_results: int = Field(1000, ge=1, description="threshold searches: the largest max_results a request may ask")
     max_upload_bytes: int = Field(DEFAULT_MAX_UPLOAD_BYTES, ge=1, description="largest accepted image file")
     max_form_overhead_bytes: int = Field(1 * MIB, ge=0, description="request bytes allowed beyond the image")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="width x height above this is refused (413)")
@@ -80,6 +83,8 @@ class Settings(BaseSettings):
     def _top_k_fits(self) -> Settings:
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        if self.default_max_results > self.max_results:
+            raise ValueError(f"default_max_results ({self.default_max_results}) exceeds max_results ({self.max_results})")
         return self
 
     @property

@@ -229,8 +229,33 @@ def _eval(args: argparse.Namespace) -> None:
         plot_reliability(plots / "reliability.png", tagging.reliability,
                          f"tag confidences on the {args.split} split (calibrated on valid)")
         print(f"plots: {plots / 'confusion_worst.png'} ({worst.name}), {plots / 'reliability.png'}")
+    if "valid" in ds.splits_available():
+        _write_thresholds(args, ds, encoder, result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _write_thresholds(args: argparse.Namespace, ds, encoder, result: dict) -> None:
+    """The score -> precision curves of the validation split, beside the checkpoint (the service and
+    `asen scan` read them for `min_precision`), and their plot."""
+    from asen_search.index.fileio import atomic_write
+    from asen_search.model.thresholds import compute_thresholds, plot_curves, sidecar_path
+    from asen_search.model.training.evaluate import encode_split
+
+    rows, vectors = encode_split(encoder, ds, "valid", args.batch_size)
+    thresholds = compute_thresholds(ds.attributes, rows, vectors)
+    thresholds.fingerprint = encoder.fingerprint
+    path = sidecar_path(args.checkpoint)
+    atomic_write(path, lambda fh: fh.write(json.dumps(thresholds.to_json()).encode()))
+    plots = args.plots or args.checkpoint.parent / f"eval-{args.split}"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_curves(plots / "pr_curves.png", thresholds, "same value at score >= t, validation split")
+    levels = {name: thresholds.levels(name) for name in thresholds.curves}
+    result["thresholds"] = levels
+    print("\nscores for precision 0.9 / 0.95 / 0.99 (validation split; '-': never reached):")
+    for name, by_level in levels.items():
+        print(f"  {name:<24} " + "  ".join("-" if v is None else f"{v:.4f}" for v in by_level.values()))
+    print(f"precision curves: {path}; plot: {plots / 'pr_curves.png'}")
 
 
 def _prototypes(args: argparse.Namespace) -> None:
@@ -240,9 +265,9 @@ def _prototypes(args: argparse.Namespace) -> None:
     from asen_search.model.prototypes import compute_prototypes
 
     ds = load_dataset(args.data)
-    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime)
-    prototypes, report = compute_prototypes(encoder, ds, args.per_value)
-    update_extra(args.checkpoint, prototypes=prototypes.to_extra())
+    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime, extras=False)
+    prototypes, report, thresholds = compute_prototypes(encoder, ds, args.per_value)
+    update_extra(args.checkpoint, prototypes=prototypes.to_extra(), thresholds=thresholds.to_json() if thresholds else None)
     print(json.dumps(report, indent=2))
     print(f"stored in {args.checkpoint}; its fingerprint changed: rebuild indexes built with the old file "
           "(`asen index build`)")

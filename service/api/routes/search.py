@@ -11,11 +11,19 @@ import numpy as np
 from fastapi import APIRouter, Form, Request, Response, UploadFile
 
 from asen_search.index import Part, SearchResult
+from asen_search.index.threshold import grow_until_below
 from asen_search.service import search as reranking
 from asen_search.service.api.errors import ApiError
 from asen_search.service.api.params import ImageField, ItemIdField, blank_to_none, check_top_k
 from asen_search.service.api.prometheus import StageTimer
-from asen_search.service.api.query import PartSpec, parse_query, query_item_ids, resolve_parts
+from asen_search.service.api.query import (
+    PartSpec,
+    Threshold,
+    parse_query,
+    query_item_ids,
+    read_threshold,
+    resolve_parts,
+)
 from asen_search.service.api.schemas import (
     ERROR_RESPONSES,
     AttributeInfo,
@@ -80,15 +88,26 @@ async def search(runtime: RuntimeDep, request: Request, response: Response, attr
                                                      '"skirt"]}: every field must match')] = None,
                  group_by: Annotated[str | None, Form(description="a metadata field: at most one result per "
                                                       "value of it (e.g. one per product), still top_k groups")] = None,
+                 min_score: Annotated[float | None, Form(description="threshold search: every item scoring at least "
+                                                         "this (instead of top_k), best first")] = None,
+                 min_precision: Annotated[float | None, Form(description="threshold search by the attribute's "
+                                                             "calibrated precision curve (instead of min_score)")] = None,
+                 max_results: Annotated[int | None, Form(description="threshold search: most results (default 100); "
+                                                         "`truncated` says when it cut the list")] = None,
                  ) -> SearchResponse:
     """The catalogue items most similar to the query, best first: under one attribute (`attribute`
     with `image` or `item_id`), or by a composed `query` (the weighted sum of per-attribute
-    similarities). A catalogue item used as the query is never returned."""
+    similarities); the `top_k` best, or every item at or above a threshold (`min_score` or
+    `min_precision`, up to `max_results`). A catalogue item used as the query is never returned."""
     timer = StageTimer(runtime.metrics)
-    k = check_top_k(runtime.settings, top_k)
-    wanted = parse_filters(filters)
     group_by = blank_to_none(group_by)
+    wanted = parse_filters(filters)
     asked = await read_query(runtime, request, attribute, image, item_id, query, timer)
+    threshold = read_threshold(runtime, asked.parts, asked.specs is not None, min_score, min_precision, max_results,
+                               top_k, group_by)
+    if threshold is not None:
+        return await _threshold_search(runtime, response, asked, threshold, wanted, timer)
+    k = check_top_k(runtime.settings, top_k)
     catalogue = runtime.catalogue
 
     def fetch(n: int) -> list[SearchResult]:
@@ -110,6 +129,34 @@ async def search(runtime: RuntimeDep, request: Request, response: Response, attr
     response.headers["Server-Timing"] = timer.server_timing()
     return SearchResponse(attribute=asked.attribute, query=asked.described(), results=[
         Hit(id=h.id, score=h.score, metadata=public_metadata(h.metadata)) for h in hits])
+
+
+async def _threshold_search(runtime: Runtime, response: Response, asked: Query, threshold: Threshold,
+                            wanted: dict[str, Any] | None, timer: StageTimer) -> SearchResponse:
+    catalogue = runtime.catalogue
+
+    def run() -> tuple[list[SearchResult], bool]:
+        if asked.specs is None:
+            part = asked.parts[0]
+            return catalogue.search_range(part.vector, part.attribute, threshold.min_score, threshold.max_results,
+                                          filters=wanted, exclude=asked.exclude)
+        return grow_until_below(lambda n: catalogue.search_composed(asked.parts, n, filters=wanted, exclude=asked.exclude),
+                                threshold.min_score, threshold.max_results, len(catalogue))
+
+    with timer.stage("search"):
+        try:
+            hits, truncated = await anyio.to_thread.run_sync(run)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_filters", str(exc)) from None
+    curve = None
+    if asked.specs is None and runtime.encoder.thresholds is not None:
+        curve = runtime.encoder.thresholds.curves.get(asked.parts[0].attribute)
+    response.headers["Server-Timing"] = timer.server_timing()
+    return SearchResponse(attribute=asked.attribute, query=asked.described(), threshold=threshold.describe(),
+                          truncated=truncated, results=[
+                              Hit(id=h.id, score=h.score, metadata=public_metadata(h.metadata),
+                                  precision=None if curve is None else round(curve.precision_at(h.score), 4))
+                              for h in hits])
 
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
@@ -154,6 +201,12 @@ async def attributes(runtime: RuntimeDep) -> AttributesResponse:
         known = np.isfinite(prototypes.vectors[name]).all(axis=1)
         return [v for v, ok in zip(values, known.tolist()) if ok]
 
+    thresholds = runtime.encoder.thresholds
+
+    def levels(name: str) -> dict[str, float | None] | None:
+        return thresholds.levels(name) if thresholds is not None and name in thresholds.curves else None
+
     return AttributesResponse(attributes=[AttributeInfo(name=a.name, values=list(a.values),
-                                                        value_search=searchable(a.name, a.values))
+                                                        value_search=searchable(a.name, a.values),
+                                                        precision_scores=levels(a.name))
                                           for a in runtime.encoder.attributes])

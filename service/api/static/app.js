@@ -1,10 +1,15 @@
 // The asen-search page: search, explain and rerank through the public HTTP API (no build step).
+// Two ways to ask: one attribute (an image or an item, `attribute`), or a composed query of several
+// weighted parts (`query`: each part an attribute with an image, an item or a value).
 (() => {
   "use strict";
 
   const THUMB_SIZE = 320;         // GET /images/{id}?size=: pixels a side of a result thumbnail
   const PREVIEW_SIZE = 640;
+  const PART_THUMB_SIZE = 160;
   const EXPLAIN_PARALLEL = 2;     // explanation requests in flight at once
+  const DEBOUNCE_MS = 250;        // a composed query is sent once its parts stop changing for this long
+  const COLOUR_NAMES = ["colour", "color"];
 
   const $ = (id) => document.getElementById(id);
   const form = $("search-form");
@@ -26,10 +31,23 @@
   const statusLine = $("status");
   const legend = $("legend");
   const cardTemplate = $("card-template");
+  const partTemplate = $("part-template");
+  const singleMode = $("single-mode");
+  const composedForm = $("composed-mode");
+  const partsList = $("parts");
+  const addPartButton = $("add-part");
+  const composedTopK = $("composed-top-k");
+  const modeRadios = document.querySelectorAll("input[name='mode']");
 
   let uploaded = null;            // the chosen or dropped File, when the query is an upload
   let previewUrl = null;
   let generation = 0;             // a newer search makes older answers (and their explanations) stale
+  let inflight = null;            // AbortController of the search or rerank request in flight
+  let debounce = null;            // timer of a composed query waiting to be sent
+  let mode = "single";            // "single": one attribute; "composed": the parts below
+  let attributes = [];            // GET /attributes: [{name, values, value_search}]
+  const parts = [];               // the composed query's parts, in the order shown
+  let partSerial = 0;             // names each part's controls and its uploaded file field
   const explanations = new Map(); // "attribute|query key" -> explanation JSON
   const drawn = new WeakMap();    // frame element -> the explanation drawn on it
 
@@ -42,11 +60,12 @@
     }
   }
 
-  async function api(path, body) {
+  async function api(path, body, signal) {
     let response;
     try {
-      response = await fetch(path, body ? { method: "POST", body } : {});
+      response = await fetch(path, body ? { method: "POST", body, signal } : { signal });
     } catch (err) {
+      if (signal && signal.aborted) throw err;    // superseded by a newer request: nothing to report
       throw new ApiError(0, "network_error", `the service could not be reached (${err.message})`);
     }
     let payload = null;
@@ -61,6 +80,19 @@
       throw new ApiError(response.status, code, detail);
     }
     return payload;
+  }
+
+  // A newer request makes the one in flight stale: cancel it (and a composed query still waiting).
+  function supersede() {
+    clearTimeout(debounce);
+    debounce = null;
+    if (inflight) inflight.abort();
+    inflight = new AbortController();
+    return { mine: ++generation, signal: inflight.signal };
+  }
+
+  function human(name) {
+    return String(name).replace(/_/g, " ");
   }
 
   function imageUrl(id, size) {
@@ -137,8 +169,46 @@
     return value.toFixed(3);
   }
 
-  function renderResults(hits, reranked) {
-    const attribute = attributeSelect.value;
+  const PREDICTED = "predicted.";
+
+  // Chips of the predicted tags in an item's metadata ("predicted.<attribute>" and its
+  // ".confidence"), in the order of the attributes; none when the index has no predictions.
+  function renderTags(list, metadata, highlighted) {
+    const names = attributes.length ? attributes.map((a) => a.name)
+      : Object.keys(metadata).filter((k) => k.startsWith(PREDICTED) && !k.endsWith(".confidence"))
+        .map((k) => k.slice(PREDICTED.length));
+    const chips = [];
+    for (const name of names) {
+      const value = metadata[`${PREDICTED}${name}`];
+      if (value === undefined || value === null) continue;
+      const confidence = metadata[`${PREDICTED}${name}.confidence`];
+      const chip = document.createElement("li");
+      chip.className = "tag";
+      chip.dataset.attribute = name;
+      if (highlighted.has(name)) chip.classList.add("match");
+      const key = document.createElement("span");
+      key.className = "tag-attribute";
+      key.textContent = `${human(name)}:`;
+      const text = document.createElement("span");
+      text.className = "tag-value";
+      text.textContent = human(value);
+      chip.append(key, " ", text);
+      let title = `predicted ${human(name)}: ${value}`;
+      if (typeof confidence === "number") {
+        const percent = document.createElement("span");
+        percent.className = "tag-confidence";
+        percent.textContent = `${Math.round(confidence * 100)}%`;
+        chip.append(" ", percent);
+        title += ` (confidence ${confidence.toFixed(2)})`;
+      }
+      chip.title = title;
+      chips.push(chip);
+    }
+    list.replaceChildren(...chips);
+    list.hidden = chips.length === 0;
+  }
+
+  function renderResults(hits, reranked, highlighted = new Set([attributeSelect.value])) {
     const cards = hits.map((hit, rank) => {
       const card = cardTemplate.content.firstElementChild.cloneNode(true);
       card.dataset.id = hit.id;
@@ -154,20 +224,24 @@
       let score = `score ${formatScore(hit.score)}`;
       if (reranked) score += ` · similarity ${formatScore(hit.similarity)} · was ${hit.position + 1}.`;
       card.querySelector(".score").textContent = score;
+      renderTags(card.querySelector(".tags"), hit.metadata, highlighted);
       const list = card.querySelector("dl");
       for (const [key, value] of Object.entries(hit.metadata)) {
+        if (key.startsWith(PREDICTED)) continue;      // shown as tags
         const pair = document.createElement("div");
         const dt = document.createElement("dt");
         dt.textContent = key;
         const dd = document.createElement("dd");
         dd.textContent = Array.isArray(value) ? value.join(", ") : String(value);
-        if (key === attribute) pair.className = "match";
+        if (highlighted.has(key)) pair.className = "match";
         pair.append(dt, dd);
         list.append(pair);
       }
+      setUpCardActions(card, hit.id, rank);
       return card;
     });
     resultsList.replaceChildren(...cards);
+    resultsList.classList.toggle("tagged", cards.some((card) => !card.querySelector(".tags").hidden));
   }
 
   function timing(response) {
@@ -187,7 +261,7 @@
       showError(new ApiError(0, "", "choose an image or type a catalogue item id first"));
       return;
     }
-    const mine = ++generation;
+    const { mine, signal } = supersede();
     clearError();
     showPreview(query);
     const data = queryForm(query);
@@ -195,7 +269,7 @@
     resultsSection.setAttribute("aria-busy", "true");
     setStatus(`Searching for ${attributeSelect.value}…`);
     try {
-      const body = await timed(api("/search", data));
+      const body = await timed(api("/search", data, signal));
       if (mine !== generation) return;
       renderResults(body.results, false);
       setStatus(`${body.results.length} results for ${body.attribute}${timing(body)}.`);
@@ -223,7 +297,7 @@
       candidatesInput.focus();
       return;
     }
-    const mine = ++generation;
+    const { mine, signal } = supersede();
     clearError();
     showPreview(query);
     const data = queryForm(query);
@@ -232,7 +306,7 @@
     resultsSection.setAttribute("aria-busy", "true");
     setStatus(`Reranking ${candidates.length} ids for ${attributeSelect.value}…`);
     try {
-      const body = await timed(api("/rerank", data));
+      const body = await timed(api("/rerank", data, signal));
       if (mine !== generation) return;
       renderResults(body.results, true);
       let text = `${body.results.length} ids reranked for ${body.attribute}${timing(body)}.`;
@@ -250,6 +324,7 @@
   }
 
   function searchFromItem(id) {
+    setMode("single", { run: false });
     itemInput.value = id;
     forgetUpload();
     runSearch({ focusResults: true });
@@ -386,6 +461,492 @@
   new MutationObserver(observeFrames).observe(resultsList, { childList: true });
   observeFrames();
 
+  // -- composed queries --------------------------------------------------------------------
+  function option(value, text) {
+    const element = document.createElement("option");
+    element.value = value;
+    element.textContent = text;
+    return element;
+  }
+
+  function formatWeight(weight) {
+    return (Math.round(weight * 10) / 10).toFixed(1);
+  }
+
+  function valuesOf(name) {
+    const attribute = attributes.find((a) => a.name === name);
+    return attribute && attribute.value_search ? attribute.value_search : [];
+  }
+
+  function sourceOf(part) {
+    const checked = part.radios.find((radio) => radio.checked);
+    return checked ? checked.value : "image";
+  }
+
+  function weightOf(part) {
+    return Math.round(Number(part.weight.value) * 10) / 10;
+  }
+
+  // What a part contributes to the query, or null while its source is not set (it is left out).
+  function specOf(part) {
+    const spec = { attribute: part.attribute.value };
+    const source = sourceOf(part);
+    if (source === "image") {
+      if (!part.file) return null;
+      spec.image = part.field;
+    } else if (source === "item_id") {
+      const id = part.item.value.trim();
+      if (!id) return null;
+      spec.item_id = id;
+    } else {
+      if (!part.value.value) return null;
+      spec.value = part.value.value;
+    }
+    spec.weight = weightOf(part);
+    return spec;
+  }
+
+  function unusedAttribute() {
+    const used = new Set(parts.map((part) => part.attribute.value));
+    const free = attributes.find((a) => !used.has(a.name));
+    return (free || attributes[0]).name;
+  }
+
+  // The part an item or a file for `attribute` goes to: the part about that attribute, else the
+  // first part whose source is not set yet (it takes the attribute), else none (a new part).
+  function partFor(attribute) {
+    return parts.find((part) => part.attribute.value === attribute) || parts.find((part) => !specOf(part)) || null;
+  }
+
+  function fillValues(part) {
+    const values = valuesOf(part.attribute.value);
+    const chosen = part.value.value;
+    part.value.replaceChildren(option("", "choose a value"), ...values.map((v) => option(v, human(v))));
+    part.value.value = values.includes(chosen) ? chosen : "";
+    const radio = part.radios.find((r) => r.value === "value");
+    const none = values.length === 0;
+    radio.disabled = none;
+    part.value.disabled = none;
+    const why = part.el.querySelector(".no-values");
+    why.hidden = !none;
+    why.textContent = none ? (attributes.some((a) => valuesOf(a.name).length)
+      ? `No value of ${human(part.attribute.value)} can be searched by: the model has no prototype for any.`
+      : "Searching by value needs value prototypes, which this model's checkpoint lacks (asen prototypes adds them).")
+      : "";
+    if (none && radio.checked) setSource(part, "image");
+  }
+
+  function setSource(part, source) {
+    for (const radio of part.radios) radio.checked = radio.value === source;
+    showSource(part);
+  }
+
+  function setFile(part, file) {
+    if (part.fileUrl) URL.revokeObjectURL(part.fileUrl);
+    part.file = file;
+    part.fileUrl = file ? URL.createObjectURL(file) : null;
+    if (file && !(part.fileInput.files.length && part.fileInput.files[0] === file)) {
+      try {
+        const transfer = new DataTransfer();   // shows the file's name in the part's file input
+        transfer.items.add(file);
+        part.fileInput.files = transfer.files;
+      } catch (err) {
+        // older browsers: the input keeps its old text; the file is used all the same
+      }
+    }
+    setSource(part, "image");
+  }
+
+  // Show the chosen source's control, and what the part is taken from (or that it is left out).
+  function showSource(part) {
+    const source = sourceOf(part);
+    for (const box of part.el.querySelectorAll(".source")) box.hidden = box.dataset.source !== source;
+    const spec = specOf(part);
+    let thumb = null;
+    let caption;
+    if (source === "image") {
+      thumb = part.fileUrl;
+      caption = part.file ? `image ${part.file.name || "(unnamed)"}` : "no image chosen yet";
+    } else if (source === "item_id") {
+      const id = part.item.value.trim();
+      thumb = id ? imageUrl(id, PART_THUMB_SIZE) : null;
+      caption = id ? `catalogue item ${id}` : "no item chosen yet";
+    } else {
+      caption = part.value.value ? `the value ${human(part.value.value)}` : "no value chosen yet";
+    }
+    if (!spec) caption += ": this part is left out";
+    part.el.classList.toggle("incomplete", !spec);
+    part.caption.textContent = caption;
+    if (thumb) {
+      if (part.thumb.getAttribute("src") !== thumb) part.thumb.src = thumb;
+      part.thumb.hidden = false;
+    } else {
+      part.thumb.removeAttribute("src");
+      part.thumb.hidden = true;
+    }
+  }
+
+  function renumber() {
+    parts.forEach((part, n) => {
+      const name = human(part.attribute.value);
+      part.title.textContent = `Part ${n + 1}: ${name}`;
+      part.remove.setAttribute("aria-label", `Remove part ${n + 1} (${name})`);
+    });
+  }
+
+  function addPart(init = {}) {
+    const key = ++partSerial;
+    const el = partTemplate.content.firstElementChild.cloneNode(true);
+    for (const control of el.querySelectorAll("[data-id]")) control.id = `part${key}-${control.dataset.id}`;
+    for (const label of el.querySelectorAll("label[data-for], output[data-for]")) {
+      label.setAttribute("for", `part${key}-${label.dataset.for}`);
+    }
+    const named = (id) => el.querySelector(`[data-id='${id}']`);
+    const part = {
+      key,
+      el,
+      field: `img${key}`,            // the multipart field its uploaded image is sent as
+      title: el.querySelector(".part-title"),
+      remove: el.querySelector(".remove"),
+      attribute: named("attribute"),
+      radios: [...el.querySelectorAll("input[type='radio']")],
+      fileInput: named("file"),
+      item: named("item"),
+      value: named("value"),
+      weight: named("weight"),
+      output: el.querySelector("output"),
+      thumb: el.querySelector(".part-thumb"),
+      caption: el.querySelector(".part-caption"),
+      file: null,
+      fileUrl: null,
+    };
+    el.dataset.part = String(key);
+    for (const radio of part.radios) radio.name = `part${key}-source`;
+    part.attribute.replaceChildren(...attributes.map((a) => option(a.name, human(a.name))));
+    part.attribute.value = init.attribute || unusedAttribute();
+    fillValues(part);
+    if (init.itemId) part.item.value = init.itemId;
+    if (init.value) part.value.value = init.value;
+    if (init.weight !== undefined) part.weight.value = String(init.weight);
+    part.output.textContent = formatWeight(weightOf(part));
+    parts.push(part);
+    partsList.append(el);
+    if (init.file) setFile(part, init.file);
+    else setSource(part, init.source || "image");
+    renumber();
+
+    part.attribute.addEventListener("change", () => {
+      fillValues(part);
+      renumber();
+      showSource(part);
+      scheduleComposed();
+    });
+    for (const radio of part.radios) {
+      radio.addEventListener("change", () => {
+        showSource(part);
+        scheduleComposed();
+      });
+    }
+    part.fileInput.addEventListener("change", () => {
+      if (!part.fileInput.files.length) return;
+      setFile(part, part.fileInput.files[0]);
+      scheduleComposed();
+    });
+    part.item.addEventListener("change", () => {
+      showSource(part);
+      scheduleComposed();
+    });
+    part.value.addEventListener("change", () => {
+      showSource(part);
+      scheduleComposed();
+    });
+    part.weight.addEventListener("input", () => {
+      part.output.textContent = formatWeight(weightOf(part));
+      scheduleComposed();
+    });
+    part.thumb.addEventListener("error", () => {
+      part.thumb.hidden = true;
+    });
+    part.remove.addEventListener("click", () => {
+      const at = parts.indexOf(part);
+      removePart(part);
+      const next = parts[Math.min(at, parts.length - 1)];
+      (next ? next.remove : addPartButton).focus();
+      scheduleComposed();
+    });
+    // A file dropped on a part is that part's image (and not the one-attribute query).
+    el.addEventListener("dragover", (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      el.classList.add("dragging");
+    });
+    for (const type of ["dragleave", "dragend"]) el.addEventListener(type, () => el.classList.remove("dragging"));
+    el.addEventListener("drop", (event) => {
+      event.preventDefault();
+      event.stopPropagation();
+      el.classList.remove("dragging");
+      const files = event.dataTransfer && event.dataTransfer.files;
+      if (!files || !files.length) return;
+      setFile(part, files[0]);
+      scheduleComposed(0);
+    });
+    return part;
+  }
+
+  function removePart(part) {
+    if (part.fileUrl) URL.revokeObjectURL(part.fileUrl);
+    parts.splice(parts.indexOf(part), 1);
+    part.el.remove();
+    renumber();
+  }
+
+  // The one-attribute query, if any, becomes the first part when the builder opens empty.
+  function seedParts() {
+    const query = currentQuery();
+    const init = { attribute: attributeSelect.value || undefined };
+    if (query && query.kind === "item") Object.assign(init, { source: "item_id", itemId: query.id });
+    if (query && query.kind === "image") init.file = query.file;
+    addPart(init);
+  }
+
+  // The parts sent, in order, and the files they name; parts without a source are left out.
+  function composedQuery() {
+    const spec = [];
+    const files = [];
+    for (const part of parts) {
+      const one = specOf(part);
+      if (!one) continue;
+      spec.push(one);
+      if (one.image) files.push([part.field, part.file]);
+    }
+    return { spec, files };
+  }
+
+  function describe(spec) {
+    return spec.map((p) => `${human(p.attribute)} ${formatWeight(p.weight)}`).join(", ");
+  }
+
+  // Results follow the parts: a change waits DEBOUNCE_MS for the next one, and cancels the request
+  // in flight, so only the answer to the latest query is ever shown.
+  function scheduleComposed(delay = DEBOUNCE_MS) {
+    if (mode !== "composed") return;
+    supersede();
+    resultsSection.setAttribute("aria-busy", "true");
+    setStatus("Updating the results…");
+    debounce = setTimeout(() => runComposed(), delay);
+  }
+
+  async function runComposed({ focusResults = false } = {}) {
+    const { mine, signal } = supersede();
+    const { spec, files } = composedQuery();
+    clearError();
+    if (!spec.length) {
+      resultsList.replaceChildren();
+      resultsSection.removeAttribute("aria-busy");
+      setStatus(parts.length ? "Give a part an image, a catalogue item or a value to search."
+        : "Add an attribute to build a query.");
+      return;
+    }
+    const data = new FormData();
+    data.append("query", JSON.stringify(spec));
+    for (const [field, file] of files) data.append(field, file, file.name || field);
+    data.append("top_k", composedTopK.value || "12");
+    resultsSection.setAttribute("aria-busy", "true");
+    setStatus(`Searching for ${describe(spec)}…`);
+    try {
+      const body = await timed(api("/search", data, signal));
+      if (mine !== generation) return;
+      renderResults(body.results, false, new Set(spec.filter((p) => p.weight !== 0).map((p) => p.attribute)));
+      setStatus(`${body.results.length} results for the composed query (${describe(spec)})${timing(body)}.`);
+      if (focusResults) $("results-heading").focus();
+    } catch (err) {
+      if (mine !== generation) return;
+      resultsList.replaceChildren();
+      setStatus("No results.");
+      showError(err);
+    } finally {
+      if (mine === generation) resultsSection.removeAttribute("aria-busy");
+    }
+  }
+
+  function setMode(next, { run = true } = {}) {
+    for (const radio of modeRadios) radio.checked = radio.value === next;
+    if (next === mode) return;
+    mode = next;
+    singleMode.hidden = next !== "single";
+    composedForm.hidden = next !== "composed";
+    closeMenu();
+    if (next === "composed") {
+      clearAllOverlays();
+      if (!parts.length) seedParts();
+    }
+    if (!run) return;
+    if (next === "composed") {
+      runComposed();
+    } else if (currentQuery()) {
+      runSearch();
+    } else {
+      supersede();
+      resultsList.replaceChildren();
+      resultsSection.removeAttribute("aria-busy");
+      clearError();
+      setStatus("Choose an image or a catalogue item to search.");
+    }
+  }
+
+  // -- result card actions: "Use for…" and "Same, but not this colour" ---------------------------
+  let openMenu = null;            // {button, menu} of the "Use for…" menu shown, if any
+
+  function colourAttribute() {
+    const named = attributes.find((a) => COLOUR_NAMES.includes(a.name.toLowerCase()));
+    return named ? named.name : attributes[attributes.length - 1].name;
+  }
+
+  // The attribute searched now (the one-attribute query's, or the first part liked), unless that is
+  // the colour attribute: then the first other attribute.
+  function searchedAttribute(colour) {
+    let searched = null;
+    if (mode === "single") {
+      searched = attributeSelect.value;
+    } else {
+      const liked = parts.find((part) => specOf(part) && weightOf(part) > 0 && part.attribute.value !== colour);
+      searched = liked ? liked.attribute.value : null;
+    }
+    if (!searched || searched === colour) searched = attributes.map((a) => a.name).find((n) => n !== colour);
+    return searched;
+  }
+
+  function useItemFor(id, attribute) {
+    setMode("composed", { run: false });
+    let part = partFor(attribute);
+    if (part) {
+      part.attribute.value = attribute;
+      fillValues(part);
+      renumber();
+    } else {
+      part = addPart({ attribute });
+    }
+    part.item.value = id;
+    setSource(part, "item_id");
+    part.item.focus();
+    runComposed();
+  }
+
+  function sameButNot(id) {
+    const colour = colourAttribute();
+    const searched = searchedAttribute(colour);
+    setMode("composed", { run: false });
+    while (parts.length) removePart(parts[parts.length - 1]);
+    addPart({ attribute: searched, source: "item_id", itemId: id, weight: 1 });
+    addPart({ attribute: colour, source: "item_id", itemId: id, weight: -1 });
+    runComposed({ focusResults: true });
+  }
+
+  function closeMenu({ focus = false } = {}) {
+    if (!openMenu) return;
+    const { button, menu } = openMenu;
+    openMenu = null;
+    menu.hidden = true;
+    menu.replaceChildren();
+    button.setAttribute("aria-expanded", "false");
+    if (focus) button.focus();
+  }
+
+  function openUseMenu(button, menu, id) {
+    closeMenu();
+    const items = attributes.map((a) => {
+      const part = partFor(a.name);
+      const item = document.createElement("button");
+      item.type = "button";
+      item.setAttribute("role", "menuitem");
+      item.tabIndex = -1;
+      item.dataset.attribute = a.name;
+      item.textContent = `${human(a.name)}: ${part ? `part ${parts.indexOf(part) + 1}` : "new part"}`;
+      item.addEventListener("click", () => {
+        closeMenu();
+        useItemFor(id, a.name);
+      });
+      return item;
+    });
+    const caption = document.createElement("p");
+    caption.className = "use-caption";
+    caption.setAttribute("aria-hidden", "true");
+    caption.textContent = `Use ${id} for the attribute:`;
+    menu.setAttribute("aria-label", `Use ${id} for the attribute`);
+    menu.replaceChildren(caption, ...items);
+    menu.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    openMenu = { button, menu };
+    items[0].focus();
+  }
+
+  function menuKeys(event) {
+    if (!openMenu) return;
+    const items = [...openMenu.menu.querySelectorAll("[role='menuitem']")];
+    const at = items.indexOf(document.activeElement);
+    const go = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 }[event.key];
+    if (go !== undefined) {
+      event.preventDefault();
+      items[(go + items.length) % items.length].focus();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      closeMenu({ focus: true });
+    } else if (event.key === "Tab") {
+      closeMenu({ focus: true });
+    }
+  }
+
+  function setUpCardActions(card, id, rank) {
+    const idLabel = card.querySelector(".id");
+    idLabel.id = `result-${rank}-id`;
+    const use = card.querySelector(".use-button");
+    const menu = card.querySelector(".use-menu");
+    menu.id = `result-${rank}-use`;
+    use.setAttribute("aria-controls", menu.id);
+    use.setAttribute("aria-describedby", idLabel.id);
+    use.title = `Use ${id} as the catalogue item of a part of a composed query`;
+    use.addEventListener("click", () => {
+      if (openMenu && openMenu.menu === menu) closeMenu();
+      else openUseMenu(use, menu, id);
+    });
+    menu.addEventListener("keydown", menuKeys);
+    const notThis = card.querySelector(".not-this");
+    if (attributes.length < 2) {
+      notThis.hidden = true;
+      return;
+    }
+    const colour = colourAttribute();
+    notThis.textContent = `Same, but not this ${human(colour)}`;
+    notThis.setAttribute("aria-describedby", idLabel.id);
+    notThis.title = `Items like ${id} in the attribute searched, and unlike it in ${human(colour)}`;
+    notThis.addEventListener("click", () => sameButNot(id));
+  }
+
+  document.addEventListener("click", (event) => {
+    if (openMenu && !openMenu.menu.contains(event.target) && !openMenu.button.contains(event.target)) closeMenu();
+  });
+
+  addPartButton.addEventListener("click", () => {
+    const part = addPart();
+    part.attribute.focus();
+    scheduleComposed();
+  });
+  composedTopK.addEventListener("input", () => scheduleComposed());
+  composedForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    parts.forEach(showSource);
+    runComposed();
+  });
+  // Enter in a text or number field sends the query at once (the form has no submit button).
+  composedForm.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.target.matches("input[type='text'], input[type='number']")) {
+      event.preventDefault();
+      parts.forEach(showSource);
+      runComposed();
+    }
+  });
+  for (const radio of modeRadios) radio.addEventListener("change", () => radio.checked && setMode(radio.value));
+
   // -- choosing the query ------------------------------------------------------------------
   function useFile(file) {
     if (!file) return;
@@ -409,6 +970,12 @@
     dropZone.classList.remove("dragging");
     const files = event.dataTransfer && event.dataTransfer.files;
     if (!files || !files.length) return;
+    if (mode === "composed") {     // dropped beside the parts: the image of a part not set yet, or a new one
+      const part = parts.find((p) => !specOf(p)) || addPart();
+      setFile(part, files[0]);
+      scheduleComposed(0);
+      return;
+    }
     try {
       imageInput.files = files;     // shows the dropped file's name in the input
     } catch (err) {
@@ -440,6 +1007,7 @@
   async function loadAttributes() {
     try {
       const body = await api("/attributes");
+      attributes = body.attributes;
       const options = body.attributes.map((attribute) => {
         const option = document.createElement("option");
         option.value = attribute.name;

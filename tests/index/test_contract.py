@@ -89,6 +89,26 @@ def test_composed_search_equals_a_brute_force_weighted_sum(make: Make) -> None:
         catalogue.search_composed([Part(ATTRIBUTES[0], q[0], 1.0), Part(ATTRIBUTES[0], q[0], 0.5)], 5)
 
 
+def test_search_range_equals_a_brute_force_threshold(make: Make) -> None:
+    catalogue, vectors, ids = _filled(make)
+    query = vectors[11, 2]
+    scores = vectors[:, 2] @ query
+    ordered = np.sort(scores)[::-1]
+    threshold = float((ordered[89] + ordered[90]) / 2)       # 90 items pass: more than the first fetch of 64
+    everything = [ids[i] for i in np.argsort(-scores, kind="stable") if scores[i] >= threshold]
+    hits, truncated = catalogue.search_range(query, ATTRIBUTES[2], threshold, 500)
+    assert [h.id for h in hits] == everything and not truncated
+    hits, truncated = catalogue.search_range(query, ATTRIBUTES[2], threshold, 30)
+    assert [h.id for h in hits] == everything[:30] and truncated
+    wanted = [i for i in everything if ids.index(i) % 3 == 0 and i != "item-0"]
+    hits, _ = catalogue.search_range(query, ATTRIBUTES[2], threshold, 500, filters={"category": "shirt"},
+                                     exclude=["item-0"])
+    assert [h.id for h in hits] == wanted
+    assert catalogue.search_range(query, ATTRIBUTES[2], 1.0, 5)[0] == [] or ordered[0] >= 1.0
+    with pytest.raises(ValueError, match="min_score"):
+        catalogue.search_range(query, ATTRIBUTES[2], 1.5, 5)
+
+
 def test_batch_queries_give_one_list_per_query(make: Make) -> None:
     catalogue, vectors, ids = _filled(make, 100)
     queries = vectors[:3, 1]

@@ -25,7 +25,7 @@ IMAGE = "images/test/00005.jpg"
 
 @pytest.fixture
 def tagging_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path) -> Iterator[TestClient]:
-    index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
+    index = Path(shutil.copytree(tagged_index, tmp_path / "tagged-index"))
     with TestClient(create_app(Settings(checkpoint=tagging_checkpoint, index=index))) as client:
         yield client
 

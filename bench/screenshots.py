@@ -1,5 +1,7 @@
-"""Screenshots of the web page for the docs: a results grid (desktop), the explanation overlay, and a
-phone-sized view, taken with headless Chromium (Debian's `chromium`) driven by Playwright.
+"""Screenshots of the web page for the docs: a results grid (desktop), the explanation overlay, a
+phone-sized view and a composed query (several attributes; needs a checkpoint with value prototypes
+and an index built with it, whose items carry predicted tags), taken with headless Chromium (Debian's
+`chromium`) driven by Playwright.
 
     .venv/bin/python -m bench.screenshots --checkpoint runs/default/best.pt --index runs/demo_index \\
         --query data/demo/images/test/00042.jpg
@@ -8,7 +10,9 @@ phone-sized view, taken with headless Chromium (Debian's `chromium`) driven by P
 Run as a module from the repository root (`-m`): it shares the tests' Chromium launcher
 (tests/service/browser.py), which the repository root on sys.path makes importable.
 
-Writes docs/page-results.png, docs/page-explain.png and docs/page-mobile.png (--out to change).
+Writes docs/page-results.png, docs/page-explain.png, docs/page-mobile.png and docs/page-composed.png
+(--out to change). The composed query: --explain-attribute taken from the query image, and
+--attribute set to the value --value.
 Without --url it serves the checkpoint and index itself (`asen serve` in a subprocess).
 """
 from __future__ import annotations
@@ -63,11 +67,46 @@ def serving(checkpoint: Path, index: Path) -> Iterator[str]:
 def wait_for_results(page, attribute: str) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function("a => document.getElementById('status').textContent.includes('results for ' + a)",
                            arg=attribute)
-    page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)")
+    wait_for_images(page)
     page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
 
 
-def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: int, out: Path) -> None:
+def wait_for_images(page) -> None:  # type: ignore[no-untyped-def]
+    """Until every image in sight has loaded (results below the fold load lazily, when scrolled to)."""
+    page.wait_for_function("() => [...document.querySelectorAll('#results img, #parts img')]"
+                           ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)")
+
+
+def wait_for_composed(page) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('results for the composed')")
+    wait_for_images(page)
+
+
+def shoot_composed(browser, url: str, query: Path, image_attribute: str, value_attribute: str,  # type: ignore[no-untyped-def]
+                   value: str, top_k: int, out: Path) -> None:
+    """Two parts: `image_attribute` from the query image, `value_attribute` from `value`."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1080}, device_scale_factor=1)
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']")
+    page.click("label[for='mode-composed']")
+    page.fill("#composed-top-k", str(top_k))
+    first = page.locator("#parts > li").first
+    first.locator("select[data-id='attribute']").select_option(image_attribute)
+    first.locator("input[type='file']").set_input_files(str(query))
+    page.click("#add-part")
+    second = page.locator("#parts > li").nth(1)
+    second.locator("select[data-id='attribute']").select_option(value_attribute)
+    second.locator("input[type='radio'][value='value']").check()
+    second.locator("select[data-id='value']").select_option(value)
+    page.evaluate("() => { window.scrollTo(0, 0); document.activeElement && document.activeElement.blur(); }")
+    wait_for_composed(page)
+    page.screenshot(path=out / "page-composed.png")
+
+
+def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: int, out: Path,
+          value: str) -> None:
     from playwright.sync_api import expect
 
     with chromium() as browser:
@@ -98,7 +137,10 @@ def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: 
         wait_for_results(phone, attribute)
         phone.locator("#query-preview").evaluate(  # the query, then the first results
             "el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 16)")
+        wait_for_images(phone)
         phone.screenshot(path=out / "page-mobile.png")
+
+        shoot_composed(browser, url, query, explain_attribute, attribute, value, top_k, out)
 
 
 def main() -> None:
@@ -109,6 +151,7 @@ def main() -> None:
     parser.add_argument("--query", type=Path, required=True, help="the query image to upload")
     parser.add_argument("--attribute", default="colour", help="attribute of the results screenshot")
     parser.add_argument("--explain-attribute", default="neckline", help="attribute of the explanation screenshot")
+    parser.add_argument("--value", default="blue", help="value of --attribute in the composed query")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
@@ -116,13 +159,14 @@ def main() -> None:
         raise SystemExit(why)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.url:
-        shoot(args.url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out)
+        shoot(args.url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value)
         return
     if args.checkpoint is None or args.index is None:
         parser.error("give --url, or --checkpoint and --index")
     with serving(args.checkpoint, args.index) as url:
-        shoot(url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out)
-    print(f"wrote {', '.join(str(args.out / n) for n in ('page-results.png', 'page-explain.png', 'page-mobile.png'))}")
+        shoot(url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value)
+    names = ("page-results.png", "page-explain.png", "page-mobile.png", "page-composed.png")
+    print(f"wrote {', '.join(str(args.out / n) for n in names)}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Headless Chromium for the browser tests and `bench/screenshots.py`: Debian's `chromium` package
-driven by Playwright for Python (whose wheel carries the driver; no browser is ever downloaded)."""
+driven by Playwright for Python (whose wheel carries the driver; no browser is ever downloaded), and
+helpers for reading the page."""
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, ConsoleMessage, Page
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google services, and a closed
@@ -41,3 +43,67 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+class Console:
+    """Errors the page reported: console.error messages and uncaught exceptions."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("console", self._message)
+        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def unexpected(self) -> list[str]:
+        """Errors other than Chromium's own line for an HTTP error answer (which the page shows)."""
+        return [e for e in self.errors if not e.startswith("Failed to load resource: the server responded")]
+
+
+def result_ids(page: Page) -> list[str]:
+    """The ids of the result cards, in the order shown."""
+    return page.locator("#results > li").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+
+def wait_status(page: Page, text: str) -> None:
+    """Until the request started last has been answered and the status line says `text`."""
+    page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
+    page.wait_for_function("text => document.getElementById('status').textContent.includes(text)", arg=text)
+
+
+# Chromium does not hand Playwright the body of a multipart request that carries a file, so the page's
+# own fetch is wrapped: every POST /search it sends is recorded, text fields by value, files by name.
+RECORD_SEARCHES = """(() => {
+  const sent = window.__searches = [];
+  const fetch = window.fetch;
+  window.fetch = function (input, init) {
+    const body = init && init.body;
+    if (body instanceof FormData && String(input).endsWith("/search")) {
+      const fields = {};
+      const files = {};
+      for (const [name, value] of body.entries()) {
+        if (value instanceof File) files[name] = value.name;
+        else fields[name] = value;
+      }
+      sent.push({ fields, files });
+    }
+    return fetch.apply(this, arguments);
+  };
+})();"""
+
+
+def record_searches(page: Page) -> None:
+    """Record every POST /search the page sends from now on (install before `page.goto`)."""
+    page.add_init_script(RECORD_SEARCHES)
+
+
+def sent_searches(page: Page) -> list[dict[str, dict[str, str]]]:
+    """The searches the page sent, in order: {"fields": {name: text}, "files": {name: file name}}."""
+    return page.evaluate("() => window.__searches")
+
+
+def sent_queries(page: Page) -> list[list[dict[str, Any]]]:
+    """The composed queries (the `query` fields' JSON) of the searches the page sent, in order."""
+    return [json.loads(s["fields"]["query"]) for s in sent_searches(page) if "query" in s["fields"]]

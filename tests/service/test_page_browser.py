@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.service.browser import browser_missing, chromium
+from tests.service.browser import Console, browser_missing, chromium, result_ids, wait_status
 from tests.service.serving import served
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page
+    from playwright.sync_api import Browser, Page
 
 TIMEOUT_MS = 20_000
 QUERY_FID = 21
@@ -38,23 +38,6 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-class Console:
-    """Errors the page reported: console.error messages and uncaught exceptions."""
-
-    def __init__(self, page: Page) -> None:
-        self.errors: list[str] = []
-        page.on("console", self._message)
-        page.on("pageerror", lambda exc: self.errors.append(f"uncaught: {exc}"))
-
-    def _message(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-    def unexpected(self) -> list[str]:
-        """Errors other than Chromium's own line for an HTTP error answer (which the page shows)."""
-        return [e for e in self.errors if not e.startswith("Failed to load resource: the server responded")]
-
-
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -67,21 +50,11 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
     context.close()
 
 
-def _ids(page: Page) -> list[str]:
-    return page.locator("#results > li").evaluate_all("cards => cards.map(c => c.dataset.id)")
-
-
 def _api_ids(server: str, path: str, image: Path | None = None, **data: object) -> list[str]:
     files = {"image": (image.name, image.read_bytes())} if image is not None else None
     response = httpx.post(f"{server}{path}", data=data, files=files, timeout=30)  # type: ignore[arg-type]
     assert response.status_code == 200, response.text
     return [hit["id"] for hit in response.json()["results"]]
-
-
-def _wait_status(page: Page, text: str) -> None:
-    """Until the request started last has been answered and the status line says `text`."""
-    page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
-    page.wait_for_function("text => document.getElementById('status').textContent.includes(text)", arg=text)
 
 
 def test_upload_finds_itself_switch_attribute_and_explain(page: Page, server: str, demo_dataset: Path) -> None:
@@ -90,18 +63,18 @@ def test_upload_finds_itself_switch_attribute_and_explain(page: Page, server: st
     first_attribute = page.locator("#attribute-select").input_value()
     query = demo_dataset / "images" / "test" / f"{QUERY_FID:05d}.jpg"
     page.set_input_files("#image-input", str(query))
-    _wait_status(page, f"results for {first_attribute}")
+    wait_status(page, f"results for {first_attribute}")
     cards = page.locator("#results > li")
     expect(cards).to_have_count(12)
-    assert _ids(page)[0] == f"test-{QUERY_FID:05d}"
+    assert result_ids(page)[0] == f"test-{QUERY_FID:05d}"
     expect(cards.first.locator("img")).to_have_js_property("complete", True)
     assert cards.first.locator("img").evaluate("img => img.naturalWidth") > 0  # the thumbnail endpoint answered
-    before = _ids(page)
+    before = result_ids(page)
 
     other = page.locator("#attribute-select option").nth(2).get_attribute("value")
     page.select_option("#attribute-select", other)
-    _wait_status(page, f"results for {other}")
-    after = _ids(page)
+    wait_status(page, f"results for {other}")
+    after = result_ids(page)
     assert after != before and after[0] == f"test-{QUERY_FID:05d}"
     assert after == _api_ids(server, "/search", query, attribute=other, top_k=12)
 
@@ -122,24 +95,24 @@ def test_click_a_result_then_rerank(page: Page, server: str) -> None:
 
     page.fill("#item-input", "test-00005")
     page.click("#search-button")
-    _wait_status(page, "results for")
-    second = _ids(page)[1]
+    wait_status(page, "results for")
+    second = result_ids(page)[1]
     page.locator("#results > li").nth(1).locator("button.pick").click()
-    _wait_status(page, "results for")
+    wait_status(page, "results for")
     expect(page.locator("#item-input")).to_have_value(second)
     expect(page.locator("#query-caption")).to_contain_text(second)
-    assert second not in _ids(page)  # a query by item never returns that item
+    assert second not in result_ids(page)  # a query by item never returns that item
     attribute = page.locator("#attribute-select").input_value()
-    assert _ids(page) == _api_ids(server, "/search", attribute=attribute, item_id=second, top_k=12)
+    assert result_ids(page) == _api_ids(server, "/search", attribute=attribute, item_id=second, top_k=12)
 
     page.click("#rerank summary")
     page.fill("#candidates-input", "test-00040, test-00003\ntest-00117 sku-404 test-00003")
     page.click("#rerank-button")
-    _wait_status(page, "reranked")
+    wait_status(page, "reranked")
     expect(page.locator("#status")).to_contain_text("sku-404")
     expected = _api_ids(server, "/rerank", attribute=attribute, item_id=second,
                         candidates=["test-00040", "test-00003", "test-00117", "sku-404", "test-00003"])
-    assert _ids(page) == expected and len(expected) == 3
+    assert result_ids(page) == expected and len(expected) == 3
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
@@ -180,8 +153,8 @@ def test_keyboard_labels_and_a_phone_screen(page: Page) -> None:
     page.focus("#item-input")
     page.keyboard.type("test-00012")
     page.keyboard.press("Enter")
-    _wait_status(page, "results for")
-    first = _ids(page)[0]
+    wait_status(page, "results for")
+    first = result_ids(page)[0]
     pick = page.locator("#results > li").first.locator("button.pick")
     for _ in range(40):  # Tab through the page until the first result has the focus
         page.keyboard.press("Tab")
@@ -207,8 +180,37 @@ def test_drop_an_image_on_the_page(page: Page) -> None:
         document.querySelector('main').dispatchEvent(
             new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
     }""")
-    _wait_status(page, "results for")
-    assert _ids(page)[0] == "test-00033"
+    wait_status(page, "results for")
+    assert result_ids(page)[0] == "test-00033"
     expect(page.locator("#query-caption")).to_contain_text("dropped.jpg")
     assert page.locator("#image-input").evaluate("input => input.files[0].name") == "dropped.jpg"
+    assert page.console.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_builder_without_value_prototypes(page: Page, server: str) -> None:
+    """This checkpoint has no value prototypes: a part cannot search by value (the page says why),
+    and the cards show no predicted tags; the one-attribute query becomes the builder's first part."""
+    from playwright.sync_api import expect
+
+    assert all(a["value_search"] == [] for a in httpx.get(f"{server}/attributes").json()["attributes"])
+    attribute = page.locator("#attribute-select").input_value()
+    page.fill("#item-input", "test-00005")
+    page.click("#search-button")
+    wait_status(page, f"results for {attribute}")
+    expect(page.locator("#results .tags > li")).to_have_count(0)
+    expect(page.locator("#results .tags").first).to_be_hidden()
+
+    page.click("label[for='mode-composed']")
+    part = page.locator("#parts > li").first
+    expect(part.locator("input[data-id='item']")).to_have_value("test-00005")
+    expect(part.locator("input[type='radio'][value='value']")).to_be_disabled()
+    expect(part.locator(".no-values")).to_be_visible()
+    expect(part.locator(".no-values")).to_contain_text("needs value prototypes")
+    wait_status(page, f"results for the composed query ({attribute.replace('_', ' ')} 1.0)")
+    single = _api_ids(server, "/search", attribute=attribute, item_id="test-00005", top_k=12)
+    assert result_ids(page) == single  # one part of weight 1 ranks as the one-attribute query
+
+    page.click("label[for='mode-single']")
+    wait_status(page, f"results for {attribute}")
+    assert result_ids(page) == single
     assert page.console.errors == []  # type: ignore[attr-defined]

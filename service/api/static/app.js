@@ -852,16 +852,23 @@
     if (focus) button.focus();
   }
 
+  // Which part an item chosen for `attribute` goes to, as the menu says it: the builder opens with
+  // the one-attribute query as its part 1 (an empty part when there is none).
+  function partLabel(attribute) {
+    if (!parts.length) return attribute === attributeSelect.value || !currentQuery() ? "part 1" : "new part";
+    const part = partFor(attribute);
+    return part ? `part ${parts.indexOf(part) + 1}` : "new part";
+  }
+
   function openUseMenu(button, menu, id) {
     closeMenu();
     const items = attributes.map((a) => {
-      const part = partFor(a.name);
       const item = document.createElement("button");
       item.type = "button";
       item.setAttribute("role", "menuitem");
       item.tabIndex = -1;
       item.dataset.attribute = a.name;
-      item.textContent = `${human(a.name)}: ${part ? `part ${parts.indexOf(part) + 1}` : "new part"}`;
+      item.textContent = `${human(a.name)}: ${partLabel(a.name)}`;
       item.addEventListener("click", () => {
         closeMenu();
         useItemFor(id, a.name);

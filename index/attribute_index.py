@@ -36,6 +36,7 @@ SUBSET_BLOCK = 131_072    # stored vectors decoded at a time by an exact search 
 SCAN_QUERY_CHUNK = 64     # queries per pass of a Flat scan over the vectors
 SCAN_ROW_BLOCK = 65_536   # stored vectors per matrix product: a [64, 65536] float32 score block (16 MiB)
 RANGE_EF_FACTOR = 2       # HNSW threshold searches: efSearch >= 2 x the results asked for (docs/protection.md)
+RANGE_SCAN_MAX = 2_000_000   # approximate indexes up to this size answer threshold searches by an exact scan
 _SELECT_POOL = ThreadPoolExecutor(2, thread_name_prefix="asen-topk")  # top-k selection of a batch's rows
 
 
@@ -326,12 +327,25 @@ class AttributeIndex:
         return scores, keys
 
     def search_range(self, query: np.ndarray, min_score: float, max_results: int, allowed: np.ndarray | None = None,
-                     excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+                     excluded: np.ndarray | None = None,
+                     universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
         """Every stored vector scoring at least ``min_score`` with ``query`` ``[dim]``, best first (ties
         by key), at most ``max_results``: scores ``[m]``, keys ``[m]``, and whether the cap cut the list.
 
-        Exact Flat: FAISS's range search (filters and exclusions as an IDSelector). Approximate kinds:
-        top-k searches of growing k (index/threshold.py), HNSW's efSearch raised to RANGE_EF_FACTOR x k."""
+        Exact Flat: FAISS's range search (filters and exclusions as an IDSelector). Approximate kinds
+        holding at most RANGE_SCAN_MAX items: exact too, a scan of their decoded stored vectors (the
+        live keys are ``universe``): a threshold search is about not missing anything, and graph or
+        list searches do miss (measured: docs/protection.md). Larger ones: top-k searches of growing k
+        (index/threshold.py), HNSW's efSearch raised to RANGE_EF_FACTOR x k."""
+        blocked = self._tombstones if excluded is None else np.union1d(self._tombstones, excluded)
+        if not self.exact and universe is not None and len(universe) <= RANGE_SCAN_MAX:
+            keys = universe if allowed is None else allowed
+            keys = np.setdiff1d(keys, blocked) if len(blocked) else keys
+            scores = self.score_keys(np.ascontiguousarray(query, dtype=np.float32), keys)
+            keep = np.flatnonzero(scores >= np.float32(min_score))
+            scores, keys = scores[keep], keys[keep]
+            order = np.lexsort((keys, -scores))
+            return scores[order][:max_results], keys[order][:max_results], len(order) > max_results
         if not self.exact:
             def fetch(k: int) -> list[SearchResult]:
                 scores, keys = self.search(query[None], k, allowed, excluded, ef=RANGE_EF_FACTOR * k)
@@ -340,7 +354,6 @@ class AttributeIndex:
             hits, truncated = grow_until_below(fetch, min_score, max_results, len(self))
             return (np.array([h.score for h in hits], dtype=np.float32), np.array([int(h.id) for h in hits], np.int64),
                     truncated)
-        blocked = self._tombstones if excluded is None else np.union1d(self._tombstones, excluded)
         selector: faiss.IDSelector | None = None
         if allowed is not None:
             allowed = np.setdiff1d(allowed, blocked) if len(blocked) else allowed

@@ -390,7 +390,8 @@ class CatalogueIndex:
                      exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
         """Every item scoring at least ``min_score`` with ``query`` ``[dim]`` under ``attribute``, best
         first, at most ``max_results``, and whether that cap cut the list. Exact on a Flat index
-        (FAISS range search); growing top-k searches on approximate ones (index/threshold.py)."""
+        (FAISS range search) and on approximate ones of at most RANGE_SCAN_MAX items (a scan of their
+        stored vectors); growing top-k searches beyond (index/attribute_index.py, index/threshold.py)."""
         batch, single = check_queries(query, self.dim)
         if not single:
             raise ValueError(f"search_range takes one query of shape [{self.dim}]")
@@ -403,8 +404,9 @@ class CatalogueIndex:
             allowed = self._metadata.match(filters) if filters else None
             if not len(self._ids) or (allowed is not None and not len(allowed)):
                 return [], False
+            universe = None if index.exact else self._ids.all_keys()
             scores, keys, truncated = index.search_range(batch[0], float(min_score), max_results, allowed,
-                                                         self._ids.keys_of(exclude))
+                                                         self._ids.keys_of(exclude), universe)
             return self._results(scores, keys), truncated
 
     def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,

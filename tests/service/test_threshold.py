@@ -138,8 +138,13 @@ def test_min_precision_needs_curves_and_one_attribute(client: TestClient, taggin
         assert answer.status_code == 422 and answer.json()["error"] == "precision_unreachable"
 
 
-def test_search_range_on_approximate_indexes_finds_the_exact_set(tagged_index: Path) -> None:
-    """HNSW through growing top-k searches: the same items as exact on this catalogue."""
+@pytest.mark.parametrize("scan", [True, False])
+def test_search_range_on_approximate_indexes_finds_the_exact_set(tagged_index: Path, scan: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """HNSW by a scan of its stored vectors, or (beyond RANGE_SCAN_MAX) growing top-k searches: the
+    same items as exact on this catalogue."""
+    if not scan:
+        monkeypatch.setattr("asen_search.index.attribute_index.RANGE_SCAN_MAX", 0)
     flat = CatalogueIndex.load(tagged_index)
     ids, vectors, metas = [], [], []
     for chunk in flat.iter_items():

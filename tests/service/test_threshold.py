@@ -257,3 +257,24 @@ def test_the_scan_report_opens_in_a_browser_and_shows_every_match(tmp_path: Path
         assert page.locator("section.design .warn").filter(has_text="unreadable").count() == 1   # missing.jpg
         assert errors == []
         page.close()
+
+
+@pytest.mark.slow    # Milvus Lite, a copy of the catalogue and two scans: about half a minute
+def test_scan_reads_a_milvus_catalogue_the_same_way(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path,
+                                                    demo_dataset: Path) -> None:
+    """The same designs against the same items copied into Milvus Lite: the same matches."""
+    location = f"milvus-lite:{tmp_path}/c.db#scan"
+    assert main(["index", "copy", "--from", str(tagged_index), "--to", location]) == 0
+    designs = tmp_path / "designs"
+    designs.mkdir()
+    for n, name in enumerate(DESIGNS[:2]):
+        shutil.copy(demo_dataset / name, designs / f"design{n}.jpg")
+    outputs = []
+    for index, out in ((str(tagged_index), tmp_path / "faiss"), (location, tmp_path / "milvus")):
+        assert _scan(["--checkpoint", str(tagging_checkpoint), "--index", index, "--designs", str(designs),
+                      "--attribute", "colour", "--min-score", "0.6", "--max-results", "80", "--out", str(out),
+                      "--runtime", "torch"]) == 0
+        rows = list(csv.DictReader((out / "matches.csv").open()))
+        outputs.append([(r["design"], r["item_id"], round(float(r["score"]), 4)) for r in rows])
+        assert len(list((out / ".scan" / "img").glob("*-why.jpg"))) == 2 + len(rows), "every match has its pictures"
+    assert outputs[0] == outputs[1] and outputs[0]

@@ -1,19 +1,35 @@
-"""Screenshots of the web page for the docs: a results grid (desktop), the explanation overlay, a
-phone-sized view and a composed query (several attributes; needs a checkpoint with value prototypes
-and an index built with it, whose items carry predicted tags), taken with headless Chromium (Debian's
-`chromium`) driven by Playwright.
+"""Screenshots for the docs, taken with headless Chromium (Debian's `chromium`) driven by Playwright:
+of the web page (a results grid on a desktop, the explanation overlay, a phone-sized view, a composed
+query of several attributes, and a threshold search by calibrated precision), and of the static
+report of `asen scan`.
 
     .venv/bin/python -m bench.screenshots --checkpoint runs/default/best.pt --index runs/demo_index \\
         --query data/demo/images/test/00042.jpg
     .venv/bin/python -m bench.screenshots --url http://127.0.0.1:8765 --query photo.jpg   # a server already running
+    .venv/bin/python -m bench.screenshots --scan-report scan-out/report.html              # a scan's report only
 
 Run as a module from the repository root (`-m`): it shares the tests' Chromium launcher
 (tests/service/browser.py), which the repository root on sys.path makes importable.
 
-Writes docs/page-results.png, docs/page-explain.png, docs/page-mobile.png and docs/page-composed.png
-(--out to change). The composed query: --explain-attribute taken from the query image, and
---attribute set to the value --value.
-Without --url it serves the checkpoint and index itself (`asen serve` in a subprocess).
+Writes docs/page-results.png, docs/page-explain.png, docs/page-mobile.png, docs/page-composed.png and
+docs/page-threshold.png (--out to change); with --scan-report, docs/scan-report.png too (the top of the
+report, 1280 px wide). The composed query: --explain-attribute taken from the query image, and
+--attribute set to the value --value (needs a checkpoint with value prototypes and an index built with
+it, whose items carry predicted tags). The threshold search: --threshold-attribute of the query image at
+precision --min-precision or better (needs precision curves: a checkpoint from `asen train`, or `asen eval`
+beside it). Without --url it serves the checkpoint and index itself (`asen serve` in a subprocess).
+
+The README's pictures and docs/scan-report.png: MODEL is the demo model's best.pt (with its precision
+curves, inside it or beside it from `asen eval`), INDEX its index of the demo test split, served from a
+copy so that nothing is written to it, DATA the demo dataset (data/demo):
+
+    cp -a $INDEX /tmp/shots-index
+    .venv/bin/python -m bench.screenshots --checkpoint $MODEL --index /tmp/shots-index \\
+        --query $DATA/images/test/00041.jpg
+    mkdir -p /tmp/designs && cp $DATA/images/test/00003.jpg $DATA/images/test/00010.jpg /tmp/designs/
+    .venv/bin/asen scan --checkpoint $MODEL --index /tmp/shots-index --designs /tmp/designs \\
+        --attribute neckline --min-precision 0.99 --max-results 12 --out /tmp/scan --runtime openvino
+    .venv/bin/python -m bench.screenshots --scan-report /tmp/scan/report.html
 """
 from __future__ import annotations
 
@@ -105,8 +121,43 @@ def shoot_composed(browser, url: str, query: Path, image_attribute: str, value_a
     page.screenshot(path=out / "page-composed.png")
 
 
+def shoot_threshold(browser, url: str, query: Path, attribute: str, min_precision: float,  # type: ignore[no-untyped-def]
+                    out: Path) -> None:
+    """Every item of `attribute` like the query image at precision `min_precision` or better."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']")
+    page.select_option("#attribute-select", attribute)
+    page.click("label[for='single-kind-threshold']")
+    if page.locator("#single-by-precision").is_disabled():
+        raise SystemExit(f"no precision curve for {attribute}: {page.text_content('#single-limit .no-precision')}")
+    page.click("label[for='single-by-precision']")
+    page.fill("#single-min-precision", f"{min_precision:.2f}")
+    page.set_input_files("#image-input", str(query))
+    page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
+    page.wait_for_function("() => / at precision /.test(document.getElementById('status').textContent)"
+                           " || !document.getElementById('error').hidden")
+    if page.locator("#error").is_visible():
+        raise SystemExit(f"the threshold search failed: {page.text_content('#error')}")
+    page.evaluate("() => { window.scrollTo(0, 0); document.activeElement && document.activeElement.blur(); }")
+    wait_for_images(page)
+    page.screenshot(path=out / "page-threshold.png")
+
+
+def shoot_scan_report(browser, report: Path, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """The top of `asen scan`'s report.html, as a browser opens it from the disk."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, device_scale_factor=1)
+    page.set_default_timeout(60_000)
+    page.goto(report.resolve().as_uri())
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => [...document.images]"
+                           ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)")
+    page.screenshot(path=out / "scan-report.png")
+
+
 def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: int, out: Path,
-          value: str) -> None:
+          value: str, threshold_attribute: str, min_precision: float) -> None:
     from playwright.sync_api import expect
 
     with chromium() as browser:
@@ -141,6 +192,7 @@ def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: 
         phone.screenshot(path=out / "page-mobile.png")
 
         shoot_composed(browser, url, query, explain_attribute, attribute, value, top_k, out)
+        shoot_threshold(browser, url, query, threshold_attribute, min_precision, out)
 
 
 def main() -> None:
@@ -148,24 +200,40 @@ def main() -> None:
     parser.add_argument("--url", help="a running service; else --checkpoint and --index are served")
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--index", type=Path)
-    parser.add_argument("--query", type=Path, required=True, help="the query image to upload")
+    parser.add_argument("--query", type=Path, help="the query image to upload (the page's screenshots)")
     parser.add_argument("--attribute", default="colour", help="attribute of the results screenshot")
     parser.add_argument("--explain-attribute", default="neckline", help="attribute of the explanation screenshot")
     parser.add_argument("--value", default="blue", help="value of --attribute in the composed query")
     parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--threshold-attribute", default="colour", help="attribute of the threshold screenshot")
+    parser.add_argument("--min-precision", type=float, default=0.99, help="precision of the threshold screenshot")
+    parser.add_argument("--scan-report", type=Path, help="report.html of `asen scan`: screenshot it too "
+                        "(alone, without --query)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     if (why := browser_missing()) is not None:
         raise SystemExit(why)
+    if args.query is None and args.scan_report is None:
+        parser.error("give --query (the page), --scan-report (a scan's report), or both")
+    if args.scan_report is not None and not args.scan_report.is_file():
+        parser.error(f"no such report: {args.scan_report}")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.url:
-        shoot(args.url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value)
-        return
-    if args.checkpoint is None or args.index is None:
-        parser.error("give --url, or --checkpoint and --index")
-    with serving(args.checkpoint, args.index) as url:
-        shoot(url, args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value)
-    names = ("page-results.png", "page-explain.png", "page-mobile.png", "page-composed.png")
+    names = []
+    if args.scan_report is not None:
+        with chromium() as browser:
+            shoot_scan_report(browser, args.scan_report, args.out)
+        names.append("scan-report.png")
+    if args.query is not None:
+        page_args = (args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value,
+                     args.threshold_attribute, args.min_precision)
+        if args.url:
+            shoot(args.url, *page_args)
+        elif args.checkpoint is None or args.index is None:
+            parser.error("give --url, or --checkpoint and --index")
+        else:
+            with serving(args.checkpoint, args.index) as url:
+                shoot(url, *page_args)
+        names += ["page-results.png", "page-explain.png", "page-mobile.png", "page-composed.png", "page-threshold.png"]
     print(f"wrote {', '.join(str(args.out / n) for n in names)}")
 
 

@@ -4,8 +4,9 @@ helpers for reading the page."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,3 +108,24 @@ def sent_searches(page: Page) -> list[dict[str, dict[str, str]]]:
 def sent_queries(page: Page) -> list[list[dict[str, Any]]]:
     """The composed queries (the `query` fields' JSON) of the searches the page sent, in order."""
     return [json.loads(s["fields"]["query"]) for s in sent_searches(page) if "query" in s["fields"]]
+
+
+def js_fixed(value: float, digits: int) -> str:
+    """JavaScript's `value.toFixed(digits)`: the exact binary value rounded half away from zero."""
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def threshold_status(body: Mapping[str, Any], what: str) -> str:
+    """The page's status line for a threshold answer of `POST /search` (without its timing): how many
+    items pass, or that `max_results` cut the list; `what` is e.g. "for neckline"."""
+    threshold = body["threshold"]
+    if threshold["min_precision"] is None:
+        at = f"score ≥ {js_fixed(threshold['min_score'], 2)}"
+    else:
+        at = f"precision ≥ {js_fixed(threshold['min_precision'], 2)} (score ≥ {js_fixed(threshold['min_score'], 4)})"
+    n = len(body["results"])
+    if body["truncated"]:
+        return f"{n} shown, more pass (truncated): {at} {what}"
+    if n == 0:
+        return f"No items at {at} {what}"
+    return f"{n} {'item' if n == 1 else 'items'} at {at} {what}"

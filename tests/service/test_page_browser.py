@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.service.browser import Console, browser_missing, chromium, result_ids, wait_status
+from tests.service.browser import Console, browser_missing, chromium, result_ids, threshold_status, wait_status
 from tests.service.serving import served
 
 if TYPE_CHECKING:
@@ -213,4 +213,34 @@ def test_the_builder_without_value_prototypes(page: Page, server: str) -> None:
     page.click("label[for='mode-single']")
     wait_status(page, f"results for {attribute}")
     assert result_ids(page) == single
+    assert page.console.errors == []  # type: ignore[attr-defined]
+
+
+def test_threshold_without_precision_curves(page: Page, server: str) -> None:
+    """This checkpoint has no precision curves: a threshold is a minimum score only (the page says why),
+    and the cards show no precision."""
+    from playwright.sync_api import expect
+
+    assert all(a["precision_scores"] is None for a in httpx.get(f"{server}/attributes").json()["attributes"])
+    attribute = page.locator("#attribute-select").input_value()
+    page.fill("#item-input", "test-00005")
+    page.click("#search-button")
+    wait_status(page, f"results for {attribute}")
+    page.click("label[for='single-kind-threshold']")
+    expect(page.locator("#single-by-precision")).to_be_disabled()
+    expect(page.locator("#single-by-score")).to_be_checked()
+    why = page.locator("#single-limit .no-precision")
+    expect(why).to_be_visible()
+    expect(why).to_contain_text("needs precision curves")
+    expect(page.locator("#single-limit .scale")).to_be_hidden()
+
+    page.fill("#single-min-score", "0.9")
+    response = httpx.post(f"{server}/search", data={"attribute": attribute, "item_id": "test-00005",
+                                                    "min_score": "0.9", "max_results": "100"}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    wait_status(page, threshold_status(body, f"for {attribute}"))
+    assert result_ids(page) == [hit["id"] for hit in body["results"]]
+    assert all(hit["precision"] is None for hit in body["results"])
+    expect(page.locator("#results .precision")).to_have_count(0)
     assert page.console.errors == []  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
 // The asen-search page: search, explain and rerank through the public HTTP API (no build step).
 // Two ways to ask: one attribute (an image or an item, `attribute`), or a composed query of several
-// weighted parts (`query`: each part an attribute with an image, an item or a value).
+// weighted parts (`query`: each part an attribute with an image, an item or a value). Either returns
+// the best k items, or every item at or above a threshold (`min_score`, or for one attribute
+// `min_precision` through its precision curve), at most `max_results`.
 (() => {
   "use strict";
 
@@ -8,7 +10,7 @@
   const PREVIEW_SIZE = 640;
   const PART_THUMB_SIZE = 160;
   const EXPLAIN_PARALLEL = 2;     // explanation requests in flight at once
-  const DEBOUNCE_MS = 250;        // a composed query is sent once its parts stop changing for this long
+  const DEBOUNCE_MS = 250;        // a composed query or a threshold is sent once it stops changing for this long
   const COLOUR_NAMES = ["colour", "color"];
 
   const $ = (id) => document.getElementById(id);
@@ -17,7 +19,6 @@
   const dropZone = $("drop-zone");
   const itemInput = $("item-input");
   const attributeSelect = $("attribute-select");
-  const topKInput = $("top-k-input");
   const explainToggle = $("explain-toggle");
   const preview = $("query-preview");
   const previewImage = $("query-image");
@@ -36,16 +37,15 @@
   const composedForm = $("composed-mode");
   const partsList = $("parts");
   const addPartButton = $("add-part");
-  const composedTopK = $("composed-top-k");
   const modeRadios = document.querySelectorAll("input[name='mode']");
 
   let uploaded = null;            // the chosen or dropped File, when the query is an upload
   let previewUrl = null;
   let generation = 0;             // a newer search makes older answers (and their explanations) stale
   let inflight = null;            // AbortController of the search or rerank request in flight
-  let debounce = null;            // timer of a composed query waiting to be sent
+  let debounce = null;            // timer of a query waiting to be sent (a composed one, or a threshold)
   let mode = "single";            // "single": one attribute; "composed": the parts below
-  let attributes = [];            // GET /attributes: [{name, values, value_search}]
+  let attributes = [];            // GET /attributes: [{name, values, value_search, precision_scores}]
   const parts = [];               // the composed query's parts, in the order shown
   let partSerial = 0;             // names each part's controls and its uploaded file field
   const explanations = new Map(); // "attribute|query key" -> explanation JSON
@@ -118,6 +118,111 @@
     return data;
   }
 
+  // -- results: the best k, or every item at or above a threshold ----------------------------
+  // Each way of asking has its "Results" controls: top k, or a threshold on the score (a slider over
+  // the range scores can take) or, for one attribute with a precision curve, on the precision.
+  function limitControls(root) {
+    const role = (name) => root.querySelector(`[data-role='${name}']`);
+    const box = (name) => root.querySelector(`[data-box='${name}']`);
+    return {
+      kinds: [...root.querySelectorAll("input[data-role='kind']")],
+      bys: [...root.querySelectorAll("input[data-role='by']")],
+      topK: role("top-k"),
+      score: role("min-score"),
+      precision: role("min-precision"),
+      maxResults: role("max-results"),
+      topKBox: box("top_k"),
+      thresholdBox: box("threshold"),
+      scoreBox: box("score"),
+      precisionBox: box("precision"),
+      noPrecision: root.querySelector(".no-precision"),
+      translated: root.querySelector(".translated"),
+      scale: root.querySelector(".scale"),
+      bound: 1,                   // scores lie in [-bound, bound]: 1 for one attribute, sum |weight| composed
+    };
+  }
+
+  const singleLimit = limitControls($("single-limit"));
+  const composedLimit = limitControls($("composed-limit"));
+  const topKInput = singleLimit.topK;
+  const composedTopK = composedLimit.topK;
+
+  const chosen = (radios) => (radios.find((radio) => radio.checked) || radios[0]).value;
+  const kindOf = (limit) => chosen(limit.kinds);         // "top_k" or "threshold"
+  const byOf = (limit) => chosen(limit.bys);             // "score" or "precision"
+  const sliderValue = (input) => Math.round(Number(input.value) * 100) / 100;
+
+  function showLimit(limit) {
+    const threshold = kindOf(limit) === "threshold";
+    const byPrecision = byOf(limit) === "precision";
+    limit.topKBox.hidden = threshold;
+    limit.thresholdBox.hidden = !threshold;
+    limit.scoreBox.hidden = byPrecision;
+    limit.precisionBox.hidden = !byPrecision;
+    limit.scoreBox.querySelector("output").textContent = sliderValue(limit.score).toFixed(2);
+    limit.precisionBox.querySelector("output").textContent = sliderValue(limit.precision).toFixed(2);
+    if (!byPrecision) limit.translated.hidden = true;
+  }
+
+  // The precision slider is offered only where a curve translates it: `why` says why not (null: offered).
+  function offerPrecision(limit, why) {
+    const radio = limit.bys.find((r) => r.value === "precision");
+    radio.disabled = why !== null;
+    limit.noPrecision.hidden = why === null;
+    limit.noPrecision.textContent = why || "";
+    if (why !== null && radio.checked) limit.bys.find((r) => r.value === "score").checked = true;
+    showLimit(limit);
+  }
+
+  function setBound(limit, bound) {
+    limit.bound = bound;
+    const edge = Math.round(bound * 100) / 100;
+    limit.score.min = String(-edge);
+    limit.score.max = String(edge);
+    showLimit(limit);             // the browser moved the thumb inside a narrower range
+  }
+
+  // The fields of a POST /search that size its answer.
+  function appendLimit(limit, data) {
+    if (kindOf(limit) === "top_k") {
+      data.append("top_k", limit.topK.value || "12");
+      return;
+    }
+    if (byOf(limit) === "precision") {
+      data.append("min_precision", String(sliderValue(limit.precision)));
+    } else {
+      data.append("min_score", String(Math.min(limit.bound, Math.max(-limit.bound, sliderValue(limit.score)))));
+    }
+    data.append("max_results", limit.maxResults.value || "100");
+  }
+
+  // "37 items at score ≥ 0.82 for …", or "100 shown, more pass (truncated): …" when max_results cut the list.
+  function thresholdSummary(body, what) {
+    const { min_score: score, min_precision: precision } = body.threshold;
+    const at = typeof precision === "number"
+      ? `precision ≥ ${precision.toFixed(2)} (score ≥ ${score.toFixed(4)})` : `score ≥ ${score.toFixed(2)}`;
+    const n = body.results.length;
+    if (body.truncated) {
+      return `${n} shown, more pass (truncated): ${at} ${what}${timing(body)}.`;
+    }
+    if (!n) return `No items at ${at} ${what}${timing(body)}.`;
+    return `${n} ${n === 1 ? "item" : "items"} at ${at} ${what}${timing(body)}.`;
+  }
+
+  // The score a min_precision was translated to, beside the precision slider.
+  function showTranslated(limit, body, attribute) {
+    const threshold = body && body.threshold;
+    const translated = threshold && typeof threshold.min_precision === "number";
+    limit.translated.hidden = !translated;
+    limit.translated.textContent = translated ? `Precision ${threshold.min_precision.toFixed(2)} for ${human(attribute)} `
+      + `means score ≥ ${threshold.min_score.toFixed(4)} (its precision curve on the validation split).` : "";
+  }
+
+  function statusOf(body, what) {
+    if (body.threshold) return thresholdSummary(body, what);
+    return `${body.results.length} results ${what}${timing(body)}.`;
+  }
+
   // -- messages ----------------------------------------------------------------------------
   function showError(err) {
     errorBox.replaceChildren();
@@ -139,8 +244,9 @@
     errorBox.replaceChildren();
   }
 
-  function setStatus(text) {
+  function setStatus(text, truncated = false) {
     statusLine.textContent = text;
+    statusLine.classList.toggle("truncated", truncated);
   }
 
   // -- query preview -----------------------------------------------------------------------
@@ -223,7 +329,16 @@
       card.querySelector(".id").textContent = hit.id;
       let score = `score ${formatScore(hit.score)}`;
       if (reranked) score += ` · similarity ${formatScore(hit.similarity)} · was ${hit.position + 1}.`;
-      card.querySelector(".score").textContent = score;
+      const scoreLine = card.querySelector(".score");
+      scoreLine.textContent = score;
+      if (typeof hit.precision === "number") {   // a threshold search under one attribute with a curve
+        const precision = document.createElement("span");
+        precision.className = "precision";
+        precision.textContent = `precision ${hit.precision.toFixed(2)}`;
+        precision.title = `estimated precision of every item scoring at least ${formatScore(hit.score)} `
+          + `(${hit.precision.toFixed(4)}, the validation split's precision curve)`;
+        scoreLine.append(precision);
+      }
       renderTags(card.querySelector(".tags"), hit.metadata, highlighted);
       const list = card.querySelector("dl");
       for (const [key, value] of Object.entries(hit.metadata)) {
@@ -265,24 +380,36 @@
     clearError();
     showPreview(query);
     const data = queryForm(query);
-    data.append("top_k", topKInput.value || "12");
+    appendLimit(singleLimit, data);
     resultsSection.setAttribute("aria-busy", "true");
     setStatus(`Searching for ${attributeSelect.value}…`);
     try {
       const body = await timed(api("/search", data, signal));
       if (mine !== generation) return;
       renderResults(body.results, false);
-      setStatus(`${body.results.length} results for ${body.attribute}${timing(body)}.`);
+      setStatus(statusOf(body, `for ${body.attribute}`), Boolean(body.truncated));
+      showTranslated(singleLimit, body, body.attribute);
       if (focusResults) $("results-heading").focus();
       if (explainToggle.checked) explainAll(mine);
     } catch (err) {
       if (mine !== generation) return;
       resultsList.replaceChildren();
       setStatus("No results.");
+      showTranslated(singleLimit, null, "");
       showError(err);
     } finally {
       if (mine === generation) resultsSection.removeAttribute("aria-busy");
     }
+  }
+
+  // A threshold follows its slider: the one-attribute query is sent again DEBOUNCE_MS after the last
+  // change, and the request in flight is cancelled.
+  function scheduleSingle(delay = DEBOUNCE_MS) {
+    if (mode !== "single" || !currentQuery()) return;
+    supersede();
+    resultsSection.setAttribute("aria-busy", "true");
+    setStatus("Updating the results…");
+    debounce = setTimeout(() => runSearch(), delay);
   }
 
   async function runRerank() {
@@ -730,15 +857,27 @@
   // in flight, so only the answer to the latest query is ever shown.
   function scheduleComposed(delay = DEBOUNCE_MS) {
     if (mode !== "composed") return;
+    composedBound(composedQuery().spec);
     supersede();
     resultsSection.setAttribute("aria-busy", "true");
     setStatus("Updating the results…");
     debounce = setTimeout(() => runComposed(), delay);
   }
 
+  // A composed score lies in [-sum |weight|, sum |weight|]: the range of its score slider.
+  function composedBound(spec) {
+    const bound = spec.length ? spec.reduce((sum, part) => sum + Math.abs(part.weight), 0) : 1;
+    setBound(composedLimit, bound);
+    const edge = String(Math.round(bound * 100) / 100);
+    composedLimit.scale.hidden = false;
+    composedLimit.scale.textContent = `This query's scores lie between -${edge} and ${edge}: the sum of its parts' `
+      + "similarities (-1 to 1 each) times their weights.";
+  }
+
   async function runComposed({ focusResults = false } = {}) {
     const { mine, signal } = supersede();
     const { spec, files } = composedQuery();
+    composedBound(spec);
     clearError();
     if (!spec.length) {
       resultsList.replaceChildren();
@@ -750,14 +889,14 @@
     const data = new FormData();
     data.append("query", JSON.stringify(spec));
     for (const [field, file] of files) data.append(field, file, file.name || field);
-    data.append("top_k", composedTopK.value || "12");
+    appendLimit(composedLimit, data);
     resultsSection.setAttribute("aria-busy", "true");
     setStatus(`Searching for ${describe(spec)}…`);
     try {
       const body = await timed(api("/search", data, signal));
       if (mine !== generation) return;
       renderResults(body.results, false, new Set(spec.filter((p) => p.weight !== 0).map((p) => p.attribute)));
-      setStatus(`${body.results.length} results for the composed query (${describe(spec)})${timing(body)}.`);
+      setStatus(statusOf(body, `for the composed query (${describe(spec)})`), Boolean(body.truncated));
       if (focusResults) $("results-heading").focus();
     } catch (err) {
       if (mine !== generation) return;
@@ -939,6 +1078,24 @@
     scheduleComposed();
   });
   composedTopK.addEventListener("input", () => scheduleComposed());
+  // A change of the kind of limit is sent at once; a slider or "At most" once it rests.
+  function wireLimit(limit, schedule) {
+    for (const radio of [...limit.kinds, ...limit.bys]) {
+      radio.addEventListener("change", () => {
+        showLimit(limit);
+        schedule(0);
+      });
+    }
+    for (const slider of [limit.score, limit.precision]) {
+      slider.addEventListener("input", () => {
+        showLimit(limit);
+        schedule(DEBOUNCE_MS);
+      });
+    }
+    limit.maxResults.addEventListener("input", () => schedule(DEBOUNCE_MS));
+  }
+  wireLimit(singleLimit, scheduleSingle);
+  wireLimit(composedLimit, scheduleComposed);
   composedForm.addEventListener("submit", (event) => {
     event.preventDefault();
     parts.forEach(showSource);
@@ -1000,6 +1157,7 @@
     runRerank();
   });
   attributeSelect.addEventListener("change", () => {
+    offerSinglePrecision();
     if (currentQuery()) runSearch();
   });
   explainToggle.addEventListener("change", () => {
@@ -1009,6 +1167,25 @@
       clearAllOverlays();
     }
   });
+
+  // By precision under the attribute chosen, when GET /attributes lists its scores for 0.9/0.95/0.99.
+  function offerSinglePrecision() {
+    const name = attributeSelect.value;
+    const attribute = attributes.find((a) => a.name === name);
+    const scores = attribute ? attribute.precision_scores : null;
+    let why = null;
+    if (!scores) {
+      why = attributes.some((a) => a.precision_scores)
+        ? `The model has no precision curve for ${human(name)}: set a minimum score.`
+        : "A threshold by precision needs precision curves, which this model lacks (asen eval writes them beside "
+          + "the checkpoint): set a minimum score.";
+    }
+    offerPrecision(singleLimit, why);
+    singleLimit.scale.hidden = !scores;
+    singleLimit.scale.textContent = scores ? `Precision of ${human(name)} on the validation split: `
+      + Object.entries(scores).map(([level, score]) => (score === null ? `${level} never reached`
+        : `${level} from score ${score.toFixed(2)}`)).join(", ") + "." : "";
+  }
 
   // -- start -------------------------------------------------------------------------------
   async function loadAttributes() {
@@ -1023,6 +1200,9 @@
         return option;
       });
       attributeSelect.replaceChildren(...options);
+      offerSinglePrecision();
+      offerPrecision(composedLimit, "Precision is calibrated per attribute: a composed query is cut at a minimum score.");
+      composedBound([]);
       document.body.dataset.ready = "true";
     } catch (err) {
       showError(err);

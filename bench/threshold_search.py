@@ -65,8 +65,6 @@ def measure(catalogue: CatalogueIndex, name: str, queries: list[tuple[np.ndarray
 
 
 def main() -> None:
-    from bench.composed_recall import make_catalogue
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True, help="folder of demo images to encode")
@@ -78,6 +76,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/idxscale"), help="real-vector cache")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    from bench.composed_recall import make_catalogue
+
     faiss.omp_set_num_threads(2)
     rng = np.random.default_rng(args.seed)
     spec = argparse.Namespace(checkpoint=args.checkpoint, images=args.images, real=args.real, seed=args.seed,

@@ -1,12 +1,11 @@
 """The public face of the index package: a catalogue of items searchable per attribute.
 
-Each item has a string id, metadata (a JSON object) and one L2-normalised vector per attribute.
-Every attribute has its own FAISS index; all of them share the item's int64 key.
+Each item has a string id, metadata (a JSON object) and one L2-normalised vector per attribute;
+each attribute has its own FAISS index, all sharing the item's int64 key.
 
 Concurrency: searches run in parallel (shared lock). Writes (add, upsert, remove), saves and
-compactions are serialised by a writer mutex; a write appends and fsyncs its log record holding
-only that mutex, so searches go on during the fsync, and takes the exclusive lock only to apply
-the change in memory.
+compactions are serialised by a writer mutex; a write appends and fsyncs its log record holding only
+that mutex, so searches go on during the fsync, and takes the exclusive lock only to apply it.
 
 Durability: ``load`` replays the save's write-ahead log (``index/wal.py``); after ``open_log``
 every write is appended to that log and fsynced before it is applied, and ``checkpoint`` folds
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -28,16 +26,16 @@ from typing import Any
 import numpy as np
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .composed import COMPOSED_CANDIDATES, Part, candidate_search, check_parts
+from .composed import COMPOSED_CANDIDATES, Part, candidate_keys, check_parts, check_per_part, weighted_scores
 from .dirlock import DirectoryLock
 from .errors import CatalogueError, ReadOnlyCatalogue
-from .ids import IdMap, validate_id
+from .ids import IdMap, check_id_batch, validate_id
 from .metadata import FilterValue, MetadataStore, check_metadata
 from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
 from .store import Snapshot, current_version, load_snapshot, save_snapshot, tidy_after_load
 from .threshold import check_threshold
-from .validation import check_item_vectors, check_k, check_queries
+from .validation import check_filters_exclude, check_item_vectors, check_k, check_queries
 from .wal import (
     LogRecord,
     LogUnavailable,
@@ -52,16 +50,6 @@ from .wal import (
 class StaleCatalogue(CatalogueError, RuntimeError):
     """The directory changed after this catalogue was loaded (another writer committed or logged
     writes since): opening its log would write over them. Load it again."""
-
-
-def _check_ids(ids: Sequence[str]) -> list[str]:
-    if isinstance(ids, str):
-        raise TypeError("pass a sequence of ids, not a single str")
-    checked = [validate_id(item_id) for item_id in ids]
-    if len(set(checked)) != len(checked):
-        dupes = sorted(i for i, n in Counter(checked).items() if n > 1)
-        raise ValueError(f"duplicate ids in one batch: {dupes[:5]}")
-    return checked
 
 
 class CatalogueIndex:
@@ -241,7 +229,7 @@ class CatalogueIndex:
     def _write_items(
         self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None, replace: bool
     ) -> None:
-        checked_ids = _check_ids(ids)
+        checked_ids = check_id_batch(ids)
         batch = check_item_vectors(vectors, len(checked_ids), len(self._indexes), self.dim)
         metas = None if metadata is None else [check_metadata(m) for m in metadata]
         if metas is not None and len(metas) != len(checked_ids):
@@ -365,9 +353,7 @@ class CatalogueIndex:
         batch, single = check_queries(query, self.dim)
         k = check_k(k)
         index = self._index(attribute)
-        if filters is not None and not isinstance(filters, Mapping):
-            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
-        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        exclude = check_filters_exclude(filters, exclude)
         with self._lock.read():
             allowed = self._metadata.match(filters) if filters else None
             top = min(k, len(self._ids) if allowed is None else len(allowed))
@@ -388,18 +374,14 @@ class CatalogueIndex:
     def search_range(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
                      filters: Mapping[str, FilterValue] | None = None,
                      exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
-        """Every item scoring at least ``min_score`` with ``query`` ``[dim]`` under ``attribute``, best
-        first, at most ``max_results``, and whether that cap cut the list. Exact on a Flat index
-        (FAISS range search) and on approximate ones of at most RANGE_SCAN_MAX items (a scan of their
-        stored vectors); growing top-k searches beyond (index/attribute_index.py, index/threshold.py)."""
+        """Every item scoring at least ``min_score`` with ``query`` ``[dim]`` under ``attribute``, best first,
+        at most ``max_results``, and whether that cap cut the list (how: AttributeIndex.search_range)."""
         batch, single = check_queries(query, self.dim)
         if not single:
             raise ValueError(f"search_range takes one query of shape [{self.dim}]")
         check_threshold(min_score, max_results)
         index = self._index(attribute)
-        if filters is not None and not isinstance(filters, Mapping):
-            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
-        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        exclude = check_filters_exclude(filters, exclude)
         with self._lock.read():
             allowed = self._metadata.match(filters) if filters else None
             if not len(self._ids) or (allowed is not None and not len(allowed)):
@@ -411,24 +393,23 @@ class CatalogueIndex:
 
     def search_composed(self, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None = None,
                         exclude: Sequence[str] = (), per_part: int | None = None) -> list[SearchResult]:
-        """Top ``k`` items by the weighted sum of per-attribute inner products (index/composed.py),
-        best first. Exact when every weighted part's index is Flat or no part has a positive weight;
-        otherwise each positive part's top ``per_part`` (default COMPOSED_CANDIDATES) rescored
-        exactly. ``per_part`` given: always the candidate way (to measure it)."""
+        """Top ``k`` by the weighted sum of per-attribute inner products, best first (index/composed.py):
+        exact when every weighted part's index is Flat or no part is positive, else each part's top
+        ``per_part`` (default COMPOSED_CANDIDATES) rescored exactly (also on Flat when it is given)."""
         k = check_k(k)
         parts = check_parts(parts, self._attributes, self.dim)
-        if filters is not None and not isinstance(filters, Mapping):
-            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
-        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        per_part = check_per_part(per_part)
+        exclude = check_filters_exclude(filters, exclude)
         active = [p for p in parts if p.weight]
         indexes = [self._index(p.attribute) for p in active]
-        positive = any(p.weight > 0 for p in active)
-        if positive and (per_part is not None or not all(index.exact for index in indexes)):
-            return candidate_search(self, parts, k, filters, exclude, per_part or COMPOSED_CANDIDATES)
+        by_candidates = any(p.weight > 0 for p in active) and (
+            per_part is not None or not all(index.exact for index in indexes))
         with self._lock.read():
             allowed = self._metadata.match(filters) if filters else None
-            keys, total = self._weighted_scores(active, indexes, allowed)
             blocked = self._ids.keys_of(exclude)
+            if by_candidates:
+                allowed = candidate_keys(active, indexes, max(per_part or COMPOSED_CANDIDATES, k), allowed, blocked)
+            keys, total = weighted_scores(active, indexes, self._ids.all_keys, allowed)
             if len(blocked):
                 total[np.isin(keys, blocked)] = -np.inf
             top = min(k, int(np.isfinite(total).sum()))
@@ -437,34 +418,6 @@ class CatalogueIndex:
             best = np.argpartition(-total, top - 1)[:top] if top < len(total) else np.arange(len(total))
             best = best[np.lexsort((keys[best], -total[best]))]   # best first; ties by key (insertion order)
             return self._results(total[best], keys[best])
-
-    def _weighted_scores(self, parts: list[Part], indexes: list[AttributeIndex],
-                         allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Keys ``[n]`` (live, and in ``allowed`` when given) and their weighted sums ``[n]`` float64.
-        Flat indexes are read in place (one matrix-vector product per part); others are decoded."""
-        every = len(self._ids)
-        if all(index.exact for index in indexes) and (allowed is None or len(allowed) > every // 8):
-            keys, total = None, None
-            for part, index in zip(parts, indexes):
-                index_keys, vectors = index.flat_view()
-                scores = (vectors @ part.vector).astype(np.float64)
-                if keys is None:
-                    keys, total = np.array(index_keys), part.weight * scores
-                    continue
-                if not np.array_equal(index_keys, keys):   # stored in another order: align by key
-                    order = np.argsort(index_keys, kind="stable")
-                    scores = scores[order[np.searchsorted(index_keys[order], keys)]]
-                total += part.weight * scores
-            assert keys is not None and total is not None
-            if allowed is not None:
-                keep = np.isin(keys, allowed)
-                keys, total = keys[keep], total[keep]
-            return keys, total
-        keys = self._ids.all_keys() if allowed is None else allowed
-        total = np.zeros(len(keys), dtype=np.float64)
-        for part, index in zip(parts, indexes):
-            total += part.weight * index.score_keys(part.vector, keys).astype(np.float64)
-        return keys, total
 
     def score_ids(self, query: np.ndarray, attribute: str, ids: Sequence[str]) -> dict[str, float]:
         """Exact inner products of ``query`` ``[dim]`` with the stored vectors of ``ids`` (for

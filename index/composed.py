@@ -17,19 +17,22 @@ Two ways to answer, both behind `Catalogue.search_composed`:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import CatalogueBusy
 from .metadata import FilterValue
 from .results import SearchResult
 
 if TYPE_CHECKING:
+    from .attribute_index import AttributeIndex
     from .interface import Catalogue
 
-COMPOSED_CANDIDATES = 400   # per positive part, before rescoring (docs/composed.md: recall@10 at 100k items)
+COMPOSED_CANDIDATES = 1600  # per positive part, before rescoring: recall@10 >= 0.99 at 100k items when every
+                            # weight is positive (bench/composed_recall.py); a negative part draws no candidates
 MAX_PARTS = 64
 
 
@@ -78,28 +81,81 @@ def top_results(ids: Sequence[str], scores: np.ndarray, metadata: Sequence[dict[
     return [SearchResult(ids[i], float(scores[i]), metadata[i]) for i in order.tolist()]
 
 
+def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], all_keys: Callable[[], np.ndarray],
+                    allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact way: keys ``[n]`` (live, and in ``allowed`` when given) and their weighted sums ``[n]``
+    float64, under the catalogue's read lock. Flat indexes are read in place (one matrix-vector
+    product per part); others are decoded (``all_keys()``: every live key)."""
+    if all(index.exact for index in indexes) and (allowed is None or len(allowed) > len(indexes[0]) // 8):
+        keys, total = None, None
+        for part, index in zip(parts, indexes):
+            index_keys, vectors = index.flat_view()
+            scores = (vectors @ part.vector).astype(np.float64)
+            if keys is None:
+                keys, total = np.array(index_keys), part.weight * scores
+                continue
+            if not np.array_equal(index_keys, keys):   # stored in another order: align by key
+                order = np.argsort(index_keys, kind="stable")
+                scores = scores[order[np.searchsorted(index_keys[order], keys)]]
+            total += part.weight * scores
+        assert keys is not None and total is not None
+        if allowed is not None:
+            keep = np.isin(keys, allowed)
+            keys, total = keys[keep], total[keep]
+        return keys, total
+    keys = all_keys() if allowed is None else allowed
+    total = np.zeros(len(keys), dtype=np.float64)
+    for part, index in zip(parts, indexes):
+        total += part.weight * index.score_keys(part.vector, keys).astype(np.float64)
+    return keys, total
+
+
+def check_per_part(per_part: int | None) -> int | None:
+    if per_part is not None and (isinstance(per_part, bool) or not isinstance(per_part, int) or per_part < 1):
+        raise ValueError(f"per_part must be a positive integer, got {per_part!r}")
+    return per_part
+
+
+def candidate_keys(parts: Sequence[Part], indexes: Sequence[AttributeIndex], per_part: int,
+                   allowed: np.ndarray | None, blocked: np.ndarray) -> np.ndarray:
+    """The union of each weighted part's top `per_part` keys from its own index: the items most
+    similar under a positive part, the least similar under a negative one (its vector negated), with
+    HNSW's efSearch at least `per_part` so that the graph search returns as many as asked."""
+    found = []
+    for part, index in zip(parts, indexes):
+        query = part.vector if part.weight > 0 else -part.vector
+        _, keys = index.search(query[None], per_part, allowed, blocked, ef=per_part)
+        found.append(keys[0][keys[0] >= 0])
+    return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
+
+
 def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None,
-                     exclude: Sequence[str], per_part: int = COMPOSED_CANDIDATES) -> list[SearchResult]:
-    """Candidates from each positive part's own index, rescored exactly (see the module docstring);
-    through the `Catalogue` interface, so it serves either backend. Needs a positive part."""
-    positive = [p for p in parts if p.weight > 0]
-    assert positive, "candidate_search needs a part with a positive weight"
+                     exclude: Sequence[str], per_part: int = COMPOSED_CANDIDATES, attempts: int = 5) -> list[SearchResult]:
+    """Candidates from each weighted part's own search (a negative part's with its vector negated),
+    rescored exactly, through the `Catalogue` interface (the Milvus backend). Retries when a
+    concurrent delete removes a candidate before it is rescored; CatalogueBusy after `attempts`."""
     wanted = max(per_part, k)
-    metadata: dict[str, dict[str, Any]] = {}
-    for part in positive:
-        hits = catalogue.search(part.vector, part.attribute, wanted, filters=filters, exclude=exclude)
-        for hit in hits:
-            assert isinstance(hit, SearchResult)
-            metadata.setdefault(hit.id, hit.metadata)
-    ids = list(metadata)
-    if not ids:
-        return []
-    total = np.zeros(len(ids), dtype=np.float64)
-    for part in parts:
-        if part.weight:
-            scores = catalogue.score_ids(part.vector, part.attribute, ids)
-            total += part.weight * np.array([scores[i] for i in ids], dtype=np.float64)
-    return top_results(ids, total, [metadata[i] for i in ids], k)
+    for _ in range(attempts):
+        metadata: dict[str, dict[str, Any]] = {}
+        for part in parts:
+            if part.weight:
+                query = part.vector if part.weight > 0 else -part.vector
+                for hit in catalogue.search(query, part.attribute, wanted, filters=filters, exclude=exclude):
+                    assert isinstance(hit, SearchResult)
+                    metadata.setdefault(hit.id, hit.metadata)
+        ids = list(metadata)
+        if not ids:
+            return []
+        total = np.zeros(len(ids), dtype=np.float64)
+        try:
+            for part in parts:
+                if part.weight:
+                    scores = catalogue.score_ids(part.vector, part.attribute, ids)
+                    total += part.weight * np.array([scores[i] for i in ids], dtype=np.float64)
+        except KeyError:
+            continue
+        return top_results(ids, total, [metadata[i] for i in ids], k)
+    raise CatalogueBusy(f"the catalogue changed during the request {attempts} times; retry")
 
 
 def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None,

@@ -7,7 +7,8 @@ replaced) item is never given to another item: a stale key can never point at th
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -103,3 +104,14 @@ class IdMap:
     def pairs(self) -> list[tuple[str, int]]:
         """``(id, key)`` pairs in key order, for persistence."""
         return sorted(self._key_of.items(), key=lambda pair: pair[1])
+
+
+def check_id_batch(ids: Sequence[str]) -> list[str]:
+    """Valid ids, none twice in the batch (TypeError for a lone str, ValueError otherwise)."""
+    if isinstance(ids, str):
+        raise TypeError("pass a sequence of ids, not a single str")
+    checked = [validate_id(item_id) for item_id in ids]
+    if len(set(checked)) != len(checked):
+        dupes = sorted(i for i, n in Counter(checked).items() if n > 1)
+        raise ValueError(f"duplicate ids in one batch: {dupes[:5]}")
+    return checked

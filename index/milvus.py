@@ -34,13 +34,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from .composed import COMPOSED_CANDIDATES, Part, candidate_search, check_parts, scan_search
+from .composed import COMPOSED_CANDIDATES, Part, candidate_search, check_parts, check_per_part, scan_search
 from .errors import CatalogueError, FingerprintMismatch, IndexFormatError, UnknownItem
 from .ids import MAX_ID_LENGTH, validate_id
 from .metadata import FilterValue, check_metadata
 from .results import Item, RemoveResult, SearchResult
 from .threshold import check_threshold, grow_until_below
-from .validation import check_item_vectors, check_k, check_queries
+from .validation import check_filters_exclude, check_item_vectors, check_k, check_queries
 
 SCHEME, LITE_SCHEME = "milvus://", "milvus-lite:"
 DEFAULT_COLLECTION = "catalogue"
@@ -462,9 +462,7 @@ class MilvusCatalogue:
         k = check_k(k)
         if k > MAX_TOP_K:
             raise ValueError(f"k must be at most {MAX_TOP_K} on the Milvus backend, got {k}")
-        if filters is not None and not isinstance(filters, Mapping):
-            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
-        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        exclude = check_filters_exclude(filters, exclude)
         a = self._attribute_index(attribute)
         expression = filter_expression(filters, exclude, self._item_key)
         if self.layout == "rows":
@@ -514,11 +512,10 @@ class MilvusCatalogue:
         with no positive part, a scan of every item."""
         k = check_k(k)
         parts = check_parts(parts, self._attributes, self._dim)
-        if filters is not None and not isinstance(filters, Mapping):
-            raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
-        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        exclude = check_filters_exclude(filters, exclude)
         if any(p.weight > 0 for p in parts):
-            return candidate_search(self, parts, k, filters, exclude, min(per_part or COMPOSED_CANDIDATES, MAX_TOP_K))
+            per_part = check_per_part(per_part) or COMPOSED_CANDIDATES
+            return candidate_search(self, parts, k, filters, exclude, min(per_part, MAX_TOP_K))
         return scan_search(self, parts, k, filters, exclude)
 
     # -- the FAISS backend's durability hooks: the engine does this itself ------------------------------

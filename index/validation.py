@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 
@@ -44,3 +46,11 @@ def check_k(k: object) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     return int(k)
+
+
+def check_filters_exclude(filters: object, exclude: str | Sequence[str]) -> list[str]:
+    """ValueError unless `filters` is None or a mapping; the excluded ids as a list (one id given
+    as a str is one id, not its characters)."""
+    if filters is not None and not isinstance(filters, Mapping):
+        raise ValueError(f"filters must be a dict of field -> value(s), got {type(filters).__name__}")
+    return [exclude] if isinstance(exclude, str) else list(exclude)

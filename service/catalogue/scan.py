@@ -10,9 +10,7 @@ catalogue is read through the `Catalogue` interface: an index directory or a Mil
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import html
 import json
 import shutil
 import sys
@@ -22,23 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from asen_search.index import Catalogue, SearchResult
 from asen_search.index.fileio import atomic_write
 from asen_search.index.milvus import is_milvus
 from asen_search.index.transfer import open_catalogue
-from asen_search.model.encoder import Encoder, Explanation
+from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
 from asen_search.model.thresholds import Curve, NoThreshold
 from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
 from asen_search.service.catalogue.locations import read_bytes
+from asen_search.service.catalogue.scan_report import WORK_DIR, csv_text, overlay, report_html, thumbnail
 from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, read_catalogue
-
-WORK_DIR = ".scan"
-THUMB = 224
 
 
 @dataclass(frozen=True)
@@ -111,34 +106,6 @@ def resolve_min_score(encoder: Encoder, attribute: str, min_score: float | None,
         raise ValueError(f"{attribute}: {exc}") from None
 
 
-def overlay(image: Image.Image, found: Explanation, size: int = THUMB) -> Image.Image:
-    """A thumbnail of `image` with the attention map (stretched over the model's view of the image)
-    blended in and the RoI box drawn."""
-    import matplotlib
-
-    scale = min(1.0, size / max(image.size))
-    thumb = image.convert("RGB").resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                                        Image.Resampling.LANCZOS)
-    x0, y0, x1, y1 = (v * scale for v in found.image_box)
-    width, height = max(1, round(x1 - x0)), max(1, round(y1 - y0))
-    colours = (matplotlib.colormaps["jet"](found.attention)[..., :3] * 255).astype(np.uint8)
-    heat = Image.fromarray(colours).resize((width, height), Image.Resampling.BILINEAR)
-    alpha = Image.fromarray((np.sqrt(found.attention) * 170).astype(np.uint8)).resize((width, height), Image.Resampling.BILINEAR)
-    layer = Image.new("RGBA", thumb.size, (0, 0, 0, 0))
-    layer.paste(Image.merge("RGBA", (*heat.split(), alpha)), (round(x0), round(y0)))
-    picture = Image.alpha_composite(thumb.convert("RGBA"), layer).convert("RGB")
-    if found.roi_box is not None:
-        box = [v * scale for v in found.roi_box]
-        ImageDraw.Draw(picture).rectangle(box, outline=(255, 255, 0), width=max(2, size // 112))
-    return picture
-
-
-def _thumbnail(image: Image.Image, size: int = THUMB) -> Image.Image:
-    picture = image.convert("RGB")
-    picture.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return picture
-
-
 def _save_jpeg(path: Path, image: Image.Image) -> None:
     atomic_write(path, lambda fh: image.save(fh, "JPEG", quality=85))
 
@@ -185,7 +152,7 @@ def _scan_design(n: int, design: CatalogueEntry, cfg: ScanConfig, encoder: Encod
         return {**record, "error": image}
     vector = encoder.encode([image], [attr])[0, 0]
     hits, truncated = catalogue.search_range(vector, cfg.attribute, min_score, cfg.max_results)
-    _save_jpeg(work / "img" / f"d{n:06d}.jpg", _thumbnail(image))
+    _save_jpeg(work / "img" / f"d{n:06d}.jpg", thumbnail(image))
     _save_jpeg(work / "img" / f"d{n:06d}-why.jpg", overlay(image, encoder.explain(image, attr)))
     record.update(thumb=f"d{n:06d}.jpg", why=f"d{n:06d}-why.jpg", truncated=truncated,
                   matches=[_match(n, m, hit, cfg, encoder, attr, curve, work) for m, hit in enumerate(hits)])
@@ -204,7 +171,7 @@ def _match(n: int, m: int, hit: SearchResult, cfg: ScanConfig, encoder: Encoder,
         entry["image_error"] = picture
         return entry
     name = f"d{n:06d}-m{m:05d}"
-    _save_jpeg(work / "img" / f"{name}.jpg", _thumbnail(picture))
+    _save_jpeg(work / "img" / f"{name}.jpg", thumbnail(picture))
     _save_jpeg(work / "img" / f"{name}-why.jpg", overlay(picture, encoder.explain(picture, attr)))
     entry.update(thumb=f"{name}.jpg", why=f"{name}-why.jpg")
     return entry
@@ -251,7 +218,7 @@ def _write_outputs(cfg: ScanConfig, work: Path, records: list[dict[str, Any]], m
     rows = [(r["design"], m["id"], m["score"], m["precision"]) for r in records for m in r.get("matches", [])]
 
     def write_csv(fh: Any) -> None:
-        text = _csv_text(rows)
+        text = csv_text(rows)
         fh.write(text.encode())
 
     atomic_write(cfg.out / "matches.csv", write_csv)
@@ -261,68 +228,8 @@ def _write_outputs(cfg: ScanConfig, work: Path, records: list[dict[str, Any]], m
                "max_results": cfg.max_results, "designs": len(records), "matches": len(rows),
                "unreadable": [{"design": d, "reason": why} for d, why in unreadable], "truncated": truncated}
     atomic_write(cfg.out / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2).encode()))
-    atomic_write(cfg.out / "report.html", lambda fh: fh.write(_html(cfg, records, min_score).encode()))
+    page = report_html(cfg.attribute, cfg.min_precision, cfg.max_results, records, min_score).encode()
+    atomic_write(cfg.out / "report.html", lambda fh: fh.write(page))
     for unreadable_design, why in unreadable:
         print(f"unreadable design {unreadable_design}: {why}", file=sys.stderr)
     return ScanReport(cfg.out, len(records), len(rows), unreadable, truncated, min_score, scanned_now, seconds)
-
-
-def _csv_text(rows: list[tuple[str, str, float, float | None]]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["design", "item_id", "score", "estimated_precision"])
-    for design, item, score, precision in rows:
-        writer.writerow([design, item, f"{score:.6f}", "" if precision is None else f"{precision:.4f}"])
-    return buffer.getvalue()
-
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;background:#fafafa}
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin:0 0 .5rem}
-.design{display:flex;gap:1.5rem;align-items:flex-start;background:#fff;border:1px solid #ddd;border-radius:8px;
-padding:1rem;margin:1rem 0}
-.protected{flex:0 0 auto;width:240px}.matches{display:flex;flex-wrap:wrap;gap:.75rem}
-figure{margin:0;background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:.4rem;width:232px}
-figure img{width:112px;height:auto;vertical-align:top}figcaption{font-size:.8rem;margin-top:.3rem;word-break:break-all}
-.none{color:#666}.warn{color:#a40}.meta{color:#555;font-size:.9rem}
-"""
-
-
-def _img(work_rel: str, alt: str) -> str:
-    return f'<img src="{html.escape(WORK_DIR + "/img/" + work_rel)}" alt="{html.escape(alt)}" loading="lazy">'
-
-
-def _html(cfg: ScanConfig, records: list[dict[str, Any]], min_score: float) -> str:
-    """A static page (no script): per design, its pictures and every match's, with score and precision."""
-    esc = html.escape
-    threshold = f"score &ge; {min_score:.4f}" + (f" (estimated precision &ge; {cfg.min_precision:g})"
-                                                 if cfg.min_precision is not None else "")
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Design scan: {esc(cfg.attribute)}"
-             f"</title><style>{_STYLE}</style></head><body>",
-             f"<h1>Design scan &mdash; attribute <code>{esc(cfg.attribute)}</code></h1>",
-             f"<p class='meta'>{len(records)} designs, {threshold}, at most {cfg.max_results} matches each. Each "
-             "picture is shown plain and with the attribute's attention map and RoI box (yellow) over it.</p>"]
-    for r in records:
-        parts.append(f"<section class='design' id='design-{esc(r['design'])}'>")
-        if "error" in r:
-            parts.append(f"<div><h2>{esc(r['design'])}</h2><p class='warn'>unreadable: {esc(r['error'])}</p></div>"
-                         "</section>")
-            continue
-        matches = r["matches"]
-        note = " (cut at max_results: more items pass)" if r.get("truncated") else ""
-        parts.append(f"<div class='protected'><h2>{esc(r['design'])}</h2>{_img(r['thumb'], 'design ' + r['design'])}"
-                     f"{_img(r['why'], 'design attention ' + r['design'])}<p class='meta'>{len(matches)} matches"
-                     f"{note}</p></div><div class='matches'>")
-        if not matches:
-            parts.append("<p class='none'>no catalogue item at or above the threshold</p>")
-        for m in matches:
-            precision = "" if m["precision"] is None else f", est. precision {m['precision']:.2f}"
-            pictures = (_img(m["thumb"], "match " + m["id"]) + _img(m["why"], "match attention " + m["id"])
-                        if "thumb" in m else f"<p class='warn'>{esc(m.get('image_error', 'no image'))}</p>")
-            parts.append(f"<figure class='match' data-id='{esc(m['id'])}'>{pictures}<figcaption>{esc(m['id'])}<br>"
-                         f"score {m['score']:.4f}{precision}</figcaption></figure>")
-        parts.append("</div></section>")
-    parts.append("</body></html>")
-    return "".join(parts)

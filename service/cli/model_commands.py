@@ -65,7 +65,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-aca", action="store_true", help="ablation: no channel attention")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="train as well as possible within this wall-clock budget (both stages)")
+                   help="train as well as possible within this wall-clock budget (both stages; the value "
+                   "prototypes are computed after it: about 30 s on the demo, --no-prototypes skips them)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--device", default="auto", help=f"where training runs: {DEVICE_CHOICES}; default auto; "
                    "bfloat16 autocast on CUDA")

@@ -60,7 +60,7 @@ def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
 
 def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
     summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000,
-                         backbone="tiny", global_size=64, local_size=32), progress=False)
+                         backbone="tiny", global_size=64, local_size=32, prototypes=False), progress=False)
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()
 

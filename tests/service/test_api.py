@@ -104,7 +104,9 @@ def test_rerank_weight_blends_the_original_order(client: TestClient) -> None:
 def test_attributes_and_items(client: TestClient, demo_dataset: Path) -> None:
     attributes = client.get("/attributes").json()["attributes"]
     meta = json.loads((demo_dataset / "meta.json").read_text())
-    assert attributes == [{"name": a["name"], "values": a["values"]} for a in meta["attributes"]]
+    # a checkpoint without prototypes or precision curves: no value search, no precision scores
+    assert attributes == [{"name": a["name"], "values": a["values"], "value_search": [], "precision_scores": None}
+                          for a in meta["attributes"]]
     item = client.get("/items/test-00003").json()
     assert item["id"] == "test-00003" and item["metadata"]["split"] == "test"
 

@@ -104,7 +104,7 @@ def test_bad_fields(strict: TestClient) -> None:
         ({"attribute": "colour", "filters": "{not json", **by_id}, 422, "invalid_filters"),
         ({"attribute": "colour", "filters": '["a"]', **by_id}, 422, "invalid_filters"),
         ({"attribute": "colour", "filters": '{"colour": {"$ne": 1}}', **by_id}, 422, "invalid_filters"),
-        ({**by_id}, 422, "invalid_request"),
+        ({**by_id}, 422, "attribute_required"),
     ]
     for fields, status, code in cases:
         _check(strict.post("/search", data=fields), status, code)

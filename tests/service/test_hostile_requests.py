@@ -224,11 +224,11 @@ def test_unknown_form_fields_and_query_parameters_are_ignored(api: TestClient) -
 
 
 def test_rerank_takes_a_form_not_json(api: TestClient) -> None:
-    """/rerank reads form fields: a JSON body (extra keys or not) is not read, so its required
-    `attribute` is missing: 422 `invalid_request`."""
+    """/rerank reads form fields: a JSON body (extra keys or not) is not read, so its `candidates`
+    are missing: 422 `empty_candidates`."""
     payload = {"attribute": "colour", "item_id": ID, "candidates": ["test-00002"], "weight": 1, "unknown": [1, 2]}
-    _error(api.post("/rerank", json=payload), 422, "invalid_request")
-    _error(api.post("/rerank", json={k: v for k, v in payload.items() if k != "unknown"}), 422, "invalid_request")
+    _error(api.post("/rerank", json=payload), 422, "empty_candidates")
+    _error(api.post("/rerank", json={k: v for k, v in payload.items() if k != "unknown"}), 422, "empty_candidates")
     _error(api.post("/search", data={"attribute": "colour"}, files={"photo": ("q.jpg", _jpeg())}), 422,
            "query_required")  # an image under an unknown field name is no query
     _still_answers(api)

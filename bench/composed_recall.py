@@ -56,10 +56,11 @@ faiss.omp_set_num_threads(--threads, default 2). The choice per kind is the smal
 `per_part` whose lo95 (vs brute force, or vs stored for quantised storage) is at least `--target-recall`.
 
 Candidate depth: for every true top-10 item, 1 + its best rank under a positive part, i.e. the smallest
-`per_part` that makes it a candidate with exact per-part searches (what Flat's candidate rows measure,
-computed for every `per_part` at once): the `per_part` needed for the target, overall, for queries with
-and without a negative weight, and for a union in which each negative part also contributed its top
-items under the negated vector (the items least like it; `candidate_search` does not do this).
+`per_part` that makes it a candidate with exact per-part searches, computed for every `per_part` at
+once: the `per_part` needed for the target, overall, for queries with and without a negative weight,
+and for the union in which each negative part also contributes its top items under the negated vector
+(the items least like it), which is what `candidate_keys` / `candidate_search` do (Flat's candidate
+rows measure it).
 """
 from __future__ import annotations
 
@@ -554,13 +555,13 @@ def main() -> None:
     print(f"candidate depth (exact per-part searches, for every per_part at once): the {K * len(queries)} true top-{K} "
           f"items' best rank + 1 under a positive part: median {depth.depth_percentiles['p50']}, p90 "
           f"{depth.depth_percentiles['p90']}, p99 {depth.depth_percentiles['p99']}, max {depth.depth_percentiles['p100']}")
-    print(f"smallest per_part with mean recall@10 >= {args.target_recall}: {depth.needed_mean} "
+    print(f"positive parts alone: smallest per_part with mean recall@10 >= {args.target_recall}: {depth.needed_mean} "
           f"({depth.needed_mean / args.items:.1%} of the catalogue); queries without a negative weight "
           f"{depth.needed_mean_positive}, with one {depth.needed_mean_negative}; with lo95 >= {args.target_recall} "
           f"(grid 2^(i/4)): {depth.needed_lo95}")
     shown = [p for p in depth.predicted if p in args.per_part or p >= 1000 and (p & (p - 1)) == 0 or p == args.items]
     print("predicted recall@10: " + ", ".join(f"{p}: {depth.predicted[p]:.4f}" for p in shown))
-    print(f"if each negative part also drew its top per_part under the negated vector (not done by candidate_search): "
+    print(f"with negative parts drawing their top per_part under the negated vector (what the index does): "
           f"mean recall@10 >= {args.target_recall} from per_part {depth.needed_mean_negative_parts}; predicted "
           + ", ".join(f"{p}: {depth.predicted_negative_parts[p]:.4f}" for p in shown if p <= 4096))
     print(f"total wall time {time.perf_counter() - wall:.0f} s")

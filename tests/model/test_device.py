@@ -71,7 +71,7 @@ def test_training_under_autocast_converges_and_saves_a_float32_cpu_checkpoint(de
                                                                               tmp_path: Path) -> None:
     base = TrainConfig(data=demo_dataset, out=tmp_path / "run", global_size=64, local_size=48, embed_dim=16,
                        common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320, seed=3,
-                       device="cpu", amp=True)
+                       device="cpu", amp=True, prototypes=False)
     summary = train(base, progress=False)
     assert 0.0 < summary["best_valid_map"] <= 1.0
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")

@@ -125,7 +125,7 @@ def test_a_budget_that_holds_nothing_keeps_nothing_in_memory(images: list[Path],
 def test_training_within_a_budget_that_holds_nothing_gives_the_same_model(demo_dataset: Path, tmp_path: Path) -> None:
     base = TrainConfig(data=demo_dataset, out=tmp_path / "roomy", global_size=64, local_size=48, embed_dim=16,
                        common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=256, seed=2,
-                       cache_dir=tmp_path / "cache", max_memory_gb=None)
+                       cache_dir=tmp_path / "cache", max_memory_gb=None, prototypes=False)
     roomy = train(base, progress=False)
     tight = train(replace(base, out=tmp_path / "tight", max_memory_gb=1e-9), progress=False)
     assert tight["best_valid_map"] == pytest.approx(roomy["best_valid_map"], abs=1e-4)

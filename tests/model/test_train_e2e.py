@@ -16,12 +16,12 @@ from asen_search.model.training.trainer import TrainConfig, train
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
     # the real pretrained backbone at small input sizes: a few hundred steps of head training suffice
     base = TrainConfig(data=data, out=out, global_size=96, local_size=64, embed_dim=32, common_dim=32,
-                       stage1_epochs=2, stage2_epochs=1, triplets_per_epoch=3200, seed=1)
+                       stage1_epochs=2, stage2_epochs=1, triplets_per_epoch=3200, seed=1, prototypes=False)
     return replace(base, **kw)
 
 
 def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> None:
-    cfg = _cfg(demo_dataset, tmp_path / "run")
+    cfg = _cfg(demo_dataset, tmp_path / "run", prototypes=True)
     summary = train(cfg, progress=False)
     ds = load_dataset(demo_dataset)
     trained = evaluate_encoder(Encoder.from_checkpoint(tmp_path / "run" / "best.pt"), ds, "test", progress=False)
@@ -36,8 +36,9 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
     # the value prototypes and tag temperatures are added to best.pt at the end
     assert summary["prototypes"]["train_rows"] > 0 and set(summary["prototypes"]["temperature"]) == \
         {a.name for a in ds.attributes}
-    prototypes = Encoder.from_checkpoint(tmp_path / "run" / "best.pt").prototypes
-    assert prototypes is not None and prototypes.temperature == summary["prototypes"]["temperature"]
+    encoder = Encoder.from_checkpoint(tmp_path / "run" / "best.pt")
+    assert encoder.prototypes is not None and encoder.prototypes.temperature == summary["prototypes"]["temperature"]
+    assert encoder.thresholds is not None and set(encoder.thresholds.curves) == {a.name for a in ds.attributes}
 
 
 def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -> None:
@@ -60,7 +61,7 @@ def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
 
 def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
     summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000,
-                         backbone="tiny", global_size=64, local_size=32, prototypes=False), progress=False)
+                         backbone="tiny", global_size=64, local_size=32), progress=False)
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()
 

@@ -1,6 +1,6 @@
 # make serve   install, then make the demo dataset, model and index if missing and serve on :8000
 # make test    install, then lint (ruff), type-check (mypy) and run the test suite
-# make test-slow  the slow tests (real Milvus server, Ray cluster, load run); CI runs them too
+# make test-slow  the slow tests (real Milvus server, Ray cluster, load run, browser tests of the builder); CI runs them too
 # make install virtualenv in $(VENV) with the pinned torch first, then this package, every version from
 #              requirements.lock; Debian's chromium and strace for the tests (as root, or with
 #              passwordless sudo) where missing
@@ -69,7 +69,8 @@ test: install
 	$(BIN)/python -m pytest
 
 # The slow tests (real engines started by the tests: two service replicas on an embedded Milvus server,
-# a two-node Ray cluster, a locust load run; about 2 minutes on 2 cores). CI runs them after `make test`.
+# a two-node Ray cluster, a locust load run, a scan over Milvus Lite; the page's builder and threshold mode
+# in a browser; about 4 minutes on 2 cores). CI runs them after `make test`.
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 

@@ -365,11 +365,8 @@ class CatalogueIndex:
         return results[0] if single else results
 
     def _results(self, scores: np.ndarray, keys: np.ndarray) -> list[SearchResult]:
-        return [
-            SearchResult(self._ids.id_of(key), float(score), dict(self._metadata.get(key)))
-            for score, key in zip(scores.tolist(), keys.tolist(), strict=True)
-            if key >= 0
-        ]
+        return [SearchResult(self._ids.id_of(key), float(score), dict(self._metadata.get(key)))
+                for score, key in zip(scores.tolist(), keys.tolist(), strict=True) if key >= 0]
 
     def search_range(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
                      filters: Mapping[str, FilterValue] | None = None,
@@ -402,12 +399,11 @@ class CatalogueIndex:
         exclude = check_filters_exclude(filters, exclude)
         active = [p for p in parts if p.weight]
         indexes = [self._index(p.attribute) for p in active]
-        by_candidates = any(p.weight > 0 for p in active) and (
-            per_part is not None or not all(index.exact for index in indexes))
+        by_candidates = any(p.weight > 0 for p in active) and (per_part or not all(i.exact for i in indexes))
         with self._lock.read():
             allowed = self._metadata.match(filters) if filters else None
             blocked = self._ids.keys_of(exclude)
-            if by_candidates:
+            if by_candidates:   # each part's candidates (index/composed.py), then the exact sum over them
                 allowed = candidate_keys(active, indexes, max(per_part or COMPOSED_CANDIDATES, k), allowed, blocked)
             keys, total = weighted_scores(active, indexes, self._ids.all_keys, allowed)
             if len(blocked):

@@ -67,6 +67,7 @@ def test_bfloat16_autocast_gives_float32_unit_vectors_close_to_float32(demo_data
     assert explained.attention.dtype == np.float32 and explained.roi_box is not None
 
 
+@pytest.mark.slow   # two real trainings (about 40 s): CI runs it with the slow tests
 def test_training_under_autocast_converges_and_saves_a_float32_cpu_checkpoint(demo_dataset: Path,
                                                                               tmp_path: Path) -> None:
     base = TrainConfig(data=demo_dataset, out=tmp_path / "run", global_size=64, local_size=48, embed_dim=16,

@@ -29,6 +29,8 @@ from tests.service.browser import (
 )
 from tests.service.serving import served
 
+pytestmark = pytest.mark.slow   # the composed-query builder in a real browser (about 30 s): CI runs it with the slow tests
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Request, Route
 

@@ -70,7 +70,7 @@ test: install
 
 # The slow tests (real engines started by the tests: two service replicas on an embedded Milvus server,
 # a two-node Ray cluster, a locust load run, a scan over Milvus Lite; the page's builder and threshold mode
-# in a browser; about 4 minutes on 2 cores). CI runs them after `make test`.
+# in a browser; about 3 minutes on 2 cores). CI runs them after `make test`.
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 

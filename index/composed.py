@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import CatalogueBusy
-from .metadata import FilterValue
+from .metadata import FilterValue, MetadataStore
 from .results import SearchResult
 
 if TYPE_CHECKING:
@@ -161,7 +161,8 @@ def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filter
 def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None,
                 exclude: Sequence[str], batch_size: int = 4096) -> list[SearchResult]:
     """Exact over every item, read `batch_size` at a time through the `Catalogue` interface (the
-    answer when no part has a positive weight, on a backend without a faster exact path)."""
+    answer when no part has a positive weight, on a backend without a faster exact path). Filters
+    keep the catalogue's semantics: each batch's metadata goes through a `MetadataStore`."""
     columns = [(catalogue.attributes.index(p.attribute), p) for p in parts if p.weight]
     skip = set(exclude)
     best: list[tuple[float, int, str, dict[str, Any]]] = []   # a min-heap of the k best (score, -order)
@@ -170,9 +171,16 @@ def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Ma
         total = np.zeros(len(ids), dtype=np.float64)
         for a, part in columns:
             total += part.weight * (vectors[:, a] @ part.vector)
-        for item_id, score, meta in zip(ids, total.tolist(), metas):
+        keep = np.ones(len(ids), dtype=bool)
+        if filters:
+            store = MetadataStore()
+            for row, meta in enumerate(metas):
+                store.put(row, meta)
+            keep[:] = False
+            keep[store.match(filters)] = True
+        for row, (item_id, score, meta) in enumerate(zip(ids, total.tolist(), metas)):
             order += 1
-            if item_id in skip or not _matches(meta, filters):
+            if item_id in skip or not keep[row]:
                 continue
             entry = (score, -order, item_id, meta)
             if len(best) < k:
@@ -181,22 +189,3 @@ def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Ma
                 heapq.heapreplace(best, entry)
     best.sort(reverse=True)
     return [SearchResult(item_id, score, meta) for score, _, item_id, meta in best]
-
-
-def _matches(metadata: Mapping[str, Any], filters: Mapping[str, FilterValue] | None) -> bool:
-    """The catalogue's filter semantics on one item (index/metadata.py): every field matches; a
-    list of wanted values means any of them; a list-valued field matches on any element."""
-    for field, wanted in (filters or {}).items():
-        values = list(wanted) if isinstance(wanted, list | tuple | set | frozenset) else [wanted]
-        have = metadata.get(field, _MISSING)
-        held = have if isinstance(have, list) else [have]
-        if not any(_same(h, v) for h in held for v in values):
-            return False
-    return True
-
-
-_MISSING = object()
-
-
-def _same(have: Any, wanted: Any) -> bool:
-    return have is not _MISSING and isinstance(have, bool) == isinstance(wanted, bool) and have == wanted

@@ -76,11 +76,14 @@ class Prototypes:
         sims[:, known] = np.asarray(vectors, dtype=np.float64) @ protos[known].T.astype(np.float64)
         return sims
 
+    def value_probabilities(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
+        """One image's vectors `[n_attributes, dim]` -> {attribute: calibrated probabilities `[n_values]`}."""
+        return {attr.name: self.probabilities(attr.name, vectors[a:a + 1])[0] for a, attr in enumerate(self.attributes)}
+
     def tag(self, vectors: np.ndarray) -> dict[str, tuple[str, float]]:
         """One image's vectors `[n_attributes, dim]` -> {attribute: (predicted value, confidence)}."""
         tags = {}
-        for a, attr in enumerate(self.attributes):
-            probs = self.probabilities(attr.name, vectors[a:a + 1])[0]
+        for attr, probs in zip(self.attributes, self.value_probabilities(vectors).values()):
             best = int(np.argmax(probs))
             tags[attr.name] = (attr.values[best], float(probs[best]))
         return tags

@@ -78,12 +78,12 @@ class Runtime:
         """One image -> `[dim]` for one attribute, or `[n_attributes, dim]` for all (attribute None);
         batched with concurrent requests (`Encoder.encode_requests`)."""
         attrs = list(range(len(self.encoder.attributes))) if attribute is None else [attribute]
-        with timer.stage("encode"):
-            vectors: np.ndarray = await self.queue.run_batched((image, attrs))
+        vectors = await self.encode_attributes(image, attrs, timer)
         return vectors if attribute is None else vectors[0]
 
     async def encode_attributes(self, image: Image.Image, attributes: list[int], timer: StageTimer) -> np.ndarray:
-        """One image under several attributes: `[len(attributes), dim]`, batched like `encode`."""
+        """One image under several attributes: `[len(attributes), dim]`, batched with concurrent
+        requests (`Encoder.encode_requests`)."""
         with timer.stage("encode"):
             vectors: np.ndarray = await self.queue.run_batched((image, attributes))
         return vectors

@@ -72,10 +72,10 @@ class Chunk:
     failed: list[tuple[str, str]]
 
 
-def _load_one(entry: CatalogueEntry, limits: ImageLimits) -> Image.Image | str:
-    """The decoded image, or why it cannot be used."""
+def load_or_reason(ref: ImageRef, limits: ImageLimits) -> Image.Image | str:
+    """The decoded image at `ref`, or why it cannot be used (also for `asen scan`'s designs)."""
     try:
-        data = read_bytes(entry.path)
+        data = read_bytes(ref)
     except OSError as exc:
         return f"unreadable file: {exc.strerror or exc}"
     try:
@@ -85,7 +85,7 @@ def _load_one(entry: CatalogueEntry, limits: ImageLimits) -> Image.Image | str:
 
 
 def _load_batch(entries: Sequence[CatalogueEntry], limits: ImageLimits) -> list[Image.Image | str]:
-    return [_load_one(e, limits) for e in entries]
+    return [load_or_reason(e.path, limits) for e in entries]
 
 
 def encode_entries(encoder: Encoder, entries: list[CatalogueEntry], batch_size: int, limits: ImageLimits,
@@ -135,17 +135,21 @@ def _read_chunk(path: Path) -> Chunk:
 
 def _open_work(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEntry]) -> Path:
     """The work folder of this build: resumed when its plan matches, else a clear error."""
-    work = cfg.out / WORK_DIR
     plan = {"fingerprint": encoder.fingerprint, "catalogue": entries_digest(entries), "items": len(entries),
             "chunk_size": cfg.chunk_size, "factory": cfg.factory}
-    if cfg.restart and work.exists():
+    return open_work_dir(cfg.out / WORK_DIR, plan, cfg.restart, "an interrupted build")
+
+
+def open_work_dir(work: Path, plan: dict[str, Any], restart: bool, what: str) -> Path:
+    """A resumable job's work folder (also `asen scan`'s): kept when its `plan.json` equals `plan`,
+    refused naming what differs when not, emptied first with `restart`."""
+    if restart and work.exists():
         shutil.rmtree(work)
     if (work / "plan.json").is_file():
         found = json.loads((work / "plan.json").read_text())
         if found != plan:
             differs = sorted(k for k in plan if found.get(k) != plan[k])
-            raise ValueError(f"{work} holds an interrupted build of a different {'/'.join(differs)}; "
-                             "pass --restart to discard it")
+            raise ValueError(f"{work} holds {what} of a different {'/'.join(differs)}; pass --restart to discard it")
         return work
     work.mkdir(parents=True, exist_ok=True)
     atomic_write(work / "plan.json", lambda fh: fh.write(json.dumps(plan, indent=2).encode()))

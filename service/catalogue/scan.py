@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,10 +27,10 @@ from asen_search.index.fileio import atomic_write
 from asen_search.index.milvus import is_milvus
 from asen_search.index.transfer import open_catalogue
 from asen_search.model.encoder import Encoder
-from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
+from asen_search.model.image_input import ImageLimits
 from asen_search.model.thresholds import Curve, NoThreshold
+from asen_search.service.catalogue.build import load_or_reason, open_work_dir
 from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
-from asen_search.service.catalogue.locations import read_bytes
 from asen_search.service.catalogue.scan_report import WORK_DIR, csv_text, overlay, report_html, thumbnail
 from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, read_catalogue
 
@@ -119,35 +118,16 @@ def _plan(cfg: ScanConfig, encoder: Encoder, designs: list[CatalogueEntry], min_
 
 
 def _open_work(cfg: ScanConfig, plan: dict[str, Any]) -> Path:
-    work = cfg.out / WORK_DIR
-    if cfg.restart and work.exists():
-        shutil.rmtree(work)
-    if (work / "plan.json").is_file():
-        found = json.loads((work / "plan.json").read_text())
-        if found != plan:
-            differs = sorted(k for k in plan if found.get(k) != plan[k])
-            raise ValueError(f"{work} holds a scan with a different {'/'.join(differs)}; pass --restart to discard "
-                             "it, or write to another --out")
-        return work
-    (work / "img").mkdir(parents=True, exist_ok=True)
-    atomic_write(work / "plan.json", lambda fh: fh.write(json.dumps(plan, indent=2).encode()))
+    work = open_work_dir(cfg.out / WORK_DIR, plan, cfg.restart, "a scan")
+    (work / "img").mkdir(exist_ok=True)
     return work
-
-
-def _load(ref: Any, limits: ImageLimits) -> Image.Image | str:
-    try:
-        return decode_image(read_bytes(ref), limits)
-    except OSError as exc:
-        return f"unreadable file: {exc.strerror or exc}"
-    except ImageRejected as exc:
-        return f"{exc.code}: {exc}"
 
 
 def _scan_design(n: int, design: CatalogueEntry, cfg: ScanConfig, encoder: Encoder, catalogue: Catalogue,
                  attr: int, min_score: float, curve: Curve | None, work: Path) -> dict[str, Any]:
     """One design's matches and pictures (in `work/img`), as the record kept in `work`."""
     record: dict[str, Any] = {"design": design.id, "path": str(design.path)}
-    image = _load(design.path, cfg.limits)
+    image = load_or_reason(design.path, cfg.limits)
     if isinstance(image, str):
         return {**record, "error": image}
     vector = encoder.encode([image], [attr])[0, 0]
@@ -166,7 +146,7 @@ def _match(n: int, m: int, hit: SearchResult, cfg: ScanConfig, encoder: Encoder,
     images_root = cfg.images_dir if cfg.images_dir is not None else (
         None if is_milvus(str(cfg.index)) else Path(cfg.index))
     ref = stored_path(images_root, hit.metadata.get(IMAGE_KEY))
-    picture = _load(ref, cfg.limits) if ref is not None else "the item has no stored image"
+    picture = load_or_reason(ref, cfg.limits) if ref is not None else "the item has no stored image"
     if isinstance(picture, str):
         entry["image_error"] = picture
         return entry

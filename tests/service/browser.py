@@ -46,6 +46,24 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
+@contextmanager
+def opened_page(browser: Browser, url: str, timeout_ms: int, record: bool = False) -> Iterator[Page]:
+    """The page at `url` in a fresh 1280 x 900 context, ready (`body[data-ready]`), its console errors
+    collected in `page.console`; with `record`, the searches it sends too (`record_searches`)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    page.console = Console(page)  # type: ignore[attr-defined]
+    if record:
+        record_searches(page)
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='true']")
+    try:
+        yield page
+    finally:
+        context.close()
+
+
 class Console:
     """Errors the page reported: console.error messages and uncaught exceptions."""
 

@@ -6,6 +6,7 @@ import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
 from asen_search.service.cli.main import main
 from tests.conftest import tiny_config
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 def spread_tiny_model(n_attributes: int, seed: int = 0) -> ASENModel:
@@ -48,9 +52,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path
 @pytest.fixture(scope="session")
 def built_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path) -> Path:
     """The test split indexed by the real command; never modified (copy it to write)."""
-    out = tmp_path_factory.mktemp("built") / "index"
-    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--catalogue", str(demo_dataset),
-                 "--out", str(out), "--split", "test", "--chunk-size", "50"]) == 0
+    return _index_test_split(tiny_checkpoint, demo_dataset, tmp_path_factory.mktemp("built") / "index", 50)
+
+
+def _index_test_split(checkpoint: Path, dataset: Path, out: Path, chunk_size: int) -> Path:
+    assert main(["index", "build", "--checkpoint", str(checkpoint), "--catalogue", str(dataset),
+                 "--out", str(out), "--split", "test", "--chunk-size", str(chunk_size)]) == 0
     return out
 
 
@@ -65,10 +72,7 @@ def tagging_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint
 @pytest.fixture(scope="session")
 def tagged_index(tmp_path_factory: pytest.TempPathFactory, tagging_checkpoint: Path, demo_dataset: Path) -> Path:
     """The test split indexed with the tagging checkpoint: items carry predicted tags (never modified)."""
-    out = tmp_path_factory.mktemp("tagged") / "index"
-    assert main(["index", "build", "--checkpoint", str(tagging_checkpoint), "--catalogue", str(demo_dataset),
-                 "--out", str(out), "--split", "test", "--chunk-size", "100"]) == 0
-    return out
+    return _index_test_split(tagging_checkpoint, demo_dataset, tmp_path_factory.mktemp("tagged") / "index", 100)
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +96,18 @@ def settings(tiny_checkpoint: Path, index_dir: Path) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for a module's browser tests; a failure naming the install when it is missing."""
+    from tests.service.browser import browser_missing, chromium
+
+    why = browser_missing()
+    if why is not None:
+        pytest.fail(why)
+    with chromium() as launched:
+        yield launched
 
 
 def image_bytes(path: Path) -> bytes:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.service.browser import Console, browser_missing, chromium, result_ids, threshold_status, wait_status
+from tests.service.browser import opened_page, result_ids, threshold_status, wait_status
 from tests.service.serving import served
 
 if TYPE_CHECKING:
@@ -29,25 +29,10 @@ def server(tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.Te
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    why = browser_missing()
-    if why is not None:
-        pytest.fail(why)
-    with chromium() as launched:
-        yield launched
-
-
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.console = Console(page)  # type: ignore[attr-defined]
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='true']")
-    yield page
-    context.close()
+    with opened_page(browser, server, TIMEOUT_MS) as opened:
+        yield opened
 
 
 def _api_ids(server: str, path: str, image: Path | None = None, **data: object) -> list[str]:

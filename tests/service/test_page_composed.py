@@ -18,10 +18,7 @@ import httpx
 import pytest
 
 from tests.service.browser import (
-    Console,
-    browser_missing,
-    chromium,
-    record_searches,
+    opened_page,
     result_ids,
     sent_queries,
     sent_searches,
@@ -45,26 +42,10 @@ def server(tagging_checkpoint: Path, tagged_index: Path, tmp_path_factory: pytes
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    why = browser_missing()
-    if why is not None:
-        pytest.fail(why)
-    with chromium() as launched:
-        yield launched
-
-
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.console = Console(page)  # type: ignore[attr-defined]
-    record_searches(page)
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='true']")
-    yield page
-    context.close()
+    with opened_page(browser, server, TIMEOUT_MS, record=True) as opened:
+        yield opened
 
 
 def _last_query(page: Page) -> list[dict[str, Any]]:

@@ -27,11 +27,8 @@ import pytest
 from asen_search.model.checkpoint import file_fingerprint, read_payload
 from asen_search.model.thresholds import MIN_SUPPORT, Thresholds, sidecar_path
 from tests.service.browser import (
-    Console,
-    browser_missing,
-    chromium,
     js_fixed,
-    record_searches,
+    opened_page,
     result_ids,
     sent_searches,
     threshold_status,
@@ -67,26 +64,10 @@ def server(calibrated_checkpoint: Path, tagged_index: Path, tmp_path_factory: py
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    why = browser_missing()
-    if why is not None:
-        pytest.fail(why)
-    with chromium() as launched:
-        yield launched
-
-
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.console = Console(page)  # type: ignore[attr-defined]
-    record_searches(page)
-    page.goto(server)
-    page.wait_for_selector("body[data-ready='true']")
-    yield page
-    context.close()
+    with opened_page(browser, server, TIMEOUT_MS, record=True) as opened:
+        yield opened
 
 
 def _search(server: str, **fields: object) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -18,6 +19,10 @@ from asen_search.index import CatalogueIndex
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
 from asen_search.service.cli.main import main
+from tests.service.browser import Console
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 DESIGNS = ("images/test/00005.jpg", "images/test/00012.jpg", "images/test/00031.jpg")
 
@@ -228,12 +233,8 @@ def test_scan_refuses_bad_thresholds_and_attributes(tmp_path: Path, tagging_chec
 
 
 def test_the_scan_report_opens_in_a_browser_and_shows_every_match(tmp_path: Path, tagging_checkpoint: Path,
-                                                                   tagged_index: Path, demo_dataset: Path) -> None:
-    from tests.service.browser import browser_missing, chromium
-
-    why = browser_missing()
-    if why is not None:
-        pytest.fail(why)
+                                                                   tagged_index: Path, demo_dataset: Path,
+                                                                   browser: Browser) -> None:
     designs = tmp_path / "designs.txt"
     designs.write_text("\n".join(str(demo_dataset / name) for name in DESIGNS) + "\nmissing.jpg\n")
     out = tmp_path / "report"
@@ -242,21 +243,18 @@ def test_the_scan_report_opens_in_a_browser_and_shows_every_match(tmp_path: Path
                   "--runtime", "torch"]) == 0
     rows = list(csv.DictReader((out / "matches.csv").open()))
     assert rows
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.goto((out / "report.html").as_uri())
-        page.wait_for_load_state("load")
-        shown = page.locator("figure.match").evaluate_all("els => els.map(e => e.dataset.id)")
-        assert shown == [r["item_id"] for r in rows], "every match, in the CSV's order"
-        page.evaluate("() => Promise.all([...document.images].map(i => { i.loading = 'eager'; return i.decode(); }))")
-        sizes = page.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
-        assert len(sizes) == 2 * (len(DESIGNS) + len(rows)) and min(sizes) > 0, "both pictures of every design and match"
-        assert page.locator("section.design .warn").filter(has_text="unreadable").count() == 1   # missing.jpg
-        assert errors == []
-        page.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = Console(page)
+    page.goto((out / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    shown = page.locator("figure.match").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert shown == [r["item_id"] for r in rows], "every match, in the CSV's order"
+    page.evaluate("() => Promise.all([...document.images].map(i => { i.loading = 'eager'; return i.decode(); }))")
+    sizes = page.locator("img").evaluate_all("els => els.map(e => e.naturalWidth)")
+    assert len(sizes) == 2 * (len(DESIGNS) + len(rows)) and min(sizes) > 0, "both pictures of every design and match"
+    assert page.locator("section.design .warn").filter(has_text="unreadable").count() == 1   # missing.jpg
+    assert console.errors == []
+    page.close()
 
 
 @pytest.mark.slow    # Milvus Lite, a copy of the catalogue and two scans: about half a minute

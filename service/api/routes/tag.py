@@ -37,8 +37,7 @@ async def tag(runtime: RuntimeDep, response: Response, image: ImageField = None,
         vectors = await anyio.to_thread.run_sync(
             lambda: np.stack([catalogue.vector(item_id, a) for a in catalogue.attributes]))
     tags = []
-    for a, attr in enumerate(runtime.encoder.attributes):
-        probs = prototypes.probabilities(attr.name, vectors[a:a + 1])[0]
+    for attr, probs in zip(runtime.encoder.attributes, prototypes.value_probabilities(vectors).values()):
         best = int(np.argmax(probs))
         tags.append(Tag(attribute=attr.name, value=attr.values[best], confidence=round(float(probs[best]), DECIMALS),
                         probabilities={v: round(float(p), DECIMALS) for v, p in zip(attr.values, probs)}))

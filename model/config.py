@@ -20,6 +20,7 @@ class BranchConfig:
     reduction: int = 2            # ACA reduction
     out_dim: int = 128            # embedding size of the branch
     frozen_stages: int = -1       # leading backbone stages kept frozen; -1 = all of them
+    positions: bool = False       # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -41,6 +42,7 @@ class Preprocess:
     crop_rule: str = "center"     # "center": resize shorter side + centre crop; "pad": letterbox
     roi_threshold: float = 0.1
     beta: float = 0.6             # weight of the global branch in the fused similarity
+    betas: tuple[float, ...] | None = None  # one beta per attribute, chosen on validation (None: `beta`)
 
     def __post_init__(self) -> None:
         if self.crop_rule not in CROP_RULES:
@@ -49,6 +51,12 @@ class Preprocess:
             raise ValueError(f"RoI threshold must be in [0, 1), got {self.roi_threshold}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
+        if self.betas is not None and not all(0.0 < b <= 1.0 for b in self.betas):
+            raise ValueError(f"every per-attribute beta must be in (0, 1], got {self.betas}")
+
+    def beta_of(self, attribute: int) -> float:
+        """The global branch's weight in the fused similarity of one attribute (1: global alone)."""
+        return self.beta if self.betas is None else self.betas[attribute]
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ class ModelConfig:
 
 def preprocess_from_dict(data: dict[str, Any]) -> Preprocess:
     values = dict(data)
-    for key in ("mean", "std"):
-        if key in values:
+    for key in ("mean", "std", "betas"):
+        if values.get(key) is not None:
             values[key] = tuple(float(v) for v in values[key])
     return Preprocess(**values)

@@ -19,7 +19,7 @@ from asen_search.model.checkpoint import CheckpointError, load_checkpoint
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.device import mixed_precision, resolve_device, to_device
-from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.asen import ASENModel, fusion_beta
 from asen_search.model.nn.preprocess import global_inputs, local_inputs
 from asen_search.model.nn.roi import SquareView, attention_boxes
 from asen_search.model.prototypes import Prototypes
@@ -232,7 +232,7 @@ class Encoder:
             return _Batch(_unit(model.fuse(state.g, None, pre.beta)), state.attention, None, state.views)
         with mixed_precision(device, self.amp):
             loc = model.local_head_embed(self._local(to_device(crops, device)), state.attr_ids)
-            fused = _unit(model.fuse(state.g, loc[:, 0], pre.beta))
+            fused = _unit(model.fuse(state.g, loc[:, 0], fusion_beta(pre, state.attr_ids[:, 0])))
         orig = None
         if want_boxes and state.boxes is not None:
             orig = [state.views[i].to_original(tuple(b.tolist()), pre.global_size)

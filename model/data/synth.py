@@ -11,6 +11,7 @@ seed gives byte-identical files whatever the worker count or progress setting.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.model.data.synth_draw import render_scene
+from asen_search.model.data.synth_draw import DEFAULT_NUISANCE, Nuisance, render_scene
 
 ATTRIBUTES: list[tuple[str, list[str]]] = [
     ("neckline", ["round", "v_neck", "square", "high_collar"]),
@@ -39,12 +40,38 @@ CHUNK = 64  # images per worker task
 PARALLEL_MIN_IMAGES = 1000  # below this, one process is faster than starting a pool
 
 
+def parse_nuisance(settings: Sequence[str]) -> Nuisance:
+    """`NAME=VALUE` strings (`rotation=25`, `clutter=10,24`) -> Nuisance; unknown names and bad values
+    are errors naming the settings there are.
+
+    >>> parse_nuisance(["rotation=25", "brightness=0.55,1.35"]).brightness
+    (0.55, 1.35)
+    """
+    fields = {f.name: f for f in dataclasses.fields(Nuisance)}
+    values: dict[str, object] = {}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        if name not in fields or not text:
+            raise ValueError(f"nuisance setting {setting!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+        default = getattr(DEFAULT_NUISANCE, name)
+        kind = type(default[0]) if isinstance(default, tuple) else type(default)
+        try:
+            parts = tuple(kind(x) for x in text.split(","))
+        except ValueError:
+            raise ValueError(f"nuisance setting {setting!r}: not a {kind.__name__}") from None
+        if len(parts) != (len(default) if isinstance(default, tuple) else 1):
+            raise ValueError(f"nuisance setting {setting!r}: expected {default!r}-like value")
+        values[name] = parts if isinstance(default, tuple) else parts[0]
+    return dataclasses.replace(DEFAULT_NUISANCE, **values)  # type: ignore[arg-type]
+
+
 def sample_labels(rng: np.random.Generator) -> dict[str, int]:
     """One value id per attribute, independent and uniform."""
     return {name: int(rng.integers(len(values))) for name, values in ATTRIBUTES}
 
 
-def draw_garment(labels: dict[str, int], rng: np.random.Generator, scale: float = 1.0) -> Image.Image:
+def draw_garment(labels: dict[str, int], rng: np.random.Generator, scale: float = 1.0,
+                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None) -> Image.Image:
     """Draw one RGB picture of a garment with the given value id for every attribute name."""
     named: dict[str, str] = {}
     for name, values in ATTRIBUTES:
@@ -53,26 +80,27 @@ def draw_garment(labels: dict[str, int], rng: np.random.Generator, scale: float 
         if not 0 <= labels[name] < len(values):
             raise ValueError(f"draw_garment: value id {labels[name]} out of range for {name!r} ({len(values)} values)")
         named[name] = values[labels[name]]
-    return render_scene(named, rng, scale)
+    return render_scene(named, rng, scale, nuisance, record)
 
 
-def _render_one(seed: int, split_id: int, index: int, scale: float = 1.0) -> tuple[list[int], bytes]:
+def _render_one(seed: int, split_id: int, index: int, scale: float = 1.0,
+                nuisance: Nuisance = DEFAULT_NUISANCE) -> tuple[list[int], bytes]:
     """Labels (value ids in attribute order) and JPEG bytes of one image."""
     rng = np.random.default_rng([seed, split_id, index])
     labels = sample_labels(rng)
-    image = draw_garment(labels, rng, scale)
+    image = draw_garment(labels, rng, scale, nuisance)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=int(rng.integers(60, 96)))
+    image.save(buffer, "JPEG", quality=int(rng.integers(*nuisance.jpeg_quality)))
     return [labels[name] for name, _ in ATTRIBUTES], buffer.getvalue()
 
 
 def _render_chunk(out_dir: str, seed: int, split_id: int, start: int, stop: int,
-                  scale: float = 1.0) -> list[list[int]]:
+                  scale: float = 1.0, nuisance: Nuisance = DEFAULT_NUISANCE) -> list[list[int]]:
     """Render and write images start..stop-1 of a split; return their labels."""
     split_dir = pathlib.Path(out_dir) / "images" / SPLITS[split_id]
     labels = []
     for index in range(start, stop):
-        values, data = _render_one(seed, split_id, index, scale)
+        values, data = _render_one(seed, split_id, index, scale, nuisance)
         (split_dir / f"{index:05d}.jpg").write_bytes(data)
         labels.append(values)
     return labels
@@ -110,13 +138,16 @@ def _write_lines(path: pathlib.Path, rows: Sequence[tuple[int, ...]] | Sequence[
 
 
 def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 700, n_test: int = 1400,
-                     seed: int = 0, progress: bool = True, scale: float = 1.0, workers: int | None = None) -> None:
+                     seed: int = 0, progress: bool = True, scale: float = 1.0, workers: int | None = None,
+                     nuisance: Nuisance = DEFAULT_NUISANCE) -> None:
     """Draw the demo dataset into `out_dir` (created if missing) in the attribute dataset format.
 
     Train images carry all attribute pairs; each valid/test image is tagged with one attribute and is
     either a query or a candidate. Large runs use a worker process per core (`workers`; the output
     is the same). `scale` multiplies every picture's size (1: shorter side 200-360 px; 1.6: about
-    FashionAI's 512 px), leaving every other draw as it is.
+    FashionAI's 512 px), leaving every other draw as it is. `nuisance` changes how pictures vary
+    (rotation, framing, clutter, occluders, lighting, JPEG quality); non-default settings are
+    recorded in meta.json.
     """
     if seed < 0:
         raise ValueError(f"generate_dataset: seed must be non-negative, got {seed}")
@@ -129,9 +160,11 @@ def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 
     out_dir = pathlib.Path(out_dir)
     for split in SPLITS:
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    meta = {"name": "asen-demo", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES]}
+    meta: dict[str, object] = {"name": "asen-demo", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES]}
+    if nuisance != DEFAULT_NUISANCE:
+        meta["nuisance"] = {"seed": seed, **dataclasses.asdict(nuisance)}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    tasks = [(str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale)
+    tasks = [(str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale, nuisance)
              for sid, split in enumerate(SPLITS) for start in range(0, counts[split], CHUNK)]
     total = sum(counts.values())
     workers = (workers or os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1

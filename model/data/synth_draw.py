@@ -28,6 +28,35 @@ TOP_Y = -0.26  # top of the bounding box used for scaling, high collar or not
 
 
 @dataclass(frozen=True)
+class Nuisance:
+    """How a picture varies besides the garment's attributes. The defaults draw the demo dataset;
+    other settings draw datasets the model has never seen (docs/results.md, "Unseen data")."""
+
+    rotation: float = 12.0                               # garment rotation, at most this many degrees
+    garment_scale: tuple[float, float] = (0.35, 0.9)     # garment height / the picture's shorter side
+    clutter: tuple[int, int] = (5, 16)                   # small background shapes (high excluded)
+    occluders: int = 2                                   # at most this many shapes over the garment
+    contrast: tuple[float, float] = (0.7, 1.15)
+    brightness: tuple[float, float] = (0.75, 1.2)
+    shadow: float = 0.4                                  # the darkest side of the linear shadow
+    jpeg_quality: tuple[int, int] = (60, 96)             # high excluded
+
+    def __post_init__(self) -> None:
+        checks = {"rotation": 0 <= self.rotation <= 45,
+                  "garment_scale": 0.1 <= self.garment_scale[0] <= self.garment_scale[1] <= 1,
+                  "clutter": 0 <= self.clutter[0] < self.clutter[1] <= 100, "occluders": 0 <= self.occluders <= 20,
+                  "contrast": 0.2 <= self.contrast[0] <= self.contrast[1] <= 3,
+                  "brightness": 0.2 <= self.brightness[0] <= self.brightness[1] <= 3, "shadow": 0 <= self.shadow < 1,
+                  "jpeg_quality": 5 <= self.jpeg_quality[0] < self.jpeg_quality[1] <= 101}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"nuisance settings out of range: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}")
+
+
+DEFAULT_NUISANCE = Nuisance()
+
+
+@dataclass(frozen=True)
 class Shape:
     """A garment's outline in body units: body polygon, sleeve polygons, neck width, hem."""
 
@@ -285,7 +314,7 @@ def _random_shape(draw: ImageDraw.ImageDraw, w: int, h: int, size: float, colour
         draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=colour, width=int(rng.integers(1, 7)))
 
 
-def make_background(w: int, h: int, rng: np.random.Generator) -> Image.Image:
+def make_background(w: int, h: int, rng: np.random.Generator, clutter: tuple[int, int] = (5, 16)) -> Image.Image:
     """A random colour with large areas, random shapes and lines, and sometimes a stripe texture."""
     bg = Image.new("RGB", (w, h), _rand_rgb(rng))
     draw = ImageDraw.Draw(bg)
@@ -298,16 +327,16 @@ def make_background(w: int, h: int, rng: np.random.Generator) -> Image.Image:
         for k in np.arange(-reach, reach, period):
             x0, y0 = w / 2 + k * -dy, h / 2 + k * dx
             draw.line([(x0 - reach * dx, y0 - reach * dy), (x0 + reach * dx, y0 + reach * dy)], fill=colour, width=2)
-    for _ in range(int(rng.integers(5, 16))):
+    for _ in range(int(rng.integers(*clutter))):
         _random_shape(draw, w, h, min(w, h) * _u(rng, 0.05, 0.4), _rand_rgb(rng), rng)
     return bg
 
 
-def apply_lighting(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+def apply_lighting(image: Image.Image, rng: np.random.Generator, nuisance: Nuisance = DEFAULT_NUISANCE) -> Image.Image:
     """Global contrast, brightness and slight colour cast (a lookup table), then a linear shadow."""
-    contrast, brightness = _u(rng, 0.7, 1.15), _u(rng, 0.75, 1.2)
+    contrast, brightness = _u(rng, *nuisance.contrast), _u(rng, *nuisance.brightness)
     gain = rng.uniform(0.95, 1.05, 3) * brightness
-    shade, t = _u(rng, 0.0, 0.4), _u(rng, 0, 2 * math.pi)
+    shade, t = _u(rng, 0.0, nuisance.shadow), _u(rng, 0, 2 * math.pi)
     ramp = (np.arange(256) - 128.0) * contrast + 128.0
     lut = np.clip(ramp[None, :] * gain[:, None], 0, 255)
     lit = image.point(np.round(lut).astype(np.uint8).ravel().tolist())
@@ -320,24 +349,29 @@ def apply_lighting(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.composite(lit, dark, Image.fromarray(np.add.outer(ys, xs), "L"))
 
 
-def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float = 1.0) -> Image.Image:
+def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float = 1.0,
+                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None) -> Image.Image:
     """One full picture: image size, garment size/position/rotation, clutter, occluders, lighting.
     `scale` multiplies the picture's size (shorter side 200-360 px at 1; the same draws at any scale)."""
     short, aspect = round(int(rng.integers(200, 361)) * scale), _u(rng, 0.7, 1.4)
     w, h = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
     shape = make_shape(values["sleeve_length"], values["garment_length"], rng)
     _, width_u, height_u = extent(shape)
-    angle = _u(rng, -12, 12)
+    angle = _u(rng, -nuisance.rotation, nuisance.rotation)
     c, sn = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
     side = min(w, h)  # keep the garment inside the central square (what a centre crop sees)
-    s = _u(rng, 0.35, 0.9) * side / height_u
+    s = _u(rng, *nuisance.garment_scale) * side / height_u
     s = min(s, 0.95 * side / (width_u * c + height_u * sn), 0.95 * side / (width_u * sn + height_u * c))
     garment = render_garment(values, shape, s, rng).rotate(angle, resample=Image.Resampling.NEAREST, expand=True)
-    scene = make_background(w, h, rng)
+    scene = make_background(w, h, rng, nuisance.clutter)
     gx = (w - side) // 2 + int(rng.integers(0, max(1, side - garment.width + 1)))
     gy = (h - side) // 2 + int(rng.integers(0, max(1, side - garment.height + 1)))
     scene.paste(garment, (gx, gy), garment)
     draw = ImageDraw.Draw(scene)
-    for _ in range(int(rng.integers(0, 3))):  # occluders: small shapes over the garment's box
+    occluders = int(rng.integers(0, nuisance.occluders + 1))
+    if record is not None:  # the draws, for analyses of what makes a picture hard (bench/attribute_diagnosis.py)
+        record.update(garment_height=s * height_u / side, garment_width=s * width_u / side, rotation=angle,
+                      occluders=occluders, aspect=height_u / width_u)
+    for _ in range(occluders):  # occluders: small shapes over the garment's box
         _random_shape(draw, garment.width, garment.height, s * _u(rng, 0.12, 0.28), _rand_rgb(rng), rng, gx, gy)
-    return apply_lighting(scene, rng)
+    return apply_lighting(scene, rng, nuisance)

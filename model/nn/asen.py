@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asen_search.model.config import BranchConfig, ModelConfig
+from asen_search.model.config import BranchConfig, ModelConfig, Preprocess
 from asen_search.model.nn.attention import AttentionHead, ChannelStandardised
 from asen_search.model.nn.backbones import Backbone, build_backbone
 
@@ -34,6 +34,14 @@ class SharedEmbeddingHead(ChannelStandardised):
             emb = emb * F.relu(self.masks[attrs])
         b, _, h, w = feats.shape
         return emb, feats.new_full((b, attrs.shape[1], h, w), 1.0 / (h * w))
+
+
+def fusion_beta(pre: Preprocess, attrs: torch.Tensor) -> float | torch.Tensor:
+    """The global branch's weight for attribute ids `attrs` (any shape): the checkpoint's one beta,
+    or its per-attribute betas looked up per id."""
+    if pre.betas is None:
+        return pre.beta
+    return torch.tensor(pre.betas, dtype=torch.float32, device=attrs.device)[attrs]
 
 
 class ASENModel(nn.Module):
@@ -58,7 +66,7 @@ class ASENModel(nn.Module):
             return SharedEmbeddingHead(backbone.out_channels, branch.out_dim, cfg.n_attributes,
                                        masked=cfg.variant == "csn")
         return AttentionHead(backbone.out_channels, cfg.attr_dim, branch.common_dim, branch.reduction,
-                             branch.out_dim, cfg.use_asa, cfg.use_aca)
+                             branch.out_dim, cfg.use_asa, cfg.use_aca, branch.positions)
 
     def _run_head(self, head: nn.Module, maps: torch.Tensor, attrs: torch.Tensor):
         if isinstance(head, SharedEmbeddingHead):
@@ -83,11 +91,14 @@ class ASENModel(nn.Module):
         assert self.local_head is not None
         return self._run_head(self.local_head, feats, attrs)[0]
 
-    def fuse(self, g: torch.Tensor, loc: torch.Tensor | None, beta: float) -> torch.Tensor:
-        """`[sqrt(beta) g/|g| ; sqrt(1-beta) l/|l|]` (or `g/|g|` without a local part): unit vectors."""
+    def fuse(self, g: torch.Tensor, loc: torch.Tensor | None, beta: float | torch.Tensor) -> torch.Tensor:
+        """`[sqrt(beta) g/|g| ; sqrt(1-beta) l/|l|]` (or `g/|g|` without a local part): unit vectors.
+        `beta` is one number or one per vector (a tensor of `g`'s shape without its last axis)."""
         g = F.normalize(g, dim=-1)
         if loc is None:
             return g
+        if isinstance(beta, torch.Tensor):
+            beta = beta.to(g)[..., None]
         return torch.cat([g * beta ** 0.5, F.normalize(loc, dim=-1) * (1.0 - beta) ** 0.5], dim=-1)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

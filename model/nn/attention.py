@@ -73,19 +73,43 @@ class ChannelStandardised(nn.Module):
         return (feats - self.feat_mean[:, None, None]) / self.feat_std[:, None, None]
 
 
+POSITION_CHANNELS = 5  # y, x, y^2, x^2, xy on a [-1, 1] grid
+
+
+def position_channels(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """`[5, h, w]`: y, x, y^2, x^2 and xy of each cell centre on a [-1, 1] grid. Pooled with the
+    attention weights they become the attended region's centre and second moments (its extent)."""
+    y = (torch.arange(h, device=like.device, dtype=like.dtype) + 0.5) / h * 2 - 1
+    x = (torch.arange(w, device=like.device, dtype=like.dtype) + 0.5) / w * 2 - 1
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    return torch.stack([yy, xx, yy * yy, xx * xx, yy * xx])
+
+
 class AttentionHead(ChannelStandardised):
-    """One branch's head on a (standardised) backbone map: ASA, then ACA, then the projection W_f."""
+    """One branch's head on a (standardised) backbone map: ASA, then ACA, then the projection W_f.
+
+    With `positions`, five position channels join the standardised map before the attention
+    (`position_channels`): attention-weighted pooling of cell features alone is blind to where the
+    cells are, so an attribute defined by proportions (a hem's height relative to the shoulders, on
+    pictures framed to the garment) cannot be read from it (docs/results.md, garment length).
+    """
 
     def __init__(self, in_channels: int, attr_dim: int, common_dim: int, reduction: int, out_dim: int,
-                 use_asa: bool = True, use_aca: bool = True) -> None:
+                 use_asa: bool = True, use_aca: bool = True, positions: bool = False) -> None:
         super().__init__(in_channels)
-        self.asa = SpatialAttention(in_channels, attr_dim, common_dim, use_asa)
-        self.aca = ChannelAttention(in_channels, attr_dim, reduction, use_aca)
-        self.proj = nn.Linear(in_channels, out_dim)  # W_f
+        self.positions = positions
+        width = in_channels + (POSITION_CHANNELS if positions else 0)
+        self.asa = SpatialAttention(width, attr_dim, common_dim, use_asa)
+        self.aca = ChannelAttention(width, attr_dim, reduction, use_aca)
+        self.proj = nn.Linear(width, out_dim)  # W_f
 
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> embeddings `[B, K, out]`, attention `[B, K, h, w]`."""
-        pooled, att = self.asa(self.standardise(feats), attr)
+        feats = self.standardise(feats)
+        if self.positions:
+            b, _, h, w = feats.shape
+            feats = torch.cat([feats, position_channels(h, w, feats).expand(b, -1, -1, -1)], dim=1)
+        pooled, att = self.asa(feats, attr)
         return self.proj(self.aca(pooled, attr)), att
 
 

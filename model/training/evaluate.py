@@ -14,7 +14,7 @@ from tqdm import tqdm
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
 from asen_search.model.device import mixed_precision, to_device
-from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.asen import ASENModel, fusion_beta
 from asen_search.model.nn.preprocess import load_image
 from asen_search.model.runtime import Stems
 from asen_search.model.training.map_cache import (
@@ -25,22 +25,26 @@ from asen_search.model.training.map_cache import (
     local_row_bytes,
     model_device,
 )
-from asen_search.model.training.retrieval_map import MapReport, attribute_map, map_report
+from asen_search.model.training.retrieval_map import MapReport, attribute_rankings, ranking_report
+
+BETA_GRID = tuple(round(0.1 * k, 1) for k in range(1, 11))  # fusion weights tried per attribute (> 0)
 
 
 def map_from_vectors(attributes: Sequence[Attribute], queries: Tagged, query_vecs: np.ndarray,
                      candidates: Tagged, cand_vecs: np.ndarray) -> MapReport:
-    """Per-attribute MAP: each query ranked against all candidates tagged with its attribute.
+    """Per-attribute MAP (and the ranking metrics of retrieval_map.py): each query ranked against all
+    candidates tagged with its attribute.
 
     `query_vecs` `[nq, D]` and `cand_vecs` `[nc, D]` are unit vectors of each row under the row's
     own attribute. Attributes without queries are left out of the report.
     """
-    per_attr: dict[str, np.ndarray] = {}
+    per_attr: dict[str, dict[str, np.ndarray]] = {}
     for a, attr in enumerate(attributes):
         q, c = queries.attrs == a, candidates.attrs == a
         if q.any():
-            per_attr[attr.name] = attribute_map(query_vecs[q], queries.values[q], cand_vecs[c], candidates.values[c])
-    return map_report(per_attr)
+            per_attr[attr.name] = attribute_rankings(query_vecs[q], queries.values[q], cand_vecs[c],
+                                                     candidates.values[c])
+    return ranking_report(per_attr)
 
 
 @dataclass
@@ -70,12 +74,13 @@ class ValidationSet:
         self.scratch = None if budget.take(rows * local_row_bytes(model, pre)) else scratch
 
     @torch.no_grad()
-    def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
-                 progress: bool = True, amp: bool | None = None) -> MapReport:
+    def branch_vectors(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
+                       progress: bool = True, amp: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each row's global and (with `use_local`) local embedding under the row's attribute,
+        queries first: `[n_rows, 1, D_g]`, `[n_rows, 1, D_l]` (unnormalised, as the heads give them)."""
         model.eval()
         device = model_device(model)
-        fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
-        attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
+        fids, attrs = self._rows()
         dev_attrs = attrs.to(device)
         with mixed_precision(device, amp):
             g = torch.cat([model.global_embed(to_device(self.images.global_maps[fids[i:i + batch_size]], device).float(),
@@ -89,9 +94,39 @@ class ValidationSet:
                 loc = torch.cat([model.local_embed(to_device(maps[i:i + batch_size], device).float(),
                                                    dev_attrs[i:i + batch_size, None]).float()
                                  for i in range(0, len(fids), batch_size)])
-        vecs = model.fuse(g, loc, pre.beta)[:, 0].cpu().numpy()
+        return g.cpu(), None if loc is None else loc.cpu()
+
+    def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
+        attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
+        return fids, attrs
+
+    def report(self, model: ASENModel, g: torch.Tensor, loc: torch.Tensor | None,
+               beta: float | torch.Tensor) -> MapReport:
+        """MAP of the fused vectors of `branch_vectors`' output at `beta` (one, or one per row)."""
+        vecs = model.fuse(g, loc, beta)[:, 0].numpy()
         nq = len(self.queries)
         return map_from_vectors(self.attributes, self.queries, vecs[:nq], self.candidates, vecs[nq:])
+
+    def choose_betas(self, model: ASENModel, g: torch.Tensor, loc: torch.Tensor,
+                     grid: Sequence[float] = BETA_GRID) -> tuple[tuple[float, ...], MapReport]:
+        """Per attribute, the fusion weight of `grid` with the best validation MAP (ties: the larger
+        beta, 1 = the global branch alone), and the report at those weights."""
+        _, attrs = self._rows()
+        best: dict[str, tuple[float, float]] = {}
+        for beta in sorted(grid, reverse=True):
+            for name, value in self.report(model, g, loc, beta).per_attribute.items():
+                if name not in best or value > best[name][1]:
+                    best[name] = (beta, value)
+        betas = tuple(best[a.name][0] if a.name in best else 1.0 for a in self.attributes)
+        return betas, self.report(model, g, loc, torch.tensor(betas)[attrs][:, None])
+
+    def evaluate(self, model: ASENModel, pre: Preprocess, use_local: bool, batch_size: int = 256,
+                 progress: bool = True, amp: bool | None = None) -> MapReport:
+        """Validation MAP of `model` with the fusion weight(s) of `pre`."""
+        g, loc = self.branch_vectors(model, pre, use_local, batch_size, progress, amp)
+        _, attrs = self._rows()
+        return self.report(model, g, loc, fusion_beta(pre, attrs[:, None]))
 
 
 def encode_split(encoder, ds: AttributeDataset, split: str, batch_size: int = 32,

@@ -4,15 +4,22 @@ For each attribute, every query is ranked against all candidates of that attribu
 of L2-normalised vectors (descending, ties in candidate order); a candidate is relevant iff its
 value equals the query's. ``AP = (1/R) sum_{k relevant} precision@k`` (0 when R = 0). Per-attribute
 MAP is the mean AP of its queries; the overall MAP is the mean over ALL queries (query-weighted).
+
+Beside MAP, on the same rankings: Recall@K as metric learning reports it (the fraction of queries
+with at least one relevant candidate in the top K: torchmetrics' `RetrievalHitRate`) for K = 1 and
+10, and nDCG@10 with binary relevance (torchmetrics' `RetrievalNormalizedDCG(top_k=10)`); a query
+without relevant candidates scores 0 on all of them. tests/model/test_retrieval_metrics.py checks
+them against torchmetrics.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 _CHUNK_ELEMENTS = 1 << 22  # score-matrix elements per query chunk (~4M: tens of MB of temporaries)
+RANKING_METRICS = ("recall@1", "recall@10", "ndcg@10")
 
 
 def average_precision(relevant_sorted: np.ndarray) -> float:
@@ -52,6 +59,20 @@ def attribute_map(query_vecs: np.ndarray, query_values: np.ndarray,
     >>> attribute_map(np.array([[1.0, 0.0]]), np.array([1]), tied, np.array([0, 1])).tolist()
     [0.5]
     """
+    return attribute_rankings(query_vecs, query_values, cand_vecs, cand_values)["ap"]
+
+
+def attribute_rankings(query_vecs: np.ndarray, query_values: np.ndarray,
+                       cand_vecs: np.ndarray, cand_values: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-query AP and `RANKING_METRICS` (`{"ap": [nq], "recall@1": [nq], ...}`, float64) of
+    `attribute_map`'s rankings.
+
+    >>> q = np.array([[0.6, 0.8]], dtype=np.float32)
+    >>> c = np.array([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]], dtype=np.float32)   # ranked c2, c1, c0
+    >>> r = attribute_rankings(q, np.array([0]), c, np.array([1, 0, 1]))       # relevant: c1 only
+    >>> r["recall@1"].tolist(), r["recall@10"].tolist(), round(float(r["ndcg@10"][0]), 4)   # 1 / log2(3)
+    ([0.0], [1.0], 0.6309)
+    """
     query_vecs, cand_vecs = np.asarray(query_vecs), np.asarray(cand_vecs)
     query_values, cand_values = np.asarray(query_values).reshape(-1), np.asarray(cand_values).reshape(-1)
     if query_vecs.ndim != 2 or cand_vecs.ndim != 2 or query_vecs.shape[1] != cand_vecs.shape[1]:
@@ -59,17 +80,30 @@ def attribute_map(query_vecs: np.ndarray, query_values: np.ndarray,
     if len(query_values) != len(query_vecs) or len(cand_values) != len(cand_vecs):
         raise ValueError("one value id per query and per candidate vector is required")
     nq, nc = len(query_vecs), len(cand_vecs)
-    aps = np.zeros(nq, dtype=np.float64)
+    out = {name: np.zeros(nq, dtype=np.float64) for name in ("ap", *RANKING_METRICS)}
     if nc == 0:
-        return aps
+        return out
     chunk = max(1, _CHUNK_ELEMENTS // nc)
     for start in range(0, nq, chunk):
         stop = min(start + chunk, nq)
         scores = query_vecs[start:stop] @ cand_vecs.T
         order = np.argsort(-scores, axis=1, kind="stable")
         relevant = cand_values[order] == query_values[start:stop, None]
-        aps[start:stop] = _ap_rows(relevant)
-    return aps
+        out["ap"][start:stop] = _ap_rows(relevant)
+        out["recall@1"][start:stop] = relevant[:, :1].any(axis=1)
+        out["recall@10"][start:stop] = relevant[:, :10].any(axis=1)
+        out["ndcg@10"][start:stop] = _ndcg_rows(relevant, 10)
+    return out
+
+
+def _ndcg_rows(relevant: np.ndarray, k: int) -> np.ndarray:
+    """nDCG@k of each row of a bool relevance matrix in ranked order (binary gains) -> `[n]`."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))          # ranks 1..k
+    top = relevant[:, :k]
+    dcg = (top * discounts[:top.shape[1]]).sum(axis=1)
+    ideal_hits = np.minimum(relevant.sum(axis=1), k)
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_hits]
+    return np.divide(dcg, ideal, out=np.zeros(len(relevant)), where=ideal > 0)
 
 
 def _ap_rows(relevant: np.ndarray) -> np.ndarray:
@@ -88,10 +122,16 @@ class MapReport:
     overall: float
     per_attribute: dict[str, float]
     queries: dict[str, int]
+    # RANKING_METRICS per attribute and overall (query-weighted), when the rankings were kept
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics_overall: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {"overall_map": self.overall, "per_attribute": dict(self.per_attribute),
-                "queries": dict(self.queries)}
+        data: dict[str, object] = {"overall_map": self.overall, "per_attribute": dict(self.per_attribute),
+                                   "queries": dict(self.queries)}
+        if self.metrics:
+            data.update(metrics=self.metrics, metrics_overall=self.metrics_overall)
+        return data
 
     def table(self) -> str:
         """Human-readable table, MAP x100 with 2 decimals, one row per attribute plus overall.
@@ -103,12 +143,62 @@ class MapReport:
         overall         20  70.00
         """
         width = max([len("attribute"), len("overall"), *map(len, self.per_attribute)])
-        lines = [f"{'attribute':<{width}}  {'queries':>7}  {'MAP':>5}"]
+        extra = [m for m in RANKING_METRICS if self.metrics_overall]
+        heads = {"recall@1": "R@1", "recall@10": "R@10", "ndcg@10": "nDCG@10"}
+        lines = [f"{'attribute':<{width}}  {'queries':>7}  {'MAP':>5}" + "".join(f"  {heads[m]:>7}" for m in extra)]
         for name, value in self.per_attribute.items():
-            lines.append(f"{name:<{width}}  {self.queries[name]:>7d}  {100 * value:>5.2f}")
+            lines.append(f"{name:<{width}}  {self.queries[name]:>7d}  {100 * value:>5.2f}"
+                         + "".join(f"  {100 * self.metrics[name][m]:>7.2f}" for m in extra))
         total = sum(self.queries.values())
-        lines.append(f"{'overall':<{width}}  {total:>7d}  {100 * self.overall:>5.2f}")
+        lines.append(f"{'overall':<{width}}  {total:>7d}  {100 * self.overall:>5.2f}"
+                     + "".join(f"  {100 * self.metrics_overall[m]:>7.2f}" for m in extra))
         return "\n".join(lines)
+
+
+def ranking_report(per_attr: dict[str, dict[str, np.ndarray]]) -> MapReport:
+    """`map_report` of each attribute's `attribute_rankings`, with the ranking metrics (x1, means
+    of per-query values; overall query-weighted like MAP)."""
+    report = map_report({name: r["ap"] for name, r in per_attr.items()})
+    report.metrics = {name: {m: float(np.mean(r[m])) for m in RANKING_METRICS} for name, r in per_attr.items()}
+    report.metrics_overall = {m: float(np.mean(np.concatenate([r[m] for r in per_attr.values()])))
+                              for m in RANKING_METRICS}
+    return report
+
+
+def compare_table(reports: dict[str, MapReport]) -> str:
+    """Several reports on the same split side by side: one column per report (numbered, with a
+    legend), MAP per attribute, then overall MAP and ranking metrics (x100).
+
+    >>> a = MapReport(0.7, {"collar": 0.75, "sleeve": 0.65}, {"collar": 10, "sleeve": 10})
+    >>> b = MapReport(0.8, {"collar": 0.9, "sleeve": 0.7}, {"collar": 10, "sleeve": 10})
+    >>> print(compare_table({"runs/a/best.pt": a, "runs/b/best.pt": b}))
+    [1] runs/a/best.pt
+    [2] runs/b/best.pt
+    <BLANKLINE>
+    MAP per attribute  queries    [1]    [2]
+    collar                  10  75.00  90.00
+    sleeve                  10  65.00  70.00
+    overall MAP             20  70.00  80.00
+    """
+    if not reports:
+        raise ValueError("nothing to compare")
+    first = next(iter(reports.values()))
+    names = list(first.per_attribute)
+    if any(list(r.per_attribute) != names or r.queries != first.queries for r in reports.values()):
+        raise ValueError("the reports are not of the same split: their attributes or query counts differ")
+    heads = [f"[{i}]" for i in range(1, len(reports) + 1)]
+    rows: list[tuple[str, str, list[float]]] = [
+        (name, str(first.queries[name]), [r.per_attribute[name] for r in reports.values()]) for name in names]
+    rows.append(("overall MAP", str(sum(first.queries.values())), [r.overall for r in reports.values()]))
+    labels = {"recall@1": "overall Recall@1", "recall@10": "overall Recall@10", "ndcg@10": "overall nDCG@10"}
+    if all(r.metrics_overall for r in reports.values()):
+        rows += [(labels[m], "", [r.metrics_overall[m] for r in reports.values()]) for m in RANKING_METRICS]
+    width = max(len("MAP per attribute"), *(len(label) for label, _, _ in rows))
+    lines = [f"[{i}] {path}" for i, path in enumerate(reports, 1)] + [""]
+    lines.append(f"{'MAP per attribute':<{width}}  {'queries':>7}" + "".join(f"  {h:>5}" for h in heads))
+    for label, count, values in rows:
+        lines.append(f"{label:<{width}}  {count:>7}" + "".join(f"  {100 * v:>5.2f}" for v in values))
+    return "\n".join(lines)
 
 
 def map_report(per_attr_ap: dict[str, np.ndarray]) -> MapReport:

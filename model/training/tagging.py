@@ -80,7 +80,7 @@ def tagging_report(attributes: Sequence[Attribute], prototypes: Prototypes, rows
     return report
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,7 +91,7 @@ def _pyplot() -> Any:
 
 def plot_confusion(path: Path, attribute: Attribute, confusion: list[list[int]], accuracy: float) -> None:
     """The confusion matrix (rows: true value, columns: predicted), counts written in the cells."""
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(confusion)
     size = 1.2 + 0.9 * len(attribute.values)
     fig, axis = plt.subplots(figsize=(size + 1.5, size))
@@ -113,7 +113,7 @@ def plot_confusion(path: Path, attribute: Attribute, confusion: list[list[int]],
 def plot_reliability(path: Path, stats: dict[str, Any], title: str) -> None:
     """Accuracy against stated confidence per bin (a calibrated model lies on the diagonal), with
     the number of rows per bin."""
-    plt = _pyplot()
+    plt = pyplot()
     edges = np.asarray(stats["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,12 +25,18 @@ from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
 from asen_search.model.nn.losses import joint_loss, triplet_loss
 from asen_search.model.runtime import Stems, resolve_runtime
+from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
 from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_maps, local_row_bytes
+from asen_search.model.training.retrieval_map import MapReport
 from asen_search.model.training.sampling import TripletSampler
 
 Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
 SCRATCH = ".scratch"  # per-run row files (crop maps that do not fit in memory), removed at the end
+# --time-budget: the shares of the time left after caching (docs/results.md, "Under a time budget")
+STAGE1_SHARE = 0.4          # stage 1; stage 2 has the rest
+PROTOTYPE_SHARE = 0.08      # of the whole budget, kept for the final prototype and calibration pass
+BUDGET_STAGE2_TRIPLETS = 0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class TrainConfig:
     embed_dim: int = 128
     common_dim: int = 128
     trainable_stages: int = 0                  # backbone stages fine-tuned at the end of each backbone
+    positions: bool = False                    # position channels in the heads (model/nn/attention.py)
     stage1_epochs: int = 6
     stage2_epochs: int = 3
     triplets_per_epoch: int = 16000
@@ -60,7 +67,7 @@ class TrainConfig:
     lr_gamma: float = 0.9
     margin: float = 0.2
     roi_threshold: float = 0.1
-    beta: float = 0.6
+    beta: float | None = None                  # fusion weight; None: chosen per attribute on validation
     use_asa: bool = True
     use_aca: bool = True
     seed: int = 0
@@ -79,7 +86,7 @@ class TrainConfig:
 
         def branch(name: str, size: int) -> BranchConfig:
             return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
-                                _frozen(name, self.stride, self.trainable_stages))
+                                _frozen(name, self.stride, self.trainable_stages), self.positions)
 
         return ModelConfig(self.variant, n_attributes, 512, branch(self.backbone, self.global_size),
                            branch(local_name, self.local_size), self.use_asa, self.use_aca)
@@ -88,7 +95,7 @@ class TrainConfig:
         """The global backbone's own input normalisation (declared by its spec) for both branches."""
         spec = backbone_spec(self.backbone)
         return Preprocess(self.global_size, self.local_size, spec.mean, spec.std, "center", self.roi_threshold,
-                          self.beta)
+                          0.6 if self.beta is None else self.beta)
 
 
 def _frozen(backbone: str, stride: int, trainable: int) -> int:
@@ -129,6 +136,7 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        plot_training_curve(self.out / "log.jsonl")  # curve.png beside the log, redrawn every epoch
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -187,21 +195,29 @@ class Trainer:
         if self.cfg.resume:
             self._restore()
         self._prepare()
-        deadline = None if self.cfg.time_budget is None else t0 + 60.0 * self.cfg.time_budget
+        phases = {"prepare": round(time.monotonic() - t0, 1)}
+        budget = self.cfg.time_budget
+        deadline = None if budget is None else \
+            t0 + 60.0 * budget * (1.0 - (PROTOTYPE_SHARE if self.cfg.prototypes else 0.0))
         self._say(f"prepared {len(self.train)} train and {len(self.valid.images)} valid images "
                   f"in {time.monotonic() - t0:.0f} s (" + ", ".join(f"{k}: {v}" for k, v in self.memory_plan.items())
                   + ")")
         for stage in self._stages():
             if stage < self.state["stage"]:
                 continue
+            started = time.monotonic()
             self._run_stage(stage, self._stage_deadline(stage, deadline))
+            phases[f"stage{stage}"] = round(time.monotonic() - started, 1)
             self.state.update(stage=stage + 1, epoch=0)
             self.optimizer = None
         shutil.rmtree(self.out / SCRATCH, ignore_errors=True)
         if not (self.out / "best.pt").is_file():
             raise RuntimeError("training ended before any epoch finished: raise --time-budget")
         prototypes = self._add_prototypes() if self.cfg.prototypes else None
-        summary = {"best_valid_map": self.state["best_map"], "seconds": round(time.monotonic() - t0, 1),
+        if prototypes is not None:
+            phases["prototypes"] = prototypes["seconds"]
+        summary = {"best_valid_map": self.state["best_map"], "best_at": self.state.get("best_at"),
+                   "seconds": round(time.monotonic() - t0, 1), "phases": phases,
                    "epochs": len(self.state["history"]), "best": str(self.out / "best.pt"), "prototypes": prototypes}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
@@ -226,7 +242,7 @@ class Trainer:
         if deadline is None:
             return None
         if stage == 1 and self.model.cfg.has_local:
-            return time.monotonic() + 0.4 * max(0.0, deadline - time.monotonic())
+            return time.monotonic() + STAGE1_SHARE * max(0.0, deadline - time.monotonic())
         return deadline
 
     def _run_stage(self, stage: int, stage_deadline: float | None) -> None:
@@ -257,8 +273,11 @@ class Trainer:
         assert self.optimizer is not None  # made by _run_stage
         for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
             group["lr"] = base * self._lr_factor(stage, epoch)
+        n_triplets = cfg.triplets_per_epoch
+        if stage == 2 and cfg.time_budget is not None:
+            n_triplets = max(cfg.batch_size, int(BUDGET_STAGE2_TRIPLETS * n_triplets))
         triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
-                                    .sample(cfg.triplets_per_epoch))
+                                    .sample(n_triplets))
         crop_record: dict[str, Any] = {}
         if stage == 2:
             # crops of the pairs this epoch's triplets use, by the current global attention: at most
@@ -290,26 +309,48 @@ class Trainer:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         bar.close()
         t_val = time.monotonic()
-        report = self.valid.evaluate(self.model, self.pre, use_local=stage == 2, progress=self.progress, amp=cfg.amp)
+        report, pre = self._validate(stage)
         record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
                   "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
                   "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1),
+                  **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
                   **crop_record}
         self.state["history"].append(record)
         self._log(record)
         self.state["epoch"] = epoch + 1
-        final_stage = stage == self._stages()[-1]
-        improved = final_stage and report.overall > self.state["best_map"]
+        # best.pt: the best validated model of either stage, with the fusion weights it was validated at
+        improved = report.overall > self.state["best_map"]
         if improved:
             self.state["best_map"] = report.overall
-            save_checkpoint(self.out / "best.pt", self.model, self.pre, self.ds.attributes,
+            self.state["best_at"] = {"stage": stage, "epoch": epoch + 1,
+                                     "betas": record.get("betas")}
+            save_checkpoint(self.out / "best.pt", self.model, pre, self.ds.attributes,
                             {"valid_map": report.to_json(), "stage": stage, "epoch": epoch + 1,
+                             "betas": list(pre.betas) if pre.betas else None,
                              "train_config": _jsonable(asdict(cfg))})
         self._save_last(stage)
         self._say(f"stage {stage} epoch {epoch + 1}: loss {record['loss'] or float('nan'):.4f}  "
                   f"valid MAP {100 * report.overall:.2f}{'  (best)' if improved else ''}  "
                   f"[{record['seconds']:.0f} s]")
         return time.monotonic() - t_val
+
+    def _validate(self, stage: int) -> tuple[MapReport, Preprocess]:
+        """Validation MAP after an epoch and the preprocessing to save with it. ASEN++ in stage 1 is
+        its global branch alone (beta 1 for every attribute); in stage 2 each attribute's fusion
+        weight is chosen on the validation split (beta 1 among the choices), so a stage-2 model is
+        never validated below its own global branch."""
+        cfg = self.cfg
+        if not self.model.cfg.has_local:
+            return self.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp), self.pre
+        if stage == 1:
+            report = self.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp)
+            return report, replace(self.pre, betas=(1.0,) * len(self.ds.attributes))
+        if cfg.beta is not None:  # a fixed fusion weight
+            return self.valid.evaluate(self.model, self.pre, True, progress=self.progress, amp=cfg.amp), self.pre
+        g, loc = self.valid.branch_vectors(self.model, self.pre, True, progress=self.progress, amp=cfg.amp)
+        assert loc is not None
+        betas, report = self.valid.choose_betas(self.model, g, loc)
+        return report, replace(self.pre, betas=betas)
 
     def _base_lrs(self, stage: int) -> list[float]:
         return [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]

@@ -1,4 +1,4 @@
-"""`asen` subcommands of the model package: synth, train, eval, import-reference, import-fashionai."""
+"""`asen` subcommands of the model package: synth, train, prototypes, import-reference, import-fashionai."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,9 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=float, default=1.0, help="picture size factor (default 1: shorter side 200-360 "
                    "px; 1.6 draws FashionAI-like sizes around 512 px)")
+    p.add_argument("--nuisance", action="append", default=[], metavar="NAME=VALUE",
+                   help="change how pictures vary, e.g. rotation=25, occluders=4, brightness=0.55,1.35 (repeatable; "
+                   "names: rotation, garment_scale, clutter, occluders, contrast, brightness, shadow, jpeg_quality)")
     p.add_argument("--workers", type=int, default=None, help="drawing processes (default: one per core)")
 
 
@@ -50,6 +53,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-size", type=int, default=224)
     p.add_argument("--local-size", type=int, default=112)
     p.add_argument("--embed-dim", type=int, default=128, help="embedding size of each branch")
+    p.add_argument("--positions", action=argparse.BooleanOptionalAction, default=False,
+                   help="position channels in the attention heads (docs/results.md)")
     p.add_argument("--trainable-stages", type=int, default=0,
                    help="backbone stages fine-tuned at the end of each backbone (0: frozen, cached)")
     p.add_argument("--stage1-epochs", type=int, default=6)
@@ -60,7 +65,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-global", type=float, default=1e-4, help="stage 2 global branch learning rate")
     p.add_argument("--lr-local", type=float, default=1e-3, help="stage 2 local branch learning rate")
     p.add_argument("--roi-threshold", type=float, default=0.1)
-    p.add_argument("--beta", type=float, default=0.6, help="global weight in the fused similarity")
+    p.add_argument("--beta", type=float, default=None,
+                   help="global weight in the fused similarity (default: chosen per attribute on the validation split)")
     p.add_argument("--no-asa", action="store_true", help="ablation: no spatial attention (average pooling)")
     p.add_argument("--no-aca", action="store_true", help="ablation: no channel attention")
     p.add_argument("--seed", type=int, default=0)
@@ -118,22 +124,6 @@ def parse_train_config(options: str, data: Path, out: Path) -> TrainConfig:
 
 
 def _register_others(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="MAP on a split (the spec's protocol)")
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--split", choices=("valid", "test"), default="test")
-    p.add_argument("--json", type=Path, help="write the report as JSON here")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
-    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
-    p.add_argument("--allow-overlap", action="store_true",
-                   help="evaluate even when an image is both a query and a candidate of one attribute (refused "
-                   "by default: the query finds itself and MAP is inflated)")
-    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
-                   help="where the tagging plots go (confusion matrix of the worst attribute, reliability of the "
-                   "confidences); default: eval-SPLIT beside the checkpoint")
-    p.set_defaults(func=_eval)
-
     p = sub.add_parser("prototypes", help="add value prototypes and tag calibration to a checkpoint (search by "
                        "value, POST /tag, predicted tags)")
     p.add_argument("--checkpoint", type=Path, required=True, help="updated in place (its fingerprint changes: "
@@ -163,10 +153,10 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from asen_search.model.data.synth import generate_dataset
+    from asen_search.model.data.synth import generate_dataset, parse_nuisance
 
     generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed, scale=args.scale,
-                     workers=args.workers)
+                     workers=args.workers, nuisance=parse_nuisance(args.nuisance))
     print(f"demo dataset written to {args.out_dir}")
 
 
@@ -178,7 +168,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         data=args.data, out=args.out, variant=args.variant, backbone=args.backbone,
         local_backbone=args.local_backbone, global_weights=args.global_weights, local_weights=args.local_weights,
         stride=args.stride, global_size=args.global_size, local_size=args.local_size, embed_dim=args.embed_dim,
-        common_dim=args.embed_dim, trainable_stages=args.trainable_stages, stage1_epochs=args.stage1_epochs,
+        common_dim=args.embed_dim, trainable_stages=args.trainable_stages, positions=args.positions,
+        stage1_epochs=args.stage1_epochs,
         stage2_epochs=args.stage2_epochs, triplets_per_epoch=args.triplets, batch_size=args.batch_size,
         lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
@@ -192,71 +183,6 @@ def _train(args: argparse.Namespace) -> None:
 
     summary = train(train_config(args))
     print(json.dumps(summary, indent=2))
-
-
-def _eval(args: argparse.Namespace) -> None:
-    from asen_search.model.data.dataset import load_dataset
-    from asen_search.model.encoder import Encoder
-    from asen_search.model.training.evaluate import encode_split, map_of_rows
-    from asen_search.model.training.tagging import plot_confusion, plot_reliability, tagging_report
-
-    ds = load_dataset(args.data)
-    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime)
-    names = [a.name for a in ds.attributes]
-    if names != encoder.attribute_names:
-        raise SystemExit(f"error: the checkpoint's attributes {encoder.attribute_names} differ from the "
-                         f"dataset's {names}")
-    overlap = ds.query_candidate_overlap(args.split)
-    if overlap and not args.allow_overlap:
-        shown = "\n  ".join(overlap[:10]) + (f"\n  ... and {len(overlap) - 10} more" if len(overlap) > 10 else "")
-        raise ValueError(f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
-                         f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
-                         "candidate lists disjoint, or pass --allow-overlap to evaluate anyway")
-    rows, vectors = encode_split(encoder, ds, args.split, args.batch_size)
-    report = map_of_rows(ds, args.split, vectors)
-    print(report.table())
-    result = report.to_json()
-    if encoder.prototypes is None:
-        print("tagging and search by value: not measured (the checkpoint has no value prototypes; add them with "
-              "`asen prototypes`)")
-    else:
-        tagging = tagging_report(ds.attributes, encoder.prototypes, rows, vectors)
-        print(f"\ntagging and search by value ({args.split} split):\n" + tagging.table())
-        result["tagging"] = tagging.to_json()
-        plots = args.plots or args.checkpoint.parent / f"eval-{args.split}"
-        plots.mkdir(parents=True, exist_ok=True)
-        worst = next(a for a in ds.attributes if a.name == tagging.worst)
-        plot_confusion(plots / "confusion_worst.png", worst, tagging.confusion[worst.name], tagging.accuracy[worst.name])
-        plot_reliability(plots / "reliability.png", tagging.reliability,
-                         f"tag confidences on the {args.split} split (calibrated on valid)")
-        print(f"plots: {plots / 'confusion_worst.png'} ({worst.name}), {plots / 'reliability.png'}")
-    if "valid" in ds.splits_available():
-        _write_thresholds(args, ds, encoder, result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _write_thresholds(args: argparse.Namespace, ds, encoder, result: dict) -> None:
-    """The score -> precision curves of the validation split, beside the checkpoint (the service and
-    `asen scan` read them for `min_precision`), and their plot."""
-    from asen_search.index.fileio import atomic_write
-    from asen_search.model.thresholds import compute_thresholds, plot_curves, sidecar_path
-    from asen_search.model.training.evaluate import encode_split
-
-    rows, vectors = encode_split(encoder, ds, "valid", args.batch_size)
-    thresholds = compute_thresholds(ds.attributes, rows, vectors)
-    thresholds.fingerprint = encoder.fingerprint
-    path = sidecar_path(args.checkpoint)
-    atomic_write(path, lambda fh: fh.write(json.dumps(thresholds.to_json()).encode()))
-    plots = args.plots or args.checkpoint.parent / f"eval-{args.split}"
-    plots.mkdir(parents=True, exist_ok=True)
-    plot_curves(plots / "pr_curves.png", thresholds, "same value at score >= t, validation split")
-    levels = {name: thresholds.levels(name) for name in thresholds.curves}
-    result["thresholds"] = levels
-    print("\nscores for precision 0.9 / 0.95 / 0.99 (validation split; '-': never reached):")
-    for name, by_level in levels.items():
-        print(f"  {name:<24} " + "  ".join("-" if v is None else f"{v:.4f}" for v in by_level.values()))
-    print(f"precision curves: {path}; plot: {plots / 'pr_curves.png'}")
 
 
 def _prototypes(args: argparse.Namespace) -> None:

@@ -52,3 +52,29 @@ def test_head_output_shapes_and_standardisation() -> None:
     head.set_standardisation(mean, std)
     emb2, _ = head(feats * std[:, None, None] + mean[:, None, None], attr)
     torch.testing.assert_close(emb, emb2, atol=1e-5, rtol=1e-4)
+
+
+def test_position_channels_give_the_attended_regions_moments() -> None:
+    """Pooled with the attention, the position channels are the attended region's centre and second
+    moments: attention on one cell gives that cell's coordinates."""
+    import torch
+
+    from asen_search.model.nn.attention import AttentionHead, position_channels
+
+    pos = position_channels(4, 6, torch.zeros(1))
+    assert pos.shape == (5, 4, 6)
+    assert torch.allclose(pos[0, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))          # y of the rows
+    assert torch.allclose(pos[2], pos[0] ** 2) and torch.allclose(pos[4], pos[0] * pos[1])
+    head = AttentionHead(8, 4, 6, 2, 5, use_asa=False, positions=True)
+    assert head.proj.in_features == 8 + 5
+    emb, att = head(torch.randn(2, 8, 4, 6), torch.randn(2, 3, 4))
+    assert emb.shape == (2, 3, 5) and att.shape == (2, 3, 4, 6)
+
+
+def test_checkpoints_without_the_positions_key_load_without_positions() -> None:
+    from asen_search.model.config import ModelConfig
+
+    data = ModelConfig().to_dict()
+    for branch in ("global_branch", "local_branch"):
+        del data[branch]["positions"]
+    assert ModelConfig.from_dict(data).global_branch.positions is False

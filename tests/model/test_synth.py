@@ -153,3 +153,27 @@ def test_scale_draws_larger_pictures_with_the_same_labels(tmp_path: pathlib.Path
             assert abs(min(b.size) - 1.6 * min(a.size)) <= 1 and 320 <= min(b.size) <= 576
     with pytest.raises(ValueError, match="scale"):
         synth.generate_dataset(tmp_path / "bad", n_train=2, n_valid=2, n_test=2, scale=0)
+
+
+def test_nuisance_settings_change_the_pictures_and_are_recorded(tmp_path: pathlib.Path) -> None:
+    from asen_search.model.data.synth import _render_one, parse_nuisance
+
+    changed = parse_nuisance(["rotation=25", "occluders=4", "brightness=0.55,1.35"])
+    assert (changed.rotation, changed.occluders, changed.brightness) == (25.0, 4, (0.55, 1.35))
+    plain = [_render_one(0, 0, i)[1] for i in range(4)]
+    other = [_render_one(0, 0, i, nuisance=changed)[1] for i in range(4)]
+    assert all(a != b for a, b in zip(plain, other))
+    assert [_render_one(0, 0, i)[0] for i in range(4)] == [_render_one(0, 0, i, nuisance=changed)[0] for i in range(4)]
+    synth.generate_dataset(tmp_path / "d", n_train=2, n_valid=2, n_test=2, seed=5, progress=False, nuisance=changed)
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["nuisance"]["rotation"] == 25.0 and meta["nuisance"]["seed"] == 5
+    synth.generate_dataset(tmp_path / "e", n_train=2, n_valid=2, n_test=2, progress=False)
+    assert "nuisance" not in json.loads((tmp_path / "e" / "meta.json").read_text())
+
+
+@pytest.mark.parametrize("bad", ["spin=3", "rotation", "rotation=abc", "clutter=4", "rotation=90"])
+def test_bad_nuisance_settings_are_refused(bad: str) -> None:
+    from asen_search.model.data.synth import parse_nuisance
+
+    with pytest.raises(ValueError, match="nuisance setting|out of range"):
+        parse_nuisance([bad])

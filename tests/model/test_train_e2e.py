@@ -32,7 +32,7 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [(1, 1), (1, 2), (2, 1)]
     assert all(0 <= r["valid_map"] <= 1 and r["loss"] is not None for r in log)
-    assert summary["best_valid_map"] == pytest.approx(log[-1]["valid_map"])   # only stage-2 epochs count
+    assert summary["best_valid_map"] == pytest.approx(max(r["valid_map"] for r in log))   # either stage
     # the value prototypes and tag temperatures are added to best.pt at the end
     assert summary["prototypes"]["train_rows"] > 0 and set(summary["prototypes"]["temperature"]) == \
         {a.name for a in ds.attributes}

@@ -41,7 +41,7 @@ def plot_training_curve(log: Path, out: Path | None = None, title: str | None = 
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="lower right")
     top.set_title(title or f"training curve: {Path(log).parent.name}")
-    bottom.set_ylabel("triplet loss (mean)")
+    bottom.set_ylabel("training loss (epoch mean)")
     bottom.set_xlabel("epoch (both stages)")
     bottom.grid(alpha=0.3)
     fig.tight_layout()

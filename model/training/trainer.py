@@ -51,14 +51,14 @@ class TrainConfig:
     global_weights: Path | None = None
     local_weights: Path | None = None
     stride: int = 16
-    global_size: int = 224
+    global_size: int = 288                     # measured: docs/results.md, "Quality"
     local_size: int = 112
     embed_dim: int = 128
     common_dim: int = 128
     trainable_stages: int = 0                  # backbone stages fine-tuned at the end of each backbone
     positions: bool = False                    # position channels in the heads (model/nn/attention.py)
-    stage1_epochs: int = 6
-    stage2_epochs: int = 3
+    stage1_epochs: int = 9                     # 9 + 4 at 288: about 10 minutes on 2 cores (docs/results.md)
+    stage2_epochs: int = 4
     triplets_per_epoch: int = 16000
     batch_size: int = 32
     lr: float = 1e-3

@@ -50,15 +50,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--global-weights", type=Path, help="local torchvision state dict for a ResNet global backbone")
     p.add_argument("--local-weights", type=Path, help="local torchvision state dict for a ResNet local backbone")
     p.add_argument("--stride", type=int, choices=(16, 32), default=16, help="feature map fed to the attention")
-    p.add_argument("--global-size", type=int, default=224)
+    p.add_argument("--global-size", type=int, default=288, help="global input side in pixels (default 288)")
     p.add_argument("--local-size", type=int, default=112)
     p.add_argument("--embed-dim", type=int, default=128, help="embedding size of each branch")
     p.add_argument("--positions", action=argparse.BooleanOptionalAction, default=False,
                    help="position channels in the attention heads (docs/results.md)")
     p.add_argument("--trainable-stages", type=int, default=0,
                    help="backbone stages fine-tuned at the end of each backbone (0: frozen, cached)")
-    p.add_argument("--stage1-epochs", type=int, default=6)
-    p.add_argument("--stage2-epochs", type=int, default=3)
+    p.add_argument("--stage1-epochs", type=int, default=9)
+    p.add_argument("--stage2-epochs", type=int, default=4)
     p.add_argument("--triplets", type=int, default=16000, help="triplets per epoch")
     p.add_argument("--batch-size", type=int, default=32, help="triplets per batch")
     p.add_argument("--lr", type=float, default=1e-3, help="stage 1 learning rate")

@@ -127,8 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="`asen train` flags for the demo model, one string, e.g. \"--time-budget 5\" "
                    "(ASEN_DEMO_TRAIN_ARGS; default: those of --recipe)")
     p.add_argument("--recipe", choices=("quick", "full"), default=os.environ.get("ASEN_DEMO_RECIPE", "quick"),
-                   help="without --train-args: quick (the default recipe with 5 + 2 epochs instead of 6 + 3: the "
-                   "first run answers within about 6 minutes of the install) or full (the default recipe) "
+                   help="without --train-args: quick (the default recipe with 5 + 2 epochs instead of 9 + 4 and the "
+                   "global input at 224 instead of 288: the first run answers within minutes of the install) or "
+                   "full (the default recipe) "
                    "(ASEN_DEMO_RECIPE; docs/performance.md)")
     p.set_defaults(func=_demo)
 

@@ -64,6 +64,7 @@ def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
                          backbone="tiny", global_size=64, local_size=32), progress=False)
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()
+    assert {"prepare", "stage1"} <= set(summary["phases"])
 
 
 def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: Path) -> None:

@@ -74,6 +74,7 @@ def test_encoder_applies_each_attributes_beta() -> None:
         assert float(np.sum(vectors[a, d_g:] ** 2)) == pytest.approx(1 - beta, abs=1e-5)
 
 
+@pytest.mark.slow  # two training stages with the real backbone (CI runs the slow tests too)
 def test_stage_two_never_replaces_a_better_stage_one_model(demo_dataset: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A stage 2 that unlearns (it maximises its loss, fast): best.pt stays the stage-1 model (the

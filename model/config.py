@@ -54,10 +54,6 @@ class Preprocess:
         if self.betas is not None and not all(0.0 < b <= 1.0 for b in self.betas):
             raise ValueError(f"every per-attribute beta must be in (0, 1], got {self.betas}")
 
-    def beta_of(self, attribute: int) -> float:
-        """The global branch's weight in the fused similarity of one attribute (1: global alone)."""
-        return self.beta if self.betas is None else self.betas[attribute]
-
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ class ValidationSet:
         queries first: `[n_rows, 1, D_g]`, `[n_rows, 1, D_l]` (unnormalised, as the heads give them)."""
         model.eval()
         device = model_device(model)
-        fids, attrs = self._rows()
+        fids, attrs = self._rows
         dev_attrs = attrs.to(device)
         with mixed_precision(device, amp):
             g = torch.cat([model.global_embed(to_device(self.images.global_maps[fids[i:i + batch_size]], device).float(),
@@ -96,7 +97,9 @@ class ValidationSet:
                                  for i in range(0, len(fids), batch_size)])
         return g.cpu(), None if loc is None else loc.cpu()
 
+    @cached_property
     def _rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ids and attribute ids of every row, queries first."""
         fids = torch.from_numpy(np.concatenate([self.queries.fids, self.candidates.fids]))
         attrs = torch.from_numpy(np.concatenate([self.queries.attrs, self.candidates.attrs]))
         return fids, attrs
@@ -112,7 +115,7 @@ class ValidationSet:
                      grid: Sequence[float] = BETA_GRID) -> tuple[tuple[float, ...], MapReport]:
         """Per attribute, the fusion weight of `grid` with the best validation MAP (ties: the larger
         beta, 1 = the global branch alone), and the report at those weights."""
-        _, attrs = self._rows()
+        _, attrs = self._rows
         best: dict[str, tuple[float, float]] = {}
         for beta in sorted(grid, reverse=True):
             for name, value in self.report(model, g, loc, beta).per_attribute.items():
@@ -125,7 +128,7 @@ class ValidationSet:
                  progress: bool = True, amp: bool | None = None) -> MapReport:
         """Validation MAP of `model` with the fusion weight(s) of `pre`."""
         g, loc = self.branch_vectors(model, pre, use_local, batch_size, progress, amp)
-        _, attrs = self._rows()
+        _, attrs = self._rows
         return self.report(model, g, loc, fusion_beta(pre, attrs[:, None]))
 
 

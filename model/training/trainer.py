@@ -326,7 +326,6 @@ class Trainer:
                                      "betas": record.get("betas")}
             save_checkpoint(self.out / "best.pt", self.model, pre, self.ds.attributes,
                             {"valid_map": report.to_json(), "stage": stage, "epoch": epoch + 1,
-                             "betas": list(pre.betas) if pre.betas else None,
                              "train_config": _jsonable(asdict(cfg))})
         self._save_last(stage)
         self._say(f"stage {stage} epoch {epoch + 1}: loss {record['loss'] or float('nan'):.4f}  "
@@ -340,11 +339,10 @@ class Trainer:
         weight is chosen on the validation split (beta 1 among the choices), so a stage-2 model is
         never validated below its own global branch."""
         cfg = self.cfg
-        if not self.model.cfg.has_local:
-            return self.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp), self.pre
-        if stage == 1:
+        if stage == 1 or not self.model.cfg.has_local:
             report = self.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp)
-            return report, replace(self.pre, betas=(1.0,) * len(self.ds.attributes))
+            return report, replace(self.pre, betas=(1.0,) * len(self.ds.attributes)) if self.model.cfg.has_local \
+                else self.pre
         if cfg.beta is not None:  # a fixed fusion weight
             return self.valid.evaluate(self.model, self.pre, True, progress=self.progress, amp=cfg.amp), self.pre
         g, loc = self.valid.branch_vectors(self.model, self.pre, True, progress=self.progress, amp=cfg.amp)

@@ -5,8 +5,8 @@ contributes before the exact rescoring), with the latency of each setting.
     .venv/bin/python -m bench.composed_recall --checkpoint /tmp/composerun/data/model/best.pt \\
         --images /tmp/composerun/data/data/images --items 100000 --queries 300 --json /tmp/composed_recall.json
     .venv/bin/python -m bench.composed_recall --items 100000 --queries 300 --parents shared \\
-        --kinds Flat HNSW32:efSearch=256 --json /tmp/composed_recall_shared.json
-    .venv/bin/python -m bench.composed_recall --items 100000 --queries 200 --kinds Flat HNSW32:efSearch=256 \\
+        --kinds Flat HNSW32:ef_search=256 --json /tmp/composed_recall_shared.json
+    .venv/bin/python -m bench.composed_recall --items 100000 --queries 200 --kinds Flat HNSW32:ef_search=256 \\
         --per-part 16384 46341 --json /tmp/composed_recall_large.json
     .venv/bin/python -m bench.composed_recall --items 100000 --queries 300 --kinds IVF1024,SQ8:nprobe=128 \\
         --per-part 800 1600 3200 --json /tmp/composed_recall_ivf128.json
@@ -81,7 +81,7 @@ KINDS = ("item", "mixed", "perturbed")
 PER_PART = (50, 100, 200, 400, 800, 1600, 3200)
 OVERLAP_K = 50
 SCAN_QUERIES = 60   # queries timed on the exact way over decoded vectors (a full scan each)
-DEFAULT_KINDS = ("Flat", "HNSW32:efSearch=256", "IVF1024,SQ8:nprobe=32")
+DEFAULT_KINDS = ("Flat", "HNSW32:ef_search=256", "IVF1024,SQ8:nprobe=32")
 
 
 def log(message: str) -> None:
@@ -322,7 +322,7 @@ class Result:
 
 
 def parse_kind(spec: str) -> tuple[str, dict[str, int]]:
-    """"HNSW32:efSearch=256" -> ("HNSW32", {"efSearch": 256})."""
+    """"HNSW32:ef_search=256" -> ("HNSW32", {"ef_search": 256})."""
     factory, _, knobs = spec.partition(":")
     params = {}
     for knob in filter(None, knobs.split(":")):
@@ -482,7 +482,7 @@ def main() -> None:
                         help="a synthetic item's parent image: one per attribute, or one for all")
     parser.add_argument("--noise", choices=("shaped", "isotropic"), default="shaped")
     parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), metavar="FACTORY[:knob=value]",
-                        help="index kinds, search knobs after ':' (efSearch, nprobe)")
+                        help="index kinds, search knobs after ':' (ef_search, nprobe)")
     parser.add_argument("--per-part", type=int, nargs="+", default=list(PER_PART))
     parser.add_argument("--target-recall", type=float, default=0.99)
     parser.add_argument("--threads", type=int, default=2, help="faiss.omp_set_num_threads")

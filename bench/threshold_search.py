@@ -27,7 +27,7 @@ import numpy as np
 import asen_search.index.attribute_index as attribute_index
 from asen_search.index import CatalogueIndex
 
-KINDS = (("Flat", {}), ("HNSW32", {"efSearch": 256}), ("IVF1024,SQ8", {"nprobe": 32}))
+KINDS = (("Flat", {}), ("HNSW32", {"ef_search": 256}), ("IVF1024,SQ8", {"nprobe": 32}))
 COUNTS = (10, 100, 1000)
 
 
@@ -113,7 +113,7 @@ def main() -> None:
         catalogue.close()
     print(f"{'kind':<22} {'way':<14} {'passing':>7} {'recall':>7} {'min':>6} {'vs stored':>9} {'p50 ms':>7} {'p95 ms':>7}")
     for r in rows:
-        kind = r["kind"] + "".join(f" {k}={r[k]}" for k in ("efSearch", "nprobe") if k in r)
+        kind = r["kind"] + "".join(f" {k}={r[k]}" for k in ("ef_search", "nprobe") if k in r)
         print(f"{kind:<22} {r['way']:<14} {r['passing']:>7} {r['recall']:>7.4f} {r['recall_min']:>6.3f} "
               f"{r['recall_vs_stored']:>9.4f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f}")
     if args.json:

@@ -1,36 +1,46 @@
-"""Per-attribute vector indexes for the catalogue: numpy + faiss only (never torch).
-
-``CatalogueIndex`` is the entry point::
+"""The catalogue: items searchable per attribute, behind one front (`Catalogue`,
+index/interface.py) over two engines: the FAISS directory (`CatalogueIndex`, the default) and Milvus
+(`MilvusCatalogue`, index/milvus/). numpy + faiss only (never torch)::
 
     cat = CatalogueIndex.create(["colour", "sleeve"], dim=128, fingerprint=model_fingerprint)
     cat.add(ids, vectors, metadata)            # vectors: float32 [n, n_attributes, dim]
-    hits = cat.search(q, "colour", k=10, filters={"category": ["dress", "skirt"]})
+    hits = cat.search(q, "colour", k=10, filters={"category": ["dress", "skirt"], "price": {"lt": 50}})
     cat.save("var/index")
-    cat = CatalogueIndex.load("var/index", expected_fingerprint=model_fingerprint)
+    cat = open_catalogue("var/index", expected_fingerprint=model_fingerprint)   # or milvus://HOST:PORT/NAME
 """
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .catalogue import CatalogueIndex, StaleCatalogue
+from .catalogue import CatalogueIndex
 from .composed import COMPOSED_CANDIDATES, Part
+from .directory import StaleCatalogue
 from .dirlock import DirectoryLock, DirectoryLocked, DirectoryUnwritable
 from .errors import (
     CatalogueBusy,
     CatalogueError,
+    CatalogueExists,
     FingerprintMismatch,
     IndexFormatError,
+    InvalidFilters,
+    InvalidInput,
+    InvalidItemId,
+    InvalidMetadata,
+    InvalidVectors,
+    ItemExists,
     ReadOnlyCatalogue,
+    UnknownAttribute,
     UnknownItem,
 )
-from .ids import MAX_ID_LENGTH, validate_id
+from .filters import Filter, parse_filters
 from .interface import Catalogue
 from .repair import RepairReport, repair_log
 from .results import Item, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
+from .transfer import open_catalogue
+from .validation import MAX_ID_LENGTH, validate_id
 from .wal import NO_SPACE_ERRNOS, LogCorrupt, LogUnavailable, RecordTooLarge
 
 __all__ = [
     "COMPOSED_CANDIDATES",
-    "Part",
     "FORMAT_VERSION",
     "MAX_ID_LENGTH",
     "NO_SPACE_ERRNOS",
@@ -38,23 +48,35 @@ __all__ = [
     "Catalogue",
     "CatalogueBusy",
     "CatalogueError",
+    "CatalogueExists",
     "CatalogueIndex",
     "DirectoryLock",
     "DirectoryLocked",
     "DirectoryUnwritable",
+    "Filter",
     "FingerprintMismatch",
     "IndexFormatError",
+    "InvalidFilters",
+    "InvalidInput",
+    "InvalidItemId",
+    "InvalidMetadata",
+    "InvalidVectors",
     "Item",
+    "ItemExists",
     "LogCorrupt",
     "LogUnavailable",
+    "Part",
     "RecordTooLarge",
+    "RemoveResult",
     "RepairReport",
     "ReadOnlyCatalogue",
-    "RemoveResult",
     "SearchKnobs",
     "SearchResult",
     "StaleCatalogue",
+    "UnknownAttribute",
     "UnknownItem",
+    "open_catalogue",
+    "parse_filters",
     "read_manifest",
     "repair_log",
     "validate_id",

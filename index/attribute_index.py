@@ -28,6 +28,7 @@ from typing import Any, cast
 import faiss
 import numpy as np
 
+from .errors import InvalidInput
 from .results import SearchResult
 from .threshold import grow_until_below
 
@@ -79,7 +80,7 @@ _SUPPORTED = "'Flat', 'HNSW32' (or 'HNSW32,SQ8', ...), 'IVF1024,Flat', 'IVF1024,
 class SearchKnobs:
     """Accuracy/speed knobs of approximate indexes (None where they do not apply)."""
 
-    efSearch: int | None = None
+    ef_search: int | None = None   # HNSW's efSearch
     nprobe: int | None = None
 
 
@@ -272,23 +273,23 @@ class AttributeIndex:
 
     def knobs(self) -> SearchKnobs:
         if self.kind == "hnsw":
-            return SearchKnobs(efSearch=int(self._core.hnsw.efSearch))
+            return SearchKnobs(ef_search=int(self._core.hnsw.efSearch))
         if self.kind == "ivf":
             return SearchKnobs(nprobe=int(self._core.nprobe))
         return SearchKnobs()
 
     def set_knobs(self, knobs: SearchKnobs) -> None:
-        """Set efSearch (HNSW) / nprobe (IVF); ValueError for a knob this kind lacks."""
-        for name, kind in (("efSearch", "hnsw"), ("nprobe", "ivf")):
+        """Set ef_search (HNSW's efSearch) / nprobe (IVF); InvalidInput for a knob this kind lacks."""
+        for name, kind in (("ef_search", "hnsw"), ("nprobe", "ivf")):
             value = getattr(knobs, name)
             if value is None:
                 continue
             if self.kind != kind:
-                raise ValueError(f"{name} applies to {kind.upper()} indexes, not to {self.factory!r}")
+                raise InvalidInput(f"{name} applies to {kind.upper()} indexes, not to {self.factory!r}")
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if knobs.efSearch is not None:
-            self._core.hnsw.efSearch = knobs.efSearch
+                raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+        if knobs.ef_search is not None:
+            self._core.hnsw.efSearch = knobs.ef_search
         if knobs.nprobe is not None:
             self._core.nprobe = min(knobs.nprobe, self._core.nlist)
 

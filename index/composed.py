@@ -17,14 +17,14 @@ Two ways to answer, both behind `Catalogue.search_composed`:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CatalogueBusy
-from .metadata import FilterValue, MetadataStore
+from .errors import CatalogueBusy, InvalidInput
+from .filters import Filter
 from .results import SearchResult
 
 if TYPE_CHECKING:
@@ -51,27 +51,27 @@ def check_parts(parts: Sequence[Part], attributes: Sequence[str], dim: int) -> l
     attribute, an attribute twice, a weight outside [-1, 1], all weights zero, a bad vector."""
     parts = list(parts)
     if not parts:
-        raise ValueError("a composed query needs at least one part")
+        raise InvalidInput("a composed query needs at least one part")
     if len(parts) > MAX_PARTS:
-        raise ValueError(f"a composed query has at most {MAX_PARTS} parts, got {len(parts)}")
+        raise InvalidInput(f"a composed query has at most {MAX_PARTS} parts, got {len(parts)}")
     seen: set[str] = set()
     checked = []
     for n, part in enumerate(parts):
         if part.attribute not in attributes:
-            raise ValueError(f"part {n}: unknown attribute {part.attribute!r}; known attributes: {list(attributes)}")
+            raise InvalidInput(f"part {n}: unknown attribute {part.attribute!r}; known attributes: {list(attributes)}")
         if part.attribute in seen:
-            raise ValueError(f"part {n}: attribute {part.attribute!r} appears in two parts; give each attribute "
+            raise InvalidInput(f"part {n}: attribute {part.attribute!r} appears in two parts; give each attribute "
                              "one part")
         seen.add(part.attribute)
         weight = part.weight
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not -1.0 <= float(weight) <= 1.0:
-            raise ValueError(f"part {n}: weight must be a number in [-1, 1], got {weight!r}")
+            raise InvalidInput(f"part {n}: weight must be a number in [-1, 1], got {weight!r}")
         vector = np.asarray(part.vector, dtype=np.float32)
         if vector.shape != (dim,) or not np.isfinite(vector).all():
-            raise ValueError(f"part {n}: the query vector must be {dim} finite numbers, got shape {vector.shape}")
+            raise InvalidInput(f"part {n}: the query vector must be {dim} finite numbers, got shape {vector.shape}")
         checked.append(Part(part.attribute, vector, float(weight)))
     if all(p.weight == 0.0 for p in checked):
-        raise ValueError("every part has weight 0: give at least one part a non-zero weight")
+        raise InvalidInput("every part has weight 0: give at least one part a non-zero weight")
     return checked
 
 
@@ -112,7 +112,7 @@ def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], al
 
 def check_per_part(per_part: int | None) -> int | None:
     if per_part is not None and (isinstance(per_part, bool) or not isinstance(per_part, int) or per_part < 1):
-        raise ValueError(f"per_part must be a positive integer, got {per_part!r}")
+        raise InvalidInput(f"per_part must be a positive integer, got {per_part!r}")
     return per_part
 
 
@@ -129,7 +129,7 @@ def candidate_keys(parts: Sequence[Part], indexes: Sequence[AttributeIndex], per
     return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
 
-def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None,
+def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Filter,
                      exclude: Sequence[str], per_part: int = COMPOSED_CANDIDATES, attempts: int = 5) -> list[SearchResult]:
     """Candidates from each weighted part's own search (a negative part's with its vector negated),
     rescored exactly, through the `Catalogue` interface (the Milvus backend). Retries when a
@@ -158,11 +158,11 @@ def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filter
     raise CatalogueBusy(f"the catalogue changed during the request {attempts} times; retry")
 
 
-def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Mapping[str, FilterValue] | None,
+def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Filter,
                 exclude: Sequence[str], batch_size: int = 4096) -> list[SearchResult]:
     """Exact over every item, read `batch_size` at a time through the `Catalogue` interface (the
-    answer when no part has a positive weight, on a backend without a faster exact path). Filters
-    keep the catalogue's semantics: each batch's metadata goes through a `MetadataStore`."""
+    answer when no part has a positive weight, on an engine without a faster exact path); filters
+    judged by their reference semantics (`Filter.matches`)."""
     columns = [(catalogue.attributes.index(p.attribute), p) for p in parts if p.weight]
     skip = set(exclude)
     best: list[tuple[float, int, str, dict[str, Any]]] = []   # a min-heap of the k best (score, -order)
@@ -171,16 +171,9 @@ def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Ma
         total = np.zeros(len(ids), dtype=np.float64)
         for a, part in columns:
             total += part.weight * (vectors[:, a] @ part.vector)
-        keep = np.ones(len(ids), dtype=bool)
-        if filters:
-            store = MetadataStore()
-            for row, meta in enumerate(metas):
-                store.put(row, meta)
-            keep[:] = False
-            keep[store.match(filters)] = True
-        for row, (item_id, score, meta) in enumerate(zip(ids, total.tolist(), metas)):
+        for item_id, score, meta in zip(ids, total.tolist(), metas):
             order += 1
-            if item_id in skip or not keep[row]:
+            if item_id in skip or not filters.matches(meta):
                 continue
             entry = (score, -order, item_id, meta)
             if len(best) < k:

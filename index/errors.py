@@ -42,3 +42,55 @@ class UnknownItem(CatalogueError, KeyError):
 
     def __str__(self) -> str:
         return f"no item {self.item_id!r} in the catalogue"
+
+
+class InvalidInput(CatalogueError, ValueError):
+    """A value sent to the catalogue that no engine may store or use, refused before any engine sees
+    it (the same refusal on every engine); ``code`` names the kind of input."""
+
+    code = "invalid_input"
+
+
+class InvalidItemId(InvalidInput, TypeError):
+    """An item id that is not a non-empty string of printable characters within the length limit."""
+
+    code = "invalid_item_id"
+
+
+class InvalidMetadata(InvalidInput):
+    """Metadata that is not a JSON object within the limits (depth, size, numbers, text)."""
+
+    code = "invalid_metadata"
+
+
+class InvalidFilters(InvalidInput):
+    """A filter the catalogue's filter language does not have (index/filters.py)."""
+
+    code = "invalid_filters"
+
+
+class InvalidVectors(InvalidInput):
+    """Vectors or query vectors of the wrong shape, type or with non-finite values."""
+
+    code = "invalid_vectors"
+
+
+class UnknownAttribute(InvalidInput, KeyError):
+    """An attribute name the catalogue does not have."""
+
+    code = "unknown_attribute"
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown attribute"
+
+
+class ItemExists(CatalogueError, ValueError):
+    """An add (add-if-absent) of an id already in the catalogue: nothing was written."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        super().__init__(f"{len(ids)} ids already in the catalogue (use upsert to replace): {ids[:5]}")
+
+
+class CatalogueExists(CatalogueError, RuntimeError):
+    """A save, build or copy would replace a catalogue that holds writes it has not seen."""

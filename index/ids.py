@@ -6,35 +6,15 @@ replaced) item is never given to another item: a stale key can never point at th
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import UnknownItem
+from .errors import InvalidItemId, UnknownItem
+from .validation import MAX_ID_LENGTH, validate_id
 
-MAX_ID_LENGTH = 512
-
-
-def validate_id(item_id: object) -> str:
-    """Return ``item_id`` if it is a usable item id, else raise saying why."""
-    if not isinstance(item_id, str):
-        raise TypeError(f"item ids must be str, got {type(item_id).__name__}: {item_id!r}")
-    if not item_id:
-        raise ValueError("item id must not be empty")
-    if len(item_id) > MAX_ID_LENGTH:
-        raise ValueError(
-            f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: {item_id[:40]!r}..."
-        )
-    for position, char in enumerate(item_id):
-        if unicodedata.category(char) in ("Cc", "Cs"):
-            raise ValueError(
-                f"item id {item_id!r} contains a control character ({char!r} at position "
-                f"{position}); NUL, newlines, tabs and other control characters are not allowed"
-            )
-    return item_id
-
+__all__ = ["MAX_ID_LENGTH", "IdMap", "check_id_batch", "validate_id"]
 
 class IdMap:
     """Two-way map ``str id <-> int64 key`` with a never-decreasing key counter."""
@@ -109,9 +89,9 @@ class IdMap:
 def check_id_batch(ids: Sequence[str]) -> list[str]:
     """Valid ids, none twice in the batch (TypeError for a lone str, ValueError otherwise)."""
     if isinstance(ids, str):
-        raise TypeError("pass a sequence of ids, not a single str")
+        raise InvalidItemId("pass a sequence of ids, not a single str")
     checked = [validate_id(item_id) for item_id in ids]
     if len(set(checked)) != len(checked):
         dupes = sorted(i for i, n in Counter(checked).items() if n > 1)
-        raise ValueError(f"duplicate ids in one batch: {dupes[:5]}")
+        raise InvalidItemId(f"duplicate ids in one batch: {dupes[:5]}")
     return checked

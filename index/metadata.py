@@ -1,51 +1,28 @@
-"""Per-item metadata plus an inverted index (field -> value -> keys) for filtered search."""
+"""Per-item metadata of the FAISS directory engine, with the indexes that turn a parsed filter
+(index/filters.py) into key sets: field -> term -> keys for equality, field -> number -> keys for
+ranges, field -> keys for presence."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-Scalar = str | int | float | bool | None
-FilterValue = Scalar | list[Scalar] | tuple[Scalar, ...] | set[Scalar]
+from .filters import Condition, Filter, FilterValue, Term, number_of, parse_filters, terms_of
+from .validation import check_metadata
 
-
-def _term(value: Scalar) -> tuple[bool, Scalar]:
-    """Hashable term for a scalar; keeps ``True`` and ``1`` apart."""
-    return (isinstance(value, bool), value)
-
-
-def _terms(value: Any) -> list[tuple[bool, Scalar]]:
-    """Indexable terms of a metadata value: the scalar itself, or each scalar of a list."""
-    if isinstance(value, list):
-        return [_term(v) for v in value if v is None or isinstance(v, (str, int, float, bool))]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return [_term(value)]
-    return []
-
-
-def check_metadata(metadata: object) -> dict[str, Any]:
-    """A JSON object with string keys; returned as an independent copy."""
-    if not isinstance(metadata, Mapping):
-        raise ValueError(f"metadata must be a dict, got {type(metadata).__name__}")
-    if any(not isinstance(field, str) for field in metadata):
-        raise ValueError("metadata keys must be strings")
-    try:
-        text = json.dumps(dict(metadata), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
-    copy: dict[str, Any] = json.loads(text)
-    return copy
+__all__ = ["FilterValue", "MetadataStore", "check_metadata"]
 
 
 class MetadataStore:
-    """Metadata by key and the inverted index used to turn filters into key sets."""
+    """Metadata by key, and the inverted indexes filters are evaluated with."""
 
     def __init__(self) -> None:
         self._by_key: dict[int, dict[str, Any]] = {}
-        self._inverted: dict[str, dict[tuple[bool, Scalar], set[int]]] = {}
+        self._inverted: dict[str, dict[Term, set[int]]] = {}
+        self._numbers: dict[str, dict[float, set[int]]] = {}
+        self._present: dict[str, set[int]] = {}
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -58,44 +35,61 @@ class MetadataStore:
         assert key not in self._by_key, key
         self._by_key[key] = metadata
         for field, value in metadata.items():
+            self._present.setdefault(field, set()).add(key)
             postings = self._inverted.setdefault(field, {})
-            for term in _terms(value):
+            for term in terms_of(value):
                 postings.setdefault(term, set()).add(key)
+            number = number_of(value)
+            if number is not None:
+                self._numbers.setdefault(field, {}).setdefault(number, set()).add(key)
 
     def drop(self, key: int) -> dict[str, Any]:
-        """Remove a key's metadata from the store and the inverted index."""
+        """Remove a key's metadata from the store and the indexes."""
         metadata = self._by_key.pop(key)
         for field, value in metadata.items():
+            _discard(self._present, field, key)
             postings = self._inverted[field]
-            for term in _terms(value):
-                keys = postings.get(term)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
-                        del postings[term]
+            for term in terms_of(value):
+                _discard(postings, term, key)
+            number = number_of(value)
+            if number is not None:
+                _discard(self._numbers[field], number, key)
         return metadata
 
-    def match(self, filters: Mapping[str, FilterValue]) -> np.ndarray:
-        """Keys ``[m]`` int64 (ascending) of items matching every filter.
-
-        A filter is ``field: value`` (equality) or ``field: [v1, v2, ...]`` (any of them). A
-        metadata field holding a list matches when any of its elements matches.
-        """
+    def match(self, filters: Filter | dict[str, FilterValue]) -> np.ndarray:
+        """Keys ``[m]`` int64 (ascending) of the items the filter lets through (index/filters.py)."""
         result: set[int] | None = None
-        for field, wanted in filters.items():
-            values = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
-            postings = self._inverted.get(field, {})
-            matched: set[int] = set()
-            for value in values:
-                if not (value is None or isinstance(value, (str, int, float, bool))):
-                    raise ValueError(f"filter values must be str, int, float, bool or None, got {value!r}")
-                matched |= postings.get(_term(value), set())
-            result = matched if result is None else result & matched
+        for condition in parse_filters(filters).ordered():
+            if condition.negative:
+                base = set(self._by_key) if result is None else result
+                result = base - self._keys(condition)
+            else:
+                found = self._keys(condition)
+                result = found if result is None else result & found
             if not result:
                 break
-        keys = np.fromiter(result or (), dtype=np.int64)
+        keys = np.fromiter(result if result is not None else self._by_key, dtype=np.int64)
         keys.sort()
         return keys
 
+    def _keys(self, condition: Condition) -> set[int]:
+        """The keys meeting `condition`, or for a negative one the keys it excludes."""
+        field = condition.field
+        if condition.op == "exists":
+            return set(self._present.get(field, ()))
+        if condition.op == "range":
+            numbers = self._numbers.get(field, {})
+            return set().union(*(keys for number, keys in numbers.items() if condition.in_range(number)))
+        postings = self._inverted.get(field, {})
+        return set().union(*(postings.get(t, set()) for t in condition.terms))
+
     def items(self) -> Iterable[tuple[int, dict[str, Any]]]:
         return self._by_key.items()
+
+
+def _discard(postings: dict[Any, set[int]], term: Any, key: int) -> None:
+    keys = postings.get(term)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del postings[term]

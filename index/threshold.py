@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .errors import InvalidInput
 from .results import SearchResult
 
 RANGE_FIRST = 64     # results asked for first
@@ -21,9 +22,9 @@ def check_threshold(min_score: float, max_results: int, low: float = -1.0, high:
     """ValueError unless `min_score` is a finite number in [low, high] and `max_results` >= 1."""
     if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score) \
             or not low <= min_score <= high:
-        raise ValueError(f"min_score must be a number in [{low:g}, {high:g}], got {min_score!r}")
+        raise InvalidInput(f"min_score must be a number in [{low:g}, {high:g}], got {min_score!r}")
     if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
-        raise ValueError(f"max_results must be a positive integer, got {max_results!r}")
+        raise InvalidInput(f"max_results must be a positive integer, got {max_results!r}")
 
 
 def grow_until_below(fetch: Callable[[int], list[SearchResult]], min_score: float, max_results: int,

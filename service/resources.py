@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asen_search.index import Catalogue, CatalogueIndex, DirectoryUnwritable
-from asen_search.index.milvus import MilvusCatalogue, MilvusUnavailable
+from asen_search.index import Catalogue, DirectoryUnwritable, open_catalogue
+from asen_search.index.milvus import MilvusUnavailable
 from asen_search.model.encoder import Encoder
 from asen_search.service.api.settings import Settings
 
@@ -14,35 +14,28 @@ logger = logging.getLogger("asen.service")
 
 
 def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
-    """Load the model and its catalogue; ValueError when they do not belong together.
+    """Load the model and its catalogue (`open_catalogue`, whatever the engine); ValueError when they
+    do not belong together.
 
-    Unless memory-mapped (read-only), the catalogue is loaded as its directory's one writer: the
+    An index directory, unless memory-mapped (read-only), is loaded as its one writer: the
     directory's lock is taken before anything is read and held until shutdown, so a second server
     or an offline compaction or build of the same directory is refused (DirectoryLocked, naming
     this process). A directory that cannot be written at all is loaded without the lock: searches
-    work and writes answer 503."""
+    work and writes answer 503. A Milvus collection takes a writer lease per write instead."""
     encoder = Encoder.from_checkpoint(settings.checkpoint, settings.device, settings.runtime)
     catalogue: Catalogue
-    if isinstance(settings.index, str):  # a Milvus collection: no directory, no lock, the engine's durability
-        if settings.ef_search is not None or settings.nprobe is not None:
-            raise ValueError("ASEN_EF_SEARCH / ASEN_NPROBE apply to index directories; a Milvus location carries "
-                             "its own: milvus://HOST:PORT/COLLECTION?ef=128 or ?nprobe=32 (docs/scale.md)")
-        try:
-            catalogue = MilvusCatalogue.load(settings.index, expected_fingerprint=encoder.fingerprint)
-        except MilvusUnavailable as exc:
-            raise ValueError(str(exc)) from None
-        if settings.images_root is None:
-            logger.warning("uploaded images are not kept (a Milvus catalogue and no ASEN_IMAGES_DIR): GET /images "
-                           "answers 404 for items added through the API")
-        _check_or_close(encoder, catalogue)
-        return encoder, catalogue
     try:
-        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint, mmap=settings.mmap,
-                                        writer=not settings.mmap)
+        catalogue = open_catalogue(settings.index, encoder.fingerprint, writer=not settings.mmap and not settings.milvus,
+                                   mmap=settings.mmap)
     except DirectoryUnwritable as exc:
         logger.error("%s; writes will be refused", exc)
-        catalogue = CatalogueIndex.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        catalogue = open_catalogue(settings.index, encoder.fingerprint)
         catalogue.refuse_writes(f"the index directory cannot be written: {exc}")
+    except MilvusUnavailable as exc:
+        raise ValueError(str(exc)) from None
+    if settings.milvus and settings.images_root is None:
+        logger.warning("uploaded images are not kept (a Milvus catalogue and no ASEN_IMAGES_DIR): GET /images "
+                       "answers 404 for items added through the API")
     _check_or_close(encoder, catalogue)
     try:
         apply_search_knobs(catalogue, settings)
@@ -52,13 +45,13 @@ def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
     return encoder, catalogue
 
 
-def apply_search_knobs(catalogue: CatalogueIndex, settings: Settings) -> None:
-    """ASEN_EF_SEARCH / ASEN_NPROBE on an index directory's approximate indexes; ValueError naming
-    the setting where the index kind has no such knob."""
+def apply_search_knobs(catalogue: Catalogue, settings: Settings) -> None:
+    """ASEN_EF_SEARCH / ASEN_NPROBE on the catalogue's approximate indexes (either engine); ValueError
+    naming the setting where the index kind has no such knob."""
     if settings.ef_search is None and settings.nprobe is None:
         return
     try:
-        catalogue.set_search_params(efSearch=settings.ef_search, nprobe=settings.nprobe)
+        catalogue.set_search_params(ef_search=settings.ef_search, nprobe=settings.nprobe)
     except ValueError as exc:
         raise ValueError(f"ASEN_EF_SEARCH / ASEN_NPROBE: {exc}") from None
     logger.info("search parameters: %s", catalogue.search_params())

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from asen_search.model.config import BranchConfig, ModelConfig
+from tests.milvus_server import milvus_server  # noqa: F401 - the session fixture, for every test folder
 
 
 def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from asen_search.index import CatalogueBusy, UnknownItem
+from asen_search.index import CatalogueBusy, InvalidInput, ItemExists, UnknownItem
 from asen_search.model.encoder import UnknownAttribute
 from asen_search.model.image_input import (
     CorruptImage,
@@ -51,10 +51,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 # are mapped (image errors carry their own code).
 DOMAIN_STATUS: dict[type[Exception], int] = {
     EmptyImage: 400, NotAnImage: 400, CorruptImage: 422, UnsupportedFormat: 415, ImageTooLarge: 413,
-    TooManyPixels: 413, CatalogueBusy: 503, UnknownItem: 404, UnknownAttribute: 422,
+    TooManyPixels: 413, CatalogueBusy: 503, UnknownItem: 404, UnknownAttribute: 422, ItemExists: 409,
+    InvalidInput: 422,
 }
 DOMAIN_CODE: dict[type[Exception], str] = {CatalogueBusy: "busy", UnknownItem: "unknown_item",
-                                           UnknownAttribute: "unknown_attribute"}
+                                           UnknownAttribute: "unknown_attribute", ItemExists: "item_exists"}
 
 
 def domain_status(exc: Exception) -> int:
@@ -62,7 +63,7 @@ def domain_status(exc: Exception) -> int:
 
 
 def domain_code(exc: Exception) -> str:
-    if isinstance(exc, ImageRejected):
+    if isinstance(exc, ImageRejected | InvalidInput):   # each kind carries its own code
         return exc.code
     return next(code for kind, code in DOMAIN_CODE.items() if isinstance(exc, kind))
 

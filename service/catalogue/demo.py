@@ -133,7 +133,9 @@ def ensure_index(checkpoint: Path, data: Path, out: Path) -> Path:
     plan = out / WORK_DIR / "plan.json"
     stale = (manifest is not None and manifest["fingerprint"] != fingerprint) or (
         plan.is_file() and json.loads(plan.read_text()).get("fingerprint") != fingerprint)
-    report = build_index(BuildConfig(checkpoint, data, out, restart=stale), entries=demo_entries(data))
+    # the demo's own index, rebuilt for a new model (or made before images were recorded): replaced,
+    # the old one kept beside it
+    report = build_index(BuildConfig(checkpoint, data, out, restart=stale, replace=True), entries=demo_entries(data))
     _say(3, f"demo index: {report.items} items, {len(report.skipped)} skipped, "
             f"{report.images_per_second:.1f} img/s")
     return out

@@ -95,9 +95,9 @@ def test_candidate_path_with_every_item_a_candidate(catalogue: CatalogueIndex, v
     """per_part >= the catalogue: each positive part's search returns every item, so the rescoring is
     exact (on HNSW as on Flat), negative parts included. HNSW returns about as many items as its
     search visits, which efSearch bounds (16 by default: a few hundred here), so it is raised to N."""
-    before = catalogue.search_params().get("efSearch")
+    before = catalogue.search_params().get("ef_search")
     if before is not None:
-        catalogue.set_search_params(efSearch=N)
+        catalogue.set_search_params(ef_search=N)
     try:
         for name, parts in queries(vectors):
             if not any(p.weight > 0 for p in parts):
@@ -110,7 +110,7 @@ def test_candidate_path_with_every_item_a_candidate(catalogue: CatalogueIndex, v
             assert_same(hits, brute_force(vectors, parts, K, allowed, excluded), name)
     finally:
         if before is not None:
-            catalogue.set_search_params(efSearch=before)
+            catalogue.set_search_params(ef_search=before)
 
 
 def test_k_beyond_the_matches(catalogue: CatalogueIndex, vectors: np.ndarray) -> None:

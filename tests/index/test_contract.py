@@ -1,10 +1,12 @@
-"""One contract for every catalogue backend: the FAISS directory (`CatalogueIndex`) and Milvus
-(`MilvusCatalogue`, on a real Milvus Lite engine, in both of its layouts), so they cannot drift apart. Every test here
-runs on both; results are compared with a brute-force reference."""
+"""One contract for every catalogue engine: the FAISS directory (`CatalogueIndex`) and Milvus
+(`MilvusCatalogue`, on a real Milvus Lite engine in both of its layouts, and with the slow tests on the real
+embedded Milvus server), so they cannot drift apart. Every test here runs on each (the `make` fixture,
+tests/index/conftest.py); results are compared with a brute-force reference. What users send (every script,
+quotes, edge numbers, refused text) and two writers at once: tests/index/test_contract_inputs.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +15,7 @@ import pytest
 
 from asen_search.index import CatalogueIndex, UnknownItem
 
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered
-
-Make = Callable[[], Any]
-
-
-@pytest.fixture(params=["faiss", "milvus-lite", "milvus-lite-rows"])
-def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Make]:
-    """A factory of empty catalogues (ATTRIBUTES, DIM, FINGERPRINT) on one backend."""
-    opened: list[Any] = []
-
-    def new() -> Any:
-        if request.param == "faiss":
-            catalogue: Any = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
-        else:
-            from asen_search.index.milvus import MilvusCatalogue
-
-            layout = "rows" if request.param.endswith("rows") else "fields"
-            catalogue = MilvusCatalogue.create(f"milvus-lite:{tmp_path}/c.db#c{len(opened)}", ATTRIBUTES, DIM,
-                                               FINGERPRINT, layout=layout)
-        opened.append(catalogue)
-        return catalogue
-
-    yield new
-    for catalogue in opened:
-        catalogue.close()
+from .conftest import ATTRIBUTES, DIM, FINGERPRINT, Make, clustered
 
 
 def _filled(make: Make, n: int = 300, seed: int = 0) -> tuple[Any, np.ndarray, list[str]]:
@@ -196,7 +174,7 @@ def test_score_ids_and_vector_are_exact(make: Make) -> None:
     scores = catalogue.score_ids(query, "sleeve", ["item-5", "item-0", "item-5"])
     assert list(scores) == ["item-5", "item-0"]
     np.testing.assert_allclose([scores["item-5"], scores["item-0"]], vectors[[5, 0], 1] @ query, atol=1e-5)
-    with pytest.raises(KeyError, match="unknown item ids"):
+    with pytest.raises(KeyError, match="no item"):
         catalogue.score_ids(query, "sleeve", ["item-1", "ghost"])
 
 

@@ -87,7 +87,7 @@ def test_reconstruct_and_score_ids(factory: str) -> None:
     query = vectors[5, 1]
     scores = catalogue.score_ids(query, "sleeve", ["item-1", "item-2"])
     np.testing.assert_allclose([scores["item-1"], scores["item-2"]], vectors[[1, 2], 1] @ query, atol=tolerance)
-    with pytest.raises(KeyError, match="unknown item"):
+    with pytest.raises(KeyError, match="no item"):
         catalogue.score_ids(query, "sleeve", ["item-1", "missing"])
     with pytest.raises(KeyError):
         catalogue.vector("missing", "sleeve")
@@ -105,12 +105,12 @@ def test_training_index_needs_a_large_enough_first_batch(rng: np.random.Generato
 
 def test_compact_purges_hnsw_tombstones_and_keeps_results() -> None:
     catalogue, vectors, ids = make_catalogue(300, "HNSW16")
-    catalogue.set_search_params(efSearch=80)
+    catalogue.set_search_params(ef_search=80)
     catalogue.remove(ids[:100])
     before = [r.id for r in catalogue.search(vectors[150, 0], "colour", 10)]
     assert catalogue.compact() == 100
     assert catalogue.compact() == 0
-    assert catalogue.search_params()["efSearch"] == 80
+    assert catalogue.search_params()["ef_search"] == 80
     assert [r.id for r in catalogue.search(vectors[150, 0], "colour", 10)] == before
     assert len(catalogue) == 200
 

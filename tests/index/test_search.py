@@ -62,7 +62,7 @@ def test_empty_catalogue_returns_no_results() -> None:
     assert catalogue.search(np.ones(DIM, np.float32), "colour", 5) == []
 
 
-@pytest.mark.parametrize(("factory", "knobs"), [("HNSW16", {"efSearch": 128}), ("IVF16,Flat", {"nprobe": 6})])
+@pytest.mark.parametrize(("factory", "knobs"), [("HNSW16", {"ef_search": 128}), ("IVF16,Flat", {"nprobe": 6})])
 def test_approximate_recall_vs_exact(factory: str, knobs: dict[str, int], rng: np.random.Generator) -> None:
     catalogue, vectors, _ = make_catalogue(3000, factory)
     catalogue.set_search_params(**knobs)
@@ -82,10 +82,10 @@ def test_search_knobs_change_approximate_results(rng: np.random.Generator) -> No
 
 def test_knob_that_does_not_apply_is_rejected() -> None:
     catalogue, _, _ = make_catalogue(10)
-    with pytest.raises(ValueError, match="efSearch applies to HNSW"):
-        catalogue.set_search_params(efSearch=32)
+    with pytest.raises(ValueError, match="ef_search applies to HNSW"):
+        catalogue.set_search_params(ef_search=32)
     with pytest.raises(ValueError, match="positive"):
-        make_catalogue(10, "HNSW8")[0].set_search_params(efSearch=0)
+        make_catalogue(10, "HNSW8")[0].set_search_params(ef_search=0)
 
 
 def test_unknown_attribute_lists_the_known_ones() -> None:

@@ -38,7 +38,8 @@ def test_round_trip(tmp_path: Path, factory: str) -> None:
     catalogue, vectors, ids = make_catalogue(300, factory)
     catalogue.remove(ids[:10])  # tombstones for HNSW
     if factory != "Flat":
-        catalogue.set_search_params(**({"efSearch": 40} if factory == "HNSW16" else {"nprobe": 3}), exact_filter_max=7)
+        catalogue.set_search_params(**({"ef_search": 40} if factory == "HNSW16" else {"nprobe": 3}))
+        catalogue.set_exact_filter_max(7)
     catalogue.save(tmp_path)
     loaded = CatalogueIndex.load(tmp_path, expected_fingerprint=FINGERPRINT)
     assert_same(catalogue, loaded, vectors[:4, 0])

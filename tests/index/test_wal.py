@@ -158,7 +158,7 @@ def test_log_that_cannot_be_restored_refuses_writes_until_a_checkpoint(saved: Pa
     """/dev/full under the log's descriptor: the append fails (ENOSPC) and so does cutting it
     back; writes are refused (no write may follow a garbage record) until a checkpoint."""
     live = _opened(saved)
-    fd = live._log._fd  # type: ignore[union-attr]
+    fd = live._store.log._fd  # type: ignore[union-attr]
     kept, full = os.dup(fd), os.open("/dev/full", os.O_WRONLY)
     os.dup2(full, fd)
     try:
@@ -198,8 +198,8 @@ KILL_DURING_CHECKPOINT = textwrap.dedent("""
     elif where == "pointer":    # new snapshot complete, CURRENT not yet moved
         os.replace = die
     else:                       # CURRENT moved, the new log not yet started
-        import asen_search.index.catalogue as catalogue_module
-        catalogue_module.WriteAheadLog = die
+        import asen_search.index.directory as directory_module
+        directory_module.WriteAheadLog = die
     catalogue.checkpoint()
 """)
 

@@ -11,6 +11,7 @@ import pytest
 
 import asen_search.index.wal as wal
 from asen_search.index import (
+    CatalogueExists,
     CatalogueIndex,
     DirectoryLocked,
     LogCorrupt,
@@ -52,7 +53,7 @@ def test_a_stale_loader_is_refused_after_the_writer_left(saved: Path) -> None:
     a = _opened(saved)
     a.add(["a1"], _vectors(1, 1))
     a.close()  # the lock is free again, but b's view is older than the log
-    with pytest.raises(StaleCatalogue, match="load it again"):
+    with pytest.raises(StaleCatalogue, match="Load it again"):
         b.open_log()
     a = _opened(saved)
     a.checkpoint()
@@ -78,8 +79,41 @@ def test_saves_and_repairs_into_a_live_directory_are_refused(saved: Path) -> Non
         repair_log(saved)
     live.close()
     assert sorted(CatalogueIndex.load(saved).ids()) == ["acknowledged", "base"]
-    other.save(saved)  # once the writer has gone, the directory is free
+    with pytest.raises(CatalogueExists, match="already holds a catalogue"):
+        other.save(saved)  # the writer has gone, but the directory holds writes `other` never saw
+    assert sorted(CatalogueIndex.load(saved).ids()) == ["acknowledged", "base"]
+    other.save(saved, replace=True)  # on purpose
     assert CatalogueIndex.load(saved).ids() == ["x"]
+
+
+def test_a_stale_save_into_its_own_directory_is_refused(saved: Path) -> None:
+    """A catalogue loaded without the lock (a script, a notebook) must not save over writes a server
+    acknowledged meanwhile, whether they are still in the log or already compacted."""
+    stale = CatalogueIndex.load(saved)
+    server = _opened(saved)
+    server.add(["ack-1", "ack-2"], _vectors(2, 21))
+    server.checkpoint()
+    server.close()
+    stale.add(["mine"], _vectors(1, 22))
+    with pytest.raises(StaleCatalogue, match="moved from v000001 to v000002"):
+        stale.save(saved)
+    logged = CatalogueIndex.load(saved)
+    server = _opened(saved)
+    server.add(["ack-3"], _vectors(1, 23))   # in the log only
+    server.close()
+    with pytest.raises(StaleCatalogue, match="write-ahead log holds"):
+        logged.save(saved)
+    assert {"ack-1", "ack-2", "ack-3"} <= set(CatalogueIndex.load(saved).ids())
+    assert "mine" not in CatalogueIndex.load(saved)
+
+
+def test_an_unchanged_directory_takes_a_save_of_what_was_loaded_from_it(saved: Path) -> None:
+    loaded = CatalogueIndex.load(saved)
+    loaded.add(["new"], _vectors(1, 24))
+    loaded.save(saved)
+    loaded.add(["newer"], _vectors(1, 25))
+    loaded.save(saved)   # its own last save: still unchanged since
+    assert {"new", "newer", "base"} <= set(CatalogueIndex.load(saved).ids())
 
 
 def test_the_lock_dies_with_its_process(saved: Path) -> None:
@@ -177,7 +211,7 @@ def test_a_record_over_the_limit_is_refused_before_anything_is_written(saved: Pa
     record = LogRecord("upsert", ["big"], _vectors(1, 2), [{"blob": "x" * 4000}])
     monkeypatch.setattr(wal, "MAX_RECORD_BYTES", len(record.encode()) - wal._FRAME.size - 1)  # just over
     with pytest.raises(RecordTooLarge, match="over the limit"):
-        live._log.append(record)  # type: ignore[union-attr]
+        live._store.log.append(record)  # type: ignore[union-attr]
     with pytest.raises(RecordTooLarge, match="alone needs"):
         live.add(["big"], _vectors(1, 2), [{"blob": "x" * 4000}])
     assert live.log_size == size and log_path(saved, "v000001").stat().st_size == size and "big" not in live

@@ -180,7 +180,7 @@ def test_search_breadth_settings_reach_the_indexes_or_are_refused(tiny_checkpoin
     encoder = Encoder.from_checkpoint(tiny_checkpoint, runtime="torch")
     hnsw = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, "HNSW32")
     apply_search_knobs(hnsw, Settings(checkpoint=tiny_checkpoint, index=index_dir, ef_search=256))
-    assert hnsw.search_params()["efSearch"] == 256
-    with pytest.raises(ValueError, match="ASEN_EF_SEARCH / ASEN_NPROBE: efSearch applies to HNSW"):
+    assert hnsw.search_params()["ef_search"] == 256
+    with pytest.raises(ValueError, match="ASEN_EF_SEARCH / ASEN_NPROBE: ef_search applies to HNSW"):
         load_resources(Settings(checkpoint=tiny_checkpoint, index=index_dir, ef_search=64))
     load_resources(Settings(checkpoint=tiny_checkpoint, index=index_dir))[1].close()  # the lock was let go

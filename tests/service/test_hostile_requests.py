@@ -259,15 +259,16 @@ def _in_path(item_id: str) -> str:
     return quote(item_id, safe="").replace(".", "%2E")
 
 
-def _unknown_everywhere(client: TestClient, item_id: str) -> None:
-    """GET, DELETE, image and as a query: 404 `unknown_item`; as a rerank candidate: unknown."""
+def _unknown_everywhere(client: TestClient, item_id: str, status: int = 404, code: str = "unknown_item") -> None:
+    """GET, DELETE, image and as a query: 404 `unknown_item` (or what an id that can never exist gets);
+    as a rerank candidate: unknown."""
     path = _in_path(item_id)
     for response in (client.get(f"/items/{path}"), client.delete(f"/items/{path}"), client.get(f"/images/{path}"),
                      client.get(f"/images/{path}", params={"size": 64}),
                      client.post("/search", data={"attribute": "colour", "item_id": item_id}),
                      client.post("/explain", data={"attribute": "colour", "item_id": item_id}),
                      client.post("/rerank", data={"attribute": "colour", "item_id": item_id, "candidates": [ID]})):
-        _error(response, 404, "unknown_item")
+        _error(response, status, code)
     reranked = client.post("/rerank", data={"attribute": "colour", "item_id": ID,
                                             "candidates": [item_id, "test-00002"]})
     assert reranked.status_code == 200 and reranked.json()["unknown"] == [item_id]
@@ -295,10 +296,11 @@ def test_ids_with_path_separators_are_only_ids(api: TestClient, index_dir: Path,
 @pytest.mark.usefixtures("outside_index")
 @pytest.mark.parametrize("item_id", BAD_IDS, ids=["nul", "10000-chars"])
 def test_nul_and_ten_thousand_character_ids(api: TestClient, item_id: str) -> None:
-    """An id with a NUL byte, or 10,000 characters long: POST /items refuses it (422
-    `invalid_item_id`); everywhere else it is an unknown item (404)."""
+    """An id with a NUL byte, or 10,000 characters long, can never be an item's: 422
+    `invalid_item_id` everywhere (the same on every catalogue engine); as a rerank candidate it is
+    unknown."""
     _error(api.post("/items", data={"id": item_id}, files={"image": ("q.jpg", _jpeg())}), 422, "invalid_item_id")
-    _unknown_everywhere(api, item_id)
+    _unknown_everywhere(api, item_id, 422, "invalid_item_id")
     _still_answers(api)
 
 

@@ -18,10 +18,14 @@ What it does:
   report go to the work folder; the request mix, the write ledger and the answer checks are the
   locustfile's;
 - samples the server's RSS (VmRSS) after /readyz, at the end of the warm-up, every 10 s and at the end;
-- afterwards GETs every id the ledger expects present (200, with the metadata sent) and absent
-  (404), resolves the unknown ones, compares /readyz `items` and the `asen_catalogue_items` gauge
-  with the expected count, then stops the server with SIGTERM, starts it again on the same folder
-  and checks again.
+- afterwards GETs every id the ledger expects present (200) and absent (404), resolves the unknown
+  ones, compares /readyz `items` and the `asen_catalogue_items` gauge with the expected count, then
+  stops the server with SIGTERM, starts it again on the same folder and checks again;
+- an added item's metadata must be what the server promises (`metadata_differences`): the fields
+  sent, unchanged, plus, when the checkpoint has value prototypes (`GET /attributes` lists
+  `value_search`), exactly one `predicted.<attribute>` naming one of that attribute's values and one
+  `predicted.<attribute>.confidence` in [0, 1] per attribute (docs/service.md, `POST /tag`); nothing
+  else. Every difference is printed with its item.
 
 Exit status 1 on any 5xx, transport error, invalid answer, unexpected 404, catalogue mismatch,
 server traceback or RSS growth over the limit; the work folder is then kept for inspection.
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import random
 import re
@@ -43,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,6 +68,7 @@ RSS_EVERY_S = 10.0
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 90.0
 LOG_PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|Exception")
+PREDICTED, CONFIDENCE = "predicted.", ".confidence"  # the tag keys writes add (docs/service.md, POST /tag)
 
 
 def free_port() -> int:
@@ -199,7 +206,7 @@ def catalogue_contents(index: Path) -> tuple[list[str], list[Path]]:
     files = []
     for item_id in ids:
         path = stored_path(index, catalogue.get(item_id).metadata.get(IMAGE_KEY))
-        if path is not None and path.is_file():
+        if isinstance(path, Path) and path.is_file():  # not a URL the index build recorded
             files.append(path)
     return ids, files
 
@@ -289,10 +296,66 @@ def expected(originals: list[str], ledger: dict[str, Any]) -> tuple[list[str], l
     return present, [i for i, s in state.items() if s == ABSENT], [i for i, s in state.items() if s == UNKNOWN]
 
 
+def promised_tags(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]] | None:
+    """From `GET /attributes`: {attribute: the values its predicted tag may name (those with a
+    prototype, `value_search`)} when the checkpoint has value prototypes, else None (writes add no tags)."""
+    if not any(a.get("value_search") for a in attributes):
+        return None
+    return {str(a["name"]): [str(v) for v in a.get("value_search") or ()] for a in attributes}
+
+
+def _json(value: Any) -> str:
+    """A canonical JSON text: equal only for the same JSON value (1, 1.0 and true differ)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def metadata_differences(got: Any, sent: Mapping[str, Any], tags: Mapping[str, Sequence[str]] | None) -> list[str]:
+    """How an added item's metadata as served (`GET /items/{id}`) differs from what the server
+    promises for a write that sent `sent`; empty when it is exactly that. The promise: every sent
+    field, unchanged, and, when `tags` is not None (the checkpoint has value prototypes; see
+    `promised_tags`), per attribute exactly one `predicted.<attribute>` naming one of `tags[attribute]`
+    and one `predicted.<attribute>.confidence`, a number in [0, 1]; no other key."""
+    if not isinstance(got, dict):
+        return [f"metadata is {_json(got)[:100]}, not an object"]
+    problems = []
+    for key, value in sent.items():
+        if key not in got:
+            problems.append(f"sent field {key!r} missing")
+        elif _json(got[key]) != _json(value):
+            problems.append(f"field {key!r}: sent {_json(value)}, got {_json(got[key])}")
+    value_keys = {PREDICTED + attribute: attribute for attribute in tags or ()}
+    confidence_keys = {PREDICTED + attribute + CONFIDENCE: attribute for attribute in tags or ()}
+    for key in sorted(set(value_keys) | set(confidence_keys)):
+        if key not in got and key not in sent:
+            problems.append(f"predicted tag {key!r} missing")
+    for key in sorted(k for k in got if k not in sent):
+        value = got[key]
+        if tags is not None and key in value_keys:
+            allowed = tags[value_keys[key]]
+            if not isinstance(value, str) or value not in allowed:
+                problems.append(f"tag {key!r} is {_json(value)[:100]}, not one of the values {list(allowed)}")
+        elif tags is not None and key in confidence_keys:
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+                problems.append(f"tag {key!r} is {_json(value)[:100]}, not a confidence in [0, 1]")
+        else:
+            problems.append(f"unexpected key {key!r} = {_json(value)[:100]}")
+    return problems
+
+
 def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], check_limit: int, seed: int,
                     ) -> dict[str, Any]:
     """GET every id whose state is known (untouched originals: at most `check_limit`, sampled) and
-    every unknown one; compare the server's item count with the expected one."""
+    every unknown one; compare each added item's metadata with the promise (`metadata_differences`,
+    the tags read from this server's `GET /attributes`) and the server's item count with the
+    expected one."""
+    missing, resurrected, wrong_metadata, errors = [], [], [], []
+    try:
+        tags = promised_tags(httpx.get(f"{url}/attributes", timeout=30, trust_env=False).json()["attributes"])
+        tags_known = True
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        tags, tags_known = None, False  # no promise to compare with: an error, and no metadata comparison
+        errors.append(f"GET /attributes: {type(exc).__name__}: {exc}")
     present, absent, unknown = expected(originals, ledger)
     touched = set(ledger["state"])
     untouched = [i for i in present if i not in touched]
@@ -314,20 +377,24 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
 
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(get, to_check))
-    missing, resurrected, wrong_metadata, errors = [], [], [], []
     sent = ledger["sent_metadata"]
     resolved: dict[str, str] = {}
+    metadata_checked = 0
     for item_id, want, status, body in answers:
         if status not in (200, 404):
             errors.append(f"{item_id}: {status} {str(body)[:200]}")
-        elif want == UNKNOWN:
+            continue
+        if want == UNKNOWN:
             resolved[item_id] = PRESENT if status == 200 else ABSENT
         elif want == PRESENT and status == 404:
             missing.append(item_id)
         elif want == ABSENT and status == 200:
             resurrected.append(item_id)
-        elif want == PRESENT and item_id in sent and body.get("metadata") != sent[item_id]:
-            wrong_metadata.append(f"{item_id}: got {body.get('metadata')}, sent {sent[item_id]}")
+        if tags_known and status == 200 and want != ABSENT and item_id in sent:  # an unacknowledged add, if there, is whole
+            metadata_checked += 1
+            got = body.get("metadata") if isinstance(body, dict) else body
+            if problems := metadata_differences(got, sent[item_id], tags):
+                wrong_metadata.append(f"{item_id}: " + "; ".join(problems))
     expected_count = len(present) + sum(1 for s in resolved.values() if s == PRESENT)
     try:
         ready = httpx.get(f"{url}/readyz", timeout=30, trust_env=False).json()
@@ -338,12 +405,29 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
     gauge = metrics_value(metrics_text, "asen_catalogue_items")
     count_ok = ready.get("items") == expected_count and (gauge is None or int(gauge) == expected_count)
     ok = not (missing or resurrected or wrong_metadata or errors) and count_ok
-    return {"ok": ok, "checked": len(to_check), "expected_present": len(present), "expected_absent": len(absent),
+    return {"ok": ok, "checked": len(to_check), "metadata_checked": metadata_checked, "tags_promised": tags is not None,
+            "expected_present": len(present), "expected_absent": len(absent),
             "unknown": len(unknown), "unknown_resolved": resolved, "originals_sampled": len(sampled),
             "expected_count": expected_count, "readyz_items": ready.get("items"), "gauge_items": gauge,
             "count_ok": count_ok, "missing": missing[:50], "resurrected": resurrected[:50],
             "wrong_metadata": wrong_metadata[:20], "errors": errors[:20],
+            "totals": {"missing": len(missing), "resurrected": len(resurrected), "wrong_metadata": len(wrong_metadata),
+                       "errors": len(errors)},
             "server_5xx_counted": server_5xx(metrics_text)}
+
+
+def differences(check: dict[str, Any]) -> list[str]:
+    """Each difference a catalogue check found, naming its item (the first 50 or 20 of each kind)."""
+    lines = [f"{i}: acknowledged present, but 404" for i in check["missing"]]
+    lines += [f"{i}: should be gone, but still there" for i in check["resurrected"]]
+    lines += [f"metadata of {line}" for line in check["wrong_metadata"]]
+    lines += [f"error: {line}" for line in check["errors"]]
+    if not check["count_ok"]:
+        lines.append(f"item count: expected {check['expected_count']}, /readyz {check['readyz_items']}, "
+                     f"asen_catalogue_items {check['gauge_items']}")
+    shown = {"missing": 50, "resurrected": 50, "wrong_metadata": 20, "errors": 20}
+    lines += [f"... and {n - shown[kind]} more {kind}" for kind, n in check["totals"].items() if n > shown[kind]]
+    return lines
 
 
 def unknown_by_cause(ledger: dict[str, Any], check: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -504,8 +588,8 @@ def main() -> int:
     failures = [text for bad, text in (
         (n_5xx, f"{n_5xx} answers 5xx"), (n_transport, f"{n_transport} transport errors"),
         (locust_rc not in (0, 1), f"locust exited {locust_rc}"),
-        (not check_1["ok"], "catalogue mismatch after the run"),
-        (not check_2["ok"], "catalogue mismatch after the restart"),
+        (not check_1["ok"], "catalogue mismatch after the run: " + "; ".join(differences(check_1)[:1])),
+        (not check_2["ok"], "catalogue mismatch after the restart: " + "; ".join(differences(check_2)[:1])),
         (flips, f"{len(flips)} unknown writes changed outcome across the restart"),
         (applied_503, f"{applied_503} writes answered 503 took effect anyway"),
         (ledger["anomalies"], f"{len(ledger['anomalies'])} anomalies (invalid answers, unexpected 404s)"),
@@ -524,7 +608,9 @@ def main() -> int:
         "workdir": str(workdir),
     }
     print(markdown(report))
-    for title, lines in (("anomalies", ledger["anomalies"]), ("server log problems", problems)):
+    for title, lines in (("catalogue differences after the run", differences(check_1)),
+                         ("catalogue differences after the restart", differences(check_2)),
+                         ("anomalies", ledger["anomalies"]), ("server log problems", problems)):
         if lines:
             print(f"\n{title} (first {min(20, len(lines))} of {len(lines)}):\n" + "\n".join(f"  {x}" for x in lines[:20]))
     if args.json:

@@ -38,7 +38,11 @@ class Metrics:
                                ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("asen_inference_batch_size", "Encode requests per forward pass (dynamic batching)",
                                     buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
-        self.items = Gauge("asen_catalogue_items", "Items in the catalogue", registry=self.registry)
+        # the last count, made off the event loop (health.py): a scrape never waits for the catalogue engine
+        self.items = Gauge("asen_catalogue_items", "Items in the catalogue at the last count (NaN before the first)",
+                           registry=self.registry)
+        self.items_age = Gauge("asen_catalogue_items_age_seconds", "Seconds since asen_catalogue_items was counted "
+                               "(grows while the catalogue engine does not answer)", registry=self.registry)
         self.log_bytes = Gauge("asen_wal_bytes", "Bytes in the write-ahead log not yet compacted",
                                registry=self.registry)
         self.compactions = Counter("asen_compactions", "Compactions of the write-ahead log into a snapshot",

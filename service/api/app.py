@@ -13,11 +13,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from asen_search.index import Catalogue, LogUnavailable, StaleCatalogue
 from asen_search.model.encoder import Encoder
-from asen_search.service.api.auth import API_KEY_HEADER
+from asen_search.service.api.auth import API_KEY_HEADER, writes_refused
 from asen_search.service.api.body_limit import BodyLimitMiddleware
 from asen_search.service.api.compaction import Compactor
 from asen_search.service.api.errors import install_error_handlers
-from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware
+from asen_search.service.api.health import CatalogueProbe, CatalogueUnavailable, WriteInvalidates
+from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware, rate_limited_routes
 from asen_search.service.api.prometheus import Metrics, instrument
 from asen_search.service.api.routes import explain, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
@@ -58,17 +59,25 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                           Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
                                     metrics, settings.images_root), write_lock)
         app.state.runtime = runtime
-        metrics.items.set_function(lambda: len(loaded[1]))  # counted when scraped, not per write
+        # counted in a worker thread, never on the event loop; the gauges read the last count (health.py)
+        probe = app.state.catalogue_probe = CatalogueProbe(loaded[1], settings.ready_timeout_s, settings.ready_cache_s)
+        metrics.items.set_function(probe.last_items)
+        metrics.items_age.set_function(probe.age)
         metrics.log_bytes.set(loaded[1].log_size)
-        logger.info("ready: %d items, attributes %s", len(loaded[1]), ", ".join(loaded[1].attributes))
+        try:
+            count: int | str = await probe.count()
+        except CatalogueUnavailable as exc:
+            count = f"not counted yet ({exc})"
+        logger.info("ready: %s items, attributes %s", count, ", ".join(loaded[1].attributes))
         try:
             async with anyio.create_task_group() as tasks:
                 if writable:
                     tasks.start_soon(runtime.compactor.run)
+                tasks.start_soon(probe.run)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
-            app.state.runtime = None
+            app.state.runtime = app.state.catalogue_probe = None
             runtime.queue.batcher.close()
             if writable:
                 await anyio.to_thread.run_sync(final_compaction, runtime)
@@ -79,13 +88,16 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                   form_limits={"max_fields": settings.max_candidates + 16})
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.runtime = None
+    app.state.runtime = app.state.catalogue_probe = None
     install_error_handlers(app)
     for module in (search, explain, tag, items, ops, page):
         app.include_router(module.router)
+    app.add_middleware(WriteInvalidates)  # a write makes the next /readyz count the items again
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.rate_limit > 0:
-        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit, burst=settings.rate_burst)
+        # what it counts: the routes marked `openapi_extra=rate_limited(...)` (service/api/overload.py)
+        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit, burst=settings.rate_burst,
+                           routes=rate_limited_routes(app.router.routes))
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST",
                            "DELETE"], allow_headers=["Content-Type", API_KEY_HEADER], max_age=600)
@@ -107,9 +119,15 @@ def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:
                      settings.index, exc)
         catalogue.refuse_writes(f"the write-ahead log in the index directory cannot be opened: {exc}")
         return False
-    if settings.api_key is None:
-        logger.warning("POST /items and DELETE /items are open to anyone who can reach this port: set "
-                       "ASEN_API_KEY to require an X-API-Key header")
+    if settings.api_key is None and writes_refused(settings):
+        logger.warning("writes are refused: POST /items and DELETE /items answer 403 writes_disabled, because "
+                       "this server listens on %s (beyond loopback) without an API key; set ASEN_API_KEY to "
+                       "require an X-API-Key header, or ASEN_ALLOW_OPEN_WRITES=1 to accept writes from anyone "
+                       "(searches work)", settings.host)
+    elif settings.api_key is None:
+        logger.warning("POST /items and DELETE /items are open to anyone who can reach this port%s: set "
+                       "ASEN_API_KEY to require an X-API-Key header",
+                       " (ASEN_ALLOW_OPEN_WRITES)" if settings.allow_open_writes else "")
     return True
 
 

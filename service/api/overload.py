@@ -2,6 +2,12 @@
 per-request deadline (504), and a per-client rate limit on the expensive endpoints (429).
 
 Both middlewares answer before the request body is read, so a refused request costs almost nothing.
+
+What the rate limit counts is marked on the routes themselves: a route that runs the model, or
+decodes an image, declares `openapi_extra=rate_limited(MODEL)` (or another budget), and
+`create_app` collects the marks of every route it includes (`rate_limited_routes`) into the
+middleware. A new expensive route is limited by marking it; tests/service/test_rate_limits.py
+lists the routes that must carry a mark.
 """
 from __future__ import annotations
 
@@ -11,19 +17,89 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qs
 
 import anyio
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asen_search.service.api.batching import Batcher
 from asen_search.service.api.errors import ApiError, error_body
 
 T = TypeVar("T")
-# (method, path) pairs whose requests run the model or write: what the rate limit counts.
-EXPENSIVE = frozenset({("POST", "/search"), ("POST", "/rerank"), ("POST", "/explain"), ("POST", "/items")})
+
+# -- which routes the rate limit counts: a mark on each route ------------------------------------
+RATE_LIMIT_KEY = "x-rate-limit"   # the mark's key in a route's openapi_extra (shown in /openapi.json)
+MODEL = "model"     # the budget of requests that run the model (a forward pass) or write the catalogue
+IMAGES = "images"   # the budget of requests that decode and resize a stored image (thumbnails)
+# The image budget is this many times the model's, in rate and in burst: the web page loads a
+# thumbnail per result (up to 100 at once, ASEN_MAX_TOP_K) and a preview per query, and a resize costs
+# a few milliseconds against a forward pass's tens to hundreds. At the compose file's ASEN_RATE_LIMIT=20
+# (burst 20) a client may fetch 200 thumbnails at once and 200 a second, and a page of 100 results
+# never sees a 429 (tests/service/test_rate_limits.py), while a flood of resizes is still bounded.
+IMAGE_BUDGET_FACTOR = 10
+
+
+def rate_limited(budget: str = MODEL, when_query: str | None = None) -> dict[str, Any]:
+    """The mark of a rate-limited route, for its decorator's `openapi_extra`: the limit counts its
+    requests in `budget` (only those that send the query parameter `when_query`, when given)."""
+    mark: dict[str, str] = {"budget": budget}
+    if when_query is not None:
+        mark["when_query"] = when_query
+    return {RATE_LIMIT_KEY: mark}
+
+
+@dataclass(frozen=True)
+class LimitedRoute:
+    """A route of the app, in routing order, with its rate-limit mark (None: not limited)."""
+
+    route: Route
+    budget: str | None
+    when_query: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether the router would give this route a request (its method and path)."""
+        return self.route.methods is not None and method in self.route.methods \
+            and self.route.path_regex.match(path) is not None
+
+    def counted(self, scope: Scope) -> bool:
+        """Whether a request this route answers counts: it is marked, and sends `when_query` when
+        the mark names one."""
+        if self.budget is None or self.when_query is None:
+            return self.budget is not None
+        return self.when_query in parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+
+
+def _plain_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    for route in routes:
+        if isinstance(route, Route):
+            yield route
+        else:  # FastAPI >= 0.16x keeps an included router whole (its routers are included without prefix)
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                yield from _plain_routes(inner.routes)
+
+
+def rate_limited_routes(routes: Iterable[BaseRoute]) -> list[LimitedRoute]:
+    """Every route of an app (`app.router.routes`, included routers opened), in routing order, with
+    the mark `rate_limited()` left in its `openapi_extra`."""
+    found = []
+    for route in _plain_routes(routes):
+        mark = (getattr(route, "openapi_extra", None) or {}).get(RATE_LIMIT_KEY)
+        found.append(LimitedRoute(route, mark["budget"], mark.get("when_query")) if mark
+                     else LimitedRoute(route, None))
+    return found
+
+
+def limited_operations(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], tuple[str, str | None]]:
+    """{(method, path template): (budget, when_query)} of the marked routes: what the limit counts."""
+    return {(method, limited.route.path): (limited.budget, limited.when_query)
+            for limited in rate_limited_routes(routes) if limited.budget is not None
+            for method in sorted(limited.route.methods or ())}
 
 
 async def send_json(send: Send, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> None:
@@ -146,21 +222,39 @@ class TokenBuckets:
 
 
 class RateLimitMiddleware:
-    """429 with `Retry-After` when one client (its address) sends the expensive endpoints more than
-    `rate` requests a second on average (bursts of `burst` allowed); other endpoints are free."""
+    """429 with `Retry-After` when one client (its address) sends the marked routes more than their
+    budget's rate a second on average (bursts allowed): `rate`/`burst` for the model's budget,
+    IMAGE_BUDGET_FACTOR times both for the images' own; other routes are free. The request is
+    matched to its route as the router does (the first route whose method and path match), before
+    its body is read."""
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
-        self.app = app
-        self.buckets = TokenBuckets(rate, burst)
+    def __init__(self, app: ASGIApp, rate: float, burst: int, routes: Sequence[LimitedRoute]) -> None:
+        self.app, self.routes = app, list(routes)
+        self.buckets = {MODEL: TokenBuckets(rate, burst),
+                        IMAGES: TokenBuckets(rate * IMAGE_BUDGET_FACTOR, burst * IMAGE_BUDGET_FACTOR)}
+        unknown = {r.budget for r in self.routes if r.budget is not None} - set(self.buckets)
+        if unknown:
+            raise ValueError(f"routes marked with unknown rate-limit budgets: {sorted(unknown)}")
+
+    def _budget(self, scope: Scope) -> str | None:
+        """The budget a request is counted in (None: not counted)."""
+        path, root = scope["path"], scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        limited = next((r for r in self.routes if r.matches(scope["method"], path)), None)  # the one routed to
+        return limited.budget if limited is not None and limited.counted(scope) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["method"], scope["path"].rstrip("/") or "/") in EXPENSIVE:
+        budget = self._budget(scope) if scope["type"] == "http" else None
+        if budget is not None:
             client = scope.get("client")
-            wait = self.buckets.take(client[0] if client else "unknown")
+            buckets = self.buckets[budget]
+            wait = buckets.take(client[0] if client else "unknown")
             if wait > 0:
+                what = "requests" if budget == MODEL else "resized images"
+                setting = "ASEN_RATE_LIMIT" if budget == MODEL else f"{IMAGE_BUDGET_FACTOR} x ASEN_RATE_LIMIT"
                 await send_json(send, 429, error_body(
-                    "rate_limited", f"more than {self.buckets.rate:g} requests a second from this client "
-                    "(ASEN_RATE_LIMIT); slow down"), {"Retry-After": str(max(1, math.ceil(wait)))})
+                    "rate_limited", f"more than {buckets.rate:g} {what} a second from this client ({setting}); "
+                    "slow down"), {"Retry-After": str(max(1, math.ceil(wait)))})
                 return
         await self.app(scope, receive, send)
-

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")
+    allow_open_writes: bool = Field(False, description="without api_key, accept writes from anyone even when "
+                                    "`host` is not loopback (else they answer 403 writes_disabled) "
+                                    "(ASEN_ALLOW_OPEN_WRITES)")
     default_top_k: int = Field(10, ge=1)
     max_top_k: int = Field(100, ge=1)
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
@@ -52,8 +55,14 @@ class Settings(BaseSettings):
                            "Retry-After")
     queue_timeout_s: float = Field(10.0, gt=0, description="longest wait for a forward pass before 503")
     request_timeout_s: float = Field(60.0, gt=0, description="a request not answered by then gets 504")
-    rate_limit: float = Field(0.0, ge=0, description="requests per second per client on /search, /rerank, /explain "
-                              "and POST /items (0: no limit); beyond it 429")
+    ready_timeout_s: float = Field(1.5, gt=0, description="longest /readyz waits for the catalogue engine to count its "
+                                   "items before answering 503 catalogue_unavailable")
+    ready_cache_s: float = Field(5.0, gt=0, description="an item count is reused this long by /readyz and the "
+                                 "asen_catalogue_items gauge (recounted in the background this often; a write through "
+                                 "this process makes the next /readyz count again)")
+    rate_limit: float = Field(0.0, ge=0, description="requests per second per client on the routes that run the "
+                              "model (/search, /rerank, /explain, /tag, POST /items; 10 times as many for "
+                              "GET /images with `size`) (0: no limit); beyond it 429")
     rate_burst: int = Field(20, ge=1, description="requests a client may send at once before rate_limit applies")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: CORS off)")
     compact_log_bytes: int = Field(64 * MIB, ge=0, description="compact the write-ahead log into a snapshot "
@@ -78,6 +87,12 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         """`ASEN_API_KEY=` (empty, as compose passes an unset variable) means no key."""
         return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    @field_validator("allow_open_writes", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: object) -> object:
+        """`ASEN_ALLOW_OPEN_WRITES=` (empty, as compose passes an unset variable) means no."""
+        return False if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _top_k_fits(self) -> Settings:

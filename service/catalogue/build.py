@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.index import CatalogueIndex, DirectoryLock
-from asen_search.index.fileio import atomic_write
+from asen_search.index import CatalogueExists, CatalogueIndex, DirectoryLock
+from asen_search.index.dirlock import LOCK_FILE
+from asen_search.index.fileio import atomic_write, fsync_path
+from asen_search.index.store import current_version
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
 from asen_search.service.catalogue.item_images import with_image
@@ -49,6 +53,8 @@ class BuildConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
     device: str = "auto"             # model/device.py
     runtime: str = "auto"            # model/runtime.py
+    allow_any_url: bool = False      # a listing may name images anywhere (sources.check_listing)
+    replace: bool = False            # `out` may hold a catalogue: kept as a dated backup, then replaced
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class BuildReport:
     skipped: list[tuple[str, str]]   # (id, why) of unreadable images
     encoded_now: int                 # images read by this run (the rest came from an interrupted one)
     seconds: float
+    backup: Path | None = None       # where the replaced catalogue was kept (--replace)
 
     @property
     def images_per_second(self) -> float:
@@ -167,12 +174,39 @@ def build_index(cfg: BuildConfig, entries: list[CatalogueEntry] | None = None,
     `cfg.catalogue`."""
     start = time.monotonic()
     encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint, cfg.device, cfg.runtime)
-    entries = read_catalogue(cfg.catalogue, cfg.split) if entries is None else entries
+    entries = read_catalogue(cfg.catalogue, cfg.split, cfg.allow_any_url) if entries is None else entries
     check_entries(entries, str(cfg.catalogue))
     # The build writes cfg.out from its first chunk to its commit: no server or other build may
     # write it meanwhile (refused here, before any encoding, naming the process that has it).
     with DirectoryLock.acquire(cfg.out, "building the index", create=True) as lock:
+        if not cfg.replace and (version := current_version(cfg.out)) is not None:
+            raise CatalogueExists(f"{cfg.out} already holds a catalogue (version {version}, with every item added "
+                                  "or deleted through the API since): building there would replace it. Give another "
+                                  "--out, or pass --replace to replace it (the old one is kept as a dated backup)")
         return _build_locked(cfg, encoder, entries, lock, start)
+
+
+def keep_backup(out: Path) -> Path:
+    """A copy of the catalogue in `out` (committed versions, write-ahead logs, uploaded images) beside
+    it, named by the time: `OUT.replaced-20261206T161500Z`. Snapshot files and images are hard-linked
+    where the filesystem allows (never changed in place), the write-ahead logs (appended to) copied.
+    Caller holds `out`'s lock."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = out.with_name(f"{out.name}.replaced-{stamp}")
+    shutil.copytree(out, backup, ignore=shutil.ignore_patterns(WORK_DIR, LOCK_FILE, ".tmp-*", "CURRENT.tmp-*"),
+                    copy_function=_link_or_copy)
+    fsync_path(backup.parent)
+    return backup
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    if not os.path.basename(source).startswith("wal-"):
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass
+    shutil.copy2(source, destination)
 
 
 def _build_locked(cfg: BuildConfig, encoder: Encoder, entries: list[CatalogueEntry], lock: DirectoryLock,
@@ -208,8 +242,9 @@ def _commit(cfg: BuildConfig, encoder: Encoder, work: Path, n_chunks: int, encod
         raise ValueError(f"none of the {len(skipped)} catalogue images could be read; first: {skipped[:3]}")
     catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, cfg.factory)
     catalogue.add(ids, np.concatenate([c.vectors for c in chunks]), [m for c in chunks for m in c.metadata])
-    catalogue.save(cfg.out, lock)
-    report = BuildReport(cfg.out, len(ids), skipped, encoded_now, elapsed)
+    backup = keep_backup(cfg.out) if cfg.replace and current_version(cfg.out) is not None else None
+    catalogue.save(cfg.out, lock, replace=cfg.replace)
+    report = BuildReport(cfg.out, len(ids), skipped, encoded_now, elapsed, backup)
     atomic_write(cfg.out / REPORT, lambda fh: fh.write(json.dumps(
         {"items": len(ids), "skipped": [{"id": i, "reason": r} for i, r in skipped],
          "fingerprint": encoder.fingerprint, "catalogue": str(cfg.catalogue)}, indent=2).encode()))

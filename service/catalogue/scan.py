@@ -3,8 +3,14 @@ similar under one attribute, written as `matches.csv` and a static `report.html`
 from disk: per design, the design and its matches side by side, each with the attention map and RoI
 box of that attribute drawn over it (why the model thinks they match).
 
-Each finished design is kept in `OUT/.scan/` (its matches and pictures), so an interrupted scan of a
-large catalogue resumes where it stopped (same checkpoint, catalogue, attribute and threshold).
+Each finished design is kept in `OUT/.scan/` (its matches; its pictures go straight to
+`OUT/report_files/`, the folder report.html names by relative paths), so an interrupted scan of a
+large catalogue resumes where it stopped (same checkpoint, catalogue, attribute and threshold). The
+plan names the catalogue by its location only, so the scan also records the catalogue's contents
+when it starts (`catalogue_state`: an order-independent digest of every item's id, vectors and
+metadata, and the item count, in `OUT/.scan/catalogue.json`); a resume that finds them changed (an
+item added, replaced or deleted since) scans every design again instead of keeping results that
+no longer hold, and says so on stderr.
 Unreadable design images are listed (in the report, `summary.json` and on stderr), never fatal. The
 catalogue is read through the `Catalogue` interface: an index directory or a Milvus location.
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from asen_search.index import Catalogue, SearchResult
+from asen_search.index.digest import content_state
 from asen_search.index.fileio import atomic_write
 from asen_search.index.milvus import is_milvus
 from asen_search.index.transfer import open_catalogue
@@ -31,8 +39,8 @@ from asen_search.model.image_input import ImageLimits
 from asen_search.model.thresholds import Curve, NoThreshold
 from asen_search.service.catalogue.build import load_or_reason, open_work_dir
 from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
-from asen_search.service.catalogue.scan_report import WORK_DIR, csv_text, overlay, report_html, thumbnail
-from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, read_catalogue
+from asen_search.service.catalogue.scan_report import PICTURES_DIR, WORK_DIR, csv_text, overlay, report_html, thumbnail
+from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, check_listing, read_catalogue
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class ScanConfig:
     device: str = "auto"
     runtime: str = "auto"
     limits: ImageLimits = field(default_factory=ImageLimits)
+    allow_any_url: bool = False        # a listing of designs may name images anywhere (sources.check_listing)
 
 
 @dataclass(frozen=True)
@@ -63,26 +72,29 @@ class ScanReport:
     min_score: float
     scanned_now: int
     seconds: float
+    rescanned_because: str | None = None   # why the designs an earlier run had finished were scanned again
 
 
-def read_designs(source: Path) -> list[CatalogueEntry]:
+def read_designs(source: Path, allow_any_url: bool = False) -> list[CatalogueEntry]:
     """A folder of images (ids from the file names), a .txt file of image paths (one a line, relative
-    to the file; ids from the file names), or a .jsonl / .csv catalogue file."""
+    to the file; ids from the file names), or a .jsonl / .csv catalogue file. A listing's images must be
+    under its folder unless `allow_any_url` (sources.check_listing)."""
     if source.suffix.lower() == ".txt" and source.is_file():
-        lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-        paths = [(source.parent / line) if not Path(line).is_absolute() else Path(line)
-                 for line in lines if line and not line.startswith("#")]
+        lines = [(n, line.strip()) for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1)]
+        paths = [(lineno, (source.parent / line) if not Path(line).is_absolute() else Path(line))
+                 for lineno, line in lines if line and not line.startswith("#")]
         entries, seen = [], set()
-        for path in paths:
+        for lineno, path in paths:
             name, n = path.stem, 1
             while name in seen:
                 n += 1
                 name = f"{path.stem}-{n}"
             seen.add(name)
-            entries.append(CatalogueEntry(name, path))
+            entries.append(CatalogueEntry(name, path, line=lineno))
         check_entries(entries, str(source))
+        check_listing(entries, source, allow_any_url)
         return entries
-    return read_catalogue(source)
+    return read_catalogue(source, allow_any_url=allow_any_url)
 
 
 def resolve_min_score(encoder: Encoder, attribute: str, min_score: float | None, min_precision: float | None) -> float:
@@ -117,30 +129,87 @@ def _plan(cfg: ScanConfig, encoder: Encoder, designs: list[CatalogueEntry], min_
             "min_score": min_score, "max_results": cfg.max_results, "designs": digest.hexdigest()}
 
 
+CATALOGUE_STATE = "catalogue.json"
+
+
+def catalogue_state(catalogue: Catalogue, batch_size: int = 1000, progress: bool = False) -> dict[str, Any]:
+    """What the catalogue holds (`content_state`: item count and an order-independent digest of every
+    item's id, metadata and vectors), with a progress bar."""
+    with tqdm(total=len(catalogue), unit="item", desc="reading the catalogue's state", disable=not progress,
+              leave=False) as bar:
+        return content_state(catalogue, batch_size, bar.update)
+
+
 def _open_work(cfg: ScanConfig, plan: dict[str, Any]) -> Path:
+    fresh = cfg.restart or not (cfg.out / WORK_DIR / "plan.json").is_file()
     work = open_work_dir(cfg.out / WORK_DIR, plan, cfg.restart, "a scan")
-    (work / "img").mkdir(exist_ok=True)
+    if fresh:
+        _clear_pictures(cfg, work)
+    (cfg.out / PICTURES_DIR).mkdir(parents=True, exist_ok=True)
     return work
 
 
+def _clear_pictures(cfg: ScanConfig, work: Path) -> None:
+    """The pictures of an earlier run (and, from scans before `report_files/`, `.scan/img/`)."""
+    shutil.rmtree(cfg.out / PICTURES_DIR, ignore_errors=True)
+    shutil.rmtree(work / "img", ignore_errors=True)
+
+
+def _recorded_state(work: Path) -> dict[str, Any] | None:
+    try:
+        found = json.loads((work / CATALOGUE_STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _check_catalogue(cfg: ScanConfig, work: Path, state: dict[str, Any], n_designs: int) -> str | None:
+    """Keep the finished designs of an earlier run only if the catalogue still holds what it held
+    when that run started; else discard them (records and pictures) and say why. Records `state`."""
+    recorded = _recorded_state(work)
+    if recorded == state:
+        return None
+    done = sorted(work.glob("design-*.json"))
+    reason = None
+    if done:
+        run = "the interrupted scan" if len(done) < n_designs else "the earlier scan"
+        if recorded is None:
+            reason = f"{run} in {work} did not record the catalogue's state"
+        else:
+            reason = (f"the catalogue changed since {run} started ({recorded.get('items')} items then, "
+                      f"{state['items']} now)")
+        # The old state goes first: a crash from here on leaves no state, and the next run starts over.
+        (work / CATALOGUE_STATE).unlink(missing_ok=True)
+        for path in done:
+            path.unlink()
+        _clear_pictures(cfg, work)
+        (cfg.out / PICTURES_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write(work / CATALOGUE_STATE, lambda fh: fh.write(json.dumps(state, indent=2).encode()))
+    if reason is None:
+        return None
+    message = f"{reason}: scanning all {n_designs} designs again"
+    print(message, file=sys.stderr)
+    return message
+
+
 def _scan_design(n: int, design: CatalogueEntry, cfg: ScanConfig, encoder: Encoder, catalogue: Catalogue,
-                 attr: int, min_score: float, curve: Curve | None, work: Path) -> dict[str, Any]:
-    """One design's matches and pictures (in `work/img`), as the record kept in `work`."""
+                 attr: int, min_score: float, curve: Curve | None, pictures: Path) -> dict[str, Any]:
+    """One design's matches and pictures (in `pictures`), as the record kept in the work folder."""
     record: dict[str, Any] = {"design": design.id, "path": str(design.path)}
     image = load_or_reason(design.path, cfg.limits)
     if isinstance(image, str):
         return {**record, "error": image}
     vector = encoder.encode([image], [attr])[0, 0]
     hits, truncated = catalogue.search_range(vector, cfg.attribute, min_score, cfg.max_results)
-    _save_jpeg(work / "img" / f"d{n:06d}.jpg", thumbnail(image))
-    _save_jpeg(work / "img" / f"d{n:06d}-why.jpg", overlay(image, encoder.explain(image, attr)))
+    _save_jpeg(pictures / f"d{n:06d}.jpg", thumbnail(image))
+    _save_jpeg(pictures / f"d{n:06d}-why.jpg", overlay(image, encoder.explain(image, attr)))
     record.update(thumb=f"d{n:06d}.jpg", why=f"d{n:06d}-why.jpg", truncated=truncated,
-                  matches=[_match(n, m, hit, cfg, encoder, attr, curve, work) for m, hit in enumerate(hits)])
+                  matches=[_match(n, m, hit, cfg, encoder, attr, curve, pictures) for m, hit in enumerate(hits)])
     return record
 
 
 def _match(n: int, m: int, hit: SearchResult, cfg: ScanConfig, encoder: Encoder, attr: int, curve: Curve | None,
-           work: Path) -> dict[str, Any]:
+           pictures: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": hit.id, "score": hit.score,
                              "precision": None if curve is None else curve.precision_at(hit.score)}
     images_root = cfg.images_dir if cfg.images_dir is not None else (
@@ -151,8 +220,8 @@ def _match(n: int, m: int, hit: SearchResult, cfg: ScanConfig, encoder: Encoder,
         entry["image_error"] = picture
         return entry
     name = f"d{n:06d}-m{m:05d}"
-    _save_jpeg(work / "img" / f"{name}.jpg", thumbnail(picture))
-    _save_jpeg(work / "img" / f"{name}-why.jpg", overlay(picture, encoder.explain(picture, attr)))
+    _save_jpeg(pictures / f"{name}.jpg", thumbnail(picture))
+    _save_jpeg(pictures / f"{name}-why.jpg", overlay(picture, encoder.explain(picture, attr)))
     entry.update(thumb=f"{name}.jpg", why=f"{name}-why.jpg")
     return entry
 
@@ -166,17 +235,20 @@ def scan(cfg: ScanConfig, encoder: Encoder | None = None) -> ScanReport:
     attr = encoder.attribute_id(cfg.attribute)     # UnknownAttribute names the known ones
     min_score = resolve_min_score(encoder, cfg.attribute, cfg.min_score, cfg.min_precision)
     curve = encoder.thresholds.curves.get(cfg.attribute) if encoder.thresholds is not None else None
-    designs = read_designs(cfg.designs)
+    designs = read_designs(cfg.designs, cfg.allow_any_url)
     catalogue = open_catalogue(cfg.index, expected_fingerprint=encoder.fingerprint)
     try:
         work = _open_work(cfg, _plan(cfg, encoder, designs, min_score))
+        state = catalogue_state(catalogue, progress=cfg.progress)
+        rescanned_because = _check_catalogue(cfg, work, state, len(designs))
+        pictures = cfg.out / PICTURES_DIR
         scanned_now = 0
         with tqdm(total=len(designs), unit="design", desc=f"scanning for {cfg.attribute} >= {min_score:.4f}",
                   disable=not cfg.progress) as bar:
             for n, design in enumerate(designs):
                 path = work / f"design-{n:06d}.json"
                 if not path.is_file():
-                    record = _scan_design(n, design, cfg, encoder, catalogue, attr, min_score, curve, work)
+                    record = _scan_design(n, design, cfg, encoder, catalogue, attr, min_score, curve, pictures)
                     atomic_write(path, _json_writer(record))
                     scanned_now += 1
                     if "error" in record:
@@ -185,7 +257,7 @@ def scan(cfg: ScanConfig, encoder: Encoder | None = None) -> ScanReport:
     finally:
         catalogue.close()
     records = [json.loads((work / f"design-{n:06d}.json").read_text()) for n in range(len(designs))]
-    return _write_outputs(cfg, work, records, min_score, scanned_now, time.monotonic() - start)
+    return _write_outputs(cfg, records, state, min_score, scanned_now, time.monotonic() - start, rescanned_because)
 
 
 def _json_writer(record: dict[str, Any]) -> Callable[[BinaryIO], object]:
@@ -193,8 +265,8 @@ def _json_writer(record: dict[str, Any]) -> Callable[[BinaryIO], object]:
     return lambda fh: fh.write(text)
 
 
-def _write_outputs(cfg: ScanConfig, work: Path, records: list[dict[str, Any]], min_score: float, scanned_now: int,
-                   seconds: float) -> ScanReport:
+def _write_outputs(cfg: ScanConfig, records: list[dict[str, Any]], state: dict[str, Any], min_score: float,
+                   scanned_now: int, seconds: float, rescanned_because: str | None) -> ScanReport:
     rows = [(r["design"], m["id"], m["score"], m["precision"]) for r in records for m in r.get("matches", [])]
 
     def write_csv(fh: Any) -> None:
@@ -206,10 +278,23 @@ def _write_outputs(cfg: ScanConfig, work: Path, records: list[dict[str, Any]], m
     truncated = [r["design"] for r in records if r.get("truncated")]
     summary = {"attribute": cfg.attribute, "min_score": min_score, "min_precision": cfg.min_precision,
                "max_results": cfg.max_results, "designs": len(records), "matches": len(rows),
-               "unreadable": [{"design": d, "reason": why} for d, why in unreadable], "truncated": truncated}
+               "unreadable": [{"design": d, "reason": why} for d, why in unreadable], "truncated": truncated,
+               "catalogue": {"index": str(cfg.index), **state}, "pictures": PICTURES_DIR}
     atomic_write(cfg.out / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2).encode()))
     page = report_html(cfg.attribute, cfg.min_precision, cfg.max_results, records, min_score).encode()
     atomic_write(cfg.out / "report.html", lambda fh: fh.write(page))
+    _prune_pictures(cfg.out / PICTURES_DIR, records)
     for unreadable_design, why in unreadable:
         print(f"unreadable design {unreadable_design}: {why}", file=sys.stderr)
-    return ScanReport(cfg.out, len(records), len(rows), unreadable, truncated, min_score, scanned_now, seconds)
+    return ScanReport(cfg.out, len(records), len(rows), unreadable, truncated, min_score, scanned_now, seconds,
+                      rescanned_because)
+
+
+def _prune_pictures(pictures: Path, records: list[dict[str, Any]]) -> None:
+    """Leave in `pictures` exactly what the report shows (no picture of an earlier, interrupted
+    attempt at a design, no temporary file of a write cut short)."""
+    shown = {name for r in records for name in (r.get("thumb"), r.get("why"))}
+    shown |= {name for r in records for m in r.get("matches", []) for name in (m.get("thumb"), m.get("why"))}
+    for path in pictures.iterdir():
+        if path.name not in shown and path.is_file():
+            path.unlink()

@@ -12,7 +12,8 @@ from PIL import Image, ImageDraw
 
 from asen_search.model.encoder import Explanation
 
-WORK_DIR = ".scan"
+WORK_DIR = ".scan"           # OUT/.scan/: the resumable state (plan, catalogue state, one record per design)
+PICTURES_DIR = "report_files"  # OUT/report_files/: every picture report.html shows, named relative to it
 THUMB = 224
 
 
@@ -65,8 +66,10 @@ figure img{width:112px;height:auto;vertical-align:top}figcaption{font-size:.8rem
 """
 
 
-def _img(work_rel: str, alt: str) -> str:
-    return f'<img src="{html.escape(WORK_DIR + "/img/" + work_rel)}" alt="{html.escape(alt)}" loading="lazy">'
+def _img(name: str, alt: str) -> str:
+    """A picture of `PICTURES_DIR`, by a path relative to the report: the report, its CSV, summary and
+    that folder copied anywhere together still show every picture."""
+    return f'<img src="{html.escape(PICTURES_DIR + "/" + name)}" alt="{html.escape(alt)}" loading="lazy">'
 
 
 def report_html(attribute: str, min_precision: float | None, max_results: int, records: list[dict[str, Any]],

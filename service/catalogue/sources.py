@@ -1,7 +1,9 @@
 """What `asen index build` and `asen encode` read a catalogue from: a directory of images (ids from
 file names), a JSONL or CSV file of `id, path[, metadata...]`, or a split of a dataset in the dataset
 format. Directories and listings may also be URLs that fsspec reads (`s3://bucket/shop/listing.jsonl`;
-`locations.py`); their image paths are then resolved against the listing's URL."""
+`locations.py`); their image paths are then resolved against the listing's URL. What a listing may
+name (its own folder, or its own scheme and bucket; `--allow-any-url`) is checked by `check_listing`
+before anything is read or encoded."""
 from __future__ import annotations
 
 import csv
@@ -16,7 +18,16 @@ from typing import Any
 
 from asen_search.index import validate_id
 from asen_search.model.data.dataset import load_dataset
-from asen_search.service.catalogue.locations import ImageRef, filesystem, is_url, join, parent, read_text
+from asen_search.service.catalogue.locations import (
+    ImageRef,
+    ListingRefused,
+    check_listed,
+    filesystem,
+    is_url,
+    join,
+    parent,
+    read_text,
+)
 from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
@@ -29,14 +40,17 @@ class CatalogueEntry:
     id: str
     path: ImageRef                     # a local path, or a URL (locations.py)
     metadata: dict[str, Any] = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False)   # its line in the listing it came from, for messages
 
 
-def read_catalogue(source: str | Path, split: str = "test") -> list[CatalogueEntry]:
-    """Entries of a catalogue source, checked: valid and unique ids, at least one entry."""
+def read_catalogue(source: str | Path, split: str = "test", allow_any_url: bool = False) -> list[CatalogueEntry]:
+    """Entries of a catalogue source, checked: valid and unique ids, at least one entry, and for a
+    listing, images only where it may name them (`check_listing`; `allow_any_url` lifts what may be lifted)."""
     if is_url(source):
         assert isinstance(source, str)
         entries = remote_entries(source)
         check_entries(entries, source)
+        check_listing(entries, source, allow_any_url)  # a folder's files are in its own bucket
         return entries
     source = Path(source)
     if source.is_dir():
@@ -50,7 +64,26 @@ def read_catalogue(source: str | Path, split: str = "test") -> list[CatalogueEnt
     else:
         raise FileNotFoundError(f"catalogue source not found: {source}")
     check_entries(entries, str(source))
+    if source.is_file():
+        check_listing(entries, source, allow_any_url)
     return entries
+
+
+def check_listing(entries: list[CatalogueEntry], listing: ImageRef, allow_any_url: bool = False) -> None:
+    """Every image the listing at `listing` names stays in its folder (a local listing) or its scheme and
+    bucket/host (a URL), unless `allow_any_url`; never a local file from a URL listing, never a link-local
+    or cloud metadata address (`locations.check_listed`). One error names the first offender, its line and
+    the rule, and counts the others."""
+    refused = []
+    for entry in entries:
+        where = f"{listing} line {entry.line} (item {entry.id!r})" if entry.line else f"{listing} (item {entry.id!r})"
+        try:
+            check_listed(listing, entry.path, where, allow_any_url)
+        except ListingRefused as exc:
+            refused.append(str(exc))
+    if refused:
+        more = f" ({len(refused) - 1} more entries of the listing are refused as well)" if len(refused) > 1 else ""
+        raise ListingRefused(refused[0] + more)
 
 
 def check_entries(entries: list[CatalogueEntry], where: str) -> None:
@@ -114,7 +147,7 @@ def remote_entries(url: str) -> list[CatalogueEntry]:
     raise FileNotFoundError(f"catalogue source not found: {url}")
 
 
-def _entry(record: dict[str, Any], base: ImageRef, where: str) -> CatalogueEntry:
+def _entry(record: dict[str, Any], base: ImageRef, where: str, line: int) -> CatalogueEntry:
     item_id, path = record.pop("id", None), record.pop("path", None)
     if isinstance(item_id, int) and not isinstance(item_id, bool):
         item_id = str(item_id)
@@ -125,7 +158,7 @@ def _entry(record: dict[str, Any], base: ImageRef, where: str) -> CatalogueEntry
     nested = record.pop("metadata", {})
     if not isinstance(nested, dict):
         raise ValueError(f"{where}: 'metadata' must be an object")
-    return CatalogueEntry(item_id, join(base, path), {**record, **nested})
+    return CatalogueEntry(item_id, join(base, path), {**record, **nested}, line)
 
 
 def jsonl_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
@@ -141,7 +174,7 @@ def jsonl_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
             raise ValueError(f"{name} line {lineno}: invalid JSON: {exc.msg}") from None
         if not isinstance(record, dict):
             raise ValueError(f"{name} line {lineno}: expected a JSON object")
-        entries.append(_entry(record, base, f"{name} line {lineno}"))
+        entries.append(_entry(record, base, f"{name} line {lineno}", lineno))
     return entries
 
 
@@ -152,7 +185,7 @@ def csv_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
     if missing:
         raise ValueError(f"{name}: the header needs the columns {sorted(missing)}")
     return [_entry({k: v for k, v in row.items() if k is not None and v not in (None, "")},
-                   base, f"{name} line {reader.line_num}") for row in reader]
+                   base, f"{name} line {reader.line_num}", reader.line_num) for row in reader]
 
 
 def dataset_entries(root: Path, split: str) -> list[CatalogueEntry]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
+from asen_search.service.cli.service_commands import ALLOW_ANY_URL_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="For each protected design, every catalogue item at or above the threshold under "
                        "--attribute, best first. Writes OUT/matches.csv (design, item_id, score, estimated_precision), "
                        "OUT/report.html (open it from disk: each design and its matches with the attention map and "
-                       "RoI box over them) and OUT/summary.json. Resumes an interrupted scan; unreadable designs are "
-                       "listed, never fatal.")
+                       "RoI box over them), its pictures in OUT/report_files/ (copy it with report.html) and "
+                       "OUT/summary.json. Resumes an interrupted scan (every design again if the catalogue changed "
+                       "since it started); unreadable designs are listed, never fatal.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
     p.add_argument("--index", required=True, help="index directory, or a Milvus location (milvus://HOST:PORT/COLLECTION "
                    "or milvus-lite:PATH.db[#COLLECTION])")
@@ -33,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restart", action="store_true", help="discard an interrupted scan in OUT instead of resuming it")
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
+    p.add_argument("--allow-any-url", action="store_true", help=ALLOW_ANY_URL_HELP.replace(
+        "a .jsonl/.csv listing", "a .txt/.jsonl/.csv listing of designs"))
     p.set_defaults(func=_scan)
 
 
@@ -43,7 +47,7 @@ def _scan(args: argparse.Namespace) -> None:
     index = args.index if is_milvus(args.index) else Path(args.index)
     report = scan(ScanConfig(args.checkpoint, index, args.designs, args.attribute, args.out, args.min_score,
                              args.min_precision, args.max_results, args.images_dir, args.restart, device=args.device,
-                             runtime=args.runtime))
+                             runtime=args.runtime, allow_any_url=args.allow_any_url))
     print(f"scanned {report.designs} designs ({report.scanned_now} now) in {report.seconds:.1f} s: {report.matches} "
           f"matches at score >= {report.min_score:.4f}; {len(report.unreadable)} unreadable designs; "
           f"{len(report.truncated)} cut at --max-results")

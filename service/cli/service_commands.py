@@ -11,6 +11,11 @@ from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 from asen_search.service.catalogue.locations import as_ref
 
+ALLOW_ANY_URL_HELP = ("let a .jsonl/.csv listing name images outside its own folder (a local listing) or its own "
+                      "scheme and bucket/host (a listing at a URL); still refused: a file:// URL named by a listing "
+                      "at a URL, and link-local or cloud metadata addresses (169.254.0.0/16, fe80::/10, "
+                      "metadata.google.internal)")
+
 if TYPE_CHECKING:
     from asen_search.service.api.settings import Settings
 
@@ -33,8 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=512, help="images per resumable unit of work")
     p.add_argument("--factory", default="Flat", help="FAISS index factory string (default Flat: exact)")
     p.add_argument("--restart", action="store_true", help="discard an interrupted build instead of resuming")
+    p.add_argument("--replace", action="store_true", help="--out may hold a catalogue (with the items added and "
+                   "deleted through the API since it was built): replace it, keeping it beside as "
+                   "OUT.replaced-<time>. Without it, a build into an existing catalogue is refused")
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
+    p.add_argument("--allow-any-url", action="store_true", help=ALLOW_ANY_URL_HELP)
     p.set_defaults(func=_index_build)
     p = index_sub.add_parser("compact", help="fold an index's write-ahead log into a new snapshot (offline)",
                              description="Replay the write-ahead log of an index directory into a new snapshot "
@@ -92,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     p.add_argument("--shard-size", type=int, default=1000, help="images per shard: the unit of resuming")
     p.add_argument("--restart", action="store_true", help="discard the shards of an earlier run")
+    p.add_argument("--allow-any-url", action="store_true", help=ALLOW_ANY_URL_HELP)
     p.set_defaults(func=_encode)
 
     p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
@@ -104,6 +114,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
     p.add_argument("--device", help=f"where the model runs: {DEVICE_CHOICES}; default auto (ASEN_DEVICE)")
     p.add_argument("--runtime", choices=RUNTIME_CHOICES, help=RUNTIME_HELP + " (ASEN_RUNTIME)")
+    p.add_argument("--allow-open-writes", action="store_true", default=None,
+                   help="without ASEN_API_KEY, accept POST/DELETE /items from anyone even when --host is not "
+                   "loopback (else they answer 403 writes_disabled; ASEN_ALLOW_OPEN_WRITES=1)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
@@ -151,9 +164,11 @@ def _index_build(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
     report = build_index(BuildConfig(args.checkpoint, args.catalogue, args.out, args.split, args.batch_size,
                                      args.chunk_size, args.factory, args.restart, device=args.device,
-                                     runtime=args.runtime))
+                                     runtime=args.runtime, allow_any_url=args.allow_any_url, replace=args.replace))
     print(f"built {report.out}: {report.items} items; {report.encoded_now} images read in "
           f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)")
+    if report.backup is not None:
+        print(f"the catalogue it replaced is kept in {report.backup}")
     if report.skipped:
         print(f"{len(report.skipped)} unreadable images skipped (listed in {report.out / 'build_report.json'}):",
               file=sys.stderr)
@@ -233,7 +248,7 @@ def _encode(args: argparse.Namespace) -> None:
 
     if args.ray_actors < 1 or args.shard_size < 1 or args.batch_size < 1:
         raise ValueError("--ray-actors, --shard-size and --batch-size must be at least 1")
-    entries = read_catalogue(args.catalogue, args.split)
+    entries = read_catalogue(args.catalogue, args.split, allow_any_url=args.allow_any_url)
     report = encode_with_ray(EncodeConfig(args.checkpoint, args.out, args.ray, args.ray_actors, args.cpus_per_actor,
                                           args.gpus_per_actor, args.batch_size, args.shard_size, args.restart), entries)
     print(report.summary())
@@ -257,8 +272,8 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
     from asen_search.service.api.settings import Settings
 
-    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device", "runtime")
-             if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device", "runtime",
+                                           "allow_open_writes") if getattr(args, k, None) is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:

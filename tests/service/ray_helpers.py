@@ -24,6 +24,6 @@ class DiesOnceOnShardTwo(ShardEncoder):
 if __name__ == "__main__":  # CHECKPOINT LISTING OUT SHARD_SIZE: encode with the dying actor class
     checkpoint, listing, out, shard_size = sys.argv[1:5]
     report = encode_with_ray(EncodeConfig(Path(checkpoint), Path(out), "local", actors=2, batch_size=16,
-                                          shard_size=int(shard_size)), read_catalogue(listing),
+                                          shard_size=int(shard_size)), read_catalogue(listing, allow_any_url=True),
                              actor_class=DiesOnceOnShardTwo)
     print(report.summary())

@@ -63,7 +63,7 @@ def test_jsonl_and_csv_sources_carry_metadata(image_folder: Path, tmp_path: Path
     entries = read_catalogue(jsonl)
     assert [(e.id, e.path.name, e.metadata) for e in entries] == [
         ("a", "item0.jpg", {"brand": "acme"}), ("7", "item1.jpg", {"tags": ["x", "y"]})]
-    csv_file = tmp_path / "catalogue.csv"
+    csv_file = image_folder / "catalogue.csv"  # absolute paths inside the listing's folder (docs/service.md)
     csv_file.write_text(f"id,path,category,colour\nc1,{image_folder / 'item2.jpg'},dress,\nc2,"
                         f"{image_folder / 'item4.jpg'},coat,red\n")
     entries = read_catalogue(csv_file)
@@ -131,3 +131,25 @@ def test_bad_sources_fail_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         read_catalogue(tmp_path / "empty")
+
+
+def test_a_build_over_an_existing_catalogue_is_refused_unless_replace_which_keeps_a_backup(
+        image_folder: Path, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An item added through the API (here: the catalogue's writer, logged) after the first build must
+    not vanish when the build is run again by mistake; `--replace` replaces on purpose and keeps it."""
+    out = tmp_path / "index"
+    build = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--catalogue", str(image_folder), "--out", str(out)]
+    assert main(build) == 0
+    served = CatalogueIndex.load(out, writer=True)
+    served.open_log()
+    served.add(["added-through-the-api"], np.ones((1, len(served.attributes), served.dim), np.float32) / served.dim ** 0.5)
+    served.close()   # stopped without compacting: the item is in the log only
+    capsys.readouterr()
+    assert main(build) == 2
+    assert "already holds a catalogue" in capsys.readouterr().err
+    assert "added-through-the-api" in CatalogueIndex.load(out)
+    assert not (out / WORK_DIR).exists()   # refused before any encoding
+    assert main([*build, "--replace"]) == 0
+    kept = capsys.readouterr().out.split("the catalogue it replaced is kept in ")[1].strip()
+    assert "added-through-the-api" not in CatalogueIndex.load(out)
+    assert "added-through-the-api" in CatalogueIndex.load(kept) and Path(kept).parent == tmp_path

@@ -4,11 +4,13 @@ the KubeRay RayJob). Commands parse with the real `asen` parser, settings are re
 are real routes, names and ports agree."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from asen_search.index.milvus import MilvusLocation
@@ -107,3 +109,49 @@ def test_rayjob_runs_real_commands_on_the_catalogue_the_replicas_serve() -> None
     milvus = yaml.safe_load((K8S / "milvus-values.yaml").read_text())
     assert MilvusLocation.parse(load_args.out).uri.endswith(f":{milvus['service']['port']}")
     assert "maxVectorFieldNum" in milvus["extraConfigFiles"]["user.yaml"]
+
+
+def _settings_from(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The service's settings as its process reads this environment (and nothing else of ours)."""
+    for key in [k for k in os.environ if k.startswith("ASEN_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("ASEN_") and value is not None:
+            monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def _interpolate(value: object, shell: dict[str, str]) -> str:
+    """Compose's `${NAME:-default}` substitution."""
+    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: shell.get(m.group(1)) or (m.group(2) or ""), str(value))
+
+
+def test_kubernetes_refuses_writes_until_the_key_secret_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pods listen beyond loopback; the key comes from a Secret (never a literal in the file), and
+    without the Secret the service starts but refuses writes rather than opening them."""
+    from asen_search.service.api.auth import is_loopback, writes_refused
+
+    docs = {d["kind"]: d for d in yaml.safe_load_all((K8S / "asen.yaml").read_text())}
+    (container,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    entries = {e["name"]: e for e in container["env"]}
+    env = {name: e.get("value") for name, e in entries.items()}
+    assert not is_loopback(env["ASEN_HOST"])
+    key = entries["ASEN_API_KEY"]
+    assert "value" not in key and key["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert str(env.get("ASEN_ALLOW_OPEN_WRITES", "false")).lower() in ("false", "0")
+    text = (K8S / "asen.yaml").read_text()
+    assert "kubectl create secret generic " + key["valueFrom"]["secretKeyRef"]["name"] in text
+    assert "403 writes_disabled" in text
+    without = _settings_from(env, monkeypatch)
+    assert without.api_key is None and writes_refused(without)
+    with_secret = _settings_from({**env, "ASEN_API_KEY": "from-the-secret"}, monkeypatch)
+    assert not writes_refused(with_secret)
+
+
+def test_compose_replicas_refuse_writes_until_a_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asen_search.service.api.auth import writes_refused
+
+    replica = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["replica"]
+    for shell, refused in (({}, True), ({"ASEN_API_KEY": "k"}, False), ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False)):
+        env = {k: _interpolate(v, shell) for k, v in replica["environment"].items()}
+        assert writes_refused(_settings_from(env, monkeypatch)) is refused, shell

@@ -349,3 +349,56 @@ def test_asen_sets_the_thread_settings_before_the_libraries_load() -> None:
              "print(sorted(m for m in ('numpy', 'torch', 'faiss') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", order], capture_output=True, text=True, env=env,
                           check=True).stdout.strip() == "[]", "model/tuning.py must not load the libraries it tunes"
+
+
+# -- secure by default: the image and compose listen beyond loopback, so writes wait for a key -----
+def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, **paths: Path) -> Settings:
+    """Settings as the container's process reads this environment (none of ours leaks in)."""
+    for key in [k for k in os.environ if k.startswith("ASEN_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("ASEN_"):
+            monkeypatch.setenv(key, value)
+    return Settings(**paths) if paths else Settings()
+
+
+def test_the_image_and_compose_refuse_writes_until_a_key_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asen_search.service.api.auth import writes_refused
+
+    assert writes_refused(_settings_from(_env(), monkeypatch))  # `docker run` of the image, no key
+    compose = _compose()
+    override = yaml.safe_load((ROOT / "compose.override.example.yml").read_text())["services"]
+    for service in (compose["services"]["asen"], _merge(compose["services"]["asen"], override["asen"])):
+        for shell, refused in (({}, True), ({"ASEN_API_KEY": "k"}, False), ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False),
+                               ({"ASEN_ALLOW_OPEN_WRITES": "0"}, True)):
+            env = {k: _interpolate(v, shell) for k, v in service["environment"].items()}
+            assert writes_refused(_settings_from(env, monkeypatch)) is refused, shell
+    for path in ("docker-compose.yml", "compose.override.example.yml"):  # the files say how to set the key
+        text = (ROOT / path).read_text()
+        assert "403 writes_disabled" in text and "ASEN_API_KEY=" in text and "secrets.token_urlsafe" in text, path
+
+
+def test_compose_environment_serves_searches_and_refuses_writes_without_a_key(
+        monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
+    """The API service's environment as compose passes it from an empty shell (host 0.0.0.0, an empty
+    ASEN_API_KEY), over a test client: searches answer, writes are 403 saying how to enable them;
+    with ASEN_API_KEY from the shell, writes need it."""
+    from fastapi.testclient import TestClient
+
+    api = _compose()["services"]["asen"]
+    image = {"image": ("a.jpg", (demo_dataset / "images" / "test" / "00002.jpg").read_bytes(), "image/jpeg")}
+    search = {"attribute": "colour", "item_id": "test-00001", "top_k": "2"}
+    for shell in ({}, {"ASEN_API_KEY": "compose-key"}):
+        env = {k: _interpolate(v, shell) for k, v in api["environment"].items()}
+        settings = _settings_from(env, monkeypatch, checkpoint=tiny_checkpoint, index=index_dir)
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/search", data=search).status_code == 200
+            refused = client.post("/items", data={"id": "c-1"}, files=image)
+            if not shell:
+                assert refused.status_code == 403 and refused.json()["error"] == "writes_disabled"
+                assert "ASEN_API_KEY" in refused.json()["detail"]
+                assert client.delete("/items/test-00003").status_code == 403
+            else:
+                assert refused.status_code == 401
+                added = client.post("/items", data={"id": "c-1"}, files=image, headers={"X-API-Key": "compose-key"})
+                assert added.status_code == 201, added.text

@@ -34,7 +34,9 @@ def _encode(checkpoint: Path, listing: Path | str, out: Path, shard_size: int = 
     """`asen encode --ray local`; (images encoded by this run, its output)."""
     done = subprocess.run([sys.executable, "-m", "asen_search.service.cli", "encode", "--checkpoint", str(checkpoint),
                            "--catalogue", str(listing), "--out", str(out), "--shard-size", str(shard_size),
-                           "--ray-actors", "2", "--batch-size", "16"], cwd=ROOT, capture_output=True, text=True,
+                           "--ray-actors", "2", "--batch-size", "16",
+                           "--allow-any-url"],  # the listing names the dataset's images, outside its own folder
+                          cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-3000:]
     found = re.search(r"encoded (\d+) images", done.stdout)

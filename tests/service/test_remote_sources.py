@@ -71,10 +71,19 @@ def test_listings_at_a_url_resolve_their_paths_against_it(bucket: str, demo_data
         ("c", f"{bucket}/shop/item2.jpg", {})]
     fs.pipe_file(f"{bucket}/lists/catalogue.csv", f"id,path,colour\nd,../shop/item4.jpg,red\ne,{local.as_uri()},\n"
                  .encode())
-    entries = read_catalogue(f"{bucket}/lists/catalogue.csv")
+    # a listing at a URL may name another bucket with --allow-any-url, never a local file (test_listing_rules.py)
+    with pytest.raises(ValueError, match=f"catalogue.csv line 3 \\(item 'e'\\): {local.as_uri()} is refused: a "
+                       "listing at a URL may never name a local file"):
+        read_catalogue(f"{bucket}/lists/catalogue.csv", allow_any_url=True)
+    other = f"memory://{uuid.uuid4().hex}"
+    fs.pipe_file(f"{other}/item7.jpg", local.read_bytes())
+    fs.pipe_file(f"{bucket}/lists/catalogue.csv", f"id,path,colour\nd,../shop/item4.jpg,red\ne,{other}/item7.jpg,\n"
+                 .encode())
+    entries = read_catalogue(f"{bucket}/lists/catalogue.csv", allow_any_url=True)
     assert [(e.id, e.path, e.metadata) for e in entries] == [
-        ("d", f"{bucket}/shop/item4.jpg", {"colour": "red"}), ("e", local.as_uri(), {})]
+        ("d", f"{bucket}/shop/item4.jpg", {"colour": "red"}), ("e", f"{other}/item7.jpg", {})]
     assert read_bytes(entries[1].path) == local.read_bytes()
+    fs.rm(f"/{other.split('://')[1]}", recursive=True)
 
 
 def test_bad_url_sources_fail_clearly(bucket: str, tiny_checkpoint: Path, tmp_path: Path,

@@ -239,6 +239,7 @@ def test_the_scan_report_opens_in_a_browser_and_shows_every_match(tmp_path: Path
     designs.write_text("\n".join(str(demo_dataset / name) for name in DESIGNS) + "\nmissing.jpg\n")
     out = tmp_path / "report"
     assert _scan(["--checkpoint", str(tagging_checkpoint), "--index", str(tagged_index), "--designs", str(designs),
+                  "--allow-any-url",  # the list names the dataset's images, outside its own folder
                   "--attribute", "neckline", "--min-score", "0.7", "--max-results", "15", "--out", str(out),
                   "--runtime", "torch"]) == 0
     rows = list(csv.DictReader((out / "matches.csv").open()))
@@ -274,5 +275,5 @@ def test_scan_reads_a_milvus_catalogue_the_same_way(tmp_path: Path, tagging_chec
                       "--runtime", "torch"]) == 0
         rows = list(csv.DictReader((out / "matches.csv").open()))
         outputs.append([(r["design"], r["item_id"], round(float(r["score"]), 4)) for r in rows])
-        assert len(list((out / ".scan" / "img").glob("*-why.jpg"))) == 2 + len(rows), "every match has its pictures"
+        assert len(list((out / "report_files").glob("*-why.jpg"))) == 2 + len(rows), "every match has its pictures"
     assert outputs[0] == outputs[1] and outputs[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Response
 
+from asen_search.service.api.overload import MODEL, rate_limited
 from asen_search.service.api.params import AttributeField, ImageField, ItemIdField, blank_to_none, check_one_query
 from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.schemas import ERROR_RESPONSES, ExplainResponse
@@ -14,7 +15,8 @@ router = APIRouter(tags=["search"])
 DECIMALS = 4
 
 
-@router.post("/explain", response_model=ExplainResponse, responses=ERROR_RESPONSES)
+@router.post("/explain", response_model=ExplainResponse, responses=ERROR_RESPONSES,
+              openapi_extra=rate_limited(MODEL))
 async def explain(runtime: RuntimeDep, response: Response, attribute: AttributeField, image: ImageField = None,
                   item_id: ItemIdField = None) -> ExplainResponse:
     """The attribute's attention map over an uploaded image or a catalogue item's stored image, and

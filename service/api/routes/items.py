@@ -11,11 +11,12 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 
-from asen_search.index import LogUnavailable
-from asen_search.service.api.auth import require_api_key
+from asen_search.index import ItemExists, LogUnavailable
+from asen_search.service.api.auth import WRITE_RESPONSES, require_api_key
 from asen_search.service.api.compaction import storage_error
 from asen_search.service.api.errors import ApiError
 from asen_search.service.api.http_cache import file_etag, not_modified
+from asen_search.service.api.overload import IMAGES, MODEL, rate_limited
 from asen_search.service.api.params import check_item_id
 from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.schemas import ERROR_RESPONSES, DeleteResponse, ItemResponse, parse_metadata
@@ -31,40 +32,40 @@ WriteAccess = Depends(require_api_key)
 def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: dict[str, Any], replace: bool,
                 image: bytes, timer: StageTimer) -> bool:
     """Add (or replace) one item: logged and fsynced, then applied; returns whether it replaced an
-    existing item. Storage failures leave the catalogue unchanged."""
+    existing item. The catalogue decides add-if-absent itself (ItemExists: 409), atomically on every
+    engine; storage failures leave the catalogue unchanged."""
     catalogue = runtime.catalogue
-    with runtime.write_lock:
-        exists = item_id in catalogue
-        if exists and not replace:
-            raise ApiError(409, "item_exists", f"item {item_id!r} is already in the catalogue; send replace=true "
-                           "to replace it")
+    with runtime.write_lock:   # with the pruning of uploads: the image stays until the item names it
         with timer.stage("persist"):
             root = runtime.settings.images_root
             try:  # under the lock pruning takes: still there
                 stored = None if root is None else save_upload(root, image)
             except OSError as exc:
                 raise storage_error(exc, "the item's image") from None
+            meta = metadata if stored is None else with_image(metadata, stored)
             try:
-                catalogue.upsert([item_id], vectors[None], [metadata if stored is None else with_image(metadata, stored)])
-            except ValueError as exc:
-                raise ApiError(422, "invalid_metadata", str(exc)) from None
+                if replace:
+                    return bool(catalogue.upsert([item_id], vectors[None], [meta]))
+                catalogue.add([item_id], vectors[None], [meta])
+                return False
+            except ItemExists:
+                raise ApiError(409, "item_exists", f"item {item_id!r} is already in the catalogue; send replace=true "
+                               "to replace it") from None
             except (OSError, LogUnavailable) as exc:
                 logger.error("could not log the write of %r: %s", item_id, exc)
                 raise storage_error(exc, "the item") from None
-        return exists
 
 
 def _delete_item(runtime: Runtime, item_id: str, timer: StageTimer) -> None:
     catalogue = runtime.catalogue
-    with runtime.write_lock:
-        if item_id not in catalogue:
-            raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue")
-        with timer.stage("persist"):
-            try:
-                catalogue.remove([item_id])
-            except (OSError, LogUnavailable) as exc:
-                logger.error("could not log the deletion of %r: %s", item_id, exc)
-                raise storage_error(exc, "the deletion") from None
+    with runtime.write_lock, timer.stage("persist"):
+        try:
+            removed = catalogue.remove([item_id]).removed
+        except (OSError, LogUnavailable) as exc:
+            logger.error("could not log the deletion of %r: %s", item_id, exc)
+            raise storage_error(exc, "the deletion") from None
+    if not removed:
+        raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue")
 
 
 def _after_write(runtime: Runtime) -> None:
@@ -79,8 +80,9 @@ async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
 
 
 @router.post("/items", status_code=201, response_model=ItemResponse,
-             responses={**ERROR_RESPONSES, 200: {"model": ItemResponse, "description": "replaced (replace=true)"}},
-             dependencies=[WriteAccess])
+             responses={**ERROR_RESPONSES, **WRITE_RESPONSES,
+                        200: {"model": ItemResponse, "description": "replaced (replace=true)"}},
+             dependencies=[WriteAccess], openapi_extra=rate_limited(MODEL))
 async def add_item(runtime: RuntimeDep, response: Response,
                    id: Annotated[str, Form(description="the new item's id")],
                    image: Annotated[UploadFile, File(description="the item's image")],
@@ -111,8 +113,8 @@ async def add_item(runtime: RuntimeDep, response: Response,
     return ItemResponse(id=item_id, metadata=meta)
 
 
-@router.delete("/items/{item_id:path}", response_model=DeleteResponse, responses=ERROR_RESPONSES,
-               dependencies=[WriteAccess])
+@router.delete("/items/{item_id:path}", response_model=DeleteResponse,
+               responses={**ERROR_RESPONSES, **WRITE_RESPONSES}, dependencies=[WriteAccess])
 async def delete_item(runtime: RuntimeDep, response: Response, item_id: str) -> DeleteResponse:
     """Remove an item from every attribute index; persisted before the answer."""
     timer = StageTimer(runtime.metrics)
@@ -127,10 +129,12 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {media: {} for media in ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
                                               "image/avif")}, "description": "the image"},
     304: {"description": "not modified (If-None-Match names the current ETag)"},
-    404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422]}
+    404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422], 429: ERROR_RESPONSES[429]}
 
 
-@router.get("/images/{item_id:path}", response_class=Response, responses=IMAGE_RESPONSES)
+# With `size` the stored image is decoded and resized: rate-limited in its own, larger budget (thumbnails).
+@router.get("/images/{item_id:path}", response_class=Response, responses=IMAGE_RESPONSES,
+            openapi_extra=rate_limited(IMAGES, when_query="size"))
 async def item_image(runtime: RuntimeDep, request: Request, item_id: str,
                      size: Annotated[int | None, Query(ge=16, le=2048, description="at most this many pixels a "
                                                        "side (a JPEG thumbnail); default: the stored file")] = None,

@@ -14,6 +14,7 @@ from asen_search.index import Part, SearchResult
 from asen_search.index.threshold import grow_until_below
 from asen_search.service import search as reranking
 from asen_search.service.api.errors import ApiError
+from asen_search.service.api.overload import MODEL, rate_limited
 from asen_search.service.api.params import ImageField, ItemIdField, blank_to_none, check_top_k
 from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.query import (
@@ -80,7 +81,7 @@ async def read_query(runtime: Runtime, request: Request, attribute: str | None, 
     return Query(parts, specs, query_item_ids(specs))
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+@router.post("/search", response_model=SearchResponse, responses=ERROR_RESPONSES, openapi_extra=rate_limited(MODEL))
 async def search(runtime: RuntimeDep, request: Request, response: Response, attribute: OptionalAttribute = None,
                  image: ImageField = None, item_id: ItemIdField = None, query: QueryField = None,
                  top_k: Annotated[int | None, Form(description="results wanted (default 10)")] = None,
@@ -159,7 +160,7 @@ async def _threshold_search(runtime: Runtime, response: Response, asked: Query, 
                               for h in hits])
 
 
-@router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES)
+@router.post("/rerank", response_model=RerankResponse, responses=ERROR_RESPONSES, openapi_extra=rate_limited(MODEL))
 async def rerank(runtime: RuntimeDep, request: Request, response: Response, attribute: OptionalAttribute = None,
                  image: ImageField = None, item_id: ItemIdField = None, query: QueryField = None,
                  candidates: Annotated[list[str] | None, Form(description="catalogue ids to reorder, in "

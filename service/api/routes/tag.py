@@ -7,6 +7,7 @@ import numpy as np
 from fastapi import APIRouter, Response
 
 from asen_search.service.api.errors import ApiError
+from asen_search.service.api.overload import MODEL, rate_limited
 from asen_search.service.api.params import ImageField, ItemIdField, blank_to_none, check_one_query
 from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.schemas import ERROR_RESPONSES, Tag, TagResponse
@@ -16,7 +17,7 @@ router = APIRouter(tags=["search"])
 DECIMALS = 4
 
 
-@router.post("/tag", response_model=TagResponse, responses=ERROR_RESPONSES)
+@router.post("/tag", response_model=TagResponse, responses=ERROR_RESPONSES, openapi_extra=rate_limited(MODEL))
 async def tag(runtime: RuntimeDep, response: Response, image: ImageField = None,
               item_id: ItemIdField = None) -> TagResponse:
     """Every attribute's most likely value with its confidence (calibrated on the validation split:

@@ -10,6 +10,8 @@
   const PREVIEW_SIZE = 640;
   const PART_THUMB_SIZE = 160;
   const EXPLAIN_PARALLEL = 2;     // explanation requests in flight at once
+  const RATE_RETRIES = 5;         // an explanation refused by the rate limit (429) is retried this often,
+  const RATE_WAIT_MAX_S = 10;     // after its Retry-After, waiting at most this long each time
   const DEBOUNCE_MS = 250;        // a composed query or a threshold is sent once it stops changing for this long
   const COLOUR_NAMES = ["colour", "color"];
 
@@ -53,12 +55,15 @@
 
   // -- talking to the API ------------------------------------------------------------------
   class ApiError extends Error {
-    constructor(status, code, detail) {
+    constructor(status, code, detail, retryAfter = 0) {
       super(detail);
       this.status = status;
       this.code = code;
+      this.retryAfter = retryAfter;   // seconds, from Retry-After (429 rate_limited, 503 overloaded)
     }
   }
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   async function api(path, body, signal) {
     let response;
@@ -77,7 +82,7 @@
     if (!response.ok) {
       const code = payload && payload.error ? payload.error : `http_${response.status}`;
       const detail = payload && payload.detail ? payload.detail : response.statusText || "request failed";
-      throw new ApiError(response.status, code, detail);
+      throw new ApiError(response.status, code, detail, Number(response.headers.get("Retry-After")) || 0);
     }
     return payload;
   }
@@ -492,6 +497,14 @@
           if (mine !== generation || !explainToggle.checked) return;
           drawExplanation(job.frame, explanation);
         } catch (err) {
+          // Explaining every result can outrun the server's rate limit: wait as told, then retry.
+          if (err.status === 429 && (job.retries || 0) < RATE_RETRIES) {
+            job.retries = (job.retries || 0) + 1;
+            await sleep(Math.min(Math.max(err.retryAfter, 1), RATE_WAIT_MAX_S) * 1000);
+            if (mine !== generation || !explainToggle.checked) return;
+            jobs.unshift(job);
+            continue;
+          }
           failed = failed || err;
         }
       }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,6 +204,12 @@ class CatalogueIndex(Catalogue):
             index.add(keys, np.ascontiguousarray(batch[:, a]))
         for key, meta in zip(keys.tolist(), metas, strict=True):
             self._metadata.put(key, meta)
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The writer mutex: one process writes a directory, and in it every write takes this."""
+        with self._write_mutex:
+            yield
 
     def _remove(self, ids: list[str]) -> RemoveResult:
         with self._write_mutex:

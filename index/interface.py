@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,11 @@ class Catalogue(ABC):
             raise InvalidInput(f"got {len(metas)} metadata entries for {len(checked)} ids")
         self._check_writable()
         return self._write(checked, batch, metas, replace) if checked else []
+
+    @abstractmethod
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Hold off every writer of this catalogue (every process, where the engine is shared) for work
+        that must not interleave with writes, such as pruning files the items name."""
 
     def remove(self, ids: Sequence[str] | str) -> RemoveResult:
         """Remove items; ids not in the catalogue are reported as unknown."""

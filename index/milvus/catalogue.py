@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import numpy as np
@@ -252,6 +253,12 @@ class MilvusCatalogue(Catalogue):
             else:
                 self._client.insert(self._collection, rows)
             return [i for i in ids if i in present]
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """This process's write mutex and the writer lease of every process."""
+        with self._write_mutex, self._lease.held():
+            yield
 
     def _remove(self, ids: list[str]) -> RemoveResult:
         with self._write_mutex, self._lease.held():

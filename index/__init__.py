@@ -33,7 +33,7 @@ from .errors import (
 from .filters import Filter, parse_filters
 from .interface import Catalogue
 from .repair import RepairReport, repair_log
-from .results import Item, RemoveResult, SearchResult
+from .results import Item, ItemPage, RemoveResult, SearchResult
 from .store import FORMAT_VERSION, read_manifest
 from .transfer import open_catalogue
 from .validation import MAX_ID_LENGTH, validate_id
@@ -63,6 +63,7 @@ __all__ = [
     "InvalidVectors",
     "Item",
     "ItemExists",
+    "ItemPage",
     "LogCorrupt",
     "LogUnavailable",
     "Part",

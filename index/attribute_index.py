@@ -329,9 +329,10 @@ class AttributeIndex:
 
     def search_range(self, query: np.ndarray, min_score: float, max_results: int, allowed: np.ndarray | None = None,
                      excluded: np.ndarray | None = None,
-                     universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+                     universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
         """Every stored vector scoring at least ``min_score`` with ``query`` ``[dim]``, best first (ties
-        by key), at most ``max_results``: scores ``[m]``, keys ``[m]``, and whether the cap cut the list.
+        by key), at most ``max_results``: scores ``[m]``, keys ``[m]``, and how many pass in all (None
+        when the growing top-k searches were cut before the last one passing).
 
         Exact Flat: FAISS's range search (filters and exclusions as an IDSelector). Approximate kinds
         holding at most RANGE_SCAN_MAX items: exact too, a scan of their decoded stored vectors (the
@@ -346,7 +347,7 @@ class AttributeIndex:
             keep = np.flatnonzero(scores >= np.float32(min_score))
             scores, keys = scores[keep], keys[keep]
             order = np.lexsort((keys, -scores))
-            return scores[order][:max_results], keys[order][:max_results], len(order) > max_results
+            return scores[order][:max_results], keys[order][:max_results], len(order)
         if not self.exact:
             def fetch(k: int) -> list[SearchResult]:
                 scores, keys = self.search(query[None], k, allowed, excluded, ef=RANGE_EF_FACTOR * k)
@@ -354,12 +355,12 @@ class AttributeIndex:
 
             hits, truncated = grow_until_below(fetch, min_score, max_results, len(self))
             return (np.array([h.score for h in hits], dtype=np.float32), np.array([int(h.id) for h in hits], np.int64),
-                    truncated)
+                    None if truncated else len(hits))
         selector: faiss.IDSelector | None = None
         if allowed is not None:
             allowed = np.setdiff1d(allowed, blocked) if len(blocked) else allowed
             if not len(allowed):
-                return np.empty(0, np.float32), np.empty(0, np.int64), False
+                return np.empty(0, np.float32), np.empty(0, np.int64), 0
             selector = _bitmap_selector(allowed)
         elif len(blocked):
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
@@ -369,7 +370,7 @@ class AttributeIndex:
                                                       params=self._params(selector))
         scores, keys = scores[lims[0]:lims[1]], keys[lims[0]:lims[1]]
         order = np.lexsort((keys, -scores))
-        return scores[order][:max_results], keys[order][:max_results], len(order) > max_results
+        return scores[order][:max_results], keys[order][:max_results], len(order)
 
     def _scan(self, queries: np.ndarray, k: int, blocked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` over a Flat index's stored vectors as one BLAS product per chunk of

@@ -32,7 +32,7 @@ from .dirlock import DirectoryLock
 from .errors import InvalidInput, ItemExists, ReadOnlyCatalogue, UnknownItem
 from .filters import Filter
 from .ids import IdMap
-from .interface import Batch, Catalogue
+from .interface import Batch, Catalogue, merged
 from .metadata import MetadataStore
 from .results import Item, RemoveResult, SearchResult
 from .rwlock import RWLock
@@ -211,6 +211,23 @@ class CatalogueIndex(Catalogue):
         with self._write_mutex:
             yield
 
+    def _update_metadata(self, item_id: str, changes: dict[str, Any]) -> Item:
+        with self._write_mutex:
+            key = self._idmap.key(item_id)
+            meta = merged(self._metadata.get(key), changes)
+            vectors = np.stack([index.reconstruct(np.array([key], np.int64))[0] for index in self._indexes])[None]
+            self._store.append(lambda: split_write("upsert", [item_id], vectors, [meta]))
+            with self._lock.write():
+                self._apply_upsert([item_id], vectors, [meta], [item_id])
+        return Item(item_id, dict(meta))
+
+    def _list_items(self, filters: Filter, limit: int, after: str | None) -> list[Item]:
+        with self._lock.read():
+            allowed = self._allowed(filters)
+            keep = None if allowed is None else set(allowed.tolist())
+            ids = self._idmap.ids_after(after, limit, keep)
+            return [Item(i, dict(self._metadata.get(self._idmap.key(i)))) for i in ids]
+
     def _remove(self, ids: list[str]) -> RemoveResult:
         with self._write_mutex:
             present = [i for i in ids if i in self._idmap]
@@ -288,17 +305,18 @@ class CatalogueIndex(Catalogue):
                 for score, key in zip(scores.tolist(), keys.tolist(), strict=True) if key >= 0]
 
     def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool]:
+                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]:
         """How: AttributeIndex.search_range (exact over Flat, an exact scan of approximate kinds)."""
         index = self._indexes[attribute]
         with self._lock.read():
             allowed = self._allowed(filters)
             if not len(self._idmap) or (allowed is not None and not len(allowed)):
-                return [], False
+                return [], False, 0
             universe = None if index.exact else self._idmap.all_keys()
-            scores, keys, truncated = index.search_range(query, min_score, max_results, allowed,
-                                                         self._idmap.keys_of(exclude), universe)
-            return self._results(scores, keys), truncated
+            scores, keys, total = index.search_range(query, min_score, max_results, allowed,
+                                                     self._idmap.keys_of(exclude), universe)
+            truncated = total is None or total > max_results
+            return self._results(scores, keys), truncated, total
 
     def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
                          per_part: int | None) -> list[SearchResult]:

@@ -6,6 +6,7 @@ replaced) item is never given to another item: a stale key can never point at th
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -28,6 +29,7 @@ class IdMap:
         if len(self._id_of) != len(self._key_of):
             raise ValueError("id map has duplicate keys")
         self._next = max(int(next_key), max(self._id_of, default=-1) + 1)
+        self._sorted = sorted(self._key_of)   # the ids in code-point order, for listing with a cursor
 
     def __len__(self) -> int:
         return len(self._key_of)
@@ -51,13 +53,29 @@ class IdMap:
         self._next += 1
         self._key_of[item_id] = key
         self._id_of[key] = item_id
+        bisect.insort(self._sorted, item_id)
         return key
 
     def release(self, item_id: str) -> int:
         """Forget ``item_id`` and return its key; the key is retired, never reused."""
         key = self._key_of.pop(item_id)
         del self._id_of[key]
+        del self._sorted[bisect.bisect_left(self._sorted, item_id)]
         return key
+
+    def ids_after(self, after: str | None, limit: int, keep: set[int] | None = None) -> list[str]:
+        """Up to `limit` ids after `after` in code-point order (the first ones when None), only those
+        whose key is in `keep` when given."""
+        start = 0 if after is None else bisect.bisect_right(self._sorted, after)
+        if keep is None:
+            return self._sorted[start:start + limit]
+        found: list[str] = []
+        for position in range(start, len(self._sorted)):
+            if self._key_of[self._sorted[position]] in keep:
+                found.append(self._sorted[position])
+                if len(found) == limit:
+                    break
+        return found
 
     def key(self, item_id: str) -> int:
         """The key of ``item_id``; KeyError if it is not in the catalogue."""

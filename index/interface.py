@@ -26,7 +26,7 @@ from .composed import Part, check_parts, check_per_part
 from .errors import InvalidInput, UnknownAttribute
 from .filters import Filter, FilterValue, parse_filters
 from .ids import check_id_batch
-from .results import Item, RemoveResult, SearchResult
+from .results import Item, ItemPage, RemoveResult, SearchResult
 from .threshold import check_threshold
 from .validation import (
     check_ids,
@@ -39,6 +39,13 @@ from .validation import (
 )
 
 Filters = Mapping[str, FilterValue] | Filter | None
+
+
+def merged(metadata: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata` with `changes` applied (a key set to None is removed), checked again as a whole."""
+    out = {k: v for k, v in metadata.items() if k not in changes}
+    out.update({k: v for k, v in changes.items() if v is not None})
+    return check_metadata(out)
 Batch = tuple[list[str], np.ndarray, list[dict[str, Any]]]   # ids, vectors [n, n_attributes, dim], metadata
 
 
@@ -113,6 +120,15 @@ class Catalogue(ABC):
         """Every distinct scalar value of metadata `field` over the catalogue."""
         return self._metadata_values(check_key(field, "metadata field", InvalidInput))
 
+    def list_items(self, filters: Filters = None, limit: int = 100, after: str | None = None) -> ItemPage:
+        """Up to `limit` items the filter lets through, in id order (code points), after id `after`:
+        a listing that pages by the last id it saw is stable under concurrent writes (an item that
+        exists throughout is returned exactly once)."""
+        limit = check_k(limit, what="limit")
+        after = None if after is None else validate_id(after)
+        items = self._list_items(parse_filters(filters), limit, after)
+        return ItemPage(items, items[-1].id if len(items) == limit else None)
+
     # -- writes --------------------------------------------------------------------------------
     def add(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Add new items: vectors `[n, n_attributes, dim]`, one metadata object each (default {}).
@@ -140,6 +156,14 @@ class Catalogue(ABC):
         """Hold off every writer of this catalogue (every process, where the engine is shared) for work
         that must not interleave with writes, such as pruning files the items name."""
 
+    def update_metadata(self, item_id: str, changes: Mapping[str, Any]) -> Item:
+        """Change one item's metadata, not its vectors: each key of `changes` is set, a key set to None
+        removed (a JSON merge patch of the top level). UnknownItem when there is no such item."""
+        item_id = validate_id(item_id)
+        checked = check_metadata(changes)
+        self._check_writable()
+        return self._update_metadata(item_id, checked)
+
     def remove(self, ids: Sequence[str] | str) -> RemoveResult:
         """Remove items; ids not in the catalogue are reported as unknown."""
         requested = check_ids(ids)
@@ -162,6 +186,14 @@ class Catalogue(ABC):
                      filters: Filters = None, exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
         """Every item scoring at least `min_score` with `query` `[dim]`, best first, at most
         `max_results`, and whether that cap cut the list."""
+        hits, truncated, _ = self.search_range_counted(query, attribute, min_score, max_results, filters, exclude)
+        return hits, truncated
+
+    def search_range_counted(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
+                             filters: Filters = None, exclude: Sequence[str] = ()
+                             ) -> tuple[list[SearchResult], bool, int | None]:
+        """`search_range`, and how many items pass in all (None where the engine cannot tell without
+        reading every one: an approximate index past its exact-scan size, Milvus when cut)."""
         vector = self._one_query(query, "search_range")
         check_threshold(min_score, max_results)
         return self._search_range(vector, self.attribute_index(attribute), float(min_score), max_results,
@@ -248,11 +280,15 @@ class Catalogue(ABC):
     @abstractmethod
     def _remove(self, ids: list[str]) -> RemoveResult: ...
     @abstractmethod
+    def _update_metadata(self, item_id: str, changes: dict[str, Any]) -> Item: ...
+    @abstractmethod
+    def _list_items(self, filters: Filter, limit: int, after: str | None) -> list[Item]: ...
+    @abstractmethod
     def _search(self, queries: np.ndarray, attribute: int, k: int, filters: Filter,
                 exclude: list[str]) -> list[list[SearchResult]]: ...
     @abstractmethod
     def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool]: ...
+                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]: ...
     @abstractmethod
     def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
                          per_part: int | None) -> list[SearchResult]: ...

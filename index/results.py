@@ -27,3 +27,11 @@ class RemoveResult:
 
     removed: list[str]
     unknown: list[str]
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """A page of a listing: its items, and the id to list after for the next page (None: the last)."""
+
+    items: list[Item]
+    next_after: str | None

@@ -33,7 +33,7 @@ import numpy as np
 from ..composed import COMPOSED_CANDIDATES, Part, candidate_search, scan_search
 from ..errors import FingerprintMismatch, IndexFormatError, InvalidInput, ItemExists, UnknownItem
 from ..filters import Filter
-from ..interface import Batch, Catalogue
+from ..interface import Batch, Catalogue, merged
 from ..results import Item, RemoveResult, SearchResult
 from ..threshold import grow_until_below
 from .expressions import TERMS_VERSION, chunks, filter_expression, join, literal, literal_list
@@ -156,9 +156,12 @@ class MilvusCatalogue(Catalogue):
     def _collection(self) -> str:
         return self.location.collection
 
-    def _query(self, expression: str, fields: list[str], **options: Any) -> list[dict[str, Any]]:
+    def _query(self, expression: str, fields: list[str], strong: bool = False, **options: Any) -> list[dict[str, Any]]:
+        """Rows matching `expression`, read at the location's consistency (`strong`: always Strong, as
+        the checks of a write under the lease must be, whatever the reads' level)."""
+        level = "Strong" if strong else self.location.consistency
         rows: list[dict[str, Any]] = self._client.query(self._collection, filter=expression, output_fields=fields,
-                                                        consistency_level=self.location.consistency, **options)
+                                                        consistency_level=level, **options)
         return rows
 
     # -- reads -----------------------------------------------------------------------------------
@@ -169,20 +172,21 @@ class MilvusCatalogue(Catalogue):
     def _has(self, item_id: str) -> bool:
         return bool(self._metas([item_id]))
 
-    def _rows(self, ids: Sequence[str], fields: list[str], attribute: int | None = None) -> list[dict[str, Any]]:
+    def _rows(self, ids: Sequence[str], fields: list[str], attribute: int | None = None,
+              strong: bool = False) -> list[dict[str, Any]]:
         """One row per item of `ids` that exists (of `attribute` in the rows layout)."""
         rows: list[dict[str, Any]] = []
         for run in chunks(ids):
             rows += self._query(self._layout.ids_filter(run, attribute),
-                                list(dict.fromkeys([self._layout.item_field, *fields])))
+                                list(dict.fromkeys([self._layout.item_field, *fields])), strong)
         return rows
 
-    def _metas(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        return {self._layout.id_of(row): row["meta"] for row in self._rows(ids, ["meta"])}
+    def _metas(self, ids: Sequence[str], strong: bool = False) -> dict[str, dict[str, Any]]:
+        return {self._layout.id_of(row): row["meta"] for row in self._rows(ids, ["meta"], strong=strong)}
 
-    def _vectors(self, ids: Sequence[str], attribute: int) -> dict[str, list[float]]:
+    def _vectors(self, ids: Sequence[str], attribute: int, strong: bool = False) -> dict[str, list[float]]:
         name = self._layout.vector_field(attribute)
-        return {self._layout.id_of(row): row[name] for row in self._rows(ids, [name], attribute)}
+        return {self._layout.id_of(row): row[name] for row in self._rows(ids, [name], attribute, strong)}
 
     def _pages(self, fields: list[str], batch_size: int = PAGE, expression: str = "",
                after: str | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -242,7 +246,7 @@ class MilvusCatalogue(Catalogue):
     def _write(self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None,
                replace: bool) -> list[str]:
         with self._write_mutex, self._lease.held():
-            present = self._metas(ids)
+            present = self._metas(ids, strong=True)
             if present and not replace:
                 raise ItemExists(sorted(present))
             metas = metadata if metadata is not None else [dict(present[i]) if i in present else {} for i in ids]
@@ -254,6 +258,23 @@ class MilvusCatalogue(Catalogue):
                 self._client.insert(self._collection, rows)
             return [i for i in ids if i in present]
 
+    def _update_metadata(self, item_id: str, changes: dict[str, Any]) -> Item:
+        with self._write_mutex, self._lease.held():
+            meta = self._metas([item_id], strong=True).get(item_id)
+            if meta is None:
+                raise UnknownItem(item_id)
+            new = merged(meta, changes)
+            per_attribute = [self._vectors([item_id], a, strong=True)[item_id] for a in range(len(self._attributes))]
+            vectors = np.asarray(per_attribute, dtype=np.float32)[None]
+            self._lease.check()
+            self._client.upsert(self._collection, self._layout.entities([item_id], vectors, [new]))
+        return Item(item_id, dict(new))
+
+    def _list_items(self, filters: Filter, limit: int, after: str | None) -> list[Item]:
+        expression = filter_expression(filters, self._terms_version)
+        page = next(self._pages(["meta"], limit, expression, after), [])
+        return [Item(self._layout.id_of(row), dict(row["meta"])) for row in page]
+
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """This process's write mutex and the writer lease of every process."""
@@ -262,7 +283,7 @@ class MilvusCatalogue(Catalogue):
 
     def _remove(self, ids: list[str]) -> RemoveResult:
         with self._write_mutex, self._lease.held():
-            found = self._metas(ids)
+            found = self._metas(ids, strong=True)
             present = [i for i in ids if i in found]
             for run in chunks(present):
                 self._lease.check()
@@ -306,12 +327,13 @@ class MilvusCatalogue(Catalogue):
         return dict(zip(ids, (vectors @ query).tolist(), strict=True))
 
     def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool]:
+                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]:
         """Growing top-k searches (index/threshold.py); Milvus's top-k limit also counts as cut."""
         def fetch(k: int) -> list[SearchResult]:
             return self._search(query[None], attribute, k, filters, exclude)[0]
 
-        return grow_until_below(fetch, min_score, max_results, max(len(self), 1), limit=MAX_TOP_K)
+        hits, truncated = grow_until_below(fetch, min_score, max_results, max(len(self), 1), limit=MAX_TOP_K)
+        return hits, truncated, None if truncated else len(hits)
 
     def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
                          per_part: int | None) -> list[SearchResult]:

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from asen_search.index import Catalogue, LogUnavailable, StaleCatalogue
 from asen_search.model.encoder import Encoder
+from asen_search.service.api import openapi
 from asen_search.service.api.auth import API_KEY_HEADER, writes_refused
 from asen_search.service.api.body_limit import BodyLimitMiddleware
 from asen_search.service.api.compaction import Compactor
@@ -20,9 +22,10 @@ from asen_search.service.api.errors import install_error_handlers
 from asen_search.service.api.health import CatalogueProbe, CatalogueUnavailable, WriteInvalidates
 from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware, rate_limited_routes
 from asen_search.service.api.prometheus import Metrics, instrument
-from asen_search.service.api.routes import explain, items, ops, page, search, tag
+from asen_search.service.api.routes import docs, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
-from asen_search.service.api.state import Runtime
+from asen_search.service.api.state import Runtime, limits_of
+from asen_search.service.operations.context import Service
 from asen_search.service.resources import check_compatible, load_resources
 
 logger = logging.getLogger("asen.service")
@@ -52,12 +55,14 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
             loaded = (encoder, catalogue)
         writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
         write_lock = threading.Lock()  # one write (or compaction) at a time
-        runtime = Runtime(settings, loaded[0], loaded[1], metrics,
-                          InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
-                                         loaded[0].encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
-                                         lambda n, _s: metrics.batch_size.observe(n)),
-                          Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s,
-                                    metrics, settings.images_root), write_lock)
+        queue = InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
+                               loaded[0].encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
+                               lambda n, _s: metrics.batch_size.observe(n))
+        compactor = Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s, metrics,
+                              settings.images_root)
+        service = Service(loaded[0], loaded[1], queue, limits_of(settings), settings.images_root, write_lock,
+                          compactor.note_write)
+        runtime = Runtime(settings, service, metrics, queue, compactor)
         app.state.runtime = runtime
         # counted in a worker thread, never on the event loop; the gauges read the last count (health.py)
         probe = app.state.catalogue_probe = CatalogueProbe(loaded[1], settings.ready_timeout_s, settings.ready_cache_s)
@@ -84,14 +89,17 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
 
     metrics = Metrics()
     # The form parser's field limit counts every form field: room for max_candidates ids in /rerank.
+    # /docs and /redoc: routes/docs.py serves them with their files, instead of FastAPI's pages from CDNs.
     app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  form_limits={"max_fields": settings.max_candidates + 16})
+                  form_limits={"max_fields": settings.max_candidates + 16}, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.runtime = app.state.catalogue_probe = None
     install_error_handlers(app)
-    for module in (search, explain, tag, items, ops, page):
+    for module in (search, tag, items, ops, page, docs):
+        add_head_routes(module.router)
         app.include_router(module.router)
+    openapi.install(app, settings)   # the request bodies (JSON and form) and the model's attributes
     app.add_middleware(WriteInvalidates)  # a write makes the next /readyz count the items again
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.rate_limit > 0:
@@ -104,6 +112,18 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     instrument(app, metrics)  # outermost: sees every status
     return app
+
+
+def add_head_routes(router: APIRouter) -> None:
+    """HEAD wherever GET works (uptime checkers use it): a twin of every GET route, the same endpoint;
+    the server sends the headers only. Not in the OpenAPI schema (one operation per GET is enough)."""
+    names = {route.name for route in router.routes if isinstance(route, APIRoute)}
+    for route in list(router.routes):
+        if isinstance(route, APIRoute) and route.methods == {"GET"} and f"{route.name}_head" not in names:
+            router.add_api_route(route.path, route.endpoint, methods=["HEAD"], response_model=route.response_model,
+                                 response_class=route.response_class, include_in_schema=False,
+                                 name=f"{route.name}_head", dependencies=route.dependencies,
+                                 openapi_extra=route.openapi_extra)
 
 
 def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 from fastapi import Security
 from fastapi.security import APIKeyHeader
 
-from asen_search.service.api.errors import ApiError
-from asen_search.service.api.schemas import ErrorResponse
+from asen_search.service.api.errors import responses_for
 from asen_search.service.api.settings import Settings
 from asen_search.service.api.state import RuntimeDep
+from asen_search.service.operations.errors import ServiceError
 
 API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed by write endpoints when "
@@ -30,10 +30,8 @@ WRITES_DISABLED_DETAIL = (
     f"ASEN_API_KEY on the server and restart it, then send the key in the {API_KEY_HEADER} header; or set "
     "ASEN_ALLOW_OPEN_WRITES=1 (asen serve --allow-open-writes) to accept writes from anyone who can reach "
     "the port")
-# The write endpoints' extra OpenAPI answer (with ERROR_RESPONSES, which holds the 401).
-WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"model": ErrorResponse, "description": "writes disabled: the server listens beyond loopback without "
-          "an API key (set ASEN_API_KEY, or ASEN_ALLOW_OPEN_WRITES=1)"}}
+# What every write endpoint may also answer: who may write.
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = responses_for(("missing_api_key", "wrong_api_key", WRITES_DISABLED))
 
 
 def is_loopback(host: str) -> bool:
@@ -63,10 +61,10 @@ def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_ap
     expected = runtime.settings.api_key
     if expected is None:
         if writes_refused(runtime.settings):
-            raise ApiError(403, WRITES_DISABLED, WRITES_DISABLED_DETAIL)
+            raise ServiceError(WRITES_DISABLED, WRITES_DISABLED_DETAIL)
         return
     challenge = {"WWW-Authenticate": API_KEY_HEADER}
     if not key:
-        raise ApiError(401, "missing_api_key", f"this endpoint needs the {API_KEY_HEADER} header", challenge)
+        raise ServiceError("missing_api_key", f"this endpoint needs the {API_KEY_HEADER} header", challenge)
     if not hmac.compare_digest(key.encode(), expected.get_secret_value().encode()):
-        raise ApiError(401, "wrong_api_key", f"the {API_KEY_HEADER} header is wrong", challenge)
+        raise ServiceError("wrong_api_key", f"the {API_KEY_HEADER} header is wrong", challenge)

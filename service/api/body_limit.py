@@ -6,7 +6,8 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asen_search.service.api.errors import ApiError, error_body
+from asen_search.service.api.errors import error_body
+from asen_search.service.operations.errors import ServiceError
 
 
 class BodyLimitMiddleware:
@@ -35,7 +36,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     exceeded = True
-                    raise ApiError(413, "request_too_large", "request body over the limit")
+                    raise ServiceError("request_too_large", "request body over the limit")
             return message
 
         async def guarded_send(message: Message) -> None:

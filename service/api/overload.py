@@ -28,7 +28,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asen_search.service.api.batching import Batcher
-from asen_search.service.api.errors import ApiError, error_body
+from asen_search.service.api.errors import error_body
+from asen_search.service.operations.errors import ServiceError
 
 T = TypeVar("T")
 
@@ -74,21 +75,22 @@ class LimitedRoute:
         return self.when_query in parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
 
 
-def _plain_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+def plain_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
+    """The routes of an app, included routers opened."""
     for route in routes:
         if isinstance(route, Route):
             yield route
         else:  # FastAPI >= 0.16x keeps an included router whole (its routers are included without prefix)
             inner = getattr(route, "original_router", None)
             if inner is not None:
-                yield from _plain_routes(inner.routes)
+                yield from plain_routes(inner.routes)
 
 
 def rate_limited_routes(routes: Iterable[BaseRoute]) -> list[LimitedRoute]:
     """Every route of an app (`app.router.routes`, included routers opened), in routing order, with
     the mark `rate_limited()` left in its `openapi_extra`."""
     found = []
-    for route in _plain_routes(routes):
+    for route in plain_routes(routes):
         mark = (getattr(route, "openapi_extra", None) or {}).get(RATE_LIMIT_KEY)
         found.append(LimitedRoute(route, mark["budget"], mark.get("when_query")) if mark
                      else LimitedRoute(route, None))
@@ -129,8 +131,8 @@ class InferenceQueue:
         """Seconds until the queue has drained enough to admit another request (at least 1)."""
         return max(1, math.ceil(self.admitted * self.batcher.mean_s / self.concurrency))
 
-    def _refuse(self, why: str) -> ApiError:
-        return ApiError(503, "overloaded", f"{why}; retry later", {"Retry-After": str(self.retry_after())})
+    def _refuse(self, why: str) -> ServiceError:
+        return ServiceError("overloaded", f"{why}; retry later", {"Retry-After": str(self.retry_after())})
 
     async def run(self, work: Callable[[], T]) -> T:
         """`work()` alone on a model worker, in its turn."""

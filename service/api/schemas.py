@@ -1,29 +1,19 @@
-"""Request parsing helpers and the JSON shapes the service answers with."""
+"""The JSON shapes the service answers with (requests: service/api/requests.py; errors:
+service/api/errors.py)."""
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from asen_search.service.api.errors import ApiError
-from asen_search.service.catalogue.item_images import IMAGE_KEY
-from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
-
-Scalar = str | int | float | bool | None
-
-
-class ErrorResponse(BaseModel):
-    error: str = Field(description="stable machine-readable code, e.g. `unknown_attribute`")
-    detail: str = Field(description="what was wrong, for a person")
-
 
 class Hit(BaseModel):
     id: str
-    score: float = Field(description="cosine similarity of the query and the item under the attribute (a composed "
-                         "query: the weighted sum of its parts' similarities)")
-    metadata: dict[str, Any]
+    score: float = Field(description="the cosine similarity of the query and the item under the attribute, in [-1, 1] "
+                         "(a composed query: the weighted sum of its parts' similarities, in [-sum |weight|, "
+                         "sum |weight|])")
+    metadata: dict[str, Any] | None = Field(description="the item's metadata (only `fields`; null with "
+                                            "include_metadata false)")
     precision: float | None = Field(None, description="threshold searches under one attribute with precision "
                                     "curves: the estimated precision of everything scoring at least this")
 
@@ -33,9 +23,15 @@ class SearchResponse(BaseModel):
     query: list[dict[str, Any]] | None = Field(None, description="a composed query's parts as understood: attribute, "
                                                "source and weight (null for a single-attribute query)")
     results: list[Hit] = Field(description="best first")
+    offset: int = Field(0, description="how many results this page skipped")
+    next_cursor: str | None = Field(None, description="send it as `cursor` (with the same request) for the next "
+                                    "page; null: no more results, or the deepest page (ASEN_MAX_SEARCH_DEPTH)")
     threshold: dict[str, Any] | None = Field(None, description="a threshold search's min_score (the one used, also "
-                                             "when translated from min_precision), min_precision and max_results")
-    truncated: bool | None = Field(None, description="threshold searches: true when max_results cut the list")
+                                             "when translated from min_precision), min_precision and max_results; "
+                                             "`unreachable` when no score reaches the precision asked")
+    truncated: bool | None = Field(None, description="threshold searches: true when more items pass than this page")
+    total: int | None = Field(None, description="threshold searches: how many items pass in all (null where the "
+                              "engine cannot count them without reading every one)")
 
 
 class RerankHit(Hit):
@@ -97,7 +93,24 @@ class AttributesResponse(BaseModel):
 
 class ItemResponse(BaseModel):
     id: str
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None = Field(description="the item's metadata (null when not asked for)")
+
+
+class ItemsPage(BaseModel):
+    items: list[ItemResponse] = Field(description="in id order")
+    next_cursor: str | None = Field(description="send it as `cursor` for the next page; null: the last page")
+
+
+class BatchItemResult(BaseModel):
+    id: str
+    status: str = Field(description="`created`, `replaced` or `error`")
+    metadata: dict[str, Any] | None = Field(None, description="the metadata stored (created or replaced)")
+    error: str | None = Field(None, description="the error code (status `error`)")
+    detail: str | None = Field(None, description="what was wrong (status `error`)")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItemResult] = Field(description="one per item sent, in order")
 
 
 class DeleteResponse(BaseModel):
@@ -118,57 +131,3 @@ class ReadyResponse(BaseModel):
     read_only: bool
     writes_refused: str | None = Field(None, description="why writes are refused (storage), else null")
     log_bytes: int = Field(0, description="bytes in the write-ahead log not yet compacted into the snapshot")
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in {400: "not an image", 401: "missing or wrong API key", 404: "unknown item id",
-                       409: "conflict", 413: "too many bytes or pixels", 415: "unsupported image format",
-                       422: "invalid field (unknown attribute, top_k out of range, ...)",
-                       429: "rate limited (Retry-After)", 503: "not ready, overloaded (Retry-After), or storage "
-                       "unavailable for a write", 504: "timed out", 507: "no space left for a write"}.items()
-}
-
-
-def refuse_private_key(fields: Mapping[str, Any] | None, what: str) -> None:
-    """422 when a client tries to set (metadata) or probe (filters) the private image reference."""
-    if fields and IMAGE_KEY in fields:
-        raise ApiError(422, f"invalid_{what}", f"{what} may not use the key {IMAGE_KEY!r}: it is reserved for "
-                       "the item's stored image")
-
-
-def _json_object(text: str, field: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, f"invalid_{field}", f"{field} must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise ApiError(422, f"invalid_{field}", f"{field} must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def parse_filters(text: str | None) -> dict[str, Scalar | list[Scalar]] | None:
-    """`{"category": "dress", "colour": ["red", "blue"]}`: every field must match; a list means any of."""
-    if text is None or not text.strip():
-        return None
-    filters = _json_object(text, "filters")
-    refuse_private_key(filters, "filters")
-    for field, wanted in filters.items():
-        values = wanted if isinstance(wanted, list) else [wanted]
-        if not values or any(isinstance(v, (dict, list)) for v in values):
-            raise ApiError(422, "invalid_filters", f"filter {field!r} must be a value or a non-empty list of "
-                           f"values (str, number, bool or null), got {json.dumps(wanted)[:80]}")
-    return filters
-
-
-def parse_metadata(text: str | None) -> dict[str, Any]:
-    """An item's metadata: a JSON object (default `{}`), without reserved keys."""
-    if text is None or not text.strip():
-        return {}
-    metadata = _json_object(text, "metadata")
-    refuse_private_key(metadata, "metadata")
-    reserved = reserved_keys(metadata)
-    if reserved:
-        raise ApiError(422, "invalid_metadata", f"metadata keys starting with {PREDICTED!r} are reserved for the "
-                       f"predicted tags the service adds: rename {reserved}")
-    return metadata

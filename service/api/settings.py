@@ -35,7 +35,10 @@ class Settings(BaseSettings):
                                     "(ASEN_ALLOW_OPEN_WRITES)")
     default_top_k: int = Field(10, ge=1)
     max_top_k: int = Field(100, ge=1)
+    max_search_depth: int = Field(1000, ge=1, description="deepest a search pages to: offset + top_k (threshold "
+                                  "searches: offset + max_results)")
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
+    max_batch_items: int = Field(100, ge=1, description="most items one POST /items/batch may write")
     default_max_results: int = Field(100, ge=1, description="threshold searches (min_score / min_precision): "
                                      "results returned when max_results is not sent")
     max_results: int = Field(1000, ge=1, description="threshold searches: the largest max_results a request may ask")
@@ -98,6 +101,8 @@ class Settings(BaseSettings):
     def _top_k_fits(self) -> Settings:
         if self.default_top_k > self.max_top_k:
             raise ValueError(f"default_top_k ({self.default_top_k}) exceeds max_top_k ({self.max_top_k})")
+        if self.max_top_k > self.max_search_depth:
+            raise ValueError(f"max_top_k ({self.max_top_k}) exceeds max_search_depth ({self.max_search_depth})")
         if self.default_max_results > self.max_results:
             raise ValueError(f"default_max_results ({self.default_max_results}) exceeds max_results ({self.max_results})")
         return self

@@ -5,8 +5,10 @@ An item's image is named in its metadata under the private key `_image`, so it i
 replaced and deleted together with the item (one atomic save):
 
 - `asen index build` stores the absolute path of the catalogue file it encoded;
-- `POST /items` stores the uploaded bytes under the index directory as `images/<sha256>.<ext>`
-  (content-addressed: the name never comes from the request) and records that relative name.
+- `POST /items` stores the uploaded bytes under the images root (the index directory, or
+  `ASEN_IMAGES_DIR`: with Milvus a folder every replica shares) as `images/<sha256>.<ext>`
+  (content-addressed: the name never comes from the request) and records that relative name;
+  `asen index copy` carries those files to the new catalogue's root (carry_images.py).
 
 The key never leaves the service: responses drop it, and requests may not set it or filter on it.
 A request's item id only ever selects a catalogue entry; no request text reaches a file path.
@@ -63,21 +65,30 @@ def save_upload(index_dir: Path, data: bytes) -> str:
     assert fmt in _UPLOAD_SUFFIX, f"decode_image accepted an image of format {fmt}"
     name = f"{UPLOAD_DIR}/{hashlib.sha256(data).hexdigest()}{_UPLOAD_SUFFIX[fmt]}"
     path = index_dir / name
-    if path.is_file():
-        os.utime(path)  # fresh again: an unreferenced file is pruned only after a grace period
-    else:
-        if not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fsync_path(index_dir)  # the new images/ directory itself survives a crash
-        atomic_write(path, lambda fh: fh.write(data))  # a unique temporary name: concurrent uploads of the same bytes
+    try:
+        os.utime(path)  # there already: fresh again (an unreferenced file is pruned only after a grace period)
+        return name
+    except FileNotFoundError:
+        pass  # not there, or pruned a moment ago (by another replica sharing the folder): store it
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsync_path(index_dir)  # the new images/ directory itself survives a crash
+    atomic_write(path, lambda fh: fh.write(data))  # a unique temporary name: concurrent uploads of the same bytes
     return name
+
+
+def is_upload(reference: object) -> bool:
+    """Whether an item's `_image` names an upload of `POST /items` (`images/<sha256>.<ext>`,
+    relative to the images root) rather than a path or URL that the index build recorded."""
+    return isinstance(reference, str) and _UPLOAD_NAME.match(reference) is not None
 
 
 def prune_uploads(index_dir: Path, referenced: set[str], grace_s: float) -> int:
     """Delete uploaded images no item names any more (deleted or replaced items, uploads whose
     write failed) and not touched for `grace_s` seconds (an upload in flight is stored before its
     item is written); returns how many were deleted. Best effort. The caller holds the service's
-    write lock (see `save_upload`)."""
+    write lock (see `save_upload`) and, where replicas share the folder, `Catalogue.exclusive()`
+    from before `referenced` was read (service/api/compaction.py)."""
     removed, cutoff = 0, time.time() - grace_s
     try:
         entries = list((index_dir / UPLOAD_DIR).iterdir())

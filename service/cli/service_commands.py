@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 from asen_search.service.catalogue.locations import as_ref
+from asen_search.service.cli import copy_command
 
 ALLOW_ANY_URL_HELP = ("let a .jsonl/.csv listing name images outside its own folder (a local listing) or its own "
                       "scheme and bucket/host (a listing at a URL); still refused: a file:// URL named by a listing "
@@ -64,16 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "writes then apply without them)")
     p.set_defaults(func=_index_repair)
 
-    p = index_sub.add_parser("copy", help="copy a catalogue into a new one on either backend (FAISS directory or "
-                             "Milvus)", description="Copy every item (vectors and metadata) of a catalogue into a "
-                             "new one: an index directory into a Milvus collection for service replicas, or back. "
-                             "The source is only read. Locations: an index directory, milvus://HOST:PORT/COLLECTION "
-                             "or milvus-lite:PATH.db[#COLLECTION].")
-    p.add_argument("--from", dest="source", required=True, help="the catalogue to copy")
-    p.add_argument("--to", dest="destination", required=True, help="where the new catalogue goes (must not exist)")
-    p.add_argument("--batch-size", type=int, default=1000, help="items per write (default 1000)")
-    _new_catalogue_options(p)
-    p.set_defaults(func=_index_copy)
+    copy_command.register(index_sub, _new_catalogue_options)
 
     p = index_sub.add_parser("load-shards", help="a catalogue (index directory or Milvus collection) from the "
                              "Parquet shards of `asen encode`")
@@ -224,22 +216,6 @@ def _check(args: argparse.Namespace) -> None:
     check_compatible_manifest(encoder, manifest)
     print(f"ok: {settings.checkpoint} and {settings.index} ({manifest['count']} items, version "
           f"{manifest['version']}, attributes {', '.join(manifest['attributes'])}) belong together")
-
-
-def _index_copy(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from asen_search.index.transfer import copy_catalogue, open_catalogue
-
-    source = open_catalogue(args.source)
-    try:
-        with tqdm(total=len(source), unit="item", desc="copying") as bar:
-            copied = copy_catalogue(source, args.destination, args.index_type, args.batch_size, bar.update,
-                                    layout=args.layout)
-        print(f"copied {len(copied)} items of {args.source} into {args.destination}")
-        copied.close()
-    finally:
-        source.close()
 
 
 def _encode(args: argparse.Namespace) -> None:

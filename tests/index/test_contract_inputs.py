@@ -193,8 +193,8 @@ def _slow_presence_checks(*catalogues: Any) -> None:
         if not isinstance(catalogue, CatalogueIndex):
             looked_up = catalogue._metas
 
-            def slow(ids: Any, looked_up: Any = looked_up) -> Any:
-                found = looked_up(ids)
+            def slow(ids: Any, strong: bool = False, looked_up: Any = looked_up) -> Any:
+                found = looked_up(ids, strong)
                 time.sleep(0.15)
                 return found
 

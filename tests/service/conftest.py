@@ -98,6 +98,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture
+def tagging_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path) -> Iterator[TestClient]:
+    """An app on a private copy of the tagged index, with the tagging checkpoint (prototypes, tags)."""
+    index = Path(shutil.copytree(tagged_index, tmp_path / "tagged-index"))
+    with TestClient(create_app(Settings(checkpoint=tagging_checkpoint, index=index))) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium for a module's browser tests; a failure naming the install when it is missing."""

@@ -101,7 +101,7 @@ def test_bad_fields(strict: TestClient) -> None:
         ({"attribute": "colour", "top_k": "51", **by_id}, 422, "top_k_out_of_range"),
         ({"attribute": "colour", "top_k": "ten", **by_id}, 422, "invalid_request"),
         ({"attribute": "colour"}, 422, "query_required"),
-        ({"attribute": "colour", "filters": "{not json", **by_id}, 422, "invalid_filters"),
+        ({"attribute": "colour", "filters": "{not json", **by_id}, 422, "invalid_json"),
         ({"attribute": "colour", "filters": '["a"]', **by_id}, 422, "invalid_filters"),
         ({"attribute": "colour", "filters": '{"colour": {"$ne": 1}}', **by_id}, 422, "invalid_filters"),
         ({**by_id}, 422, "attribute_required"),
@@ -141,8 +141,8 @@ def test_api_key_and_write_fields(strict: TestClient) -> None:
     _check(strict.post("/items", data={"id": "n1", "metadata": "[1, 2]"}, files=image, headers=key), 422,
            "invalid_metadata")
     _check(strict.post("/items", data={"id": "n1", "metadata": "{oops"}, files=image, headers=key), 422,
-           "invalid_metadata")
-    _check(strict.post("/items", data={"id": "n1"}, headers=key), 422, "invalid_request")
+           "invalid_json")
+    _check(strict.post("/items", data={"id": "n1"}, headers=key), 422, "image_required")
     _check(strict.delete("/items/no-such-item", headers=key), 404, "unknown_item")
     assert strict.post("/items", data={"id": "n1"}, files=image, headers=key).status_code == 201
     assert strict.delete("/items/n1", headers=key).status_code == 200

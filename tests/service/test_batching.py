@@ -17,8 +17,8 @@ from PIL import Image
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.preprocess import load_image
 from asen_search.service.api.batching import Batcher
-from asen_search.service.api.errors import ApiError
 from asen_search.service.api.overload import InferenceQueue
+from asen_search.service.operations.errors import ServiceError
 from tests.service.serving import served
 
 
@@ -137,9 +137,9 @@ def test_queue_refuses_a_request_still_waiting_after_wait_s() -> None:
     async def main() -> None:
         first = asyncio.ensure_future(queue.run_batched(1))
         await asyncio.sleep(0.05)
-        with pytest.raises(ApiError) as info:
+        with pytest.raises(ServiceError) as info:
             await queue.run_batched(2)
-        assert info.value.status == 503 and "within 0.2 s" in info.value.detail
+        assert info.value.code == "overloaded" and "within 0.2 s" in info.value.detail
         gate.set()
         assert await first == 10
 

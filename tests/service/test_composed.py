@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,9 @@ from asen_search.index import CatalogueIndex
 from asen_search.model.checkpoint import CheckpointError, read_payload, update_extra
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import decode_image
-from asen_search.service.api.app import create_app
-from asen_search.service.api.settings import Settings
 from asen_search.service.catalogue.tags import PREDICTED
 
 IMAGE = "images/test/00005.jpg"
-
-
-@pytest.fixture
-def tagging_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path) -> Iterator[TestClient]:
-    index = Path(shutil.copytree(tagged_index, tmp_path / "tagged-index"))
-    with TestClient(create_app(Settings(checkpoint=tagging_checkpoint, index=index))) as client:
-        yield client
 
 
 def _catalogue_vectors(client: TestClient) -> tuple[list[str], np.ndarray, list[dict]]:
@@ -53,8 +43,8 @@ def _brute_force(client: TestClient, parts: list[tuple[str, np.ndarray, float]],
 
 def _image_vectors(client: TestClient, path: Path, attributes: list[str]) -> np.ndarray:
     runtime = client.app.state.runtime
-    image = decode_image(path.read_bytes(), runtime.image_limits)
-    return runtime.encoder.encode([image], [runtime.attribute_id(a) for a in attributes])[0]
+    image = decode_image(path.read_bytes(), runtime.service.limits.images)
+    return runtime.encoder.encode([image], [runtime.encoder.attribute_id(a) for a in attributes])[0]
 
 
 def _check_same(answer: dict, expected: list[tuple[str, float]]) -> None:
@@ -154,7 +144,7 @@ def test_query_and_the_single_form_do_not_mix(tagging_client: TestClient) -> Non
     assert both.status_code == 422 and both.json()["error"] == "ambiguous_query"
     neither = tagging_client.post("/search", data={"item_id": "test-00001"})
     assert neither.status_code == 422 and neither.json()["error"] == "attribute_required"
-    assert tagging_client.post("/search", data={"query": "[not json"}).json()["error"] == "invalid_query"
+    assert tagging_client.post("/search", data={"query": "[not json"}).json()["error"] == "invalid_json"
     unknown_item = tagging_client.post("/search", data={"query": json.dumps([{"attribute": "colour", "item_id": "x"}])})
     assert unknown_item.status_code == 404 and unknown_item.json()["error"] == "unknown_item"
 

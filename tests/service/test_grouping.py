@@ -8,7 +8,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from asen_search.index import CatalogueIndex
-from asen_search.service.search import grouped_search
+from asen_search.service.operations.searching import grouped_search
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

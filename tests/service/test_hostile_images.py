@@ -23,7 +23,7 @@ from PIL import Image
 
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
 from asen_search.service.api.app import create_app
-from asen_search.service.api.errors import domain_status
+from asen_search.service.api.errors import domain_code, status_of
 from asen_search.service.api.settings import Settings
 
 ID = "test-00000"  # catalogue items of the demo test split, by position
@@ -161,7 +161,7 @@ def test_mutated_images_decode_or_get_a_4xx(original: bytes, edits: list[tuple[f
     try:
         image = decode_image(bytes(data[: max(1, int(keep * len(data)))]), LIMITS)
     except ImageRejected as error:
-        assert error.code in CODES.get(domain_status(error), set()), (domain_status(error), error.code)
+        assert error.code in CODES.get(status_of(domain_code(error)), set()), (status_of(domain_code(error)), error.code)
     else:
         assert image.mode == "RGB" and min(image.size) >= 1
 

@@ -168,10 +168,10 @@ def test_multipart_with_many_parts_is_400(api: TestClient) -> None:
     files = [(f"file{i}", (f"f{i}", b"x")) for i in range(MANY)]
     start = time.monotonic()
     for path in ("/search", "/explain", "/rerank", "/items"):
-        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n", **fields}), 400, "bad_request")
-        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n"}, files=files), 400, "bad_request")
+        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n", **fields}), 400, "invalid_form")
+        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n"}, files=files), 400, "invalid_form")
     _error(api.post("/rerank", data={"attribute": "colour", "item_id": ID, "candidates": [ID] * MANY}), 400,
-           "bad_request")
+           "invalid_form")
     assert time.monotonic() - start < 60
     _still_answers(api)
 
@@ -208,29 +208,39 @@ def test_malformed_multipart_is_4xx(api: TestClient, body: bytes, headers: dict[
 # -- unknown fields -------------------------------------------------------------------------------
 
 
-def test_unknown_form_fields_and_query_parameters_are_ignored(api: TestClient) -> None:
-    """Fields and query parameters the endpoint does not define are ignored: the answer equals
-    the answer without them."""
-    extra = {"colour": "red", "attributes": "neckline", "debug": "1", "_image": "/etc/passwd", "üñï": "✓"}
-    plain = api.post("/search", data={"attribute": "colour", "item_id": ID})
-    padded = api.post("/search", data={"attribute": "colour", "item_id": ID, **extra}, params={"top_k": "1", "x": "y"})
-    assert plain.status_code == padded.status_code == 200 and plain.json() == padded.json()
-    rerank = {"attribute": "colour", "item_id": ID, "candidates": ["test-00002", "test-00003"]}
-    assert api.post("/rerank", data=rerank).json() == api.post("/rerank", data={**rerank, **extra}).json()
-    added = api.post("/items", data={"id": "extra-fields", **extra}, files={"image": ("q.jpg", _jpeg())})
-    assert added.status_code == 201 and added.json() == {"id": "extra-fields", "metadata": {}}
-    assert api.get("/items/extra-fields").json()["metadata"] == {}  # `_image` as a stray field set nothing
+def test_unknown_fields_and_query_parameters_are_refused_naming_the_closest(api: TestClient) -> None:
+    """A field or query parameter the endpoint does not take is a mistake the caller should hear of
+    (`topk` for `top_k` must not answer 10 results): 422 `unknown_field`, naming the closest field."""
+    base = {"attribute": "colour", "item_id": ID}
+    for extra, hint in (({"topk": "3"}, "top_k"), ({"filter": '{"colour": "red"}'}, "filters"),
+                        ({"attributes": "neckline"}, "attribute"), ({"_image": "/etc/passwd"}, None),
+                        ({"üñï": "✓"}, None)):
+        body = _error(api.post("/search", data={**base, **extra}), 422, "unknown_field")
+        assert next(iter(extra)) in body["detail"] and (hint is None or f"did you mean `{hint}`" in body["detail"])
+        assert _error(api.post("/search", json={**base, **extra}), 422, "unknown_field")["detail"] == body["detail"]
+    _error(api.post("/search", data=base, params={"top_k": "1"}), 422, "unknown_field")   # a body field in the URL
+    rerank = {**base, "candidates": ["test-00002", "test-00003"]}
+    _error(api.post("/rerank", data={**rerank, "debug": "1"}), 422, "unknown_field")
+    _error(api.post("/items", data={"id": "extra-fields", "colour": "red"}, files={"image": ("q.jpg", _jpeg())}), 422,
+           "unknown_field")
+    _error(api.get("/items", params={"limt": "5"}), 422, "unknown_field")
+    assert api.get("/items/extra-fields").status_code == 404   # nothing was written
     _still_answers(api)
 
 
-def test_rerank_takes_a_form_not_json(api: TestClient) -> None:
-    """/rerank reads form fields: a JSON body (extra keys or not) is not read, so its `candidates`
-    are missing: 422 `empty_candidates`."""
-    payload = {"attribute": "colour", "item_id": ID, "candidates": ["test-00002"], "weight": 1, "unknown": [1, 2]}
-    _error(api.post("/rerank", json=payload), 422, "empty_candidates")
-    _error(api.post("/rerank", json={k: v for k, v in payload.items() if k != "unknown"}), 422, "empty_candidates")
+def test_json_bodies_answer_as_forms_do(api: TestClient) -> None:
+    """The same request as JSON or as a form gets the same answer; an image sent under a name no
+    query part uses is refused, not ignored."""
+    payload = {"attribute": "colour", "item_id": ID, "candidates": ["test-00002", "test-00003"], "weight": 0.5}
+    assert api.post("/rerank", json=payload).json() == api.post("/rerank", data=payload).json()
+    search = {"attribute": "colour", "item_id": ID, "top_k": 4, "filters": {"split": "test"}}
+    as_form = {**search, "filters": json.dumps(search["filters"])}
+    assert api.post("/search", json=search).json() == api.post("/search", data=as_form).json()
     _error(api.post("/search", data={"attribute": "colour"}, files={"photo": ("q.jpg", _jpeg())}), 422,
-           "query_required")  # an image under an unknown field name is no query
+           "unknown_field")  # an image under a name no query part uses is no query
+    _error(api.post("/search", json={**search, "top_k": "4"}), 422, "invalid_request")   # JSON's types are the schema's
+    _error(api.post("/search", content=b"attribute=colour", headers={"Content-Type": "text/plain"}), 415,
+           "unsupported_media_type")
     _still_answers(api)
 
 
@@ -317,8 +327,8 @@ def test_unicode_attribute_names_are_422(api: TestClient, attribute: str) -> Non
     """Unicode (and look-alike) attribute names are unknown: 422 `unknown_attribute`, listing the
     known names, on every endpoint that takes one."""
     for path in ("/search", "/explain", "/rerank"):
-        body = _error(api.post(path, data={"attribute": attribute, "item_id": ID, "candidates": [ID]}), 422,
-                      "unknown_attribute")
+        fields = {"attribute": attribute, "item_id": ID, **({"candidates": [ID]} if path == "/rerank" else {})}
+        body = _error(api.post(path, data=fields), 422, "unknown_attribute")
         assert "colour" in str(body["detail"])
     _still_answers(api)
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
-from asen_search.service.api.errors import domain_status
+from asen_search.service.api.errors import domain_code, status_of
 
 LIMITS = ImageLimits(max_bytes=2_000_000, max_pixels=4_000_000)
 
@@ -34,7 +34,7 @@ class Refusal:
 def _refused(data: bytes, limits: ImageLimits = LIMITS) -> Refusal:
     with pytest.raises(ImageRejected) as info:
         decode_image(data, limits)
-    return Refusal(domain_status(info.value), info.value.code, str(info.value))
+    return Refusal(status_of(domain_code(info.value)), info.value.code, str(info.value))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])

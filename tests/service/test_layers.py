@@ -43,7 +43,7 @@ def test_model_imports_no_web_framework_or_service() -> None:
 
 def test_offline_jobs_and_search_import_no_http_api() -> None:
     """The catalogue build, its sources, the demo and the search functions work without the API."""
-    modules = [*_modules("service/catalogue"), "asen_search.service.search"]
+    modules = [*_modules("service/catalogue"), *_modules("service/operations")]
     assert _imported(modules, ("fastapi", "starlette", "asen_search.service.api")) == []
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from asen_search.index import CatalogueBusy, CatalogueIndex, Part
-from asen_search.service.search import rerank, score_known
+from asen_search.service.operations.reranking import rerank_scores as rerank
+from asen_search.service.operations.reranking import score_known
 
 
 def _catalogue() -> CatalogueIndex:

@@ -18,9 +18,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asen_search.service.api.app import create_app
-from asen_search.service.api.errors import ApiError
 from asen_search.service.api.overload import InferenceQueue, TimeoutMiddleware, TokenBuckets
 from asen_search.service.api.settings import Settings
+from asen_search.service.operations.errors import ServiceError
 from tests.service.serving import ROOT, free_port, wait_ready
 
 SECRET = "k3y-that-must-never-be-printed-71c9"
@@ -124,7 +124,7 @@ def test_full_inference_queue_is_refused_at_once() -> None:
     async def call() -> None:
         try:
             outcomes.append(await queue.run(lambda: release.wait(10)))
-        except ApiError as exc:
+        except ServiceError as exc:
             outcomes.append(exc)
 
     async def main() -> None:
@@ -138,8 +138,8 @@ def test_full_inference_queue_is_refused_at_once() -> None:
             release.set()
 
     anyio.run(main)
-    refused = [o for o in outcomes if isinstance(o, ApiError)]
-    assert len(refused) == 1 and refused[0].status == 503 and refused[0].code == "overloaded"
+    refused = [o for o in outcomes if isinstance(o, ServiceError)]
+    assert len(refused) == 1 and refused[0].code == "overloaded"
     assert int(refused[0].headers["Retry-After"]) >= 1  # type: ignore[index]
     assert outcomes.count(True) == 2 and queue.admitted == 0
 
@@ -153,10 +153,10 @@ def test_waiting_too_long_for_the_model_is_503() -> None:
             tasks.start_soon(queue.run, lambda: release.wait(10))
             await anyio.sleep(0.05)
             start = time.perf_counter()
-            with pytest.raises(ApiError) as info:
+            with pytest.raises(ServiceError) as info:
                 await queue.run(lambda: None)
             assert 0.15 < time.perf_counter() - start < 1.0
-            assert info.value.status == 503 and "within 0.2 s" in info.value.detail
+            assert info.value.code == "overloaded" and "within 0.2 s" in info.value.detail
             release.set()
 
     anyio.run(main)

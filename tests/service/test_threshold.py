@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,8 +15,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asen_search.index import CatalogueIndex
-from asen_search.service.api.app import create_app
-from asen_search.service.api.settings import Settings
 from asen_search.service.cli.main import main
 from tests.service.browser import Console
 
@@ -25,13 +22,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 DESIGNS = ("images/test/00005.jpg", "images/test/00012.jpg", "images/test/00031.jpg")
-
-
-@pytest.fixture
-def tagging_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path) -> Iterator[TestClient]:
-    index = Path(shutil.copytree(tagged_index, tmp_path / "tagged-index"))
-    with TestClient(create_app(Settings(checkpoint=tagging_checkpoint, index=index))) as client:
-        yield client
 
 
 def _all_scores(client: TestClient, weights: dict[str, tuple[np.ndarray, float]]) -> tuple[list[str], np.ndarray, list]:
@@ -92,8 +82,8 @@ def test_a_composed_query_takes_a_threshold_too(tagging_client: TestClient) -> N
     assert answer["results"][-1]["score"] >= threshold and answer["truncated"] is False
     wide = tagging_client.post("/search", data={"query": json.dumps(parts), "min_score": "-1.4"})
     assert wide.status_code == 200, "a composed score may lie in [-sum |w|, sum |w|]"
-    out = tagging_client.post("/search", data={"query": json.dumps(parts), "min_score": "1.6"})
-    assert out.status_code == 422 and "[-1.5, 1.5]" in out.json()["detail"]
+    out = tagging_client.post("/search", data={"query": json.dumps(parts), "min_score": "1.6"}).json()
+    assert out["results"] == [] and "above every score this query can give (1.5)" in out["threshold"]["unreachable"]
 
 
 def test_min_precision_goes_through_the_attribute_curve(tagging_client: TestClient) -> None:
@@ -113,8 +103,8 @@ def test_min_precision_goes_through_the_attribute_curve(tagging_client: TestClie
 
 
 @pytest.mark.parametrize(("fields", "code"), [
-    ({"min_score": "1.5"}, "min_score_out_of_range"),
-    ({"min_score": "-1.01"}, "min_score_out_of_range"),
+    ({"min_score": "16.5"}, "min_score_out_of_range"),
+    ({"min_score": "-17"}, "min_score_out_of_range"),
     ({"min_score": "0.5", "top_k": "5"}, "threshold_with_top_k"),
     ({"min_score": "0.5", "min_precision": "0.9"}, "conflicting_threshold"),
     ({"min_score": "0.5", "max_results": "0"}, "max_results_out_of_range"),
@@ -129,6 +119,16 @@ def test_threshold_conflicts_and_ranges_are_422(tagging_client: TestClient, fiel
     assert answer.status_code == 422 and answer.json()["error"] == code, answer.text
 
 
+def test_a_threshold_beyond_every_score_is_an_empty_answer_below_every_score_all(tagging_client: TestClient) -> None:
+    """min_score above what the query's scores can reach (1 for one attribute) asks a valid question
+    whose answer is empty; below it, every item passes."""
+    query = {"attribute": "colour", "item_id": "test-00001"}
+    above = tagging_client.post("/search", json={**query, "min_score": 1.5}).json()
+    assert above["results"] == [] and above["total"] == 0 and "nothing passes" in above["threshold"]["unreachable"]
+    below = tagging_client.post("/search", json={**query, "min_score": -3, "max_results": 1000}).json()
+    assert below["total"] == len(tagging_client.app.state.runtime.catalogue) - 1 and below["threshold"]["min_score"] == -1
+
+
 def test_min_precision_needs_curves_and_one_attribute(client: TestClient, tagging_client: TestClient) -> None:
     none = client.post("/search", data={"attribute": "colour", "item_id": "test-00001", "min_precision": "0.9"})
     assert none.status_code == 422 and none.json()["error"] == "no_thresholds" and "asen eval" in none.json()["detail"]
@@ -140,7 +140,9 @@ def test_min_precision_needs_curves_and_one_attribute(client: TestClient, taggin
     if unreachable is not None:
         answer = tagging_client.post("/search", data={"attribute": unreachable, "item_id": "test-00001",
                                                       "min_precision": "1.0"})
-        assert answer.status_code == 422 and answer.json()["error"] == "precision_unreachable"
+        # a valid question whose answer is empty: no score reaches that precision, so nothing passes
+        assert answer.status_code == 200 and answer.json()["results"] == [] and answer.json()["total"] == 0
+        assert "no score reaches precision 1" in answer.json()["threshold"]["unreachable"]
 
 
 @pytest.mark.parametrize("scan", [True, False])

@@ -58,7 +58,8 @@ def test_beyond_loopback_without_a_key_writes_are_refused_and_searches_work(
         assert client.get("/items/test-00002").status_code == 200
         found = client.post("/search", data=SEARCH)
         assert found.status_code == 200 and len(found.json()["results"]) == 3
-        assert client.post("/rerank", data={**SEARCH, "candidates": ["test-00002"]}).status_code == 200
+        assert client.post("/rerank", data={"attribute": "colour", "item_id": "test-00001",
+                                            "candidates": ["test-00002"]}).status_code == 200
         assert client.get("/images/test-00002", params={"size": 32}).status_code == 200
         assert client.get("/readyz").status_code == 200
 

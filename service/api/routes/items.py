@@ -1,127 +1,187 @@
-"""`GET /items/{id}`, `POST /items`, `DELETE /items/{id}` (live catalogue changes, each one in
-the index's write-ahead log on disk before it is acknowledged: service/api/compaction.py) and
-`GET /images/{id}` (an item's image)."""
+"""The catalogue's items: `GET /items` (a page, with a cursor and filters), `GET /items/{id}`,
+`POST /items` (add or replace one), `POST /items/batch` (many, each with its own result), `PATCH
+/items/{id}` (metadata only), `DELETE /items/{id}`; and `GET /images/{id}` (an item's image). The
+work is the service layer's (service/operations/items.py): each write is durable before it is
+acknowledged."""
 from __future__ import annotations
 
-import logging
 from typing import Annotated, Any
 
 import anyio
-import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
-from asen_search.index import ItemExists, LogUnavailable
+from asen_search.index import parse_filters
 from asen_search.service.api.auth import WRITE_RESPONSES, require_api_key
-from asen_search.service.api.compaction import storage_error
-from asen_search.service.api.errors import ApiError
+from asen_search.service.api.bodies import closest, parse_json
+from asen_search.service.api.errors import responses_for
 from asen_search.service.api.http_cache import file_etag, not_modified
 from asen_search.service.api.overload import IMAGES, MODEL, rate_limited
-from asen_search.service.api.params import check_item_id
-from asen_search.service.api.prometheus import StageTimer
-from asen_search.service.api.schemas import ERROR_RESPONSES, DeleteResponse, ItemResponse, parse_metadata
-from asen_search.service.api.state import Runtime, RuntimeDep
-from asen_search.service.catalogue.item_images import CACHE_CONTROL, public_metadata, render, save_upload, with_image
-from asen_search.service.catalogue.tags import with_tags
+from asen_search.service.api.requests import (
+    BATCH,
+    ITEM,
+    PATCH,
+    BatchRequest,
+    ItemRequest,
+    PatchRequest,
+    decode_cursor,
+    encode_cursor,
+)
+from asen_search.service.api.routes.common import body_doc, read, send_timing
+from asen_search.service.api.schemas import (
+    BatchItemResult,
+    BatchResponse,
+    DeleteResponse,
+    ItemResponse,
+    ItemsPage,
+)
+from asen_search.service.api.state import RuntimeDep
+from asen_search.service.catalogue.item_images import CACHE_CONTROL, render
+from asen_search.service.operations import images, items
+from asen_search.service.operations.errors import ServiceError
 
 router = APIRouter(tags=["items"])
-logger = logging.getLogger("asen.service")
 WriteAccess = Depends(require_api_key)
+# what the schema says an id may be (the catalogue checks it again: 422 `invalid_item_id`)
+ItemIdPath = Annotated[str, Path(description="an item id", json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
+                                                                             "maxLength": 512})]
+LIST_PARAMS = ("limit", "cursor", "filters", "include_metadata", "fields")
+WRITE_CODES = ("not_an_image", "empty_image", "invalid_base64", "image_too_large", "too_many_pixels",
+               "unsupported_format", "unsupported_media_type", "corrupt_image", "invalid_request", "invalid_json",
+               "unknown_field", "invalid_metadata", "invalid_item_id", "invalid_vectors", "fingerprint_mismatch",
+               "image_required", "read_only", "rate_limited", "not_ready", "overloaded", "storage_unavailable",
+               "insufficient_storage", "busy")
+# where a new item can be read, changed and deleted (OpenAPI links: clients and stateful testers follow them)
+ITEM_LINKS = {name: {"operationId": operation, "parameters": {"item_id": "$response.body#/id"}}
+              for name, operation in (("GetItem", "get_item"), ("PatchItem", "patch_item"),
+                                      ("DeleteItem", "delete_item"), ("GetImage", "item_image"))}
 
 
-def _write_item(runtime: Runtime, item_id: str, vectors: np.ndarray, metadata: dict[str, Any], replace: bool,
-                image: bytes, timer: StageTimer) -> bool:
-    """Add (or replace) one item: logged and fsynced, then applied; returns whether it replaced an
-    existing item. The catalogue decides add-if-absent itself (ItemExists: 409), atomically on every
-    engine; storage failures leave the catalogue unchanged."""
-    catalogue = runtime.catalogue
-    with runtime.write_lock:   # with the pruning of uploads: the image stays until the item names it
-        with timer.stage("persist"):
-            root = runtime.settings.images_root
-            try:  # under the lock pruning takes: still there
-                stored = None if root is None else save_upload(root, image)
-            except OSError as exc:
-                raise storage_error(exc, "the item's image") from None
-            meta = metadata if stored is None else with_image(metadata, stored)
-            try:
-                if replace:
-                    return bool(catalogue.upsert([item_id], vectors[None], [meta]))
-                catalogue.add([item_id], vectors[None], [meta])
-                return False
-            except ItemExists:
-                raise ApiError(409, "item_exists", f"item {item_id!r} is already in the catalogue; send replace=true "
-                               "to replace it") from None
-            except (OSError, LogUnavailable) as exc:
-                logger.error("could not log the write of %r: %s", item_id, exc)
-                raise storage_error(exc, "the item") from None
+@router.get("/items", response_model=ItemsPage, operation_id="list_items",
+                  responses=responses_for(("invalid_request", "invalid_json", "invalid_filters", "invalid_cursor",
+                                           "unknown_field", "not_ready", "busy")))
+async def list_items(runtime: RuntimeDep, request: Request,
+                     limit: Annotated[int, Query(ge=1, le=1000, description="items a page")] = 100,
+                     cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page",
+                                                         json_schema_extra={"format": "asen-items-cursor"})] = None,
+                     filters: Annotated[str | None, Query(description="a JSON object of metadata filters, as for "
+                                                          "/search", json_schema_extra={"format": "json-filters"})
+                                        ] = None,
+                     include_metadata: Annotated[bool, Query(description="false: ids only")] = True,
+                     fields: Annotated[list[str] | None, Query(description="only these metadata fields")] = None,
+                     ) -> ItemsPage:
+    """The catalogue a page at a time, in id order (code points), filtered like /search. A listing
+    that follows `next_cursor` returns every item that exists throughout exactly once, whatever is
+    added or deleted meanwhile."""
+    for name in request.query_params:
+        if name not in LIST_PARAMS:
+            raise ServiceError("unknown_field", f"`{name}` is not a parameter of this endpoint{closest(name, LIST_PARAMS)}")
+    wanted = None if filters is None or not filters.strip() else parse_json(filters, "`filters`")
+    if wanted is not None and not isinstance(wanted, dict):
+        raise ServiceError("invalid_filters", "filters must be a JSON object of field -> value(s)")
+    items.check_user_filters(wanted)
+    after = None if cursor is None else decode_cursor(cursor, "items")
+    page = await items.list_items(runtime.service, parse_filters(wanted), limit, after)
+    shown = [ItemResponse(id=item.id, metadata=_select(item.metadata, include_metadata, fields)) for item in page.items]
+    return ItemsPage(items=shown, next_cursor=None if page.next_after is None else
+                     encode_cursor("items", page.next_after))
 
 
-def _delete_item(runtime: Runtime, item_id: str, timer: StageTimer) -> None:
-    catalogue = runtime.catalogue
-    with runtime.write_lock, timer.stage("persist"):
-        try:
-            removed = catalogue.remove([item_id]).removed
-        except (OSError, LogUnavailable) as exc:
-            logger.error("could not log the deletion of %r: %s", item_id, exc)
-            raise storage_error(exc, "the deletion") from None
-    if not removed:
-        raise ApiError(404, "unknown_item", f"no item {item_id!r} in the catalogue")
+def _select(metadata: dict[str, Any], include: bool, fields: list[str] | None) -> dict[str, Any] | None:
+    from asen_search.service.catalogue.item_images import public_metadata
+
+    if not include:
+        return None
+    shown = public_metadata(metadata)
+    return shown if fields is None else {k: shown[k] for k in fields if k in shown}
 
 
-def _after_write(runtime: Runtime) -> None:
-    runtime.compactor.note_write()
-
-
-@router.get("/items/{item_id:path}", response_model=ItemResponse, responses=ERROR_RESPONSES)
-async def get_item(runtime: RuntimeDep, item_id: str) -> ItemResponse:
+@router.get("/items/{item_id:path}", response_model=ItemResponse,
+                  operation_id="get_item", responses=responses_for(("unknown_item", "invalid_item_id", "not_ready")))
+async def get_item(runtime: RuntimeDep, item_id: ItemIdPath) -> ItemResponse:
     """An item's metadata."""
-    item = await anyio.to_thread.run_sync(runtime.catalogue.get, item_id)  # UnknownItem: 404 `unknown_item`
-    return ItemResponse(id=item.id, metadata=public_metadata(item.metadata))
+    return ItemResponse(id=item_id, metadata=await items.get(runtime.service, item_id))
 
 
-@router.post("/items", status_code=201, response_model=ItemResponse,
-             responses={**ERROR_RESPONSES, **WRITE_RESPONSES,
-                        200: {"model": ItemResponse, "description": "replaced (replace=true)"}},
-             dependencies=[WriteAccess], openapi_extra=rate_limited(MODEL))
-async def add_item(runtime: RuntimeDep, response: Response,
-                   id: Annotated[str, Form(description="the new item's id")],
-                   image: Annotated[UploadFile, File(description="the item's image")],
-                   metadata: Annotated[str | None, Form(description="JSON object, e.g. "
-                                                        '{"category": "dress"}')] = None,
-                   replace: Annotated[bool, Form(description="replace an item with this id")] = False,
-                   ) -> ItemResponse:
-    """Encode an image for every attribute and add it to the catalogue; persisted before the answer.
-    With value prototypes in the checkpoint, the predicted value of every attribute is stored too
-    (`predicted.<attribute>` and `predicted.<attribute>.confidence`, usable in filters)."""
-    timer = StageTimer(runtime.metrics)
-    item_id = check_item_id(id)
-    meta = parse_metadata(metadata)
-    runtime.check_writable()
-    picture, data = await runtime.read_image(image, timer)
-    vectors = await runtime.encode(picture, None, timer)
-    root = runtime.settings.images_root  # None: uploads are not kept (a Milvus catalogue without ASEN_IMAGES_DIR)
-    try:
-        if root is not None:
-            await anyio.to_thread.run_sync(save_upload, root, data)  # the costly write, unlocked
-    except OSError as exc:
-        raise storage_error(exc, "the item's image") from None
-    meta = with_tags(meta, runtime.encoder.prototypes, vectors)   # predicted values, under reserved keys
-    replaced = await anyio.to_thread.run_sync(_write_item, runtime, item_id, vectors, meta, replace, data, timer)
-    _after_write(runtime)
-    response.status_code = 200 if replaced else 201
-    response.headers["Server-Timing"] = timer.server_timing()
-    return ItemResponse(id=item_id, metadata=meta)
+@router.post("/items", status_code=201, response_model=ItemResponse, operation_id="add_item",
+             responses={**responses_for((*WRITE_CODES, "item_exists")), **WRITE_RESPONSES,
+                        200: {"model": ItemResponse, "description": "replaced (replace=true)", "links": ITEM_LINKS},
+                        201: {"description": "added", "links": ITEM_LINKS}},
+             dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(ITEM)})
+async def add_item(runtime: RuntimeDep, request: Request, response: Response) -> ItemResponse:
+    """Add an item (or, with `replace`, replace one): its `image` encoded for every attribute, or its
+    `vectors` as made elsewhere; persisted before the answer. With value prototypes in the checkpoint
+    the predicted value of every attribute is stored too (`predicted.<attribute>` and
+    `predicted.<attribute>.confidence`, usable in filters)."""
+    timer = runtime.timer()
+    asked, body = await read(runtime, request, ITEM, ItemRequest)
+    item = _item_input(asked.model_dump(), body.files.get("image"))
+    written = await items.write_one(runtime.service, item, asked.replace, timer)
+    response.status_code = 200 if written.status == "replaced" else 201
+    send_timing(response, timer)
+    return ItemResponse(id=written.id, metadata=written.metadata)
 
 
-@router.delete("/items/{item_id:path}", response_model=DeleteResponse,
-               responses={**ERROR_RESPONSES, **WRITE_RESPONSES}, dependencies=[WriteAccess])
-async def delete_item(runtime: RuntimeDep, response: Response, item_id: str) -> DeleteResponse:
+def _item_input(fields: dict[str, Any], upload: bytes | None, uploads: dict[str, bytes] | None = None) -> items.ItemInput:
+    """An item as sent: its image a file (a form; in a batch form, the file field the item names) or
+    base64 (JSON)."""
+    image = fields.get("image")
+    data = upload
+    if image is not None:
+        if uploads is not None:   # a batch form: `image` names a file field
+            if image not in uploads:
+                raise ServiceError("image_not_uploaded", f"item {fields['id']!r} names the file field {image!r}, but "
+                                   f"no file was uploaded under that name (uploaded: {sorted(uploads) or 'none'})")
+            data = uploads[image]
+        else:
+            data = items.decode_base64(image, "image")
+    return items.ItemInput(fields["id"], data, fields.get("vectors"), fields.get("fingerprint"), fields.get("metadata"))
+
+
+@router.post("/items/batch", response_model=BatchResponse, operation_id="add_items",
+             responses={**responses_for((*WRITE_CODES, "too_many_items", "image_not_uploaded")), **WRITE_RESPONSES},
+             dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(BATCH)})
+async def add_items(runtime: RuntimeDep, request: Request, response: Response) -> BatchResponse:
+    """Many items in one request, each with its own result (`created`, `replaced`, or `error` with its
+    code); the items that can be written are written together, in one durable write. In JSON an
+    item's `image` is base64; in a form it names a file field of the form."""
+    timer = runtime.timer()
+    asked, body = await read(runtime, request, BATCH, BatchRequest)
+    uploads = body.files if body.form else None
+    inputs = [_item_input(item.model_dump(), None, uploads) for item in asked.items]
+    if uploads:
+        named = {item.image for item in asked.items}
+        unused = sorted(set(uploads) - named)
+        if unused:
+            raise ServiceError("unknown_field", f"files no item names: {unused}")
+    written = await items.write_batch(runtime.service, inputs, asked.replace, timer)
+    send_timing(response, timer)
+    return BatchResponse(results=[BatchItemResult(id=w.id, status=w.status, metadata=w.metadata, error=w.error,
+                                                  detail=w.detail) for w in written])
+
+
+@router.patch("/items/{item_id:path}", response_model=ItemResponse, operation_id="patch_item",
+              responses={**responses_for(("unknown_item", "invalid_item_id", "invalid_metadata", "invalid_request",
+                                          "invalid_json", "unknown_field", "unsupported_media_type", "read_only",
+                                          "not_ready", "storage_unavailable", "insufficient_storage", "busy")),
+                         **WRITE_RESPONSES},
+              dependencies=[WriteAccess], openapi_extra=body_doc(PATCH))
+async def patch_item(runtime: RuntimeDep, request: Request, item_id: ItemIdPath) -> ItemResponse:
+    """Change an item's metadata only: each key of `metadata` is set, a key set to null removed; its
+    vectors, image and predicted tags stay. Persisted before the answer."""
+    asked, _ = await read(runtime, request, PATCH, PatchRequest)
+    return ItemResponse(id=item_id, metadata=await items.update_metadata(runtime.service, item_id, asked.metadata))
+
+
+@router.delete("/items/{item_id:path}", response_model=DeleteResponse, operation_id="delete_item",
+               responses={**responses_for(("unknown_item", "invalid_item_id", "read_only", "not_ready",
+                                           "storage_unavailable", "insufficient_storage", "busy")), **WRITE_RESPONSES},
+               dependencies=[WriteAccess])
+async def delete_item(runtime: RuntimeDep, response: Response, item_id: ItemIdPath) -> DeleteResponse:
     """Remove an item from every attribute index; persisted before the answer."""
-    timer = StageTimer(runtime.metrics)
-    runtime.check_writable()
-    await anyio.to_thread.run_sync(_delete_item, runtime, item_id, timer)
-    _after_write(runtime)
-    response.headers["Server-Timing"] = timer.server_timing()
+    timer = runtime.timer()
+    await items.delete(runtime.service, item_id, timer)
+    send_timing(response, timer)
     return DeleteResponse(id=item_id, deleted=True)
 
 
@@ -129,28 +189,29 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {media: {} for media in ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp",
                                               "image/avif")}, "description": "the image"},
     304: {"description": "not modified (If-None-Match names the current ETag)"},
-    404: ERROR_RESPONSES[404], 422: ERROR_RESPONSES[422], 429: ERROR_RESPONSES[429]}
+    **responses_for(("unknown_item", "no_image", "invalid_item_id", "invalid_request", "rate_limited", "not_ready",
+                     "image_too_large", "too_many_pixels", "corrupt_image", "not_an_image", "unsupported_format"))}
 
 
 # With `size` the stored image is decoded and resized: rate-limited in its own, larger budget (thumbnails).
-@router.get("/images/{item_id:path}", response_class=Response, responses=IMAGE_RESPONSES,
-            openapi_extra=rate_limited(IMAGES, when_query="size"))
-async def item_image(runtime: RuntimeDep, request: Request, item_id: str,
+@router.get("/images/{item_id:path}", response_class=Response,
+                  responses=IMAGE_RESPONSES, operation_id="item_image",
+                  openapi_extra=rate_limited(IMAGES, when_query="size"))
+async def item_image(runtime: RuntimeDep, request: Request, item_id: ItemIdPath,
                      size: Annotated[int | None, Query(ge=16, le=2048, description="at most this many pixels a "
                                                        "side (a JPEG thumbnail); default: the stored file")] = None,
                      ) -> Response:
     """A catalogue item's image, with `ETag` and `Cache-Control` (answers 304 to a matching
     `If-None-Match`); 404 `no_image` when the item has no stored image."""
-    path = await runtime.item_image_path(item_id)
+    path = await images.stored_image_ref(runtime.service, items.check_item_id(item_id))
     try:
         tag = await anyio.to_thread.run_sync(file_etag, path, size)
         headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
-        rendered = await anyio.to_thread.run_sync(render, path, size, runtime.image_limits)
+        rendered = await anyio.to_thread.run_sync(render, path, size, runtime.service.limits.images)
     except OSError as exc:
-        raise ApiError(404, "no_image", f"the image of item {item_id!r} cannot be read: {exc.strerror or exc}") \
-            from None
+        raise ServiceError("no_image", f"the image of item {item_id!r} cannot be read: {exc.strerror or exc}") from None
     if rendered.path is not None:
         return FileResponse(rendered.path, media_type=rendered.media_type, headers=headers)
     return Response(rendered.body, media_type=rendered.media_type, headers=headers)

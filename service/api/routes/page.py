@@ -9,8 +9,8 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
-from asen_search.service.api.errors import ApiError
 from asen_search.service.api.http_cache import file_etag, not_modified
+from asen_search.service.operations.errors import ServiceError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -48,5 +48,5 @@ async def page(request: Request) -> Response:
 async def static_file(request: Request, name: str) -> Response:
     path = static_files().get(name)
     if path is None:
-        raise ApiError(404, "not_found", f"no static file {name!r}")
+        raise ServiceError("not_found", f"no static file {name!r}")
     return await _send(request, path)

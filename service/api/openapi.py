@@ -1,0 +1,241 @@
+"""The OpenAPI schema describes the server as it is: each body endpoint takes JSON and a form, with
+the same fields; the ranges that come from the settings (top_k, max_results, the paging depth,
+candidates); the attributes and values of the loaded model; the rules between fields (one query
+source; top_k or a threshold; ...). What the schema allows the server takes, and the other way
+round: schemathesis runs against it in CI (tests/service/test_schemathesis.py).
+
+Bodies are read by service/api/bodies.py from the request itself (one reader for both transports),
+so FastAPI does not see them: routes carry a mark (`routes/common.py` BODY_MARK) and `install`
+writes their request bodies into the generated schema.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from asen_search.service.api.bodies import BodySpec
+from asen_search.service.api.requests import ItemFields
+from asen_search.service.api.routes.common import BODIES, BODY_MARK
+from asen_search.service.api.settings import Settings
+from asen_search.service.operations.queries import MAX_QUERY_PARTS
+
+# text without control characters (C0, DEL, C1): what ids, keys and field names may hold
+ID_PATTERN = KEY_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+CURSOR_FORMAT = "asen-cursor"       # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
+IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/schemathesis_hooks.py generates real ones)
+IMAGE_MEDIA = "image/png, image/jpeg"
+SCORE_BOUND = float(MAX_QUERY_PARTS)  # a composed score lies within +- the sum of |weight| <= parts
+
+
+def _scalar(text: bool = True) -> dict[str, Any]:
+    kinds: list[dict[str, Any]] = [{"type": "number", "minimum": -1e15, "maximum": 1e15}, {"type": "boolean"},
+                                   {"type": "null"}]
+    return {"anyOf": [{"type": "string", "maxLength": 200, "pattern": KEY_PATTERN}, *kinds] if text else kinds}
+
+
+def filters_schema() -> dict[str, Any]:
+    """The filter language (index/filters.py) as a schema."""
+    number = {"type": "number", "minimum": -1e15, "maximum": 1e15}
+    values = {"type": "array", "items": _scalar(), "maxItems": 20}
+    operators = {"type": "object", "additionalProperties": False, "minProperties": 1,
+                 "properties": {"eq": _scalar(), "in": values, "not": _scalar(), "not_in": values, "gt": number,
+                                "gte": number, "lt": number, "lte": number, "exists": {"type": "boolean"}},
+                 "not": {"anyOf": [{"required": ["gt", "gte"]}, {"required": ["lt", "lte"]}]}}
+    return {"type": "object", "maxProperties": 8, "propertyNames": {"pattern": KEY_PATTERN, "minLength": 1,
+                                                                    "maxLength": 64, "not": {"const": "_image"}},
+            "additionalProperties": {"anyOf": [_scalar(), values, operators]},
+            "description": "every field must match: a value, a list of values (any of them), or operators"}
+
+
+def metadata_schema() -> dict[str, Any]:
+    """Metadata a user may send: a JSON object, keys of the service's own (`_image`, `predicted.*`) refused."""
+    leaf = {"anyOf": [{"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]*$"},
+                      {"type": "number", "minimum": -1e15, "maximum": 1e15}, {"type": "boolean"}, {"type": "null"}]}
+    return {"type": "object", "maxProperties": 16,
+            "propertyNames": {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 64,
+                              "not": {"anyOf": [{"const": "_image"}, {"pattern": "^predicted\\."}]}},
+            "additionalProperties": {"anyOf": [leaf, {"type": "array", "items": leaf, "maxItems": 8}]}}
+
+
+def _part(attributes: dict[str, list[str]]) -> dict[str, Any]:
+    """A composed query's part: its attribute, one source, a weight."""
+    value_of = [{"properties": {"attribute": {"const": name}, "value": {"enum": values}}} for name, values in
+                attributes.items() if values]
+    by_value = {"required": ["value"], "anyOf": value_of} if value_of else {"required": ["value"], "not": {}}
+    attribute = {"enum": list(attributes)} if attributes else {"type": "string"}
+    return {"type": "object", "additionalProperties": False, "required": ["attribute"],
+            "properties": {"attribute": attribute, "image": {"type": "string", "minLength": 1},
+                           "item_id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
+                           "value": {"type": "string", "minLength": 1},
+                           "weight": {"type": "number", "minimum": -1, "maximum": 1}},
+            "oneOf": [{"required": ["image"]}, {"required": ["item_id"]}, by_value]}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the loaded model lets a request name: each attribute's searchable values, the attributes
+    with precision curves, the catalogue's fingerprint, the vectors' shape."""
+
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    curved: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
+    dim: int = 0
+
+
+def _vectors(facts: ModelFacts) -> dict[str, Any]:
+    row: dict[str, Any] = {"type": "array", "items": {"type": "number", "minimum": -1e6, "maximum": 1e6}}
+    if facts.dim:
+        row.update(minItems=facts.dim, maxItems=facts.dim)
+    schema: dict[str, Any] = {"type": "array", "items": row}
+    if facts.attributes:
+        schema.update(minItems=len(facts.attributes), maxItems=len(facts.attributes))
+    return schema
+
+
+def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
+    """Each field's schema (see the module docstring)."""
+    attributes = facts.attributes
+    image = {"type": "string", "format": "binary"} if form else \
+        {"type": "string", "format": IMAGE_FORMAT, "contentEncoding": "base64", "contentMediaType": "image/png"}
+    item_id = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN}
+    parts = {"type": "array", "items": _part(attributes), "minItems": 1, "maxItems": MAX_QUERY_PARTS}
+    attribute = {"enum": list(attributes)} if attributes else {"type": "string", "minLength": 1}
+    known: dict[str, dict[str, Any]] = {
+        "attribute": attribute, "image": image, "item_id": item_id, "id": item_id,
+        "value": {"type": "string", "minLength": 1}, "query": parts, "filters": filters_schema(),
+        "images": {"type": "object", "additionalProperties": image, "maxProperties": MAX_QUERY_PARTS},
+        "top_k": {"type": "integer", "minimum": 1, "maximum": settings.max_top_k},
+        "offset": {"type": "integer", "minimum": 0, "maximum": settings.max_search_depth - settings.max_top_k},
+        "cursor": {"type": "string", "format": CURSOR_FORMAT, "pattern": "^[A-Za-z0-9_-]+$"},
+        "group_by": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": KEY_PATTERN},
+        "min_score": {"type": "number", "minimum": -SCORE_BOUND, "maximum": SCORE_BOUND},
+        "min_precision": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "max_results": {"type": "integer", "minimum": 1, "maximum": min(settings.max_results,
+                                                                        settings.max_search_depth)},
+        "include_metadata": {"type": "boolean"},
+        "fields": {"type": "array", "items": {"type": "string", "minLength": 1, "pattern": KEY_PATTERN},
+                   "maxItems": 16},
+        "candidates": {"type": "array", "items": {**item_id, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f,]+$"},
+                       "minItems": 1, "maxItems": settings.max_candidates},
+        "weight": {"type": "number", "minimum": 0, "maximum": 1},
+        "metadata": metadata_schema(), "replace": {"type": "boolean"},
+        "fingerprint": {"const": facts.fingerprint} if facts.fingerprint else {"type": "string"},
+        "vectors": _vectors(facts),
+    }
+    out: dict[str, Any] = {}
+    for name, declared in spec.model.model_fields.items():
+        if form and name == "images":
+            continue   # a form uploads a composed query's images as file fields of their names
+        schema: dict[str, Any] = copy.deepcopy(known.get(name, {"type": "string"}))
+        if declared.description:
+            schema["description"] = declared.description
+        out[name] = schema
+    return out
+
+
+ITEM_SOURCE = [{"required": ["image"], "not": {"anyOf": [{"required": ["vectors"]}, {"required": ["fingerprint"]}]}},
+               {"required": ["vectors", "fingerprint"], "not": {"required": ["image"]}}]
+
+
+def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
+    properties = _properties(spec, settings, facts, form)
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    name = spec.model.__name__
+    if name in ("SearchRequest", "RerankRequest"):
+        schema["allOf"] = _query_rules(name == "SearchRequest", facts)
+        if name == "RerankRequest":
+            schema["required"] = ["candidates"]
+    elif name in ("TagRequest", "ExplainRequest"):
+        schema["oneOf"] = [{"required": ["image"]}, {"required": ["item_id"]}]
+        schema["required"] = ["attribute"] if name == "ExplainRequest" else []
+    elif name == "ItemRequest":
+        schema["required"] = ["id"]
+        schema["oneOf"] = ITEM_SOURCE
+    elif name == "BatchRequest":
+        item = _properties(BodySpec(ItemFields), settings, facts, form=False)
+        if form:   # a form's items name their file fields: the schema describes the vectors-only form
+            item.pop("image")
+        properties["items"] = {"type": "array", "minItems": 1, "maxItems": settings.max_batch_items,
+                               "items": {"type": "object", "properties": item, "additionalProperties": False,
+                                         "required": ["id"], **({} if form else {"oneOf": ITEM_SOURCE}),
+                                         **({"required": ["id", "vectors", "fingerprint"]} if form else {})}}
+        schema["required"] = ["items"]
+    elif name == "PatchRequest":
+        schema["required"] = ["metadata"]
+    return schema
+
+
+def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
+    """One query source; `attribute` with the single form; a value of that attribute; top_k or a
+    threshold, and the rules between them."""
+    attributes = facts.attributes
+    values = [{"properties": {"attribute": {"const": name}, "value": {"enum": vals}}}
+              for name, vals in attributes.items() if vals]
+    single = {"required": ["attribute"], "not": {"required": ["query"]},
+              "oneOf": [{"required": ["image"]}, {"required": ["item_id"]},
+                        {"required": ["value"], "anyOf": values or [{"not": {}}]}]}
+    composed = {"required": ["query"], "not": {"anyOf": [{"required": [f]} for f in ("attribute", "image",
+                                                                                     "item_id", "value")]}}
+    rules: list[dict[str, Any]] = [{"oneOf": [single, composed]}]
+    if search:
+        threshold = [{"required": ["min_score"]}, {"required": ["min_precision"]}]
+        rules += [
+            {"not": {"required": ["min_score", "min_precision"]}},
+            {"not": {"required": ["cursor", "offset"]}},
+            {"if": {"anyOf": threshold}, "then": {"not": {"anyOf": [{"required": ["top_k"]},
+                                                                    {"required": ["group_by"]}]}}},
+            {"if": {"required": ["max_results"]}, "then": {"anyOf": threshold}},
+            {"if": {"required": ["min_precision"]}, "then": {"not": {"required": ["query"]},
+                                                              "properties": {"attribute": {"enum": facts.curved}}}},
+        ]
+    return rules
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """`app.openapi()` with the bodies filled in, from the loaded model once it is loaded."""
+
+    def openapi() -> dict[str, Any]:
+        runtime = getattr(app.state, "runtime", None)
+        if app.openapi_schema is not None and runtime is not None:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        facts = ModelFacts() if runtime is None else _facts(runtime)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                name = operation.pop(BODY_MARK, None)
+                if name is None:
+                    continue
+                spec = BODIES[name]
+                content = {"application/json": {"schema": body_schema(spec, settings, facts, form=False)}}
+                content["multipart/form-data"] = {"schema": body_schema(spec, settings, facts, form=True)}
+                if "image" in spec.files:
+                    content["multipart/form-data"]["encoding"] = {"image": {"contentType": IMAGE_MEDIA}}
+                operation["requestBody"] = {"required": True, "content": content}
+        if runtime is not None:
+            app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _facts(runtime: Any) -> ModelFacts:
+    encoder = runtime.encoder
+    curves = encoder.thresholds.curves if encoder.thresholds is not None else {}
+    return ModelFacts({a.name: _searchable(runtime, a.name, list(a.values)) for a in encoder.attributes},
+                      [a.name for a in encoder.attributes if a.name in curves], runtime.catalogue.fingerprint,
+                      runtime.catalogue.dim)
+
+
+def _searchable(runtime: Any, name: str, values: list[str]) -> list[str]:
+    """The values a query can name (those with a prototype; none without prototypes)."""
+    prototypes = runtime.encoder.prototypes
+    if prototypes is None:
+        return []
+    import numpy as np
+
+    known = np.isfinite(prototypes.vectors[name]).all(axis=1)
+    return [v for v, ok in zip(values, known.tolist()) if ok]

@@ -1,0 +1,187 @@
+"""What users of search engines reach for: JSON bodies beside forms (the same answers), paging by
+offset or cursor, listing the catalogue with a cursor, the filter language through the API, batch
+writes with a result each, metadata-only changes, items with vectors made elsewhere, smaller hits,
+HEAD, and a 405 that names every method of its path."""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from asen_search.index import parse_filters
+from asen_search.index.wal import log_path, read_log
+
+IMAGE = Path("images") / "test" / "00041.jpg"
+
+
+def _b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _same(a: Any, b: Any) -> None:
+    assert a.status_code == b.status_code, (a.text, b.text)
+    assert a.json() == b.json()
+
+
+def test_each_query_as_json_and_as_a_form_answers_the_same(tagging_client: TestClient, demo_dataset: Path) -> None:
+    image = demo_dataset / IMAGE
+    file = {"image": ("q.jpg", image.read_bytes(), "image/jpeg")}
+    cases: list[tuple[str, dict[str, Any], bool]] = [
+        ("/search", {"attribute": "colour", "item_id": "test-00001", "top_k": 5}, False),
+        ("/search", {"attribute": "neckline", "top_k": 3}, True),
+        ("/search", {"attribute": "pattern", "value": "dots", "top_k": 4, "include_metadata": False}, False),
+        ("/search", {"attribute": "colour", "item_id": "test-00002", "min_score": 0.5, "max_results": 7}, False),
+        ("/search", {"attribute": "colour", "item_id": "test-00003", "top_k": 3,
+                     "filters": {"predicted.colour.confidence": {"gte": 0.5}, "split": {"not": "train"}}}, False),
+        ("/rerank", {"attribute": "sleeve_length", "item_id": "test-00001", "weight": 0.7,
+                     "candidates": ["test-00003", "test-00004", "nope"]}, False),
+        ("/tag", {"item_id": "test-00005"}, False),
+        ("/tag", {}, True),
+        ("/explain", {"attribute": "neckline"}, True),
+    ]
+    for path, fields, with_image in cases:
+        as_json = {**fields, **({"image": _b64(image)} if with_image else {})}
+        as_form = {k: json.dumps(v) if isinstance(v, dict) else str(v).lower() if isinstance(v, bool) else
+                   v if isinstance(v, list) else str(v) for k, v in fields.items()}
+        _same(tagging_client.post(path, json=as_json), tagging_client.post(path, data=as_form,
+                                                                          files=file if with_image else None))
+    parts = [{"attribute": "neckline", "image": "front"}, {"attribute": "colour", "item_id": "test-00007",
+                                                             "weight": 0.5}]
+    _same(tagging_client.post("/search", json={"query": parts, "images": {"front": _b64(image)}, "top_k": 4}),
+          tagging_client.post("/search", data={"query": json.dumps(parts), "top_k": "4"},
+                              files={"front": ("f.jpg", image.read_bytes(), "image/jpeg")}))
+
+
+def test_writes_as_json_and_as_a_form(client: TestClient, demo_dataset: Path) -> None:
+    image = demo_dataset / IMAGE
+    by_form = client.post("/items", data={"id": "via-form", "metadata": '{"k": "é"}'},
+                          files={"image": ("q.jpg", image.read_bytes(), "image/jpeg")})
+    by_json = client.post("/items", json={"id": "via-json", "metadata": {"k": "é"}, "image": _b64(image)})
+    assert by_form.status_code == by_json.status_code == 201 and by_form.json()["metadata"] == by_json.json()["metadata"]
+    assert client.post("/search", json={"attribute": "colour", "item_id": "via-form", "top_k": 1}).json()[
+        "results"][0]["id"] == "via-json"   # the same image, the same vectors
+    assert client.post("/items", json={"id": "via-json", "image": "not base64!"}).json()["error"] == "invalid_base64"
+
+
+def test_paging_by_offset_and_cursor_equals_one_deep_search(client: TestClient) -> None:
+    query = {"attribute": "colour", "item_id": "test-00001"}
+    deep = [h["id"] for h in client.post("/search", json={**query, "top_k": 30}).json()["results"]]
+    pages, cursor = [], None
+    for _ in range(3):
+        page = client.post("/search", json={**query, "top_k": 10, **({"cursor": cursor} if cursor else {})}).json()
+        pages += [h["id"] for h in page["results"]]
+        cursor = page["next_cursor"]
+    assert pages == deep
+    assert [h["id"] for h in client.post("/search", json={**query, "top_k": 10, "offset": 20}).json()["results"]] \
+        == deep[20:]
+    listing = client.get("/items", params={"limit": 2}).json()["next_cursor"]
+    other = client.post("/search", json={**query, "top_k": 10, "cursor": listing})
+    assert other.status_code == 422 and other.json()["error"] == "invalid_cursor"   # a listing's cursor
+    too_deep = client.post("/search", json={**query, "top_k": 10, "offset": 995})
+    assert too_deep.status_code == 422 and too_deep.json()["error"] == "offset_out_of_range"
+
+
+def test_a_threshold_search_that_is_cut_says_how_many_pass_and_pages_on(client: TestClient) -> None:
+    query = {"attribute": "colour", "item_id": "test-00001", "min_score": -1.0}
+    first = client.post("/search", json={**query, "max_results": 40}).json()
+    assert first["truncated"] and first["total"] == len(client.app.state.runtime.catalogue) - 1   # all but the query
+    second = client.post("/search", json={**query, "max_results": 40, "cursor": first["next_cursor"]}).json()
+    everything = client.post("/search", json={**query, "max_results": 80}).json()["results"]
+    assert [h["id"] for h in first["results"] + second["results"]] == [h["id"] for h in everything]
+
+
+def _list_all(client: TestClient, **params: Any) -> list[dict[str, Any]]:
+    seen, cursor = [], None
+    while True:
+        page = client.get("/items", params={**params, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        seen += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+def test_listing_pages_through_the_catalogue_with_filters_and_fields(tagging_client: TestClient) -> None:
+    catalogue = tagging_client.app.state.runtime.catalogue
+    listed = _list_all(tagging_client, limit=37)
+    assert [i["id"] for i in listed] == sorted(catalogue.ids()) and "_image" not in listed[0]["metadata"]
+    wanted = {"predicted.colour.confidence": {"gte": 0.6}, "predicted.pattern": {"not": "solid"}}
+    filtered = _list_all(tagging_client, limit=11, filters=json.dumps(wanted), fields="predicted.pattern")
+    reference = parse_filters(wanted)
+    assert [i["id"] for i in filtered] == sorted(i for i in catalogue.ids() if reference.matches(catalogue.get(i).metadata))
+    assert all(set(i["metadata"]) <= {"predicted.pattern"} for i in filtered)
+    ids_only = tagging_client.get("/items", params={"limit": 3, "include_metadata": "false"}).json()["items"]
+    assert all(i["metadata"] is None for i in ids_only)
+
+
+def test_batch_writes_each_item_once_in_one_log_append(client: TestClient, demo_dataset: Path,
+                                                      settings: Any) -> None:
+    image = demo_dataset / IMAGE
+    catalogue = client.app.state.runtime.catalogue
+    before = len(read_log(log_path(settings.index, catalogue._store.version))[0])
+    answer = client.post("/items/batch", json={"items": [
+        {"id": "b1", "image": _b64(image), "metadata": {"n": 1}},
+        {"id": "test-00001", "image": _b64(image)},                         # exists: reported, not written
+        {"id": "b2", "image": base64.b64encode(b"not an image").decode()},  # reported with its code
+        {"id": "b3", "vectors": [[1.0] + [0.0] * (catalogue.dim - 1)] * len(catalogue.attributes),
+         "fingerprint": catalogue.fingerprint},
+        {"id": "b\x00"}]})
+    assert answer.status_code == 200, answer.text
+    results = {r["id"]: r for r in answer.json()["results"]}
+    assert [r["status"] for r in answer.json()["results"]] == ["created", "error", "error", "created", "error"]
+    assert results["test-00001"]["error"] == "item_exists" and results["b2"]["error"] == "not_an_image"
+    assert results["b\x00"]["error"] == "invalid_item_id"
+    assert "b1" in catalogue and "b3" in catalogue and "b2" not in catalogue
+    records = read_log(log_path(settings.index, catalogue._store.version))[0]
+    assert len(records) == before + 1 and sorted(records[-1].ids) == ["b1", "b3"]   # one append for the batch
+    form = client.post("/items/batch", data={"items": json.dumps([{"id": "f1", "image": "pic"}])},
+                       files={"pic": ("p.jpg", image.read_bytes(), "image/jpeg")})
+    assert form.json()["results"][0]["status"] == "created"
+
+
+def test_items_with_vectors_made_elsewhere_are_checked_and_searchable(client: TestClient) -> None:
+    catalogue = client.app.state.runtime.catalogue
+    vectors = np.stack([catalogue.vector("test-00009", a) for a in catalogue.attributes])
+    ok = client.post("/items", json={"id": "encoded-elsewhere", "vectors": vectors.tolist(),
+                                     "fingerprint": catalogue.fingerprint})
+    assert ok.status_code == 201, ok.text
+    top = client.post("/search", json={"attribute": "colour", "item_id": "test-00009", "top_k": 1}).json()["results"]
+    assert top[0]["id"] == "encoded-elsewhere" and top[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    other = client.post("/items", json={"id": "x", "vectors": vectors.tolist(), "fingerprint": "another-model"})
+    assert other.json()["error"] == "fingerprint_mismatch"
+    short = client.post("/items", json={"id": "x", "vectors": vectors[:, :-1].tolist(),
+                                        "fingerprint": catalogue.fingerprint})
+    assert short.json()["error"] == "invalid_vectors"
+    both = client.post("/items", json={"id": "x", "vectors": vectors.tolist(), "fingerprint": catalogue.fingerprint,
+                                       "image": "AAAA"})
+    assert both.json()["error"] == "image_required"
+
+
+def test_patch_changes_metadata_only_and_replace_keeps_it(client: TestClient, demo_dataset: Path) -> None:
+    catalogue = client.app.state.runtime.catalogue
+    image = demo_dataset / IMAGE
+    client.post("/items", json={"id": "p1", "image": _b64(image), "metadata": {"price": 10, "brand": "x"}})
+    before = catalogue.vector("p1", "colour")
+    patched = client.patch("/items/p1", json={"metadata": {"price": 12, "brand": None, "colour": "écru"}})
+    assert patched.status_code == 200 and patched.json()["metadata"] == {"price": 12, "colour": "écru"}
+    np.testing.assert_allclose(catalogue.vector("p1", "colour"), before)
+    assert "_image" in catalogue.get("p1").metadata   # the stored image stays
+    refused = client.patch("/items/p1", json={"metadata": {"predicted.colour": "red"}})
+    assert refused.json()["error"] == "invalid_metadata"
+    assert client.patch("/items/nope", json={"metadata": {"a": 1}}).json()["error"] == "unknown_item"
+    replaced = client.post("/items", json={"id": "p1", "image": _b64(image), "replace": True})
+    assert replaced.status_code == 200 and replaced.json()["metadata"] == {"price": 12, "colour": "écru"}
+
+
+def test_head_works_wherever_get_does_and_405_names_every_method(client: TestClient) -> None:
+    for path in ("/", "/healthz", "/readyz", "/attributes", "/items/test-00001", "/images/test-00001", "/items"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+    refused = client.put("/items/test-00001")
+    assert refused.status_code == 405 and refused.json()["error"] == "method_not_allowed"
+    assert set(refused.headers["Allow"].split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}

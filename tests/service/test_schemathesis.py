@@ -1,0 +1,34 @@
+"""The OpenAPI schema describes the server: schemathesis's own CLI, every check and every phase
+(examples, coverage, fuzzing, and the stateful phase that follows the links from POST /items to the
+routes that read, change and delete an item), against a real server over a real socket, finds no
+failure. tests/schemathesis_hooks.py tells it what a schema cannot: image fields hold real images,
+cursors are the service's."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.service.serving import ROOT, free_port, serving
+
+pytestmark = pytest.mark.slow
+
+
+def test_schemathesis_finds_no_failure(tagging_checkpoint: Path, tagged_index: Path, tmp_path: Path) -> None:
+    index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
+    port = free_port()
+    st = Path(sys.executable).parent / "st"
+    with serving(["serve", "--checkpoint", str(tagging_checkpoint), "--index", str(index), "--port", str(port)],
+                 {}, port) as url:
+        result = subprocess.run(
+            [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "12", "--seed", "7",
+             "--workers", "2", "--request-timeout", "30", "--max-failures", "20", "--no-color"],
+            cwd=ROOT, env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"}, capture_output=True,
+            text=True, timeout=1200, check=False)
+    report = result.stdout[-12000:] + result.stderr[-3000:]
+    assert result.returncode == 0, report
+    assert "No issues found" in result.stdout or "passed" in result.stdout, report

@@ -3,8 +3,8 @@ of the web page (a results grid on a desktop, the explanation overlay, a phone-s
 query of several attributes, and a threshold search by calibrated precision), and of the static
 report of `asen scan`.
 
-    .venv/bin/python -m bench.screenshots --checkpoint runs/default/best.pt --index runs/demo_index \\
-        --query data/demo/images/test/00042.jpg
+    .venv/bin/python -m bench.screenshots --checkpoint var/demo/model/best.pt --index var/demo/index \\
+        --query var/demo/data/images/test/00042.jpg                                      # after `make serve`
     .venv/bin/python -m bench.screenshots --url http://127.0.0.1:8765 --query photo.jpg   # a server already running
     .venv/bin/python -m bench.screenshots --scan-report scan-out/report.html              # a scan's report only
 
@@ -21,7 +21,7 @@ beside it). Without --url it serves the checkpoint and index itself (`asen serve
 
 The README's pictures and docs/scan-report.png: MODEL is the demo model's best.pt (with its precision
 curves, inside it or beside it from `asen eval`), INDEX its index of the demo test split, served from a
-copy so that nothing is written to it, DATA the demo dataset (data/demo):
+copy so that nothing is written to it, DATA the demo dataset (var/demo/data after `make serve`):
 
     cp -a $INDEX /tmp/shots-index
     .venv/bin/python -m bench.screenshots --checkpoint $MODEL --index /tmp/shots-index \\

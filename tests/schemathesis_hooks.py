@@ -21,17 +21,32 @@ def _image(draw: st.DrawFn, kind: str) -> bytes:
     return buffer.getvalue()
 
 
+# Named functions, not lambdas: Hypothesis describes a lambda by parsing its source, which is not safe
+# in the parallel workers schemathesis runs.
 def _cursor(kind: str, position: object) -> str:
     text = json.dumps({"k": kind, "p": position}, separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+def _search_cursor(offset: int) -> str:
+    return _cursor("search", offset)
+
+
+def _items_cursor(after: str) -> str:
+    return _cursor("items", after)
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 schemathesis.openapi.media_type("image/png", _image("PNG"))
 schemathesis.openapi.media_type("image/jpeg", _image("JPEG"))
-schemathesis.openapi.format("image-base64", _image("PNG").map(lambda data: base64.b64encode(data).decode()))
-schemathesis.openapi.format("asen-cursor", st.integers(0, 900).map(lambda offset: _cursor("search", offset)))
+schemathesis.openapi.format("image-base64", _image("PNG").map(_base64))
+schemathesis.openapi.format("asen-cursor", st.integers(0, 900).map(_search_cursor))
 _ID_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
-schemathesis.openapi.format("asen-items-cursor", _ID_TEXT.map(lambda after: _cursor("items", after)))
-_VALUES = st.one_of(st.text(max_size=10), st.integers(-1000, 1000), st.booleans(), st.none())
+schemathesis.openapi.format("asen-items-cursor", _ID_TEXT.map(_items_cursor))
+_VALUES = st.one_of(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=10), st.integers(-1000, 1000),
+                    st.booleans(), st.none())
 schemathesis.openapi.format("json-filters", st.dictionaries(st.sampled_from(["split", "colour", "predicted.colour"]),
                                                             _VALUES, max_size=2).map(json.dumps))

@@ -117,9 +117,11 @@ async def read_body(request: Request, spec: BodySpec, max_file_bytes: int, max_f
         if not isinstance(data, dict):
             raise ServiceError("invalid_json", f"the JSON body must be an object of fields, got "
                                f"{type(data).__name__}")
-        for name in data:
+        for name, value in data.items():
             if name not in spec.names:
                 raise unknown_field(name, spec.names)
+            if value is None:   # the schema has no null field: leave a field out to not send it
+                raise ServiceError("invalid_request", f"`{name}` is null: leave the field out instead")
         return Body(data)
     if media in FORM_TYPES:
         return await _read_form(request, spec, max_file_bytes, max_fields)
@@ -167,11 +169,25 @@ async def _read_file(upload: UploadFile, name: str, max_bytes: int) -> bytes:
     return data
 
 
+def _form_booleans(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
+    """A form's booleans as the schema spells them (`true` / `false`), not every word pydantic would take."""
+    out = dict(fields)
+    for name, declared in model.model_fields.items():
+        if declared.annotation is bool and isinstance(out.get(name), str):
+            text = out[name].strip().lower()
+            if text not in ("true", "false"):
+                raise ServiceError("invalid_request", f"`{name}` is true or false, got {out[name][:40]!r}")
+            out[name] = text == "true"
+    return out
+
+
 def validate(spec: BodySpec, body: Body, model: type[M]) -> M:
     """The body's fields as `model`: strict for JSON (the types of the schema), lax for forms (whose
-    values are text); 422 `invalid_request` listing each problem."""
+    values are text; their booleans `true`/`false`); 422 `invalid_request` listing each problem."""
     try:
-        return model.model_validate(body.fields, strict=not body.form)
+        if body.form:
+            return model.model_validate(_form_booleans(model, body.fields))
+        return model.model_validate(body.fields, strict=True)
     except ValidationError as exc:
         problems = jsonable_encoder(exc.errors(include_url=False, include_input=False, include_context=False))
         summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in problems)

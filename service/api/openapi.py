@@ -21,10 +21,13 @@ from asen_search.service.api.bodies import BodySpec
 from asen_search.service.api.requests import ItemFields
 from asen_search.service.api.routes.common import BODIES, BODY_MARK
 from asen_search.service.api.settings import Settings
+from asen_search.service.operations.items import VECTOR_BOUND
 from asen_search.service.operations.queries import MAX_QUERY_PARTS
 
 # text without control characters (C0, DEL, C1): what ids, keys and field names may hold
 ID_PATTERN = KEY_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
+USER_KEY_PATTERN = "^(?!_image$)(?!predicted\\.)[^\\x00-\\x1f\\x7f-\\x9f]+$"   # not the service's own keys
+TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"   # values: tab, newline, return allowed
 CURSOR_FORMAT = "asen-cursor"       # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
 IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/schemathesis_hooks.py generates real ones)
 IMAGE_MEDIA = "image/png, image/jpeg"
@@ -34,7 +37,7 @@ SCORE_BOUND = float(MAX_QUERY_PARTS)  # a composed score lies within +- the sum 
 def _scalar(text: bool = True) -> dict[str, Any]:
     kinds: list[dict[str, Any]] = [{"type": "number", "minimum": -1e15, "maximum": 1e15}, {"type": "boolean"},
                                    {"type": "null"}]
-    return {"anyOf": [{"type": "string", "maxLength": 200, "pattern": KEY_PATTERN}, *kinds] if text else kinds}
+    return {"anyOf": [{"type": "string", "maxLength": 200, "pattern": TEXT_PATTERN}, *kinds] if text else kinds}
 
 
 def filters_schema() -> dict[str, Any]:
@@ -44,35 +47,52 @@ def filters_schema() -> dict[str, Any]:
     operators = {"type": "object", "additionalProperties": False, "minProperties": 1,
                  "properties": {"eq": _scalar(), "in": values, "not": _scalar(), "not_in": values, "gt": number,
                                 "gte": number, "lt": number, "lte": number, "exists": {"type": "boolean"}},
-                 "not": {"anyOf": [{"required": ["gt", "gte"]}, {"required": ["lt", "lte"]}]}}
+                 "allOf": [absent_with("gt", "gte"), absent_with("lt", "lte")]}
     return {"type": "object", "maxProperties": 8, "propertyNames": {"pattern": KEY_PATTERN, "minLength": 1,
-                                                                    "maxLength": 64, "not": {"const": "_image"}},
+                                                                    "maxLength": 64},
             "additionalProperties": {"anyOf": [_scalar(), values, operators]},
-            "description": "every field must match: a value, a list of values (any of them), or operators"}
+            "description": "every field must match: a value, a list of values (any of them), or operators; the "
+                           "field `_image` is the service's and refused"}
 
 
 def metadata_schema() -> dict[str, Any]:
     """Metadata a user may send: a JSON object, keys of the service's own (`_image`, `predicted.*`) refused."""
-    leaf = {"anyOf": [{"type": "string", "maxLength": 200, "pattern": "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]*$"},
+    leaf = {"anyOf": [{"type": "string", "pattern": TEXT_PATTERN},
                       {"type": "number", "minimum": -1e15, "maximum": 1e15}, {"type": "boolean"}, {"type": "null"}]}
-    return {"type": "object", "maxProperties": 16,
-            "propertyNames": {"pattern": KEY_PATTERN, "minLength": 1, "maxLength": 64,
-                              "not": {"anyOf": [{"const": "_image"}, {"pattern": "^predicted\\."}]}},
-            "additionalProperties": {"anyOf": [leaf, {"type": "array", "items": leaf, "maxItems": 8}]}}
+    return {"type": "object", "propertyNames": {"pattern": USER_KEY_PATTERN, "minLength": 1, "maxLength": 256},
+            "additionalProperties": {"anyOf": [leaf, {"type": "array", "items": leaf}]},
+            "description": "a JSON object; the keys `_image` and `predicted.*` are the service's and refused"}
 
 
-def _part(attributes: dict[str, list[str]]) -> dict[str, Any]:
-    """A composed query's part: its attribute, one source, a weight."""
+def absent_with(field: str, *others: str) -> dict[str, Any]:
+    """`others` absent where `field` is present (`false` property schemas: spelled out, where a `not`
+    over `required` is more than the generators of test tools take)."""
+    return {"if": {"required": [field]}, "then": {"properties": dict.fromkeys(others, False)}}
+
+
+def exactly_one(*names: str) -> dict[str, Any]:
+    """One of `names` present, never two."""
+    return {"anyOf": [{"required": [name]} for name in names],
+            "allOf": [absent_with(name, *[other for other in names if other != name]) for name in names]}
+
+
+def _part(attributes: dict[str, list[str]], form: bool) -> dict[str, Any]:
+    """A composed query's part: its attribute, one source, a weight. In JSON an image part holds its
+    image (base64); a form's parts name file fields, which a schema cannot tie to the files sent, so
+    the form's schema describes the parts by item or by value (docs/service.md shows image parts)."""
     value_of = [{"properties": {"attribute": {"const": name}, "value": {"enum": values}}} for name, values in
                 attributes.items() if values]
-    by_value = {"required": ["value"], "anyOf": value_of} if value_of else {"required": ["value"], "not": {}}
+    by_value = {"required": ["value"], "anyOf": value_of} if value_of else {"required": ["value"], "anyOf": [False]}
     attribute = {"enum": list(attributes)} if attributes else {"type": "string"}
-    return {"type": "object", "additionalProperties": False, "required": ["attribute"],
-            "properties": {"attribute": attribute, "image": {"type": "string", "minLength": 1},
-                           "item_id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
-                           "value": {"type": "string", "minLength": 1},
-                           "weight": {"type": "number", "minimum": -1, "maximum": 1}},
-            "oneOf": [{"required": ["image"]}, {"required": ["item_id"]}, by_value]}
+    properties: dict[str, Any] = {
+        "attribute": attribute, "item_id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
+        "value": {"type": "string", "minLength": 1}, "weight": {"type": "number", "minimum": -1, "maximum": 1}}
+    sources = [{"required": ["item_id"]}, by_value]
+    if not form:
+        properties["image"] = {"type": "string", "format": IMAGE_FORMAT, "contentEncoding": "base64"}
+        sources.insert(0, {"required": ["image"]})
+    return {"type": "object", "additionalProperties": False, "required": ["attribute"], "properties": properties,
+            "oneOf": sources}
 
 
 @dataclass(frozen=True)
@@ -87,7 +107,8 @@ class ModelFacts:
 
 
 def _vectors(facts: ModelFacts) -> dict[str, Any]:
-    row: dict[str, Any] = {"type": "array", "items": {"type": "number", "minimum": -1e6, "maximum": 1e6}}
+    row: dict[str, Any] = {"type": "array", "items": {"type": "number", "minimum": -VECTOR_BOUND,
+                                                      "maximum": VECTOR_BOUND}}
     if facts.dim:
         row.update(minItems=facts.dim, maxItems=facts.dim)
     schema: dict[str, Any] = {"type": "array", "items": row}
@@ -102,12 +123,11 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
     image = {"type": "string", "format": "binary"} if form else \
         {"type": "string", "format": IMAGE_FORMAT, "contentEncoding": "base64", "contentMediaType": "image/png"}
     item_id = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN}
-    parts = {"type": "array", "items": _part(attributes), "minItems": 1, "maxItems": MAX_QUERY_PARTS}
+    parts = {"type": "array", "items": _part(attributes, form), "minItems": 1, "maxItems": MAX_QUERY_PARTS}
     attribute = {"enum": list(attributes)} if attributes else {"type": "string", "minLength": 1}
     known: dict[str, dict[str, Any]] = {
         "attribute": attribute, "image": image, "item_id": item_id, "id": item_id,
         "value": {"type": "string", "minLength": 1}, "query": parts, "filters": filters_schema(),
-        "images": {"type": "object", "additionalProperties": image, "maxProperties": MAX_QUERY_PARTS},
         "top_k": {"type": "integer", "minimum": 1, "maximum": settings.max_top_k},
         "offset": {"type": "integer", "minimum": 0, "maximum": settings.max_search_depth - settings.max_top_k},
         "cursor": {"type": "string", "format": CURSOR_FORMAT, "pattern": "^[A-Za-z0-9_-]+$"},
@@ -128,8 +148,6 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
     }
     out: dict[str, Any] = {}
     for name, declared in spec.model.model_fields.items():
-        if form and name == "images":
-            continue   # a form uploads a composed query's images as file fields of their names
         schema: dict[str, Any] = copy.deepcopy(known.get(name, {"type": "string"}))
         if declared.description:
             schema["description"] = declared.description
@@ -137,8 +155,8 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
     return out
 
 
-ITEM_SOURCE = [{"required": ["image"], "not": {"anyOf": [{"required": ["vectors"]}, {"required": ["fingerprint"]}]}},
-               {"required": ["vectors", "fingerprint"], "not": {"required": ["image"]}}]
+ITEM_SOURCE = [{"required": ["image"], "properties": {"vectors": False, "fingerprint": False}},
+               {"required": ["vectors", "fingerprint"], "properties": {"image": False}}]
 
 
 def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
@@ -150,7 +168,7 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         if name == "RerankRequest":
             schema["required"] = ["candidates"]
     elif name in ("TagRequest", "ExplainRequest"):
-        schema["oneOf"] = [{"required": ["image"]}, {"required": ["item_id"]}]
+        schema.update(exactly_one("image", "item_id"))
         schema["required"] = ["attribute"] if name == "ExplainRequest" else []
     elif name == "ItemRequest":
         schema["required"] = ["id"]
@@ -159,10 +177,11 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         item = _properties(BodySpec(ItemFields), settings, facts, form=False)
         if form:   # a form's items name their file fields: the schema describes the vectors-only form
             item.pop("image")
+        # each item is judged on its own (its result says `created`, `replaced` or `error` with a code),
+        # so the request takes any items with an id
         properties["items"] = {"type": "array", "minItems": 1, "maxItems": settings.max_batch_items,
                                "items": {"type": "object", "properties": item, "additionalProperties": False,
-                                         "required": ["id"], **({} if form else {"oneOf": ITEM_SOURCE}),
-                                         **({"required": ["id", "vectors", "fingerprint"]} if form else {})}}
+                                         "required": ["id"]}}
         schema["required"] = ["items"]
     elif name == "PatchRequest":
         schema["required"] = ["metadata"]
@@ -170,33 +189,35 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
 
 
 def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
-    """One query source; `attribute` with the single form; a value of that attribute; top_k or a
-    threshold, and the rules between them."""
-    attributes = facts.attributes
-    values = [{"properties": {"attribute": {"const": name}, "value": {"enum": vals}}}
-              for name, vals in attributes.items() if vals]
-    single = {"required": ["attribute"], "not": {"required": ["query"]},
-              "oneOf": [{"required": ["image"]}, {"required": ["item_id"]},
-                        {"required": ["value"], "anyOf": values or [{"not": {}}]}]}
-    composed = {"required": ["query"], "not": {"anyOf": [{"required": [f]} for f in ("attribute", "image",
-                                                                                     "item_id", "value")]}}
-    rules: list[dict[str, Any]] = [{"oneOf": [single, composed]}]
+    """The rules between fields, as `required` and absent (`false`) properties: one query source
+    (`attribute` with one of image, item_id, value; or a composed `query`); top_k or a threshold, and
+    the rules between them."""
+    sources = ("image", "item_id", "value")
+    everything = (*sources, "query")
+    values: list[Any] = [{"properties": {"attribute": {"const": name}, "value": {"enum": vals}}}
+                         for name, vals in facts.attributes.items() if vals]
+    by_value = {"required": ["attribute", "value"], "oneOf": values or [False]}   # a value of that attribute
+    rules: list[dict[str, Any]] = [
+        {"anyOf": [{"required": ["attribute", "image"]}, {"required": ["attribute", "item_id"]}, by_value,
+                   {"required": ["query"]}]},
+        *[absent_with(name, *[other for other in everything if other != name]) for name in everything],
+        absent_with("query", "attribute"),
+    ]
     if search:
         threshold = [{"required": ["min_score"]}, {"required": ["min_precision"]}]
         rules += [
-            {"not": {"required": ["min_score", "min_precision"]}},
-            {"not": {"required": ["cursor", "offset"]}},
-            {"if": {"anyOf": threshold}, "then": {"not": {"anyOf": [{"required": ["top_k"]},
-                                                                    {"required": ["group_by"]}]}}},
+            absent_with("min_score", "min_precision", "top_k", "group_by"),
+            absent_with("min_precision", "top_k", "group_by", "query"),
+            absent_with("cursor", "offset"),
             {"if": {"required": ["max_results"]}, "then": {"anyOf": threshold}},
-            {"if": {"required": ["min_precision"]}, "then": {"not": {"required": ["query"]},
-                                                              "properties": {"attribute": {"enum": facts.curved}}}},
+            {"if": {"required": ["min_precision"]}, "then": {"properties": {"attribute": {"enum": facts.curved}}}},
         ]
     return rules
 
 
 def install(app: FastAPI, settings: Settings) -> None:
-    """`app.openapi()` with the bodies filled in, from the loaded model once it is loaded."""
+    """`app.openapi()` with the bodies filled in, from the loaded model once it is loaded; the write
+    endpoints' API key declared only where the server has one (without it, writes take no key)."""
 
     def openapi() -> dict[str, Any]:
         runtime = getattr(app.state, "runtime", None)
@@ -215,6 +236,11 @@ def install(app: FastAPI, settings: Settings) -> None:
                 if "image" in spec.files:
                     content["multipart/form-data"]["encoding"] = {"image": {"contentType": IMAGE_MEDIA}}
                 operation["requestBody"] = {"required": True, "content": content}
+        if settings.api_key is None:
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+            schema.get("components", {}).pop("securitySchemes", None)
         if runtime is not None:
             app.openapi_schema = schema
         return schema

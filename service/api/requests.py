@@ -33,10 +33,9 @@ class QueryFields(_Request):
     value: str | None = Field(None, description="an attribute value as the query (its prototype; GET /attributes "
                               "value_search)")
     query: QueryParts | None = Field(None, description="a composed query instead: parts, each "
-                                               '{"attribute", one of "image" (the name of an image of the request), '
-                                               '"item_id" or "value", "weight" in [-1, 1] (default 1)}')
-    images: dict[str, str] | None = Field(None, description="JSON only: the images a composed query names, base64 by "
-                                          "name (a form uploads them as file fields of those names)")
+                                     '{"attribute", one of "image" (JSON: the image, base64; a form: the name of '
+                                     'a file field of the form), "item_id" or "value", "weight" in [-1, 1] '
+                                     "(default 1)}")
     include_metadata: bool = Field(True, description="false: hits carry no metadata (ids and scores only)")
     fields: list[str] | None = Field(None, description="only these metadata fields in each hit")
 

@@ -54,11 +54,11 @@ class ExplainResponse(BaseModel):
     attribute: str
     attention: list[list[float]] = Field(description="the attribute's attention map, rows of the grid, each "
                                          "value in [0, 1] (min-max scaled)")
-    grid: tuple[int, int] = Field(description="[h, w] of the attention map")
-    image_box: tuple[float, float, float, float] = Field(
+    grid: list[int] = Field(min_length=2, max_length=2, description="[h, w] of the attention map")
+    image_box: list[float] = Field(min_length=4, max_length=4,
         description="[x0, y0, x1, y1] in image pixels: the square of the image the attention map covers "
                     "(the model's centre crop; it may overhang the image when the model letterboxes)")
-    roi_box: tuple[float, float, float, float] | None = Field(
+    roi_box: list[float] | None = Field(min_length=4, max_length=4,
         description="[x0, y0, x1, y1] in image pixels: the region the local branch zooms into (null for a "
                     "model without a local branch)")
     width: int = Field(description="image width in pixels (after EXIF orientation)")

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     max_search_depth: int = Field(1000, ge=1, description="deepest a search pages to: offset + top_k (threshold "
                                   "searches: offset + max_results)")
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
-    max_batch_items: int = Field(100, ge=1, description="most items one POST /items/batch may write")
+    max_batch_items: int = Field(100, ge=1, description="most items one POST /items:batch may write")
     default_max_results: int = Field(100, ge=1, description="threshold searches (min_score / min_precision): "
                                      "results returned when max_results is not sent")
     max_results: int = Field(1000, ge=1, description="threshold searches: the largest max_results a request may ask")
@@ -121,7 +121,8 @@ class Settings(BaseSettings):
 
     @property
     def max_request_bytes(self) -> int:
-        return self.max_upload_bytes + self.max_form_overhead_bytes
+        """An image as a file, or as base64 in JSON (a third larger), and the fields besides it."""
+        return -(-self.max_upload_bytes * 4 // 3) + self.max_form_overhead_bytes
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -43,6 +43,7 @@ __all__ = ["check_item_id", "check_user_filters", "check_user_metadata", "decode
            "storage_error"]
 
 logger = logging.getLogger("asen.service")
+VECTOR_BOUND = 1e6   # given vectors' numbers lie within +- this (they are scaled to length 1)
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,10 @@ def _given_vectors(service: Service, item: ItemInput) -> np.ndarray:
     except (TypeError, ValueError):
         raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be numbers") from None
     shape = (len(catalogue.attributes), catalogue.dim)
-    if vectors.shape != shape or not np.isfinite(vectors).all():
+    if vectors.shape != shape or not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0) > VECTOR_BOUND:
         raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be {shape[0]} lists of {shape[1]} "
-                           f"finite numbers (one per attribute, in GET /attributes' order), got {list(vectors.shape)}")
+                           f"numbers within +-{VECTOR_BOUND:g} (one per attribute, in GET /attributes' order), got "
+                           f"{list(vectors.shape)}")
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return np.where(norms > 0, vectors / np.where(norms > 0, norms, 1), 0).astype(np.float32)   # to length 1
 
@@ -128,14 +130,18 @@ async def write_one(service: Service, item: ItemInput, replace: bool, timer: Sta
     return written
 
 
+def check_batch_size(service: Service, n: int) -> None:
+    if n < 1:
+        raise ServiceError("invalid_request", "send at least one item")
+    if n > service.limits.max_batch_items:
+        raise ServiceError("too_many_items", f"{n} items; at most {service.limits.max_batch_items} per request "
+                           "(ASEN_MAX_BATCH_ITEMS)")
+
+
 async def write_batch(service: Service, items: list[ItemInput], replace: bool, timer: Stages) -> list[Written]:
     """Many items, each with its own result: an item that cannot be prepared (or exists, without
     `replace`) is reported and the others are written, all in one catalogue write (one log append)."""
-    if not items:
-        raise ServiceError("invalid_request", "send at least one item")
-    if len(items) > service.limits.max_batch_items:
-        raise ServiceError("too_many_items", f"{len(items)} items; at most {service.limits.max_batch_items} per "
-                           "request (ASEN_MAX_BATCH_ITEMS)")
+    check_batch_size(service, len(items))
     check_writable(service)
     outcomes: dict[int, Written] = {}
     ready: list[tuple[int, Prepared]] = []

@@ -6,10 +6,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -22,12 +24,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen | None = None, ready_s: float = 90) -> None:
+def wait_ready(url: str, process: subprocess.Popen | None = None, ready_s: float = 90, log: IO[str] | None = None) -> None:
     """Poll `url`/readyz until it answers 200; fail at once if `process` exits, or after `ready_s`."""
     deadline = time.monotonic() + ready_s
     while True:
         if process is not None and process.poll() is not None:
-            output = process.stdout.read() if process.stdout else ""
+            if log is not None:
+                log.seek(0)
+                output = log.read()
+            else:
+                output = process.stdout.read() if process.stdout else ""
             raise AssertionError(f"server exited {process.returncode}: {output}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -50,19 +56,21 @@ def read_only_mounts_allowed() -> bool:
 def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float = 90) -> Iterator[str]:
     """`asen <args>` as a subprocess until /readyz answers 200; yields the base URL; SIGTERM after."""
     command = [sys.executable, "-m", "asen_search.service.cli", *args]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, process, ready_s)
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
+    # the server's log goes to a file: a pipe nobody reads fills after 64 KiB and stops the server
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                   text=True)
+        url = f"http://127.0.0.1:{port}"
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            wait_ready(url, process, ready_s, log)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager

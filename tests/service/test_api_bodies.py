@@ -52,9 +52,11 @@ def test_each_query_as_json_and_as_a_form_answers_the_same(tagging_client: TestC
                                                                           files=file if with_image else None))
     parts = [{"attribute": "neckline", "image": "front"}, {"attribute": "colour", "item_id": "test-00007",
                                                              "weight": 0.5}]
-    _same(tagging_client.post("/search", json={"query": parts, "images": {"front": _b64(image)}, "top_k": 4}),
-          tagging_client.post("/search", data={"query": json.dumps(parts), "top_k": "4"},
-                              files={"front": ("f.jpg", image.read_bytes(), "image/jpeg")}))
+    inline = [{**parts[0], "image": _b64(image)}, parts[1]]   # JSON: the image in its part
+    by_json = tagging_client.post("/search", json={"query": inline, "top_k": 4}).json()
+    by_form = tagging_client.post("/search", data={"query": json.dumps(parts), "top_k": "4"},
+                                  files={"front": ("f.jpg", image.read_bytes(), "image/jpeg")}).json()
+    assert by_json["results"] == by_form["results"] and by_json["query"][0]["image"] == "query[0].image"
 
 
 def test_writes_as_json_and_as_a_form(client: TestClient, demo_dataset: Path) -> None:
@@ -124,7 +126,7 @@ def test_batch_writes_each_item_once_in_one_log_append(client: TestClient, demo_
     image = demo_dataset / IMAGE
     catalogue = client.app.state.runtime.catalogue
     before = len(read_log(log_path(settings.index, catalogue._store.version))[0])
-    answer = client.post("/items/batch", json={"items": [
+    answer = client.post("/items:batch", json={"items": [
         {"id": "b1", "image": _b64(image), "metadata": {"n": 1}},
         {"id": "test-00001", "image": _b64(image)},                         # exists: reported, not written
         {"id": "b2", "image": base64.b64encode(b"not an image").decode()},  # reported with its code
@@ -139,7 +141,7 @@ def test_batch_writes_each_item_once_in_one_log_append(client: TestClient, demo_
     assert "b1" in catalogue and "b3" in catalogue and "b2" not in catalogue
     records = read_log(log_path(settings.index, catalogue._store.version))[0]
     assert len(records) == before + 1 and sorted(records[-1].ids) == ["b1", "b3"]   # one append for the batch
-    form = client.post("/items/batch", data={"items": json.dumps([{"id": "f1", "image": "pic"}])},
+    form = client.post("/items:batch", data={"items": json.dumps([{"id": "f1", "image": "pic"}])},
                        files={"pic": ("p.jpg", image.read_bytes(), "image/jpeg")})
     assert form.json()["results"][0]["status"] == "created"
 

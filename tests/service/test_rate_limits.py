@@ -34,7 +34,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/explain"): (MODEL, None),
     ("POST", "/tag"): (MODEL, None),
     ("POST", "/items"): (MODEL, None),
-    ("POST", "/items/batch"): (MODEL, None),
+    ("POST", "/items:batch"): (MODEL, None),
     ("GET", "/images/{item_id:path}"): (IMAGES, "size"),
     ("HEAD", "/images/{item_id:path}"): (IMAGES, "size"),   # HEAD's twin of a GET decodes as much
 }
@@ -58,7 +58,7 @@ def _request(operation: tuple[str, str], dataset: Path) -> Callable[[TestClient,
                                                 files={"image": ("q.jpg", _jpeg(dataset, 5), "image/jpeg")}),
         ("GET", "/images/{item_id:path}"): lambda c, n: c.get(f"/images/test-{n % 50:05d}", params={"size": 48}),
         ("HEAD", "/images/{item_id:path}"): lambda c, n: c.head(f"/images/test-{n % 50:05d}", params={"size": 48}),
-        ("POST", "/items/batch"): lambda c, n: c.post("/items/batch", json={"items": [
+        ("POST", "/items:batch"): lambda c, n: c.post("/items:batch", json={"items": [
             {"id": f"batch-{n}", "image": base64.b64encode(_jpeg(dataset, 5)).decode()}]}),
     }
     return requests[operation]

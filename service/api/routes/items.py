@@ -1,5 +1,5 @@
 """The catalogue's items: `GET /items` (a page, with a cursor and filters), `GET /items/{id}`,
-`POST /items` (add or replace one), `POST /items/batch` (many, each with its own result), `PATCH
+`POST /items` (add or replace one), `POST /items:batch` (many, each with its own result), `PATCH
 /items/{id}` (metadata only), `DELETE /items/{id}`; and `GET /images/{id}` (an item's image). The
 work is the service layer's (service/operations/items.py): each write is durable before it is
 acknowledged."""
@@ -46,7 +46,7 @@ WriteAccess = Depends(require_api_key)
 ItemIdPath = Annotated[str, Path(description="an item id", json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
                                                                              "maxLength": 512})]
 LIST_PARAMS = ("limit", "cursor", "filters", "include_metadata", "fields")
-WRITE_CODES = ("not_an_image", "empty_image", "invalid_base64", "image_too_large", "too_many_pixels",
+WRITE_CODES = ("invalid_form", "not_an_image", "empty_image", "invalid_base64", "image_too_large", "too_many_pixels",
                "unsupported_format", "unsupported_media_type", "corrupt_image", "invalid_request", "invalid_json",
                "unknown_field", "invalid_metadata", "invalid_item_id", "invalid_vectors", "fingerprint_mismatch",
                "image_required", "read_only", "rate_limited", "not_ready", "overloaded", "storage_unavailable",
@@ -138,7 +138,7 @@ def _item_input(fields: dict[str, Any], upload: bytes | None, uploads: dict[str,
     return items.ItemInput(fields["id"], data, fields.get("vectors"), fields.get("fingerprint"), fields.get("metadata"))
 
 
-@router.post("/items/batch", response_model=BatchResponse, operation_id="add_items",
+@router.post("/items:batch", response_model=BatchResponse, operation_id="add_items",
              responses={**responses_for((*WRITE_CODES, "too_many_items", "image_not_uploaded")), **WRITE_RESPONSES},
              dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(BATCH)})
 async def add_items(runtime: RuntimeDep, request: Request, response: Response) -> BatchResponse:
@@ -148,20 +148,28 @@ async def add_items(runtime: RuntimeDep, request: Request, response: Response) -
     timer = runtime.timer()
     asked, body = await read(runtime, request, BATCH, BatchRequest)
     uploads = body.files if body.form else None
-    inputs = [_item_input(item.model_dump(), None, uploads) for item in asked.items]
     if uploads:
-        named = {item.image for item in asked.items}
-        unused = sorted(set(uploads) - named)
+        unused = sorted(set(uploads) - {item.image for item in asked.items})
         if unused:
             raise ServiceError("unknown_field", f"files no item names: {unused}")
-    written = await items.write_batch(runtime.service, inputs, asked.replace, timer)
+    items.check_batch_size(runtime.service, len(asked.items))
+    inputs: list[items.ItemInput] = []
+    refused: dict[int, items.Written] = {}   # an item whose image cannot be read is its own result
+    for n, item in enumerate(asked.items):
+        try:
+            inputs.append(_item_input(item.model_dump(), None, uploads))
+        except ServiceError as exc:
+            refused[n] = items.Written(item.id, "error", error=exc.code, detail=exc.detail)
+    written = iter(await items.write_batch(runtime.service, inputs, asked.replace, timer)) if inputs else iter([])
+    results = [refused[n] if n in refused else next(written) for n in range(len(asked.items))]
     send_timing(response, timer)
     return BatchResponse(results=[BatchItemResult(id=w.id, status=w.status, metadata=w.metadata, error=w.error,
-                                                  detail=w.detail) for w in written])
+                                                  detail=w.detail) for w in results])
 
 
 @router.patch("/items/{item_id:path}", response_model=ItemResponse, operation_id="patch_item",
-              responses={**responses_for(("unknown_item", "invalid_item_id", "invalid_metadata", "invalid_request",
+              responses={**responses_for(("invalid_form", "unknown_item", "invalid_item_id", "invalid_metadata",
+                                          "invalid_request",
                                           "invalid_json", "unknown_field", "unsupported_media_type", "read_only",
                                           "not_ready", "storage_unavailable", "insufficient_storage", "busy")),
                          **WRITE_RESPONSES},

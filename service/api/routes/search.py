@@ -36,7 +36,8 @@ from asen_search.service.operations.items import check_user_filters, decode_base
 
 router = APIRouter(tags=["search"])
 
-QUERY_CODES = ("not_an_image", "empty_image", "invalid_base64", "unknown_item", "image_too_large", "too_many_pixels",
+QUERY_CODES = ("invalid_form",
+               "not_an_image", "empty_image", "invalid_base64", "unknown_item", "image_too_large", "too_many_pixels",
                "unsupported_format", "unsupported_media_type", "corrupt_image", "invalid_request", "invalid_json",
                "unknown_field", "unknown_attribute", "query_required", "attribute_required", "ambiguous_query",
                "invalid_query", "image_not_uploaded", "weight_out_of_range", "zero_weights", "duplicate_attribute",
@@ -49,14 +50,22 @@ RERANK_CODES = (*QUERY_CODES, "empty_candidates", "too_many_candidates", "invali
 
 
 def query_input(asked: QueryFields, body: Body) -> queries.QueryInput:
-    """The query of a request, whichever way it came: images from files (a form) or base64 (JSON)."""
+    """The query of a request, whichever way it came: images as files a part names (a form), or
+    base64 in place (JSON: each part's image is named by its position for the service layer)."""
     sent = dict(body.files)
     if asked.image is not None:
         sent[queries.SINGLE_IMAGE] = decode_base64(asked.image, "image")
-    for name, text in (asked.images or {}).items():
-        sent[name] = decode_base64(text, f"images.{name}")
-    return queries.QueryInput(asked.attribute, asked.item_id, asked.value,
-                              asked.query if asked.query is not None else None, sent)
+    parts = asked.query
+    if not body.form and isinstance(parts, list):
+        named = []
+        for n, part in enumerate(parts):
+            if isinstance(part, dict) and isinstance(part.get("image"), str) and part["image"]:
+                name = f"query[{n}].image"
+                sent[name] = decode_base64(part["image"], name)
+                part = {**part, "image": name}
+            named.append(part)
+        parts = named
+    return queries.QueryInput(asked.attribute, asked.item_id, asked.value, parts, sent)
 
 
 def selection(asked: QueryFields) -> searching.Selection:

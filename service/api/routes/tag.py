@@ -16,7 +16,8 @@ from asen_search.service.operations.items import decode_base64
 
 router = APIRouter(tags=["search"])
 DECIMALS = 4
-IMAGE_CODES = ("not_an_image", "empty_image", "invalid_base64", "unknown_item", "image_too_large", "too_many_pixels",
+IMAGE_CODES = ("invalid_form",
+               "not_an_image", "empty_image", "invalid_base64", "unknown_item", "image_too_large", "too_many_pixels",
                "unsupported_format", "unsupported_media_type", "corrupt_image", "invalid_request", "invalid_json",
                "unknown_field", "query_required", "invalid_item_id", "rate_limited", "not_ready", "overloaded")
 
@@ -47,5 +48,6 @@ async def explain(runtime: RuntimeDep, request: Request, response: Response) -> 
     found, width, height = await tagging.explain(runtime.service, asked.attribute, image, asked.item_id, timer)
     send_timing(response, timer)
     attention = np.round(found.attention.astype(np.float64), DECIMALS)
-    return ExplainResponse(attribute=asked.attribute, attention=attention.tolist(), grid=attention.shape,
-                           image_box=found.image_box, roi_box=found.roi_box, width=width, height=height)
+    return ExplainResponse(attribute=asked.attribute, attention=attention.tolist(), grid=list(attention.shape),
+                           image_box=list(found.image_box), roi_box=None if found.roi_box is None else list(found.roi_box),
+                           width=width, height=height)

@@ -197,11 +197,11 @@ def _check(args: argparse.Namespace) -> None:
 
     settings = serve_settings(args)
     encoder = Encoder.from_checkpoint(settings.checkpoint, runtime="torch")  # only read, never run
-    if isinstance(settings.index, str):  # a Milvus collection: its properties instead of a manifest
-        from asen_search.index.milvus import MilvusCatalogue
+    if isinstance(settings.index, str):  # a Milvus collection: opened as the server opens it (its properties)
+        from asen_search.index import open_catalogue
         from asen_search.service.resources import check_compatible
 
-        catalogue = MilvusCatalogue.load(settings.index, expected_fingerprint=encoder.fingerprint)
+        catalogue = open_catalogue(settings.index, expected_fingerprint=encoder.fingerprint)
         try:
             check_compatible(encoder, catalogue)
             print(f"ok: {settings.checkpoint} and {settings.index} ({len(catalogue)} items, attributes "
@@ -209,7 +209,7 @@ def _check(args: argparse.Namespace) -> None:
         finally:
             catalogue.close()
         return
-    try:
+    try:   # an index directory: its manifest alone (opening it would read every vector)
         manifest = read_manifest(settings.index)
     except IndexFormatError as exc:
         raise ValueError(str(exc)) from None

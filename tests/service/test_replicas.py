@@ -3,8 +3,11 @@
 a write through one replica is read through the other at once (Strong consistency)."""
 from __future__ import annotations
 
+import json
+import threading
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -44,3 +47,42 @@ def test_a_write_through_one_replica_is_read_through_the_other(milvus_server: st
         assert httpx.delete(f"{two}/items/via-one").status_code == 200
         assert httpx.get(f"{one}/items/via-one").status_code == 404
         assert httpx.get(f"{one}/readyz").json()["items"] == httpx.get(f"{two}/readyz").json()["items"]
+
+
+def test_two_replicas_adding_the_same_new_ids_at_once_acknowledge_each_once(milvus_server: str, built_index: Path,
+                                                                            tiny_checkpoint: Path, demo_dataset: Path,
+                                                                            tmp_path: Path) -> None:
+    """Two clients, each through its own replica, add the same new ids at the same moments: every id
+    is acknowledged (201) by exactly one replica, the other answers 409 `item_exists`, and the item
+    holds what the acknowledged write sent (the writer lease: index/milvus/lease.py)."""
+    location = f"milvus://{milvus_server}/racing"
+    assert main(["index", "copy", "--from", str(built_index), "--to", location, "--layout", "rows"]) == 0
+    data = image_bytes(demo_dataset / "images" / "test" / "00011.jpg")
+    ids = [f"race-{n}-é" for n in range(6)]
+    with ExitStack() as stack:
+        urls = []
+        for _ in range(2):
+            port = free_port()
+            urls.append(stack.enter_context(serving(
+                ["serve", "--checkpoint", str(tiny_checkpoint), "--index", location, "--images-dir",
+                 str(tmp_path / "shared-images"), "--port", str(port)], {}, port, ready_s=180)))
+        start = threading.Barrier(2)
+        answers: dict[str, list[tuple[int, int]]] = {i: [] for i in ids}
+
+        def add_all(replica: int) -> None:
+            start.wait()
+            for item_id in ids:
+                answer = httpx.post(f"{urls[replica]}/items", timeout=120, files={"image": ("a.jpg", data)},
+                                    data={"id": item_id, "metadata": json.dumps({"by": replica})})
+                answers[item_id].append((replica, answer.status_code))
+
+        threads = [threading.Thread(target=add_all, args=(replica,)) for replica in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        for item_id, got in answers.items():
+            assert sorted(status for _, status in got) == [201, 409], (item_id, got)
+            winner = next(replica for replica, status in got if status == 201)
+            for url in urls:   # read through either replica: the acknowledged write, whole
+                assert httpx.get(f"{url}/items/{quote(item_id, safe='')}").json()["metadata"]["by"] == winner

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from asen_search.index import CatalogueIndex
 from asen_search.index.store import current_version
@@ -149,6 +150,8 @@ def _check_on_disk(index: Path, ledger: Ledger, original: set[str]) -> None:
     assert {len(ix) for ix in catalogue._indexes} == {len(ids)}
 
 
+# ~50 s of repeated kills: slow (the fsync and WAL mechanisms have fast tests: test_fsync_order, test_wal_integrity)
+@pytest.mark.slow
 def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, index_dir: Path,
                                                      demo_dataset: Path) -> None:
     original = set(CatalogueIndex.load(index_dir).ids())

@@ -237,13 +237,15 @@ def test_threshold_by_precision_shows_the_score_it_means(page: Page, server: str
     assert result_ids(page) == _ids(body) and body["results"]
     assert _card_precisions(page) == [f"precision {js_fixed(hit['precision'], 2)}" for hit in body["results"]]
 
-    page.fill("#single-min-precision", "0.99")  # never reached: the API's 422 is shown
+    page.fill("#single-min-precision", "0.99")  # never reached: an empty answer that says why
+    unreachable = _search(server, attribute="neckline", item_id="test-00005", min_precision=0.99,
+                          max_results=100)["threshold"]["unreachable"]
+    assert "no score reaches precision 0.99" in unreachable
+    expect(page.locator("#status")).to_contain_text(f"No items for neckline: {unreachable}")
+    expect(translated).to_contain_text("Precision 0.99 for neckline is never reached")
     error = page.locator("#error")
-    expect(error).to_be_visible()
-    expect(error).to_contain_text("no score reaches precision 0.99")
-    expect(error).to_contain_text("precision_unreachable, HTTP 422")
+    expect(error).to_be_hidden()
     expect(page.locator("#results > li")).to_have_count(0)
-    expect(translated).to_be_hidden()
 
     page.select_option("#attribute-select", "closure")  # another attribute: its own curve
     page.fill("#single-min-precision", "0.95")

@@ -86,6 +86,7 @@ def test_shards_give_the_same_catalogue_as_the_single_process_build(encoded: tup
             np.testing.assert_allclose(distributed.vector(item, attribute), single.vector(item, attribute), atol=1e-5)
 
 
+@pytest.mark.slow  # a second Ray run (~16 s)
 def test_a_second_run_encodes_only_the_missing_shards(encoded: tuple[Path, str, str], tiny_checkpoint: Path,
                                                       tmp_path: Path) -> None:
     out = Path(shutil.copytree(encoded[0], tmp_path / "shards"))
@@ -106,6 +107,7 @@ def test_shards_load_into_milvus_too(encoded: tuple[Path, str, str], tmp_path: P
         catalogue.close()
 
 
+@pytest.mark.slow  # a second Ray run (~16 s)
 def test_a_killed_actor_is_restarted_and_the_run_completes(tiny_checkpoint: Path, encoded: tuple[Path, str, str],
                                                           tmp_path: Path) -> None:
     out = tmp_path / "shards"

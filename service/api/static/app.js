@@ -203,7 +203,8 @@
 
   // "37 items at score ≥ 0.82 for …", or "100 shown, more pass (truncated): …" when max_results cut the list.
   function thresholdSummary(body, what) {
-    const { min_score: score, min_precision: precision } = body.threshold;
+    const { min_score: score, min_precision: precision, unreachable } = body.threshold;
+    if (unreachable) return `No items ${what}: ${unreachable}.`;   // a threshold no score reaches
     const at = typeof precision === "number"
       ? `precision ≥ ${precision.toFixed(2)} (score ≥ ${score.toFixed(4)})` : `score ≥ ${score.toFixed(2)}`;
     const n = body.results.length;
@@ -219,8 +220,10 @@
     const threshold = body && body.threshold;
     const translated = threshold && typeof threshold.min_precision === "number";
     limit.translated.hidden = !translated;
-    limit.translated.textContent = translated ? `Precision ${threshold.min_precision.toFixed(2)} for ${human(attribute)} `
-      + `means score ≥ ${threshold.min_score.toFixed(4)} (its precision curve on the validation split).` : "";
+    limit.translated.textContent = !translated ? "" : threshold.unreachable
+      ? `Precision ${threshold.min_precision.toFixed(2)} for ${human(attribute)} is never reached: ${threshold.unreachable}.`
+      : `Precision ${threshold.min_precision.toFixed(2)} for ${human(attribute)} `
+        + `means score ≥ ${threshold.min_score.toFixed(4)} (its precision curve on the validation split).`;
   }
 
   function statusOf(body, what) {

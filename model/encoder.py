@@ -17,6 +17,8 @@ from PIL import Image
 
 from asen_search.model.checkpoint import CheckpointError, load_checkpoint
 from asen_search.model.config import Preprocess
+from asen_search.model.copy_calibration import CopyCalibration, load_copy_calibration
+from asen_search.model.copy_calibration import sidecar_path as copy_sidecar
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel, fusion_beta
@@ -92,6 +94,7 @@ class Encoder:
             raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
         self.prototypes: Prototypes | None = None   # value prototypes (model/prototypes.py), from the checkpoint
         self.thresholds: Thresholds | None = None   # score -> precision curves (model/thresholds.py)
+        self.copy_calibration: CopyCalibration | None = None   # copy scores' meaning (model/copy_calibration.py)
         self.runtime = resolve_runtime(runtime, self.device)
         self._global = backbone_runner(model.global_backbone, preprocess.global_size, self.runtime)
         self._local = None if model.local_backbone is None else \
@@ -111,6 +114,11 @@ class Encoder:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{path}: unreadable prototypes or thresholds ({exc}): recompute them with "
                                   "`asen prototypes`") from None
+        try:
+            encoder.copy_calibration = load_copy_calibration(path, ckpt.fingerprint)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{copy_sidecar(path)}: unreadable copy calibration ({exc}): recompute it with "
+                                  "`asen calibrate-copies`") from None
         return encoder
 
     @property
@@ -157,6 +165,18 @@ class Encoder:
             out.append(vectors[at:at + len(attrs)])
             at += len(attrs)
         return out
+
+    @torch.inference_mode()
+    def whole_image(self, images: Sequence[Image.Image], batch_size: int = 16) -> np.ndarray:
+        """The global backbone's pooled map, no attention and no attribute: `[n, C]` unit vectors.
+        Whole-image similarity, what instance-level retrieval compares (the copy benchmark's baseline)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x, _ = global_inputs(images[start:start + batch_size], self.preprocess)
+            with mixed_precision(self.device, self.amp):
+                feats = self._global(to_device(x, self.device))
+            out.append(_unit(feats.float().mean(dim=(2, 3))))
+        return torch.cat(out).numpy() if out else np.zeros((0, self.model.global_backbone.out_channels), np.float32)
 
     def explain(self, image: Image.Image, attribute: int) -> Explanation:
         """The attribute's global attention map and the RoI box the local branch zooms into."""

@@ -4,7 +4,9 @@ A garment is laid out in *body units*: the shoulder width is 1, x points right, 
 the shoulder line is at y = 0. `render_scene` turns attribute value names into one RGB picture:
 garment (shape, pattern, details) -> rotation -> cluttered background -> occluders -> lighting.
 All randomness comes from the caller's generator, drawn in a fixed order, so a generator seeded
-the same way gives the same picture.
+the same way gives the same picture. A `Parts` source may instead give each part of the garment
+(body, sleeves, palette, pattern, trim, pockets, neckline, closure) a generator of its own: the copy
+benchmark (`copies.py`) redraws one part, or re-photographs the garment, leaving every other draw.
 """
 
 from __future__ import annotations
@@ -54,6 +56,35 @@ class Nuisance:
 
 
 DEFAULT_NUISANCE = Nuisance()
+
+GARMENT_PARTS = ("body", "sleeves", "palette", "pattern", "trim", "pocket", "neckline", "closure")
+
+
+class Parts:
+    """Where each garment part's draws come from. The base class: one generator for every part and
+    for the photograph, drawn in the fixed order of the demo dataset (its pictures stay byte-identical)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def rng(self, part: str) -> np.random.Generator:
+        return self._rng
+
+
+class SeededParts(Parts):
+    """A generator of its own per garment part, `default_rng(seeds[part])`, made afresh each time a
+    part is drawn: a part looks the same whatever else changes. The photograph (framing, background,
+    occluders, lighting) draws from `photo`."""
+
+    def __init__(self, seeds: dict[str, int], photo: np.random.Generator) -> None:
+        super().__init__(photo)
+        missing = [p for p in GARMENT_PARTS if p not in seeds]
+        if missing:
+            raise KeyError(f"SeededParts: no seed for {', '.join(missing)}")
+        self.seeds = dict(seeds)
+
+    def rng(self, part: str) -> np.random.Generator:
+        return np.random.default_rng(self.seeds[part])
 
 
 @dataclass(frozen=True)
@@ -129,8 +160,10 @@ def make_palette(colour: str, rng: np.random.Generator) -> Palette:
     return Palette(base, second, tone, counter, _mix(base, (0, 0, 0), 0.7), _mix(base, (0, 0, 0), 0.4))
 
 
-def make_shape(sleeve: str, length: str, rng: np.random.Generator) -> Shape:
+def make_shape(sleeve: str, length: str, rng: np.random.Generator | Parts) -> Shape:
     """Body and sleeve polygons for a sleeve length and a garment length, with shape jitter."""
+    parts = rng if isinstance(rng, Parts) else Parts(rng)
+    rng = parts.rng("body")
     neck_w = _u(rng, 0.32, 0.4)
     hw = _u(rng, 0.46, 0.5)
     hem_y = HEM_Y[length] + _u(rng, -0.05, 0.05)
@@ -143,6 +176,7 @@ def make_shape(sleeve: str, length: str, rng: np.random.Generator) -> Shape:
     body = right + [(-x, y) for x, y in reversed(right)]
     sleeves: list[list[Point]] = []
     if sleeve != "sleeveless":
+        rng = parts.rng("sleeves")
         angle = math.radians(_u(rng, 28, 50))
         length_u = SLEEVE_LEN[sleeve] * _u(rng, 0.92, 1.08)
         taper = _u(rng, 0.75, 0.95)
@@ -270,15 +304,16 @@ def extent(shape: Shape) -> tuple[float, float, float]:
     return min(xs), max(xs) - min(xs), shape.hem_y - TOP_Y
 
 
-def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.random.Generator) -> Image.Image:
+def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.random.Generator | Parts) -> Image.Image:
     """The garment alone as an RGBA layer (transparent outside), `s` pixels per body unit."""
-    pal = make_palette(values["colour"], rng)
+    parts = rng if isinstance(rng, Parts) else Parts(rng)
+    pal = make_palette(values["colour"], parts.rng("palette"))
     x_min, width_u, height_u = extent(shape)
     margin = 4
     ox, oy = margin - x_min * s, margin - TOP_Y * s
     size = (math.ceil(width_u * s) + 2 * margin, math.ceil(height_u * s) + 2 * margin)
     layer = Image.new("RGB", size, pal.base)
-    _draw_pattern(layer, values["pattern"], pal.second, s, rng)
+    _draw_pattern(layer, values["pattern"], pal.second, s, parts.rng("pattern"))
     mask = Image.new("L", size, 0)
     mask_pen = Pen(mask, ox, oy, s)
     for poly in [shape.body, *shape.sleeves]:
@@ -287,10 +322,10 @@ def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.rando
     pen = Pen(layer, ox, oy, s)
     for poly in [*shape.sleeves, shape.body]:
         pen.draw.polygon(pen.pts(poly), outline=pal.outline, width=pen.px(0.014))
-    trim = pen.px(_u(rng, 0.014, 0.02))
-    _draw_pockets(pen, values["pocket"], shape, pal, trim, rng)
-    top = _draw_neckline(pen, values["neckline"], shape, pal, trim, rng)
-    _draw_closure(pen, values["closure"], top, shape, pal, rng)
+    trim = pen.px(_u(parts.rng("trim"), 0.014, 0.02))
+    _draw_pockets(pen, values["pocket"], shape, pal, trim, parts.rng("pocket"))
+    top = _draw_neckline(pen, values["neckline"], shape, pal, trim, parts.rng("neckline"))
+    _draw_closure(pen, values["closure"], top, shape, pal, parts.rng("closure"))
     return layer
 
 
@@ -350,19 +385,22 @@ def apply_lighting(image: Image.Image, rng: np.random.Generator, nuisance: Nuisa
 
 
 def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float = 1.0,
-                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None) -> Image.Image:
+                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None,
+                 parts: Parts | None = None) -> Image.Image:
     """One full picture: image size, garment size/position/rotation, clutter, occluders, lighting.
-    `scale` multiplies the picture's size (shorter side 200-360 px at 1; the same draws at any scale)."""
+    `scale` multiplies the picture's size (shorter side 200-360 px at 1; the same draws at any scale).
+    `parts`: where the garment's own draws come from (default: `rng`, as the demo dataset draws)."""
+    parts = Parts(rng) if parts is None else parts
     short, aspect = round(int(rng.integers(200, 361)) * scale), _u(rng, 0.7, 1.4)
     w, h = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
-    shape = make_shape(values["sleeve_length"], values["garment_length"], rng)
+    shape = make_shape(values["sleeve_length"], values["garment_length"], parts)
     _, width_u, height_u = extent(shape)
     angle = _u(rng, -nuisance.rotation, nuisance.rotation)
     c, sn = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
     side = min(w, h)  # keep the garment inside the central square (what a centre crop sees)
     s = _u(rng, *nuisance.garment_scale) * side / height_u
     s = min(s, 0.95 * side / (width_u * c + height_u * sn), 0.95 * side / (width_u * sn + height_u * c))
-    garment = render_garment(values, shape, s, rng).rotate(angle, resample=Image.Resampling.NEAREST, expand=True)
+    garment = render_garment(values, shape, s, parts).rotate(angle, resample=Image.Resampling.NEAREST, expand=True)
     scene = make_background(w, h, rng, nuisance.clutter)
     gx = (w - side) // 2 + int(rng.integers(0, max(1, side - garment.width + 1)))
     gy = (h - side) // 2 + int(rng.integers(0, max(1, side - garment.height + 1)))

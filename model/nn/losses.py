@@ -15,6 +15,15 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     return F.relu(margin - pos + neg).mean()
 
 
+def weighted_triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                          margins: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`mean w_i max(0, m_i - cos(a, p) + cos(a, n))`: a margin and a weight per triplet `[B]` (class
+    and instance-aware triplets in one batch: model/training/instance.py)."""
+    pos = F.cosine_similarity(anchor, positive, dim=-1)
+    neg = F.cosine_similarity(anchor, negative, dim=-1)
+    return (weights * F.relu(margins - pos + neg)).mean()
+
+
 def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Tensor]) -> torch.Tensor:
     """`sum over x in {anchor, pos, neg} of mean(1 - cos(g_x, l_x))`."""
     # sum() starts from the int 0; with at least one pair (always, in use) the result is a tensor
@@ -23,7 +32,14 @@ def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Ten
 
 
 def joint_loss(g: tuple[torch.Tensor, torch.Tensor, torch.Tensor], loc: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-               margin: float = 0.2, local_weight: float = 0.1, align_weight: float = 0.1) -> torch.Tensor:
-    """Stage 2: `L_tri(global) + 0.1 L_tri(local) + 0.1 L_align` on (anchor, positive, negative) triples."""
-    return (triplet_loss(*g, margin=margin) + local_weight * triplet_loss(*loc, margin=margin)
-            + align_weight * alignment_loss(list(g), list(loc)))
+               margin: float | torch.Tensor = 0.2, local_weight: float = 0.1, align_weight: float = 0.1,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Stage 2: `L_tri(global) + 0.1 L_tri(local) + 0.1 L_align` on (anchor, positive, negative) triples;
+    with `weights`, `margin` is one per triple and the triplet terms are weighted per triple."""
+    if weights is None:
+        assert isinstance(margin, float | int)
+        tri = triplet_loss(*g, margin=float(margin)) + local_weight * triplet_loss(*loc, margin=float(margin))
+    else:
+        assert isinstance(margin, torch.Tensor)
+        tri = weighted_triplet_loss(*g, margin, weights) + local_weight * weighted_triplet_loss(*loc, margin, weights)
+    return tri + align_weight * alignment_loss(list(g), list(loc))

@@ -23,11 +23,18 @@ from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.backbones import backbone_spec
-from asen_search.model.nn.losses import joint_loss, triplet_loss
+from asen_search.model.nn.losses import joint_loss, triplet_loss, weighted_triplet_loss
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
-from asen_search.model.training.map_cache import MemoryBudget, build_image_set, local_maps, local_row_bytes
+from asen_search.model.training.instance import InstanceSampler, view_paths
+from asen_search.model.training.map_cache import (
+    MemoryBudget,
+    build_image_set,
+    default_cache_dir,
+    local_maps,
+    local_row_bytes,
+)
 from asen_search.model.training.retrieval_map import MapReport
 from asen_search.model.training.sampling import TripletSampler
 
@@ -79,6 +86,11 @@ class TrainConfig:
     amp: bool | None = None                    # bfloat16 autocast; default: on CUDA only
     runtime: str = "auto"                      # the frozen stems' runtime for the caches (model/runtime.py)
     prototypes: bool = True                    # value prototypes + tag calibration in best.pt (model/prototypes.py)
+    # the instance-aware term (model/training/instance.py; docs/protection.md "Training"): 0 leaves it out
+    instance_weight: float = 0.0
+    instance_margin: float = 0.1
+    instance_share: float = 0.25               # instance triplets per class triplet
+    instance_views: int = 1                    # new photographs of each train image
     prototype_samples: int = 200               # training images averaged per value (0: all)
 
     def model_config(self, n_attributes: int) -> ModelConfig:
@@ -148,6 +160,11 @@ class Trainer:
         train_paths = list(self.ds.split("train").paths)
         self.stems = Stems.of(self.model, self.pre.global_size, self.pre.local_size,
                               resolve_runtime(cfg.runtime, self.device))
+        self.n_train = len(train_paths)
+        if cfg.instance_weight > 0:   # the views follow the originals: view v of image i is row n (1 + v) + i
+            views = view_paths(train_paths, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()),
+                               self.progress)
+            train_paths += [p for view in views for p in view]
         self.train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
                                      progress=self.progress, amp=cfg.amp, stem=self.stems.global_)
         self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
@@ -162,7 +179,9 @@ class Trainer:
         self.local_scratch: Path | None = None
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
-            if not budget.take(min(n_pairs, 3 * cfg.triplets_per_epoch) * local_row_bytes(self.model, self.pre)):
+            n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1))
+            per_epoch = 3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
+            if not budget.take(min(n_pairs, per_epoch) * local_row_bytes(self.model, self.pre)):
                 self.local_scratch = self.out / SCRATCH / "local-train.f16"
             self.valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
             self.train.keep_originals(budget, "train", self.progress)
@@ -276,13 +295,12 @@ class Trainer:
         n_triplets = cfg.triplets_per_epoch
         if stage == 2 and cfg.time_budget is not None:
             n_triplets = max(cfg.batch_size, int(BUDGET_STAGE2_TRIPLETS * n_triplets))
-        triplets = torch.from_numpy(TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch])
-                                    .sample(n_triplets))
+        triplets = torch.from_numpy(self._triplets(stage, epoch, n_triplets))
         crop_record: dict[str, Any] = {}
         if stage == 2:
             # crops of the pairs this epoch's triplets use, by the current global attention: at most
             # 3 x triplets per epoch, whatever the size of the dataset
-            fids_attrs = triplets.numpy()
+            fids_attrs = triplets.numpy()[:, :4]
             used = np.unique(np.concatenate([np.stack([fids_attrs[:, k], fids_attrs[:, 0]], 1) for k in (1, 2, 3)]),
                              axis=0)
             self.pair_index.fill(-1)
@@ -353,9 +371,30 @@ class Trainer:
     def _base_lrs(self, stage: int) -> list[float]:
         return [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]
 
+    def _triplets(self, stage: int, epoch: int, n: int) -> np.ndarray:
+        """An epoch's triplets `[n (+ instance rows), 5]`: (attr, anchor, positive, negative, kind), kind
+        0 for the class triplets, 1 for the instance-aware ones (shuffled among them)."""
+        cfg = self.cfg
+        rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(n)
+        rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
+        if cfg.instance_weight <= 0:
+            return rows
+        instance = InstanceSampler(self.labels, self.n_train, cfg.instance_views, [cfg.seed, stage, epoch, 1]) \
+            .sample(int(round(cfg.instance_share * n)))
+        rows = np.concatenate([rows, np.concatenate([instance, np.ones((len(instance), 1), np.int64)], axis=1)])
+        return rows[np.random.default_rng([cfg.seed, stage, epoch, 2]).permutation(len(rows))]
+
     def _loss(self, stage: int, batch: torch.Tensor) -> torch.Tensor:
-        """Loss of a batch of triplets `[B, 4]` (attr, anchor, positive, negative)."""
-        fids = batch[:, 1:].T.reshape(-1)                      # anchors, positives, negatives
+        """Loss of a batch of triplets `[B, 5]` (attr, anchor, positive, negative, kind): the class
+        triplets' loss plus `instance_weight` times the instance-aware ones' (model/training/instance.py)."""
+        cfg = self.cfg
+        kind = batch[:, 4]
+        margins: torch.Tensor | None = None
+        weights: torch.Tensor | None = None
+        if cfg.instance_weight > 0 and bool((kind == 1).any()):
+            margins = torch.where(kind == 1, cfg.instance_margin, cfg.margin).float().to(self.device)
+            weights = torch.where(kind == 1, cfg.instance_weight, 1.0).float().to(self.device)
+        fids = batch[:, 1:4].T.reshape(-1)                     # anchors, positives, negatives
         attrs = batch[:, 0].repeat(3)[:, None]                 # [3B, 1]
         device = self.device
         with mixed_precision(device, self.cfg.amp):
@@ -363,11 +402,15 @@ class Trainer:
             g = cast(Triple, self.model.global_embed(to_device(self.train.global_maps[fids], device).float(),
                                                      attrs.to(device))[0][:, 0].float().chunk(3))
             if stage == 1:
-                return triplet_loss(*g, margin=self.cfg.margin)
+                if margins is None or weights is None:
+                    return triplet_loss(*g, margin=self.cfg.margin)
+                return weighted_triplet_loss(*g, margins, weights)
             rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
             loc = cast(Triple, self.model.local_embed(to_device(self.local_cache[rows], device).float(),
                                                       attrs.to(device))[:, 0].float().chunk(3))
-            return joint_loss(g, loc, margin=self.cfg.margin)
+            if margins is None or weights is None:
+                return joint_loss(g, loc, margin=self.cfg.margin)
+            return joint_loss(g, loc, margin=margins, weights=weights)
 
     # ----------------------------------------------------------------- resume
     def _save_last(self, stage: int) -> None:

@@ -16,9 +16,16 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write the built-in demo dataset")
+    p = sub.add_parser("synth", help="write the built-in demo dataset (or, with --copies, the copy benchmark)")
     p.add_argument("out_dir", type=Path)
     _synth_options(p)
+    copies = p.add_argument_group("the copy benchmark (design protection: docs/protection.md)")
+    copies.add_argument("--copies", action="store_true", help="write the copy benchmark instead of the demo dataset: "
+                        "valid and test splits of protected designs, their copies (0, 1 or 2 attributes changed, "
+                        "photographed anew), look-alike distractors and ordinary garments, with copies_<split>.jsonl "
+                        "naming each design's copies (--train/--valid/--test do not apply)")
+    copies.add_argument("--designs", type=int, default=100, help="protected designs per split (default 100)")
+    copies.add_argument("--background", type=int, default=600, help="ordinary garments per split (default 600)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("train", help="train ASEN++ (or a baseline) in two stages")
@@ -86,6 +93,15 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backbone-map cache, reused by later runs on the same images and backbone (default "
                    "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
+    p.add_argument("--instance-weight", type=float, default=0.0, metavar="W",
+                   help="weight of the instance-aware term: a new photograph of a train image closer to it than "
+                   "another image of its value, under that attribute (design protection, docs/protection.md; "
+                   "default 0: left out)")
+    p.add_argument("--instance-margin", type=float, default=0.1, help="margin of the instance-aware term (default 0.1)")
+    p.add_argument("--instance-share", type=float, default=0.25,
+                   help="instance-aware triplets per class triplet (default 0.25)")
+    p.add_argument("--instance-views", type=int, default=1, help="new photographs drawn of each train image "
+                   "(default 1; kept in the cache folder)")
     p.add_argument("--max-memory", type=_positive_gb, default=8.0, metavar="GB",
                    help="peak memory to stay within: caches that do not fit are read from disk per batch "
                    "(default 8; 0: no limit)")
@@ -155,6 +171,13 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from asen_search.model.data.synth import generate_dataset, parse_nuisance
 
+    if args.copies:
+        from asen_search.model.data.copies import generate_copies
+
+        counts = generate_copies(args.out_dir, args.designs, args.background, seed=args.seed, scale=args.scale,
+                                 workers=args.workers, nuisance=parse_nuisance(args.nuisance))
+        print(f"copy benchmark written to {args.out_dir}: " + ", ".join(f"{n} {s} images" for s, n in counts.items()))
+        return
     generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed, scale=args.scale,
                      workers=args.workers, nuisance=parse_nuisance(args.nuisance))
     print(f"demo dataset written to {args.out_dir}")
@@ -175,7 +198,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
         time_budget=args.time_budget, resume=args.resume, cache_dir=args.cache_dir,
         max_memory_gb=args.max_memory or None, device=args.device, runtime=args.runtime,
-        prototypes=not args.no_prototypes, prototype_samples=args.prototype_samples)
+        prototypes=not args.no_prototypes, prototype_samples=args.prototype_samples,
+        instance_weight=args.instance_weight, instance_margin=args.instance_margin, instance_share=args.instance_share,
+        instance_views=args.instance_views)
 
 
 def _train(args: argparse.Namespace) -> None:

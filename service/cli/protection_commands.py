@@ -1,4 +1,5 @@
-"""`asen scan`: design protection (service/catalogue/scan.py; docs/protection.md)."""
+"""Design protection (docs/protection.md): `asen scan` (service/catalogue/scan.py), `asen calibrate-copies`
+(model/copy_calibration.py) and `asen eval-copies` (model/copy_eval.py)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,77 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-any-url", action="store_true", help=ALLOW_ANY_URL_HELP.replace(
         "a .jsonl/.csv listing", "a .txt/.jsonl/.csv listing of designs"))
     p.set_defaults(func=_scan)
+    _register_copies(sub)
+
+
+def _register_copies(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate-copies", help="calibrate copy scores on a labelled validation split (no copy labels)",
+                       description="Pairs every validation image with a new photograph of itself (same design) and "
+                       "with the other images that share its labelled values (look-alikes), and writes "
+                       "CHECKPOINT-stem.copies.json beside the checkpoint: the copy score's false-match rate curve and "
+                       "each attribute's 'modified' line. POST /copies and asen scan --copies read it.")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="the dataset the model was trained on (its valid split)")
+    p.add_argument("--split", default="valid", choices=("valid", "test"))
+    p.add_argument("--modified", type=int, default=2, help="attributes a copy may modify (m; default 2)")
+    p.add_argument("--max-images", type=int, default=2000, help="images of the split used at most (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
+    p.set_defaults(func=_calibrate)
+
+    p = sub.add_parser("eval-copies", help="copy detection on a copy benchmark (asen synth --copies): mAP, Recall@K, "
+                       "false matches, against whole-image and single-attribute baselines")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="a copy benchmark (asen synth --copies OUT)")
+    p.add_argument("--split", default="test", choices=("valid", "test"))
+    p.add_argument("--false-match-rate", type=float, default=0.01, help="the calibrated threshold the false matches "
+                   "per design are counted at (default 0.01; needs asen calibrate-copies)")
+    p.add_argument("--json", type=Path, help="write the report as JSON here")
+    p.add_argument("--plot", type=Path, help="write a bar chart of mAP and Recall@10 per method and changes here (.png)")
+    p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
+    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
+    p.set_defaults(func=_eval_copies)
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from asen_search.model.copy_calibration import calibrate_copies, describe, save_copy_calibration
+    from asen_search.model.data.dataset import load_dataset
+    from asen_search.model.encoder import Encoder
+
+    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime, extras=False)
+    dataset = load_dataset(args.data)
+    if [a.name for a in dataset.attributes] != encoder.attribute_names:
+        raise ValueError(f"{args.data}: its attributes differ from the checkpoint's {encoder.attribute_names}")
+    calibration = calibrate_copies(encoder, dataset, args.split, args.modified, args.max_images, seed=args.seed)
+    path = save_copy_calibration(args.checkpoint, calibration)
+    print(f"copy calibration written to {path}: {calibration.same_pairs} same-design pairs, "
+          f"{calibration.lookalike_pairs} look-alike pairs")
+    for line in describe(calibration):
+        print("  " + line)
+    print("  modified below: " + ", ".join(f"{a} {t:.3f}" for a, t in calibration.changed_below.items()))
+
+
+def _eval_copies(args: argparse.Namespace) -> None:
+    import json
+
+    from asen_search.model.copy_calibration import load_copy_calibration
+    from asen_search.model.copy_eval import evaluate_copies, plot_copies, report_lines
+    from asen_search.model.encoder import Encoder
+
+    encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime, extras=False)
+    calibration = load_copy_calibration(args.checkpoint, encoder.fingerprint)
+    if calibration is None:
+        print("no copy calibration beside the checkpoint (asen calibrate-copies): false matches are not counted")
+    report = evaluate_copies(encoder, args.data, args.split, calibration, args.false_match_rate)
+    for line in report_lines(report):
+        print(line)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.json}")
+    if args.plot:
+        plot_copies(report, args.plot)
+        print(f"plot: {args.plot}")
 
 
 def _scan(args: argparse.Namespace) -> None:

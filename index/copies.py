@@ -136,7 +136,7 @@ def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule:
         return CopyAnswer(passing[offset:limit], cut or len(passing) > limit, len(ids))
     assert top_k is not None
     want, size = offset + top_k, min(len(catalogue), catalogue.max_k or len(catalogue))
-    pool = min(max(FIRST_POOL, 2 * want), size)
+    pool = min(max(FIRST_POOL, want), size)
     while True:
         ids = {}
         bounds = []

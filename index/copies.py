@@ -11,7 +11,9 @@ model/copy_calibration.py).
 own searches, exactly:
 - a threshold (`min_score`): an item whose copy score reaches it scores at least that under one
   attribute at least (a mean is at most its largest term), so the union of one range search per
-  attribute holds every answer;
+  attribute holds every answer; where one of those range searches is cut at its cap, the items past
+  the cap may still be the best copies, so the best `offset + max_results + 1` are found as a top k
+  (below) and those passing kept;
 - a top k: the best `n` items of each attribute are scored under every attribute; an item in none of
   those lists scores at most the `n`-th score of each attribute, so at most the copy score of those
   scores; while that bound beats the k-th copy score, `n` grows (x4) and the search runs again.
@@ -80,6 +82,7 @@ class CopyAnswer:
     hits: list[CopyHit]
     truncated: bool              # a threshold search cut at max_results (more items pass)
     scored: int                  # items scored under every attribute (the work done)
+    total: int | None = None     # a threshold search: how many items pass (None: not counted, when cut)
 
 
 def _score_all(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule,
@@ -132,13 +135,29 @@ def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule:
                                                                  filters=filters, exclude=exclude)
             cut = cut or truncated
             ids.update(dict.fromkeys(r.id for r in found))
-        passing = [h for h in _hits(_score_all(catalogue, queries, rule, list(ids)), rule) if h.score >= min_score]
-        return CopyAnswer(passing[offset:limit], cut or len(passing) > limit, len(ids))
+        if not cut:
+            passing = [h for h in _hits(_score_all(catalogue, queries, rule, list(ids)), rule)
+                       if h.score >= min_score]
+            return CopyAnswer(passing[offset:limit], len(passing) > limit, len(ids), len(passing))
+        # an attribute's list was cut at its cap: an item past it may still copy better than every
+        # item found, so take the best `limit + 1` exactly and keep those that pass
+        best, scored = _top(catalogue, queries, rule, limit + 1, filters, exclude)
+        passing = [h for h in best if h.score >= min_score]
+        return CopyAnswer(passing[offset:limit], len(passing) > limit, len(ids) + scored)
     assert top_k is not None
-    want, size = offset + top_k, min(len(catalogue), catalogue.max_k or len(catalogue))
+    best, scored = _top(catalogue, queries, rule, offset + top_k, filters, exclude)
+    return CopyAnswer(best[offset:], False, scored)
+
+
+def _top(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule, want: int, filters: Filters,
+         exclude: Sequence[str]) -> tuple[list[CopyHit], int]:
+    """The `want` best copies, best first, and how many items were scored (an empty catalogue: none)."""
+    size = min(len(catalogue), catalogue.max_k or len(catalogue))
+    if size == 0:
+        return [], 0
     pool = min(max(FIRST_POOL, want), size)
     while True:
-        ids = {}
+        ids: dict[str, None] = {}
         bounds = []
         for a in rule.attributes:
             found = cast(list[SearchResult], catalogue.search(queries[a], a, pool, filters=filters, exclude=exclude))
@@ -149,5 +168,5 @@ def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule:
         bound = float(copy_scores(np.array(bounds, dtype=np.float64), rule.kept)) if all(
             np.isfinite(bounds)) else -np.inf
         if pool >= size or bound == -np.inf or (len(hits) >= want and hits[want - 1].score >= bound):
-            return CopyAnswer(hits[offset:want], False, len(ids))
+            return hits[:want], len(ids)
         pool = min(pool * POOL_GROWTH, size)

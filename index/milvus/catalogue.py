@@ -319,6 +319,8 @@ class MilvusCatalogue(Catalogue):
                 for row in hits]
 
     def _score_ids(self, query: np.ndarray, attribute: int, ids: list[str]) -> dict[str, float]:
+        if not ids:   # (an empty list of vectors has no second axis to multiply)
+            return {}
         found = self._vectors(ids, attribute)
         unknown = [i for i in ids if i not in found]
         if unknown:

@@ -12,23 +12,37 @@ from asen_search.service.cli.service_commands import ALLOW_ANY_URL_HELP
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("scan", help="design protection: every catalogue item at least this similar to each "
-                       "protected design under one attribute; matches.csv and report.html",
+                       "protected design under one attribute (or, with --copies, every item that copies it over all "
+                       "attributes); matches.csv and report.html",
                        description="For each protected design, every catalogue item at or above the threshold under "
                        "--attribute, best first. Writes OUT/matches.csv (design, item_id, score, estimated_precision), "
                        "OUT/report.html (open it from disk: each design and its matches with the attention map and "
                        "RoI box over them), its pictures in OUT/report_files/ (copy it with report.html) and "
-                       "OUT/summary.json. Resumes an interrupted scan (every design again if the catalogue changed "
-                       "since it started); unreadable designs are listed, never fatal.")
+                       "OUT/summary.json. With --copies instead of --attribute: every item that copies the design "
+                       "over every attribute at once, up to --modified attributes changed (copy score: the mean of the "
+                       "best A-m attribute scores); matches.csv then has design, item_id, score, one score column per "
+                       "attribute and modified (the attributes judged changed, ';'-joined), and the report shows per "
+                       "match which details are copied and which changed, with the attention of the copied ones. "
+                       "Resumes an interrupted scan (every design again if the catalogue changed since it started; "
+                       "never a scan of the other kind); unreadable designs are listed, never fatal.")
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (.pt)")
     p.add_argument("--index", required=True, help="index directory, or a Milvus location (milvus://HOST:PORT/COLLECTION "
                    "or milvus-lite:PATH.db[#COLLECTION])")
     p.add_argument("--designs", type=Path, required=True, help="the protected designs: a folder of images, a .txt file "
                    "of image paths (one a line), or a .jsonl / .csv catalogue file (id, path)")
-    p.add_argument("--attribute", required=True, help="the attribute the designs are protected in (e.g. neckline)")
-    threshold = p.add_mutually_exclusive_group(required=True)
-    threshold.add_argument("--min-score", type=float, help="every item scoring at least this (cosine, -1..1)")
+    p.add_argument("--attribute", help="the attribute the designs are protected in (e.g. neckline); required "
+                   "without --copies, refused with it")
+    p.add_argument("--copies", action="store_true", help="scan for copies over every attribute at once instead of "
+                   "one attribute (threshold: --min-score as a copy score, or --max-false-match-rate)")
+    threshold = p.add_mutually_exclusive_group()
+    threshold.add_argument("--min-score", type=float, help="every item scoring at least this (cosine, -1..1; with "
+                           "--copies, the copy score)")
     threshold.add_argument("--min-precision", type=float, help="the lowest score whose estimated precision is at "
-                           "least this (the attribute's curve from `asen eval`)")
+                           "least this (the attribute's curve from `asen eval`); not with --copies")
+    threshold.add_argument("--max-false-match-rate", type=float, help="with --copies: the lowest copy score whose "
+                           "estimated false-match rate is at most this (needs `asen calibrate-copies`)")
+    p.add_argument("--modified", type=int, help="with --copies: attributes a copy may modify (m; default: the copy "
+                   "calibration's, else 2)")
     p.add_argument("--max-results", type=int, default=1000, help="matches per design at most (default 1000; the "
                    "report says when it cut the list)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
@@ -119,8 +133,10 @@ def _scan(args: argparse.Namespace) -> None:
     index = args.index if is_milvus(args.index) else Path(args.index)
     report = scan(ScanConfig(args.checkpoint, index, args.designs, args.attribute, args.out, args.min_score,
                              args.min_precision, args.max_results, args.images_dir, args.restart, device=args.device,
-                             runtime=args.runtime, allow_any_url=args.allow_any_url))
+                             runtime=args.runtime, allow_any_url=args.allow_any_url, copies=args.copies,
+                             max_false_match_rate=args.max_false_match_rate, modified=args.modified))
+    what = "copies at copy score" if args.copies else "matches at score"
     print(f"scanned {report.designs} designs ({report.scanned_now} now) in {report.seconds:.1f} s: {report.matches} "
-          f"matches at score >= {report.min_score:.4f}; {len(report.unreadable)} unreadable designs; "
+          f"{what} >= {report.min_score:.4f}; {len(report.unreadable)} unreadable designs; "
           f"{len(report.truncated)} cut at --max-results")
     print(f"report: {report.out / 'report.html'}  csv: {report.out / 'matches.csv'}")

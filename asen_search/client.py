@@ -22,6 +22,7 @@ answer raises an `AsenError` (a subclass per family: `NotFound`, `Conflict`, `In
 
         everything_similar = list(asen.iter_search("colour", item_id="test-00042", min_score=0.8))
         tags = asen.tag(item_id="test-00042").by_attribute()
+        copies = asen.copies(image=Path("design.jpg"), min_score=0.9)   # design protection: whole-design copies
 
         asen.add_item("sku-1", image=Path("new.jpg"), metadata={"brand": "x"})
         asen.patch_item("sku-1", {"brand": None, "price": 12})   # null removes a key
@@ -54,9 +55,10 @@ from urllib.parse import quote
 import httpx
 
 __all__ = [
-    "API_KEY_HEADER", "AsenError", "Attribute", "Client", "Conflict", "Explanation", "Hit", "InvalidRequest", "Item",
-    "ItemResult", "ItemsPage", "NewItem", "NotFound", "QueryPart", "RateLimited", "Readiness", "RerankHit",
-    "RerankResult", "SearchPage", "ServerError", "Tag", "TagResult", "Threshold", "Unauthorized", "Unavailable",
+    "API_KEY_HEADER", "AsenError", "Attribute", "Client", "Conflict", "CopiesPage", "CopyHit", "CopyThreshold",
+    "Explanation", "Hit", "InvalidRequest", "Item", "ItemResult", "ItemsPage", "NewItem", "NotFound", "QueryPart",
+    "RateLimited", "Readiness", "RerankHit", "RerankResult", "SearchPage", "ServerError", "Tag", "TagResult",
+    "Threshold", "Unauthorized", "Unavailable",
 ]
 
 API_KEY_HEADER = "X-API-Key"
@@ -248,6 +250,71 @@ class SearchPage:
         return cls(tuple(Hit.from_json(h) for h in data["results"]), data.get("attribute"),
                    None if query is None else tuple(query), data.get("offset", 0), data.get("next_cursor"),
                    None if threshold is None else Threshold.from_json(threshold), data.get("truncated"),
+                   data.get("total"))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyHit:
+    """A copy of the design: `score` is its copy score (the mean of its best attributes - modified
+    attribute scores), `scores` every attribute's similarity, `modified` the attributes judged
+    modified (empty without a copy calibration), `false_match_rate` the calibration's estimate for
+    everything scoring at least this (None without one for this `modified`)."""
+
+    id: str
+    score: float
+    scores: dict[str, float]
+    modified: tuple[str, ...] = ()
+    false_match_rate: float | None = None
+    metadata: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CopyHit:
+        return cls(data["id"], data["score"], dict(data["scores"]), tuple(data.get("modified") or ()),
+                   data.get("false_match_rate"), data.get("metadata"))
+
+
+@dataclass(frozen=True, slots=True)
+class CopyThreshold:
+    """A threshold copy search as run: the `min_score` used (also when translated from
+    `max_false_match_rate`), the estimated `false_match_rate` at it (None without a calibration),
+    `max_results` a page."""
+
+    min_score: float
+    max_false_match_rate: float | None
+    false_match_rate: float | None
+    max_results: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CopyThreshold:
+        return cls(data["min_score"], data.get("max_false_match_rate"), data.get("false_match_rate"),
+                   data["max_results"])
+
+
+@dataclass(frozen=True, slots=True)
+class CopiesPage:
+    """A page of a design's copies, best first. `modified_allowed`: how many attributes a copy may
+    modify; `calibrated`: whether the model's copy scores are calibrated (else nothing is judged
+    modified). `next_cursor`, `total` and `truncated` as in `SearchPage`."""
+
+    results: tuple[CopyHit, ...]
+    modified_allowed: int
+    calibrated: bool
+    offset: int = 0
+    next_cursor: str | None = None
+    threshold: CopyThreshold | None = None
+    truncated: bool | None = None
+    total: int | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [hit.id for hit in self.results]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CopiesPage:
+        threshold = data.get("threshold")
+        return cls(tuple(CopyHit.from_json(h) for h in data["results"]), data["modified_allowed"], data["calibrated"],
+                   data.get("offset", 0), data.get("next_cursor"),
+                   None if threshold is None else CopyThreshold.from_json(threshold), data.get("truncated"),
                    data.get("total"))
 
 
@@ -640,6 +707,49 @@ class Client:
         body = _query_body(attribute, image, item_id, value, parts, images, include_metadata, fields)
         body.update(candidates=list(candidates), weight=weight)
         return RerankResult.from_json(self._json("POST", "/rerank", json_body=body))
+
+    def copies(self, *, image: ImageInput | None = None, item_id: str | None = None, modified: int | None = None,
+               top_k: int | None = None, offset: int | None = None, cursor: str | None = None,
+               min_score: float | None = None, max_false_match_rate: float | None = None,
+               max_results: int | None = None, filters: Filters | None = None, include_metadata: bool = True,
+               fields: Sequence[str] | None = None) -> CopiesPage:
+        """The catalogue items that copy a design (`image`, or a catalogue `item_id`, never returned
+        itself) over every attribute at once, allowing `modified` attributes changed (default the
+        server's calibration's, else 2): the `top_k` best, or every item whose copy score is at least
+        `min_score` (or the score of `max_false_match_rate`, which needs `asen calibrate-copies` on the
+        server's checkpoint: else `InvalidRequest` `no_copy_calibration`), `max_results` a page."""
+        body = _compact(image=None if image is None else _image_b64(image), item_id=item_id, modified=modified,
+                        top_k=top_k, offset=offset, cursor=cursor, min_score=min_score,
+                        max_false_match_rate=max_false_match_rate, max_results=max_results,
+                        filters=None if filters is None else dict(filters),
+                        fields=None if fields is None else list(fields))
+        if not include_metadata:
+            body["include_metadata"] = False
+        return CopiesPage.from_json(self._json("POST", "/copies", json_body=body))
+
+    def iter_copies(self, *, image: ImageInput | None = None, item_id: str | None = None,
+                    modified: int | None = None, page_size: int | None = None, min_score: float | None = None,
+                    max_false_match_rate: float | None = None, filters: Filters | None = None,
+                    include_metadata: bool = True, fields: Sequence[str] | None = None,
+                    limit: int | None = None) -> Iterator[CopyHit]:
+        """Every copy of a design, best first, a page (`page_size`: top_k, or max_results with a
+        threshold) at a time, following `next_cursor` to the last page or `limit` copies."""
+        threshold = min_score is not None or max_false_match_rate is not None
+        sizes = {"max_results": page_size} if threshold else {"top_k": page_size}
+        cursor: str | None = None
+        sent = 0
+        while limit is None or sent < limit:
+            page = self.copies(image=image, item_id=item_id, modified=modified, cursor=cursor, min_score=min_score,
+                               max_false_match_rate=max_false_match_rate, filters=filters,
+                               include_metadata=include_metadata, fields=fields, **sizes)
+            for hit in page.results:
+                if limit is not None and sent >= limit:
+                    return
+                sent += 1
+                yield hit
+            if page.next_cursor is None or not page.results:
+                return
+            cursor = page.next_cursor
 
     def tag(self, *, image: ImageInput | None = None, item_id: str | None = None) -> TagResult:
         """Every attribute's most likely value, with its calibrated confidence, for an image or an item."""

@@ -32,6 +32,10 @@ def _search_cursor(offset: int) -> str:
     return _cursor("search", offset)
 
 
+def _copies_cursor(offset: int) -> str:
+    return _cursor("copies", offset)
+
+
 def _items_cursor(after: str) -> str:
     return _cursor("items", after)
 
@@ -44,6 +48,7 @@ schemathesis.openapi.media_type("image/png", _image("PNG"))
 schemathesis.openapi.media_type("image/jpeg", _image("JPEG"))
 schemathesis.openapi.format("image-base64", _image("PNG").map(_base64))
 schemathesis.openapi.format("asen-cursor", st.integers(0, 900).map(_search_cursor))
+schemathesis.openapi.format("asen-copies-cursor", st.integers(0, 900).map(_copies_cursor))
 _ID_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
 schemathesis.openapi.format("asen-items-cursor", _ID_TEXT.map(_items_cursor))
 _VALUES = st.one_of(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=10), st.integers(-1000, 1000),

@@ -22,7 +22,7 @@ from asen_search.service.api.errors import install_error_handlers
 from asen_search.service.api.health import CatalogueProbe, CatalogueUnavailable, WriteInvalidates
 from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware, rate_limited_routes
 from asen_search.service.api.prometheus import Metrics, instrument
-from asen_search.service.api.routes import docs, items, ops, page, search, tag
+from asen_search.service.api.routes import copies, docs, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
 from asen_search.service.api.state import Runtime, limits_of
 from asen_search.service.operations.context import Service
@@ -96,7 +96,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     app.state.metrics = metrics
     app.state.runtime = app.state.catalogue_probe = None
     install_error_handlers(app)
-    for module in (search, tag, items, ops, page, docs):
+    for module in (search, copies, tag, items, ops, page, docs):
         add_head_routes(module.router)
         app.include_router(module.router)
     openapi.install(app, settings)   # the request bodies (JSON and form) and the model's attributes

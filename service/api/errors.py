@@ -83,8 +83,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "empty_candidates": (422, "a rerank without candidates"),
     "too_many_candidates": (422, "more than ASEN_MAX_CANDIDATES rerank candidates"),
     "too_many_items": (422, "a batch of more items than ASEN_MAX_BATCH_ITEMS"),
-    "max_results_without_threshold": (422, "max_results without min_score or min_precision"),
-    "conflicting_threshold": (422, "both min_score and min_precision"),
+    "max_results_without_threshold": (422, "max_results without a threshold (min_score, min_precision; /copies: "
+                                            "max_false_match_rate)"),
+    "conflicting_threshold": (422, "two thresholds: min_score with min_precision (/copies: with "
+                                   "max_false_match_rate)"),
     "threshold_with_top_k": (422, "top_k together with a threshold"),
     "threshold_with_group_by": (422, "group_by together with a threshold"),
     "max_results_out_of_range": (422, "max_results below 1 or above ASEN_MAX_RESULTS"),
@@ -92,6 +94,14 @@ ERRORS: dict[str, tuple[int, str]] = {
     "min_precision_out_of_range": (422, "min_precision outside (0, 1]"),
     "precision_needs_one_attribute": (422, "min_precision with a composed query"),
     "no_thresholds": (422, "min_precision with a checkpoint that has no precision curves"),
+    "modified_out_of_range": (422, "/copies: modified below 0 or not below the number of attributes"),
+    "max_false_match_rate_out_of_range": (422, "/copies: max_false_match_rate outside [0, 1]"),
+    "no_copy_calibration": (422, "/copies: max_false_match_rate with a checkpoint whose copy scores were never "
+                                 "calibrated (`asen calibrate-copies`)"),
+    "modified_not_calibrated": (422, "/copies: max_false_match_rate with another `modified` than the copy "
+                                     "calibration's"),
+    "false_match_rate_unmeasurable": (422, "/copies: a max_false_match_rate below what the calibration's look-alike "
+                                           "pairs can measure"),
     "rate_limited": (429, "more requests than ASEN_RATE_LIMIT from this client (`Retry-After`)"),
     "not_ready": (503, "the model and catalogue are still loading"),
     "catalogue_unavailable": (503, "/readyz: the catalogue engine did not count its items in time"),

@@ -29,6 +29,7 @@ ID_PATTERN = KEY_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"
 USER_KEY_PATTERN = "^(?!_image$)(?!predicted\\.)[^\\x00-\\x1f\\x7f-\\x9f]+$"   # not the service's own keys
 TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"   # values: tab, newline, return allowed
 CURSOR_FORMAT = "asen-cursor"       # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
+COPIES_CURSOR_FORMAT = "asen-copies-cursor"   # the `next_cursor` of a /copies answer
 IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/schemathesis_hooks.py generates real ones)
 IMAGE_MEDIA = "image/png, image/jpeg"
 SCORE_BOUND = float(MAX_QUERY_PARTS)  # a composed score lies within +- the sum of |weight| <= parts
@@ -98,12 +99,14 @@ def _part(attributes: dict[str, list[str]], form: bool) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ModelFacts:
     """What the loaded model lets a request name: each attribute's searchable values, the attributes
-    with precision curves, the catalogue's fingerprint, the vectors' shape."""
+    with precision curves, the catalogue's fingerprint, the vectors' shape, and the `modified` its copy
+    scores were calibrated for (None: no copy calibration)."""
 
     attributes: dict[str, list[str]] = field(default_factory=dict)
     curved: list[str] = field(default_factory=list)
     fingerprint: str | None = None
     dim: int = 0
+    copy_modified: int | None = None
 
 
 def _vectors(facts: ModelFacts) -> dict[str, Any]:
@@ -167,6 +170,17 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         schema["allOf"] = _query_rules(name == "SearchRequest", facts)
         if name == "RerankRequest":
             schema["required"] = ["candidates"]
+    elif name == "CopiesRequest":
+        properties["min_score"] = {**properties["min_score"], "minimum": -1, "maximum": 1}
+        properties["max_false_match_rate"] = {**properties["max_false_match_rate"], "type": "number", "minimum": 0,
+                                              "maximum": 1}
+        properties["cursor"] = {**properties["cursor"], "format": COPIES_CURSOR_FORMAT}
+        modified: dict[str, Any] = {"type": "integer", "minimum": 0}
+        if facts.attributes:
+            modified["maximum"] = len(facts.attributes) - 1
+        properties["modified"] = {**properties["modified"], **modified}
+        schema.update(exactly_one("image", "item_id"))
+        schema["allOf"] = _copies_rules(facts)
     elif name in ("TagRequest", "ExplainRequest"):
         schema.update(exactly_one("image", "item_id"))
         schema["required"] = ["attribute"] if name == "ExplainRequest" else []
@@ -215,6 +229,24 @@ def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
     return rules
 
 
+def _copies_rules(facts: ModelFacts) -> list[dict[str, Any]]:
+    """/copies: top_k or one threshold; max_results with a threshold; a cursor or an offset; a
+    false-match rate only with a copy calibration, for the `modified` it was made for."""
+    threshold = [{"required": ["min_score"]}, {"required": ["max_false_match_rate"]}]
+    rules: list[dict[str, Any]] = [
+        absent_with("min_score", "max_false_match_rate", "top_k"),
+        absent_with("max_false_match_rate", "top_k"),
+        absent_with("cursor", "offset"),
+        {"if": {"required": ["max_results"]}, "then": {"anyOf": threshold}},
+    ]
+    if facts.copy_modified is None:
+        rules.append({"properties": {"max_false_match_rate": False}})
+    else:
+        rules.append({"if": {"required": ["max_false_match_rate"]},
+                      "then": {"properties": {"modified": {"const": facts.copy_modified}}}})
+    return rules
+
+
 def install(app: FastAPI, settings: Settings) -> None:
     """`app.openapi()` with the bodies filled in, from the loaded model once it is loaded; the write
     endpoints' API key declared only where the server has one (without it, writes take no key)."""
@@ -251,9 +283,10 @@ def install(app: FastAPI, settings: Settings) -> None:
 def _facts(runtime: Any) -> ModelFacts:
     encoder = runtime.encoder
     curves = encoder.thresholds.curves if encoder.thresholds is not None else {}
+    copies = encoder.copy_calibration
     return ModelFacts({a.name: _searchable(runtime, a.name, list(a.values)) for a in encoder.attributes},
                       [a.name for a in encoder.attributes if a.name in curves], runtime.catalogue.fingerprint,
-                      runtime.catalogue.dim)
+                      runtime.catalogue.dim, None if copies is None else copies.modified)
 
 
 def _searchable(runtime: Any, name: str, values: list[str]) -> list[str]:

@@ -64,6 +64,31 @@ class RerankRequest(QueryFields):
     weight: float = Field(1.0, ge=0.0, le=1.0, description="1: attribute similarity only; 0: the original order")
 
 
+class CopiesRequest(_Request):
+    """A design (an image or a catalogue item) and which of its copies to return."""
+
+    image: str | None = Field(None, description="a picture of the design: a file in a form, base64 in JSON")
+    item_id: str | None = Field(None, description="a catalogue item as the design (never returned itself)")
+    modified: int | None = Field(None, description="how many attributes a copy may modify: its copy score is the "
+                                 "mean of its best (attributes - modified) attribute scores (default the copy "
+                                 "calibration's, else 2)")
+    top_k: int | None = Field(None, description="copies wanted, best first (default ASEN_DEFAULT_TOP_K)")
+    offset: int | None = Field(None, description="skip this many copies: a page deeper (up to "
+                               "ASEN_MAX_SEARCH_DEPTH); or send the `cursor` of the previous page")
+    cursor: str | None = Field(None, description="the `next_cursor` of the previous page of the same request")
+    min_score: float | None = Field(None, description="threshold search: every item whose copy score is at least "
+                                    "this, in [-1, 1] (instead of top_k)")
+    max_false_match_rate: float | None = Field(None, description="threshold search by the copy calibration: the "
+                                               "lowest copy score at which at most this share of look-alike "
+                                               "pairs match (instead of min_score; needs `asen calibrate-copies`)")
+    max_results: int | None = Field(None, description="threshold search: results a page (default "
+                                    "ASEN_DEFAULT_MAX_RESULTS); `truncated` and `next_cursor` say when more pass")
+    filters: JsonObject | None = Field(None, description="metadata filters, as in /search (docs/service.md, "
+                                       "Filters)")
+    include_metadata: bool = Field(True, description="false: hits carry no metadata (ids and scores only)")
+    fields: list[str] | None = Field(None, description="only these metadata fields in each hit")
+
+
 class TagRequest(_Request):
     image: str | None = Field(None, description="a file in a form, base64 in JSON")
     item_id: str | None = Field(None, description="a catalogue item instead of an image")
@@ -105,6 +130,8 @@ SEARCH = BodySpec(SearchRequest, lists=frozenset({"fields"}), json_fields=frozen
                   files=frozenset({"image"}), named_images=True)
 RERANK = BodySpec(RerankRequest, lists=frozenset({"fields", "candidates"}), json_fields=frozenset({"query"}),
                   files=frozenset({"image"}), named_images=True)
+COPIES = BodySpec(CopiesRequest, lists=frozenset({"fields"}), json_fields=frozenset({"filters"}),
+                  files=frozenset({"image"}))
 TAG = BodySpec(TagRequest, files=frozenset({"image"}))
 EXPLAIN = BodySpec(ExplainRequest, files=frozenset({"image"}))
 ITEM = BodySpec(ItemRequest, json_fields=frozenset({"metadata", "vectors"}), files=frozenset({"image"}))
@@ -119,15 +146,19 @@ def encode_cursor(kind: str, position: int | str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
+CURSOR_KINDS = {"search": "a search", "copies": "a copy search", "items": "a listing"}
+OFFSET_CURSORS = ("search", "copies")   # cursors holding an offset (a listing's holds the last id)
+
+
 def decode_cursor(cursor: str, kind: str) -> Any:
     """The position a cursor holds; 422 `invalid_cursor` for anything that is not a cursor of `kind`."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         position = data["p"]
-        if data["k"] != kind or not isinstance(position, int if kind == "search" else str) or \
+        if data["k"] != kind or not isinstance(position, int if kind in OFFSET_CURSORS else str) or \
                 isinstance(position, bool):
             raise ValueError("another kind of cursor")
         return position
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ServiceError("invalid_cursor", f"not a cursor of {'a search' if kind == 'search' else 'a listing'}: "
+        raise ServiceError("invalid_cursor", f"not a cursor of {CURSOR_KINDS.get(kind, 'a listing')}: "
                            "send the `next_cursor` of the previous page") from None

@@ -50,6 +50,36 @@ class RerankResponse(BaseModel):
     duplicates: list[str] = Field(description="ids sent more than once (ranked once, at their first position)")
 
 
+class CopyHit(BaseModel):
+    id: str
+    score: float = Field(description="the copy score: the mean of the item's best (attributes - modified_allowed) "
+                         "attribute scores, in [-1, 1]")
+    scores: dict[str, float] = Field(description="every attribute's cosine similarity of the design and the item")
+    modified: list[str] = Field(description="the attributes judged modified (scoring below their calibrated line), "
+                                "lowest first; always empty without a copy calibration (`calibrated` false)")
+    false_match_rate: float | None = Field(None, description="the calibration's estimated false-match rate of "
+                                           "everything scoring at least this (null without a calibration for "
+                                           "modified_allowed)")
+    metadata: dict[str, Any] | None = Field(description="the item's metadata (only `fields`; null with "
+                                            "include_metadata false)")
+
+
+class CopiesResponse(BaseModel):
+    results: list[CopyHit] = Field(description="best copy first")
+    modified_allowed: int = Field(description="how many attributes a copy may modify (`modified` as used)")
+    calibrated: bool = Field(description="whether the model's copy scores are calibrated (`asen calibrate-copies`): "
+                             "false means no attribute could be judged modified and no false-match rate is known")
+    offset: int = Field(0, description="how many copies this page skipped")
+    next_cursor: str | None = Field(None, description="send it as `cursor` (with the same request) for the next "
+                                    "page; null: no more copies, or the deepest page (ASEN_MAX_SEARCH_DEPTH)")
+    threshold: dict[str, Any] | None = Field(None, description="a threshold search's min_score (the one used, also "
+                                             "when translated from max_false_match_rate), max_false_match_rate, "
+                                             "the estimated false_match_rate at min_score, and max_results")
+    truncated: bool | None = Field(None, description="threshold searches: true when more items pass than this page")
+    total: int | None = Field(None, description="threshold searches: how many items pass in all (null where a "
+                              "search was cut before counting them)")
+
+
 class ExplainResponse(BaseModel):
     attribute: str
     attention: list[list[float]] = Field(description="the attribute's attention map, rows of the grid, each "

@@ -93,7 +93,7 @@ def check_top_k(service: Service, top_k: int | None) -> int:
     return top_k
 
 
-def _check_depth(service: Service, offset: int, page: int) -> None:
+def check_depth(service: Service, offset: int, page: int) -> None:
     depth = service.limits.max_search_depth
     if offset < 0 or offset + page > depth:
         raise ServiceError("offset_out_of_range", f"offset {offset} + {page} results goes beyond the deepest a search "
@@ -163,7 +163,7 @@ async def search(service: Service, plan: QueryPlan, parts: list[Part], options: 
     if threshold is not None:
         return await _threshold_search(service, plan, parts, threshold, options, selection, timer)
     k = check_top_k(service, options.top_k)
-    _check_depth(service, options.offset, k)
+    check_depth(service, options.offset, k)
     catalogue = service.catalogue
     fetch = _fetcher(catalogue, plan, parts, options.filters)
     with timer.stage("search"):
@@ -194,7 +194,7 @@ def _fetcher(catalogue: Catalogue, plan: QueryPlan, parts: list[Part], filters: 
 async def _threshold_search(service: Service, plan: QueryPlan, parts: list[Part], threshold: Threshold,
                             options: SearchOptions, selection: Selection, timer: Stages) -> SearchOutcome:
     catalogue, offset, page = service.catalogue, options.offset, threshold.max_results
-    _check_depth(service, offset, page)
+    check_depth(service, offset, page)
     if threshold.unreachable is not None:
         return SearchOutcome([], threshold, truncated=False, total=0)
 

@@ -140,7 +140,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, bu
 
 
 # The operations that write or search get four times the examples of the rest.
-_BUSY = {"method_regex": "^(POST|DELETE)$", "path_regex": "^/(search|rerank|items)"}
+_BUSY = {"method_regex": "^(POST|DELETE)$", "path_regex": "^/(search|copies|rerank|items)"}
 # Health checks kept on: every one but these. `function_scoped_fixture`: the app fixture is module
 # scoped on purpose (one loaded model for all examples); `too_slow`: each example runs a real
 # forward pass, slower than Hypothesis assumes of a unit test, by design.

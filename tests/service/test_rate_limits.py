@@ -30,6 +30,7 @@ from asen_search.service.api.settings import Settings
 # expensive route belongs here and gets `openapi_extra=rate_limited(...)`.
 EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/search"): (MODEL, None),
+    ("POST", "/copies"): (MODEL, None),
     ("POST", "/rerank"): (MODEL, None),
     ("POST", "/explain"): (MODEL, None),
     ("POST", "/tag"): (MODEL, None),
@@ -51,6 +52,7 @@ def _request(operation: tuple[str, str], dataset: Path) -> Callable[[TestClient,
     query = {"attribute": "colour", "item_id": "test-00001"}
     requests: dict[tuple[str, str], Callable[[TestClient, int], httpx.Response]] = {
         ("POST", "/search"): lambda c, n: c.post("/search", data={**query, "top_k": "2"}),
+        ("POST", "/copies"): lambda c, n: c.post("/copies", files={"image": ("q.jpg", _jpeg(dataset, 6), "image/jpeg")}),
         ("POST", "/rerank"): lambda c, n: c.post("/rerank", data={**query, "candidates": ["test-00002"]}),
         ("POST", "/explain"): lambda c, n: c.post("/explain", data=query),
         ("POST", "/tag"): lambda c, n: c.post("/tag", files={"image": ("q.jpg", _jpeg(dataset, 4), "image/jpeg")}),

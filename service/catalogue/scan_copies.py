@@ -27,7 +27,15 @@ from asen_search.index.copies import DEFAULT_MODIFIED, CopyRule, search_copies
 from asen_search.index.fileio import atomic_write
 from asen_search.model.encoder import Encoder
 from asen_search.service.catalogue.build import load_or_reason
-from asen_search.service.catalogue.scan import (
+from asen_search.service.catalogue.scan_report import (
+    PICTURES_DIR,
+    copies_csv_text,
+    copies_report_html,
+    overlay,
+    overlay_attributes,
+    thumbnail,
+)
+from asen_search.service.catalogue.scan_work import (
     ScanConfig,
     ScanReport,
     design_digest,
@@ -36,14 +44,6 @@ from asen_search.service.catalogue.scan import (
     read_designs,
     run_designs,
     save_jpeg,
-)
-from asen_search.service.catalogue.scan_report import (
-    PICTURES_DIR,
-    copies_csv_text,
-    copies_report_html,
-    overlay,
-    overlay_attributes,
-    thumbnail,
 )
 from asen_search.service.catalogue.sources import CatalogueEntry
 

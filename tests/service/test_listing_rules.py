@@ -16,7 +16,7 @@ import pytest
 
 from asen_search.service.catalogue import build as build_module
 from asen_search.service.catalogue import ray_encode
-from asen_search.service.catalogue import scan as scan_module
+from asen_search.service.catalogue import scan_work
 from asen_search.service.catalogue.locations import ListingRefused, check_listed
 from asen_search.service.catalogue.scan import read_designs
 from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue
@@ -314,7 +314,7 @@ def test_scan_refuses_before_reading_anything(tmp_path: Path, tiny_checkpoint: P
     def opened(*args: object, **kwargs: object) -> None:
         raise RuntimeError("the catalogue was opened")
 
-    monkeypatch.setattr(scan_module, "open_catalogue", opened)
+    monkeypatch.setattr(scan_work, "open_catalogue", opened)
     designs = tmp_path / "designs"
     designs.mkdir()
     (designs / "list.txt").write_text("a.jpg\n/etc/passwd\n")

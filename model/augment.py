@@ -1,11 +1,12 @@
 """A picture of the same garment taken anew, from the picture alone (no labels, no renderer).
 
 `rephotograph` imitates what changes between two photographs of one garment: the framing (a crop
-of another size and place), a small rotation, the exposure (brightness and contrast, the same for
-every channel: colours keep their hue, so colour-like attributes stay what they were), a few small
-occluders, and another JPEG compression. Two such views of one image are the "same design" pairs
-that calibrate copy scores without copy labels (model/copy_calibration.py) and that the
-instance-aware training term pulls together (model/training/instance.py).
+of another size and place, or a wider one: the picture shrunk onto a larger, blurred canvas), a
+rotation, the exposure (brightness and contrast, the same for every channel: colours keep their hue,
+so colour-like attributes stay what they were), a few small occluders, and another JPEG compression.
+Two such views of one image are the "same design" pairs that calibrate copy scores without copy
+labels (model/copy_calibration.py) and that the instance-aware training term pulls together
+(model/training/instance.py).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,12 @@ class Rephotograph:
     """How far a new photograph may differ: the crop keeps this share of each side (placed at
     random), the rotation in degrees, exposure factors, occluders, JPEG quality."""
 
-    keep: tuple[float, float] = (0.8, 1.0)
-    rotation: float = 8.0
-    brightness: tuple[float, float] = (0.8, 1.2)
-    contrast: tuple[float, float] = (0.8, 1.2)
-    occluders: int = 2
+    keep: tuple[float, float] = (0.6, 1.0)
+    zoom_out: float = 0.5            # chance of framing wider instead: the picture shrunk onto a larger canvas
+    rotation: float = 12.0
+    brightness: tuple[float, float] = (0.75, 1.25)
+    contrast: tuple[float, float] = (0.75, 1.2)
+    occluders: int = 3
     occluder_size: tuple[float, float] = (0.04, 0.12)   # of the shorter side
     jpeg_quality: tuple[int, int] = (60, 95)
 
@@ -47,9 +49,18 @@ def rephotograph(image: Image.Image, rng: np.random.Generator,
         # rotate about the centre, filling the corners with the picture's own edge colour
         edge = tuple(int(c) for c in np.asarray(image)[[0, -1]].reshape(-1, 3).mean(axis=0))
         image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=edge)
-    cw, ch = round(w * _uniform(rng, how.keep)), round(h * _uniform(rng, how.keep))
-    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < how.zoom_out:
+        # a wider framing: the picture at 1/f of a canvas f times its size, the rest its edge colour blurred
+        f = _uniform(rng, (1.0 / how.keep[0] ** 0.5, 1.0 / how.keep[0]))
+        canvas = image.resize((round(w * f), round(h * f)), Image.Resampling.BILINEAR).filter(
+            ImageFilter.GaussianBlur(radius=max(w, h) / 20))
+        canvas.paste(image, (int(rng.integers(0, canvas.width - w + 1)), int(rng.integers(0, canvas.height - h + 1))))
+        image = canvas.resize((w, h), Image.Resampling.BILINEAR)
+        cw, ch = w, h
+    else:
+        cw, ch = round(w * _uniform(rng, how.keep)), round(h * _uniform(rng, how.keep))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        image = image.crop((x0, y0, x0 + cw, y0 + ch))
     image = ImageEnhance.Brightness(image).enhance(_uniform(rng, how.brightness))
     image = ImageEnhance.Contrast(image).enhance(_uniform(rng, how.contrast))
     draw, side = ImageDraw.Draw(image), min(cw, ch)

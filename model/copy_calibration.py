@@ -36,6 +36,7 @@ from asen_search.model.nn.preprocess import load_image
 POINTS = 256
 FORMAT = 1
 MIN_LOOKALIKES = 20        # look-alike pairs below which a calibration is refused
+CALIBRATION_IMAGES = 700   # validation images a calibration at the end of training uses at most
 
 
 class NoCopyThreshold(ValueError):

@@ -255,7 +255,27 @@ class Trainer:
         update_extra(self.out / "best.pt", prototypes=prototypes.to_extra(),
                      thresholds=thresholds.to_json() if thresholds else None)
         self._say(f"value prototypes and tag calibration stored in best.pt ({time.monotonic() - started:.0f} s)")
-        return {"seconds": round(time.monotonic() - started, 1), **report}
+        copies = self._calibrate_copies()
+        return {"seconds": round(time.monotonic() - started, 1), **report, "copy_calibration": copies}
+
+    def _calibrate_copies(self) -> dict[str, Any] | None:
+        """The copy calibration beside best.pt (model/copy_calibration.py), made with the final
+        checkpoint (its fingerprint); skipped, with the reason logged, where the validation split
+        cannot calibrate (too few images sharing their values)."""
+        from asen_search.model.copy_calibration import CALIBRATION_IMAGES, calibrate_copies, save_copy_calibration
+        from asen_search.model.encoder import Encoder
+
+        started = time.monotonic()
+        encoder = Encoder.from_checkpoint(self.out / "best.pt", self.device, self.cfg.runtime, extras=False)
+        try:
+            calibration = calibrate_copies(encoder, self.ds, "valid", max_images=CALIBRATION_IMAGES,
+                                           seed=self.cfg.seed, progress=self.progress)
+        except ValueError as exc:
+            self._say(f"copy calibration skipped: {exc} (asen calibrate-copies can run it later on other data)")
+            return None
+        path = save_copy_calibration(self.out / "best.pt", calibration)
+        self._say(f"copy calibration written to {path} ({time.monotonic() - started:.0f} s)")
+        return {"seconds": round(time.monotonic() - started, 1), "lookalike_pairs": calibration.lookalike_pairs}
 
     def _stage_deadline(self, stage: int, deadline: float | None) -> float | None:
         if deadline is None:

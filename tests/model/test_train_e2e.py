@@ -39,6 +39,10 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
     encoder = Encoder.from_checkpoint(tmp_path / "run" / "best.pt")
     assert encoder.prototypes is not None and encoder.prototypes.temperature == summary["prototypes"]["temperature"]
     assert encoder.thresholds is not None and set(encoder.thresholds.curves) == {a.name for a in ds.attributes}
+    # and the label-free copy calibration beside it, made with the final checkpoint
+    assert summary["prototypes"]["copy_calibration"]["lookalike_pairs"] > 0
+    assert encoder.copy_calibration is not None and \
+        encoder.copy_calibration.lookalike_pairs == summary["prototypes"]["copy_calibration"]["lookalike_pairs"]
 
 
 def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -> None:

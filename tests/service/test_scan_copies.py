@@ -325,3 +325,35 @@ def test_a_copies_scan_of_a_milvus_catalogue_equals_the_brute_force(setup: Setup
     with open_catalogue(location) as catalogue:
         _check_against_brute_force(setup, out, catalogue, setup.min_score)
     assert [(r["design"], r["item_id"]) for r in _rows(out)] == [(r["design"], r["item_id"]) for r in _rows(scanned)]
+
+
+def test_post_copies_answers_what_the_scan_wrote(setup: Setup, scanned: Path, built_index: Path,
+                                                  tmp_path: Path) -> None:
+    """`POST /copies` and `asen scan --copies` agree: for every design, the same image posted with the
+    scan's threshold returns the scan's rows (ids in order, copy scores, every attribute's score and
+    the attributes judged modified)."""
+    from fastapi.testclient import TestClient
+
+    from asen_search.service.api.app import create_app
+    from asen_search.service.api.settings import Settings
+
+    rows = _rows(scanned)
+    names = setup.encoder.attribute_names
+    index = Path(shutil.copytree(built_index, tmp_path / "index"))
+    compared = 0
+    with TestClient(create_app(Settings(checkpoint=setup.checkpoint, index=index, runtime="torch"))) as client:
+        for design in setup.vectors:
+            with (setup.designs / f"{design}.jpg").open("rb") as fh:
+                answer = client.post("/copies", files={"image": ("d.jpg", fh, "image/jpeg")},
+                                     data={"min_score": f"{setup.min_score:.9f}", "max_results": "200"})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["calibrated"] is True and body["modified_allowed"] == 2
+            mine = [r for r in rows if r["design"] == design]
+            assert [h["id"] for h in body["results"]] == [r["item_id"] for r in mine], design
+            for hit, row in zip(body["results"], mine):
+                assert hit["score"] == pytest.approx(float(row["score"]), abs=1e-5)
+                assert [hit["scores"][a] for a in names] == pytest.approx([float(row[a]) for a in names], abs=1e-5)
+                assert hit["modified"] == list(filter(None, row["modified"].split(";")))
+            compared += len(mine)
+    assert compared == len(rows) > 0

@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace, name: str, flags: str, seed: int) -> dict[str
 
 def _table(results: list[dict[str, Any]]) -> str:
     lines = ["| variant | seeds | class MAP | method | copy mAP all / 0 / 1 / 2 | R@1 | R@10 | R@50 | false matches "
-             "per design @FMR | copies found @FMR |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "per design @FMR | measured FMR: all / look-alikes | copies found @FMR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
@@ -86,7 +87,9 @@ def _table(results: list[dict[str, Any]]) -> str:
                 + " / ".join(f"{mean(['map', s]):.3f}" for s in ("all", "0", "1", "2")) + " | "
                 + " | ".join(f"{mean([f'recall@{k}', 'all']):.3f}" for k in (1, 10, 50)) + " | "
                 + (f"{mean(['at_threshold', 'false_matches_per_design']):.2f} | "
-                   f"{mean(['at_threshold', 'copies_found', 'all']):.3f} |" if method == "copy_score" else "- | - |"))
+                   f"{mean(['at_threshold', 'false_match_rate']):.4f} / "
+                   f"{mean(['at_threshold', 'lookalike_false_match_rate']):.4f} | "
+                   f"{mean(['at_threshold', 'copies_found', 'all']):.3f} |" if method == "copy_score" else "- | - | - |"))
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ when it scores below `changed_below[attribute]`: the score that best separates u
 (same-design pairs) from changed ones (pairs of different values under that attribute).
 
 Kept beside the checkpoint, `<checkpoint>.copies.json`, with the checkpoint's fingerprint (as the
-precision curves: model/thresholds.py); written by `asen calibrate-copies` (and the demo set-up).
+precision curves: model/thresholds.py); written at the end of `asen train` and by `asen calibrate-copies`.
 """
 from __future__ import annotations
 

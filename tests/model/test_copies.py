@@ -111,10 +111,14 @@ def test_rank_metrics_by_hand() -> None:
     assert result["0"] == pytest.approx(1.0) and result["2"] == pytest.approx(1 / 3)
     encoded = Encoded([Path(f"/x/{i}") for i in range(6)], np.zeros((6, 1, 1)), np.zeros((6, 1)),
                       {Path(f"/x/{i}"): i for i in range(6)})
-    record = CopyRecord(Path("/x/0"), ((Path("/x/1"), ()), (Path("/x/2"), ("a", "b"))), ())
+    # rows 3 and 5 are the design's look-alike distractors: one of them (0.8) passes 0.55
+    record = CopyRecord(Path("/x/0"), ((Path("/x/1"), ()), (Path("/x/2"), ("a", "b"))),
+                        ((Path("/x/3"), ("a",)), (Path("/x/5"), ())))
     report = evaluate_scores(scores[None], [record], encoded, threshold=0.55)
     assert report["recall@1"]["all"] == 0.5 and report["recall@10"]["all"] == 1.0
     assert report["at_threshold"]["false_matches_per_design"] == 2
+    assert report["at_threshold"]["false_match_rate"] == pytest.approx(2 / 3)
+    assert report["at_threshold"]["lookalike_false_match_rate"] == pytest.approx(1 / 2)
     assert report["at_threshold"]["copies_found"] == {"all": 0.5, "0": 1.0, "2": 0.0}
     assert set(report["map"]) <= set(CHANGES)
 

@@ -89,7 +89,9 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    help="training images averaged into each attribute value's prototype (search by value, "
                    "tagging) at the end of training (default 200; 0: all)")
     p.add_argument("--no-prototypes", action="store_true",
-                   help="skip the value prototypes (then no search by value or tagging with this checkpoint)")
+                   help="skip the value prototypes and the copy calibration (then no search by value, tagging or "
+                   "calibrated copy threshold with this checkpoint; asen prototypes and asen calibrate-copies add "
+                   "them later)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="backbone-map cache, reused by later runs on the same images and backbone (default "
                    "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")

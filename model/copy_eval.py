@@ -127,6 +127,31 @@ def method_scores(encoded: Encoded, records: Sequence[CopyRecord]) -> dict[str, 
     return out
 
 
+def judged_modified(encoded: Encoded, records: Sequence[CopyRecord], attributes: Sequence[str],
+                    changed_below: dict[str, float]) -> dict[str, Any]:
+    """How well the calibrated lines tell which attributes a copy changed: for every copy, the
+    attributes scoring below their line against the design (judged modified) set against those the
+    benchmark changed; per attribute and over all, precision and recall of "modified", and the share
+    of copies whose judged set is exactly the changed one."""
+    lines = np.array([changed_below.get(a, -np.inf) for a in attributes])
+    judged_rows, truth_rows = [], []
+    for record in records:
+        design = encoded.vectors[encoded.row[record.design.resolve()]]
+        for path, changed in record.copies:
+            scores = np.einsum("ad,ad->a", encoded.vectors[encoded.row[path.resolve()]], design)
+            judged_rows.append(scores < lines)
+            truth_rows.append(np.array([a in changed for a in attributes]))
+    judged, truth = np.array(judged_rows, dtype=bool), np.array(truth_rows, dtype=bool)
+
+    def rates(j: np.ndarray, t: np.ndarray) -> dict[str, float | None]:
+        return {"precision": float((j & t).sum() / j.sum()) if j.sum() else None,
+                "recall": float((j & t).sum() / t.sum()) if t.sum() else None}
+
+    return {"copies": int(len(judged)), "exact": float((judged == truth).all(axis=1).mean()) if len(judged) else None,
+            **rates(judged, truth), "per_attribute": {a: rates(judged[:, k], truth[:, k])
+                                                      for k, a in enumerate(attributes)}}
+
+
 def evaluate_split(encoder: Any, root: Path, split: str, thresholds: dict[str, float] | None = None,
                    progress: bool = True) -> tuple[dict[str, Any], Encoded]:
     """Every way of scoring on one split of a copy benchmark; `thresholds` (method -> score) adds the
@@ -166,14 +191,16 @@ def evaluate_copies(encoder: Any, root: Path, split: str = "test", calibration: 
             thresholds[f"copy_score:m={calibration.modified}"] = calibration.score_for_rate(false_match_rate)
         except ValueError as exc:
             threshold_note = str(exc)
-    results, _ = evaluate_split(encoder, root, split, thresholds, progress=progress)
+    results, encoded = evaluate_split(encoder, root, split, thresholds, progress=progress)
+    modified = None if calibration is None else \
+        judged_modified(encoded, read_copies(root, split), attributes, calibration.changed_below)
     copy_method = f"copy_score:m={calibration.modified if calibration is not None else 2}"
     summary = {"whole_image": results["whole_image"], "best_single_attribute": results[best_single],
                "copy_score": results[copy_method]}
     return {"split": split, "data": str(root), "best_single_attribute": _names(best_single, attributes),
             "best_single_chosen_on": other, "copy_score_method": copy_method,
             "false_match_rate": false_match_rate if thresholds else None, "threshold_note": threshold_note,
-            "summary": summary, "methods": {_names(m, attributes): r for m, r in results.items()},
+            "summary": summary, "judged_modified": modified, "methods": {_names(m, attributes): r for m, r in results.items()},
             "chosen_on": {_names(m, attributes): r["map"] for m, r in chosen_on.items()}}
 
 
@@ -198,6 +225,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
                      + ", ".join(f"{s} {v:.3f}" for s, v in at["copies_found"].items()))
     elif report.get("threshold_note"):
         lines.append(f"no threshold: {report['threshold_note']}")
+    judged = report.get("judged_modified")
+    if judged:
+        shown = lambda v: "-" if v is None else f"{v:.3f}"   # noqa: E731
+        lines.append(f"attributes judged modified (calibrated lines) against those changed, over {judged['copies']} "
+                     f"copies: precision {shown(judged['precision'])}, recall {shown(judged['recall'])}, exact set "
+                     f"{shown(judged['exact'])}")
     return lines
 
 

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from asen_search.model.augment import rephotograph
 from asen_search.model.copy_calibration import CopyCalibration, NoCopyThreshold, balanced_line, lookalike_pairs
-from asen_search.model.copy_eval import CHANGES, Encoded, _rank_metrics, evaluate_scores
+from asen_search.model.copy_eval import CHANGES, Encoded, _rank_metrics, evaluate_scores, judged_modified
 from asen_search.model.data.copies import ATTRIBUTE_PARTS, CopyRecord, change, generate_copies, new_design, read_copies
 from asen_search.model.data.dataset import Tagged, load_dataset
 from asen_search.model.data.synth import ATTRIBUTES
@@ -166,3 +166,22 @@ def test_instance_rows_pair_an_image_with_its_view_and_another_of_its_value() ->
         assert view % 4 == anchor and 4 <= view < 12
         assert negative != anchor and values[(negative, attr)] == values[(anchor, attr)]
     assert set(rows[:, 0].tolist()) == {0}   # attribute 1's values each have one image: no negative there
+
+
+def test_judged_modified_by_hand() -> None:
+    """Lines at 0.5: a copy scoring 0.2 under `b` is judged to have modified `b`."""
+    unit = np.eye(2)
+    design = np.stack([unit[0], unit[0]])                 # [A=2, D=2]
+    same = design
+    b_changed = np.stack([unit[0], np.array([0.2, np.sqrt(1 - 0.04)])])
+    both_changed = np.stack([unit[1], unit[1]])
+    vectors = np.stack([design, same, b_changed, both_changed])
+    paths = [Path(f"/x/{i}") for i in range(4)]
+    encoded = Encoded(paths, vectors, np.zeros((4, 1)), {p: i for i, p in enumerate(paths)})
+    record = CopyRecord(paths[0], ((paths[1], ()), (paths[2], ("b",)), (paths[3], ("b",))), ())
+    judged = judged_modified(encoded, [record], ["a", "b"], {"a": 0.5, "b": 0.5})
+    # judged: {}, {b}, {a, b}; changed: {}, {b}, {b}
+    assert judged["copies"] == 3 and judged["exact"] == pytest.approx(2 / 3)
+    assert judged["precision"] == pytest.approx(2 / 3) and judged["recall"] == 1.0
+    assert judged["per_attribute"]["a"] == {"precision": 0.0, "recall": None}
+    assert judged["per_attribute"]["b"] == {"precision": 1.0, "recall": 1.0}

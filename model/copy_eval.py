@@ -254,7 +254,7 @@ def plot_copies(report: dict[str, Any], path: Path) -> None:
         axis.set_xticks(np.arange(len(CHANGES)), ["all copies", "0 changed", "1 changed", "2 changed"])
         axis.set_ylim(0, 1.08)
         axis.set_title(f"copy {'mAP' if metric == 'map' else 'Recall@10'} ({report['split']} split)", fontsize=10)
-    axes[0].legend(fontsize=8, loc="lower left")
+    axes[0].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

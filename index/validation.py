@@ -18,7 +18,10 @@ MAX_ID_LENGTH = 512
 MAX_KEY_LENGTH = 256          # a metadata key or a filter's field name
 MAX_METADATA_BYTES = 65_536   # an item's metadata as compact UTF-8 JSON: what a Milvus JSON field holds
 MAX_METADATA_DEPTH = 16       # nested objects and lists
-INT64 = (-(2 ** 63), 2 ** 63 - 1)   # integers beyond this are refused: engines store JSON numbers in 64 bits
+# Every number (an integer or a float, however it is written) lies strictly within +-2**63: engines
+# store JSON integers in 64 bits, and one bound for both kinds means 1e19 and 10000000000000000000 are
+# refused alike (an OpenAPI schema, which cannot tell how a number is spelled, says the same).
+NUMBER_BOUND = 2 ** 63
 _TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
 
 
@@ -51,11 +54,14 @@ def validate_id(item_id: object) -> str:
 
 
 def check_number(value: int | float, what: str, error: type[InvalidInput] = InvalidInput) -> int | float:
-    """A finite number; an integer within 64 bits (what engines store exactly)."""
-    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        raise error(f"{what}: the integer {str(value)[:30]}... does not fit in 64 bits (at most {INT64[1]})")
+    """A finite number of magnitude below 2**63 (an integer: what 64 bits hold; a float: the same
+    bound, so that how a number is written never changes whether it is taken)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise error(f"{what}: {value!r} is not a finite number")
+    if not -NUMBER_BOUND < value < NUMBER_BOUND:
+        shown = str(value) if isinstance(value, float) else f"{str(value)[:30]}{'...' if len(str(value)) > 30 else ''}"
+        raise error(f"{what}: {shown} is out of range: numbers lie strictly between -2**63 and 2**63 "
+                    f"(integers -{NUMBER_BOUND - 1} to {NUMBER_BOUND - 1})")
     return value
 
 
@@ -89,8 +95,8 @@ def _check_json_value(value: object, path: str, depth: int) -> None:
 
 
 def check_metadata(metadata: object) -> dict[str, Any]:
-    """A JSON object within the limits (keys, depth, size, 64-bit integers, finite floats, valid
-    text); returned as an independent copy. InvalidMetadata says what is wrong."""
+    """A JSON object within the limits (keys, depth, size, numbers of magnitude below 2**63,
+    finite, valid text); returned as an independent copy. InvalidMetadata says what is wrong."""
     if not isinstance(metadata, Mapping):
         raise InvalidMetadata(f"metadata must be a JSON object, got {type(metadata).__name__}")
     _check_json_value(metadata, "$", 0)

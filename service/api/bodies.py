@@ -7,7 +7,11 @@
 - `multipart/form-data` (or `application/x-www-form-urlencoded`): the same fields as form fields;
   images as files; fields holding JSON (a composed `query`, `filters`, `metadata`) as JSON text, each
   through `parse_json`; list fields (`candidates`, `fields`) repeated once per value. An empty field
-  counts as not sent (HTML forms send every field).
+  is refused (422 `invalid_request`: leave the field out instead), as JSON refuses `null`: an empty
+  id, attribute or number is no value, and a form says what JSON says.
+
+A whole number is an integer however it is written (`5`, `5.0`, in a form also `5e0`), as in the
+OpenAPI schema (JSON Schema's integers are the numbers without a fraction).
 
 Either way a field the endpoint does not take is 422 `unknown_field`, naming the closest one it
 takes; a scalar field sent twice is 422 `invalid_request`.
@@ -16,13 +20,16 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 from asen_search.service.operations.errors import ServiceError
@@ -145,11 +152,13 @@ async def _read_form(request: Request, spec: BodySpec, max_file_bytes: int, max_
                 raise ServiceError("invalid_request", f"the file field `{name}` is sent {len(values)} times")
             files[name] = await _read_file(uploads[0], name, max_file_bytes)
             continue
-        texts = [str(v) for v in values if str(v) != ""]
-        if name not in spec.names or name in spec.files and texts:
+        texts = [str(v) for v in values]
+        if name not in spec.names or name in spec.files:
             raise unknown_field(name, spec.names)
-        if not texts:
-            continue
+        if "" in texts:
+            raise ServiceError("invalid_request", f"`{name}` is sent empty: leave the field out instead"
+                               + (" (a list field is repeated once per value, each non-empty)"
+                                  if name in spec.lists else ""))
         if name in spec.lists:
             fields[name] = texts
         elif len(texts) > 1:
@@ -181,17 +190,85 @@ def _form_booleans(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, 
     return out
 
 
+def _is_integer_field(annotation: Any) -> bool:
+    return annotation is int or (typing.get_origin(annotation) in (types.UnionType, typing.Union)
+                                  and int in typing.get_args(annotation))
+
+
+def _whole_numbers(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
+    """Integer fields given a whole number written with a fraction or an exponent (JSON `5.0`, a form's
+    `5.0` or `5e0`) as that integer: JSON Schema's integers are the numbers without a fraction, and
+    the OpenAPI schema says `integer`. A fraction stays, and is refused as not an integer."""
+    out = dict(fields)
+    for name, declared in model.model_fields.items():
+        value = out.get(name)
+        if not _is_integer_field(declared.annotation) or isinstance(value, bool) or value is None:
+            continue
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity",
+                                                                        "-infinity", "+infinity") else value
+            except ValueError:
+                continue
+            if isinstance(number, float) and "." not in value and "e" not in value.lower():
+                continue   # a plain integer text: pydantic reads it exactly
+        if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+            out[name] = int(number)
+    return out
+
+
+def _errors(exc: ValidationError) -> list[Any]:
+    return list(exc.errors(include_url=False, include_input=False, include_context=False))
+
+
+def _invalid(errors: list[Any]) -> InvalidFields:
+    """422 `invalid_request` listing each problem (`errors`), summed up in the detail."""
+    problems = jsonable_encoder(errors)
+    summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in problems)
+    return InvalidFields(summary, problems)
+
+
+def _strict(model: type[BaseModel], name: str, value: Any) -> None:
+    """A form field holding JSON validated as strictly as in a JSON body (`true` is no number); its
+    problems located under the field's name."""
+    try:
+        TypeAdapter(model.model_fields[name].annotation or Any).validate_python(value, strict=True)
+    except ValidationError as exc:
+        raise _invalid([{**e, "loc": (name, *e["loc"])} for e in _errors(exc)]) from None
+
+
+def _no_nulls(value: object, path: str) -> None:
+    """No field of a request model is sent as null, however deep (a batch's items): the schema has no
+    null field; a field left out is how a request does not send it. JSON values inside a field
+    (metadata, filters) are the field's own and may hold null."""
+    if isinstance(value, BaseModel):
+        for name in value.model_fields_set:
+            held = getattr(value, name)
+            if held is None:
+                raise ServiceError("invalid_request", f"`{path}{name}` is null: leave the field out instead")
+            _no_nulls(held, f"{path}{name}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            if isinstance(item, BaseModel):
+                _no_nulls(item, f"{path}[{n}].")
+
+
 def validate(spec: BodySpec, body: Body, model: type[M]) -> M:
     """The body's fields as `model`: strict for JSON (the types of the schema), lax for forms (whose
-    values are text; their booleans `true`/`false`); 422 `invalid_request` listing each problem."""
+    values are text; their booleans `true`/`false`); 422 `invalid_request` listing each problem, or
+    naming a (nested) field sent as null."""
     try:
         if body.form:
-            return model.model_validate(_form_booleans(model, body.fields))
-        return model.model_validate(body.fields, strict=True)
+            for name in spec.json_fields & body.fields.keys():   # JSON in a form is read as JSON is
+                _strict(model, name, body.fields[name])
+            asked = model.model_validate(_form_booleans(model, _whole_numbers(model, body.fields)))
+        else:
+            asked = model.model_validate(_whole_numbers(model, body.fields), strict=True)
     except ValidationError as exc:
-        problems = jsonable_encoder(exc.errors(include_url=False, include_input=False, include_context=False))
-        summary = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}" for e in problems)
-        raise InvalidFields(summary, problems) from None
+        raise _invalid(_errors(exc)) from None
+    _no_nulls(asked, "")
+    return asked
 
 
 async def read_request(request: Request, spec: BodySpec, model: type[M], max_file_bytes: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
@@ -150,9 +151,15 @@ CURSOR_KINDS = {"search": "a search", "copies": "a copy search", "items": "a lis
 OFFSET_CURSORS = ("search", "copies")   # cursors holding an offset (a listing's holds the last id)
 
 
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"   # a cursor's text: unpadded base64url, as `encode_cursor` writes it
+
+
 def decode_cursor(cursor: str, kind: str) -> Any:
-    """The position a cursor holds; 422 `invalid_cursor` for anything that is not a cursor of `kind`."""
+    """The position a cursor holds; 422 `invalid_cursor` for anything that is not a cursor of `kind`
+    (a character outside base64url too: the decoder would skip it)."""
     try:
+        if not re.fullmatch(CURSOR_PATTERN, cursor):
+            raise ValueError("not base64url")
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         position = data["p"]
         if data["k"] != kind or not isinstance(position, int if kind in OFFSET_CURSORS else str) or \

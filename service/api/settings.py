@@ -35,8 +35,8 @@ class Settings(BaseSettings):
                                     "(ASEN_ALLOW_OPEN_WRITES)")
     default_top_k: int = Field(10, ge=1)
     max_top_k: int = Field(100, ge=1)
-    max_search_depth: int = Field(1000, ge=1, description="deepest a search pages to: offset + top_k (threshold "
-                                  "searches: offset + max_results)")
+    max_search_depth: int = Field(1000, ge=1, description="deepest a search pages to: a page reaching past it ends "
+                                  "there; an offset at it or beyond is refused")
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
     max_batch_items: int = Field(100, ge=1, description="most items one POST /items:batch may write")
     default_max_results: int = Field(100, ge=1, description="threshold searches (min_score / min_precision): "

@@ -6,7 +6,8 @@ import binascii
 from collections.abc import Mapping
 
 from asen_search.index import NO_SPACE_ERRNOS, LogUnavailable, validate_id
-from asen_search.index.errors import InvalidItemId
+from asen_search.index.errors import InvalidInput, InvalidItemId
+from asen_search.index.validation import check_key
 from asen_search.service.catalogue.item_images import IMAGE_KEY
 from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
 from asen_search.service.operations.context import Service
@@ -31,6 +32,28 @@ def check_user_metadata(metadata: object, what: str = "metadata") -> None:
     if reserved and what == "metadata":
         raise ServiceError("invalid_metadata", f"metadata keys starting with {PREDICTED!r} are reserved for the "
                            f"predicted tags the service adds: rename {reserved}")
+
+
+MAX_SELECTED_FIELDS = 64   # metadata fields one request may select (`fields`)
+
+
+def check_field_name(name: str, what: str) -> str:
+    """A metadata field a request names (`fields`, `group_by`): a possible metadata key, 1 to 256
+    characters without control characters; 422 `invalid_request`."""
+    try:
+        return check_key(name, what, InvalidInput)
+    except InvalidInput as exc:
+        raise ServiceError("invalid_request", str(exc)) from None
+
+
+def check_fields(fields: list[str] | None) -> tuple[str, ...] | None:
+    """The metadata fields a request selects (`fields`): at most MAX_SELECTED_FIELDS names, each a
+    possible metadata key (`check_field_name`); 422 `invalid_request`."""
+    if fields is None:
+        return None
+    if len(fields) > MAX_SELECTED_FIELDS:
+        raise ServiceError("invalid_request", f"`fields` names {len(fields)} fields; at most {MAX_SELECTED_FIELDS}")
+    return tuple(check_field_name(name, "`fields` names") for name in fields)
 
 
 def check_user_filters(filters: object) -> None:

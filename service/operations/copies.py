@@ -25,7 +25,7 @@ from asen_search.service.operations import images
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.items import check_item_id
-from asen_search.service.operations.searching import Selection, check_depth, check_top_k
+from asen_search.service.operations.searching import Selection, check_top_k, next_page, page_within_depth
 
 CALIBRATE = "`asen calibrate-copies --checkpoint CKPT --data DATASET` (writes CKPT-stem.copies.json beside it)"
 
@@ -174,8 +174,8 @@ async def find_copies(service: Service, design: Design, options: CopyOptions, se
     design = check_design(design)
     modified = check_modified(service, options.modified)
     threshold = read_threshold(service, options, modified)
-    page = check_top_k(service, options.top_k) if threshold is None else threshold.max_results
-    check_depth(service, options.offset, page)
+    page = page_within_depth(service, options.offset,
+                             check_top_k(service, options.top_k) if threshold is None else threshold.max_results)
     queries = await design_vectors(service, design, timer)
     calibration = service.encoder.copy_calibration
     catalogue = service.catalogue
@@ -198,14 +198,11 @@ async def find_copies(service: Service, design: Design, options: CopyOptions, se
     hits = [CopyHit(h.id, h.score, h.scores, h.modified, metadata[h.id],
                     None if rates is None else rates.rate_at(h.score))
             for h in answer.hits if h.id in metadata]
-    depth = service.limits.max_search_depth
     if threshold is None:
-        more = len(answer.hits) == page and options.offset + 2 * page <= depth
         return CopiesOutcome(hits, modified, calibration is not None,
-                             next_offset=options.offset + page if more else None)
-    more = answer.truncated and options.offset + 2 * page <= depth
+                             next_offset=next_page(service, options.offset, page, len(answer.hits) == page))
     return CopiesOutcome(hits, modified, calibration is not None, threshold, answer.truncated, answer.total,
-                         options.offset + page if more else None)
+                         next_page(service, options.offset, page, bool(answer.truncated)))
 
 
 def _metadata(service: Service, ids: list[str], selection: Selection) -> dict[str, dict[str, Any] | None]:

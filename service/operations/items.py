@@ -16,14 +16,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from asen_search.index import (
-    Filter,
-    InvalidInput,
-    ItemExists,
-    ItemPage,
-    LogUnavailable,
-    ReadOnlyCatalogue,
-)
+from asen_search.index import Filter, InvalidInput, ItemExists, ItemPage, LogUnavailable, ReadOnlyCatalogue
 from asen_search.model.image_input import ImageRejected
 from asen_search.service.catalogue.item_images import public_metadata, save_upload, with_image
 from asen_search.service.catalogue.tags import PREDICTED, with_tags
@@ -38,24 +31,19 @@ from asen_search.service.operations.checks import (
 )
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
+from asen_search.service.operations.item_checks import (
+    VECTOR_BOUND,
+    ItemInput,
+    batch_refused,
+    check_batch,
+    check_batch_size,
+    check_item,
+)
 
-__all__ = ["check_item_id", "check_user_filters", "check_user_metadata", "decode_base64", "check_writable",
-           "storage_error"]
+__all__ = ["ItemInput", "VECTOR_BOUND", "batch_refused", "check_batch", "check_batch_size", "check_item", "check_item_id",
+           "check_user_filters", "check_user_metadata", "decode_base64", "check_writable", "storage_error"]
 
 logger = logging.getLogger("asen.service")
-VECTOR_BOUND = 1e6   # given vectors' numbers lie within +- this (they are scaled to length 1)
-
-
-@dataclass(frozen=True)
-class ItemInput:
-    """One item to write, as sent: an image, or vectors `[n_attributes][dim]` with the fingerprint of
-    the model that made them; metadata (None: none given)."""
-
-    id: str
-    image: bytes | None = None
-    vectors: Any = None
-    fingerprint: str | None = None
-    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,42 +65,16 @@ class Written:
     detail: str | None = None
 
 
-
-
-
-
-
-
-def _given_vectors(service: Service, item: ItemInput) -> np.ndarray:
-    catalogue = service.catalogue
-    if item.fingerprint != catalogue.fingerprint:
-        raise ServiceError("fingerprint_mismatch", f"item {item.id!r}: vectors made by model {item.fingerprint!r}; this "
-                           f"catalogue's model is {catalogue.fingerprint!r} (send `fingerprint` with the vectors)")
-    try:
-        vectors = np.asarray(item.vectors, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be numbers") from None
-    shape = (len(catalogue.attributes), catalogue.dim)
-    if vectors.shape != shape or not np.isfinite(vectors).all() or np.abs(vectors).max(initial=0) > VECTOR_BOUND:
-        raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be {shape[0]} lists of {shape[1]} "
-                           f"numbers within +-{VECTOR_BOUND:g} (one per attribute, in GET /attributes' order), got "
-                           f"{list(vectors.shape)}")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.where(norms > 0, vectors / np.where(norms > 0, norms, 1), 0).astype(np.float32)   # to length 1
-
-
 async def prepare(service: Service, item: ItemInput, timer: Stages) -> Prepared:
     """An item checked and encoded, ready to write (nothing written yet)."""
+    given = check_item(service, item)
     item_id = check_item_id(item.id)
-    if item.metadata is not None:
-        check_user_metadata(item.metadata)
-    if (item.image is None) == (item.vectors is None):
-        raise ServiceError("image_required", f"item {item_id!r}: send exactly one of `image` or `vectors`")
-    if item.image is not None:
+    if given is None:
+        assert item.image is not None
         picture = await images.decode(service, item.image, timer)
         vectors = await images.encode_all(service, picture, timer)
     else:
-        vectors = _given_vectors(service, item)
+        vectors = given
     metadata = None if item.metadata is None else dict(item.metadata)
     return Prepared(item_id, vectors, metadata, item.image)
 
@@ -130,18 +92,11 @@ async def write_one(service: Service, item: ItemInput, replace: bool, timer: Sta
     return written
 
 
-def check_batch_size(service: Service, n: int) -> None:
-    if n < 1:
-        raise ServiceError("invalid_request", "send at least one item")
-    if n > service.limits.max_batch_items:
-        raise ServiceError("too_many_items", f"{n} items; at most {service.limits.max_batch_items} per request "
-                           "(ASEN_MAX_BATCH_ITEMS)")
-
-
 async def write_batch(service: Service, items: list[ItemInput], replace: bool, timer: Stages) -> list[Written]:
-    """Many items, each with its own result: an item that cannot be prepared (or exists, without
-    `replace`) is reported and the others are written, all in one catalogue write (one log append)."""
-    check_batch_size(service, len(items))
+    """Many items, each with its own result, once the batch is checked whole (`check_batch`): an item
+    whose image cannot be read (or that exists, without `replace`, or repeats an id) is reported and the
+    others are written, all in one catalogue write (one log append)."""
+    check_batch(service, items)
     check_writable(service)
     outcomes: dict[int, Written] = {}
     ready: list[tuple[int, Prepared]] = []

@@ -3,8 +3,9 @@ group, or every item at or above a threshold (a page of them, how many passed); 
 given list. Plain functions over a `Service`; every refusal a ServiceError with its code.
 
 Paging: `offset` skips that many results (the search is run for `offset + top_k` and the page cut
-from it), up to `Limits.max_search_depth`; a page is answered with `next_offset` when more may
-follow. Threshold searches page the same way over the list of items that pass.
+from it), up to `Limits.max_search_depth`: a page that would reach past it ends there (the deepest
+page is shorter, and the last); an offset at or past it is refused. A page is answered with
+`next_offset` when more may follow. Threshold searches page the same way over the items that pass.
 """
 from __future__ import annotations
 
@@ -93,11 +94,21 @@ def check_top_k(service: Service, top_k: int | None) -> int:
     return top_k
 
 
-def check_depth(service: Service, offset: int, page: int) -> None:
+def page_within_depth(service: Service, offset: int, page: int) -> int:
+    """How many results the page at `offset` holds: `page`, cut at the deepest a search pages to (the
+    last page ends there); an offset at or past it is 422 `offset_out_of_range`."""
     depth = service.limits.max_search_depth
-    if offset < 0 or offset + page > depth:
-        raise ServiceError("offset_out_of_range", f"offset {offset} + {page} results goes beyond the deepest a search "
-                           f"pages to ({depth}, ASEN_MAX_SEARCH_DEPTH); narrow the query with filters instead")
+    if not 0 <= offset < depth:
+        raise ServiceError("offset_out_of_range", f"offset {offset} is at or beyond the deepest a search pages to "
+                           f"({depth} results, ASEN_MAX_SEARCH_DEPTH): offsets run from 0 to {depth - 1}; narrow "
+                           "the query with filters instead")
+    return min(page, depth - offset)
+
+
+def next_page(service: Service, offset: int, page: int, more: bool) -> int | None:
+    """Where the next page starts: when more results may follow and it lies within the depth."""
+    following = offset + page
+    return following if more and following < service.limits.max_search_depth else None
 
 
 def read_threshold(service: Service, parts: list[Part], plan: QueryPlan, options: SearchOptions) -> Threshold | None:
@@ -162,8 +173,7 @@ async def search(service: Service, plan: QueryPlan, parts: list[Part], options: 
     threshold = read_threshold(service, parts, plan, options)
     if threshold is not None:
         return await _threshold_search(service, plan, parts, threshold, options, selection, timer)
-    k = check_top_k(service, options.top_k)
-    check_depth(service, options.offset, k)
+    k = page_within_depth(service, options.offset, check_top_k(service, options.top_k))
     catalogue = service.catalogue
     fetch = _fetcher(catalogue, plan, parts, options.filters)
     with timer.stage("search"):
@@ -174,9 +184,8 @@ async def search(service: Service, plan: QueryPlan, parts: list[Part], options: 
         else:
             found = await anyio.to_thread.run_sync(fetch, options.offset + k)
     page = found[options.offset:options.offset + k]
-    more = len(found) == options.offset + k and options.offset + 2 * k <= service.limits.max_search_depth
     return SearchOutcome([Hit(h.id, h.score, selection.apply(h.metadata)) for h in page],
-                         next_offset=options.offset + k if more else None)
+                         next_offset=next_page(service, options.offset, k, len(found) == options.offset + k))
 
 
 def _fetcher(catalogue: Catalogue, plan: QueryPlan, parts: list[Part], filters: Filter
@@ -193,8 +202,8 @@ def _fetcher(catalogue: Catalogue, plan: QueryPlan, parts: list[Part], filters: 
 
 async def _threshold_search(service: Service, plan: QueryPlan, parts: list[Part], threshold: Threshold,
                             options: SearchOptions, selection: Selection, timer: Stages) -> SearchOutcome:
-    catalogue, offset, page = service.catalogue, options.offset, threshold.max_results
-    check_depth(service, offset, page)
+    catalogue, offset = service.catalogue, options.offset
+    page = page_within_depth(service, offset, threshold.max_results)
     if threshold.unreachable is not None:
         return SearchOutcome([], threshold, truncated=False, total=0)
 
@@ -216,8 +225,7 @@ async def _threshold_search(service: Service, plan: QueryPlan, parts: list[Part]
     hits = [Hit(h.id, h.score, selection.apply(h.metadata),
                 None if curve is None else round(curve.precision_at(h.score), 4))
             for h in found[offset:offset + page]]
-    more = cut and offset + 2 * page <= service.limits.max_search_depth
-    return SearchOutcome(hits, threshold, truncated=cut, total=total, next_offset=offset + page if more else None)
+    return SearchOutcome(hits, threshold, truncated=cut, total=total, next_offset=next_page(service, offset, page, cut))
 
 
 def grouped_search(fetch: Callable[[int], list[SearchResult]], catalogue_size: int, top_k: int,

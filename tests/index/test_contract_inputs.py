@@ -69,12 +69,15 @@ def test_ids_and_values_in_every_script_round_trip(make: Make) -> None:
 REFUSED_IDS = [("\ud800", "lone surrogate"), ("a\x00b", "NUL"), ("line\nbreak", "newline"), ("tab\there", "tab"),
                ("", "empty"), ("x" * 513, "too long"), ("bell\x07", "control")]
 REFUSED_METADATA = [{"k": "\udfff"}, {"\ud800": 1}, {"k": "nul\x00"}, {"k": ["esc\x1b"]}, {"": 1}, {"\n": 1},
-                    {"n": 2 ** 63}, {"n": -(2 ** 63) - 1}, {"n": float("nan")}, {"n": float("inf")},
+                    {"n": 2 ** 63}, {"n": -(2 ** 63)}, {"n": float("nan")}, {"n": float("inf")}, {"n": 1e19},
+                    {"n": -9.223372036854776e18}, {"n": [1, 1.7976931348623157e308]}, {"n": [0, "x", -(2 ** 64)]},
+                    {"n": {"inner": [1e300]}},
                     {"big": "x" * 70_000}, {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}, {"k": object()},
                     {1: "non-string key"}]
 REFUSED_FILTERS = [{"k": "\ud800"}, {"k": ["ok", "\x00"]}, {"\ud800": 1}, {"": 1}, {"k": {"between": [1, 2]}},
                    {"k": {}}, {"k": {"gte": True}}, {"k": {"gt": 1, "gte": 2}}, {"k": {"lt": "10"}},
                    {"k": {"exists": "yes"}}, {"k": {"in": "not-a-list"}}, {"k": {"eq": [1]}}, {"k": 2 ** 64},
+                   {"k": 1e19}, {"k": [1, -(2 ** 63)]}, {"k": {"lt": 1e308}}, {"k": {"not_in": [9.3e18]}},
                    {"k": {"nested": 1}}, ["k"]]
 
 
@@ -103,10 +106,10 @@ def test_what_no_engine_can_store_is_refused_the_same_everywhere(make: Make) -> 
     np.testing.assert_allclose(catalogue.vector("kept", "colour"), _vectors(1)[0, 0], atol=1e-6)
 
 
-EDGES = [2 ** 63 - 1, -(2 ** 63), 2 ** 53, 2 ** 53 + 1, 1e308, -1e308, 5e-324, -0.0, 0, 0.1, 1, 1.0, True, False, None,
-         "1", [1, "1", True]]
-RANGES = [{"gte": 0}, {"lt": 0}, {"gt": 2 ** 53}, {"lte": 5e-324}, {"gt": -1e308, "lt": 1e308}, {"gte": 1, "lte": 1},
-          {"gt": 0, "lt": 1}, {"lt": -1e307}]
+EDGES = [2 ** 63 - 1, -(2 ** 63 - 1), 2 ** 53, 2 ** 53 + 1, 9.223372036854775e18, -9.223372036854775e18, 5e-324, -0.0,
+         0, 0.1, 1, 1.0, True, False, None, "1", [1, "1", True]]
+RANGES = [{"gte": 0}, {"lt": 0}, {"gt": 2 ** 53}, {"lte": 5e-324}, {"gt": -9.2e18, "lt": 9.2e18}, {"gte": 1, "lte": 1},
+          {"gt": 0, "lt": 1}, {"lt": -1e18}]
 
 
 def _reference(metadata: list[dict[str, Any]], ids: list[str], filters: dict[str, Any]) -> set[str]:
@@ -135,6 +138,31 @@ def test_numbers_at_the_edges_are_stored_and_filtered_alike(make: Make) -> None:
     assert found({"v": True}) == {"n12", "n16"} and found({"v": 1}) == {"n10", "n11", "n16"}   # True is not 1
     assert found({"v": {"gte": 1, "lte": 1}}) == {"n10", "n11"}    # a range never matches a bool or a list
     assert found({"v": {"exists": False}}) == {"absent"} and found({"v": None}) == {"n14"}
+
+
+BEYOND = [2 ** 63, -(2 ** 63), 1e19, -1e19, 9.223372036854776e18, 1.7976931348623157e308, 10 ** 40]
+WITHIN = [2 ** 63 - 1, -(2 ** 63 - 1), 9.223372036854775e18, -9.223372036854775e18, 4.7e16, 1e15 + 1]
+
+
+def test_one_number_bound_for_every_place_a_number_sits(make: Make) -> None:
+    """A number lies strictly within +-2**63 however it is written (10**19 and 1e19 alike) and wherever
+    it sits: a value, an element of a list, deeper in an object; in add, upsert, a metadata change and
+    a filter. Nothing beyond is written; everything within round-trips exactly."""
+    catalogue = make()
+    catalogue.add(["kept"], _vectors(1), [{"k": 1}])
+    one = _vectors(1, 1)
+    for number in BEYOND:
+        for meta in ({"n": number}, {"n": [1, "x", number]}, {"n": {"deep": [number]}}):
+            _refused("invalid_metadata", lambda m=meta: catalogue.add(["new"], one, [m]))
+            _refused("invalid_metadata", lambda m=meta: catalogue.upsert(["kept"], one, [m]))
+            _refused("invalid_metadata", lambda m=meta: catalogue.update_metadata("kept", m))
+        for filters in ({"n": number}, {"n": [0, number]}, {"n": {"gte": number}}, {"n": {"not_in": [number]}}):
+            _refused("invalid_filters", lambda f=filters: catalogue.search(one[0, 0], "colour", 3, filters=f))
+    assert catalogue.ids() == ["kept"] and catalogue.get("kept").metadata == {"k": 1}
+    metadata = {"n": WITHIN, "first": WITHIN[0], "deep": {"list": WITHIN[::-1]}}
+    catalogue.add(["edges"], one, [metadata])
+    assert catalogue.get("edges").metadata == metadata
+    assert [h.id for h in catalogue.search(one[0, 0], "colour", 3, filters={"first": WITHIN[0]})] == ["edges"]
 
 
 def _random_metadata(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:

@@ -15,6 +15,10 @@ from fastapi.testclient import TestClient
 
 from asen_search.index import parse_filters
 from asen_search.index.wal import log_path, read_log
+from asen_search.service.api.app import create_app
+from asen_search.service.api.errors import status_of
+from asen_search.service.api.requests import encode_cursor
+from asen_search.service.api.settings import Settings
 
 IMAGE = Path("images") / "test" / "00041.jpg"
 
@@ -84,8 +88,30 @@ def test_paging_by_offset_and_cursor_equals_one_deep_search(client: TestClient) 
     listing = client.get("/items", params={"limit": 2}).json()["next_cursor"]
     other = client.post("/search", json={**query, "top_k": 10, "cursor": listing})
     assert other.status_code == 422 and other.json()["error"] == "invalid_cursor"   # a listing's cursor
-    too_deep = client.post("/search", json={**query, "top_k": 10, "offset": 995})
+    too_deep = client.post("/search", json={**query, "top_k": 10, "offset": 1000})   # ASEN_MAX_SEARCH_DEPTH
     assert too_deep.status_code == 422 and too_deep.json()["error"] == "offset_out_of_range"
+    skipped = client.post("/search", json={**query, "top_k": 10, "cursor": encode_cursor("search", 10) + "*"})
+    assert skipped.status_code == 422 and skipped.json()["error"] == "invalid_cursor"   # no base64url character
+
+
+def test_the_deepest_page_ends_at_the_search_depth(tiny_checkpoint: Path, index_dir: Path) -> None:
+    """A page that would reach past ASEN_MAX_SEARCH_DEPTH ends there (shorter, and the last); an offset
+    at the depth or past it is refused."""
+    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir, max_top_k=20,
+                                       max_search_depth=25))) as client:
+        query = {"attribute": "colour", "item_id": "test-00001", "top_k": 10}
+        deep = [h["id"] for h in client.post("/search", json={**query, "top_k": 20}).json()["results"]]
+        deep += [h["id"] for h in client.post("/search", json={**query, "top_k": 5, "offset": 20}).json()["results"]]
+        assert len(deep) == len(set(deep)) == 25   # a page within the depth: not cut
+        middle = client.post("/search", json={**query, "offset": 10}).json()
+        assert [h["id"] for h in middle["results"]] == deep[10:20] and middle["next_cursor"] is not None
+        last = client.post("/search", json={**query, "cursor": middle["next_cursor"]}).json()
+        assert [h["id"] for h in last["results"]] == deep[20:25] and last["next_cursor"] is None
+        cut = client.post("/search", json={**query, "offset": 24}).json()
+        assert [h["id"] for h in cut["results"]] == deep[24:] and cut["next_cursor"] is None
+        for offset in (25, 40):
+            refused = client.post("/search", json={**query, "offset": offset})
+            assert refused.status_code == 422 and refused.json()["error"] == "offset_out_of_range"
 
 
 def test_a_threshold_search_that_is_cut_says_how_many_pass_and_pages_on(client: TestClient) -> None:
@@ -132,18 +158,91 @@ def test_batch_writes_each_item_once_in_one_log_append(client: TestClient, demo_
         {"id": "b2", "image": base64.b64encode(b"not an image").decode()},  # reported with its code
         {"id": "b3", "vectors": [[1.0] + [0.0] * (catalogue.dim - 1)] * len(catalogue.attributes),
          "fingerprint": catalogue.fingerprint},
-        {"id": "b\x00"}]})
+        {"id": "b1", "image": _b64(image)}]})                               # twice in the batch: reported
     assert answer.status_code == 200, answer.text
-    results = {r["id"]: r for r in answer.json()["results"]}
-    assert [r["status"] for r in answer.json()["results"]] == ["created", "error", "error", "created", "error"]
-    assert results["test-00001"]["error"] == "item_exists" and results["b2"]["error"] == "not_an_image"
-    assert results["b\x00"]["error"] == "invalid_item_id"
+    results = answer.json()["results"]
+    assert [r["status"] for r in results] == ["created", "error", "error", "created", "error"]
+    assert [r["error"] for r in results] == [None, "item_exists", "not_an_image", None, "invalid_request"]
     assert "b1" in catalogue and "b3" in catalogue and "b2" not in catalogue
     records = read_log(log_path(settings.index, catalogue._store.version))[0]
     assert len(records) == before + 1 and sorted(records[-1].ids) == ["b1", "b3"]   # one append for the batch
     form = client.post("/items:batch", data={"items": json.dumps([{"id": "f1", "image": "pic"}])},
                        files={"pic": ("p.jpg", image.read_bytes(), "image/jpeg")})
     assert form.json()["results"][0]["status"] == "created"
+
+
+def _unit_vectors(catalogue: Any) -> list[list[float]]:
+    return [[1.0] + [0.0] * (catalogue.dim - 1)] * len(catalogue.attributes)
+
+
+def test_a_batch_item_that_is_not_what_the_schema_describes_refuses_the_batch_whole(
+        client: TestClient, demo_dataset: Path, settings: Any) -> None:
+    """Its code and its position in the detail; nothing of the batch written, however valid the rest."""
+    catalogue = client.app.state.runtime.catalogue
+    log = log_path(settings.index, catalogue._store.version)
+    before = len(read_log(log)[0])
+    good = {"id": "whole-1", "vectors": _unit_vectors(catalogue), "fingerprint": catalogue.fingerprint}
+    given = {"vectors": good["vectors"], "fingerprint": catalogue.fingerprint}
+    refusals: list[tuple[dict[str, Any], str, str]] = [
+        ({"id": "b\x00", **given}, "invalid_item_id", "items[1] ('b\\x00')"),
+        ({"id": "m", **given, "metadata": {"n": [1, 2 ** 63]}}, "invalid_metadata", "items[1] ('m')"),
+        ({"id": "m", **given, "metadata": {"predicted.colour": "red"}}, "invalid_metadata", "items[1] ('m')"),
+        ({"id": "v", "vectors": good["vectors"][:1], "fingerprint": catalogue.fingerprint}, "invalid_vectors",
+         "items[1] ('v')"),
+        ({"id": "f", "vectors": good["vectors"], "fingerprint": "another-model"}, "fingerprint_mismatch",
+         "items[1] ('f')"),
+        ({"id": "i"}, "image_required", "items[1] ('i')"),
+        ({"id": "e", "image": ""}, "empty_image", "items[1] ('e')"),
+        ({"id": "n", "image": "not base64!"}, "invalid_base64", "items[1] ('n')"),
+        ({"id": "z", **given, "metadata": None}, "invalid_request", "`items[1].metadata` is null"),
+    ]
+    for bad, code, named in refusals:
+        answer = client.post("/items:batch", json={"items": [good, bad]})
+        assert answer.status_code == status_of(code) and answer.json()["error"] == code, (bad, answer.text)
+        assert named in answer.json()["detail"], answer.text
+    picture = (demo_dataset / IMAGE).read_bytes()
+    form = client.post("/items:batch", files={"pic": ("p.jpg", picture, "image/jpeg")},
+                       data={"items": json.dumps([good, {"id": "g", "image": "pic"}, {"id": "h", "image": "nope"}])})
+    assert form.status_code == 422 and form.json()["error"] == "image_not_uploaded"
+    assert "items[2] ('h')" in form.json()["detail"]
+    strict = client.post("/items:batch", data={"items": json.dumps([{**good, "vectors": [[True]]}])})
+    assert strict.json()["error"] == "invalid_request"   # JSON in a form is read as strictly as a JSON body
+    assert "whole-1" not in catalogue and "g" not in catalogue and len(read_log(log)[0]) == before
+
+
+def test_an_empty_form_field_is_refused_as_json_refuses_null(client: TestClient, demo_dataset: Path) -> None:
+    """A form field sent empty is no value: 422 `invalid_request` naming it (leave it out instead), as a
+    JSON field sent as null; left out, the same request is answered."""
+    file = {"image": ("q.jpg", (demo_dataset / IMAGE).read_bytes(), "image/jpeg")}
+    assert client.post("/search", data={"attribute": "colour", "top_k": "3"}, files=file).status_code == 200
+    for empty in ({"value": ""}, {"top_k": ""}, {"fields": ["split", ""]}):
+        answer = client.post("/search", data={"attribute": "colour", **empty}, files=file)
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_request", answer.text
+        assert f"`{next(iter(empty))}` is sent empty" in answer.json()["detail"]
+    empty_id = client.post("/items", data={"id": ""}, files=file)
+    assert empty_id.status_code == 422 and "`id` is sent empty" in empty_id.json()["detail"]
+    null = client.post("/search", json={"attribute": "colour", "item_id": "test-00001", "value": None})
+    assert null.status_code == 422 and "`value` is null" in null.json()["detail"]
+
+
+def test_a_whole_number_is_an_integer_however_it_is_written(client: TestClient) -> None:
+    """As in the schema (JSON Schema's integers are the numbers without a fraction): 5.0 is 5, in JSON
+    and in a form (also 5e0); 5.5 is no integer."""
+    query = {"attribute": "colour", "item_id": "test-00001"}
+
+    def ids(answer: Any) -> list[str]:
+        assert answer.status_code == 200, answer.text
+        return [h["id"] for h in answer.json()["results"]]
+
+    five = ids(client.post("/search", json={**query, "top_k": 5}))
+    assert len(five) == 5 and ids(client.post("/search", json={**query, "top_k": 5.0})) == five
+    assert ids(client.post("/search", json={**query, "top_k": 3.0, "offset": 2.0})) == five[2:]
+    for text in ("5", "5.0", "5e0", "50e-1"):
+        assert ids(client.post("/search", data={**query, "top_k": text})) == five
+    for refused in (client.post("/search", json={**query, "top_k": 5.5}),
+                    client.post("/search", data={**query, "top_k": "5.5"}),
+                    client.post("/search", data={**query, "top_k": "nan"})):
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid_request", refused.text
 
 
 def test_items_with_vectors_made_elsewhere_are_checked_and_searchable(client: TestClient) -> None:

@@ -111,6 +111,10 @@ def test_bad_fields(strict: TestClient) -> None:
     both = strict.post("/search", data={"attribute": "colour", **by_id}, files={"image": ("q", _jpeg())})
     _check(both, 422, "query_required")
     _check(strict.get("/items/no-such-item"), 404, "unknown_item")
+    for path in ("/items/bad%0Aid", "/items/%08", "/images/bad%0Aid"):   # any text routes: an id, or no id
+        _check(strict.get(path), 422, "invalid_item_id")
+    _check(strict.patch("/items/bad%0Aid", json={"metadata": {}}, headers={"X-API-Key": API_KEY}), 422,
+           "invalid_item_id")
     _check(strict.get("/no/such/route"), 404)
     _check(strict.put("/search"), 405)
     _still_answers(strict)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from jsonschema import Draft202012Validator
 
 from asen_search.index import CatalogueIndex
 from asen_search.model.checkpoint import CheckpointError, read_payload, update_extra
@@ -116,7 +117,7 @@ def test_rerank_and_group_by_take_a_composed_query(tagging_client: TestClient) -
     assert len(grouped) == 4 and len({h["metadata"]["predicted.colour"] for h in grouped}) == 4
 
 
-@pytest.mark.parametrize(("query", "code", "words"), [
+MALFORMED: list[tuple[object, str, str]] = [
     ([{"attribute": "fabric", "value": "silk"}], "unknown_attribute", "unknown attribute 'fabric'"),
     ([{"attribute": "neckline", "image": "front"}], "image_not_uploaded", "'front'"),
     ([{"attribute": "neckline", "item_id": "test-00001", "weight": 1.5}], "weight_out_of_range", "[-1, 1]"),
@@ -131,7 +132,24 @@ def test_rerank_and_group_by_take_a_composed_query(tagging_client: TestClient) -
     ([{"attribute": "neckline", "value": "round", "colour": "red"}], "invalid_query", "unknown keys"),
     ([], "invalid_query", "non-empty"),
     ({"attribute": "neckline"}, "invalid_query", "list"),
-])
+]
+
+
+def test_the_schema_refuses_every_malformed_composed_query(tagging_client: TestClient) -> None:
+    """The OpenAPI body of /search (a form's: parts by item or by value) admits a good composed query
+    and none of those the server refuses (one source a part: a value outside its attribute's values
+    beside an item_id is no item_id part)."""
+    document = tagging_client.get("/openapi.json").json()
+    body = document["paths"]["/search"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    validator = Draft202012Validator({**body, "components": document["components"]})
+    assert validator.is_valid({"query": [{"attribute": "neckline", "value": "round"},
+                                         {"attribute": "colour", "item_id": "test-00001", "weight": -0.5}]})
+    for query, code, _ in MALFORMED:
+        assert not validator.is_valid({"query": query}), (query, code)
+    assert not validator.is_valid({"query": [{"attribute": "neckline", "item_id": "test-00001", "value": "zz"}]})
+
+
+@pytest.mark.parametrize(("query", "code", "words"), MALFORMED)
 def test_a_malformed_composed_query_is_a_422(tagging_client: TestClient, query: object, code: str, words: str) -> None:
     answer = tagging_client.post("/search", data={"query": json.dumps(query)})
     assert answer.status_code == 422 and answer.json()["error"] == code, answer.text

@@ -237,8 +237,9 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"image": "aGVsbG8="}, "not_an_image"),
     ({"item_id": DESIGN, "top_k": 0}, "top_k_out_of_range"),
     ({"item_id": DESIGN, "top_k": 101}, "top_k_out_of_range"),
-    ({"item_id": DESIGN, "top_k": 10, "offset": 995}, "offset_out_of_range"),
-    ({"item_id": DESIGN, "min_score": 0.5, "max_results": 100, "offset": 950}, "offset_out_of_range"),
+    ({"item_id": DESIGN, "top_k": 10, "offset": 1000}, "offset_out_of_range"),   # the depth (a page to 995 is cut)
+    ({"item_id": DESIGN, "min_score": 0.5, "max_results": 100, "offset": 1000}, "offset_out_of_range"),
+    ({"item_id": DESIGN, "cursor": encode_cursor("copies", 10) + "*"}, "invalid_cursor"),
     ({"item_id": DESIGN, "cursor": "garbage"}, "invalid_cursor"),
     ({"item_id": DESIGN, "cursor": encode_cursor("search", 10)}, "invalid_cursor"),
     ({"item_id": DESIGN, "cursor": encode_cursor("copies", 10), "offset": 10}, "invalid_request"),

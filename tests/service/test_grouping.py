@@ -58,3 +58,24 @@ def test_search_api_groups_by_a_metadata_field(client: TestClient) -> None:
     keys = [json.dumps(hit["metadata"].get("neckline", hit["id"])) for hit in results]
     assert len(keys) == len(set(keys)) and len(results) >= len(values)
     assert results[0]["id"] == first["results"][0]["id"]   # the best item is its group's best
+
+
+def test_group_by_and_fields_name_possible_metadata_keys(client: TestClient) -> None:
+    """`group_by` and each of `fields` is a possible metadata key (1 to 256 characters, no control
+    characters), at most 64 fields: anything else is 422 `invalid_request`, on every route that takes
+    them, rather than an answer grouped or cut by a key no item can hold."""
+    query = {"attribute": "colour", "item_id": "test-00001", "top_k": 3}
+    assert client.post("/search", json={**query, "group_by": "split", "fields": ["split"]}).status_code == 200
+    assert client.get("/items", params={"limit": 2, "fields": ["split", "neckline"]}).status_code == 200
+    many = [f"f{i}" for i in range(65)]
+    for wrong in ({"group_by": "bad\x01key"}, {"group_by": "k" * 257}, {"group_by": ""}, {"fields": ["split", "a\nb"]},
+                  {"fields": ["x" * 257]}, {"fields": [""]}, {"fields": many}):
+        answer = client.post("/search", json={**query, **wrong})
+        assert answer.status_code == 422 and answer.json()["error"] == "invalid_request", (wrong, answer.text)
+        if "fields" in wrong:
+            reranked = client.post("/rerank", json={"attribute": "colour", "item_id": "test-00001",
+                                                    "candidates": ["test-00002"], **wrong})
+            assert reranked.status_code == 422 and reranked.json()["error"] == "invalid_request", reranked.text
+    for fields in (["split", "a\x7fb"], many):
+        listed = client.get("/items", params={"limit": 2, "fields": fields})
+        assert listed.status_code == 422 and listed.json()["error"] == "invalid_request", listed.text

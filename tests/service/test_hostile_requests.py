@@ -336,14 +336,16 @@ def test_unicode_attribute_names_are_422(api: TestClient, attribute: str) -> Non
 @pytest.mark.parametrize(("top_k", "code"), [
     ("-1", "top_k_out_of_range"), ("0", "top_k_out_of_range"), (str(10**12), "top_k_out_of_range"),
     (str(10**30), "top_k_out_of_range"), ("101", "top_k_out_of_range"),
-    ("abc", "invalid_request"), ("1.5", "invalid_request"), ("1e3", "invalid_request"), ("٣", "invalid_request"),
+    ("abc", "invalid_request"), ("1.5", "invalid_request"), ("1e3", "top_k_out_of_range"), ("٣", "invalid_request"),
+    ("nan", "invalid_request"), ("inf", "invalid_request"), ("1e400", "invalid_request"),
 ])
 def test_top_k_out_of_range_or_not_a_number_is_422(api: TestClient, top_k: str, code: str) -> None:
-    """top_k below 1, above max_top_k (100) or not an integer: 422."""
+    """top_k below 1, above max_top_k (100) or not an integer: 422 (1e3 is the whole number 1000)."""
     _error(api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": top_k}), 422, code)
 
 
-def test_empty_top_k_means_the_default(api: TestClient) -> None:
-    """An empty `top_k` field counts as absent: the default (10) results."""
-    response = api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": ""})
+def test_an_empty_top_k_is_refused_and_a_left_out_one_is_the_default(api: TestClient) -> None:
+    """An empty `top_k` field is no value (422, leave it out instead); left out: the default (10)."""
+    _error(api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": ""}), 422, "invalid_request")
+    response = api.post("/search", data={"attribute": "colour", "item_id": ID})
     assert response.status_code == 200 and len(response.json()["results"]) == 10

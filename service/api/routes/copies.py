@@ -13,6 +13,7 @@ from asen_search.service.api.routes.common import body_doc, read, send_timing
 from asen_search.service.api.schemas import CopiesResponse, CopyHit
 from asen_search.service.api.state import RuntimeDep
 from asen_search.service.operations import copies as copying
+from asen_search.service.operations.checks import check_fields
 from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.items import check_user_filters, decode_base64
 from asen_search.service.operations.searching import Selection
@@ -50,7 +51,7 @@ async def copies(runtime: RuntimeDep, request: Request, response: Response) -> C
     check_user_filters(asked.filters)
     options = copying.CopyOptions(asked.top_k, offset, parse_filters(asked.filters), asked.min_score,
                                   asked.max_false_match_rate, asked.max_results, asked.modified)
-    selection = Selection(asked.include_metadata, None if asked.fields is None else tuple(asked.fields))
+    selection = Selection(asked.include_metadata, check_fields(asked.fields))
     outcome = await copying.find_copies(runtime.service, copying.Design(image, asked.item_id), options, selection,
                                         timer)
     send_timing(response, timer)

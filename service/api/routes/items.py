@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import WithJsonSchema
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from asen_search.index import parse_filters
 from asen_search.service.api.auth import WRITE_RESPONSES, require_api_key
@@ -38,13 +40,30 @@ from asen_search.service.api.schemas import (
 from asen_search.service.api.state import RuntimeDep
 from asen_search.service.catalogue.item_images import CACHE_CONTROL, render
 from asen_search.service.operations import images, items
+from asen_search.service.operations.checks import MAX_SELECTED_FIELDS, check_fields
+from asen_search.service.operations.context import Service
 from asen_search.service.operations.errors import ServiceError
 
+
+class ItemIdConvertor(PathConvertor):
+    """An item id in a path: any text, slashes and line breaks too (Starlette's `path` stops at a line
+    break, and such a request would be 404 `not_found`); what is no id is then 422 `invalid_item_id`."""
+
+    regex = "[\\s\\S]*"
+
+
+register_url_convertor("item_id", ItemIdConvertor())
 router = APIRouter(tags=["items"])
 WriteAccess = Depends(require_api_key)
 # what the schema says an id may be (the catalogue checks it again: 422 `invalid_item_id`)
-ItemIdPath = Annotated[str, Path(description="an item id", json_schema_extra={"pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$",
-                                                                             "maxLength": 512})]
+KEY_TEXT = "^[^\\x00-\\x1f\\x7f-\\x9f]+$"   # text without control characters
+ItemIdPath = Annotated[str, Path(description="an item id", json_schema_extra={"pattern": KEY_TEXT, "maxLength": 512})]
+# `fields`: metadata field names, the parameter repeated once per name (?fields=a&fields=b). A single
+# name is the text of one parameter, so the schema takes a name or a list of names.
+FIELD_NAME = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": KEY_TEXT}
+FieldsQuery = Annotated[list[str] | None, WithJsonSchema({
+    **FIELD_NAME, "type": ["array", "string"], "items": FIELD_NAME, "maxItems": MAX_SELECTED_FIELDS}),
+    Query(description="only these metadata fields (the parameter repeated once per field)")]
 LIST_PARAMS = ("limit", "cursor", "filters", "include_metadata", "fields")
 WRITE_CODES = ("invalid_form", "not_an_image", "empty_image", "invalid_base64", "image_too_large", "too_many_pixels",
                "unsupported_format", "unsupported_media_type", "corrupt_image", "invalid_request", "invalid_json",
@@ -68,7 +87,7 @@ async def list_items(runtime: RuntimeDep, request: Request,
                                                           "/search", json_schema_extra={"format": "json-filters"})
                                         ] = None,
                      include_metadata: Annotated[bool, Query(description="false: ids only")] = True,
-                     fields: Annotated[list[str] | None, Query(description="only these metadata fields")] = None,
+                     fields: FieldsQuery = None,
                      ) -> ItemsPage:
     """The catalogue a page at a time, in id order (code points), filtered like /search. A listing
     that follows `next_cursor` returns every item that exists throughout exactly once, whatever is
@@ -80,14 +99,16 @@ async def list_items(runtime: RuntimeDep, request: Request,
     if wanted is not None and not isinstance(wanted, dict):
         raise ServiceError("invalid_filters", "filters must be a JSON object of field -> value(s)")
     items.check_user_filters(wanted)
+    selected = check_fields(fields)
     after = None if cursor is None else decode_cursor(cursor, "items")
     page = await items.list_items(runtime.service, parse_filters(wanted), limit, after)
-    shown = [ItemResponse(id=item.id, metadata=_select(item.metadata, include_metadata, fields)) for item in page.items]
+    shown = [ItemResponse(id=item.id, metadata=_select(item.metadata, include_metadata, selected))
+             for item in page.items]
     return ItemsPage(items=shown, next_cursor=None if page.next_after is None else
                      encode_cursor("items", page.next_after))
 
 
-def _select(metadata: dict[str, Any], include: bool, fields: list[str] | None) -> dict[str, Any] | None:
+def _select(metadata: dict[str, Any], include: bool, fields: tuple[str, ...] | None) -> dict[str, Any] | None:
     from asen_search.service.catalogue.item_images import public_metadata
 
     if not include:
@@ -96,7 +117,7 @@ def _select(metadata: dict[str, Any], include: bool, fields: list[str] | None) -
     return shown if fields is None else {k: shown[k] for k in fields if k in shown}
 
 
-@router.get("/items/{item_id:path}", response_model=ItemResponse,
+@router.get("/items/{item_id:item_id}", response_model=ItemResponse,
                   operation_id="get_item", responses=responses_for(("unknown_item", "invalid_item_id", "not_ready")))
 async def get_item(runtime: RuntimeDep, item_id: ItemIdPath) -> ItemResponse:
     """An item's metadata."""
@@ -122,20 +143,47 @@ async def add_item(runtime: RuntimeDep, request: Request, response: Response) ->
     return ItemResponse(id=written.id, metadata=written.metadata)
 
 
-def _item_input(fields: dict[str, Any], upload: bytes | None, uploads: dict[str, bytes] | None = None) -> items.ItemInput:
-    """An item as sent: its image a file (a form; in a batch form, the file field the item names) or
-    base64 (JSON)."""
+def _item_input(fields: dict[str, Any], upload: bytes | None) -> items.ItemInput:
+    """An item as sent: its image a file (a form) or base64 (JSON)."""
     image = fields.get("image")
-    data = upload
-    if image is not None:
-        if uploads is not None:   # a batch form: `image` names a file field
-            if image not in uploads:
-                raise ServiceError("image_not_uploaded", f"item {fields['id']!r} names the file field {image!r}, but "
-                                   f"no file was uploaded under that name (uploaded: {sorted(uploads) or 'none'})")
-            data = uploads[image]
-        else:
-            data = items.decode_base64(image, "image")
+    data = upload if image is None else _base64_image(image)
     return items.ItemInput(fields["id"], data, fields.get("vectors"), fields.get("fingerprint"), fields.get("metadata"))
+
+
+def _base64_image(text: str) -> bytes:
+    """A JSON body's image: base64 of a file that is not empty (the schema's `minLength` 1)."""
+    data = items.decode_base64(text, "image")
+    if not data:
+        raise ServiceError("empty_image", "the image is empty (an empty base64 text)")
+    return data
+
+
+def _batch_inputs(service: Service, asked: BatchRequest, uploads: dict[str, bytes] | None) -> list[items.ItemInput]:
+    """A batch's items as sent, checked whole before anything is decoded or written (items.check_item,
+    item by item): an item that is not what the schema describes (its id, metadata, vectors; in JSON
+    an image that is no base64, or empty; in a form an image naming a file that was not uploaded)
+    refuses the batch, its position named (items.batch_refused). In JSON an item's `image` is base64;
+    in a form it names a file field."""
+    if uploads:
+        unused = sorted(set(uploads) - {item.image for item in asked.items})
+        if unused:
+            raise ServiceError("unknown_field", f"files no item names: {unused}")
+    items.check_batch_size(service, len(asked.items))
+    inputs = []
+    for n, item in enumerate(asked.items):
+        try:
+            if uploads is None:
+                image = None if item.image is None else _base64_image(item.image)
+            elif item.image is not None and item.image not in uploads:
+                raise ServiceError("image_not_uploaded", f"the item names the file field {item.image!r}, but no file "
+                                   f"was uploaded under that name (uploaded: {sorted(uploads) or 'none'})")
+            else:
+                image = None if item.image is None else uploads[item.image]
+            inputs.append(items.ItemInput(item.id, image, item.vectors, item.fingerprint, item.metadata))
+            items.check_item(service, inputs[-1])
+        except ServiceError as exc:
+            raise items.batch_refused(n, item.id, exc) from None
+    return inputs
 
 
 @router.post("/items:batch", response_model=BatchResponse, operation_id="add_items",
@@ -143,31 +191,21 @@ def _item_input(fields: dict[str, Any], upload: bytes | None, uploads: dict[str,
              dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(BATCH)})
 async def add_items(runtime: RuntimeDep, request: Request, response: Response) -> BatchResponse:
     """Many items in one request, each with its own result (`created`, `replaced`, or `error` with its
-    code); the items that can be written are written together, in one durable write. In JSON an
-    item's `image` is base64; in a form it names a file field of the form."""
+    code: an image that cannot be read, an id already there or sent twice); the items that can be
+    written are written together, in one durable write. An item that is not what the schema describes
+    (its id, metadata, image or vectors, the vectors' fingerprint and shape) refuses the whole batch:
+    4xx with its code, naming the item's position, nothing written. In JSON an item's `image` is
+    base64; in a form it names a file field of the form."""
     timer = runtime.timer()
     asked, body = await read(runtime, request, BATCH, BatchRequest)
-    uploads = body.files if body.form else None
-    if uploads:
-        unused = sorted(set(uploads) - {item.image for item in asked.items})
-        if unused:
-            raise ServiceError("unknown_field", f"files no item names: {unused}")
-    items.check_batch_size(runtime.service, len(asked.items))
-    inputs: list[items.ItemInput] = []
-    refused: dict[int, items.Written] = {}   # an item whose image cannot be read is its own result
-    for n, item in enumerate(asked.items):
-        try:
-            inputs.append(_item_input(item.model_dump(), None, uploads))
-        except ServiceError as exc:
-            refused[n] = items.Written(item.id, "error", error=exc.code, detail=exc.detail)
-    written = iter(await items.write_batch(runtime.service, inputs, asked.replace, timer)) if inputs else iter([])
-    results = [refused[n] if n in refused else next(written) for n in range(len(asked.items))]
+    inputs = _batch_inputs(runtime.service, asked, body.files if body.form else None)
+    written = await items.write_batch(runtime.service, inputs, asked.replace, timer)
     send_timing(response, timer)
     return BatchResponse(results=[BatchItemResult(id=w.id, status=w.status, metadata=w.metadata, error=w.error,
-                                                  detail=w.detail) for w in results])
+                                                  detail=w.detail) for w in written])
 
 
-@router.patch("/items/{item_id:path}", response_model=ItemResponse, operation_id="patch_item",
+@router.patch("/items/{item_id:item_id}", response_model=ItemResponse, operation_id="patch_item",
               responses={**responses_for(("invalid_form", "unknown_item", "invalid_item_id", "invalid_metadata",
                                           "invalid_request",
                                           "invalid_json", "unknown_field", "unsupported_media_type", "read_only",
@@ -181,7 +219,7 @@ async def patch_item(runtime: RuntimeDep, request: Request, item_id: ItemIdPath)
     return ItemResponse(id=item_id, metadata=await items.update_metadata(runtime.service, item_id, asked.metadata))
 
 
-@router.delete("/items/{item_id:path}", response_model=DeleteResponse, operation_id="delete_item",
+@router.delete("/items/{item_id:item_id}", response_model=DeleteResponse, operation_id="delete_item",
                responses={**responses_for(("unknown_item", "invalid_item_id", "read_only", "not_ready",
                                            "storage_unavailable", "insufficient_storage", "busy")), **WRITE_RESPONSES},
                dependencies=[WriteAccess])
@@ -202,7 +240,7 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 # With `size` the stored image is decoded and resized: rate-limited in its own, larger budget (thumbnails).
-@router.get("/images/{item_id:path}", response_class=Response,
+@router.get("/images/{item_id:item_id}", response_class=Response,
                   responses=IMAGE_RESPONSES, operation_id="item_image",
                   openapi_extra=rate_limited(IMAGES, when_query="size"))
 async def item_image(runtime: RuntimeDep, request: Request, item_id: ItemIdPath,

@@ -31,6 +31,7 @@ from asen_search.service.api.schemas import (
 )
 from asen_search.service.api.state import Runtime, RuntimeDep
 from asen_search.service.operations import queries, reranking, searching
+from asen_search.service.operations.checks import check_field_name, check_fields
 from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.items import check_user_filters, decode_base64
 
@@ -69,7 +70,7 @@ def query_input(asked: QueryFields, body: Body) -> queries.QueryInput:
 
 
 def selection(asked: QueryFields) -> searching.Selection:
-    return searching.Selection(asked.include_metadata, None if asked.fields is None else tuple(asked.fields))
+    return searching.Selection(asked.include_metadata, check_fields(asked.fields))
 
 
 def _hit(hit: searching.Hit) -> Hit:
@@ -86,6 +87,7 @@ async def search(runtime: RuntimeDep, request: Request, response: Response) -> S
     query is never returned. JSON or a form (files for images)."""
     timer = runtime.timer()
     asked, body = await read(runtime, request, SEARCH, SearchRequest)
+    chosen = selection(asked)
     query = query_input(asked, body)
     offset = asked.offset or 0
     if asked.cursor is not None:
@@ -93,11 +95,13 @@ async def search(runtime: RuntimeDep, request: Request, response: Response) -> S
             raise ServiceError("invalid_request", "send `cursor` or `offset`, not both")
         offset = decode_cursor(asked.cursor, "search")
     check_user_filters(asked.filters)
+    if asked.group_by is not None:
+        check_field_name(asked.group_by, "`group_by`")
     options = searching.SearchOptions(asked.top_k, offset, parse_filters(asked.filters), asked.group_by,
                                       asked.min_score, asked.min_precision, asked.max_results)
     plan = queries.plan_query(query, runtime.encoder.attribute_names)
     parts = await queries.resolve(runtime.service, plan, query.images, timer)
-    outcome = await searching.search(runtime.service, plan, parts, options, selection(asked), timer)
+    outcome = await searching.search(runtime.service, plan, parts, options, chosen, timer)
     send_timing(response, timer)
     next_offset = outcome.next_offset
     return SearchResponse(attribute=plan.attribute, query=plan.described(), results=[_hit(h) for h in outcome.hits],
@@ -121,10 +125,11 @@ async def rerank(runtime: RuntimeDep, request: Request, response: Response) -> R
                                "per `candidates` field (repeat the field: -F candidates=a -F candidates=b); an id "
                                "that really holds a comma goes in a JSON body's list")
     unique, duplicates = reranking.check_candidates(runtime.service, asked.candidates)
+    chosen = selection(asked)
     query = query_input(asked, body)
     plan = queries.plan_query(query, runtime.encoder.attribute_names)
     parts = await queries.resolve(runtime.service, plan, query.images, timer)
-    outcome = await reranking.rerank(runtime.service, parts, unique, duplicates, asked.weight, selection(asked), timer)
+    outcome = await reranking.rerank(runtime.service, parts, unique, duplicates, asked.weight, chosen, timer)
     send_timing(response, timer)
     return RerankResponse(attribute=plan.attribute, query=plan.described(), weight=asked.weight,
                           results=[RerankHit(id=h.id, similarity=h.similarity, position=h.position, score=h.score,

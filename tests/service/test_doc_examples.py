@@ -1,8 +1,9 @@
 """Every curl example of docs/service.md's API section and of README.md, sent as curl would send it
 to the service (a TestClient over the app, on a copy of the tagged demo index with the tagging
-checkpoint, an API key set), in the order the documents give them: none may answer 5xx, and each
-answers what it implies: 2xx, or the status its comment starts with (`# 304`, `# 201; 409 if it
-exists`; `# 422 unknown_field` also checks the code). A batch whose items fail fails too.
+checkpoint, an API key set; for README.md with the copy calibration training writes), in the order
+the documents give them: none may answer 5xx, and each answers what it implies: 2xx, or the status
+its comment starts with (`# 304`, `# 201; 409 if it exists`; `# 422 unknown_field` also checks the
+code). A batch whose items fail fails too.
 
 Placeholders: image files (`-F image=@shirt.jpg`, `$(base64 -w0 new.jpg)`) are demo images;
 `$ASEN_API_KEY` is the key; `$NEXT_CURSOR` is the previous answer's `next_cursor` and `$ETAG` its
@@ -152,8 +153,25 @@ def test_the_api_sections_curl_examples_answer_as_documented(doc_client: TestCli
     assert sent >= 30   # the section's examples were found
 
 
-def test_the_readmes_curl_examples_answer_as_documented(doc_client: TestClient, demo_dataset: Path) -> None:
-    assert _run(doc_client, demo_dataset, _readme_examples(), "README.md") >= 6
+@pytest.fixture
+def calibrated_doc_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path,
+                          demo_dataset: Path) -> Iterator[TestClient]:
+    """As `doc_client`, with the copy calibration beside the checkpoint that `asen train` writes (the
+    README's model is the demo's, trained with it); docs/service.md shows the refusal without one."""
+    from asen_search.model.copy_calibration import calibrate_copies, save_copy_calibration
+    from asen_search.model.data.dataset import load_dataset
+    from asen_search.model.encoder import Encoder
+
+    checkpoint = Path(shutil.copy(tagging_checkpoint, tmp_path / "tagging.pt"))
+    save_copy_calibration(checkpoint, calibrate_copies(Encoder.from_checkpoint(checkpoint), load_dataset(demo_dataset),
+                                                       max_images=120, progress=False))
+    index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
+    with TestClient(create_app(Settings(checkpoint=checkpoint, index=index, api_key=API_KEY))) as client:
+        yield client
+
+
+def test_the_readmes_curl_examples_answer_as_documented(calibrated_doc_client: TestClient, demo_dataset: Path) -> None:
+    assert _run(calibrated_doc_client, demo_dataset, _readme_examples(), "README.md") >= 6
 
 
 def test_a_wrong_example_fails_with_its_text(doc_client: TestClient, demo_dataset: Path) -> None:

@@ -15,8 +15,7 @@ import fsspec
 import pytest
 
 from asen_search.service.catalogue import build as build_module
-from asen_search.service.catalogue import ray_encode
-from asen_search.service.catalogue import scan_work
+from asen_search.service.catalogue import ray_encode, scan_work
 from asen_search.service.catalogue.locations import ListingRefused, check_listed
 from asen_search.service.catalogue.scan import read_designs
 from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue

@@ -6,9 +6,8 @@ at once; an item's copy score is the mean of its best `A - modified` attribute s
 The `top_k` best copies (a page at `offset`), or every item whose copy score reaches a threshold:
 `min_score`, or `max_false_match_rate` translated through the copy calibration of the checkpoint
 (model/copy_calibration.py, written by `asen train` or `asen calibrate-copies`). With a calibration
-each hit names
-the attributes judged modified (those scoring below their calibrated line); without one nothing is
-judged and the answer says so (`calibrated` false). Every refusal is a ServiceError with its code,
+each hit names the attributes judged modified (those scoring below their calibrated line); without
+one nothing is judged and the answer says so (`calibrated` false). Every refusal is a ServiceError with its code,
 found before any image is decoded.
 """
 from __future__ import annotations

@@ -64,7 +64,7 @@ serve: install
 # Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade, bugbear) and type-check (mypy) before the
 # tests; both configured in pyproject.toml.
 test: install
-	$(BIN)/ruff check model index service tests bench tools asen_search/__init__.py asen_search/client.py
+	$(BIN)/ruff check model index service tests bench tools asen_search/*.py
 	$(BIN)/mypy -p asen_search
 	$(BIN)/python -m pytest
 

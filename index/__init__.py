@@ -11,7 +11,8 @@ index/interface.py) over two engines: the FAISS directory (`CatalogueIndex`, the
 
 from .attribute_index import AttributeIndex, SearchKnobs
 from .catalogue import CatalogueIndex
-from .composed import COMPOSED_CANDIDATES, Part
+from .composed import COMPOSED_CANDIDATES
+from .composed_parts import Part
 from .directory import StaleCatalogue
 from .dirlock import DirectoryLock, DirectoryLocked, DirectoryUnwritable
 from .errors import (

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .composed import COMPOSED_CANDIDATES, Part, candidate_keys, weighted_scores
+from .composed import COMPOSED_CANDIDATES, candidate_keys, weighted_scores
+from .composed_parts import Part
 from .directory import DirectoryStore, StaleCatalogue
 from .dirlock import DirectoryLock
 from .errors import InvalidInput, ItemExists, ReadOnlyCatalogue, UnknownItem

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CatalogueBusy, InvalidInput
+from .composed_parts import Part
+from .errors import CatalogueBusy
 from .filters import Filter
 from .results import SearchResult
 
@@ -33,46 +33,6 @@ if TYPE_CHECKING:
 
 COMPOSED_CANDIDATES = 1600  # per weighted part, before rescoring: recall@10 0.996-0.999 (lo95 >= 0.99) at 100k
                             # items, Flat and HNSW32, negative weights included (bench/composed_recall.py)
-MAX_PARTS = 64
-
-
-@dataclass(frozen=True)
-class Part:
-    """One part of a composed query: a unit query vector `[dim]` under `attribute`, and its weight
-    in [-1, 1]."""
-
-    attribute: str
-    vector: np.ndarray
-    weight: float
-
-
-def check_parts(parts: Sequence[Part], attributes: Sequence[str], dim: int) -> list[Part]:
-    """The parts with float32 vectors; ValueError naming the problem: none, too many, an unknown
-    attribute, an attribute twice, a weight outside [-1, 1], all weights zero, a bad vector."""
-    parts = list(parts)
-    if not parts:
-        raise InvalidInput("a composed query needs at least one part")
-    if len(parts) > MAX_PARTS:
-        raise InvalidInput(f"a composed query has at most {MAX_PARTS} parts, got {len(parts)}")
-    seen: set[str] = set()
-    checked = []
-    for n, part in enumerate(parts):
-        if part.attribute not in attributes:
-            raise InvalidInput(f"part {n}: unknown attribute {part.attribute!r}; known attributes: {list(attributes)}")
-        if part.attribute in seen:
-            raise InvalidInput(f"part {n}: attribute {part.attribute!r} appears in two parts; give each attribute "
-                             "one part")
-        seen.add(part.attribute)
-        weight = part.weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not -1.0 <= float(weight) <= 1.0:
-            raise InvalidInput(f"part {n}: weight must be a number in [-1, 1], got {weight!r}")
-        vector = np.asarray(part.vector, dtype=np.float32)
-        if vector.shape != (dim,) or not np.isfinite(vector).all():
-            raise InvalidInput(f"part {n}: the query vector must be {dim} finite numbers, got shape {vector.shape}")
-        checked.append(Part(part.attribute, vector, float(weight)))
-    if all(p.weight == 0.0 for p in checked):
-        raise InvalidInput("every part has weight 0: give at least one part a non-zero weight")
-    return checked
 
 
 def top_results(ids: Sequence[str], scores: np.ndarray, metadata: Sequence[dict[str, Any]], k: int) -> list[SearchResult]:
@@ -108,12 +68,6 @@ def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], al
     for part, index in zip(parts, indexes):
         total += part.weight * index.score_keys(part.vector, keys).astype(np.float64)
     return keys, total
-
-
-def check_per_part(per_part: int | None) -> int | None:
-    if per_part is not None and (isinstance(per_part, bool) or not isinstance(per_part, int) or per_part < 1):
-        raise InvalidInput(f"per_part must be a positive integer, got {per_part!r}")
-    return per_part
 
 
 def candidate_keys(parts: Sequence[Part], indexes: Sequence[AttributeIndex], per_part: int,

@@ -17,7 +17,8 @@ own searches, exactly:
 - a top k: the best `n` items of each attribute are scored under every attribute; an item in none of
   those lists scores at most the `n`-th score of each attribute, so at most the copy score of those
   scores; while that bound beats the k-th copy score, `n` grows (x4) and the search runs again.
-numpy only: the service and `asen scan --copies` share it.
+numpy only: the service and `asen scan --copies` share it. The copy score itself (`copy_scores`,
+`kept_count`, `DEFAULT_MODIFIED`) is asen_search/copy_score.py's, shared with model/copy_calibration.py.
 """
 from __future__ import annotations
 
@@ -27,27 +28,13 @@ from typing import cast
 
 import numpy as np
 
+from asen_search.copy_score import DEFAULT_MODIFIED, copy_scores, kept_count
+
 from .interface import Catalogue, Filters
 from .results import SearchResult
 
-DEFAULT_MODIFIED = 2       # attributes a copy may modify (m)
 FIRST_POOL = 64            # items per attribute the first top-k round scores
 POOL_GROWTH = 4
-
-
-def kept_count(n_attributes: int, modified: int) -> int:
-    """How many attribute scores the copy score averages: `A - m`, at least one."""
-    if modified < 0:
-        raise ValueError(f"modified must be at least 0, got {modified}")
-    return max(1, n_attributes - modified)
-
-
-def copy_scores(scores: np.ndarray, kept: int) -> np.ndarray:
-    """`[..., A]` attribute scores -> `[...]`: the mean of each row's best `kept`."""
-    if not 1 <= kept <= scores.shape[-1]:
-        raise ValueError(f"kept must be in 1..{scores.shape[-1]}, got {kept}")
-    best = -np.partition(-scores, kept - 1, axis=-1)[..., :kept]
-    return best.mean(axis=-1)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from asen_search.fileio import fsync_path
+
 from .errors import CatalogueError
-from .fileio import fsync_path
 
 LOCK_FILE = "LOCK"
 

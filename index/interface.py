@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .composed import Part, check_parts, check_per_part
+from .composed_parts import Part, check_parts, check_per_part
 from .errors import InvalidInput, UnknownAttribute
 from .filters import Filter, FilterValue, parse_filters
 from .ids import check_id_batch

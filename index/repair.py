@@ -15,9 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from asen_search.fileio import atomic_write
+
 from .dirlock import DirectoryLock
 from .errors import IndexFormatError
-from .fileio import atomic_write
 from .store import current_version
 from .wal import LogRecord, keep_copy, log_path, scan_log
 

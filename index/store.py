@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from asen_search.fileio import atomic_write, fsync_path
+
 from .attribute_index import AttributeIndex
 from .dirlock import DirectoryLock
 from .errors import FingerprintMismatch, IndexFormatError
-from .fileio import atomic_write, fsync_path
 from .ids import IdMap
 from .metadata import MetadataStore
 

@@ -48,8 +48,9 @@ from typing import Any
 
 import numpy as np
 
+from asen_search.fileio import fsync_path
+
 from .errors import CatalogueError, IndexFormatError
-from .fileio import fsync_path
 
 MAGIC = b"AWL1"
 _FRAME = struct.Struct("<4sII")

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from asen_search.index.fileio import atomic_write
+from asen_search.fileio import atomic_write
 from asen_search.model.config import ModelConfig, Preprocess, preprocess_from_dict
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.nn.asen import ASENModel
@@ -32,7 +32,7 @@ class Checkpoint:
 
 def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
                     attributes: tuple[Attribute, ...], extra: dict[str, Any] | None = None) -> None:
-    """Write atomically and durably (`index/fileio.py` atomic_write)."""
+    """Write atomically and durably (`asen_search/fileio.py` atomic_write)."""
     path = Path(path)
     payload = {
         "format": FORMAT, "version": VERSION,

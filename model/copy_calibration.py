@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.index.copies import DEFAULT_MODIFIED, copy_scores, kept_count
+from asen_search.copy_score import DEFAULT_MODIFIED, copy_scores, kept_count
 from asen_search.model.augment import rephotograph
 from asen_search.model.data.dataset import AttributeDataset
 from asen_search.model.nn.preprocess import load_image

@@ -10,7 +10,7 @@ look-alike distractors, the other designs and theirs, the background). Measured 
   copies found.
 Ways of scoring: whole-image similarity (the global backbone's pooled map: what instance-level
 retrieval compares), every single attribute (the best one chosen on the validation split), and the
-copy score over all attributes with m = 0..3 modified attributes tolerated (index/copies.py).
+copy score over all attributes with m = 0..3 modified attributes tolerated (asen_search/copy_score.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.index.copies import copy_scores, kept_count
+from asen_search.copy_score import copy_scores, kept_count
 from asen_search.model.data.copies import CopyRecord, read_copies
 from asen_search.model.nn.preprocess import load_image
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -23,12 +23,25 @@ from asen_search.model.data.dataset import Attribute, AttributeDataset, Tagged
 from asen_search.model.thresholds import Thresholds, compute_thresholds
 
 if TYPE_CHECKING:
-    from asen_search.model.encoder import Encoder
+    from PIL import Image
 
 PER_VALUE = 200          # training images averaged per value (the mean of a sample; `--per-value 0`: all)
 CALIBRATION_PER_VALUE = 100   # validation rows per value used to fit the temperature
 RELIABILITY_BINS = 10
 _TEMPERATURES = np.exp(np.linspace(np.log(1e-4), np.log(1.0), 400))   # the grid searched for the fit
+
+
+class RowEncoder(Protocol):
+    """What computing prototypes needs of a model: `Encoder` (model/encoder.py) is one. Stated here,
+    not imported, because the encoder imports this module for `Prototypes`."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def attribute_names(self) -> list[str]: ...
+
+    def encode_requests(self, requests: Sequence[tuple[Image.Image, Sequence[int]]]) -> list[np.ndarray]: ...
 
 
 class NoPrototype(ValueError):
@@ -183,7 +196,7 @@ def sample_rows(rows: Tagged, n_attributes: int, per_value: int, seed: int = 0) 
     return Tagged(rows.fids[pick], rows.attrs[pick], rows.values[pick])
 
 
-def encode_rows(encoder: Encoder, paths: Sequence[Any], rows: Tagged, batch_images: int = 16,
+def encode_rows(encoder: RowEncoder, paths: Sequence[Any], rows: Tagged, batch_images: int = 16,
                 progress: bool = True, desc: str = "encode") -> np.ndarray:
     """Each row's image encoded under the row's attribute: `[len(rows), dim]`. An image is decoded
     and run through the global backbone once for all its rows (`Encoder.encode_requests`)."""
@@ -236,7 +249,7 @@ def split_rows(ds: AttributeDataset, split: str) -> Tagged:
                   np.concatenate([queries.values, candidates.values]))
 
 
-def compute_prototypes(encoder: Encoder, ds: AttributeDataset, per_value: int = PER_VALUE,
+def compute_prototypes(encoder: RowEncoder, ds: AttributeDataset, per_value: int = PER_VALUE,
                        calibration_per_value: int = CALIBRATION_PER_VALUE, seed: int = 0,
                        progress: bool = True) -> tuple[Prototypes, dict[str, Any], Thresholds | None]:
     """Prototypes from the training split and temperatures fitted on the validation split (1.0

@@ -3,17 +3,41 @@ used by `asen check`, which reads only the index manifest)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from asen_search.index import Catalogue, DirectoryUnwritable, open_catalogue
 from asen_search.index.milvus import MilvusUnavailable
 from asen_search.model.encoder import Encoder
-from asen_search.service.api.settings import Settings
 
 logger = logging.getLogger("asen.service")
 
 
-def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
+class ResourceSettings(Protocol):
+    """What loading reads of the service's settings: the API's `Settings` (service/api/settings.py)
+    is one. Stated here, not imported, so that this module does not depend on the HTTP API."""
+
+    @property
+    def checkpoint(self) -> Path: ...
+    @property
+    def index(self) -> Path | str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def runtime(self) -> str: ...
+    @property
+    def mmap(self) -> bool: ...
+    @property
+    def milvus(self) -> bool: ...
+    @property
+    def images_root(self) -> Path | None: ...
+    @property
+    def ef_search(self) -> int | None: ...
+    @property
+    def nprobe(self) -> int | None: ...
+
+
+def load_resources(settings: ResourceSettings) -> tuple[Encoder, Catalogue]:
     """Load the model and its catalogue (`open_catalogue`, whatever the engine); ValueError when they
     do not belong together.
 
@@ -45,7 +69,7 @@ def load_resources(settings: Settings) -> tuple[Encoder, Catalogue]:
     return encoder, catalogue
 
 
-def apply_search_knobs(catalogue: Catalogue, settings: Settings) -> None:
+def apply_search_knobs(catalogue: Catalogue, settings: ResourceSettings) -> None:
     """ASEN_EF_SEARCH / ASEN_NPROBE on the catalogue's approximate indexes (either engine); ValueError
     naming the setting where the index kind has no such knob."""
     if settings.ef_search is None and settings.nprobe is None:

@@ -87,7 +87,8 @@ def test_asen_runs_from_the_fresh_venv(fresh_venv: Path) -> None:
 def test_every_module_imports_from_the_wheel_and_no_generic_name_exists(fresh_venv: Path) -> None:
     modules = sorted(".".join(("asen_search", *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
                      for d in GENERIC_NAMES for p in (ROOT / d).rglob("*.py") if p.name != "__main__.py")
-    modules.append("asen_search.client")   # a module of the package folder itself
+    # the modules of the package folder itself: the HTTP client and the helpers below the layers
+    modules += [f"asen_search.{p.stem}" for p in sorted((ROOT / "asen_search").glob("*.py")) if p.stem != "__init__"]
     probe = (
         "import importlib, importlib.util, sys, asen_search\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

@@ -30,7 +30,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..composed import COMPOSED_CANDIDATES, Part, candidate_search, scan_search
+from ..composed import COMPOSED_CANDIDATES, candidate_search, scan_search
+from ..composed_parts import Part
 from ..errors import FingerprintMismatch, IndexFormatError, InvalidInput, ItemExists, UnknownItem
 from ..filters import Filter
 from ..interface import Batch, Catalogue, merged

@@ -20,10 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from asen_search.index import CatalogueBusy, InvalidInput, ItemExists, UnknownItem
 from asen_search.model.encoder import UnknownAttribute
 from asen_search.model.image_input import ImageRejected
+from asen_search.service.api.routing import plain_routes
 from asen_search.service.operations.errors import ServiceError
 
 logger = logging.getLogger("asen.service")
@@ -203,10 +205,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route takes at this path (Starlette's own 405 names only the first route's)."""
-    from starlette.routing import Match
-
-    from asen_search.service.api.overload import plain_routes
-
     methods: set[str] = set()
     for route in plain_routes(request.app.router.routes):
         match, _ = route.matches({**request.scope, "method": "GET"}) if hasattr(route, "methods") else (None, None)

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asen_search.service.api.batching import Batcher
 from asen_search.service.api.errors import error_body
+from asen_search.service.api.routing import plain_routes
 from asen_search.service.operations.errors import ServiceError
 
 T = TypeVar("T")
@@ -73,17 +74,6 @@ class LimitedRoute:
         if self.budget is None or self.when_query is None:
             return self.budget is not None
         return self.when_query in parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-
-
-def plain_routes(routes: Iterable[BaseRoute]) -> Iterator[Route]:
-    """The routes of an app, included routers opened."""
-    for route in routes:
-        if isinstance(route, Route):
-            yield route
-        else:  # FastAPI >= 0.16x keeps an included router whole (its routers are included without prefix)
-            inner = getattr(route, "original_router", None)
-            if inner is not None:
-                yield from plain_routes(inner.routes)
 
 
 def rate_limited_routes(routes: Iterable[BaseRoute]) -> list[LimitedRoute]:

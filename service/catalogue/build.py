@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from asen_search.fileio import atomic_write, fsync_path
 from asen_search.index import CatalogueExists, CatalogueIndex, DirectoryLock
 from asen_search.index.dirlock import LOCK_FILE
-from asen_search.index.fileio import atomic_write, fsync_path
 from asen_search.index.store import current_version
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asen_search.index.fileio import atomic_write, fsync_path
+from asen_search.fileio import atomic_write, fsync_path
 from asen_search.index.interface import Batch, Catalogue
 from asen_search.service.catalogue.item_images import IMAGE_KEY, UPLOAD_DIR, is_upload
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,12 @@ def demo_layout(workdir: Path) -> DemoLayout:
 
 
 def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve_after: bool = True,
-             synth_args: str = "", train_args: str = "", recipe: str = "quick") -> None:
-    from asen_search.service.api.server import serve
-    from asen_search.service.api.settings import Settings
-
+             synth_args: str = "", train_args: str = "", recipe: str = "quick",
+             serve: Callable[[Path, Path], None] | None = None) -> None:
+    """Make what is missing, then, with `serve_after`, call `serve(checkpoint, index)`, which serves them
+    on `host`:`port` (the command line passes the HTTP server: this module knows no HTTP API)."""
+    if serve_after and serve is None:
+        raise ValueError("serve_after needs a serve function")
     if recipe not in RECIPES:
         raise ValueError(f"unknown demo recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     train_args = train_args if train_args.strip() else RECIPES[recipe]
@@ -183,4 +186,5 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve_aft
     _say(4, f"serving on http://{host}:{port} (API docs: http://{host}:{port}/docs; Ctrl-C stops)")
     print(f"  try: curl -s -X POST http://{host}:{port}/search -F attribute=colour -F item_id=test-00000 -F top_k=5",
           flush=True)
-    serve(Settings(checkpoint=checkpoint, index=index, host=host, port=port))
+    assert serve is not None
+    serve(checkpoint, index)

@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image
 
-from asen_search.index.fileio import atomic_write, fsync_path
+from asen_search.fileio import atomic_write, fsync_path
 from asen_search.model.image_input import ImageLimits, decode_image
 from asen_search.service.catalogue.locations import ImageRef, is_url, read_bytes
 

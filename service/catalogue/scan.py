@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue, SearchResult
-from asen_search.index.fileio import atomic_write
 from asen_search.model.encoder import Encoder
 from asen_search.model.thresholds import Curve, NoThreshold
 from asen_search.service.catalogue.build import load_or_reason

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asen_search.copy_score import DEFAULT_MODIFIED
+from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue, UnknownItem
-from asen_search.index.copies import DEFAULT_MODIFIED, CopyRule, search_copies
-from asen_search.index.fileio import atomic_write
+from asen_search.index.copies import CopyRule, search_copies
 from asen_search.model.encoder import Encoder
 from asen_search.service.catalogue.build import load_or_reason
 from asen_search.service.catalogue.scan_report import (

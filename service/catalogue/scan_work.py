@@ -19,9 +19,9 @@ from typing import Any, BinaryIO
 from PIL import Image
 from tqdm import tqdm
 
+from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue
 from asen_search.index.digest import content_state
-from asen_search.index.fileio import atomic_write
 from asen_search.index.milvus import is_milvus
 from asen_search.index.transfer import open_catalogue
 from asen_search.model.encoder import Encoder

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue
-from asen_search.index.fileio import atomic_write
 from asen_search.index.transfer import fill_catalogue
 
 PLAN = "plan.json"

@@ -114,7 +114,7 @@ def _eval(args: argparse.Namespace) -> None:
 def _write_thresholds(args: argparse.Namespace, ds, encoder, result: dict) -> None:
     """The score -> precision curves of the validation split, beside the checkpoint (the service and
     `asen scan` read them for `min_precision`), and their plot."""
-    from asen_search.index.fileio import atomic_write
+    from asen_search.fileio import atomic_write
     from asen_search.model.thresholds import compute_thresholds, plot_curves, sidecar_path
     from asen_search.model.training.evaluate import encode_split
 

@@ -269,7 +269,12 @@ def _demo(args: argparse.Namespace) -> None:
     from asen_search.service.api.server import prefer_passive_openmp
 
     prefer_passive_openmp()
+    from asen_search.service.api.server import serve
+    from asen_search.service.api.settings import Settings
     from asen_search.service.catalogue.demo import run_demo
 
+    def serve_demo(checkpoint: Path, index: Path) -> None:
+        serve(Settings(checkpoint=checkpoint, index=index, host=args.host, port=args.port))
+
     run_demo(args.workdir, args.host, args.port, serve_after=not args.no_serve, synth_args=args.synth_args,
-             train_args=args.train_args, recipe=args.recipe)
+             train_args=args.train_args, recipe=args.recipe, serve=serve_demo)

@@ -18,8 +18,9 @@ from typing import Any
 import anyio
 import numpy as np
 
+from asen_search.copy_score import DEFAULT_MODIFIED
 from asen_search.index import Filter
-from asen_search.index.copies import DEFAULT_MODIFIED, CopyAnswer, CopyRule, search_copies
+from asen_search.index.copies import CopyAnswer, CopyRule, search_copies
 from asen_search.model.copy_calibration import CopyCalibration, NoCopyThreshold
 from asen_search.service.operations import images
 from asen_search.service.operations.context import Service, Stages

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import CatalogueIndex, Part, SearchResult
-from asen_search.index.composed import check_parts
+from asen_search.index.composed_parts import check_parts
 
 ATTRIBUTES = ["colour", "sleeve", "neckline"]
 DIM = 16

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from asen_search.index.copies import CopyRule, copy_scores, search_copies
+from asen_search.copy_score import copy_scores
+from asen_search.index.copies import CopyRule, search_copies
 from tests.index.conftest import ATTRIBUTES, DIM, Make, unit
 
 

@@ -18,8 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from asen_search.client import Client, CopiesPage, InvalidRequest
+from asen_search.copy_score import copy_scores
 from asen_search.index import Catalogue
-from asen_search.index.copies import copy_scores
 from asen_search.model.copy_calibration import CopyCalibration, calibrate_copies, save_copy_calibration
 from asen_search.model.data.dataset import load_dataset
 from asen_search.model.encoder import Encoder

@@ -1,5 +1,8 @@
 """Durable file-system steps shared by every layer: the store, the write-ahead log, the writer lock,
-stored item images, index-build chunks and checkpoints."""
+stored item images, index-build chunks and checkpoints.
+
+It lives below the layers (standard library only, no import from `model`, `index` or `service`), so
+that `model` and `index` can both use it without importing each other (tests/service/test_layers.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one atomic-write helper every layer uses (index/fileio.py)."""
+"""The one atomic-write helper every layer uses (asen_search/fileio.py)."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from asen_search.index import fileio
+from asen_search import fileio
 
 
 def test_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:

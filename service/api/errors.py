@@ -99,7 +99,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "modified_out_of_range": (422, "/copies: modified below 0 or not below the number of attributes"),
     "max_false_match_rate_out_of_range": (422, "/copies: max_false_match_rate outside [0, 1]"),
     "no_copy_calibration": (422, "/copies: max_false_match_rate with a checkpoint whose copy scores were never "
-                                 "calibrated (`asen calibrate-copies`)"),
+                                 "calibrated (no `CKPT-stem.copies.json`: `asen calibrate-copies`)"),
     "modified_not_calibrated": (422, "/copies: max_false_match_rate with another `modified` than the copy "
                                      "calibration's"),
     "false_match_rate_unmeasurable": (422, "/copies: a max_false_match_rate below what the calibration's look-alike "

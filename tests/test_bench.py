@@ -6,6 +6,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p for p in (ROOT / "bench").glob("*.py") if "argparse" in p.read_text())
 RUN_AS_MODULE = {"screenshots.py"}  # shares tests/service/browser.py: `python -m bench.screenshots`
@@ -15,6 +17,7 @@ def test_no_script_edits_sys_path() -> None:
     assert [p.name for p in (ROOT / "bench").glob("*.py") if "sys.path.insert" in p.read_text()] == []
 
 
+@pytest.mark.slow   # one interpreter per bench script (fast suite under 10 min)
 def test_every_script_answers_help() -> None:
     def run(path: Path) -> tuple[str, int, str]:
         command = ["-m", f"bench.{path.stem}"] if path.name in RUN_AS_MODULE else [str(path)]

@@ -102,7 +102,7 @@ def _large_catalogue(factory: str, n: int = 100_000) -> tuple[CatalogueIndex, np
     return catalogue, vectors
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW16", "IVF256,Flat"])
+@pytest.mark.parametrize("factory", ["Flat", pytest.param("HNSW16", marks=pytest.mark.slow), "IVF256,Flat"])
 def test_a_filter_matching_a_tenth_of_a_percent_of_100k_items_returns_k_exact_results(factory: str) -> None:
     """min(k, matches) results, the exact best of the matching items, for every index kind: also
     when the approximate search alone finds too few (exact_filter_max 0 sends the filter through

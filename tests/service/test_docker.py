@@ -277,6 +277,7 @@ def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_onl
     return ["unshare", "-m", "sh", "-c", "\n".join(lines)], env
 
 
+@pytest.mark.slow   # trains the quick demo model inside the compose run (fast suite under 10 min)
 def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     """The init service's exact command and environment on a fresh, empty volume (a small demo, so
     it takes seconds), then the API service's: /readyz answers 200 and a search answers. The init

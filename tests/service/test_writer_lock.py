@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from asen_search.index import CatalogueIndex
 from tests.service.conftest import image_bytes
@@ -34,6 +35,7 @@ def _server_pid(port: int) -> int:
     raise AssertionError(f"no process listens on {port}")
 
 
+@pytest.mark.slow   # a real server and three CLI writers (fast suite under 10 min)
 def test_a_served_directory_refuses_other_writers(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path,
                                                   n_items: int) -> None:
     with served(tiny_checkpoint, index_dir) as url:

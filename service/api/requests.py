@@ -169,3 +169,13 @@ def decode_cursor(cursor: str, kind: str) -> Any:
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ServiceError("invalid_cursor", f"not a cursor of {CURSOR_KINDS.get(kind, 'a listing')}: "
                            "send the `next_cursor` of the previous page") from None
+
+
+def start_offset(offset: int | None, cursor: str | None, kind: str) -> int:
+    """Where a page of a search of `kind` starts: its `offset` (default 0) or the position its
+    `cursor` holds; 422 `invalid_request` for both at once."""
+    if cursor is None:
+        return offset or 0
+    if offset is not None:
+        raise ServiceError("invalid_request", "send `cursor` or `offset`, not both")
+    return int(decode_cursor(cursor, kind))

@@ -8,13 +8,12 @@ from fastapi import APIRouter, Request, Response
 from asen_search.index import parse_filters
 from asen_search.service.api.errors import responses_for
 from asen_search.service.api.overload import MODEL, rate_limited
-from asen_search.service.api.requests import COPIES, CopiesRequest, decode_cursor, encode_cursor
+from asen_search.service.api.requests import COPIES, CopiesRequest, encode_cursor, start_offset
 from asen_search.service.api.routes.common import body_doc, read, send_timing
 from asen_search.service.api.schemas import CopiesResponse, CopyHit
 from asen_search.service.api.state import RuntimeDep
 from asen_search.service.operations import copies as copying
 from asen_search.service.operations.checks import check_fields
-from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.items import check_user_filters, decode_base64
 from asen_search.service.operations.searching import Selection
 
@@ -43,11 +42,7 @@ async def copies(runtime: RuntimeDep, request: Request, response: Response) -> C
     timer = runtime.timer()
     asked, body = await read(runtime, request, COPIES, CopiesRequest)
     image = body.files.get("image") if asked.image is None else decode_base64(asked.image, "image")
-    offset = asked.offset or 0
-    if asked.cursor is not None:
-        if asked.offset is not None:
-            raise ServiceError("invalid_request", "send `cursor` or `offset`, not both")
-        offset = decode_cursor(asked.cursor, "copies")
+    offset = start_offset(asked.offset, asked.cursor, "copies")
     check_user_filters(asked.filters)
     options = copying.CopyOptions(asked.top_k, offset, parse_filters(asked.filters), asked.min_score,
                                   asked.max_false_match_rate, asked.max_results, asked.modified)

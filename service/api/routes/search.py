@@ -17,8 +17,8 @@ from asen_search.service.api.requests import (
     QueryFields,
     RerankRequest,
     SearchRequest,
-    decode_cursor,
     encode_cursor,
+    start_offset,
 )
 from asen_search.service.api.routes.common import body_doc, read, send_timing
 from asen_search.service.api.schemas import (
@@ -89,11 +89,7 @@ async def search(runtime: RuntimeDep, request: Request, response: Response) -> S
     asked, body = await read(runtime, request, SEARCH, SearchRequest)
     chosen = selection(asked)
     query = query_input(asked, body)
-    offset = asked.offset or 0
-    if asked.cursor is not None:
-        if asked.offset is not None:
-            raise ServiceError("invalid_request", "send `cursor` or `offset`, not both")
-        offset = decode_cursor(asked.cursor, "search")
+    offset = start_offset(asked.offset, asked.cursor, "search")
     check_user_filters(asked.filters)
     if asked.group_by is not None:
         check_field_name(asked.group_by, "`group_by`")

@@ -1,4 +1,4 @@
-"""Recall of composed queries (index/composed.py) at catalogue scale: `CatalogueIndex.search_composed`
+"""Recall of composed queries (index/composed.py) at catalogue scale: `FaissCatalogue.search_composed`
 against a brute-force weighted sum, per index kind and per `per_part` (the candidates each positive part
 contributes before the exact rescoring), with the latency of each setting.
 
@@ -368,13 +368,13 @@ def returned_share(catalogue: Any, queries: list[Query], parts: list[list[Any]],
 
 def measure(spec: str, cat: Catalogue, queries: list[Query], truth: list[np.ndarray], per_parts: list[int],
             target: float, rng: np.random.Generator) -> Result:
-    from asen_search.index import COMPOSED_CANDIDATES, CatalogueIndex, Part
+    from asen_search.index import COMPOSED_CANDIDATES, FaissCatalogue, Part
 
     factory, params = parse_kind(spec)
     n = len(cat.columns[0])
     ids = [f"i{r:07d}" for r in range(n)]
     start = time.perf_counter()
-    catalogue = CatalogueIndex.create(cat.names, cat.columns[0].shape[1], "bench-composed-recall", factory)
+    catalogue = FaissCatalogue.create(cat.names, cat.columns[0].shape[1], "bench-composed-recall", factory)
     catalogue.add(ids, np.stack(cat.columns, axis=1))
     if params:
         catalogue.set_search_params(**params)

@@ -27,8 +27,8 @@ def main() -> None:
 
     from asen_search.model.encoder import Encoder
     from asen_search.model.tuning import PROCESS_ENV
-    from asen_search.service.catalogue.build import BuildConfig, build_index
-    from asen_search.service.catalogue.sources import read_catalogue
+    from asen_search.service.jobs.build import BuildConfig, build_index
+    from asen_search.service.jobs.sources import read_catalogue
 
     missing = [k for k in PROCESS_ENV if k not in os.environ]
     if missing:

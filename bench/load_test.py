@@ -198,10 +198,10 @@ def log_problems(log: Path) -> list[str]:
 
 def catalogue_contents(index: Path) -> tuple[list[str], list[Path]]:
     """The ids of the index (its snapshot and write-ahead log) and the image files its items name."""
-    from asen_search.index import CatalogueIndex
-    from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
+    from asen_search.index import FaissCatalogue
+    from asen_search.service.jobs.item_images import IMAGE_KEY, stored_path
 
-    catalogue = CatalogueIndex.load(index)
+    catalogue = FaissCatalogue.load(index)
     ids = catalogue.ids()
     files = []
     for item_id in ids:

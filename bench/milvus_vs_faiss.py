@@ -1,5 +1,5 @@
 """The same catalogue in both backends, side by side in one run: FAISS Flat in process
-(`CatalogueIndex`) against Milvus Lite (`MilvusCatalogue` on a local file): insert rate, search latency
+(`FaissCatalogue`) against Milvus Lite (`MilvusCatalogue` on a local file): insert rate, search latency
 by one query (p50/p99, unfiltered and filtered), and the process's memory after each load.
 
     .venv/bin/python bench/milvus_vs_faiss.py --items 100000 --attributes 7 --dim 256
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.index.milvus import MilvusCatalogue
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     base = rss_mib()
     with tempfile.TemporaryDirectory() as tmp:
         backends: list[tuple[str, object]] = [
-            ("FAISS Flat (in process)", lambda: CatalogueIndex.create(attributes, args.dim, "bench"))]
+            ("FAISS Flat (in process)", lambda: FaissCatalogue.create(attributes, args.dim, "bench"))]
         if not args.no_lite:
             backends.append(("Milvus Lite FLAT, fields (file)", lambda: MilvusCatalogue.create(
                 f"milvus-lite:{tmp}/bench.db#bench", attributes, args.dim, "bench")))

@@ -239,7 +239,7 @@ def http_section(checkpoint: Path, index: Path | None, images_dir: Path | None, 
 
 
 def build_section(checkpoint: Path, data: Path) -> list[dict[str, Any]]:
-    from asen_search.service.catalogue.build import BuildConfig, build_index
+    from asen_search.service.jobs.build import BuildConfig, build_index
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from asen_search.model.tuning import PROCESS_ENV, tune_allocator
-from asen_search.service.catalogue.ray_encode import ShardEncoder
-from asen_search.service.catalogue.sources import read_catalogue
+from asen_search.service.jobs.ray_encode import ShardEncoder
+from asen_search.service.jobs.sources import read_catalogue
 
 SHARD = 50
 

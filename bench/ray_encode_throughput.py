@@ -23,9 +23,9 @@ from pathlib import Path
 import psutil
 
 from asen_search.model.tuning import PROCESS_ENV, tune_allocator
-from asen_search.service.catalogue.build import BuildConfig, build_index
-from asen_search.service.catalogue.ray_encode import EncodeConfig, encode_with_ray
-from asen_search.service.catalogue.sources import read_catalogue
+from asen_search.service.jobs.build import BuildConfig, build_index
+from asen_search.service.jobs.ray_encode import EncodeConfig, encode_with_ray
+from asen_search.service.jobs.sources import read_catalogue
 
 
 def _cpu_by_process() -> Counter[str]:

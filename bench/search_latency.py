@@ -34,11 +34,11 @@ STAGES = ("decode", "encode", "search")
 
 def synthetic_index(checkpoint: Path, size: int, out: Path, factory: str) -> Path:
     """`size` random unit vectors per attribute, under the checkpoint's fingerprint."""
-    from asen_search.index import CatalogueIndex
+    from asen_search.index import FaissCatalogue
     from asen_search.model.encoder import Encoder
 
     encoder = Encoder.from_checkpoint(checkpoint)
-    catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, factory)
+    catalogue = FaissCatalogue.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, factory)
     rng = np.random.default_rng(0)
     for start in range(0, size, 20_000):
         n = min(20_000, size - start)

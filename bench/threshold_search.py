@@ -1,4 +1,4 @@
-"""Threshold searches ("every item at least this similar", `CatalogueIndex.search_range`) at catalogue
+"""Threshold searches ("every item at least this similar", `FaissCatalogue.search_range`) at catalogue
 scale: recall against the exact set and latency, per index kind, for the default way and for growing
 top-k searches (what approximate indexes larger than RANGE_SCAN_MAX items do).
 
@@ -25,7 +25,7 @@ import faiss
 import numpy as np
 
 import asen_search.index.attribute_index as attribute_index
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 
 KINDS = (("Flat", {}), ("HNSW32", {"ef_search": 256}), ("IVF1024,SQ8", {"nprobe": 32}))
 COUNTS = (10, 100, 1000)
@@ -35,16 +35,16 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build(factory: str, knobs: dict[str, int], names: list[str], columns: list[np.ndarray]) -> CatalogueIndex:
+def build(factory: str, knobs: dict[str, int], names: list[str], columns: list[np.ndarray]) -> FaissCatalogue:
     vectors = np.stack(columns, axis=1)
-    catalogue = CatalogueIndex.create(names, vectors.shape[2], "bench", factory)
+    catalogue = FaissCatalogue.create(names, vectors.shape[2], "bench", factory)
     catalogue.add([str(i) for i in range(len(vectors))], vectors)
     if knobs:
         catalogue.set_search_params(**knobs)
     return catalogue
 
 
-def measure(catalogue: CatalogueIndex, name: str, queries: list[tuple[np.ndarray, float, set[int], set[int]]],
+def measure(catalogue: FaissCatalogue, name: str, queries: list[tuple[np.ndarray, float, set[int], set[int]]],
             scan: bool) -> dict[str, float]:
     saved = attribute_index.RANGE_SCAN_MAX
     attribute_index.RANGE_SCAN_MAX = saved if scan else 0

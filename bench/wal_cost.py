@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 
 
 def _vectors(rng: np.random.Generator, n: int, attributes: int, dim: int) -> np.ndarray:
@@ -27,13 +27,13 @@ def _vectors(rng: np.random.Generator, n: int, attributes: int, dim: int) -> np.
 def measure(size: int, attributes: int, dim: int, writes: int, workdir: Path) -> dict[str, float]:
     rng = np.random.default_rng(0)
     root = workdir / f"ix-{size}"
-    catalogue = CatalogueIndex.create([f"a{i}" for i in range(attributes)], dim, "bench")
+    catalogue = FaissCatalogue.create([f"a{i}" for i in range(attributes)], dim, "bench")
     for start in range(0, size, 20_000):
         n = min(20_000, size - start)
         catalogue.add([f"item-{start + i}" for i in range(n)], _vectors(rng, n, attributes, dim),
                       [{"category": f"c{(start + i) % 10}"} for i in range(n)])
     catalogue.save(root)
-    catalogue = CatalogueIndex.load(root)
+    catalogue = FaissCatalogue.load(root)
     catalogue.open_log()
     times = []
     for i in range(writes):
@@ -43,13 +43,13 @@ def measure(size: int, attributes: int, dim: int, writes: int, workdir: Path) ->
         times.append(time.perf_counter() - start)
     log_bytes = catalogue.log_size
     start = time.perf_counter()
-    CatalogueIndex.load(root)  # the snapshot plus a replay of every logged write
+    FaissCatalogue.load(root)  # the snapshot plus a replay of every logged write
     replay_load = time.perf_counter() - start
     start = time.perf_counter()
     catalogue.checkpoint()
     compaction = time.perf_counter() - start
     start = time.perf_counter()
-    CatalogueIndex.load(root)
+    FaissCatalogue.load(root)
     load = time.perf_counter() - start
     catalogue.close()
     shutil.rmtree(root)

@@ -1,8 +1,8 @@
 """The catalogue: items searchable per attribute, behind one front (`Catalogue`,
-index/interface.py) over two engines: the FAISS directory (`CatalogueIndex`, the default) and Milvus
+index/interface.py) over two engines: the FAISS directory (`FaissCatalogue`, the default) and Milvus
 (`MilvusCatalogue`, index/milvus/). numpy + faiss only (never torch)::
 
-    cat = CatalogueIndex.create(["colour", "sleeve"], dim=128, fingerprint=model_fingerprint)
+    cat = FaissCatalogue.create(["colour", "sleeve"], dim=128, fingerprint=model_fingerprint)
     cat.add(ids, vectors, metadata)            # vectors: float32 [n, n_attributes, dim]
     hits = cat.search(q, "colour", k=10, filters={"category": ["dress", "skirt"], "price": {"lt": 50}})
     cat.save("var/index")
@@ -10,7 +10,6 @@ index/interface.py) over two engines: the FAISS directory (`CatalogueIndex`, the
 """
 
 from .attribute_index import AttributeIndex, SearchKnobs
-from .catalogue import CatalogueIndex
 from .composed import COMPOSED_CANDIDATES
 from .composed_parts import Part
 from .directory import StaleCatalogue
@@ -31,6 +30,7 @@ from .errors import (
     UnknownAttribute,
     UnknownItem,
 )
+from .faiss_catalogue import FaissCatalogue
 from .filters import Filter, parse_filters
 from .interface import Catalogue
 from .repair import RepairReport, repair_log
@@ -50,7 +50,7 @@ __all__ = [
     "CatalogueBusy",
     "CatalogueError",
     "CatalogueExists",
-    "CatalogueIndex",
+    "FaissCatalogue",
     "DirectoryLock",
     "DirectoryLocked",
     "DirectoryUnwritable",

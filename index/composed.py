@@ -6,7 +6,7 @@ With unit vectors that is the weighted sum of per-attribute cosine similarities;
 pushes an attribute away ("the same cut, but not this colour").
 
 Two ways to answer, both behind `Catalogue.search_composed`:
-- exact: every item's weighted sum (`CatalogueIndex` over Flat indexes: one matrix-vector product
+- exact: every item's weighted sum (`FaissCatalogue` over Flat indexes: one matrix-vector product
   per part over the stored vectors; any catalogue with no positive part: a scan of all items);
 - candidates (`candidate_search`): the union of each positive part's top `per_part` items from its
   own attribute's index (filters applied there), rescored exactly with the weighted sum. An item

@@ -8,7 +8,7 @@ bytes of log), or when the directory holds no catalogue yet. Anything else (anot
 compacted it or logged writes since; a fresh catalogue saved over an existing one) is refused with
 StaleCatalogue or CatalogueExists before a byte is written, unless the caller says `replace`.
 
-The searchable state (ids, metadata, vectors) is the catalogue's (index/catalogue.py); the store
+The searchable state (ids, metadata, vectors) is the catalogue's (index/faiss_catalogue.py); the store
 only persists what it is given. Callers serialise writes (the catalogue's writer mutex).
 """
 
@@ -122,7 +122,7 @@ class DirectoryStore:
         Takes the directory's lock if `load(writer=True)` did not (DirectoryLocked when another
         writer has it; StaleCatalogue when the directory changed since the load)."""
         if self.root is None or self.version is None:
-            raise ValueError("open_log needs a catalogue loaded from a directory (CatalogueIndex.load)")
+            raise ValueError("open_log needs a catalogue loaded from a directory (FaissCatalogue.load)")
         check_writable()
         acquired = DirectoryLock.acquire(self.root, "writing the catalogue") if self.lock is None else None
         try:

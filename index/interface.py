@@ -4,7 +4,7 @@ public methods check every input once (ids, vectors, metadata, filters, k, thres
 parts: index/validation.py, index/filters.py) and then call the engine's hooks (the methods whose
 names start with `_`), which may assume their inputs are valid:
 
-- `CatalogueIndex` (index/catalogue.py): the FAISS directory engine, embedded, the default;
+- `FaissCatalogue` (index/faiss_catalogue.py): the FAISS directory engine, embedded, the default;
 - `MilvusCatalogue` (index/milvus/): a Milvus server or a Milvus Lite file.
 
 Every engine refuses the same inputs with the same error (`InvalidInput` and its subclasses, each

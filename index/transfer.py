@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .catalogue import CatalogueIndex
 from .errors import CatalogueExists
+from .faiss_catalogue import FaissCatalogue
 from .interface import Batch, Catalogue
 from .milvus.location import is_milvus
 
@@ -25,7 +25,7 @@ def open_catalogue(location: str | Path, expected_fingerprint: str | None = None
         from .milvus import MilvusCatalogue
 
         return MilvusCatalogue.load(location, expected_fingerprint)
-    return CatalogueIndex.load(location, expected_fingerprint=expected_fingerprint, writer=writer, mmap=mmap)
+    return FaissCatalogue.load(location, expected_fingerprint=expected_fingerprint, writer=writer, mmap=mmap)
 
 
 def new_catalogue(destination: str | Path, attributes: Sequence[str], dim: int, fingerprint: str,
@@ -40,12 +40,12 @@ def new_catalogue(destination: str | Path, attributes: Sequence[str], dim: int, 
         return MilvusCatalogue.create(destination, attributes, dim, fingerprint, index_type or "FLAT", layout=layout)
     if Path(destination).exists() and any(p.name != "LOCK" for p in Path(destination).iterdir()):
         raise CatalogueExists(f"{destination} exists and is not empty: give a new directory")
-    return CatalogueIndex.create(list(attributes), dim, fingerprint, index_type or "Flat")
+    return FaissCatalogue.create(list(attributes), dim, fingerprint, index_type or "Flat")
 
 
 def commit_new(catalogue: Catalogue, destination: str | Path) -> None:
     """Make a catalogue from `new_catalogue` durable at its destination."""
-    if isinstance(catalogue, CatalogueIndex):
+    if isinstance(catalogue, FaissCatalogue):
         catalogue.save(destination)
     else:
         catalogue.checkpoint()

@@ -8,7 +8,7 @@ One log file per snapshot version, beside it in the save root::
     root/wal-v000007.log      the writes made after v000007 was committed
 
 Loading a catalogue reads the snapshot named by ``CURRENT`` and replays ``wal-<CURRENT>.log``.
-Compaction (``CatalogueIndex.checkpoint``) commits a new snapshot ``v000008`` holding everything,
+Compaction (``FaissCatalogue.checkpoint``) commits a new snapshot ``v000008`` holding everything,
 then starts ``wal-v000008.log`` and deletes the old log. A crash before ``CURRENT`` moves leaves
 the old snapshot and its complete log; a crash after it leaves the new snapshot, whose log is
 empty or absent. Logs of other versions are stale and removed.

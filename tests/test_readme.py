@@ -117,9 +117,9 @@ def _module_flags(path: Path) -> set[str]:
 
 
 def _demo_problem(token: str, parser: argparse.ArgumentParser) -> str | None:
-    """A path under var/demo must be one `asen demo` makes (service/catalogue/demo.py's layout):
+    """A path under var/demo must be one `asen demo` makes (service/jobs/demo.py's layout):
     the checkpoint, the index, or a file of the dataset that `asen synth`'s defaults draw."""
-    from asen_search.service.catalogue.demo import demo_layout
+    from asen_search.service.jobs.demo import demo_layout
 
     layout, path = demo_layout(DEMO), Path(token.rstrip("/"))
     if path in (DEMO, layout.data, layout.checkpoint, layout.checkpoint.parent, layout.index) or \

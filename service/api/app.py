@@ -1,5 +1,5 @@
 """`create_app(settings)`: the FastAPI application. Its lifespan loads the encoder and the catalogue
-index once into `app.state.runtime`; requests reach them through `asen_search.service.api.state.RuntimeDep`."""
+index once into `app.state.service_state`; requests reach them through `asen_search.service.api.state.ServiceStateDep`."""
 from __future__ import annotations
 
 import logging
@@ -24,7 +24,7 @@ from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware
 from asen_search.service.api.prometheus import Metrics, instrument
 from asen_search.service.api.routes import copies, docs, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
-from asen_search.service.api.state import Runtime, limits_of
+from asen_search.service.api.state import ServiceState, limits_of
 from asen_search.service.operations.context import Service
 from asen_search.service.resources import check_compatible, load_resources
 
@@ -62,8 +62,8 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                               settings.images_root)
         service = Service(loaded[0], loaded[1], queue, limits_of(settings), settings.images_root, write_lock,
                           compactor.note_write)
-        runtime = Runtime(settings, service, metrics, queue, compactor)
-        app.state.runtime = runtime
+        state = ServiceState(settings, service, metrics, queue, compactor)
+        app.state.service_state = state
         # counted in a worker thread, never on the event loop; the gauges read the last count (health.py)
         probe = app.state.catalogue_probe = CatalogueProbe(loaded[1], settings.ready_timeout_s, settings.ready_cache_s)
         metrics.items.set_function(probe.last_items)
@@ -77,15 +77,15 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         try:
             async with anyio.create_task_group() as tasks:
                 if writable:
-                    tasks.start_soon(runtime.compactor.run)
+                    tasks.start_soon(state.compactor.run)
                 tasks.start_soon(probe.run)
                 yield
                 tasks.cancel_scope.cancel()
         finally:
-            app.state.runtime = app.state.catalogue_probe = None
-            runtime.queue.batcher.close()
+            app.state.service_state = app.state.catalogue_probe = None
+            state.queue.batcher.close()
             if writable:
-                await anyio.to_thread.run_sync(final_compaction, runtime)
+                await anyio.to_thread.run_sync(final_compaction, state)
 
     metrics = Metrics()
     # The form parser's field limit counts every form field: room for max_candidates ids in /rerank.
@@ -94,7 +94,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                   form_limits={"max_fields": settings.max_candidates + 16}, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.runtime = app.state.catalogue_probe = None
+    app.state.service_state = app.state.catalogue_probe = None
     install_error_handlers(app)
     for module in (search, copies, tag, items, ops, page, docs):
         add_head_routes(module.router)
@@ -151,14 +151,14 @@ def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:
     return True
 
 
-def final_compaction(runtime: Runtime) -> None:
+def final_compaction(state: ServiceState) -> None:
     """At clean shutdown: fold the write-ahead log into a snapshot (best effort: the log is kept
     and replayed at the next start if this fails), then close it."""
     try:
-        runtime.compactor.compact_now()
+        state.compactor.compact_now()
     except Exception as exc:  # noqa: BLE001 - the log still holds every acknowledged write
         logger.error("compaction at shutdown failed (%s); the write-ahead log will be replayed at start", exc)
-    runtime.catalogue.close()
+    state.catalogue.close()
 
 
 def app_from_env() -> FastAPI:

@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader
 
 from asen_search.service.api.errors import responses_for
 from asen_search.service.api.settings import Settings
-from asen_search.service.api.state import RuntimeDep
+from asen_search.service.api.state import ServiceStateDep
 from asen_search.service.operations.errors import ServiceError
 
 API_KEY_HEADER = "X-API-Key"
@@ -54,13 +54,13 @@ def writes_refused(settings: Settings) -> bool:
     return settings.api_key is None and not settings.allow_open_writes and not is_loopback(settings.host)
 
 
-def require_api_key(runtime: RuntimeDep, key: Annotated[str | None, Security(_api_key)]) -> None:
+def require_api_key(state: ServiceStateDep, key: Annotated[str | None, Security(_api_key)]) -> None:
     """Write endpoints: 401 unless the configured key (if any) is sent in `X-API-Key`; without a
     key, 403 `writes_disabled` on a server that listens beyond loopback (unless open writes are
     allowed explicitly)."""
-    expected = runtime.settings.api_key
+    expected = state.settings.api_key
     if expected is None:
-        if writes_refused(runtime.settings):
+        if writes_refused(state.settings):
             raise ServiceError(WRITES_DISABLED, WRITES_DISABLED_DETAIL)
         return
     challenge = {"WWW-Authenticate": API_KEY_HEADER}

@@ -23,7 +23,7 @@ import anyio
 
 from asen_search.index import NO_SPACE_ERRNOS, Catalogue, LogUnavailable
 from asen_search.service.api.prometheus import Metrics
-from asen_search.service.catalogue.item_images import IMAGE_KEY, prune_uploads
+from asen_search.service.jobs.item_images import IMAGE_KEY, prune_uploads
 from asen_search.service.operations.errors import ServiceError
 
 UPLOAD_GRACE_S = 3600.0  # an unreferenced upload younger than this may belong to a write in flight

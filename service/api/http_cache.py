@@ -6,7 +6,7 @@ import hashlib
 
 from starlette.requests import Request
 
-from asen_search.service.catalogue.locations import ImageRef, ukey
+from asen_search.service.jobs.locations import ImageRef, ukey
 
 
 def file_etag(ref: ImageRef, variant: object = None) -> str:

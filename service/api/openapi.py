@@ -26,11 +26,11 @@ def install(app: FastAPI, settings: Settings) -> None:
     endpoints' API key declared only where the server has one (without it, writes take no key)."""
 
     def openapi() -> dict[str, Any]:
-        runtime = getattr(app.state, "runtime", None)
-        if app.openapi_schema is not None and runtime is not None:
+        state = getattr(app.state, "service_state", None)
+        if app.openapi_schema is not None and state is not None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        facts = ModelFacts() if runtime is None else _facts(runtime)
+        facts = ModelFacts() if state is None else _facts(state)
         for operations in schema["paths"].values():
             for operation in operations.values():
                 name = operation.pop(BODY_MARK, None)
@@ -48,26 +48,26 @@ def install(app: FastAPI, settings: Settings) -> None:
                 for operation in operations.values():
                     operation.pop("security", None)
             schema.get("components", {}).pop("securitySchemes", None)
-        if runtime is not None:
+        if state is not None:
             app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _facts(runtime: Any) -> ModelFacts:
-    encoder = runtime.encoder
+def _facts(state: Any) -> ModelFacts:
+    encoder = state.encoder
     curves = encoder.thresholds.curves if encoder.thresholds is not None else {}
     copies = encoder.copy_calibration
-    return ModelFacts({a.name: _searchable(runtime, a.name, list(a.values)) for a in encoder.attributes},
-                      [a.name for a in encoder.attributes if a.name in curves], runtime.catalogue.fingerprint,
-                      runtime.catalogue.dim, None if copies is None else copies.modified,
+    return ModelFacts({a.name: _searchable(state, a.name, list(a.values)) for a in encoder.attributes},
+                      [a.name for a in encoder.attributes if a.name in curves], state.catalogue.fingerprint,
+                      state.catalogue.dim, None if copies is None else copies.modified,
                       0.0 if copies is None else 1.0 / copies.lookalike_pairs)
 
 
-def _searchable(runtime: Any, name: str, values: list[str]) -> list[str]:
+def _searchable(state: Any, name: str, values: list[str]) -> list[str]:
     """The values a query can name (those with a prototype; none without prototypes)."""
-    prototypes = runtime.encoder.prototypes
+    prototypes = state.encoder.prototypes
     if prototypes is None:
         return []
     import numpy as np

@@ -1,6 +1,6 @@
 """What a running app holds: the service layer's `Service` (model, catalogue, limits, model queue),
-the settings, the metrics and the compactor; one per app, in `app.state.runtime`, reached by routes
-through `RuntimeDep`. The work itself is the service layer's (service/operations/)."""
+the settings, the metrics and the compactor; one per app, in `app.state.service_state`, reached by routes
+through `ServiceStateDep`. The work itself is the service layer's (service/operations/)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +26,8 @@ def limits_of(settings: Settings) -> Limits:
 
 
 @dataclass
-class Runtime:
-    """The loaded app: one per app, in `app.state.runtime`."""
+class ServiceState:
+    """The loaded app: one per app, in `app.state.service_state`."""
 
     settings: Settings
     service: Service
@@ -47,11 +47,11 @@ class Runtime:
         return StageTimer(self.metrics)
 
 
-def get_runtime(request: Request) -> Runtime:
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is None:
+def get_service_state(request: Request) -> ServiceState:
+    state = getattr(request.app.state, "service_state", None)
+    if state is None:
         raise ServiceError("not_ready", "the model and index are still loading")
-    return runtime
+    return state
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ServiceStateDep = Annotated[ServiceState, Depends(get_service_state)]

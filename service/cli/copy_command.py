@@ -1,5 +1,5 @@
 """`asen index copy`: every item of a catalogue into a new one on either engine, carrying the images
-uploaded through the API (service/catalogue/carry_images.py)."""
+uploaded through the API (service/jobs/carry_images.py)."""
 from __future__ import annotations
 
 import argparse
@@ -38,7 +38,7 @@ def _index_copy(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from asen_search.index.transfer import copy_catalogue, open_catalogue
-    from asen_search.service.catalogue.carry_images import cleaned_up_on_failure, images_root, plan_carry
+    from asen_search.service.jobs.carry_images import cleaned_up_on_failure, images_root, plan_carry
 
     source = open_catalogue(args.source)
     try:

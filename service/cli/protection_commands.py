@@ -1,4 +1,4 @@
-"""Design protection (docs/protection.md): `asen scan` (service/catalogue/scan.py), `asen calibrate-copies`
+"""Design protection (docs/protection.md): `asen scan` (service/jobs/scan.py), `asen calibrate-copies`
 (model/copy_calibration.py) and `asen eval-copies` (model/copy_eval.py)."""
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def _eval_copies(args: argparse.Namespace) -> None:
 
 def _scan(args: argparse.Namespace) -> None:
     from asen_search.index.milvus import is_milvus
-    from asen_search.service.catalogue.scan import ScanConfig, scan
+    from asen_search.service.jobs.scan import ScanConfig, scan
 
     index = args.index if is_milvus(args.index) else Path(args.index)
     report = scan(ScanConfig(args.checkpoint, index, args.designs, args.attribute, args.out, args.min_score,

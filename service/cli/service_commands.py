@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
-from asen_search.service.catalogue.locations import as_ref
 from asen_search.service.cli import copy_command
+from asen_search.service.jobs.locations import as_ref
 
 ALLOW_ANY_URL_HELP = ("let a .jsonl/.csv listing name images outside its own folder (a local listing) or its own "
                       "scheme and bucket/host (a listing at a URL); still refused: a file:// URL named by a listing "
@@ -149,7 +149,7 @@ def _new_catalogue_options(p: argparse.ArgumentParser) -> None:
 
 
 def _index_build(args: argparse.Namespace) -> None:
-    from asen_search.service.catalogue.build import BuildConfig, build_index
+    from asen_search.service.jobs.build import BuildConfig, build_index
 
     for name in ("batch_size", "chunk_size"):
         if getattr(args, name) < 1:
@@ -169,9 +169,9 @@ def _index_build(args: argparse.Namespace) -> None:
 
 
 def _index_compact(args: argparse.Namespace) -> None:
-    from asen_search.index import CatalogueIndex, LogUnavailable
+    from asen_search.index import FaissCatalogue, LogUnavailable
 
-    catalogue = CatalogueIndex.load(args.index, writer=True)  # DirectoryLocked while a server writes it
+    catalogue = FaissCatalogue.load(args.index, writer=True)  # DirectoryLocked while a server writes it
     try:
         catalogue.open_log()
         before = catalogue.log_size
@@ -219,8 +219,8 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _encode(args: argparse.Namespace) -> None:
-    from asen_search.service.catalogue.ray_encode import EncodeConfig, encode_with_ray
-    from asen_search.service.catalogue.sources import read_catalogue
+    from asen_search.service.jobs.ray_encode import EncodeConfig, encode_with_ray
+    from asen_search.service.jobs.sources import read_catalogue
 
     if args.ray_actors < 1 or args.shard_size < 1 or args.batch_size < 1:
         raise ValueError("--ray-actors, --shard-size and --batch-size must be at least 1")
@@ -234,7 +234,7 @@ def _encode(args: argparse.Namespace) -> None:
 def _load_shards(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from asen_search.service.catalogue.shards import load_shards
+    from asen_search.service.jobs.shards import load_shards
 
     with tqdm(unit="item", desc="loading shards") as bar:
         catalogue = load_shards(args.shards, args.out, args.index_type, args.layout, bar.update)
@@ -271,7 +271,7 @@ def _demo(args: argparse.Namespace) -> None:
     prefer_passive_openmp()
     from asen_search.service.api.server import serve
     from asen_search.service.api.settings import Settings
-    from asen_search.service.catalogue.demo import run_demo
+    from asen_search.service.jobs.demo import run_demo
 
     def serve_demo(checkpoint: Path, index: Path) -> None:
         serve(Settings(checkpoint=checkpoint, index=index, host=args.host, port=args.port))

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from asen_search.index import NO_SPACE_ERRNOS, LogUnavailable, validate_id
 from asen_search.index.errors import InvalidInput, InvalidItemId
 from asen_search.index.validation import check_key
-from asen_search.service.catalogue.item_images import IMAGE_KEY
-from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
+from asen_search.service.jobs.item_images import IMAGE_KEY
+from asen_search.service.jobs.tags import PREDICTED, reserved_keys
 from asen_search.service.operations.context import Service
 from asen_search.service.operations.errors import ServiceError
 

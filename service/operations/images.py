@@ -8,8 +8,8 @@ from PIL import Image
 
 from asen_search.model.encoder import Explanation
 from asen_search.model.image_input import decode_image
-from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
-from asen_search.service.catalogue.locations import ImageRef, read_bytes
+from asen_search.service.jobs.item_images import IMAGE_KEY, stored_path
+from asen_search.service.jobs.locations import ImageRef, read_bytes
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
 

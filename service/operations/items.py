@@ -18,8 +18,8 @@ import numpy as np
 
 from asen_search.index import Filter, InvalidInput, ItemExists, ItemPage, LogUnavailable, ReadOnlyCatalogue
 from asen_search.model.image_input import ImageRejected
-from asen_search.service.catalogue.item_images import public_metadata, save_upload, with_image
-from asen_search.service.catalogue.tags import PREDICTED, with_tags
+from asen_search.service.jobs.item_images import public_metadata, save_upload, with_image
+from asen_search.service.jobs.tags import PREDICTED, with_tags
 from asen_search.service.operations import images
 from asen_search.service.operations.checks import (
     check_item_id,

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 
 from asen_search.index import Catalogue, CatalogueBusy, Part
-from asen_search.service.catalogue.item_images import public_metadata
+from asen_search.service.jobs.item_images import public_metadata
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.searching import Selection

@@ -19,7 +19,7 @@ import anyio
 from asen_search.index import Catalogue, Filter, Part, SearchResult
 from asen_search.index.threshold import grow_until_below
 from asen_search.model.thresholds import NoThreshold
-from asen_search.service.catalogue.item_images import public_metadata
+from asen_search.service.jobs.item_images import public_metadata
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.queries import QueryPlan

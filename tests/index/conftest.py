@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 
 ATTRIBUTES = ["colour", "sleeve", "neckline"]
 DIM = 32
@@ -27,13 +27,13 @@ def clustered(rng: np.random.Generator, n: int, n_attr: int = len(ATTRIBUTES), d
     return unit(centres[rng.integers(0, 20, n)] + 0.35 * rng.standard_normal((n, n_attr, dim)))
 
 
-def make_catalogue(n: int = 600, factory: str = "Flat", seed: int = 0) -> tuple[CatalogueIndex, np.ndarray, list[str]]:
+def make_catalogue(n: int = 600, factory: str = "Flat", seed: int = 0) -> tuple[FaissCatalogue, np.ndarray, list[str]]:
     """A catalogue of ``n`` items (``item-<i>``, category cycling shirt/dress/coat)."""
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, n)
     ids = [f"item-{i}" for i in range(n)]
     metadata = [{"category": ["shirt", "dress", "coat"][i % 3], "i": i} for i in range(n)]
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
     catalogue.add(ids, vectors, metadata)
     return catalogue, vectors, ids
 
@@ -68,7 +68,7 @@ def make(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
     def new() -> Any:
         if engine == "faiss":
-            catalogue: Any = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
+            catalogue: Any = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT)
         else:
             from asen_search.index.milvus import MilvusCatalogue
 

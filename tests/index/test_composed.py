@@ -1,4 +1,4 @@
-"""Composed queries (index/composed.py, CatalogueIndex.search_composed) against a numpy brute-force
+"""Composed queries (index/composed.py, FaissCatalogue.search_composed) against a numpy brute-force
 weighted sum: the exact path (Flat, or no positive part), filters, exclusions, negative weights, the
 candidate path with every item a candidate, and check_parts' refusals."""
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex, Part, SearchResult
+from asen_search.index import FaissCatalogue, Part, SearchResult
 from asen_search.index.composed_parts import check_parts
 
 ATTRIBUTES = ["colour", "sleeve", "neckline"]
@@ -28,8 +28,8 @@ def vectors() -> np.ndarray:
 
 
 @pytest.fixture(scope="module", params=["Flat", "HNSW16"])
-def catalogue(request: pytest.FixtureRequest, vectors: np.ndarray) -> CatalogueIndex:
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, "model-composed", request.param)
+def catalogue(request: pytest.FixtureRequest, vectors: np.ndarray) -> FaissCatalogue:
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, "model-composed", request.param)
     catalogue.add([f"item-{i}" for i in range(N)], vectors, [{"f": i % 5, "g": i % 10} for i in range(N)])
     return catalogue
 
@@ -66,7 +66,7 @@ def queries(vectors: np.ndarray) -> list[tuple[str, list[Part]]]:
     ]
 
 
-def test_exact_path_equals_brute_force(catalogue: CatalogueIndex, vectors: np.ndarray) -> None:
+def test_exact_path_equals_brute_force(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
     """Flat: every query; HNSW: the all-negative one (no positive part: an exact scan there too)."""
     for name, parts in queries(vectors):
         if catalogue.factory != "Flat" and any(p.weight > 0 for p in parts):
@@ -74,7 +74,7 @@ def test_exact_path_equals_brute_force(catalogue: CatalogueIndex, vectors: np.nd
         assert_same(catalogue.search_composed(parts, K), brute_force(vectors, parts, K), name)
 
 
-def test_exact_path_with_filters_and_exclude(catalogue: CatalogueIndex, vectors: np.ndarray) -> None:
+def test_exact_path_with_filters_and_exclude(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
     allowed = [i for i in range(N) if i % 5 in (1, 3)]
     for name, parts in queries(vectors):
         if catalogue.factory != "Flat" and any(p.weight > 0 for p in parts):
@@ -91,7 +91,7 @@ def test_exact_path_with_filters_and_exclude(catalogue: CatalogueIndex, vectors:
             vectors, parts, K, list(range(0, N, 10)), [10]), name)
 
 
-def test_candidate_path_with_every_item_a_candidate(catalogue: CatalogueIndex, vectors: np.ndarray) -> None:
+def test_candidate_path_with_every_item_a_candidate(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
     """per_part >= the catalogue: each positive part's search returns every item, so the rescoring is
     exact (on HNSW as on Flat), negative parts included. HNSW returns about as many items as its
     search visits, which efSearch bounds (16 by default: a few hundred here), so it is raised to N."""
@@ -113,7 +113,7 @@ def test_candidate_path_with_every_item_a_candidate(catalogue: CatalogueIndex, v
             catalogue.set_search_params(ef_search=before)
 
 
-def test_k_beyond_the_matches(catalogue: CatalogueIndex, vectors: np.ndarray) -> None:
+def test_k_beyond_the_matches(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
     parts = [Part("colour", vectors[0, 0], -1.0)]
     allowed = list(range(4, N, 5))[:3]
     hits = catalogue.search_composed(parts, K, exclude=[f"item-{i}" for i in range(4, N, 5)[3:]],
@@ -131,7 +131,7 @@ def test_k_beyond_the_matches(catalogue: CatalogueIndex, vectors: np.ndarray) ->
     ([], "at least one part"),
     ([Part("colour", np.ones(DIM + 1), 1.0)], f"must be {DIM} finite numbers"),
 ])
-def test_check_parts_refuses(parts: list[Part], message: str, catalogue: CatalogueIndex) -> None:
+def test_check_parts_refuses(parts: list[Part], message: str, catalogue: FaissCatalogue) -> None:
     with pytest.raises(ValueError, match=message):
         check_parts(parts, ATTRIBUTES, DIM)
     with pytest.raises(ValueError, match=message):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.index.rwlock import RWLock
 
 from .conftest import clustered, make_catalogue
@@ -123,7 +123,7 @@ def test_searches_go_on_while_a_write_waits_for_its_fsync(tmp_path: Path, monkey
     searches and reads answer (and do not see the write until it is applied)."""
     catalogue, vectors, _ = make_catalogue(50)
     catalogue.save(tmp_path / "ix")
-    live = CatalogueIndex.load(tmp_path / "ix", writer=True)
+    live = FaissCatalogue.load(tmp_path / "ix", writer=True)
     live.open_log()
     in_fsync, release = threading.Event(), threading.Event()
     real_fsync = os.fsync
@@ -150,5 +150,5 @@ def test_searches_go_on_while_a_write_waits_for_its_fsync(tmp_path: Path, monkey
     finally:
         release.set()
         writer_thread[0].join(10)
-    assert "late" in live and "late" in CatalogueIndex.load(tmp_path / "ix")
+    assert "late" in live and "late" in FaissCatalogue.load(tmp_path / "ix")
     live.close()

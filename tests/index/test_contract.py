@@ -1,4 +1,4 @@
-"""One contract for every catalogue engine: the FAISS directory (`CatalogueIndex`) and Milvus
+"""One contract for every catalogue engine: the FAISS directory (`FaissCatalogue`) and Milvus
 (`MilvusCatalogue`, on a real Milvus Lite engine in both of its layouts, and with the slow tests on the real
 embedded Milvus server), so they cannot drift apart. Every test here runs on each (the `make` fixture,
 tests/index/conftest.py); results are compared with a brute-force reference. What users send (every script,
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex, UnknownItem
+from asen_search.index import FaissCatalogue, UnknownItem
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, Make, clustered
 
@@ -213,13 +213,13 @@ def test_copy_into_the_other_backend_keeps_every_item_and_every_answer(make: Mak
     from asen_search.index.transfer import copy_catalogue, open_catalogue
 
     catalogue, vectors, ids = _filled(make, 50)
-    other = (f"milvus-lite:{tmp_path}/copy.db#copy" if isinstance(catalogue, CatalogueIndex)
+    other = (f"milvus-lite:{tmp_path}/copy.db#copy" if isinstance(catalogue, FaissCatalogue)
              else str(tmp_path / "copy-dir"))
     copied = copy_catalogue(catalogue, other, batch_size=16)
     copied.close()
     reopened = open_catalogue(other, expected_fingerprint=FINGERPRINT)
     try:
-        assert isinstance(reopened, MilvusCatalogue) == isinstance(catalogue, CatalogueIndex)
+        assert isinstance(reopened, MilvusCatalogue) == isinstance(catalogue, FaissCatalogue)
         assert len(reopened) == 50 and reopened.get("item-9").metadata == catalogue.get("item-9").metadata
         query = vectors[3, 2]
         assert [h.id for h in reopened.search(query, "neckline", 10)] == \

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex, InvalidInput, ItemExists, parse_filters
+from asen_search.index import FaissCatalogue, InvalidInput, ItemExists, parse_filters
 
 from .conftest import ATTRIBUTES, DIM, Make, clustered
 
@@ -207,7 +207,7 @@ def test_the_filter_language_equals_its_reference(make: Make) -> None:
 def _second_handle(catalogue: Any) -> Any:
     """Another writer of the same catalogue: another client of the collection (a second replica) on
     Milvus; on the FAISS directory, the same object (one writer per directory: its threads)."""
-    if isinstance(catalogue, CatalogueIndex):
+    if isinstance(catalogue, FaissCatalogue):
         return catalogue
     from asen_search.index.milvus import MilvusCatalogue
 
@@ -218,7 +218,7 @@ def _slow_presence_checks(*catalogues: Any) -> None:
     """Widen the window between checking that an id is absent and writing it, so that two writers
     without a common rule would both pass the check."""
     for catalogue in catalogues:
-        if not isinstance(catalogue, CatalogueIndex):
+        if not isinstance(catalogue, FaissCatalogue):
             looked_up = catalogue._metas
 
             def slow(ids: Any, strong: bool = False, looked_up: Any = looked_up) -> Any:

@@ -8,14 +8,14 @@ import faiss
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, make_catalogue, unit
 
 FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
 
 
-def rare_far_catalogue(factory: str) -> tuple[CatalogueIndex, np.ndarray, np.ndarray]:
+def rare_far_catalogue(factory: str) -> tuple[FaissCatalogue, np.ndarray, np.ndarray]:
     """600 'common' items near the query and 30 'rare' ones pointing away from it."""
     rng = np.random.default_rng(7)
     query = unit(rng.standard_normal(DIM))
@@ -23,7 +23,7 @@ def rare_far_catalogue(factory: str) -> tuple[CatalogueIndex, np.ndarray, np.nda
     rare = unit(-query + 0.6 * rng.standard_normal((30, len(ATTRIBUTES), DIM)))
     vectors = np.concatenate([common, rare])
     metadata = [{"category": "common"}] * 600 + [{"category": "rare"}] * 30
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
     catalogue.add([f"item-{i}" for i in range(630)], vectors, metadata)
     return catalogue, vectors, query
 
@@ -90,12 +90,12 @@ def test_filters_must_be_a_mapping_of_scalars() -> None:
 
 
 @functools.lru_cache(maxsize=3)    # built once per kind for this module's 100k tests (none writes to it)
-def _large_catalogue(factory: str, n: int = 100_000) -> tuple[CatalogueIndex, np.ndarray]:
+def _large_catalogue(factory: str, n: int = 100_000) -> tuple[FaissCatalogue, np.ndarray]:
     """`n` clustered items; `shard` = i % 1000, so one shard is 0.1% of the catalogue."""
     from .conftest import clustered
 
     vectors = clustered(np.random.default_rng(11), n)
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
     for lo in range(0, n, 20_000):
         catalogue.add([f"item-{i}" for i in range(lo, lo + 20_000)], vectors[lo:lo + 20_000],
                       [{"shard": i % 1000} for i in range(lo, lo + 20_000)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
 
@@ -61,14 +61,14 @@ def test_add_existing_id_is_rejected_and_changes_nothing() -> None:
     ],
 )
 def test_bad_adds_are_value_errors(ids: list[str], shape: tuple[int, ...], message: str) -> None:
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT)
     with pytest.raises(ValueError, match=message):
         catalogue.add(ids, np.ones(shape, np.float32))
     assert len(catalogue) == 0
 
 
 def test_nan_vectors_and_bad_metadata_are_rejected() -> None:
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT)
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT)
     vectors = np.ones((1, 3, DIM), np.float32)
     vectors[0, 1, 4] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -94,7 +94,7 @@ def test_reconstruct_and_score_ids(factory: str) -> None:
 
 
 def test_training_index_needs_a_large_enough_first_batch(rng: np.random.Generator) -> None:
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, FINGERPRINT, "IVF64,Flat")
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, "IVF64,Flat")
     with pytest.raises(ValueError, match="at least 64 items"):
         catalogue.add([f"x{i}" for i in range(10)], clustered(rng, 10))
     assert len(catalogue) == 0

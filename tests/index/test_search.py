@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex, SearchResult
+from asen_search.index import FaissCatalogue, SearchResult
 
 from .conftest import ATTRIBUTES, DIM, make_catalogue, unit
 
@@ -16,7 +16,7 @@ def brute_force(vectors: np.ndarray, attr: int, query: np.ndarray, k: int) -> tu
     return order, scores[order]
 
 
-def recall_at_10(catalogue: CatalogueIndex, vectors: np.ndarray, queries: np.ndarray) -> float:
+def recall_at_10(catalogue: FaissCatalogue, vectors: np.ndarray, queries: np.ndarray) -> float:
     hits = 0
     for query, results in zip(queries, catalogue.search(queries, "sleeve", 10), strict=True):
         exact, _ = brute_force(vectors, 1, query, 10)
@@ -58,7 +58,7 @@ def test_k_larger_than_catalogue_returns_everything_once() -> None:
 
 
 def test_empty_catalogue_returns_no_results() -> None:
-    catalogue = CatalogueIndex.create(ATTRIBUTES, DIM, "fp")
+    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, "fp")
     assert catalogue.search(np.ones(DIM, np.float32), "colour", 5) == []
 
 
@@ -118,9 +118,9 @@ def test_bad_k_is_a_value_error(k: object) -> None:
 
 def test_unsupported_or_invalid_factory() -> None:
     with pytest.raises(ValueError, match="invalid FAISS factory"):
-        CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "NoSuchIndex12")
+        FaissCatalogue.create(ATTRIBUTES, DIM, "fp", "NoSuchIndex12")
     with pytest.raises(ValueError, match="unsupported FAISS factory"):
-        CatalogueIndex.create(ATTRIBUTES, DIM, "fp", "PQ8")
+        FaissCatalogue.create(ATTRIBUTES, DIM, "fp", "PQ8")
 
 
 def test_flat_scan_equals_faiss_own_search(rng: np.random.Generator) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import asen_search.index.store as store
-from asen_search.index import CatalogueIndex, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
+from asen_search.index import FaissCatalogue, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
 from asen_search.index.attribute_index import AttributeIndex
 
 from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
@@ -21,7 +21,7 @@ from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def assert_same(a: CatalogueIndex, b: CatalogueIndex, queries: np.ndarray) -> None:
+def assert_same(a: FaissCatalogue, b: FaissCatalogue, queries: np.ndarray) -> None:
     assert a.ids() == b.ids() and len(a) == len(b)
     assert [a.get(i) for i in a.ids()] == [b.get(i) for i in b.ids()]
     for attribute in ATTRIBUTES:
@@ -41,7 +41,7 @@ def test_round_trip(tmp_path: Path, factory: str) -> None:
         catalogue.set_search_params(**({"ef_search": 40} if factory == "HNSW16" else {"nprobe": 3}))
         catalogue.set_exact_filter_max(7)
     catalogue.save(tmp_path)
-    loaded = CatalogueIndex.load(tmp_path, expected_fingerprint=FINGERPRINT)
+    loaded = FaissCatalogue.load(tmp_path, expected_fingerprint=FINGERPRINT)
     assert_same(catalogue, loaded, vectors[:4, 0])
     assert loaded.search_params() == catalogue.search_params()
     assert loaded.search(vectors[0, 0], "colour", 5, filters={"category": "coat"}) == catalogue.search(
@@ -65,7 +65,7 @@ def test_round_trip(tmp_path: Path, factory: str) -> None:
 def test_mmap_load_searches_and_is_read_only(tmp_path: Path, factory: str) -> None:
     catalogue, vectors, _ = make_catalogue(100, factory)
     catalogue.save(tmp_path)
-    mapped = CatalogueIndex.load(tmp_path, mmap=True)
+    mapped = FaissCatalogue.load(tmp_path, mmap=True)
     assert mapped.read_only and mapped.search(vectors[1, 0], "colour", 3) == catalogue.search(
         vectors[1, 0], "colour", 3
     )
@@ -78,28 +78,28 @@ def test_mmap_load_searches_and_is_read_only(tmp_path: Path, factory: str) -> No
 def test_fingerprint_mismatch_names_both_models(tmp_path: Path) -> None:
     make_catalogue(20)[0].save(tmp_path)
     with pytest.raises(FingerprintMismatch, match="different model") as caught:
-        CatalogueIndex.load(tmp_path, expected_fingerprint="model-zzz999")
+        FaissCatalogue.load(tmp_path, expected_fingerprint="model-zzz999")
     assert FINGERPRINT in str(caught.value) and "model-zzz999" in str(caught.value)
-    assert CatalogueIndex.load(tmp_path).fingerprint == FINGERPRINT  # no expectation, no check
+    assert FaissCatalogue.load(tmp_path).fingerprint == FINGERPRINT  # no expectation, no check
 
 
 def test_missing_and_corrupt_saves_are_format_errors(tmp_path: Path) -> None:
     with pytest.raises(IndexFormatError, match="no saved index"):
-        CatalogueIndex.load(tmp_path / "nothing-here")
+        FaissCatalogue.load(tmp_path / "nothing-here")
     with pytest.raises(IndexFormatError, match="CURRENT"):
-        CatalogueIndex.load(tmp_path)
+        FaissCatalogue.load(tmp_path)
     version = make_catalogue(20)[0].save(tmp_path)
     with open(version / "attr_1.faiss", "ab") as handle:
         handle.write(b"junk")
     with pytest.raises(IndexFormatError, match=r"attr_1\.faiss"):
-        CatalogueIndex.load(tmp_path)
+        FaissCatalogue.load(tmp_path)
     manifest = json.loads((version / "manifest.json").read_text())
     (version / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(IndexFormatError, match="format version 99"):
-        CatalogueIndex.load(tmp_path)
+        FaissCatalogue.load(tmp_path)
 
 
-def saved_then_grown(tmp_path: Path) -> CatalogueIndex:
+def saved_then_grown(tmp_path: Path) -> FaissCatalogue:
     """A catalogue saved with 50 items, then grown to 60 in memory."""
     catalogue, _, _ = make_catalogue(50)
     catalogue.save(tmp_path)
@@ -121,12 +121,12 @@ def test_failed_pointer_swap_keeps_previous_version(tmp_path: Path, monkeypatch:
         catalogue.save(tmp_path)
     monkeypatch.undo()
     assert (tmp_path / "v000002").is_dir()  # written but never committed
-    assert len(CatalogueIndex.load(tmp_path)) == 50
+    assert len(FaissCatalogue.load(tmp_path)) == 50
     assert (tmp_path / "v000002").exists()  # a read-only load tidies nothing (a writer may be busy)
     assert len(writer_load(tmp_path)) == 50
     assert not (tmp_path / "v000002").exists() and leftovers(tmp_path) == []  # tidied by the writer's load
     catalogue.save(tmp_path)
-    assert len(CatalogueIndex.load(tmp_path)) == 60
+    assert len(FaissCatalogue.load(tmp_path)) == 60
 
 
 def test_failed_rename_keeps_previous_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -140,7 +140,7 @@ def test_failed_rename_keeps_previous_version(tmp_path: Path, monkeypatch: pytes
         catalogue.save(tmp_path)
     monkeypatch.undo()
     assert leftovers(tmp_path) == []  # the failed save removed its own temp directory
-    assert len(CatalogueIndex.load(tmp_path)) == 50
+    assert len(FaissCatalogue.load(tmp_path)) == 50
 
 
 def test_half_written_temp_dir_is_ignored_and_cleaned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -166,12 +166,12 @@ def test_half_written_temp_dir_is_ignored_and_cleaned(tmp_path: Path, monkeypatc
     assert len(loaded) == 50 and loaded.ids() == [f"item-{i}" for i in range(50)]
     assert leftovers(tmp_path) == [] and not (tmp_path / "v000007").exists()
     catalogue.save(tmp_path)
-    assert len(CatalogueIndex.load(tmp_path)) == 60
+    assert len(FaissCatalogue.load(tmp_path)) == 60
 
 
-def writer_load(root: Path) -> CatalogueIndex:
+def writer_load(root: Path) -> FaissCatalogue:
     """Load as the directory's writer (which tidies leftovers of crashed saves), then let go."""
-    catalogue = CatalogueIndex.load(root, writer=True)
+    catalogue = FaissCatalogue.load(root, writer=True)
     catalogue.close()
     return catalogue
 

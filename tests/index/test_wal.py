@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asen_search.index import NO_SPACE_ERRNOS, CatalogueIndex, DirectoryLocked, LogUnavailable, ReadOnlyCatalogue
+from asen_search.index import NO_SPACE_ERRNOS, DirectoryLocked, FaissCatalogue, LogUnavailable, ReadOnlyCatalogue
 from asen_search.index.wal import LogRecord, log_path, read_log
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,19 +30,19 @@ def _vectors(n: int, seed: int) -> np.ndarray:
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    catalogue = CatalogueIndex.create(ATTRS, DIM, "fp")
+    catalogue = FaissCatalogue.create(ATTRS, DIM, "fp")
     catalogue.add([f"base-{i}" for i in range(20)], _vectors(20, 0), [{"n": i} for i in range(20)])
     catalogue.save(tmp_path / "ix")
     return tmp_path / "ix"
 
 
-def _opened(root: Path) -> CatalogueIndex:
-    catalogue = CatalogueIndex.load(root)
+def _opened(root: Path) -> FaissCatalogue:
+    catalogue = FaissCatalogue.load(root)
     catalogue.open_log()
     return catalogue
 
 
-def _assert_same(a: CatalogueIndex, b: CatalogueIndex) -> None:
+def _assert_same(a: FaissCatalogue, b: FaissCatalogue) -> None:
     assert sorted(a.ids()) == sorted(b.ids())
     for item_id in a.ids():
         assert a.get(item_id) == b.get(item_id)
@@ -57,7 +57,7 @@ def test_logged_writes_are_replayed(saved: Path) -> None:
     live.upsert(["base-4"], _vectors(1, 3))  # keeps its metadata
     live.remove(["base-5", "new-2", "never-there"])
     assert live.log_size > 0
-    reloaded = CatalogueIndex.load(saved)  # no snapshot was written since: all from the log
+    reloaded = FaissCatalogue.load(saved)  # no snapshot was written since: all from the log
     _assert_same(live, reloaded)
     assert reloaded.get("base-4").metadata == {"n": 4}
     assert "base-5" not in reloaded and "new-2" not in reloaded
@@ -73,12 +73,12 @@ def test_torn_last_record_is_dropped_and_cut_off(saved: Path) -> None:
     for cut in (1, 11, len(whole) // 2, len(whole) - 1):
         with open(path, "ab") as fh:
             fh.write(whole[:cut])
-        loaded = CatalogueIndex.load(saved)
+        loaded = FaissCatalogue.load(saved)
         assert "kept" in loaded and "torn" not in loaded
         loaded.open_log()  # cuts the torn bytes off so later records are not lost behind them
         loaded.add([f"after-{cut}"], _vectors(1, cut))
         loaded.close()
-        again = CatalogueIndex.load(saved)
+        again = FaissCatalogue.load(saved)
         assert f"after-{cut}" in again and "torn" not in again
 
 
@@ -91,7 +91,7 @@ def test_corrupt_record_stops_replay(saved: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # flip a bit inside the last record's vectors: its checksum fails
     path.write_bytes(bytes(data))
-    loaded = CatalogueIndex.load(saved)
+    loaded = FaissCatalogue.load(saved)
     assert "one" in loaded and "two" not in loaded
 
 
@@ -103,28 +103,28 @@ def test_checkpoint_folds_the_log_into_a_new_snapshot(saved: Path) -> None:
     assert not log_path(saved, "v000001").exists()
     live.remove(["c1"])
     live.add(["c2"], _vectors(1, 9))
-    _assert_same(live, CatalogueIndex.load(saved))
+    _assert_same(live, FaissCatalogue.load(saved))
     live.save(saved)  # saving into its own directory is a checkpoint too
     assert live.log_size == 0
-    _assert_same(live, CatalogueIndex.load(saved))
+    _assert_same(live, FaissCatalogue.load(saved))
 
 
 def test_one_writer_per_directory(saved: Path) -> None:
     _opened(saved)
-    second = CatalogueIndex.load(saved)  # flock is per open file: a second one in this process conflicts too
+    second = FaissCatalogue.load(saved)  # flock is per open file: a second one in this process conflicts too
     with pytest.raises(DirectoryLocked, match=f"process {os.getpid()} .*one writer per index directory"):
         second.open_log()
     with pytest.raises(DirectoryLocked):
-        CatalogueIndex.load(saved, writer=True)
+        FaissCatalogue.load(saved, writer=True)
 
 
 def test_mmap_refuses_unapplied_log(saved: Path) -> None:
     live = _opened(saved)
     live.add(["pending"], _vectors(1, 10))
     with pytest.raises(ReadOnlyCatalogue, match="logged writes"):
-        CatalogueIndex.load(saved, mmap=True)
+        FaissCatalogue.load(saved, mmap=True)
     live.checkpoint()
-    assert "pending" in CatalogueIndex.load(saved, mmap=True)
+    assert "pending" in FaissCatalogue.load(saved, mmap=True)
 
 
 @contextmanager
@@ -150,7 +150,7 @@ def test_failed_append_leaves_no_trace(saved: Path) -> None:
     assert "lost" not in live and live.log_size == size  # not applied, and cut back on disk
     assert os.path.getsize(log_path(saved, "v000001")) == size
     live.add(["after"], _vectors(1, 13))
-    reloaded = CatalogueIndex.load(saved)
+    reloaded = FaissCatalogue.load(saved)
     assert {"before", "after"} <= set(reloaded.ids()) and "lost" not in reloaded
 
 
@@ -174,7 +174,7 @@ def test_log_that_cannot_be_restored_refuses_writes_until_a_checkpoint(saved: Pa
     live.checkpoint()
     assert live.log_error is None
     live.add(["resumed"], _vectors(1, 14))
-    reloaded = CatalogueIndex.load(saved)
+    reloaded = FaissCatalogue.load(saved)
     assert "resumed" in reloaded and "lost" not in reloaded and "refused" not in reloaded
 
 
@@ -182,10 +182,10 @@ KILL_DURING_CHECKPOINT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     import asen_search.index.store as store
-    from asen_search.index import CatalogueIndex
+    from asen_search.index import FaissCatalogue
 
     where, directory = sys.argv[1], sys.argv[2]
-    catalogue = CatalogueIndex.load(directory)
+    catalogue = FaissCatalogue.load(directory)
     catalogue.open_log()
     rng = np.random.default_rng(99)
     v = rng.standard_normal((3, 3, 8)).astype(np.float32)
@@ -209,7 +209,7 @@ def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> N
     result = subprocess.run([sys.executable, "-c", KILL_DURING_CHECKPOINT, where, str(saved)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr
-    loaded = CatalogueIndex.load(saved)
+    loaded = FaissCatalogue.load(saved)
     assert {"w1", "w2", "w3"} <= set(loaded.ids()) and "base-0" not in loaded
     assert len(loaded) == 22 and loaded.get("w3").metadata == {"k": 1}
     for attribute in ATTRS:  # every item in every attribute index
@@ -218,7 +218,7 @@ def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> N
     loaded.open_log()
     loaded.add(["later"], _vectors(1, 14))
     loaded.checkpoint()
-    assert "later" in CatalogueIndex.load(saved)
+    assert "later" in FaissCatalogue.load(saved)
 
 
 def test_compact_command_folds_the_log(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,4 +231,4 @@ def test_compact_command_folds_the_log(saved: Path, capsys: pytest.CaptureFixtur
     live.close()
     assert main(["index", "compact", "--index", str(saved)]) == 0
     assert "21 items in v000002" in capsys.readouterr().out
-    assert "pending" in CatalogueIndex.load(saved, mmap=True)
+    assert "pending" in FaissCatalogue.load(saved, mmap=True)

@@ -12,8 +12,8 @@ import pytest
 import asen_search.index.wal as wal
 from asen_search.index import (
     CatalogueExists,
-    CatalogueIndex,
     DirectoryLocked,
+    FaissCatalogue,
     LogCorrupt,
     RecordTooLarge,
     StaleCatalogue,
@@ -25,7 +25,7 @@ from tests.index.test_wal import ATTRS, DIM, _opened, _vectors
 
 @pytest.fixture
 def saved(tmp_path: Path) -> Path:
-    catalogue = CatalogueIndex.create(ATTRS, DIM, "fp")
+    catalogue = FaissCatalogue.create(ATTRS, DIM, "fp")
     catalogue.add(["base"], _vectors(1, 0))
     catalogue.save(tmp_path / "ix")
     return tmp_path / "ix"
@@ -36,20 +36,20 @@ def test_a_second_writer_cannot_delete_the_live_log(saved: Path) -> None:
     """The review's sequence: A writes; B loads; A adds a1, compacts, adds a2; B tries to open its
     (stale) log. Before the lock, B's open succeeded and deleted A's live log."""
     a = _opened(saved)
-    b = CatalogueIndex.load(saved)
+    b = FaissCatalogue.load(saved)
     a.add(["a1"], _vectors(1, 1))
     a.checkpoint()
     a.add(["a2"], _vectors(1, 2))
     with pytest.raises(DirectoryLocked, match="one writer per index directory"):
         b.open_log()
     with pytest.raises(DirectoryLocked):
-        CatalogueIndex.load(saved, writer=True)
+        FaissCatalogue.load(saved, writer=True)
     a.add(["a3"], _vectors(1, 3))
-    assert sorted(CatalogueIndex.load(saved).ids()) == ["a1", "a2", "a3", "base"]
+    assert sorted(FaissCatalogue.load(saved).ids()) == ["a1", "a2", "a3", "base"]
 
 
 def test_a_stale_loader_is_refused_after_the_writer_left(saved: Path) -> None:
-    b = CatalogueIndex.load(saved)  # loaded without the lock: may go stale
+    b = FaissCatalogue.load(saved)  # loaded without the lock: may go stale
     a = _opened(saved)
     a.add(["a1"], _vectors(1, 1))
     a.close()  # the lock is free again, but b's view is older than the log
@@ -60,36 +60,36 @@ def test_a_stale_loader_is_refused_after_the_writer_left(saved: Path) -> None:
     a.close()
     with pytest.raises(StaleCatalogue, match="moved from v000001 to v000002"):
         b.open_log()
-    fresh = CatalogueIndex.load(saved, writer=True)
+    fresh = FaissCatalogue.load(saved, writer=True)
     fresh.open_log()
     fresh.add(["b1"], _vectors(1, 4))
     fresh.close()
-    assert sorted(CatalogueIndex.load(saved).ids()) == ["a1", "b1", "base"]
+    assert sorted(FaissCatalogue.load(saved).ids()) == ["a1", "b1", "base"]
 
 
 def test_saves_and_repairs_into_a_live_directory_are_refused(saved: Path) -> None:
-    live = CatalogueIndex.load(saved, writer=True)
+    live = FaissCatalogue.load(saved, writer=True)
     live.open_log()
     live.add(["acknowledged"], _vectors(1, 5))
-    other = CatalogueIndex.create(ATTRS, DIM, "fp")
+    other = FaissCatalogue.create(ATTRS, DIM, "fp")
     other.add(["x"], _vectors(1, 6))
     with pytest.raises(DirectoryLocked, match=f"process {os.getpid()}"):
         other.save(saved)  # `asen index build --out` into a served directory
     with pytest.raises(DirectoryLocked):
         repair_log(saved)
     live.close()
-    assert sorted(CatalogueIndex.load(saved).ids()) == ["acknowledged", "base"]
+    assert sorted(FaissCatalogue.load(saved).ids()) == ["acknowledged", "base"]
     with pytest.raises(CatalogueExists, match="already holds a catalogue"):
         other.save(saved)  # the writer has gone, but the directory holds writes `other` never saw
-    assert sorted(CatalogueIndex.load(saved).ids()) == ["acknowledged", "base"]
+    assert sorted(FaissCatalogue.load(saved).ids()) == ["acknowledged", "base"]
     other.save(saved, replace=True)  # on purpose
-    assert CatalogueIndex.load(saved).ids() == ["x"]
+    assert FaissCatalogue.load(saved).ids() == ["x"]
 
 
 def test_a_stale_save_into_its_own_directory_is_refused(saved: Path) -> None:
     """A catalogue loaded without the lock (a script, a notebook) must not save over writes a server
     acknowledged meanwhile, whether they are still in the log or already compacted."""
-    stale = CatalogueIndex.load(saved)
+    stale = FaissCatalogue.load(saved)
     server = _opened(saved)
     server.add(["ack-1", "ack-2"], _vectors(2, 21))
     server.checkpoint()
@@ -97,33 +97,33 @@ def test_a_stale_save_into_its_own_directory_is_refused(saved: Path) -> None:
     stale.add(["mine"], _vectors(1, 22))
     with pytest.raises(StaleCatalogue, match="moved from v000001 to v000002"):
         stale.save(saved)
-    logged = CatalogueIndex.load(saved)
+    logged = FaissCatalogue.load(saved)
     server = _opened(saved)
     server.add(["ack-3"], _vectors(1, 23))   # in the log only
     server.close()
     with pytest.raises(StaleCatalogue, match="write-ahead log holds"):
         logged.save(saved)
-    assert {"ack-1", "ack-2", "ack-3"} <= set(CatalogueIndex.load(saved).ids())
-    assert "mine" not in CatalogueIndex.load(saved)
+    assert {"ack-1", "ack-2", "ack-3"} <= set(FaissCatalogue.load(saved).ids())
+    assert "mine" not in FaissCatalogue.load(saved)
 
 
 def test_an_unchanged_directory_takes_a_save_of_what_was_loaded_from_it(saved: Path) -> None:
-    loaded = CatalogueIndex.load(saved)
+    loaded = FaissCatalogue.load(saved)
     loaded.add(["new"], _vectors(1, 24))
     loaded.save(saved)
     loaded.add(["newer"], _vectors(1, 25))
     loaded.save(saved)   # its own last save: still unchanged since
-    assert {"new", "newer", "base"} <= set(CatalogueIndex.load(saved).ids())
+    assert {"new", "newer", "base"} <= set(FaissCatalogue.load(saved).ids())
 
 
 def test_the_lock_dies_with_its_process(saved: Path) -> None:
     import subprocess
     import sys
 
-    script = ("import os, sys; from asen_search.index import CatalogueIndex; "
-              "c = CatalogueIndex.load(sys.argv[1], writer=True); os._exit(9)")
+    script = ("import os, sys; from asen_search.index import FaissCatalogue; "
+              "c = FaissCatalogue.load(sys.argv[1], writer=True); os._exit(9)")
     assert subprocess.run([sys.executable, "-c", script, str(saved)], timeout=60).returncode == 9
-    CatalogueIndex.load(saved, writer=True).close()  # no stale lock after kill: the kernel freed it
+    FaissCatalogue.load(saved, writer=True).close()  # no stale lock after kill: the kernel freed it
 
 
 # -- 2. a damaged frame followed by valid ones is corruption, not a torn tail ---------------------
@@ -143,9 +143,9 @@ def test_damage_before_valid_records_refuses_to_load_and_changes_nothing(saved: 
     data[starts[which] + 40] ^= 0x01  # one bit inside the record
     path.write_bytes(bytes(data))
     with pytest.raises(LogCorrupt, match=f"byte {starts[which]} is damaged and {2 - which} valid records"):
-        CatalogueIndex.load(saved)
+        FaissCatalogue.load(saved)
     with pytest.raises(LogCorrupt):
-        CatalogueIndex.load(saved, writer=True)
+        FaissCatalogue.load(saved, writer=True)
     assert path.read_bytes() == bytes(data), "the log was changed"
     assert not list(saved.glob("*.cut-*"))
 
@@ -155,7 +155,7 @@ def test_damage_in_the_last_record_is_a_torn_tail_cut_with_a_copy(saved: Path) -
     data = bytearray(path.read_bytes())
     data[starts[2] + 40] ^= 0x01
     path.write_bytes(bytes(data))
-    loaded = CatalogueIndex.load(saved)
+    loaded = FaissCatalogue.load(saved)
     assert sorted(loaded.ids()) == ["base", "r0", "r1"]
     loaded.open_log()
     loaded.close()
@@ -180,7 +180,7 @@ def test_repair_reports_then_cuts_or_salvages_keeping_a_copy(saved: Path) -> Non
 
     done = repair_log(saved, "salvage")
     assert done.applied and done.backup is not None and done.backup.read_bytes() == bytes(data)
-    assert sorted(CatalogueIndex.load(saved).ids()) == ["base", "r0", "r2"]
+    assert sorted(FaissCatalogue.load(saved).ids()) == ["base", "r0", "r2"]
     assert not repair_log(saved).needed
 
 
@@ -198,7 +198,7 @@ def test_repair_command_refuses_while_served_and_reports(saved: Path, capsys: py
     assert "keeps 0 records" in out and "r1" in out and "r2" in out and "dry run" in out
     assert main(["index", "repair", "--index", str(saved)]) == 0
     assert "repaired" in capsys.readouterr().out
-    assert CatalogueIndex.load(saved).ids() == ["base"]
+    assert FaissCatalogue.load(saved).ids() == ["base"]
     assert len(list(saved.glob("wal-v000001.log.corrupt-*"))) == 1
 
 
@@ -228,7 +228,7 @@ def test_a_large_write_is_split_and_applied_whole(saved: Path, monkeypatch: pyte
     path = log_path(saved, "v000001")
     scan = scan_log(path)
     assert len(scan.records) > 2 and all(len(r.encode()) <= 2000 + wal._FRAME.size for r in scan.records)
-    reloaded = CatalogueIndex.load(saved)
+    reloaded = FaissCatalogue.load(saved)
     assert sorted(reloaded.ids()) == sorted(["base", *ids[30:]])
     assert reloaded.get("bulk-35").metadata == {"i": 35}
     # a crash part-way through a split write: none of it is applied, and the writer cuts it off
@@ -237,7 +237,7 @@ def test_a_large_write_is_split_and_applied_whole(saved: Path, monkeypatch: pyte
     assert first_add[0].more > 0
     data = path.read_bytes()
     path.write_bytes(data[:end_of_first_part])
-    assert CatalogueIndex.load(saved).ids() == ["base"]
+    assert FaissCatalogue.load(saved).ids() == ["base"]
     _opened(saved).close()
     assert path.stat().st_size == 0
 

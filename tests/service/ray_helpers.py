@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from asen_search.service.catalogue.ray_encode import EncodeConfig, ShardEncoder, encode_with_ray
-from asen_search.service.catalogue.sources import read_catalogue
+from asen_search.service.jobs.ray_encode import EncodeConfig, ShardEncoder, encode_with_ray
+from asen_search.service.jobs.sources import read_catalogue
 
 
 class DiesOnceOnShardTwo(ShardEncoder):

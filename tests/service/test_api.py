@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.preprocess import load_image
 from asen_search.service.api.app import create_app
@@ -46,7 +46,7 @@ def test_search_by_item_id_excludes_the_item(tiny_checkpoint: Path, index_dir: P
 
 
 def test_search_by_id_ranks_like_brute_force(client: TestClient, tiny_checkpoint: Path, index_dir: Path) -> None:
-    catalogue = CatalogueIndex.load(index_dir)
+    catalogue = FaissCatalogue.load(index_dir)
     ids = catalogue.ids()
     vectors = np.stack([catalogue.vector(i, "neckline") for i in ids])
     query = catalogue.vector("test-00010", "neckline")
@@ -56,7 +56,7 @@ def test_search_by_id_ranks_like_brute_force(client: TestClient, tiny_checkpoint
 
 
 def test_filtered_search_only_returns_matching_items(client: TestClient, index_dir: Path) -> None:
-    catalogue = CatalogueIndex.load(index_dir)
+    catalogue = FaissCatalogue.load(index_dir)
     red = {i for i in catalogue.ids() if catalogue.get(i).metadata.get("colour") == "red"}
     assert red, "the demo test split has red items"
     filters = json.dumps({"colour": "red"})
@@ -123,7 +123,7 @@ def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo
     assert hits[0]["id"] == "new/shirt-1"
     assert client.post("/items", data={"id": "new/shirt-1"}, files={"image": ("n.jpg", picture)}).status_code == 409
     assert client.get("/readyz").json()["items"] == n_items + 1
-    stored = CatalogueIndex.load(client.app.state.settings.index).get("new/shirt-1").metadata
+    stored = FaissCatalogue.load(client.app.state.settings.index).get("new/shirt-1").metadata
     assert stored == {"brand": "acme", "_image": f"images/{hashlib.sha256(picture).hexdigest()}.jpg"}
 
     deleted = client.delete("/items/new/shirt-1")
@@ -132,7 +132,7 @@ def test_add_then_search_finds_it_and_delete_removes_it(client: TestClient, demo
         hits = client.post("/search", data={"attribute": attribute, "top_k": "100"},
                            files={"image": ("q.jpg", picture, "image/jpeg")}).json()["results"]
         assert "new/shirt-1" not in {h["id"] for h in hits}
-    assert "new/shirt-1" not in CatalogueIndex.load(client.app.state.settings.index)
+    assert "new/shirt-1" not in FaissCatalogue.load(client.app.state.settings.index)
     assert client.delete("/items/new/shirt-1").status_code == 404
 
 
@@ -178,7 +178,7 @@ def test_search_breadth_settings_reach_the_indexes_or_are_refused(tiny_checkpoin
     from asen_search.service.resources import apply_search_knobs, load_resources
 
     encoder = Encoder.from_checkpoint(tiny_checkpoint, runtime="torch")
-    hnsw = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, "HNSW32")
+    hnsw = FaissCatalogue.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, "HNSW32")
     apply_search_knobs(hnsw, Settings(checkpoint=tiny_checkpoint, index=index_dir, ef_search=256))
     assert hnsw.search_params()["ef_search"] == 256
     with pytest.raises(ValueError, match="ASEN_EF_SEARCH / ASEN_NPROBE: ef_search applies to HNSW"):

@@ -117,7 +117,7 @@ def test_the_deepest_page_ends_at_the_search_depth(tiny_checkpoint: Path, index_
 def test_a_threshold_search_that_is_cut_says_how_many_pass_and_pages_on(client: TestClient) -> None:
     query = {"attribute": "colour", "item_id": "test-00001", "min_score": -1.0}
     first = client.post("/search", json={**query, "max_results": 40}).json()
-    assert first["truncated"] and first["total"] == len(client.app.state.runtime.catalogue) - 1   # all but the query
+    assert first["truncated"] and first["total"] == len(client.app.state.service_state.catalogue) - 1   # all but the query
     second = client.post("/search", json={**query, "max_results": 40, "cursor": first["next_cursor"]}).json()
     everything = client.post("/search", json={**query, "max_results": 80}).json()["results"]
     assert [h["id"] for h in first["results"] + second["results"]] == [h["id"] for h in everything]
@@ -135,7 +135,7 @@ def _list_all(client: TestClient, **params: Any) -> list[dict[str, Any]]:
 
 
 def test_listing_pages_through_the_catalogue_with_filters_and_fields(tagging_client: TestClient) -> None:
-    catalogue = tagging_client.app.state.runtime.catalogue
+    catalogue = tagging_client.app.state.service_state.catalogue
     listed = _list_all(tagging_client, limit=37)
     assert [i["id"] for i in listed] == sorted(catalogue.ids()) and "_image" not in listed[0]["metadata"]
     wanted = {"predicted.colour.confidence": {"gte": 0.6}, "predicted.pattern": {"not": "solid"}}
@@ -150,7 +150,7 @@ def test_listing_pages_through_the_catalogue_with_filters_and_fields(tagging_cli
 def test_batch_writes_each_item_once_in_one_log_append(client: TestClient, demo_dataset: Path,
                                                       settings: Any) -> None:
     image = demo_dataset / IMAGE
-    catalogue = client.app.state.runtime.catalogue
+    catalogue = client.app.state.service_state.catalogue
     before = len(read_log(log_path(settings.index, catalogue._store.version))[0])
     answer = client.post("/items:batch", json={"items": [
         {"id": "b1", "image": _b64(image), "metadata": {"n": 1}},
@@ -178,7 +178,7 @@ def _unit_vectors(catalogue: Any) -> list[list[float]]:
 def test_a_batch_item_that_is_not_what_the_schema_describes_refuses_the_batch_whole(
         client: TestClient, demo_dataset: Path, settings: Any) -> None:
     """Its code and its position in the detail; nothing of the batch written, however valid the rest."""
-    catalogue = client.app.state.runtime.catalogue
+    catalogue = client.app.state.service_state.catalogue
     log = log_path(settings.index, catalogue._store.version)
     before = len(read_log(log)[0])
     good = {"id": "whole-1", "vectors": _unit_vectors(catalogue), "fingerprint": catalogue.fingerprint}
@@ -246,7 +246,7 @@ def test_a_whole_number_is_an_integer_however_it_is_written(client: TestClient) 
 
 
 def test_items_with_vectors_made_elsewhere_are_checked_and_searchable(client: TestClient) -> None:
-    catalogue = client.app.state.runtime.catalogue
+    catalogue = client.app.state.service_state.catalogue
     vectors = np.stack([catalogue.vector("test-00009", a) for a in catalogue.attributes])
     ok = client.post("/items", json={"id": "encoded-elsewhere", "vectors": vectors.tolist(),
                                      "fingerprint": catalogue.fingerprint})
@@ -264,7 +264,7 @@ def test_items_with_vectors_made_elsewhere_are_checked_and_searchable(client: Te
 
 
 def test_patch_changes_metadata_only_and_replace_keeps_it(client: TestClient, demo_dataset: Path) -> None:
-    catalogue = client.app.state.runtime.catalogue
+    catalogue = client.app.state.service_state.catalogue
     image = demo_dataset / IMAGE
     client.post("/items", json={"id": "p1", "image": _b64(image), "metadata": {"price": 10, "brand": "x"}})
     before = catalogue.vector("p1", "colour")

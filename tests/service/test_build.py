@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.preprocess import load_image
-from asen_search.service.catalogue import build as catalogue_build
-from asen_search.service.catalogue.build import WORK_DIR, BuildConfig, build_index
-from asen_search.service.catalogue.sources import read_catalogue
 from asen_search.service.cli.main import main
+from asen_search.service.jobs import build as catalogue_build
+from asen_search.service.jobs.build import WORK_DIR, BuildConfig, build_index
+from asen_search.service.jobs.sources import read_catalogue
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_build_from_a_folder_reports_unreadable_images(image_folder: Path, tiny_
     captured = capsys.readouterr()
     assert "9 items" in captured.out and "1 unreadable images skipped" in captured.err
     assert "broken:" in captured.err
-    catalogue = CatalogueIndex.load(out, expected_fingerprint=Encoder.from_checkpoint(tiny_checkpoint).fingerprint)
+    catalogue = FaissCatalogue.load(out, expected_fingerprint=Encoder.from_checkpoint(tiny_checkpoint).fingerprint)
     assert sorted(catalogue.ids()) == sorted(["item0", "item2", "item4", "item6", "item8", "shirts/item1",
                                               "shirts/item3", "shirts/item5", "shirts/item7"])
     report = json.loads((out / "build_report.json").read_text())
@@ -49,7 +49,7 @@ def test_build_from_a_folder_reports_unreadable_images(image_folder: Path, tiny_
 
 def test_vectors_equal_encoding_each_image(image_folder: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     build_index(BuildConfig(tiny_checkpoint, image_folder, tmp_path / "ix", batch_size=5, progress=False))
-    catalogue = CatalogueIndex.load(tmp_path / "ix")
+    catalogue = FaissCatalogue.load(tmp_path / "ix")
     encoder = Encoder.from_checkpoint(tiny_checkpoint)
     expected = encoder.encode([load_image(image_folder / "shirts" / "item3.jpg")])[0]
     stored = np.stack([catalogue.vector("shirts/item3", a) for a in catalogue.attributes])
@@ -108,7 +108,7 @@ def test_interrupted_build_resumes_without_redoing_work(image_folder: Path, tiny
     report = build_index(config)
     assert len(encoded) == 2 and report.encoded_now == 2  # only the last chunk (10 files, 4 per chunk)
     assert report.items == 9 and [i for i, _ in report.skipped] == ["broken"]
-    assert len(CatalogueIndex.load(out)) == 9 and not (out / WORK_DIR).exists()
+    assert len(FaissCatalogue.load(out)) == 9 and not (out / WORK_DIR).exists()
 
 
 def test_resume_refuses_a_different_build(image_folder: Path, tiny_checkpoint: Path, tmp_path: Path,
@@ -140,16 +140,16 @@ def test_a_build_over_an_existing_catalogue_is_refused_unless_replace_which_keep
     out = tmp_path / "index"
     build = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--catalogue", str(image_folder), "--out", str(out)]
     assert main(build) == 0
-    served = CatalogueIndex.load(out, writer=True)
+    served = FaissCatalogue.load(out, writer=True)
     served.open_log()
     served.add(["added-through-the-api"], np.ones((1, len(served.attributes), served.dim), np.float32) / served.dim ** 0.5)
     served.close()   # stopped without compacting: the item is in the log only
     capsys.readouterr()
     assert main(build) == 2
     assert "already holds a catalogue" in capsys.readouterr().err
-    assert "added-through-the-api" in CatalogueIndex.load(out)
+    assert "added-through-the-api" in FaissCatalogue.load(out)
     assert not (out / WORK_DIR).exists()   # refused before any encoding
     assert main([*build, "--replace"]) == 0
     kept = capsys.readouterr().out.split("the catalogue it replaced is kept in ")[1].strip()
-    assert "added-through-the-api" not in CatalogueIndex.load(out)
-    assert "added-through-the-api" in CatalogueIndex.load(kept) and Path(kept).parent == tmp_path
+    assert "added-through-the-api" not in FaissCatalogue.load(out)
+    assert "added-through-the-api" in FaissCatalogue.load(kept) and Path(kept).parent == tmp_path

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from jsonschema import Draft202012Validator
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.model.checkpoint import CheckpointError, read_payload, update_extra
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import decode_image
-from asen_search.service.catalogue.tags import PREDICTED
+from asen_search.service.jobs.tags import PREDICTED
 
 IMAGE = "images/test/00005.jpg"
 
@@ -24,7 +24,7 @@ IMAGE = "images/test/00005.jpg"
 def _catalogue_vectors(client: TestClient) -> tuple[list[str], np.ndarray, list[dict]]:
     """Every item's id, vectors `[n, n_attributes, dim]` and metadata, read from the served catalogue."""
     ids, vectors, metas = [], [], []
-    for chunk_ids, chunk_vectors, chunk_metas in client.app.state.runtime.catalogue.iter_items(1000):
+    for chunk_ids, chunk_vectors, chunk_metas in client.app.state.service_state.catalogue.iter_items(1000):
         ids += chunk_ids
         vectors.append(chunk_vectors)
         metas += chunk_metas
@@ -34,7 +34,7 @@ def _catalogue_vectors(client: TestClient) -> tuple[list[str], np.ndarray, list[
 def _brute_force(client: TestClient, parts: list[tuple[str, np.ndarray, float]], k: int,
                  exclude: set[str] = frozenset(), keep=lambda meta: True) -> list[tuple[str, float]]:
     ids, vectors, metas = _catalogue_vectors(client)
-    names = client.app.state.runtime.encoder.attribute_names
+    names = client.app.state.service_state.encoder.attribute_names
     total = np.zeros(len(ids))
     for attribute, query, weight in parts:
         total += weight * (vectors[:, names.index(attribute)].astype(np.float64) @ query.astype(np.float64))
@@ -43,9 +43,9 @@ def _brute_force(client: TestClient, parts: list[tuple[str, np.ndarray, float]],
 
 
 def _image_vectors(client: TestClient, path: Path, attributes: list[str]) -> np.ndarray:
-    runtime = client.app.state.runtime
-    image = decode_image(path.read_bytes(), runtime.service.limits.images)
-    return runtime.encoder.encode([image], [runtime.encoder.attribute_id(a) for a in attributes])[0]
+    state = client.app.state.service_state
+    image = decode_image(path.read_bytes(), state.service.limits.images)
+    return state.encoder.encode([image], [state.encoder.attribute_id(a) for a in attributes])[0]
 
 
 def _check_same(answer: dict, expected: list[tuple[str, float]]) -> None:
@@ -54,8 +54,8 @@ def _check_same(answer: dict, expected: list[tuple[str, float]]) -> None:
 
 
 def test_a_composed_query_equals_the_brute_force_weighted_sum(tagging_client: TestClient, demo_dataset: Path) -> None:
-    runtime = tagging_client.app.state.runtime
-    prototypes = runtime.encoder.prototypes
+    state = tagging_client.app.state.service_state
+    prototypes = state.encoder.prototypes
     item = "test-00007"
     query = [{"attribute": "neckline", "image": "front"},
              {"attribute": "colour", "item_id": item, "weight": 0.5},
@@ -70,7 +70,7 @@ def test_a_composed_query_equals_the_brute_force_weighted_sum(tagging_client: Te
         {"attribute": "pattern", "value": "dots", "weight": -1.0}]
     expected = _brute_force(tagging_client, [
         ("neckline", _image_vectors(tagging_client, demo_dataset / IMAGE, ["neckline"])[0], 1.0),
-        ("colour", runtime.catalogue.vector(item, "colour"), 0.5),
+        ("colour", state.catalogue.vector(item, "colour"), 0.5),
         ("pattern", prototypes.vector("pattern", "dots"), -1.0)], 40, exclude={item})
     _check_same(body, expected)
 
@@ -90,7 +90,7 @@ def test_one_image_serves_several_parts_and_filters_apply(tagging_client: TestCl
 
 
 def test_a_value_query_ranks_by_the_value_prototype(tagging_client: TestClient) -> None:
-    prototypes = tagging_client.app.state.runtime.encoder.prototypes
+    prototypes = tagging_client.app.state.service_state.encoder.prototypes
     answer = tagging_client.post("/search", data={"query": json.dumps([{"attribute": "neckline", "value": "round"}])})
     assert answer.status_code == 200, answer.text
     _check_same(answer.json(), _brute_force(tagging_client, [("neckline", prototypes.vector("neckline", "round"), 1.0)],
@@ -100,15 +100,15 @@ def test_a_value_query_ranks_by_the_value_prototype(tagging_client: TestClient) 
 
 
 def test_rerank_and_group_by_take_a_composed_query(tagging_client: TestClient) -> None:
-    runtime = tagging_client.app.state.runtime
+    state = tagging_client.app.state.service_state
     query = [{"attribute": "colour", "item_id": "test-00003"}, {"attribute": "pocket", "item_id": "test-00009",
                                                                 "weight": -0.5}]
     candidates = ["test-00011", "test-00012", "test-00013", "test-00003", "nope"]
     answer = tagging_client.post("/rerank", data={"query": json.dumps(query), "candidates": candidates})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    expected = {i: 1.0 * float(runtime.catalogue.vector(i, "colour") @ runtime.catalogue.vector("test-00003", "colour"))
-                - 0.5 * float(runtime.catalogue.vector(i, "pocket") @ runtime.catalogue.vector("test-00009", "pocket"))
+    expected = {i: 1.0 * float(state.catalogue.vector(i, "colour") @ state.catalogue.vector("test-00003", "colour"))
+                - 0.5 * float(state.catalogue.vector(i, "pocket") @ state.catalogue.vector("test-00009", "pocket"))
                 for i in candidates[:4]}
     assert {h["id"]: h["similarity"] for h in body["results"]} == pytest.approx(expected, abs=1e-5)
     assert body["unknown"] == ["nope"] and body["query"][1]["weight"] == -0.5
@@ -181,20 +181,20 @@ def test_without_prototypes_value_parts_and_tags_are_a_clear_422(client: TestCli
 
 def test_tag_answers_the_calibrated_prediction_of_every_attribute(tagging_client: TestClient,
                                                                    demo_dataset: Path) -> None:
-    runtime = tagging_client.app.state.runtime
+    state = tagging_client.app.state.service_state
     item = tagging_client.post("/tag", data={"item_id": "test-00005"})
     assert item.status_code == 200, item.text
-    vectors = np.stack([runtime.catalogue.vector("test-00005", a) for a in runtime.encoder.attribute_names])
-    expected = runtime.encoder.prototypes.tag(vectors)
+    vectors = np.stack([state.catalogue.vector("test-00005", a) for a in state.encoder.attribute_names])
+    expected = state.encoder.prototypes.tag(vectors)
     tags = item.json()["tags"]
-    assert [t["attribute"] for t in tags] == runtime.encoder.attribute_names
+    assert [t["attribute"] for t in tags] == state.encoder.attribute_names
     for t in tags:
         assert (t["value"], t["confidence"]) == (expected[t["attribute"]][0],
                                                  pytest.approx(expected[t["attribute"]][1], abs=1e-4))
         assert sum(t["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     # the same image uploaded: the predictions stored in its catalogue item at build time
     upload = tagging_client.post("/tag", files={"image": ("x.jpg", (demo_dataset / IMAGE).read_bytes(), "image/jpeg")})
-    stored = runtime.catalogue.get("test-00005").metadata
+    stored = state.catalogue.get("test-00005").metadata
     for t in upload.json()["tags"]:
         assert stored[PREDICTED + t["attribute"]] == t["value"]
         assert stored[f"{PREDICTED}{t['attribute']}.confidence"] == pytest.approx(t["confidence"], abs=2e-3)
@@ -203,7 +203,7 @@ def test_tag_answers_the_calibrated_prediction_of_every_attribute(tagging_client
 def test_built_and_added_items_carry_predicted_tags_usable_in_filters(tagging_client: TestClient,
                                                                       demo_dataset: Path) -> None:
     _, _, metas = _catalogue_vectors(tagging_client)
-    names = tagging_client.app.state.runtime.encoder.attribute_names
+    names = tagging_client.app.state.service_state.encoder.attribute_names
     assert all(PREDICTED + a in m and f"{PREDICTED}{a}.confidence" in m for m in metas for a in names)
     image = (demo_dataset / IMAGE).read_bytes()
     added = tagging_client.post("/items", data={"id": "new-1", "metadata": json.dumps({"brand": "x", "neckline": "mine"})},
@@ -211,7 +211,7 @@ def test_built_and_added_items_carry_predicted_tags_usable_in_filters(tagging_cl
     assert added.status_code == 201, added.text
     stored = tagging_client.get("/items/new-1").json()["metadata"]
     assert stored["brand"] == "x" and stored["neckline"] == "mine", "user metadata is kept as sent"
-    assert stored[PREDICTED + "neckline"] in tagging_client.app.state.runtime.encoder.attributes[0].values
+    assert stored[PREDICTED + "neckline"] in tagging_client.app.state.service_state.encoder.attributes[0].values
     found = tagging_client.post("/search", data={"attribute": "colour", "item_id": "test-00001", "top_k": "100",
                                                  "filters": json.dumps({PREDICTED + "neckline": stored[PREDICTED + "neckline"],
                                                                         "brand": "x"})}).json()["results"]
@@ -224,7 +224,7 @@ def test_built_and_added_items_carry_predicted_tags_usable_in_filters(tagging_cl
 
 
 def test_a_catalogue_source_with_reserved_keys_is_refused_before_encoding(tmp_path: Path, demo_dataset: Path) -> None:
-    from asen_search.service.catalogue.sources import read_catalogue
+    from asen_search.service.jobs.sources import read_catalogue
 
     source = tmp_path / "items.jsonl"
     source.write_text(json.dumps({"id": "a", "path": str(demo_dataset / IMAGE), "predicted.colour": "red"}) + "\n")
@@ -233,7 +233,7 @@ def test_a_catalogue_source_with_reserved_keys_is_refused_before_encoding(tmp_pa
 
 
 def test_an_index_built_without_prototypes_has_no_predicted_keys(built_index: Path) -> None:
-    catalogue = CatalogueIndex.load(built_index)
+    catalogue = FaissCatalogue.load(built_index)
     assert not any(k.startswith(PREDICTED) for k in catalogue.get(catalogue.ids()[0]).metadata)
 
 

@@ -55,7 +55,7 @@ def app(tmp_path_factory: pytest.TempPathFactory, calibrated_checkpoint: Path, b
 
 
 def _runtime(client: TestClient) -> Any:
-    return client.app.state.runtime  # type: ignore[attr-defined]
+    return client.app.state.service_state  # type: ignore[attr-defined]
 
 
 def _calibration(client: TestClient) -> CopyCalibration:
@@ -201,7 +201,7 @@ def test_an_uploaded_design_is_encoded_for_every_attribute(app: TestClient, demo
 def test_ids_in_any_script_are_found_and_returned(client: TestClient) -> None:
     """An item with an id and metadata in several scripts, quotes included, holding the design's own
     vectors: it is the design's first copy, and as the design itself it finds the original."""
-    catalogue = client.app.state.runtime.catalogue  # type: ignore[attr-defined]
+    catalogue = client.app.state.service_state.catalogue  # type: ignore[attr-defined]
     odd = "東京-robe 'é\"ü"
     vectors = np.stack([catalogue.vector(DESIGN, a) for a in catalogue.attributes]).tolist()
     added = client.post("/items", json={"id": odd, "vectors": vectors, "fingerprint": catalogue.fingerprint,

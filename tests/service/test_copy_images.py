@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
-from asen_search.service.catalogue.carry_images import ImageCarrier, ImagesNotCarried, cleaned_up_on_failure
 from asen_search.service.cli.main import main
+from asen_search.service.jobs.carry_images import ImageCarrier, ImagesNotCarried, cleaned_up_on_failure
 from tests.service.conftest import image_bytes
 
 KEY = "_image"
@@ -25,7 +25,7 @@ def _upload(settings: Settings, item_id: str, data: bytes) -> str:
         added = client.post("/items", data={"id": item_id, "metadata": '{"colour": "teal"}'},
                             files={"image": ("n.jpg", data, "image/jpeg")})
         assert added.status_code == 201, added.text
-        name: str = client.app.state.runtime.catalogue.get(item_id).metadata["_image"]  # type: ignore[attr-defined]
+        name: str = client.app.state.service_state.catalogue.get(item_id).metadata["_image"]  # type: ignore[attr-defined]
     assert name.startswith("images/")
     return name
 

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.index.store import current_version
 from tests.service.serving import ROOT, free_port, wait_ready
 
@@ -139,7 +139,7 @@ def _check_live(url: str, ledger: Ledger, attributes: list[str]) -> None:
 
 
 def _check_on_disk(index: Path, ledger: Ledger, original: set[str]) -> None:
-    catalogue = CatalogueIndex.load(index)
+    catalogue = FaissCatalogue.load(index)
     ids = set(catalogue.ids())
     assert ledger.present <= ids and not (ledger.absent & ids)
     assert ids - ledger.present <= ledger.unknown  # nothing appeared that nobody wrote
@@ -154,7 +154,7 @@ def _check_on_disk(index: Path, ledger: Ledger, original: set[str]) -> None:
 @pytest.mark.slow
 def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, index_dir: Path,
                                                      demo_dataset: Path) -> None:
-    original = set(CatalogueIndex.load(index_dir).ids())
+    original = set(FaissCatalogue.load(index_dir).ids())
     attributes = json.loads((index_dir / "v000001" / "manifest.json").read_text())["attributes"]
     images = [(demo_dataset / "images" / "train" / f"{i:05d}.jpg").read_bytes() for i in range(6)]
     ledger = Ledger(present=set(original))

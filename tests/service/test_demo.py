@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from asen_search.model.data.synth import ATTRIBUTES, generate_dataset
-from asen_search.service.catalogue.demo import demo_entries, run_demo
+from asen_search.service.jobs.demo import demo_entries, run_demo
 from tests.service.conftest import write_checkpoint
 
 
@@ -67,7 +67,7 @@ def test_check_command_accepts_a_matching_pair_and_names_a_mismatch(
 
 def test_demo_recipes_choose_the_training_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No --train-args: the quick recipe (or the full one on request); given flags always win."""
-    import asen_search.service.catalogue.demo as demo
+    import asen_search.service.jobs.demo as demo
 
     seen: list[str] = []
 

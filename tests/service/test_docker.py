@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.model.tuning import PROCESS_ENV, THREAD_ENV
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
@@ -183,7 +183,7 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
     assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after a clean stop
     assert "Read-only file system" not in output and "Traceback" not in output, output
     assert (index_dir / "CURRENT").read_text().strip() == "v000002"  # compacted at shutdown
-    assert "ro-1" in CatalogueIndex.load(index_dir)
+    assert "ro-1" in FaissCatalogue.load(index_dir)
 
 
 # -- docker compose up: the init service, then the API service ------------------------------------
@@ -210,7 +210,7 @@ def _on_volume(path: str, service: dict) -> bool:
 def test_compose_up_runs_an_init_service_then_the_api() -> None:
     """`docker compose up` alone: init (same image, volume and environment) makes the demo on the
     volume, the API service waits for it to complete and serves what it made."""
-    from asen_search.service.catalogue.demo import demo_layout
+    from asen_search.service.jobs.demo import demo_layout
 
     compose = _compose()
     init, api = compose["services"]["init"], compose["services"]["asen"]

@@ -133,10 +133,10 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, bu
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("fuzz") / "index"))
     app = create_app(Settings(checkpoint=tiny_checkpoint, index=index))
     with asgi.get_client(app):  # starts the lifespan; it runs until shutdown_lifespans()
-        assert app.state.runtime is not None
+        assert app.state.service_state is not None
     yield app
     asgi.shutdown_lifespans()
-    assert app.state.runtime is None
+    assert app.state.service_state is None
 
 
 # The operations that write or search get four times the examples of the rest.

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from fastapi.testclient import TestClient
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.service.operations.searching import grouped_search
 
 
@@ -23,7 +23,7 @@ def test_one_result_per_product_and_still_top_k_products() -> None:
     ids = [f"p{p}-{k}" for p in range(products) for k in range(photos)]
     metadata = [{"product": f"p{p}", "colour": ["red", "blue"][p % 2]} for p in range(products) for _ in range(photos)]
     metadata[-1] = {"colour": "blue"}  # no product field: a group of its own
-    catalogue = CatalogueIndex.create(["colour"], dim, "fp", "Flat")
+    catalogue = FaissCatalogue.create(["colour"], dim, "fp", "Flat")
     catalogue.add(ids, vectors[:, None, :], metadata)
     query = _unit(rng.standard_normal(dim))
     scores = vectors @ query

@@ -45,7 +45,7 @@ def test_model_imports_no_web_framework_index_or_service() -> None:
 
 def test_offline_jobs_and_search_import_no_http_api() -> None:
     """The catalogue build, its sources, the demo and the search functions work without the API."""
-    modules = [*_modules("service/catalogue"), *_modules("service/operations")]
+    modules = [*_modules("service/jobs"), *_modules("service/operations")]
     assert _imported(modules, ("fastapi", "starlette", "asen_search.service.api")) == []
 
 
@@ -156,7 +156,7 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     assert "asen_search.index.results" in graph["asen_search.index.interface"]          # from .results import
     assert "asen_search.model.nn.preprocess" in graph["asen_search.model.prototypes"]       # inside a function
     assert "asen_search.index.attribute_index" in graph["asen_search.index.composed"]     # if TYPE_CHECKING:
-    assert "asen_search.service.catalogue.scan_copies" in graph["asen_search.service.catalogue.scan"]
+    assert "asen_search.service.jobs.scan_copies" in graph["asen_search.service.jobs.scan"]
     assert "asen_search.index.interface" in graph["asen_search.index"]                   # from .interface import
     assert "asen_search.model.nn.asen" in graph["asen_search.model.checkpoint"]          # from a.b.c import d
 
@@ -198,7 +198,7 @@ def test_index_never_imports_model_or_service() -> None:
 
 
 def test_only_the_api_and_the_command_line_import_the_http_api() -> None:
-    """service/catalogue, service/operations and service/resources.py never import service/api, not
+    """service/jobs, service/operations and service/resources.py never import service/api, not
     even inside a function; the command line (service/cli/) is the one place that starts the server."""
     shortcuts = _layer_shortcuts(("asen_search.service",), ("asen_search.service.api",),
                                  ("asen_search.service.api", "asen_search.service.cli"))

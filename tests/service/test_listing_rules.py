@@ -1,4 +1,4 @@
-"""What a catalogue listing may name (service/catalogue/locations.py `check_listed`; docs/service.md "What a
+"""What a catalogue listing may name (service/jobs/locations.py `check_listed`; docs/service.md "What a
 listing may name"): a local listing only images under its own folder, a listing at a URL only images in its own
 scheme and bucket/host, unless `--allow-any-url`; never, whatever the flag, a local file named by a listing at a
 URL, nor a link-local or cloud metadata address. Refusals come before any image is read, name the listing, the
@@ -14,12 +14,12 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from asen_search.service.catalogue import build as build_module
-from asen_search.service.catalogue import ray_encode, scan_work
-from asen_search.service.catalogue.locations import ListingRefused, check_listed
-from asen_search.service.catalogue.scan import read_designs
-from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue
 from asen_search.service.cli.main import main
+from asen_search.service.jobs import build as build_module
+from asen_search.service.jobs import ray_encode, scan_work
+from asen_search.service.jobs.locations import ListingRefused, check_listed
+from asen_search.service.jobs.scan import read_designs
+from asen_search.service.jobs.sources import CatalogueEntry, read_catalogue
 
 NEVER = "not even with --allow-any-url"
 HINT = "pass --allow-any-url to allow it"

@@ -136,7 +136,7 @@ def test_listing_with_cursors_while_another_client_writes(both: tuple[TestClient
     """Every item that exists throughout a listing is listed exactly once, on either engine, while
     another client adds and deletes items between the pages."""
     for app in both:
-        catalogue = app.app.state.runtime.catalogue  # type: ignore[attr-defined]
+        catalogue = app.app.state.service_state.catalogue  # type: ignore[attr-defined]
         lasting = sorted(catalogue.ids())
         doomed = lasting[::7]
         vectors = np.stack([catalogue.vector(lasting[0], a) for a in catalogue.attributes])[None]

@@ -47,19 +47,19 @@ def milvus_client(tiny_checkpoint: Path, built_index: Path, tmp_path: Path) -> I
 def test_uploads_of_deleted_and_replaced_items_are_pruned_on_milvus(milvus_client: tuple[TestClient, Path],
                                                                     demo_dataset: Path) -> None:
     client, images = milvus_client
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    assert not has_write_ahead_log(runtime.catalogue)   # told apart by the interface, not the engine's class
+    state = client.app.state.service_state  # type: ignore[attr-defined]
+    assert not has_write_ahead_log(state.catalogue)   # told apart by the interface, not the engine's class
     for item, fid in (("a", 1), ("b", 2), ("c", 3)):
         assert client.post("/items", data={"id": item}, files=_picture(demo_dataset, fid)).status_code == 201
-    names = {i: runtime.catalogue.get(i).metadata[KEY] for i in "abc"}
+    names = {i: state.catalogue.get(i).metadata[KEY] for i in "abc"}
     assert client.delete("/items/a").status_code == 200
     assert client.post("/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)).status_code == 200
     for name in names.values():
         _age(images, name)
-    assert runtime.compactor.compact_now() is False   # nothing of ours to compact: the engine keeps its log
+    assert state.compactor.compact_now() is False   # nothing of ours to compact: the engine keeps its log
     assert all((images / name).is_file() for name in names.values())   # within the grace period: kept
-    runtime.compactor.upload_grace_s = 0
-    runtime.compactor.compact_now()
+    state.compactor.upload_grace_s = 0
+    state.compactor.compact_now()
     assert not (images / names["a"]).exists() and not (images / names["b"]).exists()
     assert (images / names["c"]).is_file()   # referenced, however old
     for item in "bc":
@@ -71,13 +71,13 @@ def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: t
     """A write of another writer of the catalogue that arrives while the prune reads the references
     waits until the prune is done: it cannot land between the reading and the deleting."""
     client, images = milvus_client
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    catalogue = runtime.catalogue
+    state = client.app.state.service_state  # type: ignore[attr-defined]
+    catalogue = state.catalogue
     assert client.post("/items", data={"id": "old"}, files=_picture(demo_dataset, 5)).status_code == 201
     name = catalogue.get("old").metadata[KEY]
     assert client.delete("/items/old").status_code == 200
     _age(images, name)
-    runtime.compactor.upload_grace_s = 0
+    state.compactor.upload_grace_s = 0
     vectors = np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None]
     real = catalogue.metadata_values
     writer_done = threading.Event()
@@ -97,7 +97,7 @@ def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: t
 
     catalogue.metadata_values = reading_references
     try:
-        runtime.compactor.compact_now()
+        state.compactor.compact_now()
     finally:
         del catalogue.metadata_values
     seen["writer"].join(30)
@@ -108,12 +108,12 @@ def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: t
 def test_a_faiss_directory_prunes_only_after_a_compaction(client: TestClient, demo_dataset: Path,
                                                           settings: Settings) -> None:
     """Unchanged on FAISS: with nothing in the log there is no compaction and no pruning."""
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
-    assert has_write_ahead_log(runtime.catalogue)
+    state = client.app.state.service_state  # type: ignore[attr-defined]
+    assert has_write_ahead_log(state.catalogue)
     assert client.post("/items", data={"id": "gone"}, files=_picture(demo_dataset, 6)).status_code == 201
-    name = runtime.catalogue.get("gone").metadata[KEY]
+    name = state.catalogue.get("gone").metadata[KEY]
     assert client.delete("/items/gone").status_code == 200
-    assert runtime.compactor.compact_now() is True   # compacts the log (the upload is within its grace)
+    assert state.compactor.compact_now() is True   # compacts the log (the upload is within its grace)
     _age(settings.index, name)
-    runtime.compactor.upload_grace_s = 0
-    assert runtime.compactor.compact_now() is False and (settings.index / name).is_file()   # empty log: untouched
+    state.compactor.upload_grace_s = 0
+    assert state.compactor.compact_now() is False and (settings.index / name).is_file()   # empty log: untouched

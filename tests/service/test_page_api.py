@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.preprocess import load_image
 from asen_search.service.api.routes.page import STATIC_DIR
-from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
+from asen_search.service.jobs.item_images import IMAGE_KEY, stored_path
 from tests.service.conftest import image_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_item_thumbnail(client: TestClient) -> None:
 def test_item_image_errors(client: TestClient) -> None:
     missing = client.get("/images/sku-404")
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_item"
-    catalogue = client.app.state.runtime.catalogue  # an item committed without an image (an older index)
+    catalogue = client.app.state.service_state.catalogue  # an item committed without an image (an older index)
     catalogue.upsert(["bare"], np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None],
                      [{"category": "shirt"}])
     for response in (client.get("/images/bare"), client.post("/explain", data={"attribute": "colour",
@@ -112,7 +112,7 @@ def test_uploaded_item_image_is_kept_under_the_index(client: TestClient, demo_da
     assert stored.read_bytes() == picture  # named by content, never by the id
     assert client.get("/images/..%2F..%2Fetc%2Fpasswd").content == picture
     assert client.post("/explain", data={"attribute": "colour", "item_id": "../../etc/passwd"}).status_code == 200
-    reloaded = CatalogueIndex.load(index_dir).get("../../etc/passwd").metadata
+    reloaded = FaissCatalogue.load(index_dir).get("../../etc/passwd").metadata
     assert reloaded[IMAGE_KEY] == f"images/{stored.name}"
 
 
@@ -138,7 +138,7 @@ def test_stored_references_are_uploads_or_absolute_paths(tmp_path: Path) -> None
 
 
 def test_the_image_reference_stays_private(client: TestClient, demo_dataset: Path) -> None:
-    assert IMAGE_KEY in client.app.state.runtime.catalogue.get("test-00002").metadata
+    assert IMAGE_KEY in client.app.state.service_state.catalogue.get("test-00002").metadata
     assert IMAGE_KEY not in client.get("/items/test-00002").json()["metadata"]
     hits = client.post("/search", data={"attribute": "colour", "item_id": "test-00002"}).json()["results"]
     reranked = client.post("/rerank", data={"attribute": "colour", "item_id": "test-00002",

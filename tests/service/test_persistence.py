@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
 from tests.index.test_wal import file_size_limit
@@ -32,7 +32,7 @@ def _picture(demo_dataset: Path, fid: int = 3) -> dict[str, tuple[str, bytes, st
 
 
 def _assert_complete(index_dir: Path, n_items: int, absent: str) -> None:
-    catalogue = CatalogueIndex.load(index_dir)
+    catalogue = FaissCatalogue.load(index_dir)
     assert len(catalogue) == n_items and absent not in catalogue
     for attribute in catalogue.attributes:
         hits = catalogue.search(catalogue.vector("test-00000", attribute), attribute, k=3)
@@ -43,7 +43,7 @@ def test_disk_full_write_is_507_and_changes_nothing(client: TestClient, settings
                                                    n_items: int) -> None:
     """A real kernel refusal (EFBIG, as when the disk or quota is full) while the write is logged:
     507 JSON, nothing applied or left on disk, searches go on, and writes work again afterwards."""
-    catalogue = client.app.state.runtime.catalogue  # type: ignore[attr-defined]
+    catalogue = client.app.state.service_state.catalogue  # type: ignore[attr-defined]
     picture = _picture(demo_dataset)
     assert client.post("/items", data={"id": "warm"}, files=picture).status_code == 201  # image stored already
     size = catalogue.log_size
@@ -59,7 +59,7 @@ def test_disk_full_write_is_507_and_changes_nothing(client: TestClient, settings
     assert catalogue.log_size == size
     _assert_complete(settings.index, n_items + 1, "new-1")
     assert client.post("/items", data={"id": "new-1"}, files=picture).status_code == 201
-    assert "new-1" in CatalogueIndex.load(settings.index)
+    assert "new-1" in FaissCatalogue.load(settings.index)
 
 
 def test_image_store_full_is_507(client: TestClient, demo_dataset: Path) -> None:
@@ -128,7 +128,7 @@ def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_chec
         assert "cannot be written" in detail and reason in detail, detail
         assert sorted(p.name for p in index.iterdir()) == before
         os.chmod(index, 0o755)
-        loaded = CatalogueIndex.load(index)
+        loaded = FaissCatalogue.load(index)
         assert len(loaded) == n_items and "nope" not in loaded
     finally:
         for path in shared.rglob("*"):
@@ -141,10 +141,10 @@ KILLER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     import asen_search.index.store as store
-    from asen_search.index import CatalogueIndex
+    from asen_search.index import FaissCatalogue
 
     where, directory = sys.argv[1], sys.argv[2]
-    catalogue = CatalogueIndex.load(directory)
+    catalogue = FaissCatalogue.load(directory)
     vectors = np.stack([catalogue.vector("test-00000", a) for a in catalogue.attributes])[None]
     catalogue.add(["doomed"], vectors, [{}])
     if where == "files":          # killed while writing the new version's files
@@ -168,10 +168,10 @@ def test_killed_writer_leaves_previous_index(index_dir: Path, n_items: int, wher
                             text=True, timeout=120, check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr
     _assert_complete(index_dir, n_items, "doomed")
-    catalogue = CatalogueIndex.load(index_dir)  # and it is still writable afterwards
+    catalogue = FaissCatalogue.load(index_dir)  # and it is still writable afterwards
     catalogue.add(["after"], np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None])
     catalogue.save(index_dir)
-    assert "after" in CatalogueIndex.load(index_dir)
+    assert "after" in FaissCatalogue.load(index_dir)
 
 
 def test_writes_survive_a_restart(settings: Settings, demo_dataset: Path) -> None:
@@ -196,7 +196,7 @@ def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, d
     ready = client.get("/readyz").json()
     assert ready["log_bytes"] > 0 and ready["writes_refused"] is None
     assert f"asen_wal_bytes {float(ready['log_bytes'])}" in client.get("/metrics").text
-    assert client.app.state.runtime.compactor.compact_now()  # type: ignore[attr-defined]
+    assert client.app.state.service_state.compactor.compact_now()  # type: ignore[attr-defined]
     assert client.get("/readyz").json()["log_bytes"] == 0
     metrics = client.get("/metrics").text
     assert 'asen_compactions_total{result="ok"} 1.0' in metrics and "asen_wal_bytes 0.0" in metrics
@@ -205,18 +205,18 @@ def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, d
 
 def test_compaction_deletes_images_no_item_names(client: TestClient, demo_dataset: Path, settings: Settings) -> None:
     key = "_image"
-    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    state = client.app.state.service_state  # type: ignore[attr-defined]
     assert client.post("/items", data={"id": "a"}, files=_picture(demo_dataset, 1)).status_code == 201
     assert client.post("/items", data={"id": "b"}, files=_picture(demo_dataset, 2)).status_code == 201
     assert client.post("/items", data={"id": "c"}, files=_picture(demo_dataset, 3)).status_code == 201
-    names = {i: runtime.catalogue.get(i).metadata[key] for i in "abc"}
+    names = {i: state.catalogue.get(i).metadata[key] for i in "abc"}
     assert client.delete("/items/a").status_code == 200
     assert client.post("/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)).status_code == 200
-    runtime.compactor.compact_now()  # within the grace period: an upload may still be in flight
+    state.compactor.compact_now()  # within the grace period: an upload may still be in flight
     assert all((settings.index / name).is_file() for name in names.values())
-    runtime.compactor.upload_grace_s = 0
+    state.compactor.upload_grace_s = 0
     assert client.post("/items", data={"id": "d"}, files=_picture(demo_dataset, 5)).status_code == 201
-    runtime.compactor.compact_now()
+    state.compactor.compact_now()
     assert not (settings.index / names["a"]).exists() and not (settings.index / names["b"]).exists()
     for item in "bcd":
         assert client.get(f"/images/{item}").status_code == 200

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from asen_search.index import CatalogueIndex
-from asen_search.service.catalogue.shards import load_shards
+from asen_search.index import FaissCatalogue
+from asen_search.service.jobs.shards import load_shards
 from tests.service.serving import free_port
 
 pytestmark = pytest.mark.slow
@@ -58,6 +58,6 @@ def test_encode_by_address_on_two_nodes(two_nodes: str, tiny_checkpoint: Path, b
                           env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "0 unreadable" in done.stdout
-    single = CatalogueIndex.load(built_index)
+    single = FaissCatalogue.load(built_index)
     distributed = load_shards(shards, str(tmp_path / "index"))
     assert sorted(distributed.ids()) == sorted(single.ids())

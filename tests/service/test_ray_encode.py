@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueIndex
-from asen_search.service.catalogue.shards import failures_of, load_shards, shard_path
-from asen_search.service.catalogue.sources import CatalogueEntry, read_catalogue
+from asen_search.index import FaissCatalogue
 from asen_search.service.cli.main import main
+from asen_search.service.jobs.shards import failures_of, load_shards, shard_path
+from asen_search.service.jobs.sources import CatalogueEntry, read_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARD, N = 40, 120  # 3 shards: every run's cost is mostly starting Ray and its actors, not encoding
@@ -71,7 +71,7 @@ def test_shards_give_the_same_catalogue_as_the_single_process_build(encoded: tup
     assert f"into {N // SHARD} shards; 2 unreadable" in output  # the two bad images: listed, not fatal
     assert sorted(f["id"] for f in failures_of(out)) == ["broken", "gone"]
     assert main(["index", "load-shards", "--shards", str(out), "--out", str(tmp_path / "index")]) == 0
-    distributed, single = CatalogueIndex.load(tmp_path / "index"), CatalogueIndex.load(built_index)
+    distributed, single = FaissCatalogue.load(tmp_path / "index"), FaissCatalogue.load(built_index)
     assert sorted(distributed.ids()) == sorted([*(e.id for e in entries), "copy"])
     assert distributed.fingerprint == single.fingerprint
     assert distributed.get("copy").metadata["_image"] == Path(entries[0].path).as_uri()

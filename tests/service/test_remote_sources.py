@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
-from asen_search.service.catalogue.build import BuildConfig, build_index
-from asen_search.service.catalogue.item_images import IMAGE_KEY
-from asen_search.service.catalogue.locations import is_url, join, parent, read_bytes
-from asen_search.service.catalogue.sources import read_catalogue
 from asen_search.service.cli.main import main
+from asen_search.service.jobs.build import BuildConfig, build_index
+from asen_search.service.jobs.item_images import IMAGE_KEY
+from asen_search.service.jobs.locations import is_url, join, parent, read_bytes
+from asen_search.service.jobs.sources import read_catalogue
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_a_url_catalogue_builds_serves_its_images_and_explains(bucket: str, tiny
     report = build_index(BuildConfig(tiny_checkpoint, f"{bucket}/shop", out, batch_size=2, chunk_size=3,
                                      progress=False))
     assert report.items == 5 and [s[0] for s in report.skipped] == ["broken"]
-    catalogue = CatalogueIndex.load(out)
+    catalogue = FaissCatalogue.load(out)
     assert catalogue.get("tops/item3").metadata[IMAGE_KEY] == f"{bucket}/shop/tops/item3.jpg"
     # the same images from local files give the same vectors
     local = tmp_path / "local"
@@ -119,7 +119,7 @@ def test_a_url_catalogue_builds_serves_its_images_and_explains(bucket: str, tiny
         (local / f"{entry.id}.jpg").parent.mkdir(parents=True, exist_ok=True)
         (local / f"{entry.id}.jpg").write_bytes(read_bytes(entry.path))
     build_index(BuildConfig(tiny_checkpoint, local, tmp_path / "local-index", batch_size=2, progress=False))
-    reference = CatalogueIndex.load(tmp_path / "local-index")
+    reference = FaissCatalogue.load(tmp_path / "local-index")
     for attribute in catalogue.attributes:
         np.testing.assert_allclose(catalogue.vector("tops/item3", attribute),
                                    reference.vector("tops/item3", attribute), atol=1e-5)

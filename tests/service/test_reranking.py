@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asen_search.index import CatalogueBusy, CatalogueIndex, Part
+from asen_search.index import CatalogueBusy, FaissCatalogue, Part
 from asen_search.service.operations.reranking import rerank_scores as rerank
 from asen_search.service.operations.reranking import score_known
 
 
-def _catalogue() -> CatalogueIndex:
-    catalogue = CatalogueIndex.create(["colour"], 2, "fp")
+def _catalogue() -> FaissCatalogue:
+    catalogue = FaissCatalogue.create(["colour"], 2, "fp")
     vectors = np.array([[[1.0, 0.0]], [[0.6, 0.8]], [[0.0, 1.0]]], dtype=np.float32)
     catalogue.add(["a", "b", "c"], vectors, [{"k": 1, "_image": "x.jpg"}, {}, {}])
     return catalogue
@@ -30,7 +30,7 @@ def test_weight_one_ranks_by_similarity_zero_keeps_the_order() -> None:
 
 
 def test_a_composed_query_scores_the_weighted_sum() -> None:
-    catalogue = CatalogueIndex.create(["colour", "cut"], 2, "fp")
+    catalogue = FaissCatalogue.create(["colour", "cut"], 2, "fp")
     vectors = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]], dtype=np.float32)
     catalogue.add(["a", "b"], vectors)
     parts = [Part("colour", np.array([1.0, 0.0], dtype=np.float32), 0.5),

@@ -18,8 +18,8 @@ from PIL import Image
 
 from asen_search.index.transfer import open_catalogue
 from asen_search.model.encoder import Encoder
-from asen_search.service.catalogue.item_images import IMAGE_KEY
-from asen_search.service.catalogue.scan import ScanConfig, ScanReport, catalogue_state, scan
+from asen_search.service.jobs.item_images import IMAGE_KEY
+from asen_search.service.jobs.scan import ScanConfig, ScanReport, catalogue_state, scan
 
 DESIGNS = ("images/train/00003.jpg", "images/train/00017.jpg", "images/train/00042.jpg")  # not in the catalogue
 COPY_ID = "copy-of-design0"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from asen_search.service.cli.main import main
 from tests.service.browser import Console
 
@@ -26,12 +26,12 @@ DESIGNS = ("images/test/00005.jpg", "images/test/00012.jpg", "images/test/00031.
 
 def _all_scores(client: TestClient, weights: dict[str, tuple[np.ndarray, float]]) -> tuple[list[str], np.ndarray, list]:
     ids, vectors, metas = [], [], []
-    for chunk_ids, chunk_vectors, chunk_metas in client.app.state.runtime.catalogue.iter_items(1000):
+    for chunk_ids, chunk_vectors, chunk_metas in client.app.state.service_state.catalogue.iter_items(1000):
         ids += chunk_ids
         vectors.append(chunk_vectors)
         metas += chunk_metas
     stacked = np.concatenate(vectors)
-    names = client.app.state.runtime.encoder.attribute_names
+    names = client.app.state.service_state.encoder.attribute_names
     total = sum(w * (stacked[:, names.index(a)].astype(np.float64) @ q.astype(np.float64)) for a, (q, w) in weights.items())
     return ids, np.asarray(total), metas
 
@@ -43,7 +43,7 @@ def _between(scores: np.ndarray, rank: int) -> float:
 
 
 def test_min_score_returns_every_item_at_or_above_it_best_first(tagging_client: TestClient) -> None:
-    catalogue = tagging_client.app.state.runtime.catalogue
+    catalogue = tagging_client.app.state.service_state.catalogue
     query = catalogue.vector("test-00004", "colour")
     ids, scores, metas = _all_scores(tagging_client, {"colour": (query, 1.0)})
     scores[ids.index("test-00004")] = -np.inf        # a query by item never returns it
@@ -69,7 +69,7 @@ def test_min_score_returns_every_item_at_or_above_it_best_first(tagging_client: 
 
 
 def test_a_composed_query_takes_a_threshold_too(tagging_client: TestClient) -> None:
-    catalogue = tagging_client.app.state.runtime.catalogue
+    catalogue = tagging_client.app.state.service_state.catalogue
     parts = [{"attribute": "neckline", "item_id": "test-00002"}, {"attribute": "colour", "item_id": "test-00002",
                                                                  "weight": -0.5}]
     ids, scores, _ = _all_scores(tagging_client, {"neckline": (catalogue.vector("test-00002", "neckline"), 1.0),
@@ -87,7 +87,7 @@ def test_a_composed_query_takes_a_threshold_too(tagging_client: TestClient) -> N
 
 
 def test_min_precision_goes_through_the_attribute_curve(tagging_client: TestClient) -> None:
-    thresholds = tagging_client.app.state.runtime.encoder.thresholds
+    thresholds = tagging_client.app.state.service_state.encoder.thresholds
     listed = {a["name"]: a["precision_scores"] for a in tagging_client.get("/attributes").json()["attributes"]}
     assert listed == {name: thresholds.levels(name) for name in listed}
     curve = thresholds.curves["neckline"]
@@ -126,7 +126,7 @@ def test_a_threshold_beyond_every_score_is_an_empty_answer_below_every_score_all
     above = tagging_client.post("/search", json={**query, "min_score": 1.5}).json()
     assert above["results"] == [] and above["total"] == 0 and "nothing passes" in above["threshold"]["unreachable"]
     below = tagging_client.post("/search", json={**query, "min_score": -3, "max_results": 1000}).json()
-    assert below["total"] == len(tagging_client.app.state.runtime.catalogue) - 1 and below["threshold"]["min_score"] == -1
+    assert below["total"] == len(tagging_client.app.state.service_state.catalogue) - 1 and below["threshold"]["min_score"] == -1
 
 
 def test_min_precision_needs_curves_and_one_attribute(client: TestClient, tagging_client: TestClient) -> None:
@@ -135,7 +135,7 @@ def test_min_precision_needs_curves_and_one_attribute(client: TestClient, taggin
     composed = tagging_client.post("/search", data={"min_precision": "0.9", "query": json.dumps(
         [{"attribute": "colour", "item_id": "test-00001"}])})
     assert composed.status_code == 422 and composed.json()["error"] == "precision_needs_one_attribute"
-    thresholds = tagging_client.app.state.runtime.encoder.thresholds
+    thresholds = tagging_client.app.state.service_state.encoder.thresholds
     unreachable = next((n for n, c in thresholds.curves.items() if c.precision[c.support >= 50][0] < 1.0), None)
     if unreachable is not None:
         answer = tagging_client.post("/search", data={"attribute": unreachable, "item_id": "test-00001",
@@ -152,13 +152,13 @@ def test_search_range_on_approximate_indexes_finds_the_exact_set(tagged_index: P
     same items as exact on this catalogue."""
     if not scan:
         monkeypatch.setattr("asen_search.index.attribute_index.RANGE_SCAN_MAX", 0)
-    flat = CatalogueIndex.load(tagged_index)
+    flat = FaissCatalogue.load(tagged_index)
     ids, vectors, metas = [], [], []
     for chunk in flat.iter_items():
         ids += chunk[0]
         vectors.append(chunk[1])
         metas += chunk[2]
-    hnsw = CatalogueIndex.create(flat.attributes, flat.dim, flat.fingerprint, "HNSW16")
+    hnsw = FaissCatalogue.create(flat.attributes, flat.dim, flat.fingerprint, "HNSW16")
     hnsw.add(ids, np.concatenate(vectors), metas)
     query = flat.vector(ids[3], "pocket")
     scores = np.concatenate(vectors)[:, flat.attributes.index("pocket")] @ query
@@ -208,7 +208,7 @@ def test_scan_matches_equal_search_with_min_score_and_the_run_resumes(tmp_path: 
     assert (out / "matches.csv").read_text() == before
     changed = scan_args("0.6")
     with pytest.raises(ValueError, match="different min_score"):
-        from asen_search.service.catalogue.scan import ScanConfig, scan
+        from asen_search.service.jobs.scan import ScanConfig, scan
         scan(ScanConfig(tagging_checkpoint, tagged_index, designs, "pocket", out, min_score=0.6, max_results=40,
                         progress=False, runtime="torch"))
     assert _scan([*changed, "--restart"]) == 0
@@ -218,7 +218,7 @@ def test_scan_matches_equal_search_with_min_score_and_the_run_resumes(tmp_path: 
 def test_scan_refuses_bad_thresholds_and_attributes(tmp_path: Path, tagging_checkpoint: Path, tiny_checkpoint: Path,
                                                     tagged_index: Path, built_index: Path, demo_dataset: Path) -> None:
     from asen_search.model.encoder import UnknownAttribute
-    from asen_search.service.catalogue.scan import ScanConfig, scan
+    from asen_search.service.jobs.scan import ScanConfig, scan
 
     designs = tmp_path / "list.txt"
     designs.write_text(str(demo_dataset / DESIGNS[0]) + "\n")

@@ -67,7 +67,7 @@ def test_no_catalogue_call_blocks_the_event_loop(settings: Settings) -> None:
     """With the catalogue's exclusive lock held (as while a large write is applied), requests that
     need the catalogue wait in worker threads; the event loop keeps answering `/healthz`."""
     with TestClient(create_app(settings)) as client:
-        catalogue = client.app.state.runtime.catalogue  # type: ignore[attr-defined]
+        catalogue = client.app.state.service_state.catalogue  # type: ignore[attr-defined]
         waiting: dict[str, int] = {}
 
         def needs_catalogue(name: str, call) -> None:  # noqa: ANN001

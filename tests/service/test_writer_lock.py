@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from asen_search.index import CatalogueIndex
+from asen_search.index import FaissCatalogue
 from tests.service.conftest import image_bytes
 from tests.service.serving import ROOT, free_port, served
 
@@ -59,7 +59,7 @@ def test_a_served_directory_refuses_other_writers(tiny_checkpoint: Path, index_d
 
         assert httpx.post(f"{url}/items", data={"id": "after"}, files=picture, timeout=30).status_code == 201
         assert httpx.delete(f"{url}/items/test-00001", timeout=30).status_code == 200
-    loaded = CatalogueIndex.load(index_dir)
+    loaded = FaissCatalogue.load(index_dir)
     assert "before" in loaded and "after" in loaded and "test-00001" not in loaded
     assert len(loaded) == n_items + 1
     # once the server has stopped, the offline compaction runs

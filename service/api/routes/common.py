@@ -9,15 +9,15 @@ from pydantic import BaseModel
 
 from asen_search.service.api.bodies import Body, BodySpec, read_request
 from asen_search.service.api.prometheus import StageTimer
-from asen_search.service.api.state import Runtime
+from asen_search.service.api.state import ServiceState
 
 M = TypeVar("M", bound=BaseModel)
 BODY_MARK = "x-asen-body"   # replaced by the request body's schemas (JSON and form) in service/api/openapi.py
 BODIES: dict[str, BodySpec] = {}
 
 
-async def read(runtime: Runtime, request: Request, spec: BodySpec, model: type[M]) -> tuple[M, Body]:
-    settings = runtime.settings   # room for max_candidates ids in /rerank, and the fields besides them
+async def read(state: ServiceState, request: Request, spec: BodySpec, model: type[M]) -> tuple[M, Body]:
+    settings = state.settings   # room for max_candidates ids in /rerank, and the fields besides them
     return await read_request(request, spec, model, settings.max_upload_bytes, settings.max_candidates + 16)
 
 

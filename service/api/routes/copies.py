@@ -11,7 +11,7 @@ from asen_search.service.api.overload import MODEL, rate_limited
 from asen_search.service.api.requests import COPIES, CopiesRequest, encode_cursor, start_offset
 from asen_search.service.api.routes.common import body_doc, read, send_timing
 from asen_search.service.api.schemas import CopiesResponse, CopyHit
-from asen_search.service.api.state import RuntimeDep
+from asen_search.service.api.state import ServiceStateDep
 from asen_search.service.operations import copies as copying
 from asen_search.service.operations.checks import check_fields
 from asen_search.service.operations.items import check_user_filters, decode_base64
@@ -31,7 +31,7 @@ COPIES_CODES = ("invalid_form", "not_an_image", "empty_image", "invalid_base64",
 
 @router.post("/copies", response_model=CopiesResponse, responses=responses_for(COPIES_CODES),
              openapi_extra={**rate_limited(MODEL), **body_doc(COPIES)})
-async def copies(runtime: RuntimeDep, request: Request, response: Response) -> CopiesResponse:
+async def copies(state: ServiceStateDep, request: Request, response: Response) -> CopiesResponse:
     """The catalogue items that copy a design (`image` or a catalogue `item_id`, never returned itself)
     as a whole: every attribute compared at once, an item's copy score the mean of its best
     (attributes - `modified`) attribute scores, so a copy that changes up to `modified` attributes
@@ -39,15 +39,15 @@ async def copies(runtime: RuntimeDep, request: Request, response: Response) -> C
     threshold (`min_score`, or `max_false_match_rate` with a copy calibration; `max_results` a page).
     Each hit gives every attribute's score and, with a calibration, the attributes judged modified.
     JSON or a form (a file for the image)."""
-    timer = runtime.timer()
-    asked, body = await read(runtime, request, COPIES, CopiesRequest)
+    timer = state.timer()
+    asked, body = await read(state, request, COPIES, CopiesRequest)
     image = body.files.get("image") if asked.image is None else decode_base64(asked.image, "image")
     offset = start_offset(asked.offset, asked.cursor, "copies")
     check_user_filters(asked.filters)
     options = copying.CopyOptions(asked.top_k, offset, parse_filters(asked.filters), asked.min_score,
                                   asked.max_false_match_rate, asked.max_results, asked.modified)
     selection = Selection(asked.include_metadata, check_fields(asked.fields))
-    outcome = await copying.find_copies(runtime.service, copying.Design(image, asked.item_id), options, selection,
+    outcome = await copying.find_copies(state.service, copying.Design(image, asked.item_id), options, selection,
                                         timer)
     send_timing(response, timer)
     next_offset = outcome.next_offset

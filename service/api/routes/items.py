@@ -37,8 +37,8 @@ from asen_search.service.api.schemas import (
     ItemResponse,
     ItemsPage,
 )
-from asen_search.service.api.state import RuntimeDep
-from asen_search.service.catalogue.item_images import CACHE_CONTROL, render
+from asen_search.service.api.state import ServiceStateDep
+from asen_search.service.jobs.item_images import CACHE_CONTROL, render
 from asen_search.service.operations import images, items
 from asen_search.service.operations.checks import MAX_SELECTED_FIELDS, check_fields
 from asen_search.service.operations.context import Service
@@ -79,7 +79,7 @@ ITEM_LINKS = {name: {"operationId": operation, "parameters": {"item_id": "$respo
 @router.get("/items", response_model=ItemsPage, operation_id="list_items",
                   responses=responses_for(("invalid_request", "invalid_json", "invalid_filters", "invalid_cursor",
                                            "unknown_field", "not_ready", "busy")))
-async def list_items(runtime: RuntimeDep, request: Request,
+async def list_items(state: ServiceStateDep, request: Request,
                      limit: Annotated[int, Query(ge=1, le=1000, description="items a page")] = 100,
                      cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page",
                                                          json_schema_extra={"format": "asen-items-cursor"})] = None,
@@ -101,7 +101,7 @@ async def list_items(runtime: RuntimeDep, request: Request,
     items.check_user_filters(wanted)
     selected = check_fields(fields)
     after = None if cursor is None else decode_cursor(cursor, "items")
-    page = await items.list_items(runtime.service, parse_filters(wanted), limit, after)
+    page = await items.list_items(state.service, parse_filters(wanted), limit, after)
     shown = [ItemResponse(id=item.id, metadata=_select(item.metadata, include_metadata, selected))
              for item in page.items]
     return ItemsPage(items=shown, next_cursor=None if page.next_after is None else
@@ -109,7 +109,7 @@ async def list_items(runtime: RuntimeDep, request: Request,
 
 
 def _select(metadata: dict[str, Any], include: bool, fields: tuple[str, ...] | None) -> dict[str, Any] | None:
-    from asen_search.service.catalogue.item_images import public_metadata
+    from asen_search.service.jobs.item_images import public_metadata
 
     if not include:
         return None
@@ -119,9 +119,9 @@ def _select(metadata: dict[str, Any], include: bool, fields: tuple[str, ...] | N
 
 @router.get("/items/{item_id:item_id}", response_model=ItemResponse,
                   operation_id="get_item", responses=responses_for(("unknown_item", "invalid_item_id", "not_ready")))
-async def get_item(runtime: RuntimeDep, item_id: ItemIdPath) -> ItemResponse:
+async def get_item(state: ServiceStateDep, item_id: ItemIdPath) -> ItemResponse:
     """An item's metadata."""
-    return ItemResponse(id=item_id, metadata=await items.get(runtime.service, item_id))
+    return ItemResponse(id=item_id, metadata=await items.get(state.service, item_id))
 
 
 @router.post("/items", status_code=201, response_model=ItemResponse, operation_id="add_item",
@@ -129,15 +129,15 @@ async def get_item(runtime: RuntimeDep, item_id: ItemIdPath) -> ItemResponse:
                         200: {"model": ItemResponse, "description": "replaced (replace=true)", "links": ITEM_LINKS},
                         201: {"description": "added", "links": ITEM_LINKS}},
              dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(ITEM)})
-async def add_item(runtime: RuntimeDep, request: Request, response: Response) -> ItemResponse:
+async def add_item(state: ServiceStateDep, request: Request, response: Response) -> ItemResponse:
     """Add an item (or, with `replace`, replace one): its `image` encoded for every attribute, or its
     `vectors` as made elsewhere; persisted before the answer. With value prototypes in the checkpoint
     the predicted value of every attribute is stored too (`predicted.<attribute>` and
     `predicted.<attribute>.confidence`, usable in filters)."""
-    timer = runtime.timer()
-    asked, body = await read(runtime, request, ITEM, ItemRequest)
+    timer = state.timer()
+    asked, body = await read(state, request, ITEM, ItemRequest)
     item = _item_input(asked.model_dump(), body.files.get("image"))
-    written = await items.write_one(runtime.service, item, asked.replace, timer)
+    written = await items.write_one(state.service, item, asked.replace, timer)
     response.status_code = 200 if written.status == "replaced" else 201
     send_timing(response, timer)
     return ItemResponse(id=written.id, metadata=written.metadata)
@@ -189,17 +189,17 @@ def _batch_inputs(service: Service, asked: BatchRequest, uploads: dict[str, byte
 @router.post("/items:batch", response_model=BatchResponse, operation_id="add_items",
              responses={**responses_for((*WRITE_CODES, "too_many_items", "image_not_uploaded")), **WRITE_RESPONSES},
              dependencies=[WriteAccess], openapi_extra={**rate_limited(MODEL), **body_doc(BATCH)})
-async def add_items(runtime: RuntimeDep, request: Request, response: Response) -> BatchResponse:
+async def add_items(state: ServiceStateDep, request: Request, response: Response) -> BatchResponse:
     """Many items in one request, each with its own result (`created`, `replaced`, or `error` with its
     code: an image that cannot be read, an id already there or sent twice); the items that can be
     written are written together, in one durable write. An item that is not what the schema describes
     (its id, metadata, image or vectors, the vectors' fingerprint and shape) refuses the whole batch:
     4xx with its code, naming the item's position, nothing written. In JSON an item's `image` is
     base64; in a form it names a file field of the form."""
-    timer = runtime.timer()
-    asked, body = await read(runtime, request, BATCH, BatchRequest)
-    inputs = _batch_inputs(runtime.service, asked, body.files if body.form else None)
-    written = await items.write_batch(runtime.service, inputs, asked.replace, timer)
+    timer = state.timer()
+    asked, body = await read(state, request, BATCH, BatchRequest)
+    inputs = _batch_inputs(state.service, asked, body.files if body.form else None)
+    written = await items.write_batch(state.service, inputs, asked.replace, timer)
     send_timing(response, timer)
     return BatchResponse(results=[BatchItemResult(id=w.id, status=w.status, metadata=w.metadata, error=w.error,
                                                   detail=w.detail) for w in written])
@@ -212,21 +212,21 @@ async def add_items(runtime: RuntimeDep, request: Request, response: Response) -
                                           "not_ready", "storage_unavailable", "insufficient_storage", "busy")),
                          **WRITE_RESPONSES},
               dependencies=[WriteAccess], openapi_extra=body_doc(PATCH))
-async def patch_item(runtime: RuntimeDep, request: Request, item_id: ItemIdPath) -> ItemResponse:
+async def patch_item(state: ServiceStateDep, request: Request, item_id: ItemIdPath) -> ItemResponse:
     """Change an item's metadata only: each key of `metadata` is set, a key set to null removed; its
     vectors, image and predicted tags stay. Persisted before the answer."""
-    asked, _ = await read(runtime, request, PATCH, PatchRequest)
-    return ItemResponse(id=item_id, metadata=await items.update_metadata(runtime.service, item_id, asked.metadata))
+    asked, _ = await read(state, request, PATCH, PatchRequest)
+    return ItemResponse(id=item_id, metadata=await items.update_metadata(state.service, item_id, asked.metadata))
 
 
 @router.delete("/items/{item_id:item_id}", response_model=DeleteResponse, operation_id="delete_item",
                responses={**responses_for(("unknown_item", "invalid_item_id", "read_only", "not_ready",
                                            "storage_unavailable", "insufficient_storage", "busy")), **WRITE_RESPONSES},
                dependencies=[WriteAccess])
-async def delete_item(runtime: RuntimeDep, response: Response, item_id: ItemIdPath) -> DeleteResponse:
+async def delete_item(state: ServiceStateDep, response: Response, item_id: ItemIdPath) -> DeleteResponse:
     """Remove an item from every attribute index; persisted before the answer."""
-    timer = runtime.timer()
-    await items.delete(runtime.service, item_id, timer)
+    timer = state.timer()
+    await items.delete(state.service, item_id, timer)
     send_timing(response, timer)
     return DeleteResponse(id=item_id, deleted=True)
 
@@ -243,19 +243,19 @@ IMAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/images/{item_id:item_id}", response_class=Response,
                   responses=IMAGE_RESPONSES, operation_id="item_image",
                   openapi_extra=rate_limited(IMAGES, when_query="size"))
-async def item_image(runtime: RuntimeDep, request: Request, item_id: ItemIdPath,
+async def item_image(state: ServiceStateDep, request: Request, item_id: ItemIdPath,
                      size: Annotated[int | None, Query(ge=16, le=2048, description="at most this many pixels a "
                                                        "side (a JPEG thumbnail); default: the stored file")] = None,
                      ) -> Response:
     """A catalogue item's image, with `ETag` and `Cache-Control` (answers 304 to a matching
     `If-None-Match`); 404 `no_image` when the item has no stored image."""
-    path = await images.stored_image_ref(runtime.service, items.check_item_id(item_id))
+    path = await images.stored_image_ref(state.service, items.check_item_id(item_id))
     try:
         tag = await anyio.to_thread.run_sync(file_etag, path, size)
         headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
         if not_modified(request, tag):
             return Response(status_code=304, headers=headers)
-        rendered = await anyio.to_thread.run_sync(render, path, size, runtime.service.limits.images)
+        rendered = await anyio.to_thread.run_sync(render, path, size, state.service.limits.images)
     except OSError as exc:
         raise ServiceError("no_image", f"the image of item {item_id!r} cannot be read: {exc.strerror or exc}") from None
     if rendered.path is not None:

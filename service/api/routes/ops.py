@@ -26,15 +26,15 @@ async def healthz() -> HealthResponse:
 async def readyz(request: Request) -> ReadyResponse | JSONResponse:
     """The model and the catalogue's indexes are loaded and the catalogue engine answers; 503 until
     they are, or as soon as the engine does not count its items within `ASEN_READY_TIMEOUT_S`."""
-    runtime = getattr(request.app.state, "runtime", None)
+    state = getattr(request.app.state, "service_state", None)
     probe: CatalogueProbe | None = getattr(request.app.state, "catalogue_probe", None)
-    if runtime is None or probe is None:
+    if state is None or probe is None:
         return JSONResponse(error_body("not_ready", "the model and index are still loading"), 503)
     try:
         items = await probe.count()  # in a worker thread, one at a time, cached briefly
     except CatalogueUnavailable as exc:
         return JSONResponse(error_body("catalogue_unavailable", str(exc)), 503)
-    catalogue = runtime.catalogue  # the facts below are in memory: no engine call
+    catalogue = state.catalogue  # the facts below are in memory: no engine call
     return ReadyResponse(status="ready", items=items, attributes=catalogue.attributes, dim=catalogue.dim,
                          fingerprint=catalogue.fingerprint, read_only=catalogue.read_only,
                          writes_refused=catalogue.log_error, log_bytes=catalogue.log_size)

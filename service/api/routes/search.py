@@ -29,7 +29,7 @@ from asen_search.service.api.schemas import (
     RerankResponse,
     SearchResponse,
 )
-from asen_search.service.api.state import Runtime, RuntimeDep
+from asen_search.service.api.state import ServiceState, ServiceStateDep
 from asen_search.service.operations import queries, reranking, searching
 from asen_search.service.operations.checks import check_field_name, check_fields
 from asen_search.service.operations.errors import ServiceError
@@ -79,14 +79,14 @@ def _hit(hit: searching.Hit) -> Hit:
 
 @router.post("/search", response_model=SearchResponse, responses=responses_for(SEARCH_CODES),
              openapi_extra={**rate_limited(MODEL), **body_doc(SEARCH)})
-async def search(runtime: RuntimeDep, request: Request, response: Response) -> SearchResponse:
+async def search(state: ServiceStateDep, request: Request, response: Response) -> SearchResponse:
     """The catalogue items most similar to the query, best first: under one attribute (`attribute`
     with `image`, `item_id` or `value`), or by a composed `query` (the weighted sum of per-attribute
     similarities); the `top_k` best (a page: `offset` or `cursor`), or every item at or above a
     threshold (`min_score` or `min_precision`, `max_results` a page). A catalogue item used as the
     query is never returned. JSON or a form (files for images)."""
-    timer = runtime.timer()
-    asked, body = await read(runtime, request, SEARCH, SearchRequest)
+    timer = state.timer()
+    asked, body = await read(state, request, SEARCH, SearchRequest)
     chosen = selection(asked)
     query = query_input(asked, body)
     offset = start_offset(asked.offset, asked.cursor, "search")
@@ -95,9 +95,9 @@ async def search(runtime: RuntimeDep, request: Request, response: Response) -> S
         check_field_name(asked.group_by, "`group_by`")
     options = searching.SearchOptions(asked.top_k, offset, parse_filters(asked.filters), asked.group_by,
                                       asked.min_score, asked.min_precision, asked.max_results)
-    plan = queries.plan_query(query, runtime.encoder.attribute_names)
-    parts = await queries.resolve(runtime.service, plan, query.images, timer)
-    outcome = await searching.search(runtime.service, plan, parts, options, chosen, timer)
+    plan = queries.plan_query(query, state.encoder.attribute_names)
+    parts = await queries.resolve(state.service, plan, query.images, timer)
+    outcome = await searching.search(state.service, plan, parts, options, chosen, timer)
     send_timing(response, timer)
     next_offset = outcome.next_offset
     return SearchResponse(attribute=plan.attribute, query=plan.described(), results=[_hit(h) for h in outcome.hits],
@@ -108,24 +108,24 @@ async def search(runtime: RuntimeDep, request: Request, response: Response) -> S
 
 @router.post("/rerank", response_model=RerankResponse, responses=responses_for(RERANK_CODES),
              openapi_extra={**rate_limited(MODEL), **body_doc(RERANK)})
-async def rerank(runtime: RuntimeDep, request: Request, response: Response) -> RerankResponse:
+async def rerank(state: ServiceStateDep, request: Request, response: Response) -> RerankResponse:
     """Reorder `candidates` (e.g. a text search's results) by similarity to the query under one
     attribute, or by a composed `query`. `score = weight * similarity + (1 - weight) * (1 - position
     / len(candidates))`. Ids not in the catalogue are returned in `unknown`."""
-    timer = runtime.timer()
-    asked, body = await read(runtime, request, RERANK, RerankRequest)
+    timer = state.timer()
+    asked, body = await read(state, request, RERANK, RerankRequest)
     if body.form:
         commas = [c for c in asked.candidates if "," in c]
         if commas:
             raise ServiceError("invalid_candidates", f"the candidate {commas[0]!r} holds a comma: a form sends one id "
                                "per `candidates` field (repeat the field: -F candidates=a -F candidates=b); an id "
                                "that really holds a comma goes in a JSON body's list")
-    unique, duplicates = reranking.check_candidates(runtime.service, asked.candidates)
+    unique, duplicates = reranking.check_candidates(state.service, asked.candidates)
     chosen = selection(asked)
     query = query_input(asked, body)
-    plan = queries.plan_query(query, runtime.encoder.attribute_names)
-    parts = await queries.resolve(runtime.service, plan, query.images, timer)
-    outcome = await reranking.rerank(runtime.service, parts, unique, duplicates, asked.weight, chosen, timer)
+    plan = queries.plan_query(query, state.encoder.attribute_names)
+    parts = await queries.resolve(state.service, plan, query.images, timer)
+    outcome = await reranking.rerank(state.service, parts, unique, duplicates, asked.weight, chosen, timer)
     send_timing(response, timer)
     return RerankResponse(attribute=plan.attribute, query=plan.described(), weight=asked.weight,
                           results=[RerankHit(id=h.id, similarity=h.similarity, position=h.position, score=h.score,
@@ -135,14 +135,14 @@ async def rerank(runtime: RuntimeDep, request: Request, response: Response) -> R
 
 @router.get("/attributes", response_model=AttributesResponse,
                   responses=responses_for(("not_ready",)))
-async def attributes(runtime: RuntimeDep) -> AttributesResponse:
+async def attributes(state: ServiceStateDep) -> AttributesResponse:
     """The attributes a query can be about, the value names the model was trained on, the values a
     query can search by (those with a prototype), and the scores of precision levels."""
-    return AttributesResponse(attributes=attribute_infos(runtime))
+    return AttributesResponse(attributes=attribute_infos(state))
 
 
-def attribute_infos(runtime: Runtime) -> list[AttributeInfo]:
-    prototypes, thresholds = runtime.encoder.prototypes, runtime.encoder.thresholds
+def attribute_infos(state: ServiceState) -> list[AttributeInfo]:
+    prototypes, thresholds = state.encoder.prototypes, state.encoder.thresholds
 
     def searchable(name: str, values: tuple[str, ...]) -> list[str]:
         if prototypes is None:
@@ -154,4 +154,4 @@ def attribute_infos(runtime: Runtime) -> list[AttributeInfo]:
         return thresholds.levels(name) if thresholds is not None and name in thresholds.curves else None
 
     return [AttributeInfo(name=a.name, values=list(a.values), value_search=searchable(a.name, a.values),
-                          precision_scores=levels(a.name)) for a in runtime.encoder.attributes]
+                          precision_scores=levels(a.name)) for a in state.encoder.attributes]

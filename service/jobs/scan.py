@@ -3,7 +3,7 @@ similar under one attribute, written as `matches.csv` and a static `report.html`
 from disk: per design, the design and its matches side by side, each with the attention map and RoI
 box of that attribute drawn over it (why the model thinks they match).
 
-Each finished design is kept in `OUT/.scan/` (service/catalogue/scan_work.py) (its matches; its pictures go straight to
+Each finished design is kept in `OUT/.scan/` (service/jobs/scan_work.py) (its matches; its pictures go straight to
 `OUT/report_files/`, the folder report.html names by relative paths), so an interrupted scan of a
 large catalogue resumes where it stopped (same checkpoint, catalogue, attribute and threshold). The
 plan names the catalogue by its location only, so the scan also records the catalogue's contents
@@ -14,7 +14,7 @@ no longer hold, and says so on stderr.
 Unreadable design images are listed (in the report, `summary.json` and on stderr), never fatal. The
 catalogue is read through the `Catalogue` interface: an index directory or a Milvus location.
 
-`copies=True` (`asen scan --copies`, service/catalogue/scan_copies.py) scans for copies instead: every
+`copies=True` (`asen scan --copies`, service/jobs/scan_copies.py) scans for copies instead: every
 attribute at once (index/copies.py), through the same work folder, resume and outputs; its plan says
 `"kind": "copies"`, so a copies scan never resumes an attribute scan's work, nor the other way round.
 """
@@ -30,9 +30,9 @@ from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue, SearchResult
 from asen_search.model.encoder import Encoder
 from asen_search.model.thresholds import Curve, NoThreshold
-from asen_search.service.catalogue.build import load_or_reason
-from asen_search.service.catalogue.scan_report import PICTURES_DIR, csv_text, overlay, report_html, thumbnail
-from asen_search.service.catalogue.scan_work import (
+from asen_search.service.jobs.build import load_or_reason
+from asen_search.service.jobs.scan_report import PICTURES_DIR, csv_text, overlay, report_html, thumbnail
+from asen_search.service.jobs.scan_work import (
     ScanConfig,
     ScanReport,
     catalogue_state,
@@ -43,7 +43,7 @@ from asen_search.service.catalogue.scan_work import (
     run_designs,
     save_jpeg,
 )
-from asen_search.service.catalogue.sources import CatalogueEntry
+from asen_search.service.jobs.sources import CatalogueEntry
 
 __all__ = ["ScanConfig", "ScanReport", "catalogue_state", "check_flags", "read_designs", "resolve_min_score", "scan"]
 
@@ -135,7 +135,7 @@ def scan(cfg: ScanConfig, encoder: Encoder | None = None) -> ScanReport:
         raise ValueError(f"--max-results must be at least 1, got {cfg.max_results}")
     encoder = encoder or Encoder.from_checkpoint(cfg.checkpoint, cfg.device, cfg.runtime)
     if cfg.copies:
-        from asen_search.service.catalogue.scan_copies import scan_copies
+        from asen_search.service.jobs.scan_copies import scan_copies
 
         return scan_copies(cfg, encoder, start)
     attribute = cfg.attribute

@@ -30,7 +30,7 @@ from PIL import Image
 
 from asen_search.fileio import atomic_write, fsync_path
 from asen_search.model.image_input import ImageLimits, decode_image
-from asen_search.service.catalogue.locations import ImageRef, is_url, read_bytes
+from asen_search.service.jobs.locations import ImageRef, is_url, read_bytes
 
 IMAGE_KEY = "_image"
 UPLOAD_DIR = "images"

@@ -41,10 +41,10 @@ from .store import Snapshot
 from .validation import check_item_vectors, check_metadata
 from .wal import LogRecord, split_write
 
-__all__ = ["CatalogueIndex", "StaleCatalogue"]
+__all__ = ["FaissCatalogue", "StaleCatalogue"]
 
 
-class CatalogueIndex(Catalogue):
+class FaissCatalogue(Catalogue):
     """Per-attribute vector indexes + ids + metadata; see ``create`` and ``load``."""
 
     def __init__(self, snapshot: Snapshot, read_only: bool = False, store: DirectoryStore | None = None) -> None:
@@ -65,7 +65,7 @@ class CatalogueIndex(Catalogue):
 
     @classmethod
     def create(cls, attributes: list[str] | tuple[str, ...], dim: int, fingerprint: str,
-               factory: str = "Flat") -> CatalogueIndex:
+               factory: str = "Flat") -> FaissCatalogue:
         """An empty catalogue of ``dim``-d vectors for ``attributes``, built by the model
         identified by ``fingerprint``; ``factory`` is a FAISS factory string (default exact)."""
         attributes = list(attributes)
@@ -84,7 +84,7 @@ class CatalogueIndex(Catalogue):
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False,
-             writer: bool = False) -> CatalogueIndex:
+             writer: bool = False) -> FaissCatalogue:
         """Load the last committed save and replay its write-ahead log. FingerprintMismatch if it
         was built by another model; ``mmap=True`` maps vectors from disk and makes the catalogue
         read-only (refused while the log holds writes not yet compacted into the snapshot).
@@ -136,7 +136,7 @@ class CatalogueIndex(Catalogue):
 
     def __repr__(self) -> str:
         return (
-            f"CatalogueIndex({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
+            f"FaissCatalogue({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
         )
 
     # -- reads ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""A scan's work folder, shared by both kinds of scan (service/catalogue/scan.py, an attribute;
-service/catalogue/scan_copies.py, copies over every attribute): its options (`ScanConfig`) and
+"""A scan's work folder, shared by both kinds of scan (service/jobs/scan.py, an attribute;
+service/jobs/scan_copies.py, copies over every attribute): its options (`ScanConfig`) and
 outcome (`ScanReport`), the plan that a resume must match, each finished design's record kept in
 `OUT/.scan/`, the catalogue's recorded state (a resume on a changed catalogue scans every design
 again, and says why), the designs read from a folder or a listing, a catalogue item's stored picture,
@@ -26,10 +26,10 @@ from asen_search.index.milvus import is_milvus
 from asen_search.index.transfer import open_catalogue
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits
-from asen_search.service.catalogue.build import load_or_reason, open_work_dir
-from asen_search.service.catalogue.item_images import IMAGE_KEY, stored_path
-from asen_search.service.catalogue.scan_report import PICTURES_DIR, WORK_DIR
-from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, check_listing, read_catalogue
+from asen_search.service.jobs.build import load_or_reason, open_work_dir
+from asen_search.service.jobs.item_images import IMAGE_KEY, stored_path
+from asen_search.service.jobs.scan_report import PICTURES_DIR, WORK_DIR
+from asen_search.service.jobs.sources import CatalogueEntry, check_entries, check_listing, read_catalogue
 
 
 @dataclass(frozen=True)

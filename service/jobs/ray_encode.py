@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from asen_search.model.image_input import ImageLimits
-from asen_search.service.catalogue.locations import absolute, as_ref
-from asen_search.service.catalogue.shards import failures_of, open_plan, shard_path, write_shard
-from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest
+from asen_search.service.jobs.locations import absolute, as_ref
+from asen_search.service.jobs.shards import failures_of, open_plan, shard_path, write_shard
+from asen_search.service.jobs.sources import CatalogueEntry, check_entries, entries_digest
 
 ACTOR_RESTARTS = 3  # an encoder actor that dies is restarted this often, and its shard retried
 
@@ -78,7 +78,7 @@ class ShardEncoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from tqdm import tqdm
 
-        from asen_search.service.catalogue.build import encode_entries
+        from asen_search.service.jobs.build import encode_entries
 
         encoded, failed, seconds, cpu = [], [], [], []
         for number, entries_json in zip(batch["shard"].tolist(), batch["entries"].tolist()):

@@ -1,8 +1,8 @@
 """`asen index build`: encode every catalogue image for every attribute and commit the indexes.
 
-Each item's metadata records the absolute path of its image (`service/catalogue/item_images.py`), so that the
+Each item's metadata records the absolute path of its image (`service/jobs/item_images.py`), so that the
 service can show it, and, when the checkpoint has value prototypes, the predicted value of every
-attribute (`service/catalogue/tags.py`). Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
+attribute (`service/jobs/tags.py`). Work is kept in `OUT/.build/` as one file per finished chunk of images, so an
 interrupted build resumes where it stopped (same checkpoint, same catalogue). Unreadable images are
 reported by id and skipped; every other problem stops the build before anything is encoded.
 """
@@ -25,15 +25,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from asen_search.fileio import atomic_write, fsync_path
-from asen_search.index import CatalogueExists, CatalogueIndex, DirectoryLock
+from asen_search.index import CatalogueExists, DirectoryLock, FaissCatalogue
 from asen_search.index.dirlock import LOCK_FILE
 from asen_search.index.store import current_version
 from asen_search.model.encoder import Encoder
 from asen_search.model.image_input import ImageLimits, ImageRejected, decode_image
-from asen_search.service.catalogue.item_images import with_image
-from asen_search.service.catalogue.locations import ImageRef, absolute, read_bytes
-from asen_search.service.catalogue.sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
-from asen_search.service.catalogue.tags import with_tags
+from asen_search.service.jobs.item_images import with_image
+from asen_search.service.jobs.locations import ImageRef, absolute, read_bytes
+from asen_search.service.jobs.sources import CatalogueEntry, check_entries, entries_digest, read_catalogue
+from asen_search.service.jobs.tags import with_tags
 
 WORK_DIR = ".build"
 REPORT = "build_report.json"
@@ -240,7 +240,7 @@ def _commit(cfg: BuildConfig, encoder: Encoder, work: Path, n_chunks: int, encod
     skipped = [f for c in chunks for f in c.failed]
     if not ids:
         raise ValueError(f"none of the {len(skipped)} catalogue images could be read; first: {skipped[:3]}")
-    catalogue = CatalogueIndex.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, cfg.factory)
+    catalogue = FaissCatalogue.create(encoder.attribute_names, encoder.dim, encoder.fingerprint, cfg.factory)
     catalogue.add(ids, np.concatenate([c.vectors for c in chunks]), [m for c in chunks for m in c.metadata])
     backup = keep_backup(cfg.out) if cfg.replace and current_version(cfg.out) is not None else None
     catalogue.save(cfg.out, lock, replace=cfg.replace)

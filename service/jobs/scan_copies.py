@@ -8,7 +8,7 @@ whose per-attribute lines also say which attributes of a match are copied (at or
 which changed (below: judged modified). Without a calibration nothing is judged, and the report says so.
 
 Same work folder, resume, catalogue-state check and outputs as an attribute scan
-(service/catalogue/scan.py `run_designs`); the plan says `"kind": "copies"`, so neither kind of
+(service/jobs/scan.py `run_designs`); the plan says `"kind": "copies"`, so neither kind of
 scan resumes the other's work. Per design: `matches.csv` rows (design, item_id, score, one column per
 attribute, modified), and in `report_files/` the design's and each match's thumbnail plus an attention
 overlay per copied attribute (per counted attribute without a calibration).
@@ -27,8 +27,8 @@ from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue, UnknownItem
 from asen_search.index.copies import CopyRule, search_copies
 from asen_search.model.encoder import Encoder
-from asen_search.service.catalogue.build import load_or_reason
-from asen_search.service.catalogue.scan_report import (
+from asen_search.service.jobs.build import load_or_reason
+from asen_search.service.jobs.scan_report import (
     PICTURES_DIR,
     copies_csv_text,
     copies_report_html,
@@ -36,7 +36,7 @@ from asen_search.service.catalogue.scan_report import (
     overlay_attributes,
     thumbnail,
 )
-from asen_search.service.catalogue.scan_work import (
+from asen_search.service.jobs.scan_work import (
     ScanConfig,
     ScanReport,
     design_digest,
@@ -46,7 +46,7 @@ from asen_search.service.catalogue.scan_work import (
     run_designs,
     save_jpeg,
 )
-from asen_search.service.catalogue.sources import CatalogueEntry
+from asen_search.service.jobs.sources import CatalogueEntry
 
 
 @dataclass(frozen=True)

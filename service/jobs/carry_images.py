@@ -25,7 +25,7 @@ from typing import Any
 
 from asen_search.fileio import atomic_write, fsync_path
 from asen_search.index.interface import Batch, Catalogue
-from asen_search.service.catalogue.item_images import IMAGE_KEY, UPLOAD_DIR, is_upload
+from asen_search.service.jobs.item_images import IMAGE_KEY, UPLOAD_DIR, is_upload
 
 SHOWN_IDS = 5  # item ids named in a refusal
 

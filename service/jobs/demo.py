@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from asen_search.service.catalogue.sources import CatalogueEntry, dataset_entries
+from asen_search.service.jobs.sources import CatalogueEntry, dataset_entries
 
 DEMO_SEED = 0
 STEPS = 4
@@ -108,10 +108,10 @@ def demo_entries(data: Path) -> list[CatalogueEntry]:
 
 def _records_images(index: Path) -> bool:
     """Whether the index names its items' images (indexes built before that cannot show them)."""
-    from asen_search.index import CatalogueIndex
-    from asen_search.service.catalogue.item_images import IMAGE_KEY
+    from asen_search.index import FaissCatalogue
+    from asen_search.service.jobs.item_images import IMAGE_KEY
 
-    catalogue = CatalogueIndex.load(index, mmap=True)
+    catalogue = FaissCatalogue.load(index, mmap=True)
     ids = catalogue.ids()
     return bool(ids) and IMAGE_KEY in catalogue.get(ids[0]).metadata
 
@@ -119,7 +119,7 @@ def _records_images(index: Path) -> bool:
 def ensure_index(checkpoint: Path, data: Path, out: Path) -> Path:
     from asen_search.index import IndexFormatError, read_manifest
     from asen_search.model.checkpoint import file_fingerprint
-    from asen_search.service.catalogue.build import WORK_DIR, BuildConfig, build_index
+    from asen_search.service.jobs.build import WORK_DIR, BuildConfig, build_index
 
     fingerprint = file_fingerprint(checkpoint)
     try:

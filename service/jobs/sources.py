@@ -18,7 +18,7 @@ from typing import Any
 
 from asen_search.index import validate_id
 from asen_search.model.data.dataset import load_dataset
-from asen_search.service.catalogue.locations import (
+from asen_search.service.jobs.locations import (
     ImageRef,
     ListingRefused,
     check_listed,
@@ -28,7 +28,7 @@ from asen_search.service.catalogue.locations import (
     parent,
     read_text,
 )
-from asen_search.service.catalogue.tags import PREDICTED, reserved_keys
+from asen_search.service.jobs.tags import PREDICTED, reserved_keys
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
 
@@ -100,7 +100,7 @@ def check_entries(entries: list[CatalogueEntry], where: str) -> None:
     reserved = [(e.id, reserved_keys(e.metadata)) for e in entries if reserved_keys(e.metadata)]
     if reserved:
         raise ValueError(f"{where}: {len(reserved)} items have metadata keys starting with {PREDICTED!r}, which are "
-                         f"reserved for predicted tags (service/catalogue/tags.py), e.g. {reserved[:3]}: rename them")
+                         f"reserved for predicted tags (service/jobs/tags.py), e.g. {reserved[:3]}: rename them")
 
 
 def entries_digest(entries: list[CatalogueEntry]) -> str:

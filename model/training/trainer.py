@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,6 +29,8 @@ from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
 from asen_search.model.training.instance import InstanceSampler, view_paths
 from asen_search.model.training.map_cache import (
+    ImageSet,
+    Maps,
     MemoryBudget,
     build_image_set,
     default_cache_dir,
@@ -117,8 +119,44 @@ def _frozen(backbone: str, stride: int, trainable: int) -> int:
     return max(0, backbone_spec(backbone).stages[stride] - trainable)
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: what `last.pt` keeps (as JSON, `train_state`) so `--resume` goes on."""
+
+    stage: int = 1
+    epoch: int = 0                       # epochs done in `stage`
+    best_map: float = -1.0               # the best validation MAP so far (best.pt)
+    best_at: dict[str, Any] | None = None  # its stage, epoch and fusion weights
+    history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch (log.jsonl)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+
+@dataclass
+class TrainingData:
+    """What a run prepares once before its first epoch: the backbone stems, the cached maps of the
+    train and validation splits, and where the per-epoch crop maps of stage 2 go."""
+
+    stems: Stems
+    n_train: int                          # training images (their augmented views follow them)
+    train: ImageSet
+    valid: ValidationSet
+    pair_index: np.ndarray                # row of each (image, attribute) in the epoch's crop maps, -1: none
+    local_scratch: Path | None            # a row file for the crop maps when they do not fit in memory
+    memory_plan: dict[str, Any]
+    local_cache: Maps | None = None       # the epoch's crop maps (stage 2), replaced every epoch
+
+
 class Trainer:
-    """Runs both stages, validating, checkpointing and logging after every epoch."""
+    """Runs both stages, validating, checkpointing and logging after every epoch. Everything it holds
+    is set up here: the configuration, the model, the run's `TrainState` (restored with `--resume`)
+    and its `TrainingData`."""
 
     def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
         self.cfg = cfg
@@ -133,8 +171,11 @@ class Trainer:
         self.pre = cfg.preprocess()
         self.model = ASENModel(cfg.model_config(len(self.ds.attributes)), pretrained=True,
                                global_weights=cfg.global_weights, local_weights=cfg.local_weights).to(self.device)
-        self.state: dict[str, Any] = {"stage": 1, "epoch": 0, "best_map": -1.0, "history": []}
+        self.started = time.monotonic()
         self.optimizer: torch.optim.Optimizer | None = None
+        self.state = self._restore() if cfg.resume else TrainState()
+        self.data = self._prepare()
+        self.prepare_seconds = round(time.monotonic() - self.started, 1)
 
     # ----------------------------------------------------------------- setup
     def _stages(self) -> list[int]:
@@ -154,45 +195,44 @@ class Trainer:
         if self.progress:
             tqdm.write(text)
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> TrainingData:
         cfg = self.cfg
         budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2 ** 30)
         train_paths = list(self.ds.split("train").paths)
-        self.stems = Stems.of(self.model, self.pre.global_size, self.pre.local_size,
-                              resolve_runtime(cfg.runtime, self.device))
-        self.n_train = len(train_paths)
+        stems = Stems.of(self.model, self.pre.global_size, self.pre.local_size, resolve_runtime(cfg.runtime, self.device))
+        n_train = len(train_paths)
         if cfg.instance_weight > 0:   # the views follow the originals: view v of image i is row n (1 + v) + i
             views = view_paths(train_paths, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()),
                                self.progress)
             train_paths += [p for view in views for p in view]
-        self.train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
-                                     progress=self.progress, amp=cfg.amp, stem=self.stems.global_)
-        self.valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
-                                                cfg.cache_dir, budget, cfg.amp, self.stems)
-        if self.state["epoch"] == 0 and self.state["stage"] == 1:
+        train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
+                                progress=self.progress, amp=cfg.amp, stem=stems.global_)
+        valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
+                                           cfg.cache_dir, budget, cfg.amp, stems)
+        if self.state.epoch == 0 and self.state.stage == 1:
             with torch.no_grad():
-                sample = to_device(self.train.global_maps[: min(512, len(self.train.global_maps))], self.device).float()
+                sample = to_device(train.global_maps[: min(512, len(train.global_maps))], self.device).float()
                 mean, std = channel_statistics(self.model.global_backbone.tail(sample))
                 self.model.global_head.set_standardisation(mean, std)
         # the row of each (image, attribute) pair in the epoch's crop maps (-1: not in this epoch's triplets)
-        self.pair_index = np.full((len(self.train), len(self.ds.attributes)), -1, dtype=np.int64)
-        self.local_scratch: Path | None = None
+        pair_index = np.full((len(train), len(self.ds.attributes)), -1, dtype=np.int64)
+        local_scratch: Path | None = None
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
             n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1))
             per_epoch = 3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
             if not budget.take(min(n_pairs, per_epoch) * local_row_bytes(self.model, self.pre)):
-                self.local_scratch = self.out / SCRATCH / "local-train.f16"
-            self.valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
-            self.train.keep_originals(budget, "train", self.progress)
-            self.valid.images.keep_originals(budget, "valid", self.progress)
-        self.memory_plan = {
-            "maps computed": self.train.computed + self.valid.images.computed,
-            "global maps": "memory" if self.train.global_maps.in_memory and self.valid.images.global_maps.in_memory
-            else "disk",
-            **({"local maps": "disk" if self.local_scratch or self.valid.scratch else "memory",
-                "originals": "memory" if self.train.kept is not None and self.valid.images.kept is not None
+                local_scratch = self.out / SCRATCH / "local-train.f16"
+            valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
+            train.keep_originals(budget, "train", self.progress)
+            valid.images.keep_originals(budget, "valid", self.progress)
+        memory_plan = {
+            "maps computed": train.computed + valid.images.computed,
+            "global maps": "memory" if train.global_maps.in_memory and valid.images.global_maps.in_memory else "disk",
+            **({"local maps": "disk" if local_scratch or valid.scratch else "memory",
+                "originals": "memory" if train.kept is not None and valid.images.kept is not None
                 else "decoded per batch"} if self.model.cfg.has_local else {})}
+        return TrainingData(stems, n_train, train, valid, pair_index, local_scratch, memory_plan)
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups()
@@ -210,24 +250,21 @@ class Trainer:
     # ----------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
         """Train both stages; returns a summary (best validation MAP, epochs, seconds)."""
-        t0 = time.monotonic()
-        if self.cfg.resume:
-            self._restore()
-        self._prepare()
-        phases = {"prepare": round(time.monotonic() - t0, 1)}
+        t0, data = self.started, self.data
+        phases = {"prepare": self.prepare_seconds}
         budget = self.cfg.time_budget
         deadline = None if budget is None else \
             t0 + 60.0 * budget * (1.0 - (PROTOTYPE_SHARE if self.cfg.prototypes else 0.0))
-        self._say(f"prepared {len(self.train)} train and {len(self.valid.images)} valid images "
-                  f"in {time.monotonic() - t0:.0f} s (" + ", ".join(f"{k}: {v}" for k, v in self.memory_plan.items())
+        self._say(f"prepared {len(data.train)} train and {len(data.valid.images)} valid images "
+                  f"in {self.prepare_seconds:.0f} s (" + ", ".join(f"{k}: {v}" for k, v in data.memory_plan.items())
                   + ")")
         for stage in self._stages():
-            if stage < self.state["stage"]:
+            if stage < self.state.stage:
                 continue
             started = time.monotonic()
             self._run_stage(stage, self._stage_deadline(stage, deadline))
             phases[f"stage{stage}"] = round(time.monotonic() - started, 1)
-            self.state.update(stage=stage + 1, epoch=0)
+            self.state.stage, self.state.epoch = stage + 1, 0
             self.optimizer = None
         shutil.rmtree(self.out / SCRATCH, ignore_errors=True)
         if not (self.out / "best.pt").is_file():
@@ -235,9 +272,9 @@ class Trainer:
         prototypes = self._add_prototypes() if self.cfg.prototypes else None
         if prototypes is not None:
             phases["prototypes"] = prototypes["seconds"]
-        summary = {"best_valid_map": self.state["best_map"], "best_at": self.state.get("best_at"),
+        summary = {"best_valid_map": self.state.best_map, "best_at": self.state.best_at,
                    "seconds": round(time.monotonic() - t0, 1), "phases": phases,
-                   "epochs": len(self.state["history"]), "best": str(self.out / "best.pt"), "prototypes": prototypes}
+                   "epochs": len(self.state.history), "best": str(self.out / "best.pt"), "prototypes": prototypes}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -288,7 +325,7 @@ class Trainer:
         if self.optimizer is None:
             self.optimizer = self._make_optimizer(stage)
         reserve, last_epoch = 0.0, 0.0
-        while self.state["epoch"] < self._epochs(stage):
+        while self.state.epoch < self._epochs(stage):
             # with a time budget, start another epoch only if one more (crop refresh included) fits
             if stage_deadline is not None and time.monotonic() + max(2 * reserve, last_epoch) > stage_deadline:
                 break
@@ -298,17 +335,19 @@ class Trainer:
 
     def _standardise_local(self) -> None:
         """Local-branch statistics from 512 of the first stage-2 crops (already in the cache)."""
-        n = min(512, len(self.local_cache))
-        pick = torch.randperm(len(self.local_cache), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
+        cache = self.data.local_cache
+        assert cache is not None  # cut at the start of every stage-2 epoch
+        n = min(512, len(cache))
+        pick = torch.randperm(len(cache), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
         assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
         with torch.no_grad():
             mean, std = channel_statistics(self.model.local_backbone.tail(
-                to_device(self.local_cache[pick], self.device).float()))
+                to_device(cache[pick], self.device).float()))
         self.model.local_head.set_standardisation(mean, std)
 
     def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
         """One epoch + validation + checkpoints; returns the seconds validation and saving took."""
-        cfg, epoch, t0 = self.cfg, self.state["epoch"], time.monotonic()
+        cfg, data, epoch, t0 = self.cfg, self.data, self.state.epoch, time.monotonic()
         assert self.optimizer is not None  # made by _run_stage
         for group, base in zip(self.optimizer.param_groups, self._base_lrs(stage)):
             group["lr"] = base * self._lr_factor(stage, epoch)
@@ -323,12 +362,12 @@ class Trainer:
             fids_attrs = triplets.numpy()[:, :4]
             used = np.unique(np.concatenate([np.stack([fids_attrs[:, k], fids_attrs[:, 0]], 1) for k in (1, 2, 3)]),
                              axis=0)
-            self.pair_index.fill(-1)
-            self.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
+            data.pair_index.fill(-1)
+            data.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
             crop_start = time.monotonic()
-            self.local_cache = local_maps(self.model, self.pre, self.train, torch.from_numpy(used[:, 0]),
+            data.local_cache = local_maps(self.model, self.pre, data.train, torch.from_numpy(used[:, 0]),
                                           torch.from_numpy(used[:, 1]), "train", progress=self.progress,
-                                          scratch=self.local_scratch, amp=cfg.amp, stem=self.stems.local)
+                                          scratch=data.local_scratch, amp=cfg.amp, stem=data.stems.local)
             crop_record = {"crops": len(used), "crop_seconds": round(time.monotonic() - crop_start, 1)}
             if epoch == 0:
                 self._standardise_local()
@@ -353,15 +392,14 @@ class Trainer:
                   "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1),
                   **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
                   **crop_record}
-        self.state["history"].append(record)
+        self.state.history.append(record)
         self._log(record)
-        self.state["epoch"] = epoch + 1
+        self.state.epoch = epoch + 1
         # best.pt: the best validated model of either stage, with the fusion weights it was validated at
-        improved = report.overall > self.state["best_map"]
+        improved = report.overall > self.state.best_map
         if improved:
-            self.state["best_map"] = report.overall
-            self.state["best_at"] = {"stage": stage, "epoch": epoch + 1,
-                                     "betas": record.get("betas")}
+            self.state.best_map = report.overall
+            self.state.best_at = {"stage": stage, "epoch": epoch + 1, "betas": record.get("betas")}
             save_checkpoint(self.out / "best.pt", self.model, pre, self.ds.attributes,
                             {"valid_map": report.to_json(), "stage": stage, "epoch": epoch + 1,
                              "train_config": _jsonable(asdict(cfg))})
@@ -378,14 +416,14 @@ class Trainer:
         never validated below its own global branch."""
         cfg = self.cfg
         if stage == 1 or not self.model.cfg.has_local:
-            report = self.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp)
+            report = self.data.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp)
             return report, replace(self.pre, betas=(1.0,) * len(self.ds.attributes)) if self.model.cfg.has_local \
                 else self.pre
         if cfg.beta is not None:  # a fixed fusion weight
-            return self.valid.evaluate(self.model, self.pre, True, progress=self.progress, amp=cfg.amp), self.pre
-        g, loc = self.valid.branch_vectors(self.model, self.pre, True, progress=self.progress, amp=cfg.amp)
+            return self.data.valid.evaluate(self.model, self.pre, True, progress=self.progress, amp=cfg.amp), self.pre
+        g, loc = self.data.valid.branch_vectors(self.model, self.pre, True, progress=self.progress, amp=cfg.amp)
         assert loc is not None
-        betas, report = self.valid.choose_betas(self.model, g, loc)
+        betas, report = self.data.valid.choose_betas(self.model, g, loc)
         return report, replace(self.pre, betas=betas)
 
     def _base_lrs(self, stage: int) -> list[float]:
@@ -399,7 +437,7 @@ class Trainer:
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
             return rows
-        instance = InstanceSampler(self.labels, self.n_train, cfg.instance_views, [cfg.seed, stage, epoch, 1]) \
+        instance = InstanceSampler(self.labels, self.data.n_train, cfg.instance_views, [cfg.seed, stage, epoch, 1]) \
             .sample(int(round(cfg.instance_share * n)))
         rows = np.concatenate([rows, np.concatenate([instance, np.ones((len(instance), 1), np.int64)], axis=1)])
         return rows[np.random.default_rng([cfg.seed, stage, epoch, 2]).permutation(len(rows))]
@@ -419,14 +457,15 @@ class Trainer:
         device = self.device
         with mixed_precision(device, self.cfg.amp):
             # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
-            g = cast(Triple, self.model.global_embed(to_device(self.train.global_maps[fids], device).float(),
+            g = cast(Triple, self.model.global_embed(to_device(self.data.train.global_maps[fids], device).float(),
                                                      attrs.to(device))[0][:, 0].float().chunk(3))
             if stage == 1:
                 if margins is None or weights is None:
                     return triplet_loss(*g, margin=self.cfg.margin)
                 return weighted_triplet_loss(*g, margins, weights)
-            rows = torch.from_numpy(self.pair_index[fids.numpy(), attrs[:, 0].numpy()])
-            loc = cast(Triple, self.model.local_embed(to_device(self.local_cache[rows], device).float(),
+            rows = torch.from_numpy(self.data.pair_index[fids.numpy(), attrs[:, 0].numpy()])
+            assert self.data.local_cache is not None  # cut at the start of every stage-2 epoch
+            loc = cast(Triple, self.model.local_embed(to_device(self.data.local_cache[rows], device).float(),
                                                       attrs.to(device))[:, 0].float().chunk(3))
             if margins is None or weights is None:
                 return joint_loss(g, loc, margin=self.cfg.margin)
@@ -434,12 +473,12 @@ class Trainer:
 
     # ----------------------------------------------------------------- resume
     def _save_last(self, stage: int) -> None:
-        assert self.state["stage"] == stage and self.optimizer is not None
+        assert self.state.stage == stage and self.optimizer is not None
         save_checkpoint(self.out / "last.pt", self.model, self.pre, self.ds.attributes,
-                        {"train_state": json.dumps(self.state), "optimizer": self.optimizer.state_dict(),
+                        {"train_state": self.state.to_json(), "optimizer": self.optimizer.state_dict(),
                          "train_config": _jsonable(asdict(self.cfg))})
 
-    def _restore(self) -> None:
+    def _restore(self) -> TrainState:
         path = self.out / "last.pt"
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no {path} to resume from")
@@ -447,14 +486,15 @@ class Trainer:
         if ckpt.model.cfg != self.model.cfg:
             raise ValueError(f"--resume: {path} was trained with a different model configuration")
         self.model.load_state_dict(ckpt.model.state_dict())
-        self.state = json.loads(ckpt.extra["train_state"])
-        stage = self.state["stage"]
-        if self.state["epoch"] < self._epochs(stage) or stage == self._stages()[-1]:
+        state = TrainState.from_json(ckpt.extra["train_state"])
+        stage = state.stage
+        if state.epoch < self._epochs(stage) or stage == self._stages()[-1]:
             self.optimizer = self._make_optimizer(stage)
             self.optimizer.load_state_dict(read_payload(path)["extra"]["optimizer"])
         else:
-            self.state.update(stage=stage + 1, epoch=0)
-        self._say(f"resumed from {path}: stage {self.state['stage']}, {self.state['epoch']} epochs done")
+            state.stage, state.epoch = stage + 1, 0
+        self._say(f"resumed from {path}: stage {state.stage}, {state.epoch} epochs done")
+        return state
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

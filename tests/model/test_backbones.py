@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from asen_search.model.config import BACKBONES, BranchConfig
-from asen_search.model.nn.backbones import backbone_spec, build_backbone
+from asen_search.model.config import BranchConfig
+from asen_search.model.nn import backbones
+from asen_search.model.nn.backbones import BackboneSpec, backbone_names, backbone_spec, build_backbone
 from asen_search.model.training.trainer import TrainConfig, _frozen
 
 
-@pytest.mark.parametrize("name", BACKBONES)
+@pytest.mark.parametrize("name", backbone_names())
 @pytest.mark.parametrize("stride", [16, 32])
 def test_declared_stages_and_channels_are_what_is_built(name: str, stride: int) -> None:
     spec = backbone_spec(name)
@@ -46,3 +47,28 @@ def test_reading_a_backbone_spec_leaves_the_seeded_random_sequence_alone() -> No
     torch.manual_seed(5)
     backbone_spec("tf_efficientnet_lite0")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_backbone_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One decorator declares a backbone: it is then built, specified and offered by `asen train`."""
+    from torch import nn
+
+    from asen_search.service.cli.main import build_parser
+
+    monkeypatch.setattr(backbones, "_REGISTRY", dict(backbones._REGISTRY))
+
+    def spec(name: str) -> BackboneSpec:
+        return BackboneSpec(name, {16: 1, 32: 2}, {16: 4, 32: 4}, (0.5,) * 3, (0.5,) * 3, 64, name, False)
+
+    @backbones.register_backbone("two-convs", spec=spec)
+    def _stages(cfg: BranchConfig, pretrained: bool, weights: object) -> tuple[list[nn.Module], int]:
+        convs = [nn.Conv2d(3, 4, 3, 16, 1), nn.Conv2d(4, 4, 3, 2, 1)]
+        return convs[: 1 if cfg.stride == 16 else 2], 4
+
+    assert backbone_names()[0] == "tf_efficientnet_lite0" and backbone_names()[-1] == "two-convs"
+    built = build_backbone(BranchConfig("two-convs", 32, 64, 16, 2, 16), pretrained=False)
+    assert (len(built.stages), built.out_channels) == (2, 4) and backbone_spec.__wrapped__("two-convs").input_size == 64
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--backbone", "two-convs"])
+    assert args.backbone == "two-convs"
+    with pytest.raises(ValueError, match="registered twice"):
+        backbones.register_backbone("two-convs", spec=spec)(_stages)

@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 # Debian packages the tests need: chromium (the browser tests drive it with Playwright, no browser
-# download: see tests/service/browser.py) and strace (tests/service/test_fsync_order.py traces the
+# download: see tests/helpers/browser.py) and strace (tests/service/e2e/test_fsync_order.py traces the
 # server's fsyncs). Installed when missing, as root or with passwordless sudo.
 SYSTEM_PACKAGES := chromium:/usr/bin/chromium strace:/usr/bin/strace
 
@@ -61,10 +61,11 @@ test-tools:
 serve: install
 	$(BIN)/asen demo $(DEMO_ARGS)
 
-# Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade, bugbear) and type-check (mypy) before the
-# tests; both configured in pyproject.toml.
+# Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade, bugbear, complexity and size per function),
+# the formatter's check (ruff format) and type-check (mypy) before the tests; all configured in pyproject.toml.
 test: install
 	$(BIN)/ruff check model index service tests bench tools asen_search/*.py
+	$(BIN)/ruff format --check model index service tests bench tools asen_search/*.py
 	$(BIN)/mypy -p asen_search
 	$(BIN)/python -m pytest
 

@@ -5,7 +5,7 @@ them modified; docs/protection.md). The copy search (index/copies.py) ranks item
 calibration and the evaluation of copy detection (model/copy_calibration.py, model/copy_eval.py)
 score the benchmark's copies with it. numpy only, below the layers (no import from `model`, `index`
 or `service`), so that `model` and `index` share one definition without importing each other
-(tests/service/test_layers.py).
+(tests/test_layers.py).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 stored item images, index-build chunks and checkpoints.
 
 It lives below the layers (standard library only, no import from `model`, `index` or `service`), so
-that `model` and `index` can both use it without importing each other (tests/service/test_layers.py)."""
+that `model` and `index` can both use it without importing each other (tests/test_layers.py)."""
 
 from __future__ import annotations
 

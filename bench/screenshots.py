@@ -9,7 +9,7 @@ report of `asen scan`.
     .venv/bin/python -m bench.screenshots --scan-report scan-out/report.html              # a scan's report only
 
 Run as a module from the repository root (`-m`): it shares the tests' Chromium launcher
-(tests/service/browser.py), which the repository root on sys.path makes importable.
+(tests/helpers/browser.py), which the repository root on sys.path makes importable.
 
 Writes docs/page-results.png, docs/page-explain.png, docs/page-mobile.png, docs/page-composed.png and
 docs/page-threshold.png (--out to change); with --scan-report, docs/scan-report.png too (the top of the
@@ -47,9 +47,8 @@ from pathlib import Path
 import httpx
 
 from asen_search.model.tuning import PROCESS_ENV  # the process tuning of docs/tuning.md
-from tests.service.browser import browser_missing, chromium  # one place for Chromium's flags
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+from tests.helpers.browser import browser_missing, chromium  # one place for Chromium's flags
 
 
 @contextmanager

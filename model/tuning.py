@@ -12,7 +12,7 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 4
 # Every process setting of docs/tuning.md as environment strings, the one table: `asen` applies the
 # allocator part to itself (tune_allocator) and sets OMP_WAIT_POLICY before torch and faiss load
 # (service/api/server.py); the bench scripts export it to the servers they start; the Makefile,
-# Dockerfile and compose file keep copies that tests/service/test_docker.py checks against it.
+# Dockerfile and compose file keep copies that tests/service/deploy/test_docker.py checks against it.
 # Idle threads must sleep, not spin: torch and faiss each bring an OpenMP runtime (OMP_WAIT_POLICY),
 # and numpy's OpenBLAS spins its idle threads for 2^28 cycles by default (OPENBLAS_THREAD_TIMEOUT is
 # the power of two): measured, a 100k-item server spent 64 ms of CPU per request with the default and

@@ -1,19 +1,27 @@
-"""Shared fixtures: a tiny demo dataset and tiny model configurations that run in seconds."""
+"""Session fixtures (a tiny demo dataset, the map cache, the embedded Milvus server) and the markers of
+each test's kind, applied by folder and fixture (the markers: pyproject.toml; the layout:
+docs/architecture.md, "Tests")."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from asen_search.model.config import BranchConfig, ModelConfig
-from tests.milvus_server import milvus_server  # noqa: F401 - the session fixture, for every test folder
+from tests.helpers import ROOT
+from tests.helpers.milvus_server import milvus_server  # noqa: F401 - the session fixture, for every test folder
 
 
-def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
-    return ModelConfig(
-        variant=variant, n_attributes=n_attributes, attr_dim=16,
-        global_branch=BranchConfig("tiny", 16, 64, 16, 2, 16),
-        local_branch=BranchConfig("tiny", 16, 32, 16, 2, 16))
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`browser` on the browser folder and on every test that asks for the browser fixture; `milvus` on
+    every test of a Milvus engine (a Milvus parameter or module, or the embedded server fixture). Ray
+    and Docker modules carry their marker themselves (`pytestmark`)."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        where = item.path.resolve().relative_to(ROOT).as_posix()
+        if where.startswith("tests/service/browser/") or "browser" in names:
+            item.add_marker(pytest.mark.browser)
+        if "milvus" in item.nodeid.lower() or "milvus_server" in names:
+            item.add_marker(pytest.mark.milvus)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 VULN = {"id": "GHSA-aaaa-bbbb-cccc", "fix_versions": ["2.0"], "aliases": ["CVE-2026-0001"], "description": "x"}
 
 

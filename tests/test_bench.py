@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 SCRIPTS = sorted(p for p in (ROOT / "bench").glob("*.py") if "argparse" in p.read_text())
-RUN_AS_MODULE = {"screenshots.py"}  # shares tests/service/browser.py: `python -m bench.screenshots`
+RUN_AS_MODULE = {"screenshots.py"}  # shares tests/helpers/browser.py: `python -m bench.screenshots`
 
 
 def test_no_script_edits_sys_path() -> None:

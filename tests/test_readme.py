@@ -2,7 +2,7 @@
 (the real parser), `make` targets (the Makefile), `python -m bench.X` modules and their flags; every
 repository path its code, links and inline code name exists, and every link's anchor is a heading;
 the demo paths it names are where `asen demo` puts them. The HTTP examples are sent to the service
-by tests/service/test_doc_examples.py."""
+by tests/service/api/test_doc_examples.py."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.doc_commands import ROOT, Command, code_blocks, markdown_commands
+from tests.helpers import ROOT
+from tests.helpers.doc_commands import Command, code_blocks, markdown_commands
 
 README = ROOT / "README.md"
 # top-level folders of the repository: a path starting with one of them must exist

@@ -2,7 +2,7 @@
 
 `ERRORS` is the one table of every code: its HTTP status and its meaning. The exception handlers,
 each route's OpenAPI responses (`responses_for`) and the error table of docs/service.md
-(`markdown_table`, checked by tests/service/test_error_table.py) all come from it. Lower layers
+(`markdown_table`, checked by tests/service/api/test_error_table.py) all come from it. Lower layers
 raise their own domain exceptions (each with a code: `ImageRejected`, `InvalidInput`, ...; or a
 class mapped in `DOMAIN_CODE`); the service layer raises `ServiceError(code, detail)`.
 """

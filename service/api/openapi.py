@@ -2,7 +2,7 @@
 the same fields; the ranges that come from the settings (top_k, max_results, the paging depth,
 candidates); the attributes and values of the loaded model; the rules between fields (one query
 source; top_k or a threshold; ...). What the schema allows the server takes, and the other way
-round: schemathesis runs against it in CI (tests/service/test_schemathesis.py).
+round: schemathesis runs against it in CI (tests/service/e2e/test_schemathesis.py).
 
 Bodies are read by service/api/bodies.py from the request itself (one reader for both transports),
 so FastAPI does not see them: routes carry a mark (`routes/common.py` BODY_MARK) and `install`

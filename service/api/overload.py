@@ -6,7 +6,7 @@ Both middlewares answer before the request body is read, so a refused request co
 What the rate limit counts is marked on the routes themselves: a route that runs the model, or
 decodes an image, declares `openapi_extra=rate_limited(MODEL)` (or another budget), and
 `create_app` collects the marks of every route it includes (`rate_limited_routes`) into the
-middleware. A new expensive route is limited by marking it; tests/service/test_rate_limits.py
+middleware. A new expensive route is limited by marking it; tests/service/api/test_rate_limits.py
 lists the routes that must carry a mark.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ IMAGES = "images"   # the budget of requests that decode and resize a stored ima
 # thumbnail per result (up to 100 at once, ASEN_MAX_TOP_K) and a preview per query, and a resize costs
 # a few milliseconds against a forward pass's tens to hundreds. At the compose file's ASEN_RATE_LIMIT=20
 # (burst 20) a client may fetch 200 thumbnails at once and 200 a second, and a page of 100 results
-# never sees a 429 (tests/service/test_rate_limits.py), while a flood of resizes is still bounded.
+# never sees a 429 (tests/service/api/test_rate_limits.py), while a flood of resizes is still bounded.
 IMAGE_BUDGET_FACTOR = 10
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,31 +11,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue
-
-ATTRIBUTES = ["colour", "sleeve", "neckline"]
-DIM = 32
-FINGERPRINT = "model-abc123"
-
-
-def unit(array: np.ndarray) -> np.ndarray:
-    return (array / np.linalg.norm(array, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def clustered(rng: np.random.Generator, n: int, n_attr: int = len(ATTRIBUTES), dim: int = DIM) -> np.ndarray:
-    """Unit vectors ``[n, n_attr, dim]`` around 20 centres per attribute (structured, like embeddings)."""
-    centres = rng.standard_normal((20, n_attr, dim))
-    return unit(centres[rng.integers(0, 20, n)] + 0.35 * rng.standard_normal((n, n_attr, dim)))
-
-
-def make_catalogue(n: int = 600, factory: str = "Flat", seed: int = 0) -> tuple[FaissCatalogue, np.ndarray, list[str]]:
-    """A catalogue of ``n`` items (``item-<i>``, category cycling shirt/dress/coat)."""
-    rng = np.random.default_rng(seed)
-    vectors = clustered(rng, n)
-    ids = [f"item-{i}" for i in range(n)]
-    metadata = [{"category": ["shirt", "dress", "coat"][i % 3], "i": i} for i in range(n)]
-    catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
-    catalogue.add(ids, vectors, metadata)
-    return catalogue, vectors, ids
+from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, Make
 
 
 @pytest.fixture
@@ -43,7 +19,6 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
-Make = Callable[[], Any]
 ENGINES = ["faiss", "milvus-lite", "milvus-lite-rows", pytest.param("milvus-server", marks=pytest.mark.slow)]
 
 

@@ -12,8 +12,7 @@ import pytest
 
 from asen_search.index import FaissCatalogue
 from asen_search.index.rwlock import RWLock
-
-from .conftest import clustered, make_catalogue
+from tests.helpers.engines import clustered, make_catalogue
 
 
 def test_readers_share_the_lock() -> None:

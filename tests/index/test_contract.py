@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue, UnknownItem
-
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, Make, clustered
+from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, Make, clustered
 
 
 def _filled(make: Make, n: int = 300, seed: int = 0) -> tuple[Any, np.ndarray, list[str]]:

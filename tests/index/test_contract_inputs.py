@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue, InvalidInput, ItemExists, parse_filters
-
-from .conftest import ATTRIBUTES, DIM, Make, clustered
+from tests.helpers.engines import ATTRIBUTES, DIM, Make, clustered
 
 IDS = ["café", "a'b\"c", "back\\slash", "日本語の服", "emoji😀👗", "per%cent%20", " spaced id ", "ключ", "עברית",
        "ٱلْعَرَبِيَّة", "a/b/../c", "semi;colon", "brace{}[]()", "sep\u2028zero\u200bwidth", "x" * 512]

@@ -8,7 +8,7 @@ import pytest
 from asen_search.copy_score import copy_scores, kept_count
 from asen_search.index import copies
 from asen_search.index.copies import CopyRule, search_copies
-from tests.index.conftest import ATTRIBUTES, DIM, Make, clustered, unit
+from tests.helpers.engines import ATTRIBUTES, DIM, Make, clustered, unit
 
 IDS = [f"item-{i}" for i in range(150)] + ["café-ü", "东京-裙", "quote'\"-\\x", "emoji-👗"]
 

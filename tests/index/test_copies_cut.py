@@ -6,7 +6,7 @@ import numpy as np
 
 from asen_search.copy_score import copy_scores
 from asen_search.index.copies import CopyRule, search_copies
-from tests.index.conftest import ATTRIBUTES, DIM, Make, unit
+from tests.helpers.engines import ATTRIBUTES, DIM, Make, unit
 
 
 def _at(rng: np.random.Generator, direction: np.ndarray, score: float) -> np.ndarray:

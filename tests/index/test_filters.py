@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue
-
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, make_catalogue, unit
+from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, make_catalogue, unit
 
 FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
 
@@ -92,7 +91,7 @@ def test_filters_must_be_a_mapping_of_scalars() -> None:
 @functools.lru_cache(maxsize=3)    # built once per kind for this module's 100k tests (none writes to it)
 def _large_catalogue(factory: str, n: int = 100_000) -> tuple[FaissCatalogue, np.ndarray]:
     """`n` clustered items; `shard` = i % 1000, so one shard is 0.1% of the catalogue."""
-    from .conftest import clustered
+    from tests.helpers.engines import clustered
 
     vectors = clustered(np.random.default_rng(11), n)
     catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)

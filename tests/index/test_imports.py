@@ -1,11 +1,10 @@
-"""The index package is numpy + faiss only (imports checked at run time: tests/service/test_layers.py)."""
+"""The index package is numpy + faiss only (imports checked at run time: tests/test_layers.py)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 def test_no_source_file_imports_forbidden_packages() -> None:

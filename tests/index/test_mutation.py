@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue
-
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
+from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue, unit
 
 FACTORIES = ["Flat", "HNSW16", "IVF8,Flat"]
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from asen_search.index import FaissCatalogue, SearchResult
-
-from .conftest import ATTRIBUTES, DIM, make_catalogue, unit
+from tests.helpers.engines import ATTRIBUTES, DIM, make_catalogue, unit
 
 
 def brute_force(vectors: np.ndarray, attr: int, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

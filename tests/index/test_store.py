@@ -15,10 +15,8 @@ import pytest
 import asen_search.index.store as store
 from asen_search.index import FaissCatalogue, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
 from asen_search.index.attribute_index import AttributeIndex
-
-from .conftest import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
+from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
 
 
 def assert_same(a: FaissCatalogue, b: FaissCatalogue, queries: np.ndarray) -> None:
@@ -181,7 +179,7 @@ def test_process_killed_mid_save_leaves_previous_loadable(tmp_path: Path, crash_
     script = textwrap.dedent(
         f"""
         import os
-        from tests.index.conftest import make_catalogue, clustered
+        from tests.helpers.engines import make_catalogue, clustered
         import numpy as np
         import asen_search.index.store as store
         from asen_search.index.attribute_index import AttributeIndex

@@ -3,13 +3,10 @@ unacknowledged write and is dropped, compaction leaves a complete state wherever
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +14,10 @@ import pytest
 
 from asen_search.index import NO_SPACE_ERRNOS, DirectoryLocked, FaissCatalogue, LogUnavailable, ReadOnlyCatalogue
 from asen_search.index.wal import LogRecord, log_path, read_log
-
-ROOT = Path(__file__).resolve().parents[2]
-ATTRS = ["colour", "sleeve", "collar"]
-DIM = 8
-
-
-def _vectors(n: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, len(ATTRS), DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+from tests.helpers import ROOT
+from tests.helpers.wal import ATTRS, DIM, file_size_limit
+from tests.helpers.wal import opened as _opened
+from tests.helpers.wal import vectors as _vectors
 
 
 @pytest.fixture
@@ -34,12 +26,6 @@ def saved(tmp_path: Path) -> Path:
     catalogue.add([f"base-{i}" for i in range(20)], _vectors(20, 0), [{"n": i} for i in range(20)])
     catalogue.save(tmp_path / "ix")
     return tmp_path / "ix"
-
-
-def _opened(root: Path) -> FaissCatalogue:
-    catalogue = FaissCatalogue.load(root)
-    catalogue.open_log()
-    return catalogue
 
 
 def _assert_same(a: FaissCatalogue, b: FaissCatalogue) -> None:
@@ -125,19 +111,6 @@ def test_mmap_refuses_unapplied_log(saved: Path) -> None:
         FaissCatalogue.load(saved, mmap=True)
     live.checkpoint()
     assert "pending" in FaissCatalogue.load(saved, mmap=True)
-
-
-@contextmanager
-def file_size_limit(max_bytes: int) -> Iterator[None]:
-    """A real kernel refusal (EFBIG) of writes past `max_bytes` in any file of this process."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, previous)
 
 
 def test_failed_append_leaves_no_trace(saved: Path) -> None:

@@ -20,7 +20,9 @@ from asen_search.index import (
     repair_log,
 )
 from asen_search.index.wal import LogRecord, log_path, scan_log, split_write
-from tests.index.test_wal import ATTRS, DIM, _opened, _vectors
+from tests.helpers.wal import ATTRS, DIM
+from tests.helpers.wal import opened as _opened
+from tests.helpers.wal import vectors as _vectors
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from asen_search.model.checkpoint import CheckpointError, load_checkpoint, save_
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.nn.asen import ASENModel
-from tests.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 ATTRS = (Attribute("collar", ("round", "v")), Attribute("sleeve", ("short", "long", "none")),
          Attribute("colour", ("red", "blue")))

@@ -184,7 +184,7 @@ def test_query_candidate_overlap_names_both_lines(root: Path) -> None:
 def test_eval_refuses_overlapping_queries_unless_allowed(root: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     from asen_search.service.cli.main import main
-    from tests.service.conftest import write_checkpoint
+    from tests.helpers.models import write_checkpoint
 
     _write(root / "candidate_test.txt", ["2 0 1", "3 1 1", "1 1 0"])
     checkpoint = write_checkpoint(tmp_path / "m.pt", root)

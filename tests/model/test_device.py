@@ -20,7 +20,7 @@ from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import load_image
 from asen_search.model.training.trainer import TrainConfig, train
 from asen_search.service.cli.main import main
-from tests.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 
 def test_device_names() -> None:

@@ -7,7 +7,7 @@ from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.asen import ASENModel
-from tests.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 ATTRS = tuple(Attribute(f"a{i}", ("x", "y")) for i in range(3))
 

@@ -16,7 +16,7 @@ from asen_search.model.nn.asen import ASENModel, fusion_beta
 from asen_search.model.nn.losses import joint_loss
 from asen_search.model.training.evaluate import ValidationSet
 from asen_search.model.training.trainer import TrainConfig, train
-from tests.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 
 def test_choose_betas_picks_the_branch_that_ranks_each_attribute() -> None:

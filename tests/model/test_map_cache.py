@@ -19,7 +19,7 @@ from asen_search.model.nn.preprocess import global_inputs
 from asen_search.model.training.map_cache import MapCache, MemoryBudget, build_image_set, load_kept, local_maps, stem_key
 from asen_search.model.training.row_store import RowFile
 from asen_search.model.training.trainer import TrainConfig, train
-from tests.conftest import tiny_config
+from tests.helpers.models import tiny_config
 
 
 @pytest.fixture

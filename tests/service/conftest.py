@@ -2,46 +2,23 @@
 from the demo dataset's test split, and apps / clients on copies of it."""
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
-from asen_search.model.checkpoint import save_checkpoint
-from asen_search.model.config import Preprocess
-from asen_search.model.data.dataset import load_dataset
-from asen_search.model.nn.asen import ASENModel
 from asen_search.service.api.app import create_app
 from asen_search.service.api.settings import Settings
 from asen_search.service.cli.main import main
-from tests.conftest import tiny_config
+from tests.helpers.models import write_checkpoint
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-def spread_tiny_model(n_attributes: int, seed: int = 0) -> ASENModel:
-    """A tiny random model whose embeddings differ clearly between images: at plain random init
-    every image gets nearly the same vector (cosine ~0.9999), too close for ordering tests."""
-    torch.manual_seed(seed)
-    model = ASENModel(tiny_config(n_attributes=n_attributes))
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() > 1:
-                param.add_(torch.randn_like(param) * 3.0 * param.std())
-    return model.eval()
-
-
-def write_checkpoint(path: Path, dataset: Path, seed: int = 0) -> Path:
-    attributes = load_dataset(dataset).attributes
-    save_checkpoint(path, spread_tiny_model(len(attributes), seed), Preprocess(global_size=64, local_size=32),
-                    attributes)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +86,7 @@ def tagging_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path)
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium for a module's browser tests; a failure naming the install when it is missing."""
-    from tests.service.browser import browser_missing, chromium
+    from tests.helpers.browser import browser_missing, chromium
 
     why = browser_missing()
     if why is not None:
@@ -118,11 +95,3 @@ def browser() -> Iterator[Browser]:
         yield launched
 
 
-def image_bytes(path: Path) -> bytes:
-    return Path(path).read_bytes()
-
-
-def png_bytes(image: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")  # type: ignore[attr-defined]
-    return buffer.getvalue()

@@ -42,7 +42,7 @@ window.ui = SwaggerUIBundle(Object.assign(
 """
 
 # What each page needs, measured in Chromium with each source left out in turn (the violations it reported;
-# tests/service/test_docs_offline.py fails on any): Swagger UI: its own files, the spec and "Try it out" by
+# tests/service/browser/test_docs_offline.py fails on any): Swagger UI: its own files, the spec and "Try it out" by
 # fetch, data: images (icons in its CSS), blob: images (an image answer it shows); no inline script, no eval,
 # no <style> element. ReDoc: styled-components writes <style> elements at run time ('unsafe-inline' styles,
 # with hashes that change with the schema; still no inline script), data: images, and its search index runs

@@ -26,6 +26,7 @@ import pathlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -127,12 +128,7 @@ def _write_lines(path: pathlib.Path, lines: Sequence[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def generate_copies(out_dir: pathlib.Path, n_designs: int = 100, n_background: int = 600, seed: int = 0,
-                    progress: bool = True, scale: float = 1.0, workers: int | None = None,
-                    nuisance: Nuisance = DEFAULT_NUISANCE) -> dict[str, int]:
-    """Draw the copy benchmark into `out_dir`: per split (valid, test) `n_designs` protected designs,
-    each with len(COPY_CHANGES) copies and len(DISTRACTOR_DIFFERS) distractors, and `n_background`
-    ordinary garments. Returns the number of images per split."""
+def _check_copy_args(n_designs: int, n_background: int, seed: int, scale: float) -> None:
     if seed < 0:
         raise ValueError(f"generate_copies: seed must be non-negative, got {seed}")
     if n_designs < 2:
@@ -141,13 +137,10 @@ def generate_copies(out_dir: pathlib.Path, n_designs: int = 100, n_background: i
         raise ValueError(f"generate_copies: n_background must be non-negative, got {n_background}")
     if not 0.25 <= scale <= 8:
         raise ValueError(f"generate_copies: scale must be between 0.25 and 8, got {scale}")
-    out_dir = pathlib.Path(out_dir)
-    plans = {split: _plan(seed, split, n_designs, n_background) for split in SPLITS}
-    for split in SPLITS:
-        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    tasks = [(str(out_dir), seed, split, start, [im.design for im in plan[start:start + CHUNK]], scale, nuisance)
-             for split, plan in plans.items() for start in range(0, len(plan), CHUNK)]
-    total = sum(len(plan) for plan in plans.values())
+
+
+def _draw(tasks: list[tuple], total: int, workers: int | None, progress: bool) -> None:
+    """Render every chunk, in worker processes when there are enough images to be worth it."""
     workers = (workers or os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1
     with tqdm(total=total, disable=not progress, desc="drawing designs, copies and distractors", unit="img") as bar:
         if workers == 1:
@@ -157,7 +150,46 @@ def generate_copies(out_dir: pathlib.Path, n_designs: int = 100, n_background: i
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for done in pool.map(_render_chunk, *zip(*tasks)):
                     bar.update(done)
+
+
+def _write_split(out_dir: pathlib.Path, split: str, plan: Sequence[_Image]) -> None:
+    """A split's file list, query and candidate lists, and `copies_<split>.jsonl`."""
     names = [name for name, _ in ATTRIBUTES]
+    paths = [f"images/{split}/{i:05d}.jpg" for i in range(len(plan))]
+    _write_lines(out_dir / f"filenames_{split}.txt", paths)
+    tagged = list(enumerate(plan))
+    _write_lines(out_dir / f"query_{split}.txt", [f"{fid} {a} {v}" for fid, im in tagged if im.role == "design"
+                                                   for a, v in enumerate(im.design.values)])
+    _write_lines(out_dir / f"candidate_{split}.txt", [f"{fid} {a} {v}" for fid, im in tagged
+                                                       if im.role != "design" for a, v in enumerate(im.design.values)])
+    records: dict[int, dict[str, Any]] = {}
+    for fid, im in tagged:
+        if im.role == "design":
+            records[im.group] = {"design": paths[fid], "values": im.design.named(), "copies": [], "distractors": []}
+    for fid, im in tagged:
+        changed = [names[a] for a in im.changed]
+        if im.role == "copy":
+            records[im.group]["copies"].append({"path": paths[fid], "changed": changed})
+        elif im.role == "distractor":
+            records[im.group]["distractors"].append({"path": paths[fid], "differs": changed})
+    _write_lines(out_dir / f"copies_{split}.jsonl", [json.dumps(records[g], ensure_ascii=False)
+                                                      for g in sorted(records)])
+
+
+def generate_copies(out_dir: pathlib.Path, n_designs: int = 100, n_background: int = 600, seed: int = 0,
+                    progress: bool = True, scale: float = 1.0, workers: int | None = None,
+                    nuisance: Nuisance = DEFAULT_NUISANCE) -> dict[str, int]:
+    """Draw the copy benchmark into `out_dir`: per split (valid, test) `n_designs` protected designs,
+    each with len(COPY_CHANGES) copies and len(DISTRACTOR_DIFFERS) distractors, and `n_background`
+    ordinary garments. Returns the number of images per split."""
+    _check_copy_args(n_designs, n_background, seed, scale)
+    out_dir = pathlib.Path(out_dir)
+    plans = {split: _plan(seed, split, n_designs, n_background) for split in SPLITS}
+    for split in SPLITS:
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+    tasks = [(str(out_dir), seed, split, start, [im.design for im in plan[start:start + CHUNK]], scale, nuisance)
+             for split, plan in plans.items() for start in range(0, len(plan), CHUNK)]
+    _draw(tasks, sum(len(plan) for plan in plans.values()), workers, progress)
     meta = {"name": "asen-demo-copies", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES],
             "copy_benchmark": {"format": FILE_FORMAT, "seed": seed, "designs": n_designs, "background": n_background,
                                "copy_changes": list(COPY_CHANGES), "distractor_differs": list(DISTRACTOR_DIFFERS),
@@ -167,25 +199,7 @@ def generate_copies(out_dir: pathlib.Path, n_designs: int = 100, n_background: i
         meta["nuisance"] = {"seed": seed, **{k: v for k, v in vars(nuisance).items()}}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     for split, plan in plans.items():
-        paths = [f"images/{split}/{i:05d}.jpg" for i in range(len(plan))]
-        _write_lines(out_dir / f"filenames_{split}.txt", paths)
-        tagged = [(fid, im) for fid, im in enumerate(plan)]
-        _write_lines(out_dir / f"query_{split}.txt", [f"{fid} {a} {v}" for fid, im in tagged if im.role == "design"
-                                                       for a, v in enumerate(im.design.values)])
-        _write_lines(out_dir / f"candidate_{split}.txt", [f"{fid} {a} {v}" for fid, im in tagged
-                                                           if im.role != "design" for a, v in enumerate(im.design.values)])
-        records: dict[int, dict[str, object]] = {}
-        for fid, im in tagged:
-            if im.role == "design":
-                records[im.group] = {"design": paths[fid], "values": im.design.named(), "copies": [], "distractors": []}
-        for fid, im in tagged:
-            changed = [names[a] for a in im.changed]
-            if im.role == "copy":
-                records[im.group]["copies"].append({"path": paths[fid], "changed": changed})  # type: ignore[attr-defined]
-            elif im.role == "distractor":
-                records[im.group]["distractors"].append({"path": paths[fid], "differs": changed})  # type: ignore[attr-defined]
-        _write_lines(out_dir / f"copies_{split}.jsonl", [json.dumps(records[g], ensure_ascii=False)
-                                                          for g in sorted(records)])
+        _write_split(out_dir, split, plan)
     return {split: len(plan) for split, plan in plans.items()}
 
 

@@ -137,36 +137,18 @@ def _write_lines(path: pathlib.Path, rows: Sequence[tuple[int, ...]] | Sequence[
     path.write_text("".join(line + "\n" for line in lines))
 
 
-def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 700, n_test: int = 1400,
-                     seed: int = 0, progress: bool = True, scale: float = 1.0, workers: int | None = None,
-                     nuisance: Nuisance = DEFAULT_NUISANCE) -> None:
-    """Draw the demo dataset into `out_dir` (created if missing) in the attribute dataset format.
-
-    Train images carry all attribute pairs; each valid/test image is tagged with one attribute and is
-    either a query or a candidate. Large runs use a worker process per core (`workers`; the output
-    is the same). `scale` multiplies every picture's size (1: shorter side 200-360 px; 1.6: about
-    FashionAI's 512 px), leaving every other draw as it is. `nuisance` changes how pictures vary
-    (rotation, framing, clutter, occluders, lighting, JPEG quality); non-default settings are
-    recorded in meta.json.
-    """
+def _check_dataset_args(counts: dict[str, int], seed: int, scale: float) -> None:
     if seed < 0:
         raise ValueError(f"generate_dataset: seed must be non-negative, got {seed}")
     if not 0.25 <= scale <= 8:
         raise ValueError(f"generate_dataset: scale must be between 0.25 and 8, got {scale}")
-    counts = {"train": n_train, "valid": n_valid, "test": n_test}
     for split, n in counts.items():
         if n < 1:
             raise ValueError(f"generate_dataset: n_{split} must be at least 1, got {n}")
-    out_dir = pathlib.Path(out_dir)
-    for split in SPLITS:
-        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    meta: dict[str, object] = {"name": "asen-demo", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES]}
-    if nuisance != DEFAULT_NUISANCE:
-        meta["nuisance"] = {"seed": seed, **dataclasses.asdict(nuisance)}
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    tasks = [(str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale, nuisance)
-             for sid, split in enumerate(SPLITS) for start in range(0, counts[split], CHUNK)]
-    total = sum(counts.values())
+
+
+def _draw(tasks: list[tuple], total: int, workers: int | None, progress: bool) -> dict[int, list[list[int]]]:
+    """Render every chunk (in worker processes for large runs); the labels per split id, in image order."""
     workers = (workers or os.cpu_count() or 1) if total >= PARALLEL_MIN_IMAGES else 1
     labels: dict[int, list[list[int]]] = {sid: [] for sid in range(len(SPLITS))}
     with tqdm(total=total, disable=not progress, desc="drawing garments", unit="img") as bar:
@@ -184,6 +166,33 @@ def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+    return labels
+
+
+def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 700, n_test: int = 1400,
+                     seed: int = 0, progress: bool = True, scale: float = 1.0, workers: int | None = None,
+                     nuisance: Nuisance = DEFAULT_NUISANCE) -> None:
+    """Draw the demo dataset into `out_dir` (created if missing) in the attribute dataset format.
+
+    Train images carry all attribute pairs; each valid/test image is tagged with one attribute and is
+    either a query or a candidate. Large runs use a worker process per core (`workers`; the output
+    is the same). `scale` multiplies every picture's size (1: shorter side 200-360 px; 1.6: about
+    FashionAI's 512 px), leaving every other draw as it is. `nuisance` changes how pictures vary
+    (rotation, framing, clutter, occluders, lighting, JPEG quality); non-default settings are
+    recorded in meta.json.
+    """
+    counts = {"train": n_train, "valid": n_valid, "test": n_test}
+    _check_dataset_args(counts, seed, scale)
+    out_dir = pathlib.Path(out_dir)
+    for split in SPLITS:
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+    meta: dict[str, object] = {"name": "asen-demo", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES]}
+    if nuisance != DEFAULT_NUISANCE:
+        meta["nuisance"] = {"seed": seed, **dataclasses.asdict(nuisance)}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tasks = [(str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale, nuisance)
+             for sid, split in enumerate(SPLITS) for start in range(0, counts[split], CHUNK)]
+    labels = _draw(tasks, sum(counts.values()), workers, progress)
     for split in SPLITS:
         _write_lines(out_dir / f"filenames_{split}.txt", [f"images/{split}/{i:05d}.jpg" for i in range(counts[split])])
     _write_lines(out_dir / "label_train.txt",

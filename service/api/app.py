@@ -37,6 +37,19 @@ the catalogue by similarity *under that attribute only*. Errors are JSON:
 `{"error": "<code>", "detail": "<what was wrong>"}`."""
 
 
+def _service_state(settings: Settings, encoder: Encoder, catalogue: Catalogue, metrics: Metrics) -> ServiceState:
+    """The loaded model and catalogue wired together: the inference queue, the compactor, the service layer."""
+    write_lock = threading.Lock()  # one write (or compaction) at a time
+    queue = InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
+                           encoder.encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
+                           lambda n, _s: metrics.batch_size.observe(n))
+    compactor = Compactor(catalogue, write_lock, settings.compact_log_bytes, settings.compact_interval_s, metrics,
+                          settings.images_root)
+    service = Service(encoder, catalogue, queue, limits_of(settings), settings.images_root, write_lock,
+                      compactor.note_write)
+    return ServiceState(settings, service, metrics, queue, compactor)
+
+
 def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Catalogue | None = None) -> FastAPI:
     """The service. Pass an already loaded `encoder` and `catalogue` to skip loading them from
     `settings.checkpoint` and `settings.index` at startup."""
@@ -54,15 +67,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
             assert catalogue is not None  # passed together with encoder (checked above)
             loaded = (encoder, catalogue)
         writable = await anyio.to_thread.run_sync(open_write_log, settings, loaded[1])
-        write_lock = threading.Lock()  # one write (or compaction) at a time
-        queue = InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
-                               loaded[0].encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
-                               lambda n, _s: metrics.batch_size.observe(n))
-        compactor = Compactor(loaded[1], write_lock, settings.compact_log_bytes, settings.compact_interval_s, metrics,
-                              settings.images_root)
-        service = Service(loaded[0], loaded[1], queue, limits_of(settings), settings.images_root, write_lock,
-                          compactor.note_write)
-        state = ServiceState(settings, service, metrics, queue, compactor)
+        state = _service_state(settings, *loaded, metrics)
         app.state.service_state = state
         # counted in a worker thread, never on the event loop; the gauges read the last count (health.py)
         probe = app.state.catalogue_probe = CatalogueProbe(loaded[1], settings.ready_timeout_s, settings.ready_cache_s)
@@ -100,6 +105,12 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         add_head_routes(module.router)
         app.include_router(module.router)
     openapi.install(app, settings)   # the request bodies (JSON and form) and the model's attributes
+    _add_middleware(app, settings, metrics)
+    return app
+
+
+def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
+    """Innermost first: each added one wraps the ones before (the order: docs/architecture.md)."""
     app.add_middleware(WriteInvalidates)  # a write makes the next /readyz count the items again
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.rate_limit > 0:
@@ -111,7 +122,6 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
                            "DELETE"], allow_headers=["Content-Type", API_KEY_HEADER], max_age=600)
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     instrument(app, metrics)  # outermost: sees every status
-    return app
 
 
 def add_head_routes(router: APIRouter) -> None:

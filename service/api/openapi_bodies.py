@@ -19,7 +19,7 @@ from asen_search.service.operations.queries import MAX_QUERY_PARTS
 
 CURSOR_FORMAT = "asen-cursor"       # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
 COPIES_CURSOR_FORMAT = "asen-copies-cursor"   # the `next_cursor` of a /copies answer
-IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/schemathesis_hooks.py generates real ones)
+IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/helpers/schemathesis_hooks.py generates real ones)
 IMAGE_MEDIA = "image/png, image/jpeg"
 SCORE_BOUND = float(MAX_QUERY_PARTS)  # a composed score lies within +- the sum of |weight| <= parts
 
@@ -141,16 +141,7 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         if name == "RerankRequest":
             schema["required"] = ["candidates"]
     elif name == "CopiesRequest":
-        properties["min_score"] = {**properties["min_score"], "minimum": -1, "maximum": 1}
-        rate: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
-        if facts.copy_modified is not None and facts.copy_rate_floor > 0:
-            rate["minimum"] = facts.copy_rate_floor   # below it the calibration cannot measure a rate
-        properties["max_false_match_rate"] = {**properties["max_false_match_rate"], **rate}
-        properties["cursor"] = {**properties["cursor"], "format": COPIES_CURSOR_FORMAT}
-        modified: dict[str, Any] = {"type": "integer", "minimum": 0}
-        if facts.attributes:
-            modified["maximum"] = len(facts.attributes) - 1
-        properties["modified"] = {**properties["modified"], **modified}
+        _copies_properties(properties, facts)
         schema["anyOf"] = [{"required": ["image"]}, {"required": ["item_id"]}]
         rules += [absent_with("image", "item_id"), absent_with("item_id", "image"), *_copies_rules(facts)]
     elif name in ("TagRequest", "ExplainRequest"):
@@ -162,23 +153,42 @@ def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         schema["required"] = ["id"]
         schema["oneOf"] = ITEM_SOURCE
     elif name == "BatchRequest":
-        item = _properties(BodySpec(ItemFields), settings, facts, form=False)
-        source: list[dict[str, Any]] = copy.deepcopy(ITEM_SOURCE)
-        if form:   # a form's items name their file fields: the schema describes the vectors-only form
-            item.pop("image")
-            source = [{"required": ["vectors", "fingerprint"]}]
-        # an item that is not what this describes refuses the whole batch (422, nothing written); an image
-        # that cannot be read, an id already there or sent twice is its own item's result
-        properties["items"] = {**properties["items"], "type": "array", "minItems": 1,
-                               "maxItems": settings.max_batch_items,
-                               "items": {"type": "object", "properties": item, "additionalProperties": False,
-                                         "required": ["id"], "oneOf": source}}
+        properties["items"] = {**properties["items"], **_batch_items(settings, facts, form)}
         schema["required"] = ["items"]
     elif name == "PatchRequest":
         schema["required"] = ["metadata"]
     if rules:
         schema["allOf"] = rules
     return schema
+
+
+def _copies_properties(properties: dict[str, Any], facts: ModelFacts) -> None:
+    """/copies' ranges: a score, a rate the calibration can measure, a cursor, `modified` below the
+    number of attributes."""
+    properties["min_score"] = {**properties["min_score"], "minimum": -1, "maximum": 1}
+    rate: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+    if facts.copy_modified is not None and facts.copy_rate_floor > 0:
+        rate["minimum"] = facts.copy_rate_floor   # below it the calibration cannot measure a rate
+    properties["max_false_match_rate"] = {**properties["max_false_match_rate"], **rate}
+    properties["cursor"] = {**properties["cursor"], "format": COPIES_CURSOR_FORMAT}
+    modified: dict[str, Any] = {"type": "integer", "minimum": 0}
+    if facts.attributes:
+        modified["maximum"] = len(facts.attributes) - 1
+    properties["modified"] = {**properties["modified"], **modified}
+
+
+def _batch_items(settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
+    """The `items` array of a batch. An item that is not what this describes refuses the whole batch
+    (422, nothing written); an image that cannot be read, an id already there or sent twice is its
+    own item's result."""
+    item = _properties(BodySpec(ItemFields), settings, facts, form=False)
+    source: list[dict[str, Any]] = copy.deepcopy(ITEM_SOURCE)
+    if form:   # a form's items name their file fields: the schema describes the vectors-only form
+        item.pop("image")
+        source = [{"required": ["vectors", "fingerprint"]}]
+    return {"type": "array", "minItems": 1, "maxItems": settings.max_batch_items,
+            "items": {"type": "object", "properties": item, "additionalProperties": False,
+                      "required": ["id"], "oneOf": source}}
 
 
 def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:

@@ -12,8 +12,8 @@ from asen_search.service.api.requests import COPIES, CopiesRequest, encode_curso
 from asen_search.service.api.routes.common import body_doc, read, send_timing
 from asen_search.service.api.schemas import CopiesResponse, CopyHit
 from asen_search.service.api.state import ServiceStateDep
-from asen_search.service.operations import copies as copying
 from asen_search.service.operations.checks import check_fields
+from asen_search.service.operations.copies import CopyOptions, Design, find_copies
 from asen_search.service.operations.items import check_user_filters, decode_base64
 from asen_search.service.operations.searching import Selection
 
@@ -44,10 +44,10 @@ async def copies(state: ServiceStateDep, request: Request, response: Response) -
     image = body.files.get("image") if asked.image is None else decode_base64(asked.image, "image")
     offset = start_offset(asked.offset, asked.cursor, "copies")
     check_user_filters(asked.filters)
-    options = copying.CopyOptions(asked.top_k, offset, parse_filters(asked.filters), asked.min_score,
+    options = CopyOptions(asked.top_k, offset, parse_filters(asked.filters), asked.min_score,
                                   asked.max_false_match_rate, asked.max_results, asked.modified)
     selection = Selection(asked.include_metadata, check_fields(asked.fields))
-    outcome = await copying.find_copies(state.service, copying.Design(image, asked.item_id), options, selection,
+    outcome = await find_copies(state.service, Design(image, asked.item_id), options, selection,
                                         timer)
     send_timing(response, timer)
     next_offset = outcome.next_offset

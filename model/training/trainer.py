@@ -17,12 +17,11 @@ import torch
 from tqdm import tqdm
 
 from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint, update_extra
-from asen_search.model.config import BranchConfig, ModelConfig, Preprocess
+from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import AttributeDataset, load_dataset
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
-from asen_search.model.nn.backbones import backbone_spec
 from asen_search.model.nn.losses import joint_loss, triplet_loss, weighted_triplet_loss
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
@@ -39,6 +38,7 @@ from asen_search.model.training.map_cache import (
 )
 from asen_search.model.training.retrieval_map import MapReport
 from asen_search.model.training.sampling import TripletSampler
+from asen_search.model.training.train_config import TrainConfig
 
 Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
 SCRATCH = ".scratch"  # per-run row files (crop maps that do not fit in memory), removed at the end
@@ -46,77 +46,6 @@ SCRATCH = ".scratch"  # per-run row files (crop maps that do not fit in memory),
 STAGE1_SHARE = 0.4          # stage 1; stage 2 has the rest
 PROTOTYPE_SHARE = 0.08      # of the whole budget, kept for the final prototype and calibration pass
 BUDGET_STAGE2_TRIPLETS = 0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything `asen train` can set; the defaults are the measured CPU recipe."""
-
-    data: Path
-    out: Path
-    variant: str = "asen++"
-    backbone: str = "tf_efficientnet_lite0"
-    local_backbone: str | None = None          # default: the global one (resnet50 -> resnet34)
-    global_weights: Path | None = None
-    local_weights: Path | None = None
-    stride: int = 16
-    global_size: int = 288                     # measured: docs/results.md, "Quality"
-    local_size: int = 112
-    embed_dim: int = 128
-    common_dim: int = 128
-    trainable_stages: int = 0                  # backbone stages fine-tuned at the end of each backbone
-    positions: bool = False                    # position channels in the heads (model/nn/attention.py)
-    stage1_epochs: int = 9                     # 9 + 4 at 288: about 10 minutes on 2 cores (docs/results.md)
-    stage2_epochs: int = 4
-    triplets_per_epoch: int = 16000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_global: float = 1e-4
-    lr_local: float = 1e-3
-    lr_gamma: float = 0.9
-    margin: float = 0.2
-    roi_threshold: float = 0.1
-    beta: float | None = None                  # fusion weight; None: chosen per attribute on validation
-    use_asa: bool = True
-    use_aca: bool = True
-    seed: int = 0
-    time_budget: float | None = None           # minutes for everything, both stages
-    resume: bool = False
-    cache_dir: Path | None = None              # backbone-map cache (default: map_cache.default_cache_dir())
-    max_memory_gb: float | None = 8.0          # caches held in memory only within this (None: no limit)
-    device: str = "auto"                       # model/device.py: a CUDA GPU where there is one, else the CPU
-    amp: bool | None = None                    # bfloat16 autocast; default: on CUDA only
-    runtime: str = "auto"                      # the frozen stems' runtime for the caches (model/runtime.py)
-    prototypes: bool = True                    # value prototypes + tag calibration in best.pt (model/prototypes.py)
-    # the instance-aware term (model/training/instance.py; docs/protection.md "Training"): 0 leaves it out
-    instance_weight: float = 0.0
-    instance_margin: float = 0.1
-    instance_share: float = 0.25               # instance triplets per class triplet
-    instance_views: int = 1                    # new photographs of each train image
-    prototype_samples: int = 200               # training images averaged per value (0: all)
-
-    def model_config(self, n_attributes: int) -> ModelConfig:
-        local_name = self.local_backbone or backbone_spec(self.backbone).local_default
-
-        def branch(name: str, size: int) -> BranchConfig:
-            return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
-                                _frozen(name, self.stride, self.trainable_stages), self.positions)
-
-        return ModelConfig(self.variant, n_attributes, 512, branch(self.backbone, self.global_size),
-                           branch(local_name, self.local_size), self.use_asa, self.use_aca)
-
-    def preprocess(self) -> Preprocess:
-        """The global backbone's own input normalisation (declared by its spec) for both branches."""
-        spec = backbone_spec(self.backbone)
-        return Preprocess(self.global_size, self.local_size, spec.mean, spec.std, "center", self.roi_threshold,
-                          0.6 if self.beta is None else self.beta)
-
-
-def _frozen(backbone: str, stride: int, trainable: int) -> int:
-    """Leading stages to freeze so that the last `trainable` stages train (-1: all frozen)."""
-    if trainable <= 0:
-        return -1
-    return max(0, backbone_spec(backbone).stages[stride] - trainable)
 
 
 @dataclass

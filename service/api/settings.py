@@ -27,14 +27,14 @@ class Settings(BaseSettings):
                                     "kept)")
     device: str = Field("auto", description="where the model runs: auto (a CUDA GPU where torch sees one, else the "
                         "CPU), cpu, cuda or cuda:N (ASEN_DEVICE)")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="bind address (beyond loopback, writes need api_key)")
+    port: int = Field(8000, ge=0, le=65535, description="port")
     api_key: SecretStr | None = Field(None, description="when set, write endpoints need this X-API-Key header")
     allow_open_writes: bool = Field(False, description="without api_key, accept writes from anyone even when "
                                     "`host` is not loopback (else they answer 403 writes_disabled) "
                                     "(ASEN_ALLOW_OPEN_WRITES)")
-    default_top_k: int = Field(10, ge=1)
-    max_top_k: int = Field(100, ge=1)
+    default_top_k: int = Field(10, ge=1, description="results of a search that sends no top_k")
+    max_top_k: int = Field(100, ge=1, description="the largest top_k a search may ask")
     max_search_depth: int = Field(1000, ge=1, description="deepest a search pages to: a page reaching past it ends "
                                   "there; an offset at it or beyond is refused")
     max_candidates: int = Field(1000, ge=1, description="most ids one /rerank request may send")
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     nprobe: int | None = Field(None, ge=1, description="IVF indexes: inverted lists probed per search (FAISS's "
                                "default is 1; docs/performance.md)")
     mmap: bool = Field(False, description="memory-map the index vectors (read-only: write endpoints answer 409)")
-    log_level: str = "info"
+    log_level: str = Field("info", description="log level of the server (debug, info, warning, error)")
 
     @field_validator("index", mode="before")
     @classmethod

@@ -7,13 +7,12 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from asen_search.model.config import VARIANTS
 from asen_search.model.device import DEVICE_CHOICES
-from asen_search.model.nn.backbones import backbone_names
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
+from asen_search.service.cli.config_flags import add_config_options, config_from_args
 
 if TYPE_CHECKING:
-    from asen_search.model.training.trainer import TrainConfig
+    from asen_search.model.training.train_config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,70 +50,10 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", choices=VARIANTS, default="asen++")
-    p.add_argument("--backbone", choices=backbone_names(), default="tf_efficientnet_lite0")
-    p.add_argument("--local-backbone", choices=backbone_names(), default=None,
-                   help="local branch backbone (default: the global one; resnet50 -> resnet34)")
-    p.add_argument("--global-weights", type=Path, help="local torchvision state dict for a ResNet global backbone")
-    p.add_argument("--local-weights", type=Path, help="local torchvision state dict for a ResNet local backbone")
-    p.add_argument("--stride", type=int, choices=(16, 32), default=16, help="feature map fed to the attention")
-    p.add_argument("--global-size", type=int, default=288, help="global input side in pixels (default 288)")
-    p.add_argument("--local-size", type=int, default=112)
-    p.add_argument("--embed-dim", type=int, default=128, help="embedding size of each branch")
-    p.add_argument("--positions", action=argparse.BooleanOptionalAction, default=False,
-                   help="position channels in the attention heads (docs/results.md)")
-    p.add_argument("--trainable-stages", type=int, default=0,
-                   help="backbone stages fine-tuned at the end of each backbone (0: frozen, cached)")
-    p.add_argument("--stage1-epochs", type=int, default=9)
-    p.add_argument("--stage2-epochs", type=int, default=4)
-    p.add_argument("--triplets", type=int, default=16000, help="triplets per epoch")
-    p.add_argument("--batch-size", type=int, default=32, help="triplets per batch")
-    p.add_argument("--lr", type=float, default=1e-3, help="stage 1 learning rate")
-    p.add_argument("--lr-global", type=float, default=1e-4, help="stage 2 global branch learning rate")
-    p.add_argument("--lr-local", type=float, default=1e-3, help="stage 2 local branch learning rate")
-    p.add_argument("--roi-threshold", type=float, default=0.1)
-    p.add_argument("--beta", type=float, default=None,
-                   help="global weight in the fused similarity (default: chosen per attribute on the validation split)")
-    p.add_argument("--no-asa", action="store_true", help="ablation: no spatial attention (average pooling)")
-    p.add_argument("--no-aca", action="store_true", help="ablation: no channel attention")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help="train as well as possible within this wall-clock budget (both stages; the value "
-                   "prototypes are computed after it: about 30 s on the demo, --no-prototypes skips them)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--device", default="auto", help=f"where training runs: {DEVICE_CHOICES}; default auto; "
-                   "bfloat16 autocast on CUDA")
-    p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES,
-                   help="runtime of the frozen backbone stems that fill the map caches: " + RUNTIME_HELP)
-    p.add_argument("--prototype-samples", type=int, default=200, metavar="N",
-                   help="training images averaged into each attribute value's prototype (search by value, "
-                   "tagging) at the end of training (default 200; 0: all)")
-    p.add_argument("--no-prototypes", action="store_true",
-                   help="skip the value prototypes and the copy calibration (then no search by value, tagging or "
-                   "calibrated copy threshold with this checkpoint; asen prototypes and asen calibrate-copies add "
-                   "them later)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="backbone-map cache, reused by later runs on the same images and backbone (default "
-                   "$ASEN_CACHE_DIR, else ~/.cache/asen-search)")
-    p.add_argument("--instance-weight", type=float, default=0.0, metavar="W",
-                   help="weight of the instance-aware term: a new photograph of a train image closer to it than "
-                   "another image of its value, under that attribute (design protection, docs/protection.md; "
-                   "default 0: left out)")
-    p.add_argument("--instance-margin", type=float, default=0.1, help="margin of the instance-aware term (default 0.1)")
-    p.add_argument("--instance-share", type=float, default=0.25,
-                   help="instance-aware triplets per class triplet (default 0.25)")
-    p.add_argument("--instance-views", type=int, default=1, help="new photographs drawn of each train image "
-                   "(default 1; kept in the cache folder)")
-    p.add_argument("--max-memory", type=_positive_gb, default=8.0, metavar="GB",
-                   help="peak memory to stay within: caches that do not fit are read from disk per batch "
-                   "(default 8; 0: no limit)")
+    """Every `asen train` option but --data and --out: one per TrainConfig field (model/training/train_config.py)."""
+    from asen_search.model.training.train_config import TrainConfig
 
-
-def _positive_gb(text: str) -> float:
-    value = float(text)
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError(f"expected a size in GB (0: no limit), got {text!r}")
-    return value
+    add_config_options(p, TrainConfig)
 
 
 class _OptionsParser(argparse.ArgumentParser):
@@ -188,22 +127,10 @@ def _synth(args: argparse.Namespace) -> None:
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of parsed `asen train` flags."""
-    from asen_search.model.training.trainer import TrainConfig
+    from asen_search.model.training.train_config import TrainConfig
 
-    return TrainConfig(
-        data=args.data, out=args.out, variant=args.variant, backbone=args.backbone,
-        local_backbone=args.local_backbone, global_weights=args.global_weights, local_weights=args.local_weights,
-        stride=args.stride, global_size=args.global_size, local_size=args.local_size, embed_dim=args.embed_dim,
-        common_dim=args.embed_dim, trainable_stages=args.trainable_stages, positions=args.positions,
-        stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs, triplets_per_epoch=args.triplets, batch_size=args.batch_size,
-        lr=args.lr, lr_global=args.lr_global, lr_local=args.lr_local, roi_threshold=args.roi_threshold,
-        beta=args.beta, use_asa=not args.no_asa, use_aca=not args.no_aca, seed=args.seed,
-        time_budget=args.time_budget, resume=args.resume, cache_dir=args.cache_dir,
-        max_memory_gb=args.max_memory or None, device=args.device, runtime=args.runtime,
-        prototypes=not args.no_prototypes, prototype_samples=args.prototype_samples,
-        instance_weight=args.instance_weight, instance_margin=args.instance_margin, instance_share=args.instance_share,
-        instance_views=args.instance_views)
+    config: TrainConfig = config_from_args(TrainConfig, args, data=args.data, out=args.out)
+    return config
 
 
 def _train(args: argparse.Namespace) -> None:

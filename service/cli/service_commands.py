@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 from asen_search.service.cli import copy_command
+from asen_search.service.cli.config_flags import add_settings_options, settings_from_args
 from asen_search.service.jobs.locations import as_ref
 
 ALLOW_ANY_URL_HELP = ("let a .jsonl/.csv listing name images outside its own folder (a local listing) or its own "
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _add_index(sub)
+    _add_encode(sub)
+    _add_serve(sub)
+    _add_check(sub)
+    _add_demo(sub)
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
     index = sub.add_parser("index", help="catalogue indexes")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     p = index_sub.add_parser("build", help="encode a catalogue for every attribute and write its indexes",
@@ -75,6 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _new_catalogue_options(p)
     p.set_defaults(func=_load_shards)
 
+
+def _add_encode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode a catalogue on a Ray cluster into Parquet shards (resumable)",
                        description="Encode every catalogue image for every attribute with an actor pool on Ray "
                        "(one model per actor) into Parquet shards under --out; then `asen index load-shards` makes "
@@ -96,21 +107,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-any-url", action="store_true", help=ALLOW_ANY_URL_HELP)
     p.set_defaults(func=_encode)
 
-    p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)")
-    p.add_argument("--checkpoint", type=Path, help="model checkpoint (ASEN_CHECKPOINT)")
-    p.add_argument("--index", help="index directory from `asen index build`, or a Milvus collection: "
-                   "milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db[#COLLECTION] (ASEN_INDEX)")
-    p.add_argument("--images-dir", type=Path, help="where uploaded item images are kept (ASEN_IMAGES_DIR; default: "
-                   "the index directory; with Milvus a folder all replicas share)")
-    p.add_argument("--host", help="bind address (ASEN_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (ASEN_PORT, default 8000)")
-    p.add_argument("--device", help=f"where the model runs: {DEVICE_CHOICES}; default auto (ASEN_DEVICE)")
-    p.add_argument("--runtime", choices=RUNTIME_CHOICES, help=RUNTIME_HELP + " (ASEN_RUNTIME)")
-    p.add_argument("--allow-open-writes", action="store_true", default=None,
-                   help="without ASEN_API_KEY, accept POST/DELETE /items from anyone even when --host is not "
-                   "loopback (else they answer 403 writes_disabled; ASEN_ALLOW_OPEN_WRITES=1)")
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from asen_search.service.api.settings import Settings
+
+    p = sub.add_parser("serve", help="serve the HTTP API (settings also from ASEN_* environment variables)",
+                       description="Serve the HTTP API. Every setting is a flag and an ASEN_* environment variable "
+                       "(docs/service.md); flags win. The API key is read from ASEN_API_KEY only: on the command line "
+                       "it would show in the process list.")
+    add_settings_options(p, Settings, skip=("api_key",))
     p.set_defaults(func=_serve)
 
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="check that a model and an index exist and belong together (read-only)",
                        description="Load the checkpoint and read the index's manifest and write-ahead log, as "
                        "`asen serve` would, and check that the index was built by this model; exit non-zero "
@@ -120,6 +129,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", help="index directory or Milvus collection (ASEN_INDEX)")
     p.set_defaults(func=_check)
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="make the demo dataset, model and index if missing, then serve them")
     p.add_argument("--workdir", type=Path, default=Path("var/demo"), help="where everything goes (default var/demo)")
     p.add_argument("--host", default="127.0.0.1")
@@ -137,6 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "full (the default recipe) "
                    "(ASEN_DEMO_RECIPE; docs/performance.md)")
     p.set_defaults(func=_demo)
+
 
 
 def _new_catalogue_options(p: argparse.ArgumentParser) -> None:
@@ -248,14 +260,13 @@ def serve_settings(args: argparse.Namespace) -> Settings:
 
     from asen_search.service.api.settings import Settings
 
-    given = {k: getattr(args, k) for k in ("checkpoint", "index", "images_dir", "host", "port", "device", "runtime",
-                                           "allow_open_writes") if getattr(args, k, None) is not None}
     try:
-        return Settings(**given)
+        settings: Settings = settings_from_args(Settings, args)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"serve settings: {problems} (give --checkpoint/--index or set ASEN_CHECKPOINT/"
                          f"ASEN_INDEX)") from None
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -7,7 +7,8 @@ import pytest
 from asen_search.model.config import BranchConfig
 from asen_search.model.nn import backbones
 from asen_search.model.nn.backbones import BackboneSpec, backbone_names, backbone_spec, build_backbone
-from asen_search.model.training.trainer import TrainConfig, _frozen
+from asen_search.model.training.train_config import TrainConfig
+from asen_search.model.training.train_config import frozen_stages as _frozen
 
 
 @pytest.mark.parametrize("name", backbone_names())

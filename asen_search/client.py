@@ -37,6 +37,7 @@ answer raises an `AsenError` (a subclass per family: `NotFound`, `Conflict`, `In
 an async one such as `httpx.ASGITransport(app=app)`, which is driven from a private event loop
 thread (note that `ASGITransport` does not run the app's lifespan).
 """
+
 from __future__ import annotations
 
 import base64
@@ -55,10 +56,34 @@ from urllib.parse import quote
 import httpx
 
 __all__ = [
-    "API_KEY_HEADER", "AsenError", "Attribute", "Client", "Conflict", "CopiesPage", "CopyHit", "CopyThreshold",
-    "Explanation", "Hit", "InvalidRequest", "Item", "ItemResult", "ItemsPage", "NewItem", "NotFound", "QueryPart",
-    "RateLimited", "Readiness", "RerankHit", "RerankResult", "SearchPage", "ServerError", "Tag", "TagResult",
-    "Threshold", "Unauthorized", "Unavailable",
+    "API_KEY_HEADER",
+    "AsenError",
+    "Attribute",
+    "Client",
+    "Conflict",
+    "CopiesPage",
+    "CopyHit",
+    "CopyThreshold",
+    "Explanation",
+    "Hit",
+    "InvalidRequest",
+    "Item",
+    "ItemResult",
+    "ItemsPage",
+    "NewItem",
+    "NotFound",
+    "QueryPart",
+    "RateLimited",
+    "Readiness",
+    "RerankHit",
+    "RerankResult",
+    "SearchPage",
+    "ServerError",
+    "Tag",
+    "TagResult",
+    "Threshold",
+    "Unauthorized",
+    "Unavailable",
 ]
 
 API_KEY_HEADER = "X-API-Key"
@@ -76,8 +101,15 @@ class AsenError(Exception):
     `detail`. `errors` lists each field's problem of an `invalid_request`; `retry_after` is the
     `Retry-After` header in seconds where one was sent (429, 503)."""
 
-    def __init__(self, status: int, code: str, detail: str, *, errors: Sequence[Mapping[str, Any]] | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        errors: Sequence[Mapping[str, Any]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(status, code, detail)
         self.status = status
         self.code = code
@@ -88,12 +120,21 @@ class AsenError(Exception):
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.detail}"
 
-    def __reduce__(self) -> tuple[Any, ...]:   # picklable (kwargs included), e.g. across processes
-        return (_rebuild_error, (type(self), self.status, self.code, self.detail, self.errors, self.retry_after))
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (kwargs included), e.g. across processes
+        return (
+            _rebuild_error,
+            (type(self), self.status, self.code, self.detail, self.errors, self.retry_after),
+        )
 
 
-def _rebuild_error(kind: type[AsenError], status: int, code: str, detail: str,
-                   errors: Sequence[Mapping[str, Any]] | None, retry_after: float | None) -> AsenError:
+def _rebuild_error(
+    kind: type[AsenError],
+    status: int,
+    code: str,
+    detail: str,
+    errors: Sequence[Mapping[str, Any]] | None,
+    retry_after: float | None,
+) -> AsenError:
     return kind(status, code, detail, errors=errors, retry_after=retry_after)
 
 
@@ -133,9 +174,19 @@ class Unavailable(ServerError):
     `timeout`: the service could not answer now; retry, after `retry_after` seconds when given."""
 
 
-_BY_STATUS: dict[int, type[AsenError]] = {400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound,
-                                          409: Conflict, 413: InvalidRequest, 415: InvalidRequest,
-                                          422: InvalidRequest, 429: RateLimited, 503: Unavailable, 504: Unavailable}
+_BY_STATUS: dict[int, type[AsenError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    415: InvalidRequest,
+    422: InvalidRequest,
+    429: RateLimited,
+    503: Unavailable,
+    504: Unavailable,
+}
 
 
 def error_class(status: int) -> type[AsenError]:
@@ -169,8 +220,13 @@ def _raise_for(response: httpx.Response) -> None:
         errors = body.get("errors") if isinstance(body.get("errors"), list) else None
     else:
         code, detail, errors = "http_error", response.text[:1000] or response.reason_phrase, None
-    raise error_class(response.status_code)(response.status_code, code, detail, errors=errors,
-                                            retry_after=_retry_after(response.headers.get("Retry-After")))
+    raise error_class(response.status_code)(
+        response.status_code,
+        code,
+        detail,
+        errors=errors,
+        retry_after=_retry_after(response.headers.get("Retry-After")),
+    )
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -190,8 +246,11 @@ class QueryPart:
 
     def to_json(self) -> dict[str, Any]:
         sources = {"image": self.image, "item_id": self.item_id, "value": self.value}
-        return {"attribute": self.attribute, **{k: v for k, v in sources.items() if v is not None},
-                "weight": self.weight}
+        return {
+            "attribute": self.attribute,
+            **{k: v for k, v in sources.items() if v is not None},
+            "weight": self.weight,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,10 +306,16 @@ class SearchPage:
     def from_json(cls, data: Mapping[str, Any]) -> SearchPage:
         threshold = data.get("threshold")
         query = data.get("query")
-        return cls(tuple(Hit.from_json(h) for h in data["results"]), data.get("attribute"),
-                   None if query is None else tuple(query), data.get("offset", 0), data.get("next_cursor"),
-                   None if threshold is None else Threshold.from_json(threshold), data.get("truncated"),
-                   data.get("total"))
+        return cls(
+            tuple(Hit.from_json(h) for h in data["results"]),
+            data.get("attribute"),
+            None if query is None else tuple(query),
+            data.get("offset", 0),
+            data.get("next_cursor"),
+            None if threshold is None else Threshold.from_json(threshold),
+            data.get("truncated"),
+            data.get("total"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,8 +334,14 @@ class CopyHit:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CopyHit:
-        return cls(data["id"], data["score"], dict(data["scores"]), tuple(data.get("modified") or ()),
-                   data.get("false_match_rate"), data.get("metadata"))
+        return cls(
+            data["id"],
+            data["score"],
+            dict(data["scores"]),
+            tuple(data.get("modified") or ()),
+            data.get("false_match_rate"),
+            data.get("metadata"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,8 +357,12 @@ class CopyThreshold:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CopyThreshold:
-        return cls(data["min_score"], data.get("max_false_match_rate"), data.get("false_match_rate"),
-                   data["max_results"])
+        return cls(
+            data["min_score"],
+            data.get("max_false_match_rate"),
+            data.get("false_match_rate"),
+            data["max_results"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,10 +387,16 @@ class CopiesPage:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CopiesPage:
         threshold = data.get("threshold")
-        return cls(tuple(CopyHit.from_json(h) for h in data["results"]), data["modified_allowed"], data["calibrated"],
-                   data.get("offset", 0), data.get("next_cursor"),
-                   None if threshold is None else CopyThreshold.from_json(threshold), data.get("truncated"),
-                   data.get("total"))
+        return cls(
+            tuple(CopyHit.from_json(h) for h in data["results"]),
+            data["modified_allowed"],
+            data["calibrated"],
+            data.get("offset", 0),
+            data.get("next_cursor"),
+            None if threshold is None else CopyThreshold.from_json(threshold),
+            data.get("truncated"),
+            data.get("total"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,8 +434,14 @@ class RerankResult:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RerankResult:
         query = data.get("query")
-        return cls(tuple(RerankHit.from_json(h) for h in data["results"]), data["weight"], tuple(data["unknown"]),
-                   tuple(data["duplicates"]), data.get("attribute"), None if query is None else tuple(query))
+        return cls(
+            tuple(RerankHit.from_json(h) for h in data["results"]),
+            data["weight"],
+            tuple(data["unknown"]),
+            tuple(data["duplicates"]),
+            data.get("attribute"),
+            None if query is None else tuple(query),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,8 +491,15 @@ class Explanation:
         roi = data.get("roi_box")
         h, w = data["grid"]
         x0, y0, x1, y1 = data["image_box"]
-        return cls(data["attribute"], tuple(tuple(row) for row in data["attention"]), (h, w), (x0, y0, x1, y1),
-                   None if roi is None else (roi[0], roi[1], roi[2], roi[3]), data["width"], data["height"])
+        return cls(
+            data["attribute"],
+            tuple(tuple(row) for row in data["attention"]),
+            (h, w),
+            (x0, y0, x1, y1),
+            None if roi is None else (roi[0], roi[1], roi[2], roi[3]),
+            data["width"],
+            data["height"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,8 +514,12 @@ class Attribute:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Attribute:
-        return cls(data["name"], tuple(data["values"]), tuple(data.get("value_search") or ()),
-                   data.get("precision_scores"))
+        return cls(
+            data["name"],
+            tuple(data["values"]),
+            tuple(data.get("value_search") or ()),
+            data.get("precision_scores"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,8 +596,16 @@ class Readiness:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Readiness:
-        return cls(data["status"], data["items"], tuple(data["attributes"]), data["dim"], data["fingerprint"],
-                   data["read_only"], data.get("writes_refused"), data.get("log_bytes", 0))
+        return cls(
+            data["status"],
+            data["items"],
+            tuple(data["attributes"]),
+            data["dim"],
+            data["fingerprint"],
+            data["read_only"],
+            data.get("writes_refused"),
+            data.get("log_bytes", 0),
+        )
 
 
 # ------------------------------------------------------------------------------------------ bodies
@@ -519,8 +625,13 @@ def _vectors(vectors: Iterable[Iterable[float]]) -> list[list[float]]:
     return [[float(x) for x in row] for row in vectors]
 
 
-def _item_body(item_id: str, image: ImageInput | None, vectors: Iterable[Iterable[float]] | None,
-               fingerprint: str | None, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+def _item_body(
+    item_id: str,
+    image: ImageInput | None,
+    vectors: Iterable[Iterable[float]] | None,
+    fingerprint: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
     body: dict[str, Any] = {"id": item_id}
     if image is not None:
         body["image"] = _image_b64(image)
@@ -538,19 +649,31 @@ def _compact(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _query_body(attribute: str | None, image: ImageInput | None, item_id: str | None, value: str | None,
-                parts: Sequence[QueryPart] | None, images: Mapping[str, ImageInput] | None,
-                include_metadata: bool, fields: Sequence[str] | None) -> dict[str, Any]:
+def _query_body(
+    attribute: str | None,
+    image: ImageInput | None,
+    item_id: str | None,
+    value: str | None,
+    parts: Sequence[QueryPart] | None,
+    images: Mapping[str, ImageInput] | None,
+    include_metadata: bool,
+    fields: Sequence[str] | None,
+) -> dict[str, Any]:
     sent = {name: _image_b64(data) for name, data in (images or {}).items()}
     query = None
-    if parts is not None:   # on the wire (JSON) a part holds its image itself
+    if parts is not None:  # on the wire (JSON) a part holds its image itself
         query = [{**p.to_json(), **({"image": sent[p.image]} if p.image is not None else {})} for p in parts]
         missing = [p.image for p in parts if p.image is not None and p.image not in sent]
         if missing:
             raise ValueError(f"parts name images that `images` does not hold: {missing}")
-    body = _compact(attribute=attribute, item_id=item_id, value=value,
-                    image=None if image is None else _image_b64(image), query=query,
-                    fields=None if fields is None else list(fields))
+    body = _compact(
+        attribute=attribute,
+        item_id=item_id,
+        value=value,
+        image=None if image is None else _image_b64(image),
+        query=query,
+        fields=None if fields is None else list(fields),
+    )
     if not include_metadata:
         body["include_metadata"] = False
     return body
@@ -582,14 +705,19 @@ class _AsyncTransportAdapter(httpx.BaseTransport):
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
-        if response.is_stream_consumed:   # already read (made from bytes): usable as it is
+        if response.is_stream_consumed:  # already read (made from bytes): usable as it is
             return response
         try:
             raw = b"".join([chunk async for chunk in response.aiter_raw()])
         finally:
             await response.aclose()
-        return httpx.Response(response.status_code, headers=response.headers, content=raw,
-                              extensions=response.extensions, request=request)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=raw,
+            extensions=response.extensions,
+            request=request,
+        )
 
     def close(self) -> None:
         try:
@@ -602,8 +730,13 @@ class Client:
     """The asen-search HTTP API (docs/service.md). `api_key` is sent as `X-API-Key` (writes need it
     on a server with ASEN_API_KEY). A context manager; or call `close()`."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, timeout: float | httpx.Timeout = 30.0,
-                 transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout = 30.0,
+        transport: httpx.BaseTransport | httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         headers = {"User-Agent": "asen-search-client", "Accept": "application/json"}
         if api_key is not None:
             headers[API_KEY_HEADER] = api_key
@@ -614,77 +747,141 @@ class Client:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
         self._http.close()
 
-    def _request(self, method: str, path: str, *, json_body: Any = None,
-                 params: Mapping[str, Any] | None = None) -> httpx.Response:
-        content = None if json_body is None else json.dumps(json_body, ensure_ascii=False,
-                                                             allow_nan=False).encode("utf-8")
+    def _request(
+        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> httpx.Response:
+        content = (
+            None
+            if json_body is None
+            else json.dumps(json_body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        )
         headers = None if content is None else {"Content-Type": "application/json"}
         response = self._http.request(method, path, content=content, headers=headers, params=params)
         _raise_for(response)
         return response
 
-    def _json(self, method: str, path: str, *, json_body: Any = None,
-              params: Mapping[str, Any] | None = None) -> Any:
+    def _json(
+        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Any:
         response = self._request(method, path, json_body=json_body, params=params)
         try:
             return response.json()
         except ValueError:
-            raise AsenError(response.status_code, "invalid_response",
-                            f"not JSON: {response.text[:200]!r}") from None
+            raise AsenError(
+                response.status_code, "invalid_response", f"not JSON: {response.text[:200]!r}"
+            ) from None
 
     # ------------------------------------------------------------------------------------- search
 
-    def search(self, attribute: str, *, image: ImageInput | None = None, item_id: str | None = None,
-               value: str | None = None, top_k: int | None = None, offset: int | None = None,
-               cursor: str | None = None, filters: Filters | None = None, group_by: str | None = None,
-               min_score: float | None = None, min_precision: float | None = None, max_results: int | None = None,
-               include_metadata: bool = True, fields: Sequence[str] | None = None) -> SearchPage:
+    def search(
+        self,
+        attribute: str,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        value: str | None = None,
+        top_k: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+        filters: Filters | None = None,
+        group_by: str | None = None,
+        min_score: float | None = None,
+        min_precision: float | None = None,
+        max_results: int | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> SearchPage:
         """The items most similar under `attribute` to one of `image`, `item_id` (never returned
         itself) or `value` (its prototype): the `top_k` best (default the server's), or every item
         scoring at least `min_score` (or the score of `min_precision`), `max_results` a page. Page on
         with `cursor=page.next_cursor` (or `offset`); `filters` as docs/service.md, Filters."""
         body = _query_body(attribute, image, item_id, value, None, None, include_metadata, fields)
-        return self._search(body, top_k=top_k, offset=offset, cursor=cursor, filters=filters, group_by=group_by,
-                            min_score=min_score, min_precision=min_precision, max_results=max_results)
+        return self._search(
+            body,
+            top_k=top_k,
+            offset=offset,
+            cursor=cursor,
+            filters=filters,
+            group_by=group_by,
+            min_score=min_score,
+            min_precision=min_precision,
+            max_results=max_results,
+        )
 
-    def search_composed(self, parts: Sequence[QueryPart], images: Mapping[str, ImageInput] | None = None, *,
-                        top_k: int | None = None, offset: int | None = None, cursor: str | None = None,
-                        filters: Filters | None = None, group_by: str | None = None, min_score: float | None = None,
-                        max_results: int | None = None, include_metadata: bool = True,
-                        fields: Sequence[str] | None = None) -> SearchPage:
+    def search_composed(
+        self,
+        parts: Sequence[QueryPart],
+        images: Mapping[str, ImageInput] | None = None,
+        *,
+        top_k: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+        filters: Filters | None = None,
+        group_by: str | None = None,
+        min_score: float | None = None,
+        max_results: int | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> SearchPage:
         """A composed query: an item's score is the weighted sum of its similarities to each part;
         `images` holds the images the parts name (`QueryPart(image="front")`)."""
         body = _query_body(None, None, None, None, parts, images, include_metadata, fields)
-        return self._search(body, top_k=top_k, offset=offset, cursor=cursor, filters=filters, group_by=group_by,
-                            min_score=min_score, min_precision=None, max_results=max_results)
+        return self._search(
+            body,
+            top_k=top_k,
+            offset=offset,
+            cursor=cursor,
+            filters=filters,
+            group_by=group_by,
+            min_score=min_score,
+            min_precision=None,
+            max_results=max_results,
+        )
 
     def _search(self, body: dict[str, Any], **options: Any) -> SearchPage:
         if options.get("filters") is not None:
             options["filters"] = dict(options["filters"])
         return SearchPage.from_json(self._json("POST", "/search", json_body={**body, **_compact(**options)}))
 
-    def iter_search(self, attribute: str | None = None, *, image: ImageInput | None = None,
-                    item_id: str | None = None, value: str | None = None, parts: Sequence[QueryPart] | None = None,
-                    images: Mapping[str, ImageInput] | None = None, page_size: int | None = None,
-                    filters: Filters | None = None, group_by: str | None = None, min_score: float | None = None,
-                    min_precision: float | None = None, include_metadata: bool = True,
-                    fields: Sequence[str] | None = None, limit: int | None = None) -> Iterator[Hit]:
+    def iter_search(
+        self,
+        attribute: str | None = None,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        value: str | None = None,
+        parts: Sequence[QueryPart] | None = None,
+        images: Mapping[str, ImageInput] | None = None,
+        page_size: int | None = None,
+        filters: Filters | None = None,
+        group_by: str | None = None,
+        min_score: float | None = None,
+        min_precision: float | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[Hit]:
         """Every result of a search, best first, a page (`page_size`: top_k, or max_results for a
         threshold search) at a time, following `next_cursor` until the last page (a top-k search ends
         at the server's ASEN_MAX_SEARCH_DEPTH) or `limit` results. A single-attribute query
         (`attribute` with `image`, `item_id` or `value`) or a composed one (`parts`, `images`)."""
         body = _query_body(attribute, image, item_id, value, parts, images, include_metadata, fields)
         threshold = min_score is not None or min_precision is not None
-        options: dict[str, Any] = {"filters": filters, "group_by": group_by, "min_score": min_score,
-                                   "min_precision": min_precision,
-                                   "max_results" if threshold else "top_k": page_size}
+        options: dict[str, Any] = {
+            "filters": filters,
+            "group_by": group_by,
+            "min_score": min_score,
+            "min_precision": min_precision,
+            "max_results" if threshold else "top_k": page_size,
+        }
         cursor: str | None = None
         sent = 0
         while limit is None or sent < limit:
@@ -698,40 +895,78 @@ class Client:
                 return
             cursor = page.next_cursor
 
-    def rerank(self, candidates: Sequence[str], *, attribute: str | None = None, image: ImageInput | None = None,
-               item_id: str | None = None, value: str | None = None, parts: Sequence[QueryPart] | None = None,
-               images: Mapping[str, ImageInput] | None = None, weight: float = 1.0, include_metadata: bool = True,
-               fields: Sequence[str] | None = None) -> RerankResult:
+    def rerank(
+        self,
+        candidates: Sequence[str],
+        *,
+        attribute: str | None = None,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        value: str | None = None,
+        parts: Sequence[QueryPart] | None = None,
+        images: Mapping[str, ImageInput] | None = None,
+        weight: float = 1.0,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> RerankResult:
         """Reorder `candidates` (e.g. a text search's results) by similarity to the query (as
         `search`, or composed with `parts`); `weight` 1: similarity only, 0: the original order."""
         body = _query_body(attribute, image, item_id, value, parts, images, include_metadata, fields)
         body.update(candidates=list(candidates), weight=weight)
         return RerankResult.from_json(self._json("POST", "/rerank", json_body=body))
 
-    def copies(self, *, image: ImageInput | None = None, item_id: str | None = None, modified: int | None = None,
-               top_k: int | None = None, offset: int | None = None, cursor: str | None = None,
-               min_score: float | None = None, max_false_match_rate: float | None = None,
-               max_results: int | None = None, filters: Filters | None = None, include_metadata: bool = True,
-               fields: Sequence[str] | None = None) -> CopiesPage:
+    def copies(
+        self,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        modified: int | None = None,
+        top_k: int | None = None,
+        offset: int | None = None,
+        cursor: str | None = None,
+        min_score: float | None = None,
+        max_false_match_rate: float | None = None,
+        max_results: int | None = None,
+        filters: Filters | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> CopiesPage:
         """The catalogue items that copy a design (`image`, or a catalogue `item_id`, never returned
         itself) over every attribute at once, allowing `modified` attributes changed (default the
         server's calibration's, else 2): the `top_k` best, or every item whose copy score is at least
         `min_score` (or the score of `max_false_match_rate`, which needs `asen calibrate-copies` on the
         server's checkpoint: else `InvalidRequest` `no_copy_calibration`), `max_results` a page."""
-        body = _compact(image=None if image is None else _image_b64(image), item_id=item_id, modified=modified,
-                        top_k=top_k, offset=offset, cursor=cursor, min_score=min_score,
-                        max_false_match_rate=max_false_match_rate, max_results=max_results,
-                        filters=None if filters is None else dict(filters),
-                        fields=None if fields is None else list(fields))
+        body = _compact(
+            image=None if image is None else _image_b64(image),
+            item_id=item_id,
+            modified=modified,
+            top_k=top_k,
+            offset=offset,
+            cursor=cursor,
+            min_score=min_score,
+            max_false_match_rate=max_false_match_rate,
+            max_results=max_results,
+            filters=None if filters is None else dict(filters),
+            fields=None if fields is None else list(fields),
+        )
         if not include_metadata:
             body["include_metadata"] = False
         return CopiesPage.from_json(self._json("POST", "/copies", json_body=body))
 
-    def iter_copies(self, *, image: ImageInput | None = None, item_id: str | None = None,
-                    modified: int | None = None, page_size: int | None = None, min_score: float | None = None,
-                    max_false_match_rate: float | None = None, filters: Filters | None = None,
-                    include_metadata: bool = True, fields: Sequence[str] | None = None,
-                    limit: int | None = None) -> Iterator[CopyHit]:
+    def iter_copies(
+        self,
+        *,
+        image: ImageInput | None = None,
+        item_id: str | None = None,
+        modified: int | None = None,
+        page_size: int | None = None,
+        min_score: float | None = None,
+        max_false_match_rate: float | None = None,
+        filters: Filters | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CopyHit]:
         """Every copy of a design, best first, a page (`page_size`: top_k, or max_results with a
         threshold) at a time, following `next_cursor` to the last page or `limit` copies."""
         threshold = min_score is not None or max_false_match_rate is not None
@@ -739,9 +974,18 @@ class Client:
         cursor: str | None = None
         sent = 0
         while limit is None or sent < limit:
-            page = self.copies(image=image, item_id=item_id, modified=modified, cursor=cursor, min_score=min_score,
-                               max_false_match_rate=max_false_match_rate, filters=filters,
-                               include_metadata=include_metadata, fields=fields, **sizes)
+            page = self.copies(
+                image=image,
+                item_id=item_id,
+                modified=modified,
+                cursor=cursor,
+                min_score=min_score,
+                max_false_match_rate=max_false_match_rate,
+                filters=filters,
+                include_metadata=include_metadata,
+                fields=fields,
+                **sizes,
+            )
             for hit in page.results:
                 if limit is not None and sent >= limit:
                     return
@@ -756,9 +1000,13 @@ class Client:
         body = _compact(image=None if image is None else _image_b64(image), item_id=item_id)
         return TagResult.from_json(self._json("POST", "/tag", json_body=body))
 
-    def explain(self, attribute: str, *, image: ImageInput | None = None, item_id: str | None = None) -> Explanation:
+    def explain(
+        self, attribute: str, *, image: ImageInput | None = None, item_id: str | None = None
+    ) -> Explanation:
         """The attribute's attention map over an image or an item's stored image, and the RoI box."""
-        body = _compact(attribute=attribute, image=None if image is None else _image_b64(image), item_id=item_id)
+        body = _compact(
+            attribute=attribute, image=None if image is None else _image_b64(image), item_id=item_id
+        )
         return Explanation.from_json(self._json("POST", "/explain", json_body=body))
 
     def attributes(self) -> list[Attribute]:
@@ -771,9 +1019,16 @@ class Client:
         """An item's metadata; `NotFound` (`unknown_item`) when there is none with this id."""
         return Item.from_json(self._json("GET", "/items" + _item_path(item_id)))
 
-    def add_item(self, item_id: str, image: ImageInput | None = None, *,
-                 vectors: Iterable[Iterable[float]] | None = None, fingerprint: str | None = None,
-                 metadata: Mapping[str, Any] | None = None, replace: bool = False) -> Item:
+    def add_item(
+        self,
+        item_id: str,
+        image: ImageInput | None = None,
+        *,
+        vectors: Iterable[Iterable[float]] | None = None,
+        fingerprint: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        replace: bool = False,
+    ) -> Item:
         """Add an item from its `image`, or from `vectors` with the model's `fingerprint`; `Conflict`
         (`item_exists`) when the id exists, unless `replace` (which keeps the item's metadata when
         none is given). Durable when this returns."""
@@ -788,36 +1043,60 @@ class Client:
         body: dict[str, Any] = {"items": [item.to_json() for item in items]}
         if replace:
             body["replace"] = True
-        return [ItemResult.from_json(r) for r in self._json("POST", "/items:batch", json_body=body)["results"]]
+        return [
+            ItemResult.from_json(r) for r in self._json("POST", "/items:batch", json_body=body)["results"]
+        ]
 
     def patch_item(self, item_id: str, metadata: Mapping[str, Any]) -> Item:
         """Set these metadata keys of an item (a key set to None is removed); vectors and image stay."""
-        return Item.from_json(self._json("PATCH", "/items" + _item_path(item_id),
-                                         json_body={"metadata": dict(metadata)}))
+        return Item.from_json(
+            self._json("PATCH", "/items" + _item_path(item_id), json_body={"metadata": dict(metadata)})
+        )
 
     def delete_item(self, item_id: str) -> None:
         """Remove an item; `NotFound` (`unknown_item`) when there is none with this id."""
         self._json("DELETE", "/items" + _item_path(item_id))
 
-    def list_items(self, *, limit: int | None = None, cursor: str | None = None, filters: Filters | None = None,
-                   include_metadata: bool = True, fields: Sequence[str] | None = None) -> ItemsPage:
+    def list_items(
+        self,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        filters: Filters | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> ItemsPage:
         """A page of the catalogue in id order (`limit` items, default the server's 100), filtered like
         a search; `cursor=page.next_cursor` for the next one."""
-        params: dict[str, Any] = _compact(limit=limit, cursor=cursor,
-                                          filters=None if filters is None else json.dumps(dict(filters)),
-                                          fields=None if fields is None else list(fields))
+        params: dict[str, Any] = _compact(
+            limit=limit,
+            cursor=cursor,
+            filters=None if filters is None else json.dumps(dict(filters)),
+            fields=None if fields is None else list(fields),
+        )
         if not include_metadata:
             params["include_metadata"] = "false"
         return ItemsPage.from_json(self._json("GET", "/items", params=params))
 
-    def iter_items(self, *, page_size: int | None = None, filters: Filters | None = None,
-                   include_metadata: bool = True, fields: Sequence[str] | None = None) -> Iterator[Item]:
+    def iter_items(
+        self,
+        *,
+        page_size: int | None = None,
+        filters: Filters | None = None,
+        include_metadata: bool = True,
+        fields: Sequence[str] | None = None,
+    ) -> Iterator[Item]:
         """Every item (that matches `filters`), in id order, a page at a time: each item that exists
         throughout is returned exactly once, whatever is added or deleted meanwhile."""
         cursor: str | None = None
         while True:
-            page = self.list_items(limit=page_size, cursor=cursor, filters=filters,
-                                   include_metadata=include_metadata, fields=fields)
+            page = self.list_items(
+                limit=page_size,
+                cursor=cursor,
+                filters=filters,
+                include_metadata=include_metadata,
+                fields=fields,
+            )
             yield from page.items
             if page.next_cursor is None:
                 return

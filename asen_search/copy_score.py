@@ -7,11 +7,12 @@ score the benchmark's copies with it. numpy only, below the layers (no import fr
 or `service`), so that `model` and `index` share one definition without importing each other
 (tests/test_layers.py).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-DEFAULT_MODIFIED = 2       # attributes a copy may modify (m)
+DEFAULT_MODIFIED = 2  # attributes a copy may modify (m)
 
 
 def kept_count(n_attributes: int, modified: int) -> int:

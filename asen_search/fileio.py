@@ -28,7 +28,9 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object], *, sync_dir: bool = True) -> None:
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[BinaryIO], object], *, sync_dir: bool = True
+) -> None:
     """Replace `path` with what `write(file)` writes, all or nothing, durably: a temporary file
     beside it is written, flushed and fsynced, renamed over `path` (`os.replace`, atomic on POSIX)
     and, with `sync_dir`, the directory is fsynced so the new name itself survives a crash. A crash

@@ -4,6 +4,7 @@ model (comma-separated: one per seed) give the mean and, after it, the sample st
     .venv/bin/python bench/ablation_table.py asen++=runs/default/test.json asen-global=runs/ablation/asen-global/test.json ...
     .venv/bin/python bench/ablation_table.py default=runs/q/default-s0/test.json,runs/q/default-s1/test.json,...
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,17 @@ def main(pairs: list[str]) -> None:
     for name, reps in rows:
         cells = [_cell([r["per_attribute"][a] for r in reps]) for a in attrs]
         cells.append(_cell([r["overall_map"] for r in reps], bold=True))
-        cells += [_cell([r["metrics_overall"][m] for r in reps]) for m in ("recall@1", "recall@10", "ndcg@10")
-                  if ranking]
+        cells += [
+            _cell([r["metrics_overall"][m] for r in reps])
+            for m in ("recall@1", "recall@10", "ndcg@10")
+            if ranking
+        ]
         print(f"| {name} | {len(reps)} | " + " | ".join(cells) + " |")
-    print("\nqueries: " + ", ".join(f"{a} {rows[0][1][0]['queries'][a]}" for a in attrs)
-          + ("; several runs: mean ± sample standard deviation" if any(len(r) > 1 for _, r in rows) else ""))
+    print(
+        "\nqueries: "
+        + ", ".join(f"{a} {rows[0][1][0]['queries'][a]}" for a in attrs)
+        + ("; several runs: mean ± sample standard deviation" if any(len(r) > 1 for _, r in rows) else "")
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Head training step time on cached maps with and without the malloc settings (docs/tuning.md).
 
-    .venv/bin/python bench/allocator_step.py none; python bench/allocator_step.py mallopt
+.venv/bin/python bench/allocator_step.py none; python bench/allocator_step.py mallopt
 """
+
 import sys
 import time
 

@@ -62,6 +62,7 @@ and for the union in which each negative part also contributes its top items und
 (the items least like it), which is what `candidate_keys` / `candidate_search` do (Flat's candidate
 rows measure it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,7 +81,7 @@ K = 10
 KINDS = ("item", "mixed", "perturbed")
 PER_PART = (50, 100, 200, 400, 800, 1600, 3200)
 OVERLAP_K = 50
-SCAN_QUERIES = 60   # queries timed on the exact way over decoded vectors (a full scan each)
+SCAN_QUERIES = 60  # queries timed on the exact way over decoded vectors (a full scan each)
 DEFAULT_KINDS = ("Flat", "HNSW32:ef_search=256", "IVF1024,SQ8:nprobe=32")
 
 
@@ -90,12 +91,14 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- vectors
 
+
 @dataclass
 class Catalogue:
     """Generated vectors, one contiguous `[n, dim]` array per attribute, and what was measured of them."""
+
     names: list[str]
     columns: list[np.ndarray]
-    models: list[Any]            # index_scale.NoiseModel per attribute
+    models: list[Any]  # index_scale.NoiseModel per attribute
     real_rows: np.ndarray
     info: dict[str, Any]
 
@@ -107,22 +110,30 @@ def make_catalogue(args: argparse.Namespace, rng: np.random.Generator) -> Catalo
     reals, names, n_attr = [], [], None
     a = 0
     while n_attr is None or a < n_attr:
-        spec = argparse.Namespace(checkpoint=args.checkpoint, images=args.images, real=args.real, seed=args.seed,
-                                  attribute=a, work_dir=args.work_dir)
+        spec = argparse.Namespace(
+            checkpoint=args.checkpoint,
+            images=args.images,
+            real=args.real,
+            seed=args.seed,
+            attribute=a,
+            work_dir=args.work_dir,
+        )
         vectors, meta = real_vectors(spec)
         reals.append(unit(vectors.astype(np.float32)))
         names.append(str(meta["attribute_name"]))
         n_attr = min(int(meta["n_attributes"]), args.attributes or int(meta["n_attributes"]))
         a += 1
     if len({len(r) for r in reals}) != 1:
-        raise SystemExit(f"the attributes encoded different image counts {[len(r) for r in reals]}: clear the cache")
+        raise SystemExit(
+            f"the attributes encoded different image counts {[len(r) for r in reals]}: clear the cache"
+        )
     n_real, dim = reals[0].shape
     if args.items < n_real:
         raise SystemExit(f"--items {args.items} is below the {n_real} real items")
 
     rows = rng.permutation(args.items)
     real_rows, synth_rows = np.sort(rows[:n_real]), rows[n_real:]
-    real_order = np.argsort(rows[:n_real])          # real item j goes to row rows[j]
+    real_order = np.argsort(rows[:n_real])  # real item j goes to row rows[j]
     shared = rng.integers(0, n_real, len(synth_rows))
     columns, models, calibration = [], [], []
     for a, real in enumerate(reals):
@@ -133,24 +144,40 @@ def make_catalogue(args: argparse.Namespace, rng: np.random.Generator) -> Catalo
         column[real_rows] = real[real_order]
         parents = shared if args.parents == "shared" else rng.integers(0, n_real, len(synth_rows))
         for lo in range(0, len(synth_rows), 50_000):
-            column[synth_rows[lo:lo + 50_000]] = model.sample(real[parents[lo:lo + 50_000]], rng)
+            column[synth_rows[lo : lo + 50_000]] = model.sample(real[parents[lo : lo + 50_000]], rng)
         columns.append(column)
         models.append(model)
-        calibration.append({"attribute": names[a], "scale": model.scale, "real_nn_cosine": cosine_stats(real_nn),
-                            "synthetic_to_real_nn_cosine": cosine_stats(synth_nn)})
-        log(f"{names[a]}: noise scale {model.scale:.4f}, NN cosine real {cosine_stats(real_nn)['median']}, "
-            f"synthetic->real {cosine_stats(synth_nn)['median']}")
+        calibration.append(
+            {
+                "attribute": names[a],
+                "scale": model.scale,
+                "real_nn_cosine": cosine_stats(real_nn),
+                "synthetic_to_real_nn_cosine": cosine_stats(synth_nn),
+            }
+        )
+        log(
+            f"{names[a]}: noise scale {model.scale:.4f}, NN cosine real {cosine_stats(real_nn)['median']}, "
+            f"synthetic->real {cosine_stats(synth_nn)['median']}"
+        )
 
     sample = rng.choice(args.items, n_real, replace=False)
-    info = {"real_items": n_real, "dim": dim, "attributes": names, "parents": args.parents, "noise": args.noise,
-            "calibration": calibration,
-            "cross_attribute_correlation": {
-                "real": cross_correlation([c[real_rows] for c in columns], rng),
-                "catalogue": cross_correlation(columns, rng)},
-            "neighbour_overlap": {
-                "real": neighbour_overlap([c[real_rows] for c in columns]),
-                "catalogue_sample": neighbour_overlap([c[sample] for c in columns]),
-                "random": round(OVERLAP_K / (n_real - 1), 4)}}
+    info = {
+        "real_items": n_real,
+        "dim": dim,
+        "attributes": names,
+        "parents": args.parents,
+        "noise": args.noise,
+        "calibration": calibration,
+        "cross_attribute_correlation": {
+            "real": cross_correlation([c[real_rows] for c in columns], rng),
+            "catalogue": cross_correlation(columns, rng),
+        },
+        "neighbour_overlap": {
+            "real": neighbour_overlap([c[real_rows] for c in columns]),
+            "catalogue_sample": neighbour_overlap([c[sample] for c in columns]),
+            "random": round(OVERLAP_K / (n_real - 1), 4),
+        },
+    }
     return Catalogue(names, columns, models, real_rows, info)
 
 
@@ -186,13 +213,14 @@ def neighbour_overlap(columns: list[np.ndarray]) -> float:
 
 # ---------------------------------------------------------------------------------------------- queries
 
+
 @dataclass
 class Query:
     kind: str
     attributes: list[int]
-    vectors: np.ndarray          # [parts, dim]
+    vectors: np.ndarray  # [parts, dim]
     weights: list[float]
-    exclude: list[int]           # rows
+    exclude: list[int]  # rows
 
     @property
     def negative_dominant(self) -> bool:
@@ -219,7 +247,9 @@ def make_queries(cat: Catalogue, n: int, rng: np.random.Generator) -> list[Query
             vectors = np.stack([cat.columns[a][row] for a in attrs])
             exclude = [row]
             if kind == "perturbed":
-                vectors = np.concatenate([cat.models[a].sample(vectors[p:p + 1].copy(), rng) for p, a in enumerate(attrs)])
+                vectors = np.concatenate(
+                    [cat.models[a].sample(vectors[p : p + 1].copy(), rng) for p, a in enumerate(attrs)]
+                )
                 exclude = []
         queries.append(Query(kind, attrs, np.ascontiguousarray(vectors, dtype=np.float32), weights, exclude))
     return queries
@@ -236,8 +266,9 @@ def brute_force(columns: list[np.ndarray], query: Query) -> tuple[np.ndarray, np
     return top, total[top]
 
 
-def candidate_depth(columns: list[np.ndarray], query: Query, top: np.ndarray, negative_parts: bool = False
-                    ) -> np.ndarray:
+def candidate_depth(
+    columns: list[np.ndarray], query: Query, top: np.ndarray, negative_parts: bool = False
+) -> np.ndarray:
     """For each of the exact top items `top` `[K]`: the smallest `per_part` that puts it in the candidate
     union, 1 + its best rank (0 = first) under any positive part, excluded items left out: what
     `candidate_search` over exact per-part searches (Flat) finds, computed for every `per_part` at once.
@@ -259,19 +290,28 @@ def candidate_depth(columns: list[np.ndarray], query: Query, top: np.ndarray, ne
 @dataclass
 class Depth:
     """The candidate depth needed, from `candidate_depth` over all queries."""
-    predicted: dict[int, float]              # per_part -> predicted recall@10 (exact parts)
-    needed_mean: int                         # smallest per_part with mean recall >= target
-    needed_lo95: int | None                  # smallest per_part (on the grid) with lo95 >= target
-    needed_mean_positive: int                # the same, queries without a negative weight only
-    needed_mean_negative: int                # queries with a negative weight
-    needed_mean_negative_parts: int          # all queries, negative parts contributing (negated) candidates
+
+    predicted: dict[int, float]  # per_part -> predicted recall@10 (exact parts)
+    needed_mean: int  # smallest per_part with mean recall >= target
+    needed_lo95: int | None  # smallest per_part (on the grid) with lo95 >= target
+    needed_mean_positive: int  # the same, queries without a negative weight only
+    needed_mean_negative: int  # queries with a negative weight
+    needed_mean_negative_parts: int  # all queries, negative parts contributing (negated) candidates
     predicted_negative_parts: dict[int, float]
-    depth_percentiles: dict[str, int]        # of the true top-10 items' depths
+    depth_percentiles: dict[str, int]  # of the true top-10 items' depths
 
 
-def depth_report(depths: np.ndarray, with_negative_parts: np.ndarray, positive_only: np.ndarray, target: float,
-                 per_parts: list[int], n: int, rng: np.random.Generator) -> Depth:
+def depth_report(
+    depths: np.ndarray,
+    with_negative_parts: np.ndarray,
+    positive_only: np.ndarray,
+    target: float,
+    per_parts: list[int],
+    n: int,
+    rng: np.random.Generator,
+) -> Depth:
     """`depths`, `with_negative_parts` `[queries, K]` (candidate_depth without and with negative parts)."""
+
     def needed(d: np.ndarray) -> int:
         flat = np.sort(d.ravel())
         return int(flat[max(0, int(np.ceil(target * len(flat))) - 1)]) if len(flat) else 0
@@ -279,10 +319,16 @@ def depth_report(depths: np.ndarray, with_negative_parts: np.ndarray, positive_o
     grid = sorted({*per_parts, *(int(round(2 ** (e / 4))) for e in range(16, int(4 * np.log2(n)) + 1)), n})
     needed_lo95 = next((p for p in grid if lower_bound((depths <= p).mean(axis=1), rng) >= target), None)
     pct = np.percentile(depths.ravel(), [50, 90, 99, 100])
-    return Depth({p: float((depths <= p).mean()) for p in grid}, needed(depths), needed_lo95,
-                 needed(depths[positive_only]), needed(depths[~positive_only]), needed(with_negative_parts),
-                 {p: float((with_negative_parts <= p).mean()) for p in grid},
-                 {f"p{q}": int(v) for q, v in zip((50, 90, 99, 100), pct)})
+    return Depth(
+        {p: float((depths <= p).mean()) for p in grid},
+        needed(depths),
+        needed_lo95,
+        needed(depths[positive_only]),
+        needed(depths[~positive_only]),
+        needed(with_negative_parts),
+        {p: float((with_negative_parts <= p).mean()) for p in grid},
+        {f"p{q}": int(v) for q, v in zip((50, 90, 99, 100), pct)},
+    )
 
 
 @dataclass
@@ -298,7 +344,7 @@ class Row:
     recall_all_positive: float
     lo95_all_positive: float
     recall_negative_dominant: float
-    returned: float | None                   # a positive part's search: results returned / per_part asked
+    returned: float | None  # a positive part's search: results returned / per_part asked
     worst: float
     mean_ms: float
     p50_ms: float
@@ -312,17 +358,17 @@ class Result:
     params: dict[str, int]
     build_s: float
     stored_lossy: bool
-    exact_path_identical: int | None = None      # Flat default: queries whose ids and order equal brute force
+    exact_path_identical: int | None = None  # Flat default: queries whose ids and order equal brute force
     exact_path_max_score_diff: float | None = None
-    scan_recall: float | None = None             # the exact way over decoded vectors (no positive part)
+    scan_recall: float | None = None  # the exact way over decoded vectors (no positive part)
     scan_mean_ms: float | None = None
     rows: list[Row] = field(default_factory=list)
     choice: int | None = None
-    choice_all_positive: int | None = None       # the same rule on the queries without a negative weight
+    choice_all_positive: int | None = None  # the same rule on the queries without a negative weight
 
 
 def parse_kind(spec: str) -> tuple[str, dict[str, int]]:
-    """"HNSW32:ef_search=256" -> ("HNSW32", {"ef_search": 256})."""
+    """ "HNSW32:ef_search=256" -> ("HNSW32", {"ef_search": 256})."""
     factory, _, knobs = spec.partition(":")
     params = {}
     for knob in filter(None, knobs.split(":")):
@@ -341,8 +387,9 @@ def overlap(found: list[np.ndarray], truth: list[np.ndarray]) -> np.ndarray:
     return np.array([len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth)])
 
 
-def run_queries(catalogue: Any, parts: list[list[Any]], excludes: list[list[str]], per_part: int | None
-                ) -> tuple[list[Any], np.ndarray]:
+def run_queries(
+    catalogue: Any, parts: list[list[Any]], excludes: list[list[str]], per_part: int | None
+) -> tuple[list[Any], np.ndarray]:
     """Results and milliseconds of one `search_composed` call per query (after 5 warm-up calls)."""
     for q in range(min(5, len(parts))):
         catalogue.search_composed(parts[q], K, exclude=excludes[q], per_part=per_part)
@@ -354,20 +401,35 @@ def run_queries(catalogue: Any, parts: list[list[Any]], excludes: list[list[str]
     return found, np.array(times) * 1000
 
 
-def returned_share(catalogue: Any, queries: list[Query], parts: list[list[Any]], excludes: list[list[str]],
-                   per_part: int, sample: int = 60) -> float:
+def returned_share(
+    catalogue: Any,
+    queries: list[Query],
+    parts: list[list[Any]],
+    excludes: list[list[str]],
+    per_part: int,
+    sample: int = 60,
+) -> float:
     """Mean share of `per_part` that the first positive part's own search returns (on the first `sample`
     queries): an index may return fewer than asked (HNSW about as many as its search visits)."""
     shares = []
     for q in range(min(sample, len(queries))):
         part = next(p for p in parts[q] if p.weight > 0)
         wanted = min(max(per_part, K), len(catalogue) - len(excludes[q]))
-        shares.append(len(catalogue.search(part.vector, part.attribute, wanted, exclude=excludes[q])) / wanted)
+        shares.append(
+            len(catalogue.search(part.vector, part.attribute, wanted, exclude=excludes[q])) / wanted
+        )
     return float(np.mean(shares))
 
 
-def measure(spec: str, cat: Catalogue, queries: list[Query], truth: list[np.ndarray], per_parts: list[int],
-            target: float, rng: np.random.Generator) -> Result:
+def measure(
+    spec: str,
+    cat: Catalogue,
+    queries: list[Query],
+    truth: list[np.ndarray],
+    per_parts: list[int],
+    target: float,
+    rng: np.random.Generator,
+) -> Result:
     from asen_search.index import COMPOSED_CANDIDATES, FaissCatalogue, Part
 
     factory, params = parse_kind(spec)
@@ -383,7 +445,9 @@ def measure(spec: str, cat: Catalogue, queries: list[Query], truth: list[np.ndar
 
     # quantised storage: the rescoring reads decoded vectors; brute force over those too
     probe = np.arange(0, n, max(1, n // 50))
-    lossy = any(float(np.abs(catalogue.vector(ids[r], cat.names[0]) - cat.columns[0][r]).max()) > 1e-6 for r in probe)
+    lossy = any(
+        float(np.abs(catalogue.vector(ids[r], cat.names[0]) - cat.columns[0][r]).max()) > 1e-6 for r in probe
+    )
     stored_truth = None
     if lossy:
         stored: list[np.ndarray] = [np.empty_like(c) for c in cat.columns]
@@ -409,80 +473,132 @@ def measure(spec: str, cat: Catalogue, queries: list[Query], truth: list[np.ndar
         recall = overlap(hit_rows, truth)
         stored_recall = None if stored_truth is None else overlap(hit_rows, stored_truth)
         exact_path = per_part is None and factory == "Flat"
-        returned = None if exact_path else returned_share(catalogue, queries, parts, excludes,
-                                                          per_part or COMPOSED_CANDIDATES)
-        label = "default (exact)" if exact_path else (f"default ({COMPOSED_CANDIDATES})" if per_part is None
-                                                        else str(per_part))
-        row = Row(spec, label, "exact" if exact_path else "candidates", float(recall.mean()),
-                  lower_bound(recall, rng), None if stored_recall is None else float(stored_recall.mean()),
-                  None if stored_recall is None else lower_bound(stored_recall, rng),
-                  {k: float(recall[kinds == k].mean()) for k in KINDS},
-                  float(recall[positive_only].mean()) if positive_only.any() else float("nan"),
-                  lower_bound(recall[positive_only], rng) if positive_only.any() else float("nan"),
-                  float(recall[dominant].mean()) if dominant.any() else float("nan"), returned, float(recall.min()),
-                  float(ms.mean()), float(np.percentile(ms, 50)), float(np.percentile(ms, 99)))
+        returned = (
+            None
+            if exact_path
+            else returned_share(catalogue, queries, parts, excludes, per_part or COMPOSED_CANDIDATES)
+        )
+        label = (
+            "default (exact)"
+            if exact_path
+            else (f"default ({COMPOSED_CANDIDATES})" if per_part is None else str(per_part))
+        )
+        row = Row(
+            spec,
+            label,
+            "exact" if exact_path else "candidates",
+            float(recall.mean()),
+            lower_bound(recall, rng),
+            None if stored_recall is None else float(stored_recall.mean()),
+            None if stored_recall is None else lower_bound(stored_recall, rng),
+            {k: float(recall[kinds == k].mean()) for k in KINDS},
+            float(recall[positive_only].mean()) if positive_only.any() else float("nan"),
+            lower_bound(recall[positive_only], rng) if positive_only.any() else float("nan"),
+            float(recall[dominant].mean()) if dominant.any() else float("nan"),
+            returned,
+            float(recall.min()),
+            float(ms.mean()),
+            float(np.percentile(ms, 50)),
+            float(np.percentile(ms, 99)),
+        )
         result.rows.append(row)
-        log(f"  per_part {label:>16}: recall@10 {row.recall:.4f} (lo95 {row.lo95:.4f}"
+        log(
+            f"  per_part {label:>16}: recall@10 {row.recall:.4f} (lo95 {row.lo95:.4f}"
             f"{'' if row.recall_stored is None else f', vs stored {row.recall_stored:.4f}'}), "
-            f"mean {row.mean_ms:.2f} ms, p50 {row.p50_ms:.2f} ms")
+            f"mean {row.mean_ms:.2f} ms, p50 {row.p50_ms:.2f} ms"
+        )
         if exact_path:
             truth_scores = [brute_force(cat.columns, q)[1] for q in queries]
             result.exact_path_identical = sum(np.array_equal(h, t) for h, t in zip(hit_rows, truth))
-            result.exact_path_max_score_diff = max(float(np.abs(np.array([h.score for h in hits]) - s).max())
-                                                   for hits, s in zip(found, truth_scores))
+            result.exact_path_max_score_diff = max(
+                float(np.abs(np.array([h.score for h in hits]) - s).max())
+                for hits, s in zip(found, truth_scores)
+            )
     if factory != "Flat":
         # what the exact way costs on this index: the same queries with every weight made negative have
         # no positive part, so search_composed scores every item from its decoded vectors
-        negated = [Query(q.kind, q.attributes, q.vectors, [-abs(w) for w in q.weights], q.exclude)
-                   for q in queries[:SCAN_QUERIES]]
+        negated = [
+            Query(q.kind, q.attributes, q.vectors, [-abs(w) for w in q.weights], q.exclude)
+            for q in queries[:SCAN_QUERIES]
+        ]
         found, ms = run_queries(catalogue, [as_parts(q) for q in negated], excludes, None)
         reference = [brute_force(cat.columns, q)[0] for q in negated]
-        result.scan_recall = float(overlap([np.array([int(h.id[1:]) for h in hits]) for hits in found],
-                                           reference).mean())
+        result.scan_recall = float(
+            overlap([np.array([int(h.id[1:]) for h in hits]) for hits in found], reference).mean()
+        )
         result.scan_mean_ms = float(ms.mean())
-        log(f"  exact scan (weights -|w|): recall@10 {result.scan_recall:.4f}, mean {result.scan_mean_ms:.2f} ms")
+        log(
+            f"  exact scan (weights -|w|): recall@10 {result.scan_recall:.4f}, mean {result.scan_mean_ms:.2f} ms"
+        )
     measured = [row for row in result.rows if row.per_part.isdigit()]
-    result.choice = next((int(row.per_part) for row in measured
-                          if (row.lo95_stored if row.lo95_stored is not None else row.lo95) >= target), None)
-    result.choice_all_positive = next((int(row.per_part) for row in measured if row.lo95_all_positive >= target), None)
+    result.choice = next(
+        (
+            int(row.per_part)
+            for row in measured
+            if (row.lo95_stored if row.lo95_stored is not None else row.lo95) >= target
+        ),
+        None,
+    )
+    result.choice_all_positive = next(
+        (int(row.per_part) for row in measured if row.lo95_all_positive >= target), None
+    )
     del catalogue
     return result
 
 
 # ---------------------------------------------------------------------------------------------- report
 
+
 def table(results: list[Result]) -> str:
-    head = ("| index | per_part | path | recall@10 | lo95 | vs stored (lo95) | item | mixed | perturbed "
-            "| all positive (lo95) | neg-dominant | returned | worst query | mean ms | p50 ms | p99 ms |")
+    head = (
+        "| index | per_part | path | recall@10 | lo95 | vs stored (lo95) | item | mixed | perturbed "
+        "| all positive (lo95) | neg-dominant | returned | worst query | mean ms | p50 ms | p99 ms |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         for i, row in enumerate(r.rows):
             stored = "-" if row.recall_stored is None else f"{row.recall_stored:.4f} ({row.lo95_stored:.4f})"
             returned = "-" if row.returned is None else f"{row.returned:.3f}"
-            lines.append(f"| {r.index if i == 0 else ''} | {row.per_part} | {row.path} | {row.recall:.4f} | "
-                         f"{row.lo95:.4f} | {stored} | {row.by_kind['item']:.4f} | {row.by_kind['mixed']:.4f} | "
-                         f"{row.by_kind['perturbed']:.4f} | "
-                         f"{row.recall_all_positive:.4f} ({row.lo95_all_positive:.4f}) | "
-                         f"{row.recall_negative_dominant:.4f} | {returned} | {row.worst:.1f} | "
-                         f"{row.mean_ms:.2f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |")
+            lines.append(
+                f"| {r.index if i == 0 else ''} | {row.per_part} | {row.path} | {row.recall:.4f} | "
+                f"{row.lo95:.4f} | {stored} | {row.by_kind['item']:.4f} | {row.by_kind['mixed']:.4f} | "
+                f"{row.by_kind['perturbed']:.4f} | "
+                f"{row.recall_all_positive:.4f} ({row.lo95_all_positive:.4f}) | "
+                f"{row.recall_negative_dominant:.4f} | {returned} | {row.worst:.1f} | "
+                f"{row.mean_ms:.2f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/composerun/data/model/best.pt"))
-    parser.add_argument("--images", type=Path, default=Path("/tmp/composerun/data/data/images"),
-                        help="folder searched recursively for .jpg/.jpeg/.png")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=Path("/tmp/composerun/data/data/images"),
+        help="folder searched recursively for .jpg/.jpeg/.png",
+    )
     parser.add_argument("--real", type=int, default=1500, help="at most this many real images")
     parser.add_argument("--attributes", type=int, default=0, help="use the first N attributes (0: all)")
     parser.add_argument("--items", type=int, default=100_000, help="catalogue items (real + synthetic)")
     parser.add_argument("--queries", type=int, default=300, help="composed queries (a third of each kind)")
-    parser.add_argument("--parents", choices=("independent", "shared"), default="independent",
-                        help="a synthetic item's parent image: one per attribute, or one for all")
+    parser.add_argument(
+        "--parents",
+        choices=("independent", "shared"),
+        default="independent",
+        help="a synthetic item's parent image: one per attribute, or one for all",
+    )
     parser.add_argument("--noise", choices=("shaped", "isotropic"), default="shaped")
-    parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), metavar="FACTORY[:knob=value]",
-                        help="index kinds, search knobs after ':' (ef_search, nprobe)")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(DEFAULT_KINDS),
+        metavar="FACTORY[:knob=value]",
+        help="index kinds, search knobs after ':' (ef_search, nprobe)",
+    )
     parser.add_argument("--per-part", type=int, nargs="+", default=list(PER_PART))
     parser.add_argument("--target-recall", type=float, default=0.99)
     parser.add_argument("--threads", type=int, default=2, help="faiss.omp_set_num_threads")
@@ -490,7 +606,7 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/idxscale"), help="real-vector cache")
     parser.add_argument("--json", type=Path, default=Path("/tmp/composed_recall.json"))
     args = parser.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # as bench/index_scale.py; read when faiss loads
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench/index_scale.py; read when faiss loads
     args.work_dir.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
 
@@ -502,77 +618,126 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     cat = make_catalogue(args, rng)
-    log(f"catalogue: {args.items} items x {len(cat.names)} attributes x dim {cat.info['dim']} "
-        f"in {time.perf_counter() - start:.1f} s")
+    log(
+        f"catalogue: {args.items} items x {len(cat.names)} attributes x dim {cat.info['dim']} "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     queries = make_queries(cat, args.queries, rng)
     start = time.perf_counter()
     truth = [brute_force(cat.columns, q)[0] for q in queries]
     depths = np.stack([candidate_depth(cat.columns, q, t) for q, t in zip(queries, truth)])
-    with_negative = np.stack([candidate_depth(cat.columns, q, t, negative_parts=True) for q, t in zip(queries, truth)])
+    with_negative = np.stack(
+        [candidate_depth(cat.columns, q, t, negative_parts=True) for q, t in zip(queries, truth)]
+    )
     positive_only = np.array([min(q.weights) > 0 for q in queries])
-    depth = depth_report(depths, with_negative, positive_only, args.target_recall, args.per_part, args.items, rng)
-    log(f"brute force and candidate depths for {len(queries)} queries in {time.perf_counter() - start:.1f} s: "
-        f"per_part for mean recall >= {args.target_recall}: {depth.needed_mean} (lo95: {depth.needed_lo95})")
+    depth = depth_report(
+        depths, with_negative, positive_only, args.target_recall, args.per_part, args.items, rng
+    )
+    log(
+        f"brute force and candidate depths for {len(queries)} queries in {time.perf_counter() - start:.1f} s: "
+        f"per_part for mean recall >= {args.target_recall}: {depth.needed_mean} (lo95: {depth.needed_lo95})"
+    )
 
-    results = [measure(spec, cat, queries, truth, sorted(args.per_part), args.target_recall, rng)
-               for spec in args.kinds]
+    results = [
+        measure(spec, cat, queries, truth, sorted(args.per_part), args.target_recall, rng)
+        for spec in args.kinds
+    ]
 
     corr = cat.info["cross_attribute_correlation"]
     parts_count = np.bincount([len(q.weights) for q in queries], minlength=4)
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{args.items:,} items x {len(cat.names)} attributes ({', '.join(cat.names)}) x dim {cat.info['dim']}: "
-          f"{cat.info['real_items']} real + {args.items - cat.info['real_items']:,} synthetic, parents "
-          f"{args.parents}; faiss {faiss.__version__}, {args.threads} threads, {os.cpu_count()} CPUs")
+    print(
+        f"{args.items:,} items x {len(cat.names)} attributes ({', '.join(cat.names)}) x dim {cat.info['dim']}: "
+        f"{cat.info['real_items']} real + {args.items - cat.info['real_items']:,} synthetic, parents "
+        f"{args.parents}; faiss {faiss.__version__}, {args.threads} threads, {os.cpu_count()} CPUs"
+    )
     shared = cat.info["neighbour_overlap"]
-    print(f"cross-attribute correlation of pairwise cosines: real items {corr['real']}, catalogue {corr['catalogue']}; "
-          f"top-{OVERLAP_K} neighbour overlap between two attributes among {cat.info['real_items']} items: real "
-          f"{shared['real']}, random catalogue items {shared['catalogue_sample']} (independent: {shared['random']})"
-          + ("; synthetic attributes independent" if args.parents == "independent" else ""))
-    print(f"{len(queries)} queries ({', '.join(f'{sum(q.kind == k for q in queries)} {k}' for k in KINDS)}; "
-          f"{parts_count[2]} of 2 parts, {parts_count[3]} of 3; "
-          f"{sum(any(w < 0 for w in q.weights) for q in queries)} with a negative weight, "
-          f"{sum(q.negative_dominant for q in queries)} negative-dominant); k={K}; "
-          f"COMPOSED_CANDIDATES={COMPOSED_CANDIDATES}")
+    print(
+        f"cross-attribute correlation of pairwise cosines: real items {corr['real']}, catalogue {corr['catalogue']}; "
+        f"top-{OVERLAP_K} neighbour overlap between two attributes among {cat.info['real_items']} items: real "
+        f"{shared['real']}, random catalogue items {shared['catalogue_sample']} (independent: {shared['random']})"
+        + ("; synthetic attributes independent" if args.parents == "independent" else "")
+    )
+    print(
+        f"{len(queries)} queries ({', '.join(f'{sum(q.kind == k for q in queries)} {k}' for k in KINDS)}; "
+        f"{parts_count[2]} of 2 parts, {parts_count[3]} of 3; "
+        f"{sum(any(w < 0 for w in q.weights) for q in queries)} with a negative weight, "
+        f"{sum(q.negative_dominant for q in queries)} negative-dominant); k={K}; "
+        f"COMPOSED_CANDIDATES={COMPOSED_CANDIDATES}"
+    )
     print()
     print(table(results))
     print()
     for r in results:
         extra = ""
         if r.exact_path_identical is not None:
-            extra = (f"; exact path: {r.exact_path_identical}/{len(queries)} queries identical to brute force "
-                     f"(ids and order), max score difference {r.exact_path_max_score_diff:.2e}")
+            extra = (
+                f"; exact path: {r.exact_path_identical}/{len(queries)} queries identical to brute force "
+                f"(ids and order), max score difference {r.exact_path_max_score_diff:.2e}"
+            )
         basis = "recall vs stored (decoded) vectors" if r.stored_lossy else "recall vs brute force"
-        pick = (f"smallest per_part with lo95 >= {args.target_recall} ({basis}): {r.choice}" if r.choice is not None
-                else f"no measured per_part reaches lo95 >= {args.target_recall} ({basis})")
-        pick += (f"; on the queries without a negative weight (vs brute force): "
-                 f"{r.choice_all_positive if r.choice_all_positive is not None else 'none measured'}")
+        pick = (
+            f"smallest per_part with lo95 >= {args.target_recall} ({basis}): {r.choice}"
+            if r.choice is not None
+            else f"no measured per_part reaches lo95 >= {args.target_recall} ({basis})"
+        )
+        pick += (
+            f"; on the queries without a negative weight (vs brute force): "
+            f"{r.choice_all_positive if r.choice_all_positive is not None else 'none measured'}"
+        )
         print(f"{r.index} (build {r.build_s:.1f} s): {pick}{extra}")
         if r.scan_mean_ms is not None:
-            print(f"    exact way over its decoded vectors (the first {SCAN_QUERIES} queries, every weight -|w|: no "
-                  "positive part): "
-                  f"recall@10 {r.scan_recall:.4f} vs brute force, mean {r.scan_mean_ms:.2f} ms")
+            print(
+                f"    exact way over its decoded vectors (the first {SCAN_QUERIES} queries, every weight -|w|: no "
+                "positive part): "
+                f"recall@10 {r.scan_recall:.4f} vs brute force, mean {r.scan_mean_ms:.2f} ms"
+            )
     print()
-    print(f"candidate depth (exact per-part searches, for every per_part at once): the {K * len(queries)} true top-{K} "
-          f"items' best rank + 1 under a positive part: median {depth.depth_percentiles['p50']}, p90 "
-          f"{depth.depth_percentiles['p90']}, p99 {depth.depth_percentiles['p99']}, max {depth.depth_percentiles['p100']}")
-    print(f"positive parts alone: smallest per_part with mean recall@10 >= {args.target_recall}: {depth.needed_mean} "
-          f"({depth.needed_mean / args.items:.1%} of the catalogue); queries without a negative weight "
-          f"{depth.needed_mean_positive}, with one {depth.needed_mean_negative}; with lo95 >= {args.target_recall} "
-          f"(grid 2^(i/4)): {depth.needed_lo95}")
-    shown = [p for p in depth.predicted if p in args.per_part or p >= 1000 and (p & (p - 1)) == 0 or p == args.items]
+    print(
+        f"candidate depth (exact per-part searches, for every per_part at once): the {K * len(queries)} true top-{K} "
+        f"items' best rank + 1 under a positive part: median {depth.depth_percentiles['p50']}, p90 "
+        f"{depth.depth_percentiles['p90']}, p99 {depth.depth_percentiles['p99']}, max {depth.depth_percentiles['p100']}"
+    )
+    print(
+        f"positive parts alone: smallest per_part with mean recall@10 >= {args.target_recall}: {depth.needed_mean} "
+        f"({depth.needed_mean / args.items:.1%} of the catalogue); queries without a negative weight "
+        f"{depth.needed_mean_positive}, with one {depth.needed_mean_negative}; with lo95 >= {args.target_recall} "
+        f"(grid 2^(i/4)): {depth.needed_lo95}"
+    )
+    shown = [
+        p
+        for p in depth.predicted
+        if p in args.per_part or p >= 1000 and (p & (p - 1)) == 0 or p == args.items
+    ]
     print("predicted recall@10: " + ", ".join(f"{p}: {depth.predicted[p]:.4f}" for p in shown))
-    print(f"with negative parts drawing their top per_part under the negated vector (what the index does): "
-          f"mean recall@10 >= {args.target_recall} from per_part {depth.needed_mean_negative_parts}; predicted "
-          + ", ".join(f"{p}: {depth.predicted_negative_parts[p]:.4f}" for p in shown if p <= 4096))
+    print(
+        f"with negative parts drawing their top per_part under the negated vector (what the index does): "
+        f"mean recall@10 >= {args.target_recall} from per_part {depth.needed_mean_negative_parts}; predicted "
+        + ", ".join(f"{p}: {depth.predicted_negative_parts[p]:.4f}" for p in shown if p <= 4096)
+    )
     print(f"total wall time {time.perf_counter() - wall:.0f} s")
 
     report = {
-        "command": sys.argv, "items": args.items, "threads": args.threads, "cpus": os.cpu_count(),
-        "faiss": faiss.__version__, "numpy": np.__version__, "python": platform.python_version(),
-        "composed_candidates": COMPOSED_CANDIDATES, "target_recall": args.target_recall, "k": K,
+        "command": sys.argv,
+        "items": args.items,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "faiss": faiss.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "composed_candidates": COMPOSED_CANDIDATES,
+        "target_recall": args.target_recall,
+        "k": K,
         "vectors": cat.info,
-        "queries": [{"kind": q.kind, "attributes": [cat.names[a] for a in q.attributes], "weights": q.weights,
-                     "excluded": len(q.exclude)} for q in queries],
+        "queries": [
+            {
+                "kind": q.kind,
+                "attributes": [cat.names[a] for a in q.attributes],
+                "weights": q.weights,
+                "excluded": len(q.exclude),
+            }
+            for q in queries
+        ],
         "candidate_depth": asdict(depth),
         "results": [asdict(r) for r in results],
         "wall_s": time.perf_counter() - wall,

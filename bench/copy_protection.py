@@ -9,6 +9,7 @@ benchmark (test split; whole image, best single attribute, copy score). docs/pro
 
 A run whose OUT/<variant>-s<seed>/best.pt exists is not trained again (its evaluations are redone).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-QUICK = "--stage1-epochs 5 --stage2-epochs 2 --global-size 224"   # the demo's quick recipe
+QUICK = "--stage1-epochs 5 --stage2-epochs 2 --global-size 224"  # the demo's quick recipe
 
 
 def _train(data: Path, out: Path, seed: int, flags: str, recipe: str) -> float:
@@ -52,25 +53,36 @@ def _run(args: argparse.Namespace, name: str, flags: str, seed: int) -> dict[str
     calibration = calibrate_copies(encoder, dataset, "valid", progress=False)
     save_copy_calibration(checkpoint, calibration)
     copies = evaluate_copies(encoder, args.copies, "test", calibration, args.false_match_rate, progress=False)
-    result = {"variant": name, "flags": flags, "seed": seed, "train_seconds": seconds,
-              "class_map": class_map.overall, "class_map_per_attribute": class_map.per_attribute,
-              "calibration": {"changed_below": calibration.changed_below,
-                              "threshold": copies["summary"]["copy_score"].get("at_threshold", {}).get("threshold")},
-              "copies": copies}
+    result = {
+        "variant": name,
+        "flags": flags,
+        "seed": seed,
+        "train_seconds": seconds,
+        "class_map": class_map.overall,
+        "class_map_per_attribute": class_map.per_attribute,
+        "calibration": {
+            "changed_below": calibration.changed_below,
+            "threshold": copies["summary"]["copy_score"].get("at_threshold", {}).get("threshold"),
+        },
+        "copies": copies,
+    }
     (out / "copy_protection.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def _table(results: list[dict[str, Any]]) -> str:
-    lines = ["| variant | seeds | class MAP | method | copy mAP all / 0 / 1 / 2 | R@1 | R@10 | R@50 | false matches "
-             "per design @FMR | measured FMR: all / look-alikes | copies found @FMR |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | seeds | class MAP | method | copy mAP all / 0 / 1 / 2 | R@1 | R@10 | R@50 | false matches "
+        "per design @FMR | measured FMR: all / look-alikes | copies found @FMR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_variant.setdefault(r["variant"], []).append(r)
     for variant, runs in by_variant.items():
         cm = np.array([r["class_map"] for r in runs]) * 100
         for method in ("whole_image", "best_single_attribute", "copy_score"):
+
             def mean(path: list[str], runs: list[dict[str, Any]] = runs, method: str = method) -> float:
                 values = []
                 for r in runs:
@@ -80,16 +92,27 @@ def _table(results: list[dict[str, Any]]) -> str:
                     if node is not None:
                         values.append(node)
                 return float(np.mean(values)) if values else float("nan")
-            label = method if method != "best_single_attribute" else \
-                f"best single ({runs[0]['copies']['best_single_attribute'].split(':')[-1]})"
+
+            label = (
+                method
+                if method != "best_single_attribute"
+                else f"best single ({runs[0]['copies']['best_single_attribute'].split(':')[-1]})"
+            )
             lines.append(
                 f"| {variant} | {len(runs)} | {cm.mean():.2f} ± {cm.std():.2f} | {label} | "
-                + " / ".join(f"{mean(['map', s]):.3f}" for s in ("all", "0", "1", "2")) + " | "
-                + " | ".join(f"{mean([f'recall@{k}', 'all']):.3f}" for k in (1, 10, 50)) + " | "
-                + (f"{mean(['at_threshold', 'false_matches_per_design']):.2f} | "
-                   f"{mean(['at_threshold', 'false_match_rate']):.4f} / "
-                   f"{mean(['at_threshold', 'lookalike_false_match_rate']):.4f} | "
-                   f"{mean(['at_threshold', 'copies_found', 'all']):.3f} |" if method == "copy_score" else "- | - | - |"))
+                + " / ".join(f"{mean(['map', s]):.3f}" for s in ("all", "0", "1", "2"))
+                + " | "
+                + " | ".join(f"{mean([f'recall@{k}', 'all']):.3f}" for k in (1, 10, 50))
+                + " | "
+                + (
+                    f"{mean(['at_threshold', 'false_matches_per_design']):.2f} | "
+                    f"{mean(['at_threshold', 'false_match_rate']):.4f} / "
+                    f"{mean(['at_threshold', 'lookalike_false_match_rate']):.4f} | "
+                    f"{mean(['at_threshold', 'copies_found', 'all']):.3f} |"
+                    if method == "copy_score"
+                    else "- | - | - |"
+                )
+            )
     return "\n".join(lines)
 
 
@@ -99,28 +122,41 @@ def main() -> None:
     p.add_argument("--copies", type=Path, required=True, help="the copy benchmark (asen synth --copies)")
     p.add_argument("--out", type=Path, required=True, help="runs folder")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
-                   help="a training variant: a name and asen train flags (repeatable)")
-    p.add_argument("--recipe", default=QUICK, help=f"asen train flags every variant shares (default: {QUICK!r})")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="a training variant: a name and asen train flags (repeatable)",
+    )
+    p.add_argument(
+        "--recipe", default=QUICK, help=f"asen train flags every variant shares (default: {QUICK!r})"
+    )
     p.add_argument("--false-match-rate", type=float, default=0.01)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     variants = [v.partition("=") for v in args.variant] or [("base", "=", "")]
     results = []
     for name, _, flags in variants:
-        shlex.split(flags)   # fail early on a bad flag string
+        shlex.split(flags)  # fail early on a bad flag string
         for seed in args.seeds:
             result = _run(args, name, flags, seed)
             summary = result["copies"]["summary"]
-            whole, single, score = (summary[k] for k in ("whole_image", "best_single_attribute", "copy_score"))
-            print(f"{name} seed {seed}: class MAP {100 * result['class_map']:.2f}; copy mAP whole image "
-                  f"{whole['map']['all']:.3f}, best single {single['map']['all']:.3f}, copy score "
-                  f"{score['map']['all']:.3f} (R@10 {score['recall@10']['all']:.3f})", flush=True)
+            whole, single, score = (
+                summary[k] for k in ("whole_image", "best_single_attribute", "copy_score")
+            )
+            print(
+                f"{name} seed {seed}: class MAP {100 * result['class_map']:.2f}; copy mAP whole image "
+                f"{whole['map']['all']:.3f}, best single {single['map']['all']:.3f}, copy score "
+                f"{score['map']['all']:.3f} (R@10 {score['recall@10']['all']:.3f})",
+                flush=True,
+            )
             results.append(result)
     print(_table(results))
     if args.json:
-        args.json.write_text(json.dumps({"recipe": args.recipe, "runs": results, "table": _table(results)}, indent=2)
-                             + "\n")
+        args.json.write_text(
+            json.dumps({"recipe": args.recipe, "runs": results, "table": _table(results)}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

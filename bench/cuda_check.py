@@ -8,6 +8,7 @@ Prints one JSON object: training seconds and MAP, and the largest difference bet
 embeddings (float32: expected under 1e-3; bfloat16 autocast: its cosine to the float32 vectors).
 Exits 1 when no GPU is visible or a check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ def main() -> int:
     if not (data / "meta.json").is_file():
         generate_dataset(data, n_train=args.train, n_valid=200, n_test=200, seed=0, progress=False)
     start = time.perf_counter()
-    summary = train(TrainConfig(data=data, out=args.work / "run", stage1_epochs=2, stage2_epochs=1,
-                                triplets_per_epoch=3200, device="cuda", cache_dir=args.work / "cache"), progress=False)
+    summary = train(
+        TrainConfig(
+            data=data,
+            out=args.work / "run",
+            stage1_epochs=2,
+            stage2_epochs=1,
+            triplets_per_epoch=3200,
+            device="cuda",
+            cache_dir=args.work / "cache",
+        ),
+        progress=False,
+    )
     seconds = time.perf_counter() - start
     images = [load_image(p) for p in sorted((data / "images" / "test").glob("*.jpg"))[:64]]
     checkpoint = args.work / "run" / "best.pt"
@@ -48,10 +59,14 @@ def main() -> int:
     gpu32 = gpu_encoder.encode(images)
     gpu_encoder.amp = None  # the default on CUDA: bfloat16 autocast
     gpu16 = gpu_encoder.encode(images)
-    result = {"cuda": True, "gpu": torch.cuda.get_device_name(0), "train_seconds": round(seconds, 1),
-              "best_valid_map": summary["best_valid_map"],
-              "max_abs_diff_cpu_vs_gpu_float32": float(np.abs(cpu - gpu32).max()),
-              "min_cosine_cpu_vs_gpu_bf16": float((cpu * gpu16).sum(-1).min())}
+    result = {
+        "cuda": True,
+        "gpu": torch.cuda.get_device_name(0),
+        "train_seconds": round(seconds, 1),
+        "best_valid_map": summary["best_valid_map"],
+        "max_abs_diff_cpu_vs_gpu_float32": float(np.abs(cpu - gpu32).max()),
+        "min_cosine_cpu_vs_gpu_bf16": float((cpu * gpu16).sum(-1).min()),
+    }
     print(json.dumps(result))
     ok = result["max_abs_diff_cpu_vs_gpu_float32"] < 1e-3 and result["min_cosine_cpu_vs_gpu_bf16"] > 0.98
     return 0 if ok else 1

@@ -4,6 +4,7 @@ attribute, side by side in one run.
 
     .venv/bin/python bench/encode_throughput.py --checkpoint runs/default/best.pt --data data/demo --images 128
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,9 @@ from asen_search.model.tuning import tune_allocator
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--images", type=int, default=128)
@@ -49,7 +52,9 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
     best = {k: min(v) for k, v in times.items()}
     result = {
-        "images": len(images), "attributes": n_attr, "threads": torch.get_num_threads(),
+        "images": len(images),
+        "attributes": n_attr,
+        "threads": torch.get_num_threads(),
         "encoder_images_per_s": round(len(images) / best["encoder"], 2),
         "naive_images_per_s": round(len(images) / best["naive"], 2),
         "speedup": round(best["naive"] / best["encoder"], 2),

@@ -7,6 +7,7 @@ branch alone (beta 1), on the validation and test splits.
 Each split is encoded once at beta 0.5, whose vectors hold both branches' unit vectors (each times
 sqrt(0.5)); every other fusion is recombined from them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,11 @@ def main() -> None:
         raise SystemExit("the checkpoint has no per-attribute betas (an ASEN++ checkpoint trained with them)")
     encoder.preprocess = dataclasses.replace(encoder.preprocess, beta=0.5, betas=None)
     d_g = encoder.model.cfg.global_branch.out_dim
-    settings = {"chosen on valid": np.asarray(chosen), "0.6 (old default)": np.full(len(chosen), 0.6),
-                "1 (global alone)": np.ones(len(chosen))}
+    settings = {
+        "chosen on valid": np.asarray(chosen),
+        "0.6 (old default)": np.full(len(chosen), 0.6),
+        "1 (global alone)": np.ones(len(chosen)),
+    }
     print("betas chosen: " + ", ".join(f"{a.name} {b}" for a, b in zip(ds.attributes, chosen)))
     for split in ("valid", "test"):
         rows, vecs = encode_split(encoder, ds, split, progress=False)
@@ -41,8 +45,10 @@ def main() -> None:
         for name, betas in settings.items():
             b = betas[rows.attrs][:, None]
             report = map_of_rows(ds, split, np.concatenate([g * np.sqrt(b), loc * np.sqrt(1 - b)], axis=1))
-            print(f"{split:<5} beta {name:<18} MAP {100 * report.overall:6.2f}  "
-                  + "  ".join(f"{k} {100 * v:.1f}" for k, v in report.per_attribute.items()))
+            print(
+                f"{split:<5} beta {name:<18} MAP {100 * report.overall:6.2f}  "
+                + "  ".join(f"{k} {100 * v:.1f}" for k, v in report.per_attribute.items())
+            )
 
 
 if __name__ == "__main__":

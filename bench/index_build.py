@@ -6,6 +6,7 @@ Builds into a temporary directory from scratch (no resume), so the number covers
 encoding every attribute and writing the index. Uses the allocator settings of docs/tuning.md
 when they are set in the environment (run it through `make`'s exports or set them yourself).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,18 +33,24 @@ def main() -> None:
 
     missing = [k for k in PROCESS_ENV if k not in os.environ]
     if missing:
-        print(f"note: {', '.join(missing)} not set; torch may be much slower (docs/tuning.md)", file=sys.stderr)
+        print(
+            f"note: {', '.join(missing)} not set; torch may be much slower (docs/tuning.md)", file=sys.stderr
+        )
     encoder = Encoder.from_checkpoint(args.checkpoint)
     entries = read_catalogue(args.catalogue, args.split)[: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
-        config = BuildConfig(args.checkpoint, args.catalogue, Path(tmp) / "index", args.split, args.batch_size)
+        config = BuildConfig(
+            args.checkpoint, args.catalogue, Path(tmp) / "index", args.split, args.batch_size
+        )
         start = time.perf_counter()
         report = build_index(config, entries=entries, encoder=encoder)
         seconds = time.perf_counter() - start
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{len(entries)} images, {len(encoder.attributes)} attributes, dim {encoder.dim}, batch {args.batch_size}, "
-          f"torch threads {__import__('torch').get_num_threads()}: {seconds:.1f} s = "
-          f"{len(entries) / seconds:.1f} images/s ({report.items} indexed, {len(report.skipped)} unreadable)")
+    print(
+        f"{len(entries)} images, {len(encoder.attributes)} attributes, dim {encoder.dim}, batch {args.batch_size}, "
+        f"torch threads {__import__('torch').get_num_threads()}: {seconds:.1f} s = "
+        f"{len(entries) / seconds:.1f} images/s ({report.items} indexed, {len(report.skipped)} unreadable)"
+    )
 
 
 if __name__ == "__main__":

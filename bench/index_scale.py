@@ -33,6 +33,7 @@ HNSW rows sweep efSearch, IVF rows sweep nprobe. The recommendation is the appro
 with recall@10 >= `--target-recall` that minimises (bytes/item / smallest) x (p50 / smallest)
 among those that qualify.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,6 +67,7 @@ def log(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- vectors
 
+
 def find_images(folder: Path, limit: int, seed: int) -> list[Path]:
     """A seeded random sample of at most `limit` images under `folder` (recursive)."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -81,8 +83,17 @@ def real_vectors(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
     """Encoder vectors `[n, dim]` for the sampled images, from the .npy cache when it matches."""
     files = find_images(args.images, args.real, args.seed)
     stat = args.checkpoint.stat()
-    key = hashlib.sha1(json.dumps([str(args.checkpoint.resolve()), stat.st_size, stat.st_mtime_ns, args.attribute,
-                                   [str(p) for p in files]]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+        json.dumps(
+            [
+                str(args.checkpoint.resolve()),
+                stat.st_size,
+                stat.st_mtime_ns,
+                args.attribute,
+                [str(p) for p in files],
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     cache = args.work_dir / f"real_a{args.attribute}_{len(files)}_{key}.npy"
     meta_path = cache.with_suffix(".json")
     if cache.exists() and meta_path.exists():
@@ -101,7 +112,7 @@ def real_vectors(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
     start_t = time.perf_counter()
     for start in tqdm(range(0, len(files), chunk), desc="encode", unit="chunk", file=sys.stderr):
         images, rows = [], []
-        for i, path in enumerate(files[start:start + chunk], start):
+        for i, path in enumerate(files[start : start + chunk], start):
             try:
                 images.append(load_image(path))
                 rows.append(i)
@@ -110,9 +121,15 @@ def real_vectors(args: argparse.Namespace) -> tuple[np.ndarray, dict[str, Any]]:
         if images:
             out[rows] = encoder.encode(images, [args.attribute], batch_size=32)[:, 0]
             kept[rows] = True
-    meta = {"checkpoint": str(args.checkpoint), "attribute": args.attribute,
-            "attribute_name": encoder.attribute_names[args.attribute], "n_attributes": len(encoder.attributes),
-            "dim": encoder.dim, "images": int(kept.sum()), "encode_s": round(time.perf_counter() - start_t, 1)}
+    meta = {
+        "checkpoint": str(args.checkpoint),
+        "attribute": args.attribute,
+        "attribute_name": encoder.attribute_names[args.attribute],
+        "n_attributes": len(encoder.attributes),
+        "dim": encoder.dim,
+        "images": int(kept.sum()),
+        "encode_s": round(time.perf_counter() - start_t, 1),
+    }
     vectors = out[kept]
     args.work_dir.mkdir(parents=True, exist_ok=True)
     np.save(cache, vectors)
@@ -130,27 +147,34 @@ def nn_cosine(queries: np.ndarray, base: np.ndarray, exclude_self: bool = False)
     """Cosine of each (unit) query to its nearest (unit) base vector, in chunks."""
     best = np.empty(len(queries), dtype=np.float32)
     for start in range(0, len(queries), 2048):
-        sims = queries[start:start + 2048] @ base.T
+        sims = queries[start : start + 2048] @ base.T
         if exclude_self:
             rows = np.arange(len(sims))
             sims[rows, rows + start] = -np.inf
-        best[start:start + 2048] = sims.max(axis=1)
+        best[start : start + 2048] = sims.max(axis=1)
     return best
 
 
 def cosine_stats(values: np.ndarray) -> dict[str, float]:
     p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return {"p10": round(float(p10), 4), "median": round(float(p50), 4), "p90": round(float(p90), 4),
-            "mean": round(float(values.mean()), 4)}
+    return {
+        "p10": round(float(p10), 4),
+        "median": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+        "mean": round(float(values.mean()), 4),
+    }
 
 
 @dataclass
 class NoiseModel:
     """Synthetic vector = unit(parent + scale * z @ shape.T), z ~ N(0, I)."""
+
     shape: np.ndarray
     scale: float = 0.0
 
-    def sample(self, parents: np.ndarray, rng: np.random.Generator, z: np.ndarray | None = None) -> np.ndarray:
+    def sample(
+        self, parents: np.ndarray, rng: np.random.Generator, z: np.ndarray | None = None
+    ) -> np.ndarray:
         if z is None:
             z = rng.standard_normal(parents.shape, dtype=np.float32)
         return unit(parents + self.scale * (z @ self.shape.T))
@@ -167,7 +191,9 @@ def noise_model(real: np.ndarray, kind: str) -> NoiseModel:
     return NoiseModel(np.linalg.cholesky(cov).astype(np.float32))
 
 
-def calibrate(model: NoiseModel, real: np.ndarray, target: float, rng: np.random.Generator, n: int = 4000) -> np.ndarray:
+def calibrate(
+    model: NoiseModel, real: np.ndarray, target: float, rng: np.random.Generator, n: int = 4000
+) -> np.ndarray:
     """Bisect the noise scale (on log scale, common random numbers) so that the median cosine of a
     synthetic vector to its nearest real vector is `target`; returns that sample's NN cosines."""
     parents = real[rng.integers(0, len(real), n)]
@@ -183,6 +209,7 @@ def calibrate(model: NoiseModel, real: np.ndarray, target: float, rng: np.random
 
 
 # ---------------------------------------------------------------------------------------------- memory
+
 
 class PeakRss:
     """Samples this process's RSS every 20 ms in a thread (faiss releases the GIL)."""
@@ -235,6 +262,7 @@ def drop_page_cache(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- options
+
 
 @dataclass
 class Option:
@@ -332,7 +360,7 @@ def build(option: Option, base: np.ndarray, rng: np.random.Generator) -> tuple[A
         del sample
     start = time.perf_counter()
     for lo in range(0, len(base), 100_000):
-        index.add(base[lo:lo + 100_000])
+        index.add(base[lo : lo + 100_000])
     return index, train_s, time.perf_counter() - start
 
 
@@ -348,7 +376,7 @@ def latency(index: Any, queries: np.ndarray) -> tuple[float, float, float]:
     batched = []
     for lo in range(0, len(queries) - BATCH + 1, BATCH):
         start = time.perf_counter()
-        index.search(queries[lo:lo + BATCH], K)
+        index.search(queries[lo : lo + BATCH], K)
         batched.append((time.perf_counter() - start) / BATCH)
     if not batched:  # fewer queries than one batch
         start = time.perf_counter()
@@ -363,8 +391,15 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.array([len(set(f.tolist()) & set(e.tolist())) / exact.shape[1] for f, e in zip(found, exact)])
 
 
-def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.ndarray, n_real_queries: int,
-            work_dir: Path, rng: np.random.Generator) -> Result:
+def measure(
+    option: Option,
+    base: np.ndarray,
+    queries: np.ndarray,
+    exact: np.ndarray,
+    n_real_queries: int,
+    work_dir: Path,
+    rng: np.random.Generator,
+) -> Result:
     import faiss
 
     release_memory()
@@ -373,7 +408,7 @@ def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.nda
         release_memory()
         rss_growth = mem.rss() - mem.start
     n = len(base)
-    log(f"  built in {train_s + add_s:.1f} s (train {train_s:.1f}), RSS +{rss_growth / 2 ** 20:.0f} MB")
+    log(f"  built in {train_s + add_s:.1f} s (train {train_s:.1f}), RSS +{rss_growth / 2**20:.0f} MB")
 
     path = work_dir / "index.faiss"
     faiss.write_index(index, str(path))
@@ -386,10 +421,22 @@ def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.nda
         per_query = recall_at_k(found, exact)
         p50, p99, batch = latency(index, queries)
         param = f"{option.sweep}={value}" if option.sweep else ""
-        rows.append(Row(option.name, option.factory, param, float(per_query.mean()), float(per_query[:n_real_queries].mean()),
-                        p50, p99, batch))
-        log(f"  {param or '-':>12}: recall@10 {rows[-1].recall:.4f}, p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
-            f"batch64 {batch:.4f} ms/q")
+        rows.append(
+            Row(
+                option.name,
+                option.factory,
+                param,
+                float(per_query.mean()),
+                float(per_query[:n_real_queries].mean()),
+                p50,
+                p99,
+                batch,
+            )
+        )
+        log(
+            f"  {param or '-':>12}: recall@10 {rows[-1].recall:.4f}, p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+            f"batch64 {batch:.4f} ms/q"
+        )
     check_param = option.values[-1] if option.values else 0
     set_param(index, option.sweep, check_param)
     _, reference = index.search(queries[:8], K)
@@ -404,7 +451,7 @@ def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.nda
     start = time.perf_counter()
     loaded = faiss.read_index(str(path))
     load_cold = time.perf_counter() - start
-    load_rss = (process.memory_info().rss - before) / 2 ** 20
+    load_rss = (process.memory_info().rss - before) / 2**20
     del loaded
     release_memory()
     start = time.perf_counter()
@@ -424,7 +471,7 @@ def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.nda
         start = time.perf_counter()
         mapped = faiss.read_index(str(path), getattr(faiss, flag_name) | faiss.IO_FLAG_READ_ONLY)
         mmap_s = time.perf_counter() - start
-        mmap_rss = (process.memory_info().rss - before) / 2 ** 20
+        mmap_rss = (process.memory_info().rss - before) / 2**20
         set_param(mapped, option.sweep, check_param)
         same = bool((mapped.search(queries[:8], K)[1] == reference).all())
         del mapped
@@ -432,13 +479,33 @@ def measure(option: Option, base: np.ndarray, queries: np.ndarray, exact: np.nda
         log(f"  mmap read not supported: {str(exc).splitlines()[0][:200]}")
     release_memory()
     path.unlink()
-    log(f"  file {file_bytes / n:.1f} B/item, load cold {load_cold:.2f} s / warm {load_warm:.2f} s, "
-        f"mmap {mmap_s if mmap_s is None else round(mmap_s, 4)} s")
-    return Result(option.name, option.factory, n, file_bytes / n, rss_growth / n, (mem.peak - mem.start) / 2 ** 20,
-                  train_s, add_s, train_s + add_s, load_cold, load_warm, load_rss, mmap_s, mmap_rss, flag_name, same, rows)
+    log(
+        f"  file {file_bytes / n:.1f} B/item, load cold {load_cold:.2f} s / warm {load_warm:.2f} s, "
+        f"mmap {mmap_s if mmap_s is None else round(mmap_s, 4)} s"
+    )
+    return Result(
+        option.name,
+        option.factory,
+        n,
+        file_bytes / n,
+        rss_growth / n,
+        (mem.peak - mem.start) / 2**20,
+        train_s,
+        add_s,
+        train_s + add_s,
+        load_cold,
+        load_warm,
+        load_rss,
+        mmap_s,
+        mmap_rss,
+        flag_name,
+        same,
+        rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- report
+
 
 def recommend(results: list[Result], target: float) -> tuple[Result, Row] | None:
     """The approximate (option, param) with recall >= target minimising normalised memory x p50."""
@@ -451,37 +518,67 @@ def recommend(results: list[Result], target: float) -> tuple[Result, Row] | None
 
 
 def table(results: list[Result]) -> str:
-    head = ("| index | search param | bytes/item (file) | RSS B/item (build) | build s | load s cold/warm | mmap load s "
-            "| recall@10 | p50 ms | p99 ms | batch64 ms/q |")
+    head = (
+        "| index | search param | bytes/item (file) | RSS B/item (build) | build s | load s cold/warm | mmap load s "
+        "| recall@10 | p50 ms | p99 ms | batch64 ms/q |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         for i, row in enumerate(r.rows):
-            fixed = (f"{r.file_bytes_per_item:.1f} | {r.rss_bytes_per_item:.0f} | {r.build_s:.1f} | "
-                     f"{r.load_cold_s:.2f}/{r.load_warm_s:.2f} | "
-                     f"{'n/a' if r.mmap_load_s is None else f'{r.mmap_load_s:.4f}'}") if i == 0 else " | | | | "
-            lines.append(f"| {r.option if i == 0 else ''} | {row.param or '-'} | {fixed} | {row.recall:.4f} | "
-                         f"{row.p50_ms:.3f} | {row.p99_ms:.3f} | {row.batch_ms_per_query:.4f} |")
+            fixed = (
+                (
+                    f"{r.file_bytes_per_item:.1f} | {r.rss_bytes_per_item:.0f} | {r.build_s:.1f} | "
+                    f"{r.load_cold_s:.2f}/{r.load_warm_s:.2f} | "
+                    f"{'n/a' if r.mmap_load_s is None else f'{r.mmap_load_s:.4f}'}"
+                )
+                if i == 0
+                else " | | | | "
+            )
+            lines.append(
+                f"| {r.option if i == 0 else ''} | {row.param or '-'} | {fixed} | {row.recall:.4f} | "
+                f"{row.p50_ms:.3f} | {row.p99_ms:.3f} | {row.batch_ms_per_query:.4f} |"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/composerun/data/model/best.pt"))
-    parser.add_argument("--images", type=Path, default=Path("/tmp/composerun/data/data/images"),
-                        help="folder searched recursively for .jpg/.jpeg/.png")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=Path("/tmp/composerun/data/data/images"),
+        help="folder searched recursively for .jpg/.jpeg/.png",
+    )
     parser.add_argument("--attribute", type=int, default=0, help="attribute index to encode")
     parser.add_argument("--real", type=int, default=1500, help="at most this many real images")
     parser.add_argument("--items", type=int, default=1_000_000, help="base vectors (real + synthetic)")
     parser.add_argument("--real-queries", type=int, default=150, help="held-out real vectors used as queries")
-    parser.add_argument("--synthetic-queries", type=int, default=50, help="synthetic queries (not in the base)")
-    parser.add_argument("--noise", choices=("shaped", "isotropic"), default="shaped",
-                        help="noise covariance: the real vectors' covariance or the identity")
+    parser.add_argument(
+        "--synthetic-queries", type=int, default=50, help="synthetic queries (not in the base)"
+    )
+    parser.add_argument(
+        "--noise",
+        choices=("shaped", "isotropic"),
+        default="shaped",
+        help="noise covariance: the real vectors' covariance or the identity",
+    )
     parser.add_argument("--nlist", type=int, help="IVF lists (default: power of two nearest 4 * sqrt(items))")
-    parser.add_argument("--only", nargs="+", metavar="NAME",
-                        help="a subset of: Flat SQ8 SQfp16 PQ32 PQ64 HNSW32 HNSW32,SQ8 IVF")
-    parser.add_argument("--extra", nargs="+", default=[], metavar="FACTORY",
-                        help="more index_factory strings to measure, e.g. HNSW32,SQfp16 IVF4096,SQfp16")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="a subset of: Flat SQ8 SQfp16 PQ32 PQ64 HNSW32 HNSW32,SQ8 IVF",
+    )
+    parser.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="FACTORY",
+        help="more index_factory strings to measure, e.g. HNSW32,SQfp16 IVF4096,SQfp16",
+    )
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=2, help="faiss.omp_set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -501,13 +598,15 @@ def main() -> None:
     n_real_q = min(args.real_queries, len(real) // 5)
     real_queries, real_base = real[order[:n_real_q]], real[order[n_real_q:]]
     if args.items < len(real_base):
-        real_base = real_base[:args.items]
+        real_base = real_base[: args.items]
 
     # Noise calibration: synthetic -> nearest real cosine matches real -> nearest other real cosine.
     real_nn = nn_cosine(real_base, real_base, exclude_self=True)
     model = noise_model(real_base, args.noise)
     synth_nn = calibrate(model, real_base, float(np.median(real_nn)), rng)
-    log(f"noise scale {model.scale:.5f}: real NN cos {cosine_stats(real_nn)}, synthetic->real NN cos {cosine_stats(synth_nn)}")
+    log(
+        f"noise scale {model.scale:.5f}: real NN cos {cosine_stats(real_nn)}, synthetic->real NN cos {cosine_stats(synth_nn)}"
+    )
 
     import faiss
 
@@ -521,18 +620,24 @@ def main() -> None:
     base[rng.choice(args.items, len(real_base), replace=False)] = real_base
     synth_queries = model.sample(real_base[rng.integers(0, len(real_base), args.synthetic_queries)], rng)
     queries = np.ascontiguousarray(np.concatenate([real_queries, synth_queries]))
-    log(f"base: {args.items} vectors ({len(real_base)} real) in {time.perf_counter() - start:.1f} s; "
-        f"queries: {n_real_q} real held-out + {args.synthetic_queries} synthetic")
+    log(
+        f"base: {args.items} vectors ({len(real_base)} real) in {time.perf_counter() - start:.1f} s; "
+        f"queries: {n_real_q} real held-out + {args.synthetic_queries} synthetic"
+    )
 
     start = time.perf_counter()
     exact_d = np.empty((len(queries), K), dtype=np.float32)
     exact = np.empty((len(queries), K), dtype=np.int64)
     for lo in range(0, len(queries), BATCH):
-        exact_d[lo:lo + BATCH], exact[lo:lo + BATCH] = faiss.knn(queries[lo:lo + BATCH], base, K,
-                                                               metric=faiss.METRIC_INNER_PRODUCT)
+        exact_d[lo : lo + BATCH], exact[lo : lo + BATCH] = faiss.knn(
+            queries[lo : lo + BATCH], base, K, metric=faiss.METRIC_INNER_PRODUCT
+        )
     gt_s = time.perf_counter() - start
-    top1 = {"real_queries": cosine_stats(exact_d[:n_real_q, 0]), "synthetic_queries": cosine_stats(exact_d[n_real_q:, 0]),
-            "real_queries_top10": cosine_stats(exact_d[:n_real_q, -1])}
+    top1 = {
+        "real_queries": cosine_stats(exact_d[:n_real_q, 0]),
+        "synthetic_queries": cosine_stats(exact_d[n_real_q:, 0]),
+        "real_queries_top10": cosine_stats(exact_d[:n_real_q, -1]),
+    }
     log(f"exact top-{K} in {gt_s:.1f} s; query top-1 cos {top1}")
 
     only = set(args.only) if args.only else None
@@ -544,45 +649,76 @@ def main() -> None:
         pq_recall = results[-1].rows[0].recall
         if option.name == "PQ32" and pq_recall < args.target_recall and (only is None or "PQ64" not in only):
             log(f"PQ32 recall {pq_recall:.3f} < {args.target_recall}: trying PQ64")
-            results.append(measure(Option("PQ64", "PQ64np"), base, queries, exact, n_real_q, args.work_dir, rng))
+            results.append(
+                measure(Option("PQ64", "PQ64np"), base, queries, exact, n_real_q, args.work_dir, rng)
+            )
 
     best = recommend(results, args.target_recall)
     n_attr = int(meta.get("n_attributes", 1))
     print(f"command: {' '.join(sys.argv)}")
-    print(f"{args.items:,} items x dim {dim} (attribute {args.attribute} {meta.get('attribute_name', '')!r}), "
-          f"{len(real_base)} real + {args.items - len(real_base):,} synthetic; {len(queries)} queries "
-          f"({n_real_q} real held-out, {args.synthetic_queries} synthetic); faiss {faiss.__version__}, "
-          f"{args.threads} threads, {os.cpu_count()} CPUs")
-    print(f"synthetic = unit(real + {model.scale:.4f} * N(0, {'Sigma_real' if args.noise == 'shaped' else 'I'})); "
-          f"NN cosine real->real {cosine_stats(real_nn)}, synthetic->real {cosine_stats(synth_nn)}")
-    print(f"exact top-1 cosine: real queries {top1['real_queries']}, synthetic queries {top1['synthetic_queries']}")
+    print(
+        f"{args.items:,} items x dim {dim} (attribute {args.attribute} {meta.get('attribute_name', '')!r}), "
+        f"{len(real_base)} real + {args.items - len(real_base):,} synthetic; {len(queries)} queries "
+        f"({n_real_q} real held-out, {args.synthetic_queries} synthetic); faiss {faiss.__version__}, "
+        f"{args.threads} threads, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"synthetic = unit(real + {model.scale:.4f} * N(0, {'Sigma_real' if args.noise == 'shaped' else 'I'})); "
+        f"NN cosine real->real {cosine_stats(real_nn)}, synthetic->real {cosine_stats(synth_nn)}"
+    )
+    print(
+        f"exact top-1 cosine: real queries {top1['real_queries']}, synthetic queries {top1['synthetic_queries']}"
+    )
     print()
     print(table(results))
     print()
     if best is None:
-        print(f"recommendation: no approximate option reached recall@10 >= {args.target_recall}; use Flat or SQfp16.")
+        print(
+            f"recommendation: no approximate option reached recall@10 >= {args.target_recall}; use Flat or SQfp16."
+        )
     else:
         r, row = best
         gb = r.file_bytes_per_item * args.items / 1e9
-        print(f"recommendation: {r.option} {row.param} — recall@10 {row.recall:.4f} (real queries {row.recall_real:.4f}), "
-              f"{r.file_bytes_per_item:.0f} B/item = {gb:.2f} GB per attribute at {args.items:,} items "
-              f"({gb * n_attr:.2f} GB for {n_attr} attributes), p50 {row.p50_ms:.3f} ms, p99 {row.p99_ms:.3f} ms "
-              f"(rule: recall@10 >= {args.target_recall}, minimise bytes/item x p50, each relative to the best qualifying)")
+        print(
+            f"recommendation: {r.option} {row.param} — recall@10 {row.recall:.4f} (real queries {row.recall_real:.4f}), "
+            f"{r.file_bytes_per_item:.0f} B/item = {gb:.2f} GB per attribute at {args.items:,} items "
+            f"({gb * n_attr:.2f} GB for {n_attr} attributes), p50 {row.p50_ms:.3f} ms, p99 {row.p99_ms:.3f} ms "
+            f"(rule: recall@10 >= {args.target_recall}, minimise bytes/item x p50, each relative to the best qualifying)"
+        )
     print(f"total wall time {time.perf_counter() - wall:.0f} s")
 
     report = {
-        "command": sys.argv, "items": args.items, "dim": dim, "threads": args.threads, "cpus": os.cpu_count(),
-        "faiss": faiss.__version__, "python": platform.python_version(), "real": meta, "real_in_base": len(real_base),
+        "command": sys.argv,
+        "items": args.items,
+        "dim": dim,
+        "threads": args.threads,
+        "cpus": os.cpu_count(),
+        "faiss": faiss.__version__,
+        "python": platform.python_version(),
+        "real": meta,
+        "real_in_base": len(real_base),
         "queries": {"real": n_real_q, "synthetic": args.synthetic_queries},
-        "synthetic": {"method": f"unit(parent + scale * N(0, {args.noise} covariance)); scale bisected so the median "
-                                "synthetic->nearest-real cosine equals the median real leave-one-out NN cosine",
-                      "noise": args.noise, "scale": model.scale, "real_nn_cosine": cosine_stats(real_nn),
-                      "synthetic_to_real_nn_cosine": cosine_stats(synth_nn)},
-        "exact_top1_cosine": top1, "ground_truth_s": gt_s, "target_recall": args.target_recall,
+        "synthetic": {
+            "method": f"unit(parent + scale * N(0, {args.noise} covariance)); scale bisected so the median "
+            "synthetic->nearest-real cosine equals the median real leave-one-out NN cosine",
+            "noise": args.noise,
+            "scale": model.scale,
+            "real_nn_cosine": cosine_stats(real_nn),
+            "synthetic_to_real_nn_cosine": cosine_stats(synth_nn),
+        },
+        "exact_top1_cosine": top1,
+        "ground_truth_s": gt_s,
+        "target_recall": args.target_recall,
         "results": [asdict(r) for r in results],
-        "recommendation": None if best is None else {"option": best[0].option, "param": best[1].param,
-                                                     "recall": best[1].recall, "bytes_per_item": best[0].file_bytes_per_item,
-                                                     "p50_ms": best[1].p50_ms},
+        "recommendation": None
+        if best is None
+        else {
+            "option": best[0].option,
+            "param": best[1].param,
+            "recall": best[1].recall,
+            "bytes_per_item": best[0].file_bytes_per_item,
+            "p50_ms": best[1].p50_ms,
+        },
         "wall_s": time.perf_counter() - wall,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ What it does:
 Exit status 1 on any 5xx, transport error, invalid answer, unexpected 404, catalogue mismatch,
 server traceback or RSS growth over the limit; the work folder is then kept for inspection.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -116,18 +117,33 @@ class Server:
     def start(self) -> float:
         """Start and wait for /readyz; returns the seconds it took."""
         port = free_port()
-        command = [sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(self.checkpoint),
-                   "--index", str(self.index), "--host", HOST, "--port", str(port)]
+        command = [
+            sys.executable,
+            "-m",
+            "asen_search.service.cli",
+            "serve",
+            "--checkpoint",
+            str(self.checkpoint),
+            "--index",
+            str(self.index),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
         started = time.monotonic()
         with open(self.log, "ab") as log:
             log.write(f"\n===== {time.strftime('%H:%M:%S')} {' '.join(command)}\n".encode())
             log.flush()
-            self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.url = f"http://{HOST}:{port}"
         while time.monotonic() - started < READY_TIMEOUT_S:
             if self.process.poll() is not None:
-                raise SystemExit(f"server exited with {self.process.returncode} while starting; see {self.log}")
+                raise SystemExit(
+                    f"server exited with {self.process.returncode} while starting; see {self.log}"
+                )
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2, trust_env=False).status_code == 200:
                     return time.monotonic() - started
@@ -153,8 +169,12 @@ class Server:
             killed = True
         code = self.process.returncode
         # uvicorn re-raises the SIGTERM it handled once it has shut down, so a clean stop exits -15 (or 0)
-        return {"returncode": code, "seconds": round(time.monotonic() - started, 2), "killed": killed,
-                "clean": not killed and code in (0, -signal.SIGTERM)}
+        return {
+            "returncode": code,
+            "seconds": round(time.monotonic() - started, 2),
+            "killed": killed,
+            "clean": not killed and code in (0, -signal.SIGTERM),
+        }
 
 
 def server_env(api_key: str, extra: list[str]) -> dict[str, str]:
@@ -214,6 +234,7 @@ def catalogue_contents(index: Path) -> tuple[list[str], list[Path]]:
 def load_images(folder: Path | None, stored: list[Path], n: int = 24) -> tuple[list[bytes], str]:
     """Image bytes for queries and adds: --images, else the index's stored images, else
     data/demo/images/test, else freshly drawn garments."""
+
     def files_of(directory: Path) -> list[Path]:
         return sorted(p for p in directory.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 
@@ -262,30 +283,51 @@ class RssSampler(threading.Thread):
 
     def sample(self, label: str) -> None:
         rss, hwm = rss_mib(self.pid)
-        self.samples.append({"t_s": round(time.monotonic() - self.t0, 1), "label": label, "rss_mib": round(rss, 1),
-                             "hwm_mib": round(hwm, 1)})
+        self.samples.append(
+            {
+                "t_s": round(time.monotonic() - self.t0, 1),
+                "label": label,
+                "rss_mib": round(rss, 1),
+                "hwm_mib": round(hwm, 1),
+            }
+        )
 
     def run(self) -> None:
         while not self.done.wait(RSS_EVERY_S):
             self.sample("periodic")
 
 
-def rss_summary(samples: list[dict[str, Any]], warmup_end_s: float, limit_mib: float, limit_pct: float,
-                ) -> dict[str, Any]:
+def rss_summary(
+    samples: list[dict[str, Any]],
+    warmup_end_s: float,
+    limit_mib: float,
+    limit_pct: float,
+) -> dict[str, Any]:
     def first(label: str) -> float | None:
         return next((s["rss_mib"] for s in samples if s["label"] == label), None)
 
     start, warm, end = first("start"), first("warmup-end"), first("end")
-    after = [s for s in samples if s["t_s"] >= warmup_end_s and s["label"] in ("warmup-end", "periodic", "end")]
+    after = [
+        s for s in samples if s["t_s"] >= warmup_end_s and s["label"] in ("warmup-end", "periodic", "end")
+    ]
     slope = None
     if len(after) >= 3 and after[-1]["t_s"] > after[0]["t_s"]:
-        slope = round(float(np.polyfit([s["t_s"] for s in after], [s["rss_mib"] for s in after], 1)[0]) * 60, 2)
+        slope = round(
+            float(np.polyfit([s["t_s"] for s in after], [s["rss_mib"] for s in after], 1)[0]) * 60, 2
+        )
     growth = None if warm is None or end is None else round(end - warm, 1)
     pct = None if growth is None or not warm else round(100 * growth / warm, 1)
     flagged = growth is not None and warm is not None and growth > max(limit_mib, warm * limit_pct / 100)
-    return {"start_mib": start, "warmup_mib": warm, "end_mib": end, "peak_mib": max((s["hwm_mib"] for s in samples),
-            default=None), "growth_after_warmup_mib": growth, "growth_after_warmup_pct": pct,
-            "slope_mib_per_min": slope, "growth_flagged": flagged}
+    return {
+        "start_mib": start,
+        "warmup_mib": warm,
+        "end_mib": end,
+        "peak_mib": max((s["hwm_mib"] for s in samples), default=None),
+        "growth_after_warmup_mib": growth,
+        "growth_after_warmup_pct": pct,
+        "slope_mib_per_min": slope,
+        "growth_flagged": flagged,
+    }
 
 
 def expected(originals: list[str], ledger: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
@@ -293,7 +335,11 @@ def expected(originals: list[str], ledger: dict[str, Any]) -> tuple[list[str], l
     state, original_set = ledger["state"], set(originals)
     present = [i for i in originals if state.get(i, PRESENT) == PRESENT]
     present += [i for i, s in state.items() if s == PRESENT and i not in original_set]
-    return present, [i for i, s in state.items() if s == ABSENT], [i for i, s in state.items() if s == UNKNOWN]
+    return (
+        present,
+        [i for i, s in state.items() if s == ABSENT],
+        [i for i, s in state.items() if s == UNKNOWN],
+    )
 
 
 def promised_tags(attributes: Sequence[Mapping[str, Any]]) -> dict[str, list[str]] | None:
@@ -309,7 +355,9 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def metadata_differences(got: Any, sent: Mapping[str, Any], tags: Mapping[str, Sequence[str]] | None) -> list[str]:
+def metadata_differences(
+    got: Any, sent: Mapping[str, Any], tags: Mapping[str, Sequence[str]] | None
+) -> list[str]:
     """How an added item's metadata as served (`GET /items/{id}`) differs from what the server
     promises for a write that sent `sent`; empty when it is exactly that. The promise: every sent
     field, unchanged, and, when `tags` is not None (the checkpoint has value prototypes; see
@@ -343,8 +391,13 @@ def metadata_differences(got: Any, sent: Mapping[str, Any], tags: Mapping[str, S
     return problems
 
 
-def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], check_limit: int, seed: int,
-                    ) -> dict[str, Any]:
+def check_catalogue(
+    url: str,
+    originals: list[str],
+    ledger: dict[str, Any],
+    check_limit: int,
+    seed: int,
+) -> dict[str, Any]:
     """GET every id whose state is known (untouched originals: at most `check_limit`, sampled) and
     every unknown one; compare each added item's metadata with the promise (`metadata_differences`,
     the tags read from this server's `GET /attributes`) and the server's item count with the
@@ -359,7 +412,9 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
     present, absent, unknown = expected(originals, ledger)
     touched = set(ledger["state"])
     untouched = [i for i in present if i not in touched]
-    sampled = untouched if len(untouched) <= check_limit else random.Random(seed).sample(untouched, check_limit)
+    sampled = (
+        untouched if len(untouched) <= check_limit else random.Random(seed).sample(untouched, check_limit)
+    )
     to_check = [(i, PRESENT) for i in present if i in touched] + [(i, PRESENT) for i in sampled]
     to_check += [(i, ABSENT) for i in absent] + [(i, UNKNOWN) for i in unknown]
     local = threading.local()
@@ -372,7 +427,11 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
             response = local.http.get(f"/items/{quote(item_id, safe='')}")
         except httpx.HTTPError as exc:
             return item_id, want, 0, f"{type(exc).__name__}: {exc}"
-        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else None
+        body = (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else None
+        )
         return item_id, want, response.status_code, body
 
     with ThreadPoolExecutor(8) as pool:
@@ -390,7 +449,9 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
             missing.append(item_id)
         elif want == ABSENT and status == 200:
             resurrected.append(item_id)
-        if tags_known and status == 200 and want != ABSENT and item_id in sent:  # an unacknowledged add, if there, is whole
+        if (
+            tags_known and status == 200 and want != ABSENT and item_id in sent
+        ):  # an unacknowledged add, if there, is whole
             metadata_checked += 1
             got = body.get("metadata") if isinstance(body, dict) else body
             if problems := metadata_differences(got, sent[item_id], tags):
@@ -405,15 +466,32 @@ def check_catalogue(url: str, originals: list[str], ledger: dict[str, Any], chec
     gauge = metrics_value(metrics_text, "asen_catalogue_items")
     count_ok = ready.get("items") == expected_count and (gauge is None or int(gauge) == expected_count)
     ok = not (missing or resurrected or wrong_metadata or errors) and count_ok
-    return {"ok": ok, "checked": len(to_check), "metadata_checked": metadata_checked, "tags_promised": tags is not None,
-            "expected_present": len(present), "expected_absent": len(absent),
-            "unknown": len(unknown), "unknown_resolved": resolved, "originals_sampled": len(sampled),
-            "expected_count": expected_count, "readyz_items": ready.get("items"), "gauge_items": gauge,
-            "count_ok": count_ok, "missing": missing[:50], "resurrected": resurrected[:50],
-            "wrong_metadata": wrong_metadata[:20], "errors": errors[:20],
-            "totals": {"missing": len(missing), "resurrected": len(resurrected), "wrong_metadata": len(wrong_metadata),
-                       "errors": len(errors)},
-            "server_5xx_counted": server_5xx(metrics_text)}
+    return {
+        "ok": ok,
+        "checked": len(to_check),
+        "metadata_checked": metadata_checked,
+        "tags_promised": tags is not None,
+        "expected_present": len(present),
+        "expected_absent": len(absent),
+        "unknown": len(unknown),
+        "unknown_resolved": resolved,
+        "originals_sampled": len(sampled),
+        "expected_count": expected_count,
+        "readyz_items": ready.get("items"),
+        "gauge_items": gauge,
+        "count_ok": count_ok,
+        "missing": missing[:50],
+        "resurrected": resurrected[:50],
+        "wrong_metadata": wrong_metadata[:20],
+        "errors": errors[:20],
+        "totals": {
+            "missing": len(missing),
+            "resurrected": len(resurrected),
+            "wrong_metadata": len(wrong_metadata),
+            "errors": len(errors),
+        },
+        "server_5xx_counted": server_5xx(metrics_text),
+    }
 
 
 def differences(check: dict[str, Any]) -> list[str]:
@@ -423,10 +501,14 @@ def differences(check: dict[str, Any]) -> list[str]:
     lines += [f"metadata of {line}" for line in check["wrong_metadata"]]
     lines += [f"error: {line}" for line in check["errors"]]
     if not check["count_ok"]:
-        lines.append(f"item count: expected {check['expected_count']}, /readyz {check['readyz_items']}, "
-                     f"asen_catalogue_items {check['gauge_items']}")
+        lines.append(
+            f"item count: expected {check['expected_count']}, /readyz {check['readyz_items']}, "
+            f"asen_catalogue_items {check['gauge_items']}"
+        )
     shown = {"missing": 50, "resurrected": 50, "wrong_metadata": 20, "errors": 20}
-    lines += [f"... and {n - shown[kind]} more {kind}" for kind, n in check["totals"].items() if n > shown[kind]]
+    lines += [
+        f"... and {n - shown[kind]} more {kind}" for kind, n in check["totals"].items() if n > shown[kind]
+    ]
     return lines
 
 
@@ -446,48 +528,101 @@ def locust_stats(prefix: Path) -> dict[str, dict[str, Any]]:
     rows = {}
     with open(f"{prefix}_stats.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            rows[row["Name"]] = {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
-                                 "rps": round(float(row["Requests/s"]), 2),
-                                 **{f"p{q}_ms": float(row[f"{q}%"]) if row[f"{q}%"] != "N/A" else None
-                                    for q in ("50", "95", "99")}, "max_ms": float(row["Max Response Time"])}
+            rows[row["Name"]] = {
+                "requests": int(row["Request Count"]),
+                "failures": int(row["Failure Count"]),
+                "rps": round(float(row["Requests/s"]), 2),
+                **{
+                    f"p{q}_ms": float(row[f"{q}%"]) if row[f"{q}%"] != "N/A" else None
+                    for q in ("50", "95", "99")
+                },
+                "max_ms": float(row["Max Response Time"]),
+            }
     return rows
 
 
 def run_locust(url: str, plan: Path, ledger: Path, prefix: Path, args: argparse.Namespace) -> int:
     spawn_rate = args.clients / args.warmup if args.warmup > 0 else args.clients
-    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "bench" / "locustfile.py"), "--headless",
-               "--host", url, "--users", str(args.clients), "--spawn-rate", f"{spawn_rate:g}",
-               "--run-time", f"{args.warmup + args.duration:g}s", "--reset-stats", "--csv", str(prefix),
-               "--html", f"{prefix}.html", "--stop-timeout", "60", "--only-summary", "--loglevel", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "bench" / "locustfile.py"),
+        "--headless",
+        "--host",
+        url,
+        "--users",
+        str(args.clients),
+        "--spawn-rate",
+        f"{spawn_rate:g}",
+        "--run-time",
+        f"{args.warmup + args.duration:g}s",
+        "--reset-stats",
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--stop-timeout",
+        "60",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
     env = {**os.environ, "ASEN_LOAD_PLAN": str(plan), "ASEN_LOAD_LEDGER": str(ledger)}
     return subprocess.run(command, env=env, check=False).returncode
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"Load test: {report['clients']} users, {report['warmup_s']:.0f} s warm-up + {report['duration_s']:.0f} s "
-             f"measured, catalogue of {report['items_at_start']} items, mix {report['mix']}; `{report['command']}`",
-             "", "Latency and req/s: locust, after the warm-up; statuses: the whole run.", "",
-             "| route | requests | failures | req/s | statuses | p50 ms | p95 ms | p99 ms | max ms |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Load test: {report['clients']} users, {report['warmup_s']:.0f} s warm-up + {report['duration_s']:.0f} s "
+        f"measured, catalogue of {report['items_at_start']} items, mix {report['mix']}; `{report['command']}`",
+        "",
+        "Latency and req/s: locust, after the warm-up; statuses: the whole run.",
+        "",
+        "| route | requests | failures | req/s | statuses | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for route, row in report["locust"].items():
         statuses = " ".join(f"{s}:{n}" for s, n in sorted(report["statuses"].get(route, {}).items())) or "-"
-        lines.append(f"| {route} | {row['requests']} | {row['failures']} | {row['rps']} | {statuses} | "
-                     f"{fmt(row['p50_ms'])} | {fmt(row['p95_ms'])} | {fmt(row['p99_ms'])} | {fmt(row['max_ms'])} |")
+        lines.append(
+            f"| {route} | {row['requests']} | {row['failures']} | {row['rps']} | {statuses} | "
+            f"{fmt(row['p50_ms'])} | {fmt(row['p95_ms'])} | {fmt(row['p99_ms'])} | {fmt(row['max_ms'])} |"
+        )
     rss, first, second = report["rss"], report["check"], report["check_after_restart"]
     rows = [
-        ("server RSS MiB: start / after warm-up / end / peak",
-         " / ".join(fmt(rss[k]) for k in ("start_mib", "warmup_mib", "end_mib", "peak_mib"))),
-        ("RSS growth after warm-up MiB (%), MiB/min",
-         f"{fmt(rss['growth_after_warmup_mib'])} ({fmt(rss['growth_after_warmup_pct'])}), {fmt(rss['slope_mib_per_min'])}"),
-        ("CPU s during the load: server (wall s, cores)", f"{report['server_cpu_s']} ({report['load_wall_s']}, "
-         f"{os.cpu_count()})"),
+        (
+            "server RSS MiB: start / after warm-up / end / peak",
+            " / ".join(fmt(rss[k]) for k in ("start_mib", "warmup_mib", "end_mib", "peak_mib")),
+        ),
+        (
+            "RSS growth after warm-up MiB (%), MiB/min",
+            f"{fmt(rss['growth_after_warmup_mib'])} ({fmt(rss['growth_after_warmup_pct'])}), {fmt(rss['slope_mib_per_min'])}",
+        ),
+        (
+            "CPU s during the load: server (wall s, cores)",
+            f"{report['server_cpu_s']} ({report['load_wall_s']}, {os.cpu_count()})",
+        ),
         ("acknowledged adds / deletes", f"{report['acked']['add']} / {report['acked']['delete']}"),
-        ("writes with unknown outcome (cause: present / absent)", str(first["unknown"]) + "".join(
-            f"; {cause}: {n[PRESENT]} / {n[ABSENT]}" for cause, n in report["unknown_by_cause"].items())),
-        (f"catalogue check (expected {first['expected_count']}, /readyz {first['readyz_items']})",
-         "ok" if first["ok"] else "MISMATCH"),
-        (f"after SIGTERM (exit {report['stop_1'].get('returncode')}) + restart", "ok" if second["ok"] else "MISMATCH"),
-        ("anomalies / server log problems", f"{len(report['anomalies'])} / {len(report['server_log_problems'])}"),
+        (
+            "writes with unknown outcome (cause: present / absent)",
+            str(first["unknown"])
+            + "".join(
+                f"; {cause}: {n[PRESENT]} / {n[ABSENT]}" for cause, n in report["unknown_by_cause"].items()
+            ),
+        ),
+        (
+            f"catalogue check (expected {first['expected_count']}, /readyz {first['readyz_items']})",
+            "ok" if first["ok"] else "MISMATCH",
+        ),
+        (
+            f"after SIGTERM (exit {report['stop_1'].get('returncode')}) + restart",
+            "ok" if second["ok"] else "MISMATCH",
+        ),
+        (
+            "anomalies / server log problems",
+            f"{len(report['anomalies'])} / {len(report['server_log_problems'])}",
+        ),
         ("verdict", "PASS" if not report["failures"] else "FAIL: " + "; ".join(report["failures"])),
     ]
     lines += ["", "| measure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
@@ -495,27 +630,46 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True, help="index directory (copied; never written)")
-    parser.add_argument("--images", type=Path, help="folder of query/add images (default: the index's stored "
-                        "images, else data/demo/images/test, else drawn garments)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        help="folder of query/add images (default: the index's stored "
+        "images, else data/demo/images/test, else drawn garments)",
+    )
     parser.add_argument("--clients", type=int, default=16, help="locust users")
     parser.add_argument("--duration", type=float, default=300.0, help="measured seconds, after the warm-up")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds over which the users start")
     parser.add_argument("--mix", default=DEFAULT_MIX, help=f"route weights (default {DEFAULT_MIX})")
-    parser.add_argument("--check-limit", type=int, default=20_000,
-                        help="untouched original items to GET in the check (sampled beyond this)")
-    parser.add_argument("--rss-growth-mib", type=float, default=100.0,
-                        help="flag RSS growth after warm-up above max(this, --rss-growth-pct)")
+    parser.add_argument(
+        "--check-limit",
+        type=int,
+        default=20_000,
+        help="untouched original items to GET in the check (sampled beyond this)",
+    )
+    parser.add_argument(
+        "--rss-growth-mib",
+        type=float,
+        default=100.0,
+        help="flag RSS growth after warm-up above max(this, --rss-growth-pct)",
+    )
     parser.add_argument("--rss-growth-pct", type=float, default=25.0)
-    parser.add_argument("--allow-503", action="store_true",
-                        help="do not fail on 503 answers (load shedding; for overload runs)")
+    parser.add_argument(
+        "--allow-503",
+        action="store_true",
+        help="do not fail on 503 answers (load shedding; for overload runs)",
+    )
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra server environment")
-    parser.add_argument("--workdir", type=Path, help="where the index copy, logs and locust reports go "
-                        "(default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder even when everything passed")
+    parser.add_argument(
+        "--workdir", type=Path, help="where the index copy, logs and locust reports go (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the work folder even when everything passed"
+    )
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -543,14 +697,27 @@ def main() -> int:
         image_files.append(workdir / "images" / f"{n:03d}{suffix}")
         image_files[-1].write_bytes(data)
     server = Server(args.checkpoint.resolve(), index, env, workdir / "server.log")
-    print(f"work folder {workdir}; {len(originals)} items; {len(images)} images from {image_source}",
-          file=sys.stderr, flush=True)
+    print(
+        f"work folder {workdir}; {len(originals)} items; {len(images)} images from {image_source}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         ready_s = server.start()
         ready = httpx.get(f"{server.url}/readyz", timeout=30, trust_env=False).json()
         plan = workdir / "plan.json"
-        plan.write_text(json.dumps({"api_key": api_key, "attributes": ready["attributes"], "originals": originals,
-                                    "images": [str(p) for p in image_files], "mix": mix, "seed": args.seed}))
+        plan.write_text(
+            json.dumps(
+                {
+                    "api_key": api_key,
+                    "attributes": ready["attributes"],
+                    "originals": originals,
+                    "images": [str(p) for p in image_files],
+                    "mix": mix,
+                    "seed": args.seed,
+                }
+            )
+        )
         t0 = time.monotonic()
         sampler = RssSampler(server.pid, t0)
         sampler.sample("start")
@@ -558,8 +725,12 @@ def main() -> int:
         timer = threading.Timer(args.warmup, sampler.sample, ("warmup-end",))
         timer.start()
         cpu_start = cpu_seconds(server.pid)
-        print(f"server ready in {ready_s:.1f} s at {server.url}; locust: {args.clients} users for "
-              f"{args.warmup:.0f} + {args.duration:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"server ready in {ready_s:.1f} s at {server.url}; locust: {args.clients} users for "
+            f"{args.warmup:.0f} + {args.duration:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         locust_rc = run_locust(server.url, plan, workdir / "ledger.json", workdir / "locust", args)
         timer.cancel()
         sampler.sample("end")
@@ -579,40 +750,78 @@ def main() -> int:
     n_5xx = sum(n for s, n in every if s >= 500 and not (args.allow_503 and s == 503))
     n_transport = sum(n for s, n in every if s == 0)
     rss = rss_summary(sampler.samples, args.warmup, args.rss_growth_mib, args.rss_growth_pct)
-    flips = {i: (s, check_2["unknown_resolved"].get(i)) for i, s in check_1["unknown_resolved"].items()
-             if check_2["unknown_resolved"].get(i) != s}
+    flips = {
+        i: (s, check_2["unknown_resolved"].get(i))
+        for i, s in check_1["unknown_resolved"].items()
+        if check_2["unknown_resolved"].get(i) != s
+    }
     causes = unknown_by_cause(ledger, check_1)
     problems = log_problems(server.log)
-    applied_503 = sum(row[PRESENT] if cause == "add 503" else row[ABSENT] if cause == "delete 503" else 0
-                      for cause, row in causes.items())
-    failures = [text for bad, text in (
-        (n_5xx, f"{n_5xx} answers 5xx"), (n_transport, f"{n_transport} transport errors"),
-        (locust_rc not in (0, 1), f"locust exited {locust_rc}"),
-        (not check_1["ok"], "catalogue mismatch after the run: " + "; ".join(differences(check_1)[:1])),
-        (not check_2["ok"], "catalogue mismatch after the restart: " + "; ".join(differences(check_2)[:1])),
-        (flips, f"{len(flips)} unknown writes changed outcome across the restart"),
-        (applied_503, f"{applied_503} writes answered 503 took effect anyway"),
-        (ledger["anomalies"], f"{len(ledger['anomalies'])} anomalies (invalid answers, unexpected 404s)"),
-        (rss["growth_flagged"], f"RSS grew {rss['growth_after_warmup_mib']} MiB after the warm-up"),
-        (any("Traceback" in line for line in problems), "tracebacks in the server log"),
-        (not stop_1.get("clean"), f"SIGTERM: exit {stop_1.get('returncode')}, killed {stop_1.get('killed')}"),
-    ) if bad]
+    applied_503 = sum(
+        row[PRESENT] if cause == "add 503" else row[ABSENT] if cause == "delete 503" else 0
+        for cause, row in causes.items()
+    )
+    failures = [
+        text
+        for bad, text in (
+            (n_5xx, f"{n_5xx} answers 5xx"),
+            (n_transport, f"{n_transport} transport errors"),
+            (locust_rc not in (0, 1), f"locust exited {locust_rc}"),
+            (not check_1["ok"], "catalogue mismatch after the run: " + "; ".join(differences(check_1)[:1])),
+            (
+                not check_2["ok"],
+                "catalogue mismatch after the restart: " + "; ".join(differences(check_2)[:1]),
+            ),
+            (flips, f"{len(flips)} unknown writes changed outcome across the restart"),
+            (applied_503, f"{applied_503} writes answered 503 took effect anyway"),
+            (ledger["anomalies"], f"{len(ledger['anomalies'])} anomalies (invalid answers, unexpected 404s)"),
+            (rss["growth_flagged"], f"RSS grew {rss['growth_after_warmup_mib']} MiB after the warm-up"),
+            (any("Traceback" in line for line in problems), "tracebacks in the server log"),
+            (
+                not stop_1.get("clean"),
+                f"SIGTERM: exit {stop_1.get('returncode')}, killed {stop_1.get('killed')}",
+            ),
+        )
+        if bad
+    ]
     report = {
-        "command": " ".join(sys.argv), "clients": args.clients, "warmup_s": args.warmup, "duration_s": args.duration,
-        "mix": args.mix, "seed": args.seed, "items_at_start": len(originals), "images": image_source,
-        "ready_s": round(ready_s, 1), "locust": locust_stats(workdir / "locust"), "statuses": statuses,
-        "load_wall_s": round(load_wall, 1), "server_cpu_s": round(server_cpu, 1), "rss": rss,
-        "acked": ledger["acked"], "unknown_by_cause": causes, "check": check_1, "stop_1": stop_1,
-        "check_after_restart": check_2, "unknown_flipped_across_restart": flips,
-        "anomalies": ledger["anomalies"][:100], "server_log_problems": problems[:100], "failures": failures,
+        "command": " ".join(sys.argv),
+        "clients": args.clients,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "mix": args.mix,
+        "seed": args.seed,
+        "items_at_start": len(originals),
+        "images": image_source,
+        "ready_s": round(ready_s, 1),
+        "locust": locust_stats(workdir / "locust"),
+        "statuses": statuses,
+        "load_wall_s": round(load_wall, 1),
+        "server_cpu_s": round(server_cpu, 1),
+        "rss": rss,
+        "acked": ledger["acked"],
+        "unknown_by_cause": causes,
+        "check": check_1,
+        "stop_1": stop_1,
+        "check_after_restart": check_2,
+        "unknown_flipped_across_restart": flips,
+        "anomalies": ledger["anomalies"][:100],
+        "server_log_problems": problems[:100],
+        "failures": failures,
         "workdir": str(workdir),
     }
     print(markdown(report))
-    for title, lines in (("catalogue differences after the run", differences(check_1)),
-                         ("catalogue differences after the restart", differences(check_2)),
-                         ("anomalies", ledger["anomalies"]), ("server log problems", problems)):
+    for title, lines in (
+        ("catalogue differences after the run", differences(check_1)),
+        ("catalogue differences after the restart", differences(check_2)),
+        ("anomalies", ledger["anomalies"]),
+        ("server log problems", problems),
+    ):
         if lines:
-            print(f"\n{title} (first {min(20, len(lines))} of {len(lines)}):\n" + "\n".join(f"  {x}" for x in lines[:20]))
+            print(
+                f"\n{title} (first {min(20, len(lines))} of {len(lines)}):\n"
+                + "\n".join(f"  {x}" for x in lines[:20])
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2, default=str))

@@ -15,6 +15,7 @@ Inputs (environment, set by bench/load_test.py): ASEN_LOAD_PLAN, a JSON file wit
 `attributes`, `originals` (the ids at start), `images` (query/add image files), `mix` and `seed`;
 ASEN_LOAD_LEDGER, where the ledger goes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,8 +35,18 @@ from locust.env import Environment
 PRESENT, ABSENT, UNKNOWN = "present", "absent", "unknown"
 ROUTES = ("search-image", "search-id", "rerank", "add", "delete")
 MAX_BACKOFF_S = 5.0
-PLAN: dict[str, Any] = json.loads(Path(os.environ["ASEN_LOAD_PLAN"]).read_text()) if "ASEN_LOAD_PLAN" in os.environ \
-    else {"api_key": "", "attributes": [], "originals": [], "images": [], "mix": {r: 1 for r in ROUTES}, "seed": 0}
+PLAN: dict[str, Any] = (
+    json.loads(Path(os.environ["ASEN_LOAD_PLAN"]).read_text())
+    if "ASEN_LOAD_PLAN" in os.environ
+    else {
+        "api_key": "",
+        "attributes": [],
+        "originals": [],
+        "images": [],
+        "mix": {r: 1 for r in ROUTES},
+        "seed": 0,
+    }
+)
 IMAGES = [Path(p).read_bytes() for p in PLAN["images"]]
 
 
@@ -79,8 +90,14 @@ class Ledger:
 
     def to_json(self) -> dict[str, Any]:
         with self.lock:
-            return {"state": self.state, "sent_metadata": self.sent_metadata, "claimed": sorted(self.claimed),
-                    "unknown_cause": self.unknown_cause, "anomalies": self.anomalies, "acked": self.acked}
+            return {
+                "state": self.state,
+                "sent_metadata": self.sent_metadata,
+                "claimed": sorted(self.claimed),
+                "unknown_cause": self.unknown_cause,
+                "anomalies": self.anomalies,
+                "acked": self.acked,
+            }
 
 
 LEDGER = Ledger(list(PLAN["originals"]))
@@ -91,7 +108,9 @@ _numbers = itertools.count()
 @events.quitting.add_listener
 def _write_ledger(environment: Environment, **_: Any) -> None:
     if "ASEN_LOAD_LEDGER" in os.environ:
-        Path(os.environ["ASEN_LOAD_LEDGER"]).write_text(json.dumps({**LEDGER.to_json(), "statuses": STATUSES}))
+        Path(os.environ["ASEN_LOAD_LEDGER"]).write_text(
+            json.dumps({**LEDGER.to_json(), "statuses": STATUSES})
+        )
 
 
 def _unknown(item_id: str, route: str, status: int) -> None:
@@ -141,8 +160,14 @@ class CatalogueUser(HttpUser):
     def search_image(self) -> None:
         top_k = self.rng.choice((5, 10, 20, 50))
         form = {"attribute": self.rng.choice(PLAN["attributes"]), "top_k": str(top_k)}
-        self._send("search-image", "POST", "/search", data=form, files={"image": self._image()},
-                   check=lambda body: None if len(body["results"]) <= top_k else f"{len(body['results'])} > top_k")
+        self._send(
+            "search-image",
+            "POST",
+            "/search",
+            data=form,
+            files={"image": self._image()},
+            check=lambda body: None if len(body["results"]) <= top_k else f"{len(body['results'])} > top_k",
+        )
 
     def search_id(self) -> None:
         item_id = LEDGER.query_id(self.rng)
@@ -151,10 +176,15 @@ class CatalogueUser(HttpUser):
 
         def check(body: dict[str, Any]) -> str | None:
             ids = [hit["id"] for hit in body["results"]]
-            return None if len(ids) <= top_k and item_id not in ids else f"query {item_id}: {len(ids)} results, " \
-                f"itself included: {item_id in ids}"
+            return (
+                None
+                if len(ids) <= top_k and item_id not in ids
+                else f"query {item_id}: {len(ids)} results, itself included: {item_id in ids}"
+            )
 
-        if self._send("search-id", "POST", "/search", data=form, check=check) == 404 and LEDGER.unexpected_404(item_id):
+        if self._send(
+            "search-id", "POST", "/search", data=form, check=check
+        ) == 404 and LEDGER.unexpected_404(item_id):
             with LEDGER.lock:
                 LEDGER.anomalies.append(f"search-id: 404 for {item_id}, which nobody tried to delete")
 
@@ -164,34 +194,55 @@ class CatalogueUser(HttpUser):
         missing = f"load-missing-{self.number}-{self.rng.randrange(10**9)}"
         candidates.append(missing)
         self.rng.shuffle(candidates)
-        form: dict[str, Any] = {"attribute": self.rng.choice(PLAN["attributes"]), "candidates": candidates,
-                                "weight": f"{self.rng.random():.3f}"}
+        form: dict[str, Any] = {
+            "attribute": self.rng.choice(PLAN["attributes"]),
+            "candidates": candidates,
+            "weight": f"{self.rng.random():.3f}",
+        }
         unique = set(candidates)
 
         def check(body: dict[str, Any]) -> str | None:
             ranked, unknown = [hit["id"] for hit in body["results"]], body["unknown"]
-            ok = missing in unknown and set(ranked) <= unique and len(ranked) + len(unknown) == len(unique) \
+            ok = (
+                missing in unknown
+                and set(ranked) <= unique
+                and len(ranked) + len(unknown) == len(unique)
                 and len(set(ranked)) == len(ranked)
-            return None if ok else f"{len(ranked)} ranked + {len(unknown)} unknown of {len(unique)} candidates"
+            )
+            return (
+                None if ok else f"{len(ranked)} ranked + {len(unknown)} unknown of {len(unique)} candidates"
+            )
 
         if self.rng.random() < 0.5:
             query_id = form["item_id"] = LEDGER.query_id(self.rng)
-            if self._send("rerank", "POST", "/rerank", data=form, check=check) == 404 \
-                    and LEDGER.unexpected_404(query_id):
+            if self._send(
+                "rerank", "POST", "/rerank", data=form, check=check
+            ) == 404 and LEDGER.unexpected_404(query_id):
                 with LEDGER.lock:
-                    LEDGER.anomalies.append(f"rerank: 404 for query item {query_id}, which nobody tried to delete")
+                    LEDGER.anomalies.append(
+                        f"rerank: 404 for query item {query_id}, which nobody tried to delete"
+                    )
         else:
             self._send("rerank", "POST", "/rerank", data=form, files={"image": self._image()}, check=check)
 
     def add(self) -> None:
         item_id = f"load-{self.number}-{self.added}"
         self.added += 1
-        metadata = {"source": "load", "client": self.number, "n": self.added - 1,
-                    "category": self.rng.choice(("dress", "shirt", "coat"))}
+        metadata = {
+            "source": "load",
+            "client": self.number,
+            "n": self.added - 1,
+            "category": self.rng.choice(("dress", "shirt", "coat")),
+        }
         with LEDGER.lock:
             LEDGER.sent_metadata[item_id] = metadata
-        status = self._send("add", "POST", "/items", data={"id": item_id, "metadata": json.dumps(metadata)},
-                            files={"image": self._image()})
+        status = self._send(
+            "add",
+            "POST",
+            "/items",
+            data={"id": item_id, "metadata": json.dumps(metadata)},
+            files={"image": self._image()},
+        )
         with LEDGER.lock:
             if status in (200, 201):
                 LEDGER.state[item_id] = PRESENT
@@ -239,7 +290,14 @@ class CatalogueUser(HttpUser):
                 _unknown(item_id, "delete", status)
 
     # the weights come from the plan (locust's `tasks` dict: function -> integer weight)
-    tasks = {fn: int(PLAN["mix"].get(route, 0)) for route, fn in (
-        ("search-image", search_image), ("search-id", search_id), ("rerank", rerank), ("add", add),
-        ("delete", delete))}
+    tasks = {
+        fn: int(PLAN["mix"].get(route, 0))
+        for route, fn in (
+            ("search-image", search_image),
+            ("search-id", search_id),
+            ("rerank", rerank),
+            ("add", add),
+            ("delete", delete),
+        )
+    }
     tasks = {fn: weight for fn, weight in tasks.items() if weight > 0}

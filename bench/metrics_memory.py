@@ -4,6 +4,7 @@ after 2,000 of warm-up, measured with tracemalloc. Side by side in one run:
 
     .venv/bin/python bench/metrics_memory.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     for instrumented in (False, True):
         name = "with the instrumentator" if instrumented else "without"
-        print(f"{name:24s} {held_mib(instrumented, args.requests):.3f} MiB held after {args.requests} requests")
+        print(
+            f"{name:24s} {held_mib(instrumented, args.requests):.3f} MiB held after {args.requests} requests"
+        )
 
 
 if __name__ == "__main__":

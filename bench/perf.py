@@ -19,6 +19,7 @@ Sections (`--only` picks some):
   inference workers: the previous design).
 - build: `asen index build` of the demo test split in images/s, torch against the default runtime.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def _installed(runtime: str) -> bool:
     import torch
 
     from asen_search.model.runtime import RuntimeUnavailable, resolve_runtime
+
     try:
         resolve_runtime(runtime, torch.device("cpu"))
     except RuntimeUnavailable:
@@ -88,9 +90,10 @@ def encode_section(checkpoint: Path, images: list[Any], rounds: int) -> list[dic
         def floor(enc: Encoder = enc) -> None:
             with torch.inference_mode():
                 for start in range(0, n, 32):
-                    enc._global(x[start:start + 32])
+                    enc._global(x[start : start + 32])
                 for start in range(0, len(crops), 32 * n_attr):
-                    enc._local(crops[start:start + 32 * n_attr])  # type: ignore[misc]
+                    enc._local(crops[start : start + 32 * n_attr])  # type: ignore[misc]
+
         methods[f"backbones alone ({rt})"] = floor
     for fn in methods.values():
         fn()  # warm-up
@@ -101,20 +104,47 @@ def encode_section(checkpoint: Path, images: list[Any], rounds: int) -> list[dic
             results.setdefault(name, []).append(time.perf_counter() - start)
     ips = {name: n / statistics.median(t) for name, t in results.items()}
     naive_ips = ips["naive loop (torch)"]
-    rows.append({"section": "encode", "metric": "naive loop (torch), images/s, all attributes",
-                 "value": naive_ips, "unit": "img/s"})
+    rows.append(
+        {
+            "section": "encode",
+            "metric": "naive loop (torch), images/s, all attributes",
+            "value": naive_ips,
+            "unit": "img/s",
+        }
+    )
     for rt in encoders:
         value, floor_ips = ips[f"encoder ({rt})"], ips[f"backbones alone ({rt})"]
-        rows.append({"section": "encode", "metric": f"encoder ({rt}), images/s, all {n_attr} attributes",
-                     "value": value, "unit": "img/s", "floor": floor_ips, "ratio": floor_ips / value,
-                     "vs_naive": value / naive_ips, "goal": ">= 35 img/s, <= 1.3x floor, >= 3x naive"})
+        rows.append(
+            {
+                "section": "encode",
+                "metric": f"encoder ({rt}), images/s, all {n_attr} attributes",
+                "value": value,
+                "unit": "img/s",
+                "floor": floor_ips,
+                "ratio": floor_ips / value,
+                "vs_naive": value / naive_ips,
+                "goal": ">= 35 img/s, <= 1.3x floor, >= 3x naive",
+            }
+        )
     for rt, enc in encoders.items():
         one = _median_s(lambda enc=enc: enc.encode(images[:1], [0], batch_size=1), 15, 3)
         every = _median_s(lambda enc=enc: enc.encode(images[:1], batch_size=1), 15, 3)
-        rows.append({"section": "encode", "metric": f"one image, one attribute ({rt})", "value": one * 1000,
-                     "unit": "ms"})
-        rows.append({"section": "encode", "metric": f"one image, all attributes ({rt})", "value": every * 1000,
-                     "unit": "ms"})
+        rows.append(
+            {
+                "section": "encode",
+                "metric": f"one image, one attribute ({rt})",
+                "value": one * 1000,
+                "unit": "ms",
+            }
+        )
+        rows.append(
+            {
+                "section": "encode",
+                "metric": f"one image, all attributes ({rt})",
+                "value": every * 1000,
+                "unit": "ms",
+            }
+        )
     return rows
 
 
@@ -127,12 +157,17 @@ def crops_section(checkpoint: Path, paths: list[Path], rounds: int) -> list[dict
 
     ckpt = load_checkpoint(checkpoint)
     model, pre = ckpt.model.eval(), ckpt.preprocess
-    stems = {rt: Stems.of(model, pre.global_size, pre.local_size, rt) for rt in ("torch", "openvino")
-             if _installed(rt)}
+    stems = {
+        rt: Stems.of(model, pre.global_size, pre.local_size, rt)
+        for rt in ("torch", "openvino")
+        if _installed(rt)
+    }
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        images = build_image_set(model, pre, paths, "perf", Path(tmp), progress=False, stem=stems["torch"].global_)
-        images.keep_originals(MemoryBudget(None), "perf", progress=False)   # as training does when they fit
+        images = build_image_set(
+            model, pre, paths, "perf", Path(tmp), progress=False, stem=stems["torch"].global_
+        )
+        images.keep_originals(MemoryBudget(None), "perf", progress=False)  # as training does when they fit
         n_attr = model.cfg.n_attributes
         fids = torch.arange(len(paths)).repeat_interleave(n_attr)
         attrs = torch.arange(n_attr).repeat(len(paths))
@@ -145,8 +180,15 @@ def crops_section(checkpoint: Path, paths: list[Path], rounds: int) -> list[dict
     base = len(fids) / statistics.median(seconds["torch"])
     for rt in stems:
         value = len(fids) / statistics.median(seconds[rt])
-        rows.append({"section": "crops", "metric": f"stage-2 crop pass ({rt} stem), crops/s", "value": value,
-                     "unit": "crops/s", "vs_torch": value / base})
+        rows.append(
+            {
+                "section": "crops",
+                "metric": f"stage-2 crop pass ({rt} stem), crops/s",
+                "value": value,
+                "unit": "crops/s",
+                "vs_torch": value / base,
+            }
+        )
     return rows
 
 
@@ -159,9 +201,15 @@ def flat_section(sizes: list[int], bandwidth_gbs: float) -> list[dict[str, Any]]
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2048, 2048), dtype=np.float32)
     gemm_s = _median_s(lambda: a @ a, 5)
-    peak_flops = 2 * 2048 ** 3 / gemm_s
-    rows: list[dict[str, Any]] = [{"section": "flat", "metric": "SGEMM 2048^3 (compute peak used as the batch floor)",
-                                   "value": peak_flops / 1e9, "unit": "GFLOP/s"}]
+    peak_flops = 2 * 2048**3 / gemm_s
+    rows: list[dict[str, Any]] = [
+        {
+            "section": "flat",
+            "metric": "SGEMM 2048^3 (compute peak used as the batch floor)",
+            "value": peak_flops / 1e9,
+            "unit": "GFLOP/s",
+        }
+    ]
     dim = 256
     for n in sizes:
         ours = AttributeIndex.create(dim, "Flat")
@@ -182,8 +230,17 @@ def flat_section(sizes: list[int], bandwidth_gbs: float) -> list[dict[str, Any]]
             faiss_s = _median_s(lambda b=batch, i=theirs: i.search(b, 10), repeats) / len(batch)
             ours_s = _median_s(lambda b=batch, i=ours: i.search(b, 10), repeats) / len(batch)
             for name, s in (("FAISS IndexFlatIP", faiss_s), ("our scan", ours_s)):
-                rows.append({"section": "flat", "metric": f"{n:,} items, {label}: {name}", "value": s * 1000,
-                             "unit": "ms", "floor": floor * 1000, "ratio": s / floor, "goal": "<= 2x floor"})
+                rows.append(
+                    {
+                        "section": "flat",
+                        "metric": f"{n:,} items, {label}: {name}",
+                        "value": s * 1000,
+                        "unit": "ms",
+                        "floor": floor * 1000,
+                        "ratio": s / floor,
+                        "goal": "<= 2x floor",
+                    }
+                )
     return rows
 
 
@@ -192,21 +249,31 @@ def _cpu_s(process: Any) -> float:
     return float(times.user + times.system)
 
 
-def http_section(checkpoint: Path, index: Path | None, images_dir: Path | None, requests: int,
-                 clients: list[int], synthetic: int) -> list[dict[str, Any]]:
+def http_section(
+    checkpoint: Path,
+    index: Path | None,
+    images_dir: Path | None,
+    requests: int,
+    clients: list[int],
+    synthetic: int,
+) -> list[dict[str, Any]]:
     import httpx
     import psutil
 
     from bench.search_latency import query_images, run_clients, start_server, synthetic_index
 
     rows: list[dict[str, Any]] = []
-    designs = {"batched (defaults)": {}, "unbatched (2 workers)": {"ASEN_BATCH_MAX": "1",
-                                                                    "ASEN_INFERENCE_CONCURRENCY": "2"}}
+    designs = {
+        "batched (defaults)": {},
+        "unbatched (2 workers)": {"ASEN_BATCH_MAX": "1", "ASEN_INFERENCE_CONCURRENCY": "2"},
+    }
     images = query_images(images_dir)
     with tempfile.TemporaryDirectory() as tmp:
         catalogues = {"demo": index} if index is not None else {}
         if synthetic:
-            catalogues[f"{synthetic // 1000}k synthetic"] = synthetic_index(checkpoint, synthetic, Path(tmp) / "syn", "Flat")
+            catalogues[f"{synthetic // 1000}k synthetic"] = synthetic_index(
+                checkpoint, synthetic, Path(tmp) / "syn", "Flat"
+            )
         for cat_name, cat_path in catalogues.items():
             for design, env in designs.items():
                 process, url = start_server(checkpoint, cat_path, env_extra=env)
@@ -218,13 +285,23 @@ def http_section(checkpoint: Path, index: Path | None, images_dir: Path | None, 
                         cpu_before, wall_before = _cpu_s(server), time.perf_counter()
                         r = run_clients(url, images, attribute, c, max(requests, 20 * c), 10)
                         cpu_used, wall = _cpu_s(server) - cpu_before, time.perf_counter() - wall_before
-                        rows.append({"section": "http", "catalogue": cat_name, "design": design, "clients": c,
-                                     "metric": f"/search {cat_name}, {design}, {c} client(s)",
-                                     "value": r["p50_ms"], "unit": "ms p50", "p99_ms": r["p99_ms"],
-                                     "rps": r["throughput_rps"], "encode_p50_ms": r["encode_p50_ms"],
-                                     "search_p50_ms": r["search_p50_ms"],
-                                     "server_cpu_ms_per_request": 1000 * cpu_used / r["requests"],
-                                     "server_cores_busy": cpu_used / wall})
+                        rows.append(
+                            {
+                                "section": "http",
+                                "catalogue": cat_name,
+                                "design": design,
+                                "clients": c,
+                                "metric": f"/search {cat_name}, {design}, {c} client(s)",
+                                "value": r["p50_ms"],
+                                "unit": "ms p50",
+                                "p99_ms": r["p99_ms"],
+                                "rps": r["throughput_rps"],
+                                "encode_p50_ms": r["encode_p50_ms"],
+                                "search_p50_ms": r["search_p50_ms"],
+                                "server_cpu_ms_per_request": 1000 * cpu_used / r["requests"],
+                                "server_cores_busy": cpu_used / wall,
+                            }
+                        )
                 finally:
                     process.send_signal(signal.SIGINT)
                     process.wait(timeout=60)
@@ -244,9 +321,18 @@ def build_section(checkpoint: Path, data: Path) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for rt in ("torch", "auto"):
-            report = build_index(BuildConfig(checkpoint, data, Path(tmp) / rt, "test", progress=False, runtime=rt))
-            rows.append({"section": "build", "metric": f"asen index build ({rt} runtime), {report.items} images",
-                         "value": report.images_per_second, "unit": "img/s", "goal": ">= 40 img/s"})
+            report = build_index(
+                BuildConfig(checkpoint, data, Path(tmp) / rt, "test", progress=False, runtime=rt)
+            )
+            rows.append(
+                {
+                    "section": "build",
+                    "metric": f"asen index build ({rt} runtime), {report.items} images",
+                    "value": report.images_per_second,
+                    "unit": "img/s",
+                    "goal": ">= 40 img/s",
+                }
+            )
     return rows
 
 
@@ -262,11 +348,25 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("| section | figure | value | unit | floor | ratio | other | goal |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        other = ", ".join(f"{k} {_fmt(r[k])}" for k in ("vs_naive", "vs_torch", "p99_ms", "rps", "rps_vs_1_client",
-                                                          "encode_p50_ms", "search_p50_ms",
-                                                          "server_cpu_ms_per_request", "server_cores_busy") if k in r)
-        print(f"| {r['section']} | {r['metric']} | {_fmt(r['value'])} | {r['unit']} | {_fmt(r.get('floor'))} | "
-              f"{_fmt(r.get('ratio'))} | {other} | {r.get('goal', '')} |")
+        other = ", ".join(
+            f"{k} {_fmt(r[k])}"
+            for k in (
+                "vs_naive",
+                "vs_torch",
+                "p99_ms",
+                "rps",
+                "rps_vs_1_client",
+                "encode_p50_ms",
+                "search_p50_ms",
+                "server_cpu_ms_per_request",
+                "server_cores_busy",
+            )
+            if k in r
+        )
+        print(
+            f"| {r['section']} | {r['metric']} | {_fmt(r['value'])} | {r['unit']} | {_fmt(r.get('floor'))} | "
+            f"{_fmt(r.get('ratio'))} | {other} | {r.get('goal', '')} |"
+        )
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
@@ -279,7 +379,9 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     http = [r for r in rows if r["section"] == "http"]
     for key in sorted({(r["catalogue"], r["design"]) for r in http}):
         mine = sorted((r for r in http if (r["catalogue"], r["design"]) == key), key=lambda r: r["clients"])
-        left.plot([r["clients"] for r in mine], [r["value"] for r in mine], marker="o", label=f"{key[0]}, {key[1]}")
+        left.plot(
+            [r["clients"] for r in mine], [r["value"] for r in mine], marker="o", label=f"{key[0]}, {key[1]}"
+        )
     left.set(xlabel="concurrent clients", ylabel="/search p50 latency (ms)", title="Latency vs clients")
     left.legend(fontsize=8)
     enc = [r for r in rows if r["section"] in ("encode", "build") and r["unit"] == "img/s"]
@@ -290,22 +392,39 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--data", type=Path, required=True, help="the demo dataset (its test split is the catalogue)")
-    parser.add_argument("--index", type=Path, help="the demo index (http section; else only the synthetic one)")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="the demo dataset (its test split is the catalogue)"
+    )
+    parser.add_argument(
+        "--index", type=Path, help="the demo index (http section; else only the synthetic one)"
+    )
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}"
+    )
     parser.add_argument("--images", type=int, default=64, help="images for the encode and crops sections")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flat-sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--bandwidth-gbs", type=float, default=25.0,
-                        help="memory read bandwidth for the flat floor (machine-notes.md: about 25 GB/s)")
+    parser.add_argument(
+        "--bandwidth-gbs",
+        type=float,
+        default=25.0,
+        help="memory read bandwidth for the flat floor (machine-notes.md: about 25 GB/s)",
+    )
     parser.add_argument("--requests", type=int, default=200, help="requests per client setting")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4, 8])
-    parser.add_argument("--synthetic", type=int, default=100_000, help="items of the synthetic catalogue (0: none)")
+    parser.add_argument(
+        "--synthetic", type=int, default=100_000, help="items of the synthetic catalogue (0: none)"
+    )
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--plot", type=Path, help="PNG: latency vs clients and images/s per method (matplotlib)")
+    parser.add_argument(
+        "--plot", type=Path, help="PNG: latency vs clients and images/s per method (matplotlib)"
+    )
     args = parser.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
@@ -329,9 +448,14 @@ def main() -> None:
     if "flat" in only:
         rows += flat_section(args.flat_sizes, args.bandwidth_gbs)
     if "http" in only:
-        rows += http_section(args.checkpoint, args.index, args.data / "images" / "test"
-                             if (args.data / "images" / "test").is_dir() else None,
-                             args.requests, args.clients, args.synthetic)
+        rows += http_section(
+            args.checkpoint,
+            args.index,
+            args.data / "images" / "test" if (args.data / "images" / "test").is_dir() else None,
+            args.requests,
+            args.clients,
+            args.synthetic,
+        )
     if "build" in only:
         rows += build_section(args.checkpoint, args.data)
     print(f"command: {' '.join(sys.argv)}")

@@ -4,6 +4,7 @@ uses, on what matters for a flood of distinct client addresses: memory held and 
     .venv/bin/pip install limits      # slowapi's backend; not a dependency of this project
     .venv/bin/python bench/rate_limiter_compare.py --keys 200000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,9 @@ def measure(name: str, hit, keys: int) -> None:  # type: ignore[no-untyped-def]
     elapsed = time.perf_counter() - start
     held = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    print(f"{name:48s} {1e6 * elapsed / keys:6.2f} us/check   {held / 2**20:7.1f} MiB held after {keys} clients")
+    print(
+        f"{name:48s} {1e6 * elapsed / keys:6.2f} us/check   {held / 2**20:7.1f} MiB held after {keys} clients"
+    )
 
 
 def main() -> None:
@@ -36,8 +39,9 @@ def main() -> None:
         from limits.storage import MemoryStorage
         from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
     except ImportError:
-        raise SystemExit("this comparison needs the `limits` package (slowapi's backend): "
-                         ".venv/bin/pip install limits") from None
+        raise SystemExit(
+            "this comparison needs the `limits` package (slowapi's backend): .venv/bin/pip install limits"
+        ) from None
     buckets = TokenBuckets(rate=5.0, burst=10)
     measure("token buckets (ours, 10k keys kept)", buckets.take, args.keys)
     limit = parse("10/2 second")  # the same average and burst as a moving window

@@ -31,6 +31,7 @@ copy so that nothing is written to it, DATA the demo dataset (var/demo/data afte
         --attribute neckline --min-precision 0.99 --max-results 12 --out /tmp/scan --runtime openvino
     .venv/bin/python -m bench.screenshots --scan-report /tmp/scan/report.html
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,21 @@ def serving(checkpoint: Path, index: Path) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
-               "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning"})
+    command = [
+        sys.executable,
+        "-m",
+        "asen_search.service.cli",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--index",
+        str(index),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning"}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -80,26 +93,41 @@ def serving(checkpoint: Path, index: Path) -> Iterator[str]:
 
 
 def wait_for_results(page, attribute: str) -> None:  # type: ignore[no-untyped-def]
-    page.wait_for_function("a => document.getElementById('status').textContent.includes('results for ' + a)",
-                           arg=attribute)
+    page.wait_for_function(
+        "a => document.getElementById('status').textContent.includes('results for ' + a)", arg=attribute
+    )
     wait_for_images(page)
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
+    page.evaluate(
+        "() => document.activeElement && document.activeElement.blur()"
+    )  # no focus ring in the picture
 
 
 def wait_for_images(page) -> None:  # type: ignore[no-untyped-def]
     """Until every image in sight has loaded (results below the fold load lazily, when scrolled to)."""
-    page.wait_for_function("() => [...document.querySelectorAll('#results img, #parts img')]"
-                           ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img, #parts img')]"
+        ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)"
+    )
 
 
 def wait_for_composed(page) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
-    page.wait_for_function("() => document.getElementById('status').textContent.includes('results for the composed')")
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent.includes('results for the composed')"
+    )
     wait_for_images(page)
 
 
-def shoot_composed(browser, url: str, query: Path, image_attribute: str, value_attribute: str,  # type: ignore[no-untyped-def]
-                   value: str, top_k: int, out: Path) -> None:
+def shoot_composed(
+    browser,
+    url: str,
+    query: Path,
+    image_attribute: str,
+    value_attribute: str,  # type: ignore[no-untyped-def]
+    value: str,
+    top_k: int,
+    out: Path,
+) -> None:
     """Two parts: `image_attribute` from the query image, `value_attribute` from `value`."""
     page = browser.new_page(viewport={"width": 1280, "height": 1080}, device_scale_factor=1)
     page.set_default_timeout(60_000)
@@ -120,8 +148,14 @@ def shoot_composed(browser, url: str, query: Path, image_attribute: str, value_a
     page.screenshot(path=out / "page-composed.png")
 
 
-def shoot_threshold(browser, url: str, query: Path, attribute: str, min_precision: float,  # type: ignore[no-untyped-def]
-                    out: Path) -> None:
+def shoot_threshold(
+    browser,
+    url: str,
+    query: Path,
+    attribute: str,
+    min_precision: float,  # type: ignore[no-untyped-def]
+    out: Path,
+) -> None:
     """Every item of `attribute` like the query image at precision `min_precision` or better."""
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
     page.set_default_timeout(60_000)
@@ -130,13 +164,17 @@ def shoot_threshold(browser, url: str, query: Path, attribute: str, min_precisio
     page.select_option("#attribute-select", attribute)
     page.click("label[for='single-kind-threshold']")
     if page.locator("#single-by-precision").is_disabled():
-        raise SystemExit(f"no precision curve for {attribute}: {page.text_content('#single-limit .no-precision')}")
+        raise SystemExit(
+            f"no precision curve for {attribute}: {page.text_content('#single-limit .no-precision')}"
+        )
     page.click("label[for='single-by-precision']")
     page.fill("#single-min-precision", f"{min_precision:.2f}")
     page.set_input_files("#image-input", str(query))
     page.wait_for_selector("#results-section:not([aria-busy])", state="attached")
-    page.wait_for_function("() => / at precision /.test(document.getElementById('status').textContent)"
-                           " || !document.getElementById('error').hidden")
+    page.wait_for_function(
+        "() => / at precision /.test(document.getElementById('status').textContent)"
+        " || !document.getElementById('error').hidden"
+    )
     if page.locator("#error").is_visible():
         raise SystemExit(f"the threshold search failed: {page.text_content('#error')}")
     page.evaluate("() => { window.scrollTo(0, 0); document.activeElement && document.activeElement.blur(); }")
@@ -150,13 +188,24 @@ def shoot_scan_report(browser, report: Path, out: Path) -> None:  # type: ignore
     page.set_default_timeout(60_000)
     page.goto(report.resolve().as_uri())
     page.wait_for_load_state("load")
-    page.wait_for_function("() => [...document.images]"
-                           ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)")
+    page.wait_for_function(
+        "() => [...document.images]"
+        ".every(i => i.complete || i.getBoundingClientRect().top > window.innerHeight)"
+    )
     page.screenshot(path=out / "scan-report.png")
 
 
-def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: int, out: Path,
-          value: str, threshold_attribute: str, min_precision: float) -> None:
+def shoot(
+    url: str,
+    query: Path,
+    attribute: str,
+    explain_attribute: str,
+    top_k: int,
+    out: Path,
+    value: str,
+    threshold_attribute: str,
+    min_precision: float,
+) -> None:
     from playwright.sync_api import expect
 
     with chromium() as browser:
@@ -176,8 +225,9 @@ def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: 
         expect(page.locator(".frame.explained")).to_have_count(top_k + 1, timeout=60_000)
         page.screenshot(path=out / "page-explain.png")
 
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1,
-                                 is_mobile=True, has_touch=True)
+        phone = browser.new_page(
+            viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True
+        )
         phone.set_default_timeout(60_000)
         phone.goto(url)
         phone.wait_for_selector("body[data-ready='true']")
@@ -186,7 +236,8 @@ def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: 
         phone.set_input_files("#image-input", str(query))
         wait_for_results(phone, attribute)
         phone.locator("#query-preview").evaluate(  # the query, then the first results
-            "el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 16)")
+            "el => window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - 16)"
+        )
         wait_for_images(phone)
         phone.screenshot(path=out / "page-mobile.png")
 
@@ -195,19 +246,30 @@ def shoot(url: str, query: Path, attribute: str, explain_attribute: str, top_k: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a running service; else --checkpoint and --index are served")
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--index", type=Path)
     parser.add_argument("--query", type=Path, help="the query image to upload (the page's screenshots)")
     parser.add_argument("--attribute", default="colour", help="attribute of the results screenshot")
-    parser.add_argument("--explain-attribute", default="neckline", help="attribute of the explanation screenshot")
+    parser.add_argument(
+        "--explain-attribute", default="neckline", help="attribute of the explanation screenshot"
+    )
     parser.add_argument("--value", default="blue", help="value of --attribute in the composed query")
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--threshold-attribute", default="colour", help="attribute of the threshold screenshot")
-    parser.add_argument("--min-precision", type=float, default=0.99, help="precision of the threshold screenshot")
-    parser.add_argument("--scan-report", type=Path, help="report.html of `asen scan`: screenshot it too "
-                        "(alone, without --query)")
+    parser.add_argument(
+        "--threshold-attribute", default="colour", help="attribute of the threshold screenshot"
+    )
+    parser.add_argument(
+        "--min-precision", type=float, default=0.99, help="precision of the threshold screenshot"
+    )
+    parser.add_argument(
+        "--scan-report",
+        type=Path,
+        help="report.html of `asen scan`: screenshot it too (alone, without --query)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     if (why := browser_missing()) is not None:
@@ -223,8 +285,16 @@ def main() -> None:
             shoot_scan_report(browser, args.scan_report, args.out)
         names.append("scan-report.png")
     if args.query is not None:
-        page_args = (args.query, args.attribute, args.explain_attribute, args.top_k, args.out, args.value,
-                     args.threshold_attribute, args.min_precision)
+        page_args = (
+            args.query,
+            args.attribute,
+            args.explain_attribute,
+            args.top_k,
+            args.out,
+            args.value,
+            args.threshold_attribute,
+            args.min_precision,
+        )
         if args.url:
             shoot(args.url, *page_args)
         elif args.checkpoint is None or args.index is None:
@@ -232,7 +302,13 @@ def main() -> None:
         else:
             with serving(args.checkpoint, args.index) as url:
                 shoot(url, *page_args)
-        names += ["page-results.png", "page-explain.png", "page-mobile.png", "page-composed.png", "page-threshold.png"]
+        names += [
+            "page-results.png",
+            "page-explain.png",
+            "page-mobile.png",
+            "page-composed.png",
+            "page-threshold.png",
+        ]
     print(f"wrote {', '.join(str(args.out / n) for n in names)}")
 
 

@@ -11,6 +11,7 @@ be measured side by side in one run on one machine. `--fsync-delay-ms` makes eve
 server take that much longer (a `sitecustomize` wrapping `os.fsync` with a sleep), standing in for a
 slower disk than this machine's (network block storage, a busy or rotating disk: 1-20 ms).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ from search_latency import ROOT, query_images, start_server
 
 def _stats(values: list[float]) -> dict[str, float]:
     a = np.asarray(values) * 1000
-    return {"n": len(a), "p50_ms": round(float(np.percentile(a, 50)), 2),
-            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+    return {
+        "n": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "max_ms": round(float(a.max()), 2),
+    }
 
 
 def measure(url: str, ids: list[str], seconds: float, writers: int, images: list[bytes]) -> dict[str, object]:
@@ -44,7 +49,9 @@ def measure(url: str, ids: list[str], seconds: float, writers: int, images: list
             n = 0
             while not stop.is_set():
                 start = time.perf_counter()
-                answer = http.post("/search", data={"attribute": "colour", "item_id": ids[n % len(ids)], "top_k": 10})
+                answer = http.post(
+                    "/search", data={"attribute": "colour", "item_id": ids[n % len(ids)], "top_k": 10}
+                )
                 searches.append(time.perf_counter() - start)
                 assert answer.status_code == 200, answer.text
                 n += 1
@@ -63,7 +70,9 @@ def measure(url: str, ids: list[str], seconds: float, writers: int, images: list
             while not stop.is_set():
                 start = time.perf_counter()
                 item = f"bench-{k}-{n}"
-                added = http.post("/items", data={"id": item}, files={"image": ("a.jpg", images[n % len(images)])})
+                added = http.post(
+                    "/items", data={"id": item}, files={"image": ("a.jpg", images[n % len(images)])}
+                )
                 assert added.status_code == 201, added.text
                 assert http.delete(f"/items/{item}").status_code == 200
                 writes.append(time.perf_counter() - start)
@@ -77,18 +86,27 @@ def measure(url: str, ids: list[str], seconds: float, writers: int, images: list
     stop.set()
     for thread in threads:
         thread.join()
-    return {"search_by_id": _stats(searches), "healthz": _stats(pings),
-            "writes_per_s": round(2 * len(writes) / seconds, 1)}
+    return {
+        "search_by_id": _stats(searches),
+        "healthz": _stats(pings),
+        "writes_per_s": round(2 * len(writes) / seconds, 1),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--index", type=Path, required=True)
-    parser.add_argument("--source", type=Path, default=ROOT, help="code tree to serve (default: this checkout)")
+    parser.add_argument(
+        "--source", type=Path, default=ROOT, help="code tree to serve (default: this checkout)"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
     parser.add_argument("--writers", type=int, default=2)
-    parser.add_argument("--fsync-delay-ms", type=float, default=0.0, help="added to every fsync of the server")
+    parser.add_argument(
+        "--fsync-delay-ms", type=float, default=0.0, help="added to every fsync of the server"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,16 +117,21 @@ def main() -> None:
             site.mkdir()
             (site / "sitecustomize.py").write_text(
                 "import os, time\n_fsync = os.fsync\n"
-                f"def fsync(fd):\n    time.sleep({args.fsync_delay_ms / 1000!r})\n    _fsync(fd)\nos.fsync = fsync\n")
+                f"def fsync(fd):\n    time.sleep({args.fsync_delay_ms / 1000!r})\n    _fsync(fd)\nos.fsync = fsync\n"
+            )
             env["PYTHONPATH"] = f"{site}:{args.source.resolve()}"
         process, url = start_server(args.checkpoint, index, args.source.resolve(), env)
         try:
             ids = [f"test-{i:05d}" for i in range(50)]
             images = query_images(None, 8)
-            result = {"source": str(args.source.resolve()), "seconds": args.seconds, "writers": args.writers,
-                      "fsync_delay_ms": args.fsync_delay_ms,
-                      "alone": measure(url, ids, args.seconds, 0, images),
-                      "with_writes": measure(url, ids, args.seconds, args.writers, images)}
+            result = {
+                "source": str(args.source.resolve()),
+                "seconds": args.seconds,
+                "writers": args.writers,
+                "fsync_delay_ms": args.fsync_delay_ms,
+                "alone": measure(url, ids, args.seconds, 0, images),
+                "with_writes": measure(url, ids, args.seconds, args.writers, images),
+            }
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)

@@ -8,6 +8,7 @@ With --catalogue-size the index is synthetic: random unit vectors for the checkp
 (search time depends on the number of vectors, not on what they show). The server is `asen serve`
 in a subprocess with the allocator settings of docs/tuning.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,11 @@ def synthetic_index(checkpoint: Path, size: int, out: Path, factory: str) -> Pat
         n = min(20_000, size - start)
         vectors = rng.standard_normal((n, len(encoder.attributes), encoder.dim)).astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=-1, keepdims=True)
-        catalogue.add([f"syn-{start + i:07d}" for i in range(n)], vectors, [{"shard": (start + i) % 10} for i in range(n)])
+        catalogue.add(
+            [f"syn-{start + i:07d}" for i in range(n)],
+            vectors,
+            [{"shard": (start + i) % 10} for i in range(n)],
+        )
     catalogue.save(out)
     return out
 
@@ -66,15 +71,32 @@ def query_images(folder: Path | None, n: int = 16) -> list[bytes]:
     return images
 
 
-def start_server(checkpoint: Path, index: Path, source: Path = ROOT,
-                 env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(
+    checkpoint: Path, index: Path, source: Path = ROOT, env_extra: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
     """`asen serve` on a free port, run from the code tree `source` (default: this one)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint), "--index", str(index),
-               "--port", str(port)]
-    env = {**os.environ, **PROCESS_ENV, "ASEN_LOG_LEVEL": "warning", "PYTHONPATH": str(source), **(env_extra or {})}
+    command = [
+        sys.executable,
+        "-m",
+        "asen_search.service.cli",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--index",
+        str(index),
+        "--port",
+        str(port),
+    ]
+    env = {
+        **os.environ,
+        **PROCESS_ENV,
+        "ASEN_LOG_LEVEL": "warning",
+        "PYTHONPATH": str(source),
+        **(env_extra or {}),
+    }
     process = subprocess.Popen(command, cwd=source, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -100,8 +122,9 @@ def parse_timing(header: str) -> dict[str, float]:
     return out
 
 
-def run_clients(url: str, images: list[bytes], attribute: str, clients: int, requests: int,
-                top_k: int) -> dict[str, float]:
+def run_clients(
+    url: str, images: list[bytes], attribute: str, clients: int, requests: int, top_k: int
+) -> dict[str, float]:
     """`requests` searches spread over `clients` threads, each with its own connection."""
     records: list[tuple[float, dict[str, float]]] = []
     lock = threading.Lock()
@@ -111,8 +134,11 @@ def run_clients(url: str, images: list[bytes], attribute: str, clients: int, req
             for i in range(worker_id, requests, clients):
                 image = images[i % len(images)]
                 start = time.perf_counter()
-                response = http.post("/search", data={"attribute": attribute, "top_k": str(top_k)},
-                                     files={"image": ("q.jpg", image, "image/jpeg")})
+                response = http.post(
+                    "/search",
+                    data={"attribute": attribute, "top_k": str(top_k)},
+                    files={"image": ("q.jpg", image, "image/jpeg")},
+                )
                 elapsed = 1000 * (time.perf_counter() - start)
                 response.raise_for_status()
                 with lock:
@@ -126,8 +152,13 @@ def run_clients(url: str, images: list[bytes], attribute: str, clients: int, req
         thread.join()
     wall = time.perf_counter() - start
     latency = np.array([r[0] for r in records])
-    row = {"clients": clients, "requests": len(records), "throughput_rps": len(records) / wall,
-           "p50_ms": float(np.percentile(latency, 50)), "p99_ms": float(np.percentile(latency, 99))}
+    row = {
+        "clients": clients,
+        "requests": len(records),
+        "throughput_rps": len(records) / wall,
+        "p50_ms": float(np.percentile(latency, 50)),
+        "p99_ms": float(np.percentile(latency, 99)),
+    }
     for stage in STAGES:
         values = np.array([r[1].get(stage, 0.0) for r in records])
         row[f"{stage}_p50_ms"] = float(np.percentile(values, 50))
@@ -152,7 +183,9 @@ def main() -> None:
         parser.error("give exactly one of --index and --catalogue-size")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        index = args.index or synthetic_index(args.checkpoint, args.catalogue_size, Path(tmp) / "index", args.factory)
+        index = args.index or synthetic_index(
+            args.checkpoint, args.catalogue_size, Path(tmp) / "index", args.factory
+        )
         build_s = time.perf_counter() - started
         images = query_images(args.images)
         started = time.perf_counter()
@@ -166,20 +199,34 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=30)
-    print(f"catalogue: {ready['items']} items, {len(ready['attributes'])} attributes, dim {ready['dim']}; "
-          f"attribute {attribute}; command: {' '.join(sys.argv)}")
+    print(
+        f"catalogue: {ready['items']} items, {len(ready['attributes'])} attributes, dim {ready['dim']}; "
+        f"attribute {attribute}; command: {' '.join(sys.argv)}"
+    )
     if args.catalogue_size:
         print(f"synthetic index written in {build_s:.1f} s; ", end="")
     print(f"server start to /readyz 200: {ready_s:.1f} s")
     print("| clients | req/s | p50 ms | p99 ms | decode p50 | encode p50 | search p50 | search p99 |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['clients']} | {r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['decode_p50_ms']:.1f} | {r['encode_p50_ms']:.1f} | {r['search_p50_ms']:.1f} | "
-              f"{r['search_p99_ms']:.1f} |")
+        print(
+            f"| {r['clients']} | {r['throughput_rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['decode_p50_ms']:.1f} | {r['encode_p50_ms']:.1f} | {r['search_p50_ms']:.1f} | "
+            f"{r['search_p99_ms']:.1f} |"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"items": ready["items"], "attribute": attribute, "ready_s": ready_s,
-                                         "build_s": build_s if args.catalogue_size else None, "rows": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "items": ready["items"],
+                    "attribute": attribute,
+                    "ready_s": ready_s,
+                    "build_s": build_s if args.catalogue_size else None,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

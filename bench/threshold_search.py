@@ -13,6 +13,7 @@ exact set is computed with numpy over the generated float32 vectors (for SQ8 ind
 stored, decoded vectors: "vs stored"). recall = |returned ∩ exact| / |exact|, mean over queries; max
 results 5,000 (never reached). Latency: wall time of one `search_range` call, 2 FAISS threads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ def build(factory: str, knobs: dict[str, int], names: list[str], columns: list[n
     return catalogue
 
 
-def measure(catalogue: FaissCatalogue, name: str, queries: list[tuple[np.ndarray, float, set[int], set[int]]],
-            scan: bool) -> dict[str, float]:
+def measure(
+    catalogue: FaissCatalogue,
+    name: str,
+    queries: list[tuple[np.ndarray, float, set[int], set[int]]],
+    scan: bool,
+) -> dict[str, float]:
     saved = attribute_index.RANGE_SCAN_MAX
     attribute_index.RANGE_SCAN_MAX = saved if scan else 0
     try:
@@ -59,9 +64,13 @@ def measure(catalogue: FaissCatalogue, name: str, queries: list[tuple[np.ndarray
             stored_recalls.append(len(found & exact_stored) / max(len(exact_stored), 1))
     finally:
         attribute_index.RANGE_SCAN_MAX = saved
-    return {"recall": float(np.mean(recalls)), "recall_min": float(np.min(recalls)),
-            "recall_vs_stored": float(np.mean(stored_recalls)), "p50_ms": 1000 * float(np.median(times)),
-            "p95_ms": 1000 * float(np.percentile(times, 95))}
+    return {
+        "recall": float(np.mean(recalls)),
+        "recall_min": float(np.min(recalls)),
+        "recall_vs_stored": float(np.mean(stored_recalls)),
+        "p50_ms": 1000 * float(np.median(times)),
+        "p95_ms": 1000 * float(np.percentile(times, 95)),
+    }
 
 
 def main() -> None:
@@ -80,9 +89,17 @@ def main() -> None:
 
     faiss.omp_set_num_threads(2)
     rng = np.random.default_rng(args.seed)
-    spec = argparse.Namespace(checkpoint=args.checkpoint, images=args.images, real=args.real, seed=args.seed,
-                              work_dir=args.work_dir, attributes=0, items=args.items, parents="independent",
-                              noise="shaped")
+    spec = argparse.Namespace(
+        checkpoint=args.checkpoint,
+        images=args.images,
+        real=args.real,
+        seed=args.seed,
+        work_dir=args.work_dir,
+        attributes=0,
+        items=args.items,
+        parents="independent",
+        noise="shaped",
+    )
     cat = make_catalogue(spec, rng)
     name, column = cat.names[args.attribute], cat.columns[args.attribute]
     rows = []
@@ -100,25 +117,42 @@ def main() -> None:
                 ordered = np.sort(scores)[::-1]
                 threshold = float((ordered[count - 1] + ordered[count]) / 2)
                 stored_scores = stored @ vector
-                queries.append((vector, threshold, set(np.flatnonzero(scores >= threshold).tolist()),
-                                set(np.flatnonzero(stored_scores >= np.float32(threshold)).tolist())))
+                queries.append(
+                    (
+                        vector,
+                        threshold,
+                        set(np.flatnonzero(scores >= threshold).tolist()),
+                        set(np.flatnonzero(stored_scores >= np.float32(threshold)).tolist()),
+                    )
+                )
             for way, scan in (("default", True), ("growing top-k", False)):
                 if factory == "Flat" and not scan:
-                    continue        # Flat always answers with FAISS's exact range search
+                    continue  # Flat always answers with FAISS's exact range search
                 result = measure(catalogue, name, queries, scan)
-                row = {"kind": factory, **knobs, "way": way if factory != "Flat" else "range search",
-                       "passing": count, "build_s": round(built, 1), **{k: round(v, 4) for k, v in result.items()}}
+                row = {
+                    "kind": factory,
+                    **knobs,
+                    "way": way if factory != "Flat" else "range search",
+                    "passing": count,
+                    "build_s": round(built, 1),
+                    **{k: round(v, 4) for k, v in result.items()},
+                }
                 rows.append(row)
                 log(json.dumps(row))
         catalogue.close()
-    print(f"{'kind':<22} {'way':<14} {'passing':>7} {'recall':>7} {'min':>6} {'vs stored':>9} {'p50 ms':>7} {'p95 ms':>7}")
+    print(
+        f"{'kind':<22} {'way':<14} {'passing':>7} {'recall':>7} {'min':>6} {'vs stored':>9} {'p50 ms':>7} {'p95 ms':>7}"
+    )
     for r in rows:
         kind = r["kind"] + "".join(f" {k}={r[k]}" for k in ("ef_search", "nprobe") if k in r)
-        print(f"{kind:<22} {r['way']:<14} {r['passing']:>7} {r['recall']:>7.4f} {r['recall_min']:>6.3f} "
-              f"{r['recall_vs_stored']:>9.4f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f}")
+        print(
+            f"{kind:<22} {r['way']:<14} {r['passing']:>7} {r['recall']:>7.4f} {r['recall_min']:>6.3f} "
+            f"{r['recall_vs_stored']:>9.4f} {r['p50_ms']:>7.1f} {r['p95_ms']:>7.1f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"items": args.items, "attribute": name, "rows": rows,
-                                         "vectors": cat.info}, indent=2))
+        args.json.write_text(
+            json.dumps({"items": args.items, "attribute": name, "rows": rows, "vectors": cat.info}, indent=2)
+        )
 
 
 if __name__ == "__main__":

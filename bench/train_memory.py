@@ -8,6 +8,7 @@ recording the child's peak RSS, the caching pass ("prepared ... in S s") and eac
 `--max-memory` is `asen train --max-memory` (GB); a small one shows the bound on sizes this machine can
 draw in minutes. One stage-1 and one stage-2 epoch of `--triplets` triplets each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,9 +25,28 @@ from pathlib import Path
 
 def _train(data: Path, out: Path, cache: Path, args: argparse.Namespace) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "asen_search.service.cli", "train", "--data", str(data), "--out", str(out),
-               "--cache-dir", str(cache), "--max-memory", str(args.max_memory), "--stage1-epochs", "1",
-               "--stage2-epochs", "1", "--triplets", str(args.triplets), "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "asen_search.service.cli",
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--max-memory",
+        str(args.max_memory),
+        "--stage1-epochs",
+        "1",
+        "--stage2-epochs",
+        "1",
+        "--triplets",
+        str(args.triplets),
+        "--device",
+        "cpu",
+    ]
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as output:
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -39,9 +59,14 @@ def _train(data: Path, out: Path, cache: Path, args: argparse.Namespace) -> dict
     peak = usage.ru_maxrss * 1024  # KiB on Linux
     prepared = re.search(r"prepared .* in (\d+) s \((.*)\)", text)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    return {"seconds": seconds, "peak_rss_gib": peak / 2 ** 30, "prepare_s": float(prepared.group(1)) if prepared else -1,
-            "plan": prepared.group(2) if prepared else "", "stage1_epoch_s": log[0]["seconds"],
-            "stage2_epoch_s": log[1]["seconds"] if len(log) > 1 else -1}
+    return {
+        "seconds": seconds,
+        "peak_rss_gib": peak / 2**30,
+        "prepare_s": float(prepared.group(1)) if prepared else -1,
+        "plan": prepared.group(2) if prepared else "",
+        "stage1_epoch_s": log[0]["seconds"],
+        "stage2_epoch_s": log[1]["seconds"] if len(log) > 1 else -1,
+    }
 
 
 def main() -> None:
@@ -61,7 +86,9 @@ def main() -> None:
         if not (data / "meta.json").is_file():
             from asen_search.model.data.synth import generate_dataset
 
-            generate_dataset(data, n_train=n, n_valid=500, n_test=200, seed=0, progress=False, scale=args.scale)
+            generate_dataset(
+                data, n_train=n, n_valid=500, n_test=200, seed=0, progress=False, scale=args.scale
+            )
         synth_s = time.perf_counter() - start
         shutil.rmtree(cache, ignore_errors=True)
         cold = _train(data, args.work / f"run-{n}", cache, args)
@@ -70,27 +97,50 @@ def main() -> None:
         return
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
-        saved = args.work / f"result-{n}.json"  # a size already measured is kept (delete the file to measure again)
+        saved = (
+            args.work / f"result-{n}.json"
+        )  # a size already measured is kept (delete the file to measure again)
         if saved.is_file():
             rows.append(json.loads(saved.read_text()))
             continue
-        done = subprocess.run([sys.executable, __file__, "--work", str(args.work), "--max-memory", str(args.max_memory),
-                               "--scale", str(args.scale), "--triplets", str(args.triplets), "--one", str(n)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--work",
+                str(args.work),
+                "--max-memory",
+                str(args.max_memory),
+                "--scale",
+                str(args.scale),
+                "--triplets",
+                str(args.triplets),
+                "--one",
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise SystemExit(done.stdout[-2000:] + done.stderr[-3000:])
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         saved.write_text(json.dumps(rows[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\n--max-memory {args.max_memory} GB, pictures at scale {args.scale}, {args.triplets} triplets an epoch\n")
-    print("| train images | draw s | peak RSS GiB (cold / warm) | caching pass s (cold / warm) | stage-1 epoch s | "
-          "stage-2 epoch s | whole run s (cold / warm) | plan |")
+    print(
+        f"\n--max-memory {args.max_memory} GB, pictures at scale {args.scale}, {args.triplets} triplets an epoch\n"
+    )
+    print(
+        "| train images | draw s | peak RSS GiB (cold / warm) | caching pass s (cold / warm) | stage-1 epoch s | "
+        "stage-2 epoch s | whole run s (cold / warm) | plan |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         c, w = r["cold"], r["warm"]
-        print(f"| {r['train_images']:,} | {r['synth_s']:.0f} | {c['peak_rss_gib']:.2f} / {w['peak_rss_gib']:.2f} | "
-              f"{c['prepare_s']:.0f} / {w['prepare_s']:.0f} | {c['stage1_epoch_s']:.0f} | {c['stage2_epoch_s']:.0f} | "
-              f"{c['seconds']:.0f} / {w['seconds']:.0f} | {c['plan']} |")
+        print(
+            f"| {r['train_images']:,} | {r['synth_s']:.0f} | {c['peak_rss_gib']:.2f} / {w['peak_rss_gib']:.2f} | "
+            f"{c['prepare_s']:.0f} / {w['prepare_s']:.0f} | {c['stage1_epoch_s']:.0f} | {c['stage2_epoch_s']:.0f} | "
+            f"{c['seconds']:.0f} / {w['seconds']:.0f} | {c['plan']} |"
+        )
     if args.plot:
         import matplotlib
         import matplotlib.ticker

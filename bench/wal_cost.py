@@ -6,6 +6,7 @@
 Synthetic unit vectors (cost depends on the number of vectors, not what they show), in a temporary
 directory on the same disk as the project unless --workdir says otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def measure(size: int, attributes: int, dim: int, writes: int, workdir: Path) ->
     catalogue = FaissCatalogue.create([f"a{i}" for i in range(attributes)], dim, "bench")
     for start in range(0, size, 20_000):
         n = min(20_000, size - start)
-        catalogue.add([f"item-{start + i}" for i in range(n)], _vectors(rng, n, attributes, dim),
-                      [{"category": f"c{(start + i) % 10}"} for i in range(n)])
+        catalogue.add(
+            [f"item-{start + i}" for i in range(n)],
+            _vectors(rng, n, attributes, dim),
+            [{"category": f"c{(start + i) % 10}"} for i in range(n)],
+        )
     catalogue.save(root)
     catalogue = FaissCatalogue.load(root)
     catalogue.open_log()
@@ -54,13 +58,21 @@ def measure(size: int, attributes: int, dim: int, writes: int, workdir: Path) ->
     catalogue.close()
     shutil.rmtree(root)
     ms = np.array(times) * 1000
-    return {"size": size, "write_p50_ms": float(np.percentile(ms, 50)), "write_p99_ms": float(np.percentile(ms, 99)),
-            "log_bytes_per_write": log_bytes / writes, "compaction_s": compaction, "load_s": load,
-            "replay_load_s": replay_load}
+    return {
+        "size": size,
+        "write_p50_ms": float(np.percentile(ms, 50)),
+        "write_p99_ms": float(np.percentile(ms, 99)),
+        "log_bytes_per_write": log_bytes / writes,
+        "compaction_s": compaction,
+        "load_s": load,
+        "replay_load_s": replay_load,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1400, 20_000, 100_000])
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--attributes", type=int, default=7)
@@ -69,13 +81,18 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        print(f"| items | logged write p50 ms | p99 ms | log bytes per write | load s with {args.writes} logged writes "
-              "| compaction s | load s after it |")
+        print(
+            f"| items | logged write p50 ms | p99 ms | log bytes per write | load s with {args.writes} logged writes "
+            "| compaction s | load s after it |"
+        )
         print("|---|---|---|---|---|---|---|")
         for size in args.sizes:
             r = measure(size, args.attributes, args.dim, args.writes, Path(tmp))
-            print(f"| {size:,} | {r['write_p50_ms']:.2f} | {r['write_p99_ms']:.2f} | {r['log_bytes_per_write']:.0f} | "
-                  f"{r['replay_load_s']:.2f} | {r['compaction_s']:.2f} | {r['load_s']:.2f} |", flush=True)
+            print(
+                f"| {size:,} | {r['write_p50_ms']:.2f} | {r['write_p99_ms']:.2f} | {r['log_bytes_per_write']:.0f} | "
+                f"{r['replay_load_s']:.2f} | {r['compaction_s']:.2f} | {r['load_s']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -33,11 +33,11 @@ from .results import SearchResult
 from .threshold import grow_until_below
 
 EXACT_FILTER_MAX = 20_000
-SUBSET_BLOCK = 131_072    # stored vectors decoded at a time by an exact search over a subset
-SCAN_QUERY_CHUNK = 64     # queries per pass of a Flat scan over the vectors
-SCAN_ROW_BLOCK = 65_536   # stored vectors per matrix product: a [64, 65536] float32 score block (16 MiB)
-RANGE_EF_FACTOR = 2       # HNSW threshold searches: efSearch >= 2 x the results asked for (docs/protection.md)
-RANGE_SCAN_MAX = 2_000_000   # approximate indexes up to this size answer threshold searches by an exact scan
+SUBSET_BLOCK = 131_072  # stored vectors decoded at a time by an exact search over a subset
+SCAN_QUERY_CHUNK = 64  # queries per pass of a Flat scan over the vectors
+SCAN_ROW_BLOCK = 65_536  # stored vectors per matrix product: a [64, 65536] float32 score block (16 MiB)
+RANGE_EF_FACTOR = 2  # HNSW threshold searches: efSearch >= 2 x the results asked for (docs/protection.md)
+RANGE_SCAN_MAX = 2_000_000  # approximate indexes up to this size answer threshold searches by an exact scan
 _SELECT_POOL = ThreadPoolExecutor(2, thread_name_prefix="asen-topk")  # top-k selection of a batch's rows
 
 
@@ -63,7 +63,7 @@ def _scan_top(vectors: np.ndarray, queries: np.ndarray, want: int) -> tuple[np.n
     else:
         cand_pos, cand_scores = [], []
         for lo in range(0, n, SCAN_ROW_BLOCK):
-            block = queries @ vectors[lo:lo + SCAN_ROW_BLOCK].T                     # [m, b]
+            block = queries @ vectors[lo : lo + SCAN_ROW_BLOCK].T  # [m, b]
             mid, keep = (len(queries) + 1) // 2, min(want, block.shape[1])
             parts = list(_SELECT_POOL.map(_top_rows, (block[:mid], block[mid:]), (keep, keep)))
             cand_pos.append(np.concatenate([p for p, _ in parts]) + lo)
@@ -73,6 +73,8 @@ def _scan_top(vectors: np.ndarray, queries: np.ndarray, want: int) -> tuple[np.n
         pos = np.take_along_axis(all_pos, sel, axis=1)
     order = np.argsort(-top, axis=1, kind="stable")
     return np.take_along_axis(pos, order, axis=1), np.take_along_axis(top, order, axis=1)
+
+
 _SUPPORTED = "'Flat', 'HNSW32' (or 'HNSW32,SQ8', ...), 'IVF1024,Flat', 'IVF1024,PQ16', 'OPQ16,IVF1024,PQ16'"
 
 
@@ -80,7 +82,7 @@ _SUPPORTED = "'Flat', 'HNSW32' (or 'HNSW32,SQ8', ...), 'IVF1024,Flat', 'IVF1024,
 class SearchKnobs:
     """Accuracy/speed knobs of approximate indexes (None where they do not apply)."""
 
-    ef_search: int | None = None   # HNSW's efSearch
+    ef_search: int | None = None  # HNSW's efSearch
     nprobe: int | None = None
 
 
@@ -101,7 +103,9 @@ def _kind(core: faiss.Index, factory: str) -> str:
         return "hnsw"
     if isinstance(core, faiss.IndexFlat):
         return "flat"
-    raise ValueError(f"unsupported FAISS factory {factory!r} ({type(core).__name__}); use one of {_SUPPORTED}")
+    raise ValueError(
+        f"unsupported FAISS factory {factory!r} ({type(core).__name__}); use one of {_SUPPORTED}"
+    )
 
 
 def _build(dim: int, factory: str) -> faiss.Index:
@@ -169,14 +173,18 @@ class AttributeIndex:
         self._core: Any = _core(index)
         self.kind = _kind(self._core, self.factory)
         # exact = plain flat scan in the original space (no PCA/OPQ transform in front)
-        self.exact = self.kind == "flat" and isinstance(faiss.downcast_index(self._index.index), faiss.IndexFlat)
+        self.exact = self.kind == "flat" and isinstance(
+            faiss.downcast_index(self._index.index), faiss.IndexFlat
+        )
 
     @classmethod
     def create(cls, dim: int, factory: str = "Flat") -> AttributeIndex:
         return cls(_build(dim, factory), factory)
 
     @classmethod
-    def read(cls, path: Path, dim: int, factory: str, tombstones: np.ndarray, mmap: bool = False) -> AttributeIndex:
+    def read(
+        cls, path: Path, dim: int, factory: str, tombstones: np.ndarray, mmap: bool = False
+    ) -> AttributeIndex:
         """Load from ``path``; ``mmap`` maps the vectors read-only (the index must then never be
         written: FAISS aborts the process on a write to a mapped index)."""
         flags = 0
@@ -225,7 +233,9 @@ class AttributeIndex:
             self._index.train(vectors)
         except RuntimeError as exc:
             detail = str(exc).strip().splitlines()[-1]
-            raise ValueError(f"training index {self.factory!r} on {len(vectors)} items failed: {detail}") from None
+            raise ValueError(
+                f"training index {self.factory!r} on {len(vectors)} items failed: {detail}"
+            ) from None
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Add vectors ``[n, dim]`` under new keys ``[n]``."""
@@ -294,7 +304,11 @@ class AttributeIndex:
             self._core.nprobe = min(knobs.nprobe, self._core.nlist)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, excluded: np.ndarray | None = None,
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
         ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` by inner product for queries ``[n, dim]``: scores ``[n, k]``, keys ``[n, k]``.
@@ -327,9 +341,15 @@ class AttributeIndex:
                 scores[short], keys[short] = self._search_subset(queries[short], k, allowed)
         return scores, keys
 
-    def search_range(self, query: np.ndarray, min_score: float, max_results: int, allowed: np.ndarray | None = None,
-                     excluded: np.ndarray | None = None,
-                     universe: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    def search_range(
+        self,
+        query: np.ndarray,
+        min_score: float,
+        max_results: int,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+        universe: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, int | None]:
         """Every stored vector scoring at least ``min_score`` with ``query`` ``[dim]``, best first (ties
         by key), at most ``max_results``: scores ``[m]``, keys ``[m]``, and how many pass in all (None
         when the growing top-k searches were cut before the last one passing).
@@ -349,13 +369,21 @@ class AttributeIndex:
             order = np.lexsort((keys, -scores))
             return scores[order][:max_results], keys[order][:max_results], len(order)
         if not self.exact:
+
             def fetch(k: int) -> list[SearchResult]:
                 scores, keys = self.search(query[None], k, allowed, excluded, ef=RANGE_EF_FACTOR * k)
-                return [SearchResult(str(key), float(score), {}) for score, key in zip(scores[0], keys[0]) if key >= 0]
+                return [
+                    SearchResult(str(key), float(score), {})
+                    for score, key in zip(scores[0], keys[0])
+                    if key >= 0
+                ]
 
             hits, truncated = grow_until_below(fetch, min_score, max_results, len(self))
-            return (np.array([h.score for h in hits], dtype=np.float32), np.array([int(h.id) for h in hits], np.int64),
-                    None if truncated else len(hits))
+            return (
+                np.array([h.score for h in hits], dtype=np.float32),
+                np.array([int(h.id) for h in hits], np.int64),
+                None if truncated else len(hits),
+            )
         selector: faiss.IDSelector | None = None
         if allowed is not None:
             allowed = np.setdiff1d(allowed, blocked) if len(blocked) else allowed
@@ -366,9 +394,10 @@ class AttributeIndex:
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(blocked))
         # FAISS keeps inner products strictly above the radius: the float32 just below min_score
         radius = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
-        lims, scores, keys = self._index.range_search(np.ascontiguousarray(query[None], dtype=np.float32), radius,
-                                                      params=self._params(selector))
-        scores, keys = scores[lims[0]:lims[1]], keys[lims[0]:lims[1]]
+        lims, scores, keys = self._index.range_search(
+            np.ascontiguousarray(query[None], dtype=np.float32), radius, params=self._params(selector)
+        )
+        scores, keys = scores[lims[0] : lims[1]], keys[lims[0] : lims[1]]
         order = np.lexsort((keys, -scores))
         return scores[order][:max_results], keys[order][:max_results], len(order)
 
@@ -388,7 +417,7 @@ class AttributeIndex:
         want = min(k + len(blocked), n)  # blocked keys may take places in the top k
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         for start in range(0, len(queries), SCAN_QUERY_CHUNK):
-            chunk = queries[start:start + SCAN_QUERY_CHUNK]
+            chunk = queries[start : start + SCAN_QUERY_CHUNK]
             top, top_scores = _scan_top(vectors, chunk, want)
             top_keys = keys[top]
             for row in range(len(chunk)):
@@ -408,22 +437,25 @@ class AttributeIndex:
         n, d = int(flat.ntotal), self.dim
         if n == 0:
             return np.empty(0, dtype=np.int64), np.empty((0, d), dtype=np.float32)
-        return (faiss.rev_swig_ptr(self._index.id_map.data(), n),
-                faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d))
+        return (
+            faiss.rev_swig_ptr(self._index.id_map.data(), n),
+            faiss.rev_swig_ptr(flat.get_xb(), n * d).reshape(n, d),
+        )
 
     def score_keys(self, query: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Inner products ``[n]`` of ``query`` ``[dim]`` with the stored vectors of live ``keys`` ``[n]``
         (decoded a block at a time)."""
         out = np.empty(len(keys), dtype=np.float32)
         for lo in range(0, len(keys), SUBSET_BLOCK):
-            out[lo:lo + SUBSET_BLOCK] = self.reconstruct(keys[lo:lo + SUBSET_BLOCK]) @ query
+            out[lo : lo + SUBSET_BLOCK] = self.reconstruct(keys[lo : lo + SUBSET_BLOCK]) @ query
         return out
 
     def _params(self, selector: faiss.IDSelector | None, ef: int | None = None) -> faiss.SearchParameters:
         """Fresh per call: IndexIDMap temporarily rewrites ``params.sel`` during a search."""
         if self.kind == "hnsw":
             params = faiss.SearchParametersHNSW(  # type: ignore[attr-defined]  # missing from the stubs
-                efSearch=max(int(self._core.hnsw.efSearch), ef or 0))
+                efSearch=max(int(self._core.hnsw.efSearch), ef or 0)
+            )
         elif self.kind == "ivf":
             # the Python wrapper (class_wrappers.handle_SearchParameters) takes field values as keywords;
             # the stubs only model the bare SWIG constructor
@@ -439,9 +471,10 @@ class AttributeIndex:
         top = min(k, len(keys))
         found_scores, found_keys = [], []
         for lo in range(0, len(keys), SUBSET_BLOCK):
-            block = keys[lo:lo + SUBSET_BLOCK]
-            scores, positions = faiss.knn(queries, self.reconstruct(block), min(top, len(block)),
-                                          metric=faiss.METRIC_INNER_PRODUCT)
+            block = keys[lo : lo + SUBSET_BLOCK]
+            scores, positions = faiss.knn(
+                queries, self.reconstruct(block), min(top, len(block)), metric=faiss.METRIC_INNER_PRODUCT
+            )
             found_scores.append(scores)
             found_keys.append(np.where(positions >= 0, block[np.maximum(positions, 0)], -1))
         all_scores, all_keys = np.concatenate(found_scores, axis=1), np.concatenate(found_keys, axis=1)

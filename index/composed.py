@@ -31,18 +31,26 @@ if TYPE_CHECKING:
     from .attribute_index import AttributeIndex
     from .interface import Catalogue
 
-COMPOSED_CANDIDATES = 1600  # per weighted part, before rescoring: recall@10 0.996-0.999 (lo95 >= 0.99) at 100k
-                            # items, Flat and HNSW32, negative weights included (bench/composed_recall.py)
+COMPOSED_CANDIDATES = (
+    1600  # per weighted part, before rescoring: recall@10 0.996-0.999 (lo95 >= 0.99) at 100k
+)
+# items, Flat and HNSW32, negative weights included (bench/composed_recall.py)
 
 
-def top_results(ids: Sequence[str], scores: np.ndarray, metadata: Sequence[dict[str, Any]], k: int) -> list[SearchResult]:
+def top_results(
+    ids: Sequence[str], scores: np.ndarray, metadata: Sequence[dict[str, Any]], k: int
+) -> list[SearchResult]:
     """The `k` best of aligned ids/scores/metadata, best first; ties broken by position."""
     order = np.argsort(-scores, kind="stable")[:k]
     return [SearchResult(ids[i], float(scores[i]), metadata[i]) for i in order.tolist()]
 
 
-def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], all_keys: Callable[[], np.ndarray],
-                    allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def weighted_scores(
+    parts: Sequence[Part],
+    indexes: Sequence[AttributeIndex],
+    all_keys: Callable[[], np.ndarray],
+    allowed: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact way: keys ``[n]`` (live, and in ``allowed`` when given) and their weighted sums ``[n]``
     float64, under the catalogue's read lock. Flat indexes are read in place (one matrix-vector
     product per part); others are decoded (``all_keys()``: every live key)."""
@@ -54,7 +62,7 @@ def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], al
             if keys is None:
                 keys, total = np.array(index_keys), part.weight * scores
                 continue
-            if not np.array_equal(index_keys, keys):   # stored in another order: align by key
+            if not np.array_equal(index_keys, keys):  # stored in another order: align by key
                 order = np.argsort(index_keys, kind="stable")
                 scores = scores[order[np.searchsorted(index_keys[order], keys)]]
             total += part.weight * scores
@@ -70,8 +78,13 @@ def weighted_scores(parts: Sequence[Part], indexes: Sequence[AttributeIndex], al
     return keys, total
 
 
-def candidate_keys(parts: Sequence[Part], indexes: Sequence[AttributeIndex], per_part: int,
-                   allowed: np.ndarray | None, blocked: np.ndarray) -> np.ndarray:
+def candidate_keys(
+    parts: Sequence[Part],
+    indexes: Sequence[AttributeIndex],
+    per_part: int,
+    allowed: np.ndarray | None,
+    blocked: np.ndarray,
+) -> np.ndarray:
     """The union of each weighted part's top `per_part` keys from its own index: the items most
     similar under a positive part, the least similar under a negative one (its vector negated), with
     HNSW's efSearch at least `per_part` so that the graph search returns as many as asked."""
@@ -83,8 +96,15 @@ def candidate_keys(parts: Sequence[Part], indexes: Sequence[AttributeIndex], per
     return np.unique(np.concatenate(found)) if found else np.empty(0, dtype=np.int64)
 
 
-def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Filter,
-                     exclude: Sequence[str], per_part: int = COMPOSED_CANDIDATES, attempts: int = 5) -> list[SearchResult]:
+def candidate_search(
+    catalogue: Catalogue,
+    parts: Sequence[Part],
+    k: int,
+    filters: Filter,
+    exclude: Sequence[str],
+    per_part: int = COMPOSED_CANDIDATES,
+    attempts: int = 5,
+) -> list[SearchResult]:
     """Candidates from each weighted part's own search (a negative part's with its vector negated),
     rescored exactly, through the `Catalogue` interface (the Milvus backend). Retries when a
     concurrent delete removes a candidate before it is rescored; CatalogueBusy after `attempts`."""
@@ -112,14 +132,20 @@ def candidate_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filter
     raise CatalogueBusy(f"the catalogue changed during the request {attempts} times; retry")
 
 
-def scan_search(catalogue: Catalogue, parts: Sequence[Part], k: int, filters: Filter,
-                exclude: Sequence[str], batch_size: int = 4096) -> list[SearchResult]:
+def scan_search(
+    catalogue: Catalogue,
+    parts: Sequence[Part],
+    k: int,
+    filters: Filter,
+    exclude: Sequence[str],
+    batch_size: int = 4096,
+) -> list[SearchResult]:
     """Exact over every item, read `batch_size` at a time through the `Catalogue` interface (the
     answer when no part has a positive weight, on an engine without a faster exact path); filters
     judged by their reference semantics (`Filter.matches`)."""
     columns = [(catalogue.attributes.index(p.attribute), p) for p in parts if p.weight]
     skip = set(exclude)
-    best: list[tuple[float, int, str, dict[str, Any]]] = []   # a min-heap of the k best (score, -order)
+    best: list[tuple[float, int, str, dict[str, Any]]] = []  # a min-heap of the k best (score, -order)
     order = 0
     for ids, vectors, metas in catalogue.iter_items(batch_size):
         total = np.zeros(len(ids), dtype=np.float64)

@@ -37,17 +37,26 @@ def check_parts(parts: Sequence[Part], attributes: Sequence[str], dim: int) -> l
     checked = []
     for n, part in enumerate(parts):
         if part.attribute not in attributes:
-            raise InvalidInput(f"part {n}: unknown attribute {part.attribute!r}; known attributes: {list(attributes)}")
+            raise InvalidInput(
+                f"part {n}: unknown attribute {part.attribute!r}; known attributes: {list(attributes)}"
+            )
         if part.attribute in seen:
-            raise InvalidInput(f"part {n}: attribute {part.attribute!r} appears in two parts; give each attribute "
-                             "one part")
+            raise InvalidInput(
+                f"part {n}: attribute {part.attribute!r} appears in two parts; give each attribute one part"
+            )
         seen.add(part.attribute)
         weight = part.weight
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not -1.0 <= float(weight) <= 1.0:
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not -1.0 <= float(weight) <= 1.0
+        ):
             raise InvalidInput(f"part {n}: weight must be a number in [-1, 1], got {weight!r}")
         vector = np.asarray(part.vector, dtype=np.float32)
         if vector.shape != (dim,) or not np.isfinite(vector).all():
-            raise InvalidInput(f"part {n}: the query vector must be {dim} finite numbers, got shape {vector.shape}")
+            raise InvalidInput(
+                f"part {n}: the query vector must be {dim} finite numbers, got shape {vector.shape}"
+            )
         checked.append(Part(part.attribute, vector, float(weight)))
     if all(p.weight == 0.0 for p in checked):
         raise InvalidInput("every part has weight 0: give at least one part a non-zero weight")

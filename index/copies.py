@@ -20,6 +20,7 @@ own searches, exactly:
 numpy only: the service and `asen scan --copies` share it. The copy score itself (`copy_scores`,
 `kept_count`, `DEFAULT_MODIFIED`) is asen_search/copy_score.py's, shared with model/copy_calibration.py.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,7 @@ from asen_search.copy_score import DEFAULT_MODIFIED, copy_scores, kept_count
 from .interface import Catalogue, Filters
 from .results import SearchResult
 
-FIRST_POOL = 64            # items per attribute the first top-k round scores
+FIRST_POOL = 64  # items per attribute the first top-k round scores
 POOL_GROWTH = 4
 
 
@@ -60,28 +61,32 @@ class CopyRule:
 class CopyHit:
     id: str
     score: float
-    scores: dict[str, float]     # every attribute's score against the design
-    modified: list[str]          # the attributes judged modified
+    scores: dict[str, float]  # every attribute's score against the design
+    modified: list[str]  # the attributes judged modified
 
 
 @dataclass(frozen=True)
 class CopyAnswer:
     hits: list[CopyHit]
-    truncated: bool              # a threshold search cut at max_results (more items pass)
-    scored: int                  # items scored under every attribute (the work done)
-    total: int | None = None     # a threshold search: how many items pass (None: not counted, when cut)
+    truncated: bool  # a threshold search cut at max_results (more items pass)
+    scored: int  # items scored under every attribute (the work done)
+    total: int | None = None  # a threshold search: how many items pass (None: not counted, when cut)
 
 
-def _score_all(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule,
-               ids: Sequence[str]) -> dict[str, dict[str, float]]:
+def _score_all(
+    catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule, ids: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Every attribute's score of each of `ids` (present items) against the design's vectors."""
     try:
         by_attribute = {a: catalogue.score_ids(queries[a], a, ids) for a in rule.attributes}
-    except KeyError:   # an item was removed meanwhile: score the ones still there
+    except KeyError:  # an item was removed meanwhile: score the ones still there
         present = [i for i in ids if _present(catalogue, i)]
         by_attribute = {a: catalogue.score_ids(queries[a], a, present) for a in rule.attributes}
-    return {i: {a: float(by_attribute[a][i]) for a in rule.attributes}
-            for i in ids if all(i in by_attribute[a] for a in rule.attributes)}
+    return {
+        i: {a: float(by_attribute[a][i]) for a in rule.attributes}
+        for i in ids
+        if all(i in by_attribute[a] for a in rule.attributes)
+    }
 
 
 def _present(catalogue: Catalogue, item_id: str) -> bool:
@@ -102,9 +107,18 @@ def _hits(scored: dict[str, dict[str, float]], rule: CopyRule) -> list[CopyHit]:
     return [CopyHit(ids[j], float(totals[j]), scored[ids[j]], rule.judge(scored[ids[j]])) for j in order]
 
 
-def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule, *,
-                  top_k: int | None = None, min_score: float | None = None, max_results: int = 100,
-                  offset: int = 0, filters: Filters = None, exclude: Sequence[str] = ()) -> CopyAnswer:
+def search_copies(
+    catalogue: Catalogue,
+    queries: Mapping[str, np.ndarray],
+    rule: CopyRule,
+    *,
+    top_k: int | None = None,
+    min_score: float | None = None,
+    max_results: int = 100,
+    offset: int = 0,
+    filters: Filters = None,
+    exclude: Sequence[str] = (),
+) -> CopyAnswer:
     """The items that copy the design whose vectors (one per attribute) are `queries`, best first:
     the `offset + top_k` best, or every item scoring at least `min_score` (at most `offset +
     max_results`); `hits` starts at `offset`."""
@@ -118,13 +132,17 @@ def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule:
         ids: dict[str, None] = {}
         cut = False
         for a in rule.attributes:
-            found, truncated, _ = catalogue.search_range_counted(queries[a], a, min_score, limit * POOL_GROWTH,
-                                                                 filters=filters, exclude=exclude)
+            found, truncated, _ = catalogue.search_range_counted(
+                queries[a], a, min_score, limit * POOL_GROWTH, filters=filters, exclude=exclude
+            )
             cut = cut or truncated
             ids.update(dict.fromkeys(r.id for r in found))
         if not cut:
-            passing = [h for h in _hits(_score_all(catalogue, queries, rule, list(ids)), rule)
-                       if h.score >= min_score]
+            passing = [
+                h
+                for h in _hits(_score_all(catalogue, queries, rule, list(ids)), rule)
+                if h.score >= min_score
+            ]
             return CopyAnswer(passing[offset:limit], len(passing) > limit, len(ids), len(passing))
         # an attribute's list was cut at its cap: an item past it may still copy better than every
         # item found, so take the best `limit + 1` exactly and keep those that pass
@@ -136,8 +154,14 @@ def search_copies(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule:
     return CopyAnswer(best[offset:], False, scored)
 
 
-def _top(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule, want: int, filters: Filters,
-         exclude: Sequence[str]) -> tuple[list[CopyHit], int]:
+def _top(
+    catalogue: Catalogue,
+    queries: Mapping[str, np.ndarray],
+    rule: CopyRule,
+    want: int,
+    filters: Filters,
+    exclude: Sequence[str],
+) -> tuple[list[CopyHit], int]:
     """The `want` best copies, best first, and how many items were scored (an empty catalogue: none)."""
     size = min(len(catalogue), catalogue.max_k or len(catalogue))
     if size == 0:
@@ -147,13 +171,18 @@ def _top(catalogue: Catalogue, queries: Mapping[str, np.ndarray], rule: CopyRule
         ids: dict[str, None] = {}
         bounds = []
         for a in rule.attributes:
-            found = cast(list[SearchResult], catalogue.search(queries[a], a, pool, filters=filters, exclude=exclude))
+            found = cast(
+                list[SearchResult], catalogue.search(queries[a], a, pool, filters=filters, exclude=exclude)
+            )
             ids.update(dict.fromkeys(r.id for r in found))
             # an attribute that returned fewer than asked returned every item the filters let through
             bounds.append(found[-1].score if len(found) == pool else -np.inf)
         hits = _hits(_score_all(catalogue, queries, rule, list(ids)), rule)
-        bound = float(copy_scores(np.array(bounds, dtype=np.float64), rule.kept)) if all(
-            np.isfinite(bounds)) else -np.inf
+        bound = (
+            float(copy_scores(np.array(bounds, dtype=np.float64), rule.kept))
+            if all(np.isfinite(bounds))
+            else -np.inf
+        )
         if pool >= size or bound == -np.inf or (len(hits) >= want and hits[want - 1].score >= bound):
             return hits[:want], len(ids)
         pool = min(pool * POOL_GROWTH, size)

@@ -16,8 +16,9 @@ from .interface import Catalogue
 _DIGEST_MOD = 1 << 256
 
 
-def content_state(catalogue: Catalogue, batch_size: int = 1000,
-                  progress: Callable[[int], object] = lambda n: None) -> dict[str, Any]:
+def content_state(
+    catalogue: Catalogue, batch_size: int = 1000, progress: Callable[[int], object] = lambda n: None
+) -> dict[str, Any]:
     """`{"items": n, "digest": hex}`. Each item is hashed (sha256 over its id and canonical metadata
     JSON, then its vectors as little-endian float32 with their shape) and the item hashes are summed
     modulo 2**256, so the digest does not depend on the order `iter_items` yields them in (which
@@ -27,8 +28,11 @@ def content_state(catalogue: Catalogue, batch_size: int = 1000,
     for ids, vectors, metadata in catalogue.iter_items(batch_size):
         rows = np.ascontiguousarray(vectors, dtype="<f4")
         for item_id, row, meta in zip(ids, rows, metadata, strict=True):
-            item = hashlib.sha256(json.dumps([item_id, meta], sort_keys=True, separators=(",", ":"),
-                                             ensure_ascii=False, default=str).encode())
+            item = hashlib.sha256(
+                json.dumps(
+                    [item_id, meta], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+                ).encode()
+            )
             item.update(json.dumps(list(row.shape)).encode())
             item.update(row.tobytes())
             total = (total + int.from_bytes(item.digest(), "big")) % _DIGEST_MOD

@@ -33,18 +33,19 @@ class DirectoryStore:
     """Where one catalogue lives on disk; see the module docstring."""
 
     def __init__(self) -> None:
-        self.root: Path | None = None          # the directory this catalogue was loaded from or saved to
-        self.version: str | None = None        # the committed version it was read from (or wrote)
-        self.loaded_log_end = 0                # bytes of that version's log it has seen
-        self.lock: DirectoryLock | None = None # held from load(writer=True) or open_log until close
+        self.root: Path | None = None  # the directory this catalogue was loaded from or saved to
+        self.version: str | None = None  # the committed version it was read from (or wrote)
+        self.loaded_log_end = 0  # bytes of that version's log it has seen
+        self.lock: DirectoryLock | None = None  # held from load(writer=True) or open_log until close
         self.log: WriteAheadLog | None = None
-        self.durable = False                   # open_log was called: every write goes through the log
-        self.error = ""                        # why writes are refused when durable and log is None
+        self.durable = False  # open_log was called: every write goes through the log
+        self.error = ""  # why writes are refused when durable and log is None
 
     # -- reading -------------------------------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], expected_fingerprint: str | None, mmap: bool,
-             writer: bool) -> tuple[DirectoryStore, Snapshot, list[LogRecord]]:
+    def load(
+        cls, directory: str | os.PathLike[str], expected_fingerprint: str | None, mmap: bool, writer: bool
+    ) -> tuple[DirectoryStore, Snapshot, list[LogRecord]]:
         """The committed snapshot of `directory` and the logged writes since; `writer=True` takes the
         directory's lock first (DirectoryLocked naming the holder) and keeps it."""
         root = Path(directory)
@@ -73,14 +74,18 @@ class DirectoryStore:
         assert self.root is not None and self.version is not None
         now = current_version(self.root)
         if now != self.version:
-            raise StaleCatalogue(f"{self.root} moved from {self.version} to {now} after this catalogue was loaded: "
-                                 "writing now would lose what was committed since. Load it again (with "
-                                 "writer=True, which locks the directory before reading)")
+            raise StaleCatalogue(
+                f"{self.root} moved from {self.version} to {now} after this catalogue was loaded: "
+                "writing now would lose what was committed since. Load it again (with "
+                "writer=True, which locks the directory before reading)"
+            )
         _, end, _ = read_log(log_path(self.root, self.version))
         if end != self.loaded_log_end:
-            raise StaleCatalogue(f"{self.root}'s write-ahead log holds {end} bytes of writes, {self.loaded_log_end} "
-                                 "when this catalogue was loaded: writing now would lose the writes logged since. "
-                                 "Load it again (with writer=True)")
+            raise StaleCatalogue(
+                f"{self.root}'s write-ahead log holds {end} bytes of writes, {self.loaded_log_end} "
+                "when this catalogue was loaded: writing now would lose the writes logged since. "
+                "Load it again (with writer=True)"
+            )
 
     def _check_may_replace(self, target: Path) -> None:
         """Whether committing into `target` can lose writes this catalogue has not seen (lock held)."""
@@ -90,14 +95,21 @@ class DirectoryStore:
         if self.is_source(target):
             self.check_unchanged()
             return
-        raise CatalogueExists(f"{target} already holds a catalogue (version {current}) that this one was not loaded "
-                              "from: saving would replace it and every write it holds. Save elsewhere, load that "
-                              "catalogue instead, or replace it on purpose (save(..., replace=True); `asen index "
-                              "build --replace` keeps a dated backup)")
+        raise CatalogueExists(
+            f"{target} already holds a catalogue (version {current}) that this one was not loaded "
+            "from: saving would replace it and every write it holds. Save elsewhere, load that "
+            "catalogue instead, or replace it on purpose (save(..., replace=True); `asen index "
+            "build --replace` keeps a dated backup)"
+        )
 
     # -- writing -------------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str], snapshot: Snapshot, lock: DirectoryLock | None = None,
-             replace: bool = False) -> Path:
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        snapshot: Snapshot,
+        lock: DirectoryLock | None = None,
+        replace: bool = False,
+    ) -> Path:
         """Commit `snapshot` as the next version of `directory` under its lock (the caller's `lock`,
         the one this store holds, or taken for the save); refused by the staleness rule unless
         `replace`. Saving into the directory it was read from makes that directory its source."""
@@ -159,8 +171,10 @@ class DirectoryStore:
             new = WriteAheadLog(self.root, path.name)
         except OSError as exc:
             self.log = None
-            self.error = (f"the snapshot {path.name} was committed but its write-ahead log could not be started "
-                          f"({exc}); writes are refused until a checkpoint succeeds")
+            self.error = (
+                f"the snapshot {path.name} was committed but its write-ahead log could not be started "
+                f"({exc}); writes are refused until a checkpoint succeeds"
+            )
             raise
         finally:
             if old is not None:

@@ -66,8 +66,10 @@ class DirectoryLock:
         except (PermissionError, OSError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            raise DirectoryUnwritable(exc.errno, f"{root} cannot be written ({exc.strerror or exc}): it can only be "
-                                      "opened read-only") from None
+            raise DirectoryUnwritable(
+                exc.errno,
+                f"{root} cannot be written ({exc.strerror or exc}): it can only be opened read-only",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -77,12 +79,19 @@ class DirectoryLock:
                 os.close(fd)
             raise DirectoryLocked(
                 f"{root} is being written by {_describe(holder)}: one writer per index directory. Stop that "
-                f"process first (or, to read without writing, open the index read-only)") from None
+                f"process first (or, to read without writing, open the index read-only)"
+            ) from None
         except OSError:
             os.close(fd)
             raise
-        record = json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)[:200] or "python",
-                             "purpose": purpose, "since": datetime.now(UTC).isoformat(timespec="seconds")})
+        record = json.dumps(
+            {
+                "pid": os.getpid(),
+                "command": " ".join(sys.argv)[:200] or "python",
+                "purpose": purpose,
+                "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, record.encode("utf-8"), 0)

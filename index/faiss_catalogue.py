@@ -47,7 +47,9 @@ __all__ = ["FaissCatalogue", "StaleCatalogue"]
 class FaissCatalogue(Catalogue):
     """Per-attribute vector indexes + ids + metadata; see ``create`` and ``load``."""
 
-    def __init__(self, snapshot: Snapshot, read_only: bool = False, store: DirectoryStore | None = None) -> None:
+    def __init__(
+        self, snapshot: Snapshot, read_only: bool = False, store: DirectoryStore | None = None
+    ) -> None:
         """Use ``create`` or ``load``."""
         self._info = {k: v for k, v in snapshot.info.items() if k != "search_params"}
         self._attributes: list[str] = list(self._info["attributes"])
@@ -64,8 +66,9 @@ class FaissCatalogue(Catalogue):
                 index.exact_filter_max = int(exact_filter_max)
 
     @classmethod
-    def create(cls, attributes: list[str] | tuple[str, ...], dim: int, fingerprint: str,
-               factory: str = "Flat") -> FaissCatalogue:
+    def create(
+        cls, attributes: list[str] | tuple[str, ...], dim: int, fingerprint: str, factory: str = "Flat"
+    ) -> FaissCatalogue:
         """An empty catalogue of ``dim``-d vectors for ``attributes``, built by the model
         identified by ``fingerprint``; ``factory`` is a FAISS factory string (default exact)."""
         attributes = list(attributes)
@@ -79,12 +82,23 @@ class FaissCatalogue(Catalogue):
             raise ValueError("fingerprint must be a non-empty string identifying the model")
         indexes = [AttributeIndex.create(dim, factory) for _ in attributes]
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        info = {"fingerprint": fingerprint, "dim": dim, "attributes": attributes, "factory": factory, "created_at": now}
+        info = {
+            "fingerprint": fingerprint,
+            "dim": dim,
+            "attributes": attributes,
+            "factory": factory,
+            "created_at": now,
+        }
         return cls(Snapshot(info, IdMap(), MetadataStore(), indexes))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], expected_fingerprint: str | None = None, mmap: bool = False,
-             writer: bool = False) -> FaissCatalogue:
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        expected_fingerprint: str | None = None,
+        mmap: bool = False,
+        writer: bool = False,
+    ) -> FaissCatalogue:
         """Load the last committed save and replay its write-ahead log. FingerprintMismatch if it
         was built by another model; ``mmap=True`` maps vectors from disk and makes the catalogue
         read-only (refused while the log holds writes not yet compacted into the snapshot).
@@ -99,7 +113,8 @@ class FaissCatalogue(Catalogue):
                 raise ReadOnlyCatalogue(
                     f"{directory} has {len(records)} logged writes not yet in its snapshot, and a memory-mapped "
                     "catalogue cannot apply them: compact it first (`asen index compact --index DIR`, or load it "
-                    "without mmap, open_log() and checkpoint())")
+                    "without mmap, open_log() and checkpoint())"
+                )
             catalogue = cls(snapshot, read_only=mmap, store=store)
             for record in records:
                 catalogue._replay(record)
@@ -135,9 +150,7 @@ class FaissCatalogue(Catalogue):
         return self._store.root
 
     def __repr__(self) -> str:
-        return (
-            f"FaissCatalogue({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
-        )
+        return f"FaissCatalogue({len(self)} items, attributes={self.attributes}, dim={self.dim}, factory={self.factory!r})"
 
     # -- reads ---------------------------------------------------------------------------
     def _count(self) -> int:
@@ -156,7 +169,11 @@ class FaissCatalogue(Catalogue):
 
     def _metadata_values(self, field: str) -> set[Any]:
         with self._lock.read():
-            return {meta[field] for _, meta in self._metadata.items() if isinstance(meta.get(field), str | int | float)}
+            return {
+                meta[field]
+                for _, meta in self._metadata.items()
+                if isinstance(meta.get(field), str | int | float)
+            }
 
     def _vector(self, item_id: str, attribute: int) -> np.ndarray:
         with self._lock.read():
@@ -167,7 +184,9 @@ class FaissCatalogue(Catalogue):
         ids = self._ids()
         for start in range(0, len(ids), batch_size):
             with self._lock.read():
-                chunk = [i for i in ids[start:start + batch_size] if i in self._idmap]   # deleted since: skipped
+                chunk = [
+                    i for i in ids[start : start + batch_size] if i in self._idmap
+                ]  # deleted since: skipped
                 keys = np.array([self._idmap.key(i) for i in chunk], dtype=np.int64)
                 vectors = np.stack([index.reconstruct(keys) for index in self._indexes], axis=1)
                 metas = [dict(self._metadata.get(int(k))) for k in keys]
@@ -177,10 +196,12 @@ class FaissCatalogue(Catalogue):
     def _check_writable(self) -> None:
         if self._read_only:
             raise ReadOnlyCatalogue(
-                "this catalogue was loaded with mmap=True and is read-only; load it without mmap to modify it")
+                "this catalogue was loaded with mmap=True and is read-only; load it without mmap to modify it"
+            )
 
-    def _write(self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None,
-               replace: bool) -> list[str]:
+    def _write(
+        self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None, replace: bool
+    ) -> list[str]:
         with self._write_mutex:  # only writers change the catalogue: reads below need no lock
             present = [i for i in ids if i in self._idmap]
             if present and not replace:
@@ -194,7 +215,9 @@ class FaissCatalogue(Catalogue):
                 self._apply_upsert(ids, vectors, metas, present)
             return present
 
-    def _apply_upsert(self, ids: list[str], batch: np.ndarray, metas: list[dict[str, Any]], present: list[str]) -> None:
+    def _apply_upsert(
+        self, ids: list[str], batch: np.ndarray, metas: list[dict[str, Any]], present: list[str]
+    ) -> None:
         """Caller holds the write lock; ``present`` are the ids of ``ids`` already stored."""
         for a, index in enumerate(self._indexes):
             if not index.is_trained:
@@ -216,7 +239,9 @@ class FaissCatalogue(Catalogue):
         with self._write_mutex:
             key = self._idmap.key(item_id)
             meta = merged(self._metadata.get(key), changes)
-            vectors = np.stack([index.reconstruct(np.array([key], np.int64))[0] for index in self._indexes])[None]
+            vectors = np.stack([index.reconstruct(np.array([key], np.int64))[0] for index in self._indexes])[
+                None
+            ]
             self._store.append(lambda: split_write("upsert", [item_id], vectors, [meta]))
             with self._lock.write():
                 self._apply_upsert([item_id], vectors, [meta], [item_id])
@@ -275,7 +300,11 @@ class FaissCatalogue(Catalogue):
     def set_exact_filter_max(self, exact_filter_max: int) -> None:
         """Approximate indexes answer filtered searches whose filter matches at most this many items
         exactly, over just those items (default 20000)."""
-        if isinstance(exact_filter_max, bool) or not isinstance(exact_filter_max, int) or exact_filter_max < 0:
+        if (
+            isinstance(exact_filter_max, bool)
+            or not isinstance(exact_filter_max, int)
+            or exact_filter_max < 0
+        ):
             raise InvalidInput(f"exact_filter_max must be a non-negative integer, got {exact_filter_max!r}")
         with self._lock.write():
             for index in self._indexes:
@@ -290,8 +319,9 @@ class FaissCatalogue(Catalogue):
         """Keys the filter lets through (None: every item); caller holds the read lock."""
         return self._metadata.match(filters) if filters else None
 
-    def _search(self, queries: np.ndarray, attribute: int, k: int, filters: Filter,
-                exclude: list[str]) -> list[list[SearchResult]]:
+    def _search(
+        self, queries: np.ndarray, attribute: int, k: int, filters: Filter, exclude: list[str]
+    ) -> list[list[SearchResult]]:
         index = self._indexes[attribute]
         with self._lock.read():
             allowed = self._allowed(filters)
@@ -302,11 +332,21 @@ class FaissCatalogue(Catalogue):
             return [self._results(s, ks) for s, ks in zip(scores, keys, strict=True)]
 
     def _results(self, scores: np.ndarray, keys: np.ndarray) -> list[SearchResult]:
-        return [SearchResult(self._idmap.id_of(key), float(score), dict(self._metadata.get(key)))
-                for score, key in zip(scores.tolist(), keys.tolist(), strict=True) if key >= 0]
+        return [
+            SearchResult(self._idmap.id_of(key), float(score), dict(self._metadata.get(key)))
+            for score, key in zip(scores.tolist(), keys.tolist(), strict=True)
+            if key >= 0
+        ]
 
-    def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]:
+    def _search_range(
+        self,
+        query: np.ndarray,
+        attribute: int,
+        min_score: float,
+        max_results: int,
+        filters: Filter,
+        exclude: list[str],
+    ) -> tuple[list[SearchResult], bool, int | None]:
         """How: AttributeIndex.search_range (exact over Flat, an exact scan of approximate kinds)."""
         index = self._indexes[attribute]
         with self._lock.read():
@@ -314,13 +354,15 @@ class FaissCatalogue(Catalogue):
             if not len(self._idmap) or (allowed is not None and not len(allowed)):
                 return [], False, 0
             universe = None if index.exact else self._idmap.all_keys()
-            scores, keys, total = index.search_range(query, min_score, max_results, allowed,
-                                                     self._idmap.keys_of(exclude), universe)
+            scores, keys, total = index.search_range(
+                query, min_score, max_results, allowed, self._idmap.keys_of(exclude), universe
+            )
             truncated = total is None or total > max_results
             return self._results(scores, keys), truncated, total
 
-    def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
-                         per_part: int | None) -> list[SearchResult]:
+    def _search_composed(
+        self, parts: list[Part], k: int, filters: Filter, exclude: list[str], per_part: int | None
+    ) -> list[SearchResult]:
         """Exact when every weighted part's index is Flat or no part is positive, else each part's top
         ``per_part`` (default COMPOSED_CANDIDATES) rescored exactly (also on Flat when it is given)."""
         active = [p for p in parts if p.weight]
@@ -329,8 +371,10 @@ class FaissCatalogue(Catalogue):
         with self._lock.read():
             allowed = self._allowed(filters)
             blocked = self._idmap.keys_of(exclude)
-            if by_candidates:   # each part's candidates (index/composed.py), then the exact sum over them
-                allowed = candidate_keys(active, indexes, max(per_part or COMPOSED_CANDIDATES, k), allowed, blocked)
+            if by_candidates:  # each part's candidates (index/composed.py), then the exact sum over them
+                allowed = candidate_keys(
+                    active, indexes, max(per_part or COMPOSED_CANDIDATES, k), allowed, blocked
+                )
             keys, total = weighted_scores(active, indexes, self._idmap.all_keys, allowed)
             if len(blocked):
                 total[np.isin(keys, blocked)] = -np.inf
@@ -338,7 +382,7 @@ class FaissCatalogue(Catalogue):
             if top == 0:
                 return []
             best = np.argpartition(-total, top - 1)[:top] if top < len(total) else np.arange(len(total))
-            best = best[np.lexsort((keys[best], -total[best]))]   # best first; ties by key (insertion order)
+            best = best[np.lexsort((keys[best], -total[best]))]  # best first; ties by key (insertion order)
             return self._results(total[best], keys[best])
 
     def _score_ids(self, query: np.ndarray, attribute: int, ids: list[str]) -> dict[str, float]:
@@ -346,16 +390,20 @@ class FaissCatalogue(Catalogue):
             unknown = [i for i in ids if i not in self._idmap]
             if unknown:
                 raise UnknownItem(unknown[0])
-            vectors = self._indexes[attribute].reconstruct(np.array([self._idmap.key(i) for i in ids], dtype=np.int64))
+            vectors = self._indexes[attribute].reconstruct(
+                np.array([self._idmap.key(i) for i in ids], dtype=np.int64)
+            )
         return dict(zip(ids, (vectors @ query).tolist(), strict=True))
 
     # -- persistence ---------------------------------------------------------------------
     def _snapshot(self) -> Snapshot:
-        return Snapshot({**self._info, "search_params": self.search_params()}, self._idmap, self._metadata,
-                        self._indexes)
+        return Snapshot(
+            {**self._info, "search_params": self.search_params()}, self._idmap, self._metadata, self._indexes
+        )
 
-    def save(self, directory: str | os.PathLike[str], lock: DirectoryLock | None = None,
-             replace: bool = False) -> Path:
+    def save(
+        self, directory: str | os.PathLike[str], lock: DirectoryLock | None = None, replace: bool = False
+    ) -> Path:
         """Commit the catalogue atomically under ``directory``; returns the version written.
         Searches continue during a save; writes wait for it. Saving into the directory whose log
         is open is a ``checkpoint``. The save holds the directory's writer lock (``lock`` when the

@@ -34,9 +34,9 @@ FilterValue = Scalar | list[Scalar] | tuple[Scalar, ...] | set[Scalar] | Mapping
 Term = tuple[str, Scalar]
 
 OPERATORS = ("eq", "in", "not", "not_in", "gt", "gte", "lt", "lte", "exists")
-MAX_FIELDS = 64          # fields in one filter
-MAX_VALUES = 1024        # values in one `in` / `not_in` list
-MAX_TEXT = 4096          # characters of one string value
+MAX_FIELDS = 64  # fields in one filter
+MAX_VALUES = 1024  # values in one `in` / `not_in` list
+MAX_TEXT = 4096  # characters of one string value
 
 
 def term(value: Scalar) -> Term:
@@ -46,7 +46,7 @@ def term(value: Scalar) -> Term:
     if isinstance(value, bool):
         return ("b", value)
     if isinstance(value, int | float):
-        return ("n", float(value) + 0.0)   # + 0.0: -0.0 and 0.0 are one term (and one token on Milvus)
+        return ("n", float(value) + 0.0)  # + 0.0: -0.0 and 0.0 are one term (and one token on Milvus)
     return ("s", value)
 
 
@@ -92,7 +92,9 @@ class Condition:
     def in_range(self, number: float) -> bool:
         if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
             return False
-        return not (self.high is not None and (number > self.high or (self.high_open and number == self.high)))
+        return not (
+            self.high is not None and (number > self.high or (self.high_open and number == self.high))
+        )
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         """The reference semantics (module docstring) on one item's metadata."""
@@ -132,7 +134,9 @@ def _scalar(value: object, where: str) -> Scalar:
         return check_number(value, where, InvalidFilters)
     if isinstance(value, str):
         if len(value) > MAX_TEXT:
-            raise InvalidFilters(f"{where}: a string value is at most {MAX_TEXT} characters, got {len(value)}")
+            raise InvalidFilters(
+                f"{where}: a string value is at most {MAX_TEXT} characters, got {len(value)}"
+            )
         return check_text(value, where, controls=True, error=InvalidFilters)
     raise InvalidFilters(f"{where}: values are str, number, bool or null, got {_show(value)}")
 
@@ -164,9 +168,11 @@ def _show(value: object) -> str:
 def _operators(field: str, spec: Mapping[Any, Any]) -> list[Condition]:
     unknown = [k for k in spec if k not in OPERATORS]
     if unknown or not spec:
-        raise InvalidFilters(f"filter {field!r}: unknown operator {unknown[0]!r} (the operators are "
-                             f"{', '.join(OPERATORS)})" if unknown else
-                             f"filter {field!r}: an empty operator object; give one of {', '.join(OPERATORS)}")
+        raise InvalidFilters(
+            f"filter {field!r}: unknown operator {unknown[0]!r} (the operators are {', '.join(OPERATORS)})"
+            if unknown
+            else f"filter {field!r}: an empty operator object; give one of {', '.join(OPERATORS)}"
+        )
     out: list[Condition] = []
     where = f"filter {field!r}"
     if "eq" in spec:
@@ -184,7 +190,11 @@ def _operators(field: str, spec: Mapping[Any, Any]) -> list[Condition]:
     if low_key or high_key:
         low = None if low_key is None else _bound(spec[low_key], f"{where} {low_key}")
         high = None if high_key is None else _bound(spec[high_key], f"{where} {high_key}")
-        out.append(Condition(field, "range", low=low, low_open=low_key == "gt", high=high, high_open=high_key == "lt"))
+        out.append(
+            Condition(
+                field, "range", low=low, low_open=low_key == "gt", high=high, high_open=high_key == "lt"
+            )
+        )
     if "exists" in spec:
         if not isinstance(spec["exists"], bool):
             raise InvalidFilters(f"{where} exists must be true or false, got {_show(spec['exists'])}")
@@ -200,7 +210,9 @@ def parse_filters(filters: object) -> Filter:
     if isinstance(filters, Filter):
         return filters
     if not isinstance(filters, Mapping):
-        raise InvalidFilters(f"filters must be a JSON object of field -> value(s), got {type(filters).__name__}")
+        raise InvalidFilters(
+            f"filters must be a JSON object of field -> value(s), got {type(filters).__name__}"
+        )
     if len(filters) > MAX_FIELDS:
         raise InvalidFilters(f"filters name {len(filters)} fields; at most {MAX_FIELDS}")
     conditions: list[Condition] = []

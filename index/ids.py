@@ -17,6 +17,7 @@ from .validation import MAX_ID_LENGTH, validate_id
 
 __all__ = ["MAX_ID_LENGTH", "IdMap", "check_id_batch", "validate_id"]
 
+
 class IdMap:
     """Two-way map ``str id <-> int64 key`` with a never-decreasing key counter."""
 
@@ -29,7 +30,7 @@ class IdMap:
         if len(self._id_of) != len(self._key_of):
             raise ValueError("id map has duplicate keys")
         self._next = max(int(next_key), max(self._id_of, default=-1) + 1)
-        self._sorted = sorted(self._key_of)   # the ids in code-point order, for listing with a cursor
+        self._sorted = sorted(self._key_of)  # the ids in code-point order, for listing with a cursor
 
     def __len__(self) -> int:
         return len(self._key_of)
@@ -68,7 +69,7 @@ class IdMap:
         whose key is in `keep` when given."""
         start = 0 if after is None else bisect.bisect_right(self._sorted, after)
         if keep is None:
-            return self._sorted[start:start + limit]
+            return self._sorted[start : start + limit]
         found: list[str] = []
         for position in range(start, len(self._sorted)):
             if self._key_of[self._sorted[position]] in keep:

@@ -46,14 +46,16 @@ def merged(metadata: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str,
     out = {k: v for k, v in metadata.items() if k not in changes}
     out.update({k: v for k, v in changes.items() if v is not None})
     return check_metadata(out)
-Batch = tuple[list[str], np.ndarray, list[dict[str, Any]]]   # ids, vectors [n, n_attributes, dim], metadata
+
+
+Batch = tuple[list[str], np.ndarray, list[dict[str, Any]]]  # ids, vectors [n, n_attributes, dim], metadata
 
 
 class Catalogue(ABC):
     """Items with one vector per attribute and JSON metadata; exact or approximate inner-product
     search per attribute; durable writes (each engine says how)."""
 
-    max_k: int | None = None   # the most results one search may ask for (an engine's limit), None: no limit
+    max_k: int | None = None  # the most results one search may ask for (an engine's limit), None: no limit
 
     # -- facts ---------------------------------------------------------------------------------
     @property
@@ -88,7 +90,9 @@ class Catalogue(ABC):
         try:
             return self.attributes.index(attribute)
         except ValueError:
-            raise UnknownAttribute(f"unknown attribute {attribute!r}; known attributes: {self.attributes}") from None
+            raise UnknownAttribute(
+                f"unknown attribute {attribute!r}; known attributes: {self.attributes}"
+            ) from None
 
     # -- reads ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,19 +134,27 @@ class Catalogue(ABC):
         return ItemPage(items, items[-1].id if len(items) == limit else None)
 
     # -- writes --------------------------------------------------------------------------------
-    def add(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None) -> None:
+    def add(
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> None:
         """Add new items: vectors `[n, n_attributes, dim]`, one metadata object each (default {}).
         ItemExists, and nothing written, when an id is present."""
         self._checked_write(ids, vectors, metadata, replace=False)
 
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray,
-               metadata: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+    def upsert(
+        self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[str]:
         """Add or replace items; with `metadata=None` replaced items keep their metadata and new ones
         get {}. Returns the ids that replaced an item."""
         return self._checked_write(ids, vectors, metadata, replace=True)
 
-    def _checked_write(self, ids: Sequence[str], vectors: np.ndarray, metadata: Sequence[Mapping[str, Any]] | None,
-                       replace: bool) -> list[str]:
+    def _checked_write(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[Mapping[str, Any]] | None,
+        replace: bool,
+    ) -> list[str]:
         checked = check_id_batch(ids)
         batch = check_item_vectors(vectors, len(checked), len(self.attributes), self.dim)
         metas = None if metadata is None else [check_metadata(m) for m in metadata]
@@ -171,8 +183,9 @@ class Catalogue(ABC):
         return self._remove(requested)
 
     # -- search --------------------------------------------------------------------------------
-    def search(self, query: np.ndarray, attribute: str, k: int, filters: Filters = None,
-               exclude: Sequence[str] = ()) -> list[SearchResult] | list[list[SearchResult]]:
+    def search(
+        self, query: np.ndarray, attribute: str, k: int, filters: Filters = None, exclude: Sequence[str] = ()
+    ) -> list[SearchResult] | list[list[SearchResult]]:
         """Top `k` items by inner product with `query` `[dim]` (a list of results) or `[n, dim]` (a
         list of n lists), best first, among the items `filters` lets through (index/filters.py),
         never one of `exclude`."""
@@ -182,30 +195,58 @@ class Catalogue(ABC):
         results = self._search(batch, a, k, parse_filters(filters), check_ids(exclude, "exclude"))
         return results[0] if single else results
 
-    def search_range(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
-                     filters: Filters = None, exclude: Sequence[str] = ()) -> tuple[list[SearchResult], bool]:
+    def search_range(
+        self,
+        query: np.ndarray,
+        attribute: str,
+        min_score: float,
+        max_results: int,
+        filters: Filters = None,
+        exclude: Sequence[str] = (),
+    ) -> tuple[list[SearchResult], bool]:
         """Every item scoring at least `min_score` with `query` `[dim]`, best first, at most
         `max_results`, and whether that cap cut the list."""
-        hits, truncated, _ = self.search_range_counted(query, attribute, min_score, max_results, filters, exclude)
+        hits, truncated, _ = self.search_range_counted(
+            query, attribute, min_score, max_results, filters, exclude
+        )
         return hits, truncated
 
-    def search_range_counted(self, query: np.ndarray, attribute: str, min_score: float, max_results: int,
-                             filters: Filters = None, exclude: Sequence[str] = ()
-                             ) -> tuple[list[SearchResult], bool, int | None]:
+    def search_range_counted(
+        self,
+        query: np.ndarray,
+        attribute: str,
+        min_score: float,
+        max_results: int,
+        filters: Filters = None,
+        exclude: Sequence[str] = (),
+    ) -> tuple[list[SearchResult], bool, int | None]:
         """`search_range`, and how many items pass in all (None where the engine cannot tell without
         reading every one: an approximate index past its exact-scan size, Milvus when cut)."""
         vector = self._one_query(query, "search_range")
         check_threshold(min_score, max_results)
-        return self._search_range(vector, self.attribute_index(attribute), float(min_score), max_results,
-                                  parse_filters(filters), check_ids(exclude, "exclude"))
+        return self._search_range(
+            vector,
+            self.attribute_index(attribute),
+            float(min_score),
+            max_results,
+            parse_filters(filters),
+            check_ids(exclude, "exclude"),
+        )
 
-    def search_composed(self, parts: Sequence[Part], k: int, filters: Filters = None, exclude: Sequence[str] = (),
-                        per_part: int | None = None) -> list[SearchResult]:
+    def search_composed(
+        self,
+        parts: Sequence[Part],
+        k: int,
+        filters: Filters = None,
+        exclude: Sequence[str] = (),
+        per_part: int | None = None,
+    ) -> list[SearchResult]:
         """Top `k` by the weighted sum of per-attribute inner products (index/composed.py)."""
         k = check_k(k, self.max_k)
         checked = check_parts(parts, self.attributes, self.dim)
-        return self._search_composed(checked, k, parse_filters(filters), check_ids(exclude, "exclude"),
-                                     check_per_part(per_part))
+        return self._search_composed(
+            checked, k, parse_filters(filters), check_ids(exclude, "exclude"), check_per_part(per_part)
+        )
 
     def score_ids(self, query: np.ndarray, attribute: str, ids: Sequence[str]) -> dict[str, float]:
         """Exact inner products of `query` `[dim]` with the stored vectors of `ids` (for re-ranking a
@@ -272,11 +313,14 @@ class Catalogue(ABC):
     @abstractmethod
     def _check_writable(self) -> None:
         """Raise why writes are refused (read-only, no log, refused), before any other work."""
+
     @abstractmethod
-    def _write(self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None,
-               replace: bool) -> list[str]:
+    def _write(
+        self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None, replace: bool
+    ) -> list[str]:
         """All of the items or none; `replace=False`: ItemExists (nothing written) when one is present.
         Returns the ids that were present (replaced)."""
+
     @abstractmethod
     def _remove(self, ids: list[str]) -> RemoveResult: ...
     @abstractmethod
@@ -284,14 +328,23 @@ class Catalogue(ABC):
     @abstractmethod
     def _list_items(self, filters: Filter, limit: int, after: str | None) -> list[Item]: ...
     @abstractmethod
-    def _search(self, queries: np.ndarray, attribute: int, k: int, filters: Filter,
-                exclude: list[str]) -> list[list[SearchResult]]: ...
+    def _search(
+        self, queries: np.ndarray, attribute: int, k: int, filters: Filter, exclude: list[str]
+    ) -> list[list[SearchResult]]: ...
     @abstractmethod
-    def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]: ...
+    def _search_range(
+        self,
+        query: np.ndarray,
+        attribute: int,
+        min_score: float,
+        max_results: int,
+        filters: Filter,
+        exclude: list[str],
+    ) -> tuple[list[SearchResult], bool, int | None]: ...
     @abstractmethod
-    def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
-                         per_part: int | None) -> list[SearchResult]: ...
+    def _search_composed(
+        self, parts: list[Part], k: int, filters: Filter, exclude: list[str], per_part: int | None
+    ) -> list[SearchResult]: ...
     @abstractmethod
     def _score_ids(self, query: np.ndarray, attribute: int, ids: list[str]) -> dict[str, float]: ...
     @abstractmethod

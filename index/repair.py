@@ -44,12 +44,16 @@ class RepairReport:
     def lines(self) -> list[str]:
         if not self.needed:
             return [f"{self.log}: no damage found ({len(self.kept)} records); nothing to repair"]
-        out = [f"{self.log}: {self.size} bytes; unreadable: "
-               + ", ".join(f"bytes {a}-{b} ({b - a} bytes)" for a, b in self.unreadable),
-               f"{self.mode}: keeps {len(self.kept)} records ({sum(len(r.ids) for r in self.kept)} item writes); "
-               f"loses {len(self.lost)} readable records and whatever the unreadable bytes held:"]
+        out = [
+            f"{self.log}: {self.size} bytes; unreadable: "
+            + ", ".join(f"bytes {a}-{b} ({b - a} bytes)" for a, b in self.unreadable),
+            f"{self.mode}: keeps {len(self.kept)} records ({sum(len(r.ids) for r in self.kept)} item writes); "
+            f"loses {len(self.lost)} readable records and whatever the unreadable bytes held:",
+        ]
         for record in self.lost:
-            shown = ", ".join(record.ids[:10]) + (f" ... (+{len(record.ids) - 10})" if len(record.ids) > 10 else "")
+            shown = ", ".join(record.ids[:10]) + (
+                f" ... (+{len(record.ids) - 10})" if len(record.ids) > 10 else ""
+            )
             out.append(f"  lost: {record.op} of {len(record.ids)} item(s): {shown}")
         if self.applied:
             out.append(f"repaired; the log as it was is kept in {self.backup}")
@@ -105,8 +109,9 @@ def repair_log(root: str | os.PathLike[str], mode: str = "cut", dry_run: bool = 
             cursor = max(cursor, b)
         if scan.size > cursor:
             unreadable.append((cursor, scan.size))
-        report = RepairReport(path, mode, [r for _, _, r in keep], [r for _, _, r in drop], unreadable, scan.size,
-                              None, False)
+        report = RepairReport(
+            path, mode, [r for _, _, r in keep], [r for _, _, r in drop], unreadable, scan.size, None, False
+        )
         if dry_run or not report.needed:
             return report
         data = path.read_bytes()

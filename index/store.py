@@ -188,7 +188,9 @@ def _check_files(directory: Path, manifest: dict[str, Any]) -> None:
     for name, size in manifest["files"].items():
         path = directory / name
         if not path.is_file() or path.stat().st_size != size:
-            raise IndexFormatError(f"saved index {directory} is incomplete or corrupt: {name} missing or resized")
+            raise IndexFormatError(
+                f"saved index {directory} is incomplete or corrupt: {name} missing or resized"
+            )
 
 
 def tidy_after_load(root: Path, version: str) -> None:
@@ -232,6 +234,8 @@ def load_snapshot(
     ]
     counts = {len(ids), len(metadata), manifest["count"], *(len(ix) for ix in indexes)}
     if len(counts) != 1:
-        raise IndexFormatError(f"saved index {directory} is inconsistent: item counts differ {sorted(counts)}")
+        raise IndexFormatError(
+            f"saved index {directory} is inconsistent: item counts differ {sorted(counts)}"
+        )
     keys = ("fingerprint", "dim", "attributes", "factory", "search_params", "created_at")
     return Snapshot({k: manifest[k] for k in keys}, ids, metadata, indexes), manifest

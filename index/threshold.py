@@ -6,6 +6,7 @@ threshold, the catalogue has no more, or one more than the cap was read; the res
 threshold are kept, best first. On an exact index that is exact; on an approximate one it is as good
 as its top-k search at that k (measured: docs/protection.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,21 +15,30 @@ from collections.abc import Callable
 from .errors import InvalidInput
 from .results import SearchResult
 
-RANGE_FIRST = 64     # results asked for first
+RANGE_FIRST = 64  # results asked for first
 RANGE_GROWTH = 4
 
 
 def check_threshold(min_score: float, max_results: int, low: float = -1.0, high: float = 1.0) -> None:
     """ValueError unless `min_score` is a finite number in [low, high] and `max_results` >= 1."""
-    if isinstance(min_score, bool) or not isinstance(min_score, int | float) or not math.isfinite(min_score) \
-            or not low <= min_score <= high:
+    if (
+        isinstance(min_score, bool)
+        or not isinstance(min_score, int | float)
+        or not math.isfinite(min_score)
+        or not low <= min_score <= high
+    ):
         raise InvalidInput(f"min_score must be a number in [{low:g}, {high:g}], got {min_score!r}")
     if isinstance(max_results, bool) or not isinstance(max_results, int) or max_results < 1:
         raise InvalidInput(f"max_results must be a positive integer, got {max_results!r}")
 
 
-def grow_until_below(fetch: Callable[[int], list[SearchResult]], min_score: float, max_results: int,
-                     size: int, limit: int | None = None) -> tuple[list[SearchResult], bool]:
+def grow_until_below(
+    fetch: Callable[[int], list[SearchResult]],
+    min_score: float,
+    max_results: int,
+    size: int,
+    limit: int | None = None,
+) -> tuple[list[SearchResult], bool]:
     """Every result of `fetch(k)` (the best k, best first) scoring at least `min_score`, at most
     `max_results` of them, and whether the cap cut the list. `size` bounds k (the catalogue's size);
     `limit` is the most one fetch may ask for (an engine's top-k limit; reaching it also counts as

@@ -14,8 +14,9 @@ from .interface import Batch, Catalogue
 from .milvus.location import is_milvus
 
 
-def open_catalogue(location: str | Path, expected_fingerprint: str | None = None, writer: bool = False,
-                   mmap: bool = False) -> Catalogue:
+def open_catalogue(
+    location: str | Path, expected_fingerprint: str | None = None, writer: bool = False, mmap: bool = False
+) -> Catalogue:
     """The catalogue at `location`: a Milvus location (`milvus://...`, `milvus-lite:...`) or an index
     directory. `writer` takes an index directory's writer lock (a Milvus collection has a writer
     lease per write instead); `mmap` maps an index directory's vectors read-only."""
@@ -28,8 +29,14 @@ def open_catalogue(location: str | Path, expected_fingerprint: str | None = None
     return FaissCatalogue.load(location, expected_fingerprint=expected_fingerprint, writer=writer, mmap=mmap)
 
 
-def new_catalogue(destination: str | Path, attributes: Sequence[str], dim: int, fingerprint: str,
-                  index_type: str | None = None, layout: str = "fields") -> Catalogue:
+def new_catalogue(
+    destination: str | Path,
+    attributes: Sequence[str],
+    dim: int,
+    fingerprint: str,
+    index_type: str | None = None,
+    layout: str = "fields",
+) -> Catalogue:
     """An empty catalogue that will live at `destination` (which must not hold one): a Milvus
     collection (`index_type`: FLAT, HNSW, IVF_SQ8 ...; default FLAT; `layout`: fields, or rows for
     Milvus before 2.4) or an index directory (`index_type`: a FAISS factory string; default Flat),
@@ -37,7 +44,9 @@ def new_catalogue(destination: str | Path, attributes: Sequence[str], dim: int, 
     if isinstance(destination, str) and is_milvus(destination):
         from .milvus import MilvusCatalogue
 
-        return MilvusCatalogue.create(destination, attributes, dim, fingerprint, index_type or "FLAT", layout=layout)
+        return MilvusCatalogue.create(
+            destination, attributes, dim, fingerprint, index_type or "FLAT", layout=layout
+        )
     if Path(destination).exists() and any(p.name != "LOCK" for p in Path(destination).iterdir()):
         raise CatalogueExists(f"{destination} exists and is not empty: give a new directory")
     return FaissCatalogue.create(list(attributes), dim, fingerprint, index_type or "Flat")
@@ -51,9 +60,16 @@ def commit_new(catalogue: Catalogue, destination: str | Path) -> None:
         catalogue.checkpoint()
 
 
-def fill_catalogue(destination: str | Path, attributes: Sequence[str], dim: int, fingerprint: str,
-                   batches: Iterable[Batch], index_type: str | None = None, layout: str = "fields",
-                   progress: Callable[[int], object] = lambda n: None) -> Catalogue:
+def fill_catalogue(
+    destination: str | Path,
+    attributes: Sequence[str],
+    dim: int,
+    fingerprint: str,
+    batches: Iterable[Batch],
+    index_type: str | None = None,
+    layout: str = "fields",
+    progress: Callable[[int], object] = lambda n: None,
+) -> Catalogue:
     """A new catalogue at `destination` (see `new_catalogue`) holding every batch; `progress(n)`
     after each batch."""
     target = new_catalogue(destination, attributes, dim, fingerprint, index_type, layout)
@@ -69,10 +85,24 @@ def fill_catalogue(destination: str | Path, attributes: Sequence[str], dim: int,
     return target
 
 
-def copy_catalogue(source: Catalogue, destination: str | Path, index_type: str | None = None, batch_size: int = 1000,
-                   progress: Callable[[int], object] = lambda n: None, layout: str = "fields",
-                   carry: Callable[[Batch], Batch] = lambda batch: batch) -> Catalogue:
+def copy_catalogue(
+    source: Catalogue,
+    destination: str | Path,
+    index_type: str | None = None,
+    batch_size: int = 1000,
+    progress: Callable[[int], object] = lambda n: None,
+    layout: str = "fields",
+    carry: Callable[[Batch], Batch] = lambda batch: batch,
+) -> Catalogue:
     """Every item of `source` (vectors, metadata) into a new catalogue at `destination` (see
     `fill_catalogue`); `carry` may rewrite each batch on the way (the service's uploaded images)."""
-    return fill_catalogue(destination, source.attributes, source.dim, source.fingerprint,
-                          (carry(batch) for batch in source.iter_items(batch_size)), index_type, layout, progress)
+    return fill_catalogue(
+        destination,
+        source.attributes,
+        source.dim,
+        source.fingerprint,
+        (carry(batch) for batch in source.iter_items(batch_size)),
+        index_type,
+        layout,
+        progress,
+    )

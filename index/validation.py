@@ -15,13 +15,13 @@ import numpy as np
 from .errors import InvalidInput, InvalidItemId, InvalidMetadata, InvalidVectors
 
 MAX_ID_LENGTH = 512
-MAX_KEY_LENGTH = 256          # a metadata key or a filter's field name
-MAX_METADATA_BYTES = 65_536   # an item's metadata as compact UTF-8 JSON: what a Milvus JSON field holds
-MAX_METADATA_DEPTH = 16       # nested objects and lists
+MAX_KEY_LENGTH = 256  # a metadata key or a filter's field name
+MAX_METADATA_BYTES = 65_536  # an item's metadata as compact UTF-8 JSON: what a Milvus JSON field holds
+MAX_METADATA_DEPTH = 16  # nested objects and lists
 # Every number (an integer or a float, however it is written) lies strictly within +-2**63: engines
 # store JSON integers in 64 bits, and one bound for both kinds means 1e19 and 10000000000000000000 are
 # refused alike (an OpenAPI schema, which cannot tell how a number is spelled, says the same).
-NUMBER_BOUND = 2 ** 63
+NUMBER_BOUND = 2**63
 _TEXT_CONTROLS_ALLOWED = frozenset("\t\n\r")
 
 
@@ -31,12 +31,16 @@ def check_text(text: str, what: str, controls: bool = False, error: type[Invalid
     for position, char in enumerate(text):
         category = unicodedata.category(char)
         if category == "Cs":
-            raise error(f"{what} {text[:40]!r} contains a lone surrogate ({char!r} at position {position}): "
-                        "not valid Unicode text")
+            raise error(
+                f"{what} {text[:40]!r} contains a lone surrogate ({char!r} at position {position}): "
+                "not valid Unicode text"
+            )
         if category == "Cc" and not (controls and char in _TEXT_CONTROLS_ALLOWED):
             allowed = "; only tab, newline and carriage return are allowed" if controls else ""
-            raise error(f"{what} {text[:40]!r} contains a control character ({char!r} at position {position})"
-                        + (allowed or "; NUL, newlines, tabs and other control characters are not allowed"))
+            raise error(
+                f"{what} {text[:40]!r} contains a control character ({char!r} at position {position})"
+                + (allowed or "; NUL, newlines, tabs and other control characters are not allowed")
+            )
     return text
 
 
@@ -48,8 +52,9 @@ def validate_id(item_id: object) -> str:
     if not item_id:
         raise InvalidItemId("item id must not be empty")
     if len(item_id) > MAX_ID_LENGTH:
-        raise InvalidItemId(f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: "
-                            f"{item_id[:40]!r}...")
+        raise InvalidItemId(
+            f"item id is {len(item_id)} characters long; the maximum is {MAX_ID_LENGTH}: {item_id[:40]!r}..."
+        )
     return check_text(item_id, "item id", error=InvalidItemId)
 
 
@@ -59,9 +64,15 @@ def check_number(value: int | float, what: str, error: type[InvalidInput] = Inva
     if isinstance(value, float) and not math.isfinite(value):
         raise error(f"{what}: {value!r} is not a finite number")
     if not -NUMBER_BOUND < value < NUMBER_BOUND:
-        shown = str(value) if isinstance(value, float) else f"{str(value)[:30]}{'...' if len(str(value)) > 30 else ''}"
-        raise error(f"{what}: {shown} is out of range: numbers lie strictly between -2**63 and 2**63 "
-                    f"(integers -{NUMBER_BOUND - 1} to {NUMBER_BOUND - 1})")
+        shown = (
+            str(value)
+            if isinstance(value, float)
+            else f"{str(value)[:30]}{'...' if len(str(value)) > 30 else ''}"
+        )
+        raise error(
+            f"{what}: {shown} is out of range: numbers lie strictly between -2**63 and 2**63 "
+            f"(integers -{NUMBER_BOUND - 1} to {NUMBER_BOUND - 1})"
+        )
     return value
 
 
@@ -85,13 +96,17 @@ def _check_json_value(value: object, path: str, depth: int) -> None:
             raise InvalidMetadata(f"metadata {path} nests deeper than {MAX_METADATA_DEPTH} levels")
         if isinstance(value, Mapping):
             for key, inner in value.items():
-                _check_json_value(inner, f"{path}.{check_key(key, 'metadata keys', InvalidMetadata)}", depth + 1)
+                _check_json_value(
+                    inner, f"{path}.{check_key(key, 'metadata keys', InvalidMetadata)}", depth + 1
+                )
         else:
             for n, inner in enumerate(value):
                 _check_json_value(inner, f"{path}[{n}]", depth + 1)
     else:
-        raise InvalidMetadata(f"metadata {path} is a {type(value).__name__}: values must be JSON (str, number, "
-                              "bool, null, lists and objects of them)")
+        raise InvalidMetadata(
+            f"metadata {path} is a {type(value).__name__}: values must be JSON (str, number, "
+            "bool, null, lists and objects of them)"
+        )
 
 
 def check_metadata(metadata: object) -> dict[str, Any]:

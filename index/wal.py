@@ -80,7 +80,8 @@ class LogCorrupt(IndexFormatError):
             f"{path} is corrupt: the frame at byte {scan.damage.offset} is damaged and {len(after)} valid "
             f"records ({sum(len(r.ids) for _, _, r in after)} item writes) follow it, so it is not the torn tail "
             "of a crash and cutting it off would lose acknowledged writes. Nothing was changed. See what a "
-            f"repair would keep and lose: asen index repair --index {path.parent} --dry-run")
+            f"repair would keep and lose: asen index repair --index {path.parent} --dry-run"
+        )
 
 
 class RecordTooLarge(CatalogueError, ValueError):
@@ -112,49 +113,69 @@ class LogRecord:
         head = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         size = _HEADER_LEN.size + len(head) + len(body)
         if size > MAX_RECORD_BYTES:
-            raise RecordTooLarge(f"a log record of {size} bytes ({len(self.ids)} items) is over the limit of "
-                                 f"{MAX_RECORD_BYTES} bytes; nothing was written")
+            raise RecordTooLarge(
+                f"a log record of {size} bytes ({len(self.ids)} items) is over the limit of "
+                f"{MAX_RECORD_BYTES} bytes; nothing was written"
+            )
         payload = _HEADER_LEN.pack(len(head)) + head + body
         return _FRAME.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
 
     @classmethod
     def decode(cls, payload: bytes) -> LogRecord:
         (head_len,) = _HEADER_LEN.unpack_from(payload)
-        header = json.loads(payload[_HEADER_LEN.size:_HEADER_LEN.size + head_len].decode("utf-8"))
+        header = json.loads(payload[_HEADER_LEN.size : _HEADER_LEN.size + head_len].decode("utf-8"))
         if header.get("op") not in ("upsert", "remove") or not isinstance(header.get("ids"), list):
             raise ValueError(f"unknown log record {header.get('op')!r}")
         more = int(header.get("more", 0))
         if header["op"] == "remove":
             return cls("remove", header["ids"], more=more)
-        body = payload[_HEADER_LEN.size + head_len:]
+        body = payload[_HEADER_LEN.size + head_len :]
         vectors = np.frombuffer(body, dtype="<f4").reshape(header["shape"]).astype(np.float32)
         return cls("upsert", header["ids"], vectors, header["metadata"], more)
 
 
-def split_write(op: str, ids: list[str], vectors: np.ndarray | None = None,
-                metadata: list[dict[str, Any]] | None = None) -> list[LogRecord]:
+def split_write(
+    op: str, ids: list[str], vectors: np.ndarray | None = None, metadata: list[dict[str, Any]] | None = None
+) -> list[LogRecord]:
     """One write as the records that log it: a single record when it fits ``MAX_RECORD_BYTES``,
     else consecutive slices of it, each within the limit (RecordTooLarge when one item alone is
     over it)."""
     metadata = metadata or []
     budget = MAX_RECORD_BYTES - 256  # the header's fixed keys
     per_vector = 0 if vectors is None else int(np.prod(vectors.shape[1:])) * 4
-    cost = [per_vector + len(json.dumps(i, ensure_ascii=False).encode()) + 1
-            + (len(json.dumps(metadata[n], ensure_ascii=False, separators=(",", ":")).encode()) + 1
-               if vectors is not None else 0) for n, i in enumerate(ids)]
+    cost = [
+        per_vector
+        + len(json.dumps(i, ensure_ascii=False).encode())
+        + 1
+        + (
+            len(json.dumps(metadata[n], ensure_ascii=False, separators=(",", ":")).encode()) + 1
+            if vectors is not None
+            else 0
+        )
+        for n, i in enumerate(ids)
+    ]
     slices, start, used = [], 0, 0
     for n, c in enumerate(cost):
         if c > budget:
-            raise RecordTooLarge(f"item {ids[n]!r} alone needs {c} bytes in the log, over the limit of "
-                                 f"{MAX_RECORD_BYTES}; nothing was written")
+            raise RecordTooLarge(
+                f"item {ids[n]!r} alone needs {c} bytes in the log, over the limit of "
+                f"{MAX_RECORD_BYTES}; nothing was written"
+            )
         if used + c > budget and n > start:
             slices.append((start, n))
             start, used = n, 0
         used += c
     slices.append((start, len(ids)))
-    return [LogRecord(op, ids[a:b], None if vectors is None else vectors[a:b],
-                      metadata[a:b] if vectors is not None else [], len(slices) - 1 - k)
-            for k, (a, b) in enumerate(slices)]
+    return [
+        LogRecord(
+            op,
+            ids[a:b],
+            None if vectors is None else vectors[a:b],
+            metadata[a:b] if vectors is not None else [],
+            len(slices) - 1 - k,
+        )
+        for k, (a, b) in enumerate(slices)
+    ]
 
 
 def log_path(root: Path, version: str) -> Path:
@@ -204,7 +225,9 @@ def _frame_at(data: bytes, offset: int, strict: bool) -> tuple[int, LogRecord] |
         return end, LogRecord.decode(payload)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         if strict:
-            raise IndexFormatError(f"record at byte {offset} has a valid checksum but cannot be read: {exc}") from None
+            raise IndexFormatError(
+                f"record at byte {offset} has a valid checksum but cannot be read: {exc}"
+            ) from None
         return None
 
 
@@ -298,8 +321,9 @@ class WriteAheadLog:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._fd)
-            raise LogUnavailable(f"{self.path} is open for writing in another process: one writer per index "
-                                 "directory") from None
+            raise LogUnavailable(
+                f"{self.path} is open for writing in another process: one writer per index directory"
+            ) from None
         try:
             _, end, size = read_log(self.path)  # under the lock: no other writer can append meanwhile
             if size > end:
@@ -319,8 +343,13 @@ class WriteAheadLog:
             kept = f"; the bytes are kept in {copy.name}"
         except OSError as exc:
             kept = f"; they could not be kept ({exc})"
-        logger.warning("%s: cutting off %d bytes after byte %d: a write that was never completed%s", self.path,
-                       size - end, end, kept)
+        logger.warning(
+            "%s: cutting off %d bytes after byte %d: a write that was never completed%s",
+            self.path,
+            size - end,
+            end,
+            kept,
+        )
         os.ftruncate(self._fd, end)
 
     @property
@@ -361,8 +390,10 @@ class WriteAheadLog:
             os.ftruncate(self._fd, self._size)
             os.fsync(self._fd)
         except OSError as exc:
-            self._broken = (f"the write-ahead log {self.path} could not be restored after a failed append "
-                            f"({cause}; then {exc}); writes are refused until the next successful compaction")
+            self._broken = (
+                f"the write-ahead log {self.path} could not be restored after a failed append "
+                f"({cause}; then {exc}); writes are refused until the next successful compaction"
+            )
             logger.error("%s", self._broken)
 
     def close(self) -> None:

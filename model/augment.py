@@ -8,6 +8,7 @@ Two such views of one image are the "same design" pairs that calibrate copy scor
 labels (model/copy_calibration.py) and that the instance-aware training term pulls together
 (model/training/instance.py).
 """
+
 from __future__ import annotations
 
 import io
@@ -23,12 +24,12 @@ class Rephotograph:
     random), the rotation in degrees, exposure factors, occluders, JPEG quality."""
 
     keep: tuple[float, float] = (0.6, 1.0)
-    zoom_out: float = 0.5            # chance of framing wider instead: the picture shrunk onto a larger canvas
+    zoom_out: float = 0.5  # chance of framing wider instead: the picture shrunk onto a larger canvas
     rotation: float = 12.0
     brightness: tuple[float, float] = (0.75, 1.25)
     contrast: tuple[float, float] = (0.75, 1.2)
     occluders: int = 3
-    occluder_size: tuple[float, float] = (0.04, 0.12)   # of the shorter side
+    occluder_size: tuple[float, float] = (0.04, 0.12)  # of the shorter side
     jpeg_quality: tuple[int, int] = (60, 95)
 
 
@@ -39,8 +40,9 @@ def _uniform(rng: np.random.Generator, span: tuple[float, float]) -> float:
     return float(rng.uniform(span[0], span[1]))
 
 
-def rephotograph(image: Image.Image, rng: np.random.Generator,
-                 how: Rephotograph = DEFAULT_REPHOTOGRAPH) -> Image.Image:
+def rephotograph(
+    image: Image.Image, rng: np.random.Generator, how: Rephotograph = DEFAULT_REPHOTOGRAPH
+) -> Image.Image:
     """Another photograph of what `image` shows (RGB in, RGB out, about the same size)."""
     image = image.convert("RGB")
     w, h = image.size
@@ -53,8 +55,11 @@ def rephotograph(image: Image.Image, rng: np.random.Generator,
         # a wider framing: the picture at 1/f of a canvas f times its size, the rest its edge colour blurred
         f = _uniform(rng, (1.0 / how.keep[0] ** 0.5, 1.0 / how.keep[0]))
         canvas = image.resize((round(w * f), round(h * f)), Image.Resampling.BILINEAR).filter(
-            ImageFilter.GaussianBlur(radius=max(w, h) / 20))
-        canvas.paste(image, (int(rng.integers(0, canvas.width - w + 1)), int(rng.integers(0, canvas.height - h + 1))))
+            ImageFilter.GaussianBlur(radius=max(w, h) / 20)
+        )
+        canvas.paste(
+            image, (int(rng.integers(0, canvas.width - w + 1)), int(rng.integers(0, canvas.height - h + 1)))
+        )
         image = canvas.resize((w, h), Image.Resampling.BILINEAR)
         cw, ch = w, h
     else:

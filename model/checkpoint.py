@@ -1,4 +1,5 @@
 """The checkpoint file: weights, model configuration, preprocessing and attribute names in one file."""
+
 from __future__ import annotations
 
 import hashlib
@@ -30,15 +31,24 @@ class Checkpoint:
     fingerprint: str = ""
 
 
-def save_checkpoint(path: str | Path, model: ASENModel, preprocess: Preprocess,
-                    attributes: tuple[Attribute, ...], extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: ASENModel,
+    preprocess: Preprocess,
+    attributes: tuple[Attribute, ...],
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write atomically and durably (`asen_search/fileio.py` atomic_write)."""
     path = Path(path)
     payload = {
-        "format": FORMAT, "version": VERSION,
-        "config": model.cfg.to_dict(), "preprocess": asdict(preprocess),
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "preprocess": asdict(preprocess),
         "attributes": [{"name": a.name, "values": list(a.values)} for a in attributes],
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},  # the same file from any device
+        "state_dict": {
+            k: v.detach().cpu() for k, v in model.state_dict().items()
+        },  # the same file from any device
         "extra": extra or {},
     }
     atomic_write(path, lambda fh: torch.save(payload, fh))
@@ -60,14 +70,21 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or not a PyTorch file): {exc}") from exc
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or not a PyTorch file): {exc}"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = sorted(payload)[:6] if isinstance(payload, dict) else type(payload).__name__
-        hint = " (a reference ASEN++ checkpoint? convert it with `asen import-reference`)" \
-            if isinstance(payload, dict) and "state_dict" in payload else ""
+        hint = (
+            " (a reference ASEN++ checkpoint? convert it with `asen import-reference`)"
+            if isinstance(payload, dict) and "state_dict" in payload
+            else ""
+        )
         raise CheckpointError(f"{path} is not an asen-search checkpoint (found {keys}){hint}")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this code reads {VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}, this code reads {VERSION}"
+        )
     return payload
 
 

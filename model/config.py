@@ -1,4 +1,5 @@
 """Configuration objects that travel with a checkpoint: architecture and preprocessing."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -13,13 +14,13 @@ class BranchConfig:
     """One branch: which backbone, cut at which stride, and the attention head's sizes."""
 
     backbone: str = "tf_efficientnet_lite0"  # a registered backbone (model/nn/backbones.py)
-    stride: int = 16              # feature map that feeds the attention: 16 or 32
-    input_size: int = 224         # square input side in pixels
-    common_dim: int = 128         # ASA common size c'
-    reduction: int = 2            # ACA reduction
-    out_dim: int = 128            # embedding size of the branch
-    frozen_stages: int = -1       # leading backbone stages kept frozen; -1 = all of them
-    positions: bool = False       # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
+    stride: int = 16  # feature map that feeds the attention: 16 or 32
+    input_size: int = 224  # square input side in pixels
+    common_dim: int = 128  # ASA common size c'
+    reduction: int = 2  # ACA reduction
+    out_dim: int = 128  # embedding size of the branch
+    frozen_stages: int = -1  # leading backbone stages kept frozen; -1 = all of them
+    positions: bool = False  # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
 
     def __post_init__(self) -> None:
         if self.stride not in (16, 32):
@@ -36,9 +37,9 @@ class Preprocess:
     local_size: int = 112
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    crop_rule: str = "center"     # "center": resize shorter side + centre crop; "pad": letterbox
+    crop_rule: str = "center"  # "center": resize shorter side + centre crop; "pad": letterbox
     roi_threshold: float = 0.1
-    beta: float = 0.6             # weight of the global branch in the fused similarity
+    beta: float = 0.6  # weight of the global branch in the fused similarity
     betas: tuple[float, ...] | None = None  # one beta per attribute, chosen on validation (None: `beta`)
 
     def __post_init__(self) -> None:
@@ -61,7 +62,8 @@ class ModelConfig:
     attr_dim: int = 512
     global_branch: BranchConfig = field(default_factory=BranchConfig)
     local_branch: BranchConfig = field(
-        default_factory=lambda: BranchConfig(input_size=112, common_dim=128, out_dim=128))
+        default_factory=lambda: BranchConfig(input_size=112, common_dim=128, out_dim=128)
+    )
     use_asa: bool = True
     use_aca: bool = True
 

@@ -16,6 +16,7 @@ when it scores below `changed_below[attribute]`: the score that best separates u
 Kept beside the checkpoint, `<checkpoint>.copies.json`, with the checkpoint's fingerprint (as the
 precision curves: model/thresholds.py); written at the end of `asen train` and by `asen calibrate-copies`.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,8 @@ from asen_search.model.nn.preprocess import load_image
 
 POINTS = 256
 FORMAT = 1
-MIN_LOOKALIKES = 20        # look-alike pairs below which a calibration is refused
-CALIBRATION_IMAGES = 700   # validation images a calibration at the end of training uses at most
+MIN_LOOKALIKES = 20  # look-alike pairs below which a calibration is refused
+CALIBRATION_IMAGES = 700  # validation images a calibration at the end of training uses at most
 
 
 class NoCopyThreshold(ValueError):
@@ -63,9 +64,11 @@ class CopyCalibration:
             raise ValueError(f"a false-match rate is in [0, 1], got {rate:g}")
         floor = 1.0 / self.lookalike_pairs
         if rate < floor:
-            raise NoCopyThreshold(f"a false-match rate of {rate:g} is below what {self.lookalike_pairs} look-alike "
-                                  f"pairs can measure ({floor:.2g}); ask for {floor:.2g} or more, or calibrate on a "
-                                  "larger validation split")
+            raise NoCopyThreshold(
+                f"a false-match rate of {rate:g} is below what {self.lookalike_pairs} look-alike "
+                f"pairs can measure ({floor:.2g}); ask for {floor:.2g} or more, or calibrate on a "
+                "larger validation split"
+            )
         ok = np.flatnonzero(self.false_match_rate <= rate)
         return float(self.thresholds[ok[-1]]) if len(ok) else float(self.thresholds[0])
 
@@ -75,19 +78,32 @@ class CopyCalibration:
         return float(self.false_match_rate[at]) if at >= 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "fingerprint": self.fingerprint, "modified": self.modified,
-                "thresholds": self.thresholds.tolist(), "false_match_rate": self.false_match_rate.tolist(),
-                "true_match_rate": self.true_match_rate.tolist(), "changed_below": self.changed_below,
-                "lookalike_pairs": self.lookalike_pairs, "same_pairs": self.same_pairs}
+        return {
+            "format": FORMAT,
+            "fingerprint": self.fingerprint,
+            "modified": self.modified,
+            "thresholds": self.thresholds.tolist(),
+            "false_match_rate": self.false_match_rate.tolist(),
+            "true_match_rate": self.true_match_rate.tolist(),
+            "changed_below": self.changed_below,
+            "lookalike_pairs": self.lookalike_pairs,
+            "same_pairs": self.same_pairs,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CopyCalibration:
         if data.get("format") != FORMAT:
             raise ValueError(f"copy calibration format {data.get('format')!r}, expected {FORMAT}")
-        return cls(int(data["modified"]), np.asarray(data["thresholds"], np.float64),
-                   np.asarray(data["false_match_rate"], np.float64), np.asarray(data["true_match_rate"], np.float64),
-                   {str(k): float(v) for k, v in data["changed_below"].items()}, int(data["lookalike_pairs"]),
-                   int(data["same_pairs"]), str(data.get("fingerprint", "")))
+        return cls(
+            int(data["modified"]),
+            np.asarray(data["thresholds"], np.float64),
+            np.asarray(data["false_match_rate"], np.float64),
+            np.asarray(data["true_match_rate"], np.float64),
+            {str(k): float(v) for k, v in data["changed_below"].items()},
+            int(data["lookalike_pairs"]),
+            int(data["same_pairs"]),
+            str(data.get("fingerprint", "")),
+        )
 
 
 def sidecar_path(checkpoint: str | Path) -> Path:
@@ -111,8 +127,10 @@ def balanced_line(same: np.ndarray, changed: np.ndarray) -> float:
         raise ValueError("balanced_line needs scores of both kinds")
     candidates = np.unique(np.concatenate([same, changed]))
     same_sorted, changed_sorted = np.sort(same), np.sort(changed)
-    missed = np.searchsorted(same_sorted, candidates, side="left") / len(same)            # same below t
-    passed = 1.0 - np.searchsorted(changed_sorted, candidates, side="left") / len(changed)  # changed at or above t
+    missed = np.searchsorted(same_sorted, candidates, side="left") / len(same)  # same below t
+    passed = 1.0 - np.searchsorted(changed_sorted, candidates, side="left") / len(
+        changed
+    )  # changed at or above t
     return float(candidates[int(np.argmin(missed + passed))])
 
 
@@ -126,7 +144,7 @@ def lookalike_pairs(tags: dict[int, dict[int, int]], max_pairs: int, seed: int) 
     pairs = set()
     for members in by_value.values():
         for i, a in enumerate(members):
-            for b in members[i + 1:]:
+            for b in members[i + 1 :]:
                 shared = tags[a].keys() & tags[b].keys()
                 if all(tags[a][k] == tags[b][k] for k in shared):
                     pairs.add((a, b))
@@ -145,9 +163,17 @@ def split_tags(dataset: AttributeDataset, split: str) -> dict[int, dict[int, int
     return tags
 
 
-def calibrate_copies(encoder: Any, dataset: AttributeDataset, split: str = "valid", modified: int = DEFAULT_MODIFIED,
-                     max_images: int | None = 2000, max_pairs: int = 200_000, seed: int = 0,
-                     progress: bool = True, batch_size: int = 16) -> CopyCalibration:
+def calibrate_copies(
+    encoder: Any,
+    dataset: AttributeDataset,
+    split: str = "valid",
+    modified: int = DEFAULT_MODIFIED,
+    max_images: int | None = 2000,
+    max_pairs: int = 200_000,
+    seed: int = 0,
+    progress: bool = True,
+    batch_size: int = 16,
+) -> CopyCalibration:
     """Calibrate copy scores on a labelled split with `encoder` (an `Encoder`)."""
     tags = split_tags(dataset, split)
     fids = sorted(tags)
@@ -158,18 +184,21 @@ def calibrate_copies(encoder: Any, dataset: AttributeDataset, split: str = "vali
     names = [a.name for a in dataset.attributes]
     rng = np.random.default_rng([seed, 1])
     originals, views = [], []
-    for start in tqdm(range(0, len(fids), batch_size), disable=not progress, desc="calibrating copy scores",
-                      unit="batch"):
-        images: list[Image.Image] = [load_image(paths[f]) for f in fids[start:start + batch_size]]
+    for start in tqdm(
+        range(0, len(fids), batch_size), disable=not progress, desc="calibrating copy scores", unit="batch"
+    ):
+        images: list[Image.Image] = [load_image(paths[f]) for f in fids[start : start + batch_size]]
         originals.append(encoder.encode(images, batch_size=batch_size))
         views.append(encoder.encode([rephotograph(im, rng) for im in images], batch_size=batch_size))
-    vec, view = np.concatenate(originals), np.concatenate(views)        # [n, A, D]
+    vec, view = np.concatenate(originals), np.concatenate(views)  # [n, A, D]
     row = {f: i for i, f in enumerate(fids)}
-    same_attr = np.einsum("nad,nad->na", vec, view)                     # [n, A]
+    same_attr = np.einsum("nad,nad->na", vec, view)  # [n, A]
     pairs = lookalike_pairs(tags, max_pairs, seed)
     if len(pairs) < MIN_LOOKALIKES:
-        raise ValueError(f"the {split} split has {len(pairs)} pairs of images sharing their labelled values; at least "
-                         f"{MIN_LOOKALIKES} are needed to calibrate copy scores")
+        raise ValueError(
+            f"the {split} split has {len(pairs)} pairs of images sharing their labelled values; at least "
+            f"{MIN_LOOKALIKES} are needed to calibrate copy scores"
+        )
     a_rows, b_rows = np.array([row[a] for a in pairs[:, 0]]), np.array([row[b] for b in pairs[:, 1]])
     kept = kept_count(len(names), modified)
     look = copy_scores(np.einsum("nad,nad->na", vec[a_rows], vec[b_rows]), kept)
@@ -192,8 +221,16 @@ def calibrate_copies(encoder: Any, dataset: AttributeDataset, split: str = "vali
     look_sorted, same_sorted = np.sort(look), np.sort(same)
     fmr = 1.0 - np.searchsorted(look_sorted, thresholds, side="left") / len(look)
     tmr = 1.0 - np.searchsorted(same_sorted, thresholds, side="left") / len(same)
-    return CopyCalibration(modified, thresholds.astype(np.float64), fmr, tmr, changed_below, len(look), len(same),
-                           getattr(encoder, "fingerprint", ""))
+    return CopyCalibration(
+        modified,
+        thresholds.astype(np.float64),
+        fmr,
+        tmr,
+        changed_below,
+        len(look),
+        len(same),
+        getattr(encoder, "fingerprint", ""),
+    )
 
 
 def save_copy_calibration(checkpoint: str | Path, calibration: CopyCalibration) -> Path:
@@ -214,6 +251,8 @@ def describe(calibration: CopyCalibration, rates: Sequence[float] = (0.01, 0.001
             lines.append(f"false-match rate {rate:g}: {exc}")
             continue
         at = int(np.flatnonzero(calibration.thresholds == t)[0])
-        lines.append(f"false-match rate {rate:g}: copy score >= {t:.4f} (same-design pairs passing: "
-                     f"{calibration.true_match_rate[at]:.3f})")
+        lines.append(
+            f"false-match rate {rate:g}: copy score >= {t:.4f} (same-design pairs passing: "
+            f"{calibration.true_match_rate[at]:.3f})"
+        )
     return lines

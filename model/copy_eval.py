@@ -12,6 +12,7 @@ Ways of scoring: whole-image similarity (the global backbone's pooled map: what 
 retrieval compares), every single attribute (the best one chosen on the validation split), and the
 copy score over all attributes with m = 0..3 modified attributes tolerated (asen_search/copy_score.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,9 +44,13 @@ class Encoded:
 
 def encode_split(encoder: Any, paths: Sequence[Path], batch_size: int = 16, progress: bool = True) -> Encoded:
     vectors, whole = [], []
-    for start in tqdm(range(0, len(paths), batch_size), disable=not progress, desc="encoding the copy benchmark",
-                      unit="batch"):
-        images: list[Image.Image] = [load_image(p) for p in paths[start:start + batch_size]]
+    for start in tqdm(
+        range(0, len(paths), batch_size),
+        disable=not progress,
+        desc="encoding the copy benchmark",
+        unit="batch",
+    ):
+        images: list[Image.Image] = [load_image(p) for p in paths[start : start + batch_size]]
         vectors.append(encoder.encode(images, batch_size=batch_size))
         whole.append(encoder.whole_image(images, batch_size=batch_size))
     rows = {Path(p).resolve(): i for i, p in enumerate(paths)}
@@ -58,20 +63,25 @@ def _rank_metrics(scores: np.ndarray, copies: list[tuple[int, int]], others: np.
     negatives = np.sort(scores[others])
     out: dict[str, Any] = {"ranks": []}
     # a copy's rank: 1 + the non-copies scoring at least as high (ties count against it)
-    ranks = [(1 + len(negatives) - int(np.searchsorted(negatives, scores[r], side="left")), k) for r, k in copies]
+    ranks = [
+        (1 + len(negatives) - int(np.searchsorted(negatives, scores[r], side="left")), k) for r, k in copies
+    ]
     out["ranks"] = ranks
     for subset in CHANGES:
         chosen = sorted((scores[r] for r, k in copies if subset == "all" or str(k) == subset), reverse=True)
         if not chosen:
             continue
-        precisions = [(i + 1) / (i + 1 + len(negatives) - int(np.searchsorted(negatives, s, side="left")))
-                      for i, s in enumerate(chosen)]
+        precisions = [
+            (i + 1) / (i + 1 + len(negatives) - int(np.searchsorted(negatives, s, side="left")))
+            for i, s in enumerate(chosen)
+        ]
         out[subset] = float(np.mean(precisions))
     return out
 
 
-def evaluate_scores(score_rows: np.ndarray, records: Sequence[CopyRecord], encoded: Encoded,
-                    threshold: float | None = None) -> dict[str, Any]:
+def evaluate_scores(
+    score_rows: np.ndarray, records: Sequence[CopyRecord], encoded: Encoded, threshold: float | None = None
+) -> dict[str, Any]:
     """Metrics of one way of scoring: `score_rows[d]` are design d's scores over every row."""
     aps: dict[str, list[float]] = {s: [] for s in CHANGES}
     hits: dict[str, dict[int, list[bool]]] = {s: {k: [] for k in KS} for s in CHANGES}
@@ -101,23 +111,28 @@ def evaluate_scores(score_rows: np.ndarray, records: Sequence[CopyRecord], encod
             for r, k in copies:
                 for subset in ("all", str(k)):
                     found[subset].append(bool(scores[r] >= threshold))
-    out: dict[str, Any] = {"map": {s: float(np.mean(v)) for s, v in aps.items() if v},
-                           **{f"recall@{K}": {s: float(np.mean(hits[s][K])) for s in CHANGES if hits[s][K]} for K in KS}}
+    out: dict[str, Any] = {
+        "map": {s: float(np.mean(v)) for s, v in aps.items() if v},
+        **{f"recall@{K}": {s: float(np.mean(hits[s][K])) for s in CHANGES if hits[s][K]} for K in KS},
+    }
     if threshold is not None:
-        out["at_threshold"] = {"threshold": threshold, "false_matches_per_design": float(np.mean(false_matches)),
-                               "designs_with_a_false_match": float(np.mean([f > 0 for f in false_matches])),
-                               # the measured false-match rate, to set against the calibration's estimate: over
-                               # every non-copy, and over the designs' own look-alike distractors
-                               "false_match_rate": sum(false_matches) / max(compared, 1),
-                               "lookalike_false_match_rate": lookalike_matches / max(lookalikes, 1),
-                               "copies_found": {s: float(np.mean(v)) for s, v in found.items() if v}}
+        out["at_threshold"] = {
+            "threshold": threshold,
+            "false_matches_per_design": float(np.mean(false_matches)),
+            "designs_with_a_false_match": float(np.mean([f > 0 for f in false_matches])),
+            # the measured false-match rate, to set against the calibration's estimate: over
+            # every non-copy, and over the designs' own look-alike distractors
+            "false_match_rate": sum(false_matches) / max(compared, 1),
+            "lookalike_false_match_rate": lookalike_matches / max(lookalikes, 1),
+            "copies_found": {s: float(np.mean(v)) for s, v in found.items() if v},
+        }
     return out
 
 
 def method_scores(encoded: Encoded, records: Sequence[CopyRecord]) -> dict[str, np.ndarray]:
     """`[designs, N]` scores per way of scoring (whole image, each attribute, copy score m = 0..3)."""
     rows = np.array([encoded.row[r.design.resolve()] for r in records])
-    per_attr = np.einsum("qad,nad->qna", encoded.vectors[rows], encoded.vectors)   # [Q, N, A]
+    per_attr = np.einsum("qad,nad->qna", encoded.vectors[rows], encoded.vectors)  # [Q, N, A]
     n_attr = per_attr.shape[-1]
     out = {"whole_image": encoded.whole[rows] @ encoded.whole.T}
     for a in range(n_attr):
@@ -127,8 +142,12 @@ def method_scores(encoded: Encoded, records: Sequence[CopyRecord]) -> dict[str, 
     return out
 
 
-def judged_modified(encoded: Encoded, records: Sequence[CopyRecord], attributes: Sequence[str],
-                    changed_below: dict[str, float]) -> dict[str, Any]:
+def judged_modified(
+    encoded: Encoded,
+    records: Sequence[CopyRecord],
+    attributes: Sequence[str],
+    changed_below: dict[str, float],
+) -> dict[str, Any]:
     """How well the calibrated lines tell which attributes a copy changed: for every copy, the
     attributes scoring below their line against the design (judged modified) set against those the
     benchmark changed; per attribute and over all, precision and recall of "modified", and the share
@@ -144,16 +163,22 @@ def judged_modified(encoded: Encoded, records: Sequence[CopyRecord], attributes:
     judged, truth = np.array(judged_rows, dtype=bool), np.array(truth_rows, dtype=bool)
 
     def rates(j: np.ndarray, t: np.ndarray) -> dict[str, float | None]:
-        return {"precision": float((j & t).sum() / j.sum()) if j.sum() else None,
-                "recall": float((j & t).sum() / t.sum()) if t.sum() else None}
+        return {
+            "precision": float((j & t).sum() / j.sum()) if j.sum() else None,
+            "recall": float((j & t).sum() / t.sum()) if t.sum() else None,
+        }
 
-    return {"copies": int(len(judged)), "exact": float((judged == truth).all(axis=1).mean()) if len(judged) else None,
-            **rates(judged, truth), "per_attribute": {a: rates(judged[:, k], truth[:, k])
-                                                      for k, a in enumerate(attributes)}}
+    return {
+        "copies": int(len(judged)),
+        "exact": float((judged == truth).all(axis=1).mean()) if len(judged) else None,
+        **rates(judged, truth),
+        "per_attribute": {a: rates(judged[:, k], truth[:, k]) for k, a in enumerate(attributes)},
+    }
 
 
-def evaluate_split(encoder: Any, root: Path, split: str, thresholds: dict[str, float] | None = None,
-                   progress: bool = True) -> tuple[dict[str, Any], Encoded]:
+def evaluate_split(
+    encoder: Any, root: Path, split: str, thresholds: dict[str, float] | None = None, progress: bool = True
+) -> tuple[dict[str, Any], Encoded]:
     """Every way of scoring on one split of a copy benchmark; `thresholds` (method -> score) adds the
     at-threshold numbers for those methods."""
     from asen_search.model.data.dataset import load_dataset
@@ -173,8 +198,14 @@ def _names(method: str, attributes: Sequence[str]) -> str:
     return method
 
 
-def evaluate_copies(encoder: Any, root: Path, split: str = "test", calibration: Any = None,
-                    false_match_rate: float = 0.01, progress: bool = True) -> dict[str, Any]:
+def evaluate_copies(
+    encoder: Any,
+    root: Path,
+    split: str = "test",
+    calibration: Any = None,
+    false_match_rate: float = 0.01,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The benchmark's report: every way of scoring on `split`, the best single attribute chosen on
     the other split (by copy mAP), and false matches at the calibrated threshold for `false_match_rate`
     (a `CopyCalibration`; the copy score with its m)."""
@@ -192,45 +223,69 @@ def evaluate_copies(encoder: Any, root: Path, split: str = "test", calibration: 
         except ValueError as exc:
             threshold_note = str(exc)
     results, encoded = evaluate_split(encoder, root, split, thresholds, progress=progress)
-    modified = None if calibration is None else \
-        judged_modified(encoded, read_copies(root, split), attributes, calibration.changed_below)
+    modified = (
+        None
+        if calibration is None
+        else judged_modified(encoded, read_copies(root, split), attributes, calibration.changed_below)
+    )
     copy_method = f"copy_score:m={calibration.modified if calibration is not None else 2}"
-    summary = {"whole_image": results["whole_image"], "best_single_attribute": results[best_single],
-               "copy_score": results[copy_method]}
-    return {"split": split, "data": str(root), "best_single_attribute": _names(best_single, attributes),
-            "best_single_chosen_on": other, "copy_score_method": copy_method,
-            "false_match_rate": false_match_rate if thresholds else None, "threshold_note": threshold_note,
-            "summary": summary, "judged_modified": modified, "methods": {_names(m, attributes): r for m, r in results.items()},
-            "chosen_on": {_names(m, attributes): r["map"] for m, r in chosen_on.items()}}
+    summary = {
+        "whole_image": results["whole_image"],
+        "best_single_attribute": results[best_single],
+        "copy_score": results[copy_method],
+    }
+    return {
+        "split": split,
+        "data": str(root),
+        "best_single_attribute": _names(best_single, attributes),
+        "best_single_chosen_on": other,
+        "copy_score_method": copy_method,
+        "false_match_rate": false_match_rate if thresholds else None,
+        "threshold_note": threshold_note,
+        "summary": summary,
+        "judged_modified": modified,
+        "methods": {_names(m, attributes): r for m, r in results.items()},
+        "chosen_on": {_names(m, attributes): r["map"] for m, r in chosen_on.items()},
+    }
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
-    lines = [f"copy benchmark {report['data']}, {report['split']} split: copies with 0-2 changed attributes "
-             f"(best single attribute, chosen on {report['best_single_chosen_on']}: {report['best_single_attribute']})",
-             f"{'method':<28} {'changed':>7} {'mAP':>6} {'R@1':>6} {'R@10':>6} {'R@50':>6}"]
-    for method, result in [("whole image", report["summary"]["whole_image"]),
-                           (report["best_single_attribute"], report["summary"]["best_single_attribute"]),
-                           (report["copy_score_method"], report["summary"]["copy_score"])]:
+    lines = [
+        f"copy benchmark {report['data']}, {report['split']} split: copies with 0-2 changed attributes "
+        f"(best single attribute, chosen on {report['best_single_chosen_on']}: {report['best_single_attribute']})",
+        f"{'method':<28} {'changed':>7} {'mAP':>6} {'R@1':>6} {'R@10':>6} {'R@50':>6}",
+    ]
+    for method, result in [
+        ("whole image", report["summary"]["whole_image"]),
+        (report["best_single_attribute"], report["summary"]["best_single_attribute"]),
+        (report["copy_score_method"], report["summary"]["copy_score"]),
+    ]:
         for subset in CHANGES:
             if subset in result["map"]:
-                lines.append(f"{method:<28} {subset:>7} {result['map'][subset]:6.3f} "
-                             + " ".join(f"{result[f'recall@{K}'][subset]:6.3f}" for K in KS))
+                lines.append(
+                    f"{method:<28} {subset:>7} {result['map'][subset]:6.3f} "
+                    + " ".join(f"{result[f'recall@{K}'][subset]:6.3f}" for K in KS)
+                )
     at = report["summary"]["copy_score"].get("at_threshold")
     if at:
-        lines.append(f"at false-match rate {report['false_match_rate']:g} (copy score >= {at['threshold']:.4f}): "
-                     f"{at['false_matches_per_design']:.2f} false matches per design "
-                     f"({100 * at['designs_with_a_false_match']:.0f}% of designs have one; measured false-match "
-                     f"rate {at['false_match_rate']:.4f} over every non-copy, {at['lookalike_false_match_rate']:.4f} "
-                     "over the designs' look-alike distractors); copies found: "
-                     + ", ".join(f"{s} {v:.3f}" for s, v in at["copies_found"].items()))
+        lines.append(
+            f"at false-match rate {report['false_match_rate']:g} (copy score >= {at['threshold']:.4f}): "
+            f"{at['false_matches_per_design']:.2f} false matches per design "
+            f"({100 * at['designs_with_a_false_match']:.0f}% of designs have one; measured false-match "
+            f"rate {at['false_match_rate']:.4f} over every non-copy, {at['lookalike_false_match_rate']:.4f} "
+            "over the designs' look-alike distractors); copies found: "
+            + ", ".join(f"{s} {v:.3f}" for s, v in at["copies_found"].items())
+        )
     elif report.get("threshold_note"):
         lines.append(f"no threshold: {report['threshold_note']}")
     judged = report.get("judged_modified")
     if judged:
-        shown = lambda v: "-" if v is None else f"{v:.3f}"   # noqa: E731
-        lines.append(f"attributes judged modified (calibrated lines) against those changed, over {judged['copies']} "
-                     f"copies: precision {shown(judged['precision'])}, recall {shown(judged['recall'])}, exact set "
-                     f"{shown(judged['exact'])}")
+        shown = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(
+            f"attributes judged modified (calibrated lines) against those changed, over {judged['copies']} "
+            f"copies: precision {shown(judged['precision'])}, recall {shown(judged['recall'])}, exact set "
+            f"{shown(judged['exact'])}"
+        )
     return lines
 
 
@@ -241,9 +296,11 @@ def plot_copies(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [("whole image", "whole_image"), (f"best single ({report['best_single_attribute'].split(':')[-1]})",
-                                                "best_single_attribute"),
-               (f"copy score ({report['copy_score_method'].split(':')[-1]})", "copy_score")]
+    methods = [
+        ("whole image", "whole_image"),
+        (f"best single ({report['best_single_attribute'].split(':')[-1]})", "best_single_attribute"),
+        (f"copy score ({report['copy_score_method'].split(':')[-1]})", "copy_score"),
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     width = 0.8 / len(methods)
     for axis, metric in zip(axes, ("map", "recall@10")):
@@ -253,7 +310,9 @@ def plot_copies(report: dict[str, Any], path: Path) -> None:
             axis.bar_label(bars, fmt="%.2f", fontsize=7)
         axis.set_xticks(np.arange(len(CHANGES)), ["all copies", "0 changed", "1 changed", "2 changed"])
         axis.set_ylim(0, 1.08)
-        axis.set_title(f"copy {'mAP' if metric == 'map' else 'Recall@10'} ({report['split']} split)", fontsize=10)
+        axis.set_title(
+            f"copy {'mAP' if metric == 'map' else 'Recall@10'} ({report['split']} split)", fontsize=10
+        )
     axes[0].legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

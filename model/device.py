@@ -4,6 +4,7 @@ none is a clear error, never a silent fall-back. On CUDA the forward passes run 
 (bfloat16: no loss scaling needed) and host-to-device copies come from pinned memory, non-blocking;
 results come back as float32 on the CPU either way.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,14 +33,18 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if device.type != "cuda":
         raise ValueError(f"unsupported device {name!r}: expected {DEVICE_CHOICES}")
     if not torch.cuda.is_available():
-        raise DeviceUnavailable(f"device {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}, CUDA build "
-                                f"{torch.version.cuda or 'none'}); use --device cpu or auto")
+        raise DeviceUnavailable(
+            f"device {name!r}: torch sees no CUDA GPU here (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda or 'none'}); use --device cpu or auto"
+        )
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceUnavailable(f"device {name!r}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     return device
 
 
-def mixed_precision(device: torch.device, enabled: bool | None = None) -> contextlib.AbstractContextManager[object]:
+def mixed_precision(
+    device: torch.device, enabled: bool | None = None
+) -> contextlib.AbstractContextManager[object]:
     """Autocast to bfloat16 for forward passes: on by default on CUDA, off on the CPU (where it is
     slower on most cores); `enabled` forces it either way (the tests check the bf16 path on the CPU)."""
     on = device.type == "cuda" if enabled is None else enabled

@@ -4,6 +4,7 @@ The global backbone runs once per image for all requested attributes; the attent
 local branch run per (image, attribute) pair, all pairs of a batch in one pass (also pairs of different
 requests: `encode_requests`, the service's dynamic batching).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -49,17 +50,19 @@ class UnknownAttribute(KeyError):
 class Explanation:
     """Why an image looks the way it does under one attribute."""
 
-    attention: np.ndarray                                 # [h, w] float32, min-max scaled to [0, 1]
-    roi_box: tuple[float, float, float, float] | None     # (x0, y0, x1, y1) in original pixels; None without a local branch
-    image_box: tuple[float, float, float, float]          # the part of the original image the global input shows
+    attention: np.ndarray  # [h, w] float32, min-max scaled to [0, 1]
+    roi_box: (
+        tuple[float, float, float, float] | None
+    )  # (x0, y0, x1, y1) in original pixels; None without a local branch
+    image_box: tuple[float, float, float, float]  # the part of the original image the global input shows
 
 
 @dataclass(frozen=True)
 class _Batch:
-    vectors: torch.Tensor            # [P, D], one per (image, attribute) pair
-    attention: torch.Tensor          # [P, h, w]
-    boxes: list[tuple[float, float, float, float]] | None   # [P], in original pixels
-    views: list[SquareView]          # one per image
+    vectors: torch.Tensor  # [P, D], one per (image, attribute) pair
+    attention: torch.Tensor  # [P, h, w]
+    boxes: list[tuple[float, float, float, float]] | None  # [P], in original pixels
+    views: list[SquareView]  # one per image
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,10 @@ class _State:
     images: Sequence[Image.Image]
     pairs: Sequence[tuple[int, int]]
     views: list[SquareView]
-    attr_ids: torch.Tensor           # [P, 1]
-    g: torch.Tensor                  # [P, D_g], global embeddings
-    attention: torch.Tensor          # [P, h, w]
-    boxes: torch.Tensor | None       # [P, 4] in global-input pixels; None without a local branch
+    attr_ids: torch.Tensor  # [P, 1]
+    g: torch.Tensor  # [P, D_g], global embeddings
+    attention: torch.Tensor  # [P, h, w]
+    boxes: torch.Tensor | None  # [P, 4] in global-input pixels; None without a local branch
 
 
 class Encoder:
@@ -81,28 +84,45 @@ class Encoder:
     The backbones run on `runtime` (model/runtime.py: torch, OpenVINO or ONNX Runtime; "auto" picks
     the fastest installed one for the device); the heads always run in torch."""
 
-    def __init__(self, model: ASENModel, preprocess: Preprocess, attributes: Sequence[Attribute],
-                 fingerprint: str = "", device: str | torch.device = "cpu", amp: bool | None = None,
-                 runtime: str = "torch") -> None:
+    def __init__(
+        self,
+        model: ASENModel,
+        preprocess: Preprocess,
+        attributes: Sequence[Attribute],
+        fingerprint: str = "",
+        device: str | torch.device = "cpu",
+        amp: bool | None = None,
+        runtime: str = "torch",
+    ) -> None:
         self.device = resolve_device(device)
-        self.amp = amp                     # bfloat16 autocast; default: on CUDA only (model/device.py)
+        self.amp = amp  # bfloat16 autocast; default: on CUDA only (model/device.py)
         self.model = model.to(self.device).eval()
         self.preprocess = preprocess
         self.attributes = tuple(attributes)
         self.fingerprint = fingerprint
         if len(self.attributes) != model.cfg.n_attributes:
-            raise ValueError(f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}")
-        self.prototypes: Prototypes | None = None   # value prototypes (model/prototypes.py), from the checkpoint
-        self.thresholds: Thresholds | None = None   # score -> precision curves (model/thresholds.py)
-        self.copy_calibration: CopyCalibration | None = None   # copy scores' meaning (model/copy_calibration.py)
+            raise ValueError(
+                f"{len(self.attributes)} attribute names for a model of {model.cfg.n_attributes}"
+            )
+        self.prototypes: Prototypes | None = (
+            None  # value prototypes (model/prototypes.py), from the checkpoint
+        )
+        self.thresholds: Thresholds | None = None  # score -> precision curves (model/thresholds.py)
+        self.copy_calibration: CopyCalibration | None = (
+            None  # copy scores' meaning (model/copy_calibration.py)
+        )
         self.runtime = resolve_runtime(runtime, self.device)
         self._global = backbone_runner(model.global_backbone, preprocess.global_size, self.runtime)
-        self._local = None if model.local_backbone is None else \
-            backbone_runner(model.local_backbone, preprocess.local_size, self.runtime)
+        self._local = (
+            None
+            if model.local_backbone is None
+            else backbone_runner(model.local_backbone, preprocess.local_size, self.runtime)
+        )
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto",
-                        extras: bool = True) -> Encoder:
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", runtime: str = "auto", extras: bool = True
+    ) -> Encoder:
         """The checkpoint's model; with `extras`, also its value prototypes and score thresholds."""
         ckpt = load_checkpoint(path)
         encoder = cls(ckpt.model, ckpt.preprocess, ckpt.attributes, ckpt.fingerprint, device, runtime=runtime)
@@ -112,13 +132,16 @@ class Encoder:
             encoder.prototypes = Prototypes.from_extra(ckpt.attributes, ckpt.extra.get("prototypes"))
             encoder.thresholds = load_thresholds(path, ckpt.fingerprint, ckpt.extra.get("thresholds"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable prototypes or thresholds ({exc}): recompute them with "
-                                  "`asen prototypes`") from None
+            raise CheckpointError(
+                f"{path}: unreadable prototypes or thresholds ({exc}): recompute them with `asen prototypes`"
+            ) from None
         try:
             encoder.copy_calibration = load_copy_calibration(path, ckpt.fingerprint)
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{copy_sidecar(path)}: unreadable copy calibration ({exc}): recompute it with "
-                                  "`asen calibrate-copies`") from None
+            raise CheckpointError(
+                f"{copy_sidecar(path)}: unreadable copy calibration ({exc}): recompute it with "
+                "`asen calibrate-copies`"
+            ) from None
         return encoder
 
     @property
@@ -135,21 +158,24 @@ class Encoder:
                 return i
         raise UnknownAttribute(name, self.attribute_names)
 
-    def encode(self, images: Sequence[Image.Image], attributes: Sequence[int] | None = None,
-               batch_size: int = 16) -> np.ndarray:
+    def encode(
+        self, images: Sequence[Image.Image], attributes: Sequence[int] | None = None, batch_size: int = 16
+    ) -> np.ndarray:
         """RGB images -> float32 `[n_images, n_attributes, dim]`, each vector of unit length."""
         attrs = list(range(len(self.attributes))) if attributes is None else list(attributes)
         out = np.zeros((len(images), len(attrs), self.dim), dtype=np.float32)
         if not attrs:
             return out
         starts = range(0, len(images), batch_size)
-        parts = [images[s:s + batch_size] for s in starts]
+        parts = [images[s : s + batch_size] for s in starts]
         chunks = [(part, [(i, a) for i in range(len(part)) for a in attrs]) for part in parts]
         for start, part, batch in zip(starts, parts, self._pipelined(chunks)):
-            out[start:start + len(part)] = batch.vectors.view(len(part), len(attrs), -1).numpy()
+            out[start : start + len(part)] = batch.vectors.view(len(part), len(attrs), -1).numpy()
         return out
 
-    def encode_attribute(self, images: Sequence[Image.Image], attribute: int, batch_size: int = 16) -> np.ndarray:
+    def encode_attribute(
+        self, images: Sequence[Image.Image], attribute: int, batch_size: int = 16
+    ) -> np.ndarray:
         """One attribute: `[n_images, dim]`."""
         return self.encode(images, [attribute], batch_size)[:, 0]
 
@@ -158,11 +184,14 @@ class Encoder:
         dynamic batching): one `[len(attributes), dim]` array per request, in order."""
         images = [image for image, _ in requests]
         pairs = [(i, a) for i, (_, attrs) in enumerate(requests) for a in attrs]
-        vectors = self._run(images, pairs, want_boxes=False).vectors.numpy() if pairs else \
-            np.zeros((0, self.dim), np.float32)
+        vectors = (
+            self._run(images, pairs, want_boxes=False).vectors.numpy()
+            if pairs
+            else np.zeros((0, self.dim), np.float32)
+        )
         out, at = [], 0
         for _, attrs in requests:
-            out.append(vectors[at:at + len(attrs)])
+            out.append(vectors[at : at + len(attrs)])
             at += len(attrs)
         return out
 
@@ -172,11 +201,15 @@ class Encoder:
         Whole-image similarity, what instance-level retrieval compares (the copy benchmark's baseline)."""
         out = []
         for start in range(0, len(images), batch_size):
-            x, _ = global_inputs(images[start:start + batch_size], self.preprocess)
+            x, _ = global_inputs(images[start : start + batch_size], self.preprocess)
             with mixed_precision(self.device, self.amp):
                 feats = self._global(to_device(x, self.device))
             out.append(_unit(feats.float().mean(dim=(2, 3))))
-        return torch.cat(out).numpy() if out else np.zeros((0, self.model.global_backbone.out_channels), np.float32)
+        return (
+            torch.cat(out).numpy()
+            if out
+            else np.zeros((0, self.model.global_backbone.out_channels), np.float32)
+        )
 
     def explain(self, image: Image.Image, attribute: int) -> Explanation:
         """The attribute's global attention map and the RoI box the local branch zooms into."""
@@ -187,7 +220,9 @@ class Encoder:
         box = batch.boxes[0] if batch.boxes else None
         return Explanation(att, box, batch.views[0].box())
 
-    def _run(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]], want_boxes: bool) -> _Batch:
+    def _run(
+        self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]], want_boxes: bool
+    ) -> _Batch:
         """Embeddings of (image index, attribute) pairs: the global backbone once per image, the
         heads and the local branch once per pair, each in one batch."""
         state = self._global_pass(images, pairs, global_inputs(images, self.preprocess))
@@ -195,7 +230,9 @@ class Encoder:
             return self._finish(state, None, want_boxes)
         return self._finish(state, self._crops(state), want_boxes)
 
-    def _pipelined(self, chunks: Sequence[tuple[Sequence[Image.Image], Sequence[tuple[int, int]]]]) -> Iterator[_Batch]:
+    def _pipelined(
+        self, chunks: Sequence[tuple[Sequence[Image.Image], Sequence[tuple[int, int]]]]
+    ) -> Iterator[_Batch]:
         """`_run` over several batches, the image work (resizing, RoI crops) of one batch done in a
         helper thread while the backbones run on another: the inference runtimes leave enough of the
         CPU idle that this hides nearly all of it (docs/performance.md)."""
@@ -211,30 +248,36 @@ class Encoder:
                 if c + 1 < len(chunks):
                     inputs = helper.submit(global_inputs, chunks[c + 1][0], pre)
                 state = self._global_pass(images, pairs, prepared)
-                if pending is not None:   # the previous batch's crops were cut meanwhile
+                if pending is not None:  # the previous batch's crops were cut meanwhile
                     yield self._finish(pending[0], pending[1].result(), False)
                 pending = (state, helper.submit(self._crops, state))
             assert pending is not None
             yield self._finish(pending[0], pending[1].result(), False)
 
     @torch.inference_mode()
-    def _global_pass(self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]],
-                     prepared: tuple[torch.Tensor, list[SquareView]]) -> _State:
+    def _global_pass(
+        self,
+        images: Sequence[Image.Image],
+        pairs: Sequence[tuple[int, int]],
+        prepared: tuple[torch.Tensor, list[SquareView]],
+    ) -> _State:
         pre, model, device = self.preprocess, self.model, self.device
         x, views = prepared
         image_of = torch.tensor([i for i, _ in pairs], dtype=torch.long)
-        attr_ids = torch.tensor([[a] for _, a in pairs], dtype=torch.long, device=device)      # [P, 1]
+        attr_ids = torch.tensor([[a] for _, a in pairs], dtype=torch.long, device=device)  # [P, 1]
         attrs = list(dict.fromkeys(a for _, a in pairs))
         uniform = list(pairs) == [(i, a) for i in range(len(images)) for a in attrs]
         with mixed_precision(device, self.amp):
             feats = self._global(to_device(x, device))
             if uniform:  # every image wants the same attributes: the head's map work once per image
-                g, att = model.global_head_embed(feats, attr_ids[:len(attrs), 0].expand(len(images), -1))
+                g, att = model.global_head_embed(feats, attr_ids[: len(attrs), 0].expand(len(images), -1))
                 g, att = g.flatten(0, 1)[:, None], att.flatten(0, 1)[:, None]
             else:
                 g, att = model.global_head_embed(feats[image_of.to(feats.device)], attr_ids)
         att = att[:, 0].float().cpu()
-        boxes = None if self._local is None else attention_boxes(att, pre.global_size, pre.roi_threshold)  # [P, 4]
+        boxes = (
+            None if self._local is None else attention_boxes(att, pre.global_size, pre.roi_threshold)
+        )  # [P, 4]
         return _State(images, pairs, views, attr_ids, g[:, 0], att, boxes)
 
     def _crops(self, state: _State) -> torch.Tensor | None:
@@ -255,6 +298,8 @@ class Encoder:
             fused = _unit(model.fuse(state.g, loc[:, 0], fusion_beta(pre, state.attr_ids[:, 0])))
         orig = None
         if want_boxes and state.boxes is not None:
-            orig = [state.views[i].to_original(tuple(b.tolist()), pre.global_size)
-                    for (i, _), b in zip(state.pairs, state.boxes)]
+            orig = [
+                state.views[i].to_original(tuple(b.tolist()), pre.global_size)
+                for (i, _), b in zip(state.pairs, state.boxes)
+            ]
         return _Batch(fused, state.attention, orig, state.views)

@@ -7,6 +7,7 @@ any pixel is decoded), a format we do not decode, bytes that are no image at all
 cannot be decoded (truncated, corrupt). The service maps them to HTTP statuses in one place
 (``service/api/errors.py``); the index build counts them as skipped images.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,10 +58,20 @@ DECODED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO",
 _HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1")
 _FOREIGN_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     *((4, b"ftyp" + brand, "HEIC" if brand.startswith(b"he") else "HEIF") for brand in _HEIF_BRANDS),
-    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"), (0, b"\xff\x0a", "JPEG XL"), (0, b"8BPS", "PSD"),
+    (0, b"\x00\x00\x00\x0cJXL ", "JPEG XL"),
+    (0, b"\xff\x0a", "JPEG XL"),
+    (0, b"8BPS", "PSD"),
 )
 _SNIFF_BYTES = 4096  # an SVG's `<svg` tag may follow an XML prolog, a doctype and comments
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,7 @@ class ImageLimits:
 
 def _foreign_format(head: bytes) -> str | None:
     for offset, magic, name in _FOREIGN_MAGIC:
-        if head[offset:offset + len(magic)] == magic:
+        if head[offset : offset + len(magic)] == magic:
             return name
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip().lower()  # a UTF-8 byte order mark, then markup
     if text.startswith(b"<svg") or (text.startswith((b"<?xml", b"<!doctype", b"<!--")) and b"<svg" in text):
@@ -91,8 +102,9 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise ImageTooLarge(f"the image is {len(data)} bytes; the limit is {limits.max_bytes}")
     foreign = _foreign_format(data[:_SNIFF_BYTES])
     if foreign is not None:
-        raise UnsupportedFormat(f"{foreign} images are not supported; send "
-                                f"{', '.join(sorted(DECODED_FORMATS - {'MPO'}))}")
+        raise UnsupportedFormat(
+            f"{foreign} images are not supported; send {', '.join(sorted(DECODED_FORMATS - {'MPO'}))}"
+        )
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -103,17 +115,20 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
         raise CorruptImage(f"the image header could not be read: {exc}") from None
     with img:
         if img.format not in DECODED_FORMATS:
-            raise UnsupportedFormat(f"{img.format} images are not supported; send "
-                                    f"{', '.join(sorted(DECODED_FORMATS - {'MPO'}))}")
+            raise UnsupportedFormat(
+                f"{img.format} images are not supported; send {', '.join(sorted(DECODED_FORMATS - {'MPO'}))}"
+            )
         width, height = img.size
         if width * height > limits.max_pixels:
-            raise TooManyPixels(f"the image is {width} x {height} = {width * height} pixels; "
-                                f"the limit is {limits.max_pixels}")
+            raise TooManyPixels(
+                f"the image is {width} x {height} = {width * height} pixels; the limit is {limits.max_pixels}"
+            )
         if width < 1 or height < 1:
             raise CorruptImage(f"the image has no pixels ({width} x {height})")
         try:
             img.load()
             return to_rgb(img)
         except _DECODE_ERRORS as exc:
-            raise CorruptImage(f"the {img.format} image could not be decoded "
-                               f"(truncated or corrupt): {exc}") from None
+            raise CorruptImage(
+                f"the {img.format} image could not be decoded (truncated or corrupt): {exc}"
+            ) from None

@@ -9,6 +9,7 @@ of the true values), so that a stated confidence of 0.9 is right about 90% of th
 Stored in the checkpoint's `extra["prototypes"]` (`asen train` adds them at the end; `asen
 prototypes` adds them to an existing checkpoint). Checkpoints without them have `None`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,10 +26,10 @@ from asen_search.model.thresholds import Thresholds, compute_thresholds
 if TYPE_CHECKING:
     from PIL import Image
 
-PER_VALUE = 200          # training images averaged per value (the mean of a sample; `--per-value 0`: all)
-CALIBRATION_PER_VALUE = 100   # validation rows per value used to fit the temperature
+PER_VALUE = 200  # training images averaged per value (the mean of a sample; `--per-value 0`: all)
+CALIBRATION_PER_VALUE = 100  # validation rows per value used to fit the temperature
 RELIABILITY_BINS = 10
-_TEMPERATURES = np.exp(np.linspace(np.log(1e-4), np.log(1.0), 400))   # the grid searched for the fit
+_TEMPERATURES = np.exp(np.linspace(np.log(1e-4), np.log(1.0), 400))  # the grid searched for the fit
 
 
 class RowEncoder(Protocol):
@@ -64,7 +65,9 @@ class Prototypes:
         """The prototype `[dim]` of `value` under `attribute`; NoPrototype naming what is known."""
         attr = self._attribute(attribute)
         if value not in attr.values:
-            raise NoPrototype(f"attribute {attribute!r} has no value {value!r}; its values: {list(attr.values)}")
+            raise NoPrototype(
+                f"attribute {attribute!r} has no value {value!r}; its values: {list(attr.values)}"
+            )
         row = self.vectors[attribute][attr.values.index(value)]
         if not np.isfinite(row).all():
             raise NoPrototype(f"value {value!r} of {attribute!r} had no training images: it has no prototype")
@@ -74,7 +77,9 @@ class Prototypes:
         for attr in self.attributes:
             if attr.name == name:
                 return attr
-        raise NoPrototype(f"unknown attribute {name!r}; known attributes: {[a.name for a in self.attributes]}")
+        raise NoPrototype(
+            f"unknown attribute {name!r}; known attributes: {[a.name for a in self.attributes]}"
+        )
 
     def probabilities(self, attribute: str, vectors: np.ndarray) -> np.ndarray:
         """Calibrated probabilities `[n, n_values]` of each value for vectors `[n, dim]` under
@@ -91,7 +96,10 @@ class Prototypes:
 
     def value_probabilities(self, vectors: np.ndarray) -> dict[str, np.ndarray]:
         """One image's vectors `[n_attributes, dim]` -> {attribute: calibrated probabilities `[n_values]`}."""
-        return {attr.name: self.probabilities(attr.name, vectors[a:a + 1])[0] for a, attr in enumerate(self.attributes)}
+        return {
+            attr.name: self.probabilities(attr.name, vectors[a : a + 1])[0]
+            for a, attr in enumerate(self.attributes)
+        }
 
     def tag(self, vectors: np.ndarray) -> dict[str, tuple[str, float]]:
         """One image's vectors `[n_attributes, dim]` -> {attribute: (predicted value, confidence)}."""
@@ -104,9 +112,15 @@ class Prototypes:
     # ---------------------------------------------------------------- storage
     def to_extra(self) -> dict[str, Any]:
         """Plain lists and floats (a checkpoint is read with torch's weights-only loader)."""
-        return {a.name: {"values": list(a.values), "vectors": self.vectors[a.name].tolist(),
-                         "counts": list(self.counts[a.name]), "temperature": self.temperature[a.name]}
-                for a in self.attributes}
+        return {
+            a.name: {
+                "values": list(a.values),
+                "vectors": self.vectors[a.name].tolist(),
+                "counts": list(self.counts[a.name]),
+                "temperature": self.temperature[a.name],
+            }
+            for a in self.attributes
+        }
 
     @classmethod
     def from_extra(cls, attributes: Sequence[Attribute], extra: dict[str, Any] | None) -> Prototypes | None:
@@ -117,8 +131,10 @@ class Prototypes:
         for attr in attributes:
             entry = extra.get(attr.name)
             if entry is None or list(entry["values"]) != list(attr.values):
-                raise ValueError(f"the stored prototypes do not match attribute {attr.name!r}: recompute them "
-                                 "with `asen prototypes`")
+                raise ValueError(
+                    f"the stored prototypes do not match attribute {attr.name!r}: recompute them "
+                    "with `asen prototypes`"
+                )
             vectors[attr.name] = np.asarray(entry["vectors"], dtype=np.float32)
             counts[attr.name] = [int(c) for c in entry["counts"]]
             temperature[attr.name] = float(entry["temperature"])
@@ -196,8 +212,14 @@ def sample_rows(rows: Tagged, n_attributes: int, per_value: int, seed: int = 0) 
     return Tagged(rows.fids[pick], rows.attrs[pick], rows.values[pick])
 
 
-def encode_rows(encoder: RowEncoder, paths: Sequence[Any], rows: Tagged, batch_images: int = 16,
-                progress: bool = True, desc: str = "encode") -> np.ndarray:
+def encode_rows(
+    encoder: RowEncoder,
+    paths: Sequence[Any],
+    rows: Tagged,
+    batch_images: int = 16,
+    progress: bool = True,
+    desc: str = "encode",
+) -> np.ndarray:
     """Each row's image encoded under the row's attribute: `[len(rows), dim]`. An image is decoded
     and run through the global backbone once for all its rows (`Encoder.encode_requests`)."""
     from asen_search.model.nn.preprocess import load_image
@@ -210,7 +232,7 @@ def encode_rows(encoder: RowEncoder, paths: Sequence[Any], rows: Tagged, batch_i
     bar = tqdm(total=len(rows), desc=desc, unit="row", disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(2) as pool:
         for start in range(0, len(fids), batch_images):
-            chunk = fids[start:start + batch_images]
+            chunk = fids[start : start + batch_images]
             images = list(pool.map(load_image, [paths[f] for f in chunk]))
             requests = [(image, [int(rows.attrs[i]) for i in by_image[f]]) for image, f in zip(images, chunk)]
             for f, vectors in zip(chunk, encoder.encode_requests(requests)):
@@ -220,8 +242,9 @@ def encode_rows(encoder: RowEncoder, paths: Sequence[Any], rows: Tagged, batch_i
     return out
 
 
-def prototypes_from_vectors(attributes: Sequence[Attribute], rows: Tagged, vectors: np.ndarray,
-                            dim: int) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
+def prototypes_from_vectors(
+    attributes: Sequence[Attribute], rows: Tagged, vectors: np.ndarray, dim: int
+) -> tuple[dict[str, np.ndarray], dict[str, list[int]]]:
     """Normalised mean vector per (attribute, value) of rows `[n]` with vectors `[n, dim]`."""
     protos, counts = {}, {}
     for a, attr in enumerate(attributes):
@@ -245,19 +268,29 @@ def split_rows(ds: AttributeDataset, split: str) -> Tagged:
     if split == "train":
         return ds.train_labels()
     queries, candidates = ds.queries(split), ds.candidates(split)
-    return Tagged(np.concatenate([queries.fids, candidates.fids]), np.concatenate([queries.attrs, candidates.attrs]),
-                  np.concatenate([queries.values, candidates.values]))
+    return Tagged(
+        np.concatenate([queries.fids, candidates.fids]),
+        np.concatenate([queries.attrs, candidates.attrs]),
+        np.concatenate([queries.values, candidates.values]),
+    )
 
 
-def compute_prototypes(encoder: RowEncoder, ds: AttributeDataset, per_value: int = PER_VALUE,
-                       calibration_per_value: int = CALIBRATION_PER_VALUE, seed: int = 0,
-                       progress: bool = True) -> tuple[Prototypes, dict[str, Any], Thresholds | None]:
+def compute_prototypes(
+    encoder: RowEncoder,
+    ds: AttributeDataset,
+    per_value: int = PER_VALUE,
+    calibration_per_value: int = CALIBRATION_PER_VALUE,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Prototypes, dict[str, Any], Thresholds | None]:
     """Prototypes from the training split and temperatures fitted on the validation split (1.0
     where the dataset has none); also a short report, and the score thresholds' precision curves
     from the same validation rows (model/thresholds.py; None without a validation split)."""
     if [a.name for a in ds.attributes] != encoder.attribute_names:
-        raise ValueError(f"the dataset's attributes {[a.name for a in ds.attributes]} are not the model's "
-                         f"{encoder.attribute_names}")
+        raise ValueError(
+            f"the dataset's attributes {[a.name for a in ds.attributes]} are not the model's "
+            f"{encoder.attribute_names}"
+        )
     train = sample_rows(split_rows(ds, "train"), len(ds.attributes), per_value, seed)
     vectors = encode_rows(encoder, ds.split("train").paths, train, progress=progress, desc="prototypes")
     protos, counts = prototypes_from_vectors(ds.attributes, train, vectors, encoder.dim)

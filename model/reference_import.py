@@ -1,5 +1,6 @@
 """Convert a released reference ASEN++ checkpoint (ResNet-50 global + ResNet-34 local, the layout in
 asen-spec.md) into this project's checkpoint format."""
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,31 @@ from asen_search.model.data.dataset import Attribute, DatasetError
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.backbones import backbone_spec
 
-HEAD_NAMES = {"attr_transform1": "asa.attr_proj", "conv": "asa.conv", "attr_transform2": "aca.attr_proj",
-              "fc1": "aca.fc1", "fc2": "aca.fc2", "feature_fc": "proj"}
-BACKBONE_NAMES = {"conv1": "stages.0.0", "bn1": "stages.0.1", "layer1": "stages.1", "layer2": "stages.2",
-                  "layer3": "stages.3"}
+HEAD_NAMES = {
+    "attr_transform1": "asa.attr_proj",
+    "conv": "asa.conv",
+    "attr_transform2": "aca.attr_proj",
+    "fc1": "aca.fc1",
+    "fc2": "aca.fc2",
+    "feature_fc": "proj",
+}
+BACKBONE_NAMES = {
+    "conv1": "stages.0.0",
+    "bn1": "stages.0.1",
+    "layer1": "stages.1",
+    "layer2": "stages.2",
+    "layer3": "stages.3",
+}
 
 
 def reference_config(n_attributes: int) -> ModelConfig:
     return ModelConfig(
-        variant="asen++", n_attributes=n_attributes, attr_dim=512,
+        variant="asen++",
+        n_attributes=n_attributes,
+        attr_dim=512,
         global_branch=BranchConfig("resnet50", 16, 224, 512, 2, 1024),
-        local_branch=BranchConfig("resnet34", 16, 112, 256, 2, 1024))
+        local_branch=BranchConfig("resnet34", 16, 112, 256, 2, 1024),
+    )
 
 
 def reference_preprocess() -> Preprocess:
@@ -73,7 +88,9 @@ def import_reference(src: Path, out: Path, meta: Path | None = None) -> ASENMode
         raise CheckpointError(f"{src} is not a readable PyTorch file: {exc}") from exc
     ref = raw.get("state_dict", raw) if isinstance(raw, dict) else None
     if not isinstance(ref, dict) or "choices.global.attrnet.attr_embedding.weight" not in ref:
-        raise CheckpointError(f"{src} is not a reference ASEN++ checkpoint (no choices.global.attrnet.attr_embedding)")
+        raise CheckpointError(
+            f"{src} is not a reference ASEN++ checkpoint (no choices.global.attrnet.attr_embedding)"
+        )
     ref = {k.removeprefix("module."): v for k, v in ref.items()}
     emb = ref["choices.global.attrnet.attr_embedding.weight"]
     local_emb = ref.get("choices.local.attrnet.attr_embedding.weight")
@@ -87,12 +104,23 @@ def import_reference(src: Path, out: Path, meta: Path | None = None) -> ASENMode
         raise CheckpointError(f"{src}: tensors with no place in the model: {sorted(unknown)[:5]}")
     for key, value in converted.items():
         if state[key].shape != value.shape:
-            raise CheckpointError(f"{src}: {key} has shape {tuple(value.shape)}, expected {tuple(state[key].shape)}")
-    missing = [k for k in state if k not in converted and not k.endswith(("num_batches_tracked", "feat_mean", "feat_std"))]
+            raise CheckpointError(
+                f"{src}: {key} has shape {tuple(value.shape)}, expected {tuple(state[key].shape)}"
+            )
+    missing = [
+        k
+        for k in state
+        if k not in converted and not k.endswith(("num_batches_tracked", "feat_mean", "feat_std"))
+    ]
     if missing:
         raise CheckpointError(f"{src}: missing reference tensors for {missing[:5]}")
     state.update(converted)
     model.load_state_dict(state)
-    save_checkpoint(out, model.eval(), reference_preprocess(), _attributes(meta, emb.shape[0]),
-                    {"imported_from": str(src)})
+    save_checkpoint(
+        out,
+        model.eval(),
+        reference_preprocess(),
+        _attributes(meta, emb.shape[0]),
+        {"imported_from": str(src)},
+    )
     return model

@@ -13,6 +13,7 @@ Every runtime must give the embeddings torch gives: tests/model/test_runtime.py 
 >= 0.999 per vector and the same top-10 on a catalogue; OpenVINO is asked for float32 inference
 (its CPU plugin would otherwise pick bfloat16 where the CPU has it).
 """
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,10 @@ from torch import nn
 
 logger = logging.getLogger("asen.runtime")
 RUNTIME_CHOICES = ("auto", "torch", "openvino", "onnxruntime")
-RUNTIME_HELP = ("backbone inference runtime: auto (OpenVINO on a CPU when installed, else torch), torch, "
-                "openvino or onnxruntime (docs/performance.md)")
+RUNTIME_HELP = (
+    "backbone inference runtime: auto (OpenVINO on a CPU when installed, else torch), torch, "
+    "openvino or onnxruntime (docs/performance.md)"
+)
 
 BackboneRunner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,7 +60,9 @@ def resolve_runtime(name: str, device: torch.device) -> str:
         raise RuntimeUnavailable(f"the {name} runtime runs on the CPU only; use --runtime torch on {device}")
     module = {"openvino": "openvino", "onnxruntime": "onnxruntime"}.get(name)
     if module and not _installed(module):
-        raise RuntimeUnavailable(f"the {name} runtime is not installed: pip install {name}, or use --runtime torch")
+        raise RuntimeUnavailable(
+            f"the {name} runtime is not installed: pip install {name}, or use --runtime torch"
+        )
     return name
 
 
@@ -70,9 +75,16 @@ def export_onnx(backbone: nn.Module, input_size: int) -> bytes:
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(backbone, (example,), buffer,  # type: ignore[arg-type]  # a file object works too
-                              input_names=["x"], output_names=["maps"], opset_version=17, dynamo=False,
-                              dynamic_axes={"x": {0: "batch"}, "maps": {0: "batch"}})
+            torch.onnx.export(
+                backbone,
+                (example,),
+                buffer,  # type: ignore[arg-type]  # a file object works too
+                input_names=["x"],
+                output_names=["maps"],
+                opset_version=17,
+                dynamo=False,
+                dynamic_axes={"x": {0: "batch"}, "maps": {0: "batch"}},
+            )
     finally:
         backbone.train(was_training)
     return buffer.getvalue()
@@ -88,11 +100,15 @@ class _OpenVinoRunner:
 
         core = ov.Core()
         model = core.read_model(graph, b"")
-        self.compiled = core.compile_model(model, "CPU", {
-            "PERFORMANCE_HINT": "LATENCY",          # one stream using every thread: best at batch 1 and 32
-            "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": "f32",      # never bfloat16 behind our back
-        })
+        self.compiled = core.compile_model(
+            model,
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "LATENCY",  # one stream using every thread: best at batch 1 and 32
+                "INFERENCE_NUM_THREADS": threads,
+                "INFERENCE_PRECISION_HINT": "f32",  # never bfloat16 behind our back
+            },
+        )
         self._local = threading.local()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,11 +165,15 @@ class Stems:
 
     @classmethod
     def of(cls, model: Any, global_size: int, local_size: int, runtime: str) -> Stems:
-        local = None if model.local_backbone is None else stem_runner(model.local_backbone, local_size, runtime)
+        local = (
+            None if model.local_backbone is None else stem_runner(model.local_backbone, local_size, runtime)
+        )
         return cls(stem_runner(model.global_backbone, global_size, runtime), local)
 
 
-def backbone_runner(backbone: nn.Module, input_size: int, runtime: str, threads: int | None = None) -> BackboneRunner:
+def backbone_runner(
+    backbone: nn.Module, input_size: int, runtime: str, threads: int | None = None
+) -> BackboneRunner:
     """`[B, 3, S, S]` float32 -> the backbone's feature maps, on `runtime` ("torch", "openvino" or
     "onnxruntime"; resolve "auto" with `resolve_runtime` first)."""
     if runtime == "torch":
@@ -166,5 +186,7 @@ def backbone_runner(backbone: nn.Module, input_size: int, runtime: str, threads:
         if runtime == "onnxruntime":
             return _OnnxRuntimeRunner(graph, threads)
     except ImportError as exc:
-        raise RuntimeUnavailable(f"the {runtime} runtime is not installed ({exc}); use --runtime torch") from None
+        raise RuntimeUnavailable(
+            f"the {runtime} runtime is not installed ({exc}); use --runtime torch"
+        ) from None
     raise RuntimeUnavailable(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_CHOICES)}")

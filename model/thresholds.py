@@ -11,6 +11,7 @@ and, recomputed by `asen eval` on the whole validation split, beside it in `<che
 (which then wins, when it names the checkpoint's fingerprint): the checkpoint file itself is never
 rewritten by an evaluation, so indexes built with it stay valid.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,10 @@ import numpy as np
 
 from asen_search.model.data.dataset import Attribute, Tagged
 
-POINTS = 256               # thresholds kept per curve (by rank, so evenly over the pairs)
-MIN_SUPPORT = 50           # pairs at or above a threshold before its precision is trusted for min_precision
-MAX_ROWS = 2000            # rows per attribute paired (a random sample beyond; 2M pairs)
-LEVELS = (0.9, 0.95, 0.99)   # the precisions GET /attributes lists
+POINTS = 256  # thresholds kept per curve (by rank, so evenly over the pairs)
+MIN_SUPPORT = 50  # pairs at or above a threshold before its precision is trusted for min_precision
+MAX_ROWS = 2000  # rows per attribute paired (a random sample beyond; 2M pairs)
+LEVELS = (0.9, 0.95, 0.99)  # the precisions GET /attributes lists
 
 
 class NoThreshold(ValueError):
@@ -55,9 +56,11 @@ class Curve:
         bad = np.flatnonzero(self.precision[start:] < precision)
         first_bad = start + (int(bad[0]) if len(bad) else len(self.thresholds) - start)
         if first_bad == start:
-            raise NoThreshold(f"no score reaches precision {precision:g} on the validation split (among the "
-                              f"{self.support[start]} best-scoring pairs, at {self.thresholds[start]:.4f}, it is "
-                              f"{self.precision[start]:.3f})")
+            raise NoThreshold(
+                f"no score reaches precision {precision:g} on the validation split (among the "
+                f"{self.support[start]} best-scoring pairs, at {self.thresholds[start]:.4f}, it is "
+                f"{self.precision[start]:.3f})"
+            )
         return float(self.thresholds[first_bad - 1])
 
     def precision_at(self, score: float) -> float:
@@ -67,15 +70,25 @@ class Curve:
         return float(self.precision[min(at, len(self.precision) - 1)])
 
     def to_json(self) -> dict[str, Any]:
-        return {"thresholds": self.thresholds.tolist(), "precision": self.precision.tolist(),
-                "recall": self.recall.tolist(), "support": self.support.tolist(), "pairs": self.pairs,
-                "positives": self.positives}
+        return {
+            "thresholds": self.thresholds.tolist(),
+            "precision": self.precision.tolist(),
+            "recall": self.recall.tolist(),
+            "support": self.support.tolist(),
+            "pairs": self.pairs,
+            "positives": self.positives,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Curve:
-        return cls(np.asarray(data["thresholds"], np.float64), np.asarray(data["precision"], np.float64),
-                   np.asarray(data["recall"], np.float64), np.asarray(data["support"], np.int64), int(data["pairs"]),
-                   int(data["positives"]))
+        return cls(
+            np.asarray(data["thresholds"], np.float64),
+            np.asarray(data["precision"], np.float64),
+            np.asarray(data["recall"], np.float64),
+            np.asarray(data["support"], np.int64),
+            int(data["pairs"]),
+            int(data["positives"]),
+        )
 
 
 def pr_curve(scores: np.ndarray, same: np.ndarray, points: int = POINTS) -> Curve:
@@ -94,8 +107,9 @@ def pr_curve(scores: np.ndarray, same: np.ndarray, points: int = POINTS) -> Curv
     return Curve(sorted_scores[ends].astype(np.float64), precision, recall, ends + 1, len(scores), positives)
 
 
-def pair_scores(vectors: np.ndarray, values: np.ndarray, max_rows: int = MAX_ROWS,
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def pair_scores(
+    vectors: np.ndarray, values: np.ndarray, max_rows: int = MAX_ROWS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores and same-value labels of every pair of rows (vectors `[n, dim]` under one attribute)."""
     if len(vectors) > max_rows:
         pick = np.random.default_rng(seed).choice(len(vectors), max_rows, replace=False)
@@ -135,7 +149,9 @@ class Thresholds:
     def from_json(cls, data: dict[str, Any] | None) -> Thresholds | None:
         if not data:
             return None
-        return cls({a: Curve.from_json(c) for a, c in data["curves"].items()}, str(data.get("fingerprint", "")))
+        return cls(
+            {a: Curve.from_json(c) for a, c in data["curves"].items()}, str(data.get("fingerprint", ""))
+        )
 
 
 def compute_thresholds(attributes: Sequence[Attribute], rows: Tagged, vectors: np.ndarray) -> Thresholds:
@@ -155,7 +171,9 @@ def sidecar_path(checkpoint: str | Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + ".thresholds.json")
 
 
-def load_thresholds(checkpoint: str | Path, fingerprint: str, stored: dict[str, Any] | None) -> Thresholds | None:
+def load_thresholds(
+    checkpoint: str | Path, fingerprint: str, stored: dict[str, Any] | None
+) -> Thresholds | None:
     """The curves beside the checkpoint when they were made for it, else those inside it (or None)."""
     path = sidecar_path(checkpoint)
     if path.is_file():
@@ -187,7 +205,7 @@ def plot_curves(path: Path, thresholds: Thresholds, title: str) -> None:
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("score (cosine)", fontsize=8)
         axis.set_ylim(0, 1.02)
-    for axis in list(axes.flat)[len(names):]:
+    for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
     axes.flat[0].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)

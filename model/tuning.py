@@ -1,4 +1,5 @@
 """Process-level settings that make PyTorch fast on CPUs."""
+
 from __future__ import annotations
 
 import ctypes
@@ -7,8 +8,11 @@ import os
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": 33554432, "MALLOC_TRIM_THRESHOLD_": 4294967296,
-                 "MALLOC_TOP_PAD_": 1073741824}
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": 33554432,
+    "MALLOC_TRIM_THRESHOLD_": 4294967296,
+    "MALLOC_TOP_PAD_": 1073741824,
+}
 # Every process setting of docs/tuning.md as environment strings, the one table: `asen` applies the
 # allocator part to itself (tune_allocator) and sets OMP_WAIT_POLICY before torch and faiss load
 # (service/api/server.py); the bench scripts export it to the servers they start; the Makefile,
@@ -43,9 +47,12 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    limit = 2 ** 31 - 1
-    for param, env in ((_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"), (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
-                       (_M_TOP_PAD, "MALLOC_TOP_PAD_")):
+    limit = 2**31 - 1
+    for param, env in (
+        (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+        (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
+        (_M_TOP_PAD, "MALLOC_TOP_PAD_"),
+    ):
         value = int(os.environ.get(env, ALLOCATOR_ENV[env]))
         mallopt(param, min(value, limit))
     return True

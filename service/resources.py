@@ -1,5 +1,6 @@
 """Loading what the service serves: the model and its catalogue, checked to belong together (also
 used by `asen check`, which reads only the index manifest)."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,12 @@ def load_resources(settings: ResourceSettings) -> tuple[Encoder, Catalogue]:
     encoder = Encoder.from_checkpoint(settings.checkpoint, settings.device, settings.runtime)
     catalogue: Catalogue
     try:
-        catalogue = open_catalogue(settings.index, encoder.fingerprint, writer=not settings.mmap and not settings.milvus,
-                                   mmap=settings.mmap)
+        catalogue = open_catalogue(
+            settings.index,
+            encoder.fingerprint,
+            writer=not settings.mmap and not settings.milvus,
+            mmap=settings.mmap,
+        )
     except DirectoryUnwritable as exc:
         logger.error("%s; writes will be refused", exc)
         catalogue = open_catalogue(settings.index, encoder.fingerprint)
@@ -58,8 +63,10 @@ def load_resources(settings: ResourceSettings) -> tuple[Encoder, Catalogue]:
     except MilvusUnavailable as exc:
         raise ValueError(str(exc)) from None
     if settings.milvus and settings.images_root is None:
-        logger.warning("uploaded images are not kept (a Milvus catalogue and no ASEN_IMAGES_DIR): GET /images "
-                       "answers 404 for items added through the API")
+        logger.warning(
+            "uploaded images are not kept (a Milvus catalogue and no ASEN_IMAGES_DIR): GET /images "
+            "answers 404 for items added through the API"
+        )
     _check_or_close(encoder, catalogue)
     try:
         apply_search_knobs(catalogue, settings)
@@ -91,16 +98,22 @@ def _check_or_close(encoder: Encoder, catalogue: Catalogue) -> None:
 
 def check_compatible(encoder: Encoder, catalogue: Catalogue) -> None:
     if catalogue.attributes != encoder.attribute_names or catalogue.dim != encoder.dim:
-        raise ValueError(f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
-                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
+        raise ValueError(
+            f"the index has attributes {catalogue.attributes} of dim {catalogue.dim}; the model "
+            f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model"
+        )
 
 
 def check_compatible_manifest(encoder: Encoder, manifest: dict[str, Any]) -> None:
     """The checks of loading, from an index's manifest alone: same model, attributes and dim."""
     if manifest["fingerprint"] != encoder.fingerprint:
-        raise ValueError(f"the index at version {manifest['version']} was built by another model (fingerprint "
-                         f"{manifest['fingerprint'][:12]}, this checkpoint {encoder.fingerprint[:12]}): rebuild "
-                         "it with `asen index build`")
+        raise ValueError(
+            f"the index at version {manifest['version']} was built by another model (fingerprint "
+            f"{manifest['fingerprint'][:12]}, this checkpoint {encoder.fingerprint[:12]}): rebuild "
+            "it with `asen index build`"
+        )
     if manifest["attributes"] != encoder.attribute_names or manifest["dim"] != encoder.dim:
-        raise ValueError(f"the index has attributes {manifest['attributes']} of dim {manifest['dim']}; the model "
-                         f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model")
+        raise ValueError(
+            f"the index has attributes {manifest['attributes']} of dim {manifest['dim']}; the model "
+            f"has {encoder.attribute_names} of dim {encoder.dim}: rebuild the index with this model"
+        )

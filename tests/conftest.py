@@ -1,6 +1,7 @@
 """Session fixtures (a tiny demo dataset, the map cache, the embedded Milvus server) and the markers of
 each test's kind, applied by folder and fixture (the markers: pyproject.toml; the layout:
 docs/architecture.md, "Tests")."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The one atomic-write helper every layer uses (asen_search/fileio.py)."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """The layers import one way (index never imports torch, model never imports fastapi, the offline
 catalogue jobs never import the HTTP API), no modules import each other (no import circles, from the
 static import graph), and everything is imported as `asen_search.*`."""
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,10 @@ def _modules(folder: str) -> list[str]:
 def _imported(modules: list[str], watched: tuple[str, ...]) -> list[str]:
     """Of `watched`, the modules in sys.modules after importing `modules` in a fresh interpreter
     started outside the checkout (so that only the installed `asen_search` can be imported)."""
-    probe = (f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
-             f"print(','.join(m for m in {watched!r} if m in sys.modules))")
+    probe = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        f"print(','.join(m for m in {watched!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd="/", capture_output=True, text=True, check=True)
     return [m for m in out.stdout.strip().split(",") if m]
 
@@ -40,7 +43,14 @@ def test_index_imports_no_torch_model_or_service() -> None:
 
 
 def test_model_imports_no_web_framework_index_or_service() -> None:
-    watched = ("fastapi", "starlette", "uvicorn", "prometheus_client", "asen_search.index", "asen_search.service")
+    watched = (
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "prometheus_client",
+        "asen_search.index",
+        "asen_search.service",
+    )
     assert _imported(_modules("model"), watched) == []
 
 
@@ -69,7 +79,7 @@ def _sources() -> dict[str, Path]:
     """Every module of the three layers and of the `asen_search/` folder itself (the modules below the
     layers, and the HTTP client), by `asen_search.` name; a package by its `__init__.py`."""
     paths = [p for folder in PACKAGE_DIRS for p in sorted((ROOT / folder).rglob("*.py"))]
-    paths += sorted((ROOT / "asen_search").glob("*.py"))   # not rglob: its layer folders are links
+    paths += sorted((ROOT / "asen_search").glob("*.py"))  # not rglob: its layer folders are links
     sources = {}
     for path in paths:
         parts = path.relative_to(ROOT).with_suffix("").parts
@@ -95,7 +105,7 @@ def _import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*anchor, *([base] if base else [])])
                 for alias in node.names:
                     edges.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in sources else base)
@@ -146,12 +156,12 @@ def _describe(component: list[str], graph: dict[str, set[str]]) -> str:
 def test_the_graph_sees_every_kind_of_import() -> None:
     """The parser finds top-level, function-level, relative and TYPE_CHECKING imports."""
     graph = _import_graph()
-    assert "asen_search.index.results" in graph["asen_search.index.interface"]          # from .results import
-    assert "asen_search.model.nn.preprocess" in graph["asen_search.model.prototypes"]       # inside a function
-    assert "asen_search.index.attribute_index" in graph["asen_search.index.composed"]     # if TYPE_CHECKING:
+    assert "asen_search.index.results" in graph["asen_search.index.interface"]  # from .results import
+    assert "asen_search.model.nn.preprocess" in graph["asen_search.model.prototypes"]  # inside a function
+    assert "asen_search.index.attribute_index" in graph["asen_search.index.composed"]  # if TYPE_CHECKING:
     assert "asen_search.service.jobs.scan_copies" in graph["asen_search.service.jobs.scan"]
-    assert "asen_search.index.interface" in graph["asen_search.index"]                   # from .interface import
-    assert "asen_search.model.nn.asen" in graph["asen_search.model.checkpoint"]          # from a.b.c import d
+    assert "asen_search.index.interface" in graph["asen_search.index"]  # from .interface import
+    assert "asen_search.model.nn.asen" in graph["asen_search.model.checkpoint"]  # from a.b.c import d
 
 
 def test_no_import_circles() -> None:
@@ -162,18 +172,26 @@ def test_no_import_circles() -> None:
     assert not circles, "import circles:\n" + "\n".join(circles)
 
 
-def _layer_shortcuts(importer_prefixes: tuple[str, ...], forbidden: tuple[str, ...],
-                     allowed_importers: tuple[str, ...] = ()) -> list[str]:
+def _layer_shortcuts(
+    importer_prefixes: tuple[str, ...], forbidden: tuple[str, ...], allowed_importers: tuple[str, ...] = ()
+) -> list[str]:
     graph = _import_graph()
-    return sorted(f"{m} -> {t}" for m, targets in graph.items() for t in targets
-                  if m.startswith(importer_prefixes) and not m.startswith(allowed_importers)
-                  and (t in forbidden or t.startswith(tuple(f"{f}." for f in forbidden))))
+    return sorted(
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        for t in targets
+        if m.startswith(importer_prefixes)
+        and not m.startswith(allowed_importers)
+        and (t in forbidden or t.startswith(tuple(f"{f}." for f in forbidden)))
+    )
 
 
 def test_the_modules_below_the_layers_import_none() -> None:
     """asen_search/fileio.py and asen_search/copy_score.py are used by model and index alike, so they
     import neither (nor service); neither does the HTTP client."""
-    below = tuple(m for m, path in _sources().items() if path.parent == ROOT / "asen_search" and m != "asen_search")
+    below = tuple(
+        m for m, path in _sources().items() if path.parent == ROOT / "asen_search" and m != "asen_search"
+    )
     layers = ("asen_search.model", "asen_search.index", "asen_search.service")
     shortcuts = _layer_shortcuts(below, layers)
     assert not shortcuts, "\n".join(shortcuts)
@@ -193,6 +211,9 @@ def test_index_never_imports_model_or_service() -> None:
 def test_only_the_api_and_the_command_line_import_the_http_api() -> None:
     """service/jobs, service/operations and service/resources.py never import service/api, not
     even inside a function; the command line (service/cli/) is the one place that starts the server."""
-    shortcuts = _layer_shortcuts(("asen_search.service",), ("asen_search.service.api",),
-                                 ("asen_search.service.api", "asen_search.service.cli"))
+    shortcuts = _layer_shortcuts(
+        ("asen_search.service",),
+        ("asen_search.service.api",),
+        ("asen_search.service.api", "asen_search.service.cli"),
+    )
     assert not shortcuts, "\n".join(shortcuts)

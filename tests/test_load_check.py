@@ -1,5 +1,6 @@
 """The load test's metadata check (bench/load_test.py `metadata_differences`): an added item must hold
 exactly the metadata sent plus, with a tagging checkpoint, exactly the documented predicted tags."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -8,12 +9,22 @@ import pytest
 
 from bench.load_test import metadata_differences, promised_tags
 
-ATTRIBUTES = [{"name": "neckline", "values": ["round", "v_neck", "square"], "value_search": ["round", "v_neck", "square"]},
-              {"name": "colour", "values": ["red", "blue"], "value_search": ["red", "blue"]}]
+ATTRIBUTES = [
+    {
+        "name": "neckline",
+        "values": ["round", "v_neck", "square"],
+        "value_search": ["round", "v_neck", "square"],
+    },
+    {"name": "colour", "values": ["red", "blue"], "value_search": ["red", "blue"]},
+]
 TAGS = {"neckline": ["round", "v_neck", "square"], "colour": ["red", "blue"]}
 SENT = {"source": "load", "client": 3, "n": 0, "category": "dress"}
-PREDICTED = {"predicted.neckline": "v_neck", "predicted.neckline.confidence": 0.8123,
-             "predicted.colour": "red", "predicted.colour.confidence": 1.0}
+PREDICTED = {
+    "predicted.neckline": "v_neck",
+    "predicted.neckline.confidence": 0.8123,
+    "predicted.colour": "red",
+    "predicted.colour.confidence": 1.0,
+}
 WITH_TAGS = {**SENT, **PREDICTED}
 
 
@@ -34,26 +45,52 @@ def _without(key: str) -> dict[str, Any]:
     return {k: v for k, v in WITH_TAGS.items() if k != key}
 
 
-@pytest.mark.parametrize(("got", "named"), [
-    pytest.param(_without("category"), "'category'", id="sent-field-dropped"),
-    pytest.param({**WITH_TAGS, "category": "coat"}, "'category'", id="sent-value-changed"),
-    pytest.param({**WITH_TAGS, "client": "3"}, "'client'", id="sent-number-became-a-string"),
-    pytest.param({**WITH_TAGS, "client": 3.0}, "'client'", id="sent-int-became-a-float"),
-    pytest.param({**WITH_TAGS, "colour": "red"}, "'colour'", id="extra-key"),
-    pytest.param({**WITH_TAGS, "predicted.pattern": "dots"}, "'predicted.pattern'", id="tag-of-no-attribute"),
-    pytest.param({**WITH_TAGS, "predicted.neckline.margin": 0.2}, "'predicted.neckline.margin'", id="extra-tag-key"),
-    pytest.param({**WITH_TAGS, "predicted.neckline": "crew"}, "'predicted.neckline'", id="tag-not-a-value"),
-    pytest.param({**WITH_TAGS, "predicted.neckline": "red"}, "'predicted.neckline'", id="tag-another-attributes-value"),
-    pytest.param({**WITH_TAGS, "predicted.colour": ["red"]}, "'predicted.colour'", id="tag-not-a-string"),
-    pytest.param({**WITH_TAGS, "predicted.colour.confidence": 1.2}, "'predicted.colour.confidence'",
-                 id="confidence-over-1"),
-    pytest.param({**WITH_TAGS, "predicted.colour.confidence": "0.9"}, "'predicted.colour.confidence'",
-                 id="confidence-a-string"),
-    pytest.param({**WITH_TAGS, "predicted.colour.confidence": True}, "'predicted.colour.confidence'",
-                 id="confidence-a-boolean"),
-    pytest.param(_without("predicted.colour"), "'predicted.colour'", id="tag-missing"),
-    pytest.param(_without("predicted.neckline.confidence"), "'predicted.neckline.confidence'", id="confidence-missing"),
-])
+@pytest.mark.parametrize(
+    ("got", "named"),
+    [
+        pytest.param(_without("category"), "'category'", id="sent-field-dropped"),
+        pytest.param({**WITH_TAGS, "category": "coat"}, "'category'", id="sent-value-changed"),
+        pytest.param({**WITH_TAGS, "client": "3"}, "'client'", id="sent-number-became-a-string"),
+        pytest.param({**WITH_TAGS, "client": 3.0}, "'client'", id="sent-int-became-a-float"),
+        pytest.param({**WITH_TAGS, "colour": "red"}, "'colour'", id="extra-key"),
+        pytest.param(
+            {**WITH_TAGS, "predicted.pattern": "dots"}, "'predicted.pattern'", id="tag-of-no-attribute"
+        ),
+        pytest.param(
+            {**WITH_TAGS, "predicted.neckline.margin": 0.2}, "'predicted.neckline.margin'", id="extra-tag-key"
+        ),
+        pytest.param(
+            {**WITH_TAGS, "predicted.neckline": "crew"}, "'predicted.neckline'", id="tag-not-a-value"
+        ),
+        pytest.param(
+            {**WITH_TAGS, "predicted.neckline": "red"},
+            "'predicted.neckline'",
+            id="tag-another-attributes-value",
+        ),
+        pytest.param({**WITH_TAGS, "predicted.colour": ["red"]}, "'predicted.colour'", id="tag-not-a-string"),
+        pytest.param(
+            {**WITH_TAGS, "predicted.colour.confidence": 1.2},
+            "'predicted.colour.confidence'",
+            id="confidence-over-1",
+        ),
+        pytest.param(
+            {**WITH_TAGS, "predicted.colour.confidence": "0.9"},
+            "'predicted.colour.confidence'",
+            id="confidence-a-string",
+        ),
+        pytest.param(
+            {**WITH_TAGS, "predicted.colour.confidence": True},
+            "'predicted.colour.confidence'",
+            id="confidence-a-boolean",
+        ),
+        pytest.param(_without("predicted.colour"), "'predicted.colour'", id="tag-missing"),
+        pytest.param(
+            _without("predicted.neckline.confidence"),
+            "'predicted.neckline.confidence'",
+            id="confidence-missing",
+        ),
+    ],
+)
 def test_any_other_difference_is_found_and_named(got: dict[str, Any], named: str) -> None:
     problems = metadata_differences(got, SENT, TAGS)
     assert len(problems) == 1 and named in problems[0], problems

@@ -1,6 +1,7 @@
 """The distribution as a user gets it: the wheel, built from exactly what the Dockerfile copies into
 the image, installed into a fresh virtual environment, claims only the `asen_search` import name and
 runs `asen`."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,12 @@ def _docker_build_context(dest: Path) -> Path:
             for source in sources:
                 path = ROOT / source
                 if path.is_dir():
-                    shutil.copytree(path, dest / source, symlinks=True,
-                                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                    shutil.copytree(
+                        path,
+                        dest / source,
+                        symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                    )
                 else:
                     shutil.copy2(path, dest / source)
     return dest
@@ -54,15 +59,44 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("packaging")
     context = _docker_build_context(work / "context")
     wheels = work / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "--wheel-dir", str(wheels), str(context)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(wheels),
+            str(context),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("asen_search-*.whl")
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     (site,) = (venv / "lib").glob("python3*/site-packages")
     (site / "borrowed-dependencies.pth").write_text(f"{_dependencies_view(work / 'deps')}\n")
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-                    "--disable-pip-version-check", str(wheel)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return venv
 
 
@@ -86,15 +120,22 @@ def test_asen_runs_from_the_fresh_venv(fresh_venv: Path) -> None:
 
 
 def test_every_module_imports_from_the_wheel_and_no_generic_name_exists(fresh_venv: Path) -> None:
-    modules = sorted(".".join(("asen_search", *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
-                     for d in GENERIC_NAMES for p in (ROOT / d).rglob("*.py") if p.name != "__main__.py")
+    modules = sorted(
+        ".".join(("asen_search", *p.relative_to(ROOT).with_suffix("").parts)).removesuffix(".__init__")
+        for d in GENERIC_NAMES
+        for p in (ROOT / d).rglob("*.py")
+        if p.name != "__main__.py"
+    )
     # the modules of the package folder itself: the HTTP client and the helpers below the layers
-    modules += [f"asen_search.{p.stem}" for p in sorted((ROOT / "asen_search").glob("*.py")) if p.stem != "__init__"]
+    modules += [
+        f"asen_search.{p.stem}" for p in sorted((ROOT / "asen_search").glob("*.py")) if p.stem != "__init__"
+    ]
     probe = (
         "import importlib, importlib.util, sys, asen_search\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
         f"print(asen_search.__file__)\n"
-        f"print([n for n in {GENERIC_NAMES!r} if importlib.util.find_spec(n) is not None])\n")
+        f"print([n for n in {GENERIC_NAMES!r} if importlib.util.find_spec(n) is not None])\n"
+    )
     result = _run(fresh_venv, str(fresh_venv / "bin" / "python"), "-c", probe)
     assert result.returncode == 0, result.stderr
     location, generic = result.stdout.split("\n")[:2]

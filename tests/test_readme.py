@@ -3,6 +3,7 @@
 repository path its code, links and inline code name exists, and every link's anchor is a heading;
 the demo paths it names are where `asen demo` puts them. The HTTP examples are sent to the service
 by tests/service/api/test_doc_examples.py."""
+
 from __future__ import annotations
 
 import argparse
@@ -62,13 +63,19 @@ def _asen_problem(parser: argparse.ArgumentParser, argv: list[str]) -> str | Non
             return f"`{' '.join(words)}` needs a subcommand: {sorted(_subparsers(command))}"
         name = rest.pop(0)
         if name not in _subparsers(command):
-            return f"`{' '.join(words)} {name}`: no such subcommand (there are {sorted(_subparsers(command))})"
+            return (
+                f"`{' '.join(words)} {name}`: no such subcommand (there are {sorted(_subparsers(command))})"
+            )
         command = _subparsers(command)[name]
         words.append(name)
     for token in rest:
         flag = token.split("=", 1)[0]
-        if flag.startswith("-") and len(flag) > 1 and not flag[1:].replace(".", "").isdigit() and \
-                flag not in command._option_string_actions:
+        if (
+            flag.startswith("-")
+            and len(flag) > 1
+            and not flag[1:].replace(".", "").isdigit()
+            and flag not in command._option_string_actions
+        ):
             return f"`{' '.join(words)}` has no option {flag}"
     errors = io.StringIO()
     try:
@@ -82,8 +89,11 @@ def _asen_problem(parser: argparse.ArgumentParser, argv: list[str]) -> str | Non
 def test_every_asen_command_and_flag_exists(commands: list[Command], parser: argparse.ArgumentParser) -> None:
     asen = [c for c in commands if c.argv[0] in ("asen", ".venv/bin/asen")]
     assert len(asen) >= 20, [c.text for c in asen]
-    problems = [f"{c.where('README.md')}\n    -> {why}" for c in asen
-                if (why := _asen_problem(parser, ["asen", *c.argv[1:]])) is not None]
+    problems = [
+        f"{c.where('README.md')}\n    -> {why}"
+        for c in asen
+        if (why := _asen_problem(parser, ["asen", *c.argv[1:]])) is not None
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -101,9 +111,12 @@ def test_every_make_target_exists(commands: list[Command]) -> None:
     assert {"install", "serve", "test"} <= targets, targets
     make = [c for c in commands if c.argv[0] == "make"]
     assert make
-    problems = [f"{c.where('README.md')}\n    -> no target {word!r} in the Makefile"
-                for c in make for word in c.argv[1:] if not word.startswith("-") and "=" not in word
-                and word not in targets]
+    problems = [
+        f"{c.where('README.md')}\n    -> no target {word!r} in the Makefile"
+        for c in make
+        for word in c.argv[1:]
+        if not word.startswith("-") and "=" not in word and word not in targets
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -111,9 +124,16 @@ def _module_flags(path: Path) -> set[str]:
     """The options a script declares with `add_argument("--flag", ...)`."""
     flags: set[str] = {"-h", "--help"}
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
-            flags.update(a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                         and a.value.startswith("-"))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            flags.update(
+                a.value
+                for a in node.args
+                if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-")
+            )
     return flags
 
 
@@ -123,14 +143,20 @@ def _demo_problem(token: str, parser: argparse.ArgumentParser) -> str | None:
     from asen_search.service.jobs.demo import demo_layout
 
     layout, path = demo_layout(DEMO), Path(token.rstrip("/"))
-    if path in (DEMO, layout.data, layout.checkpoint, layout.checkpoint.parent, layout.index) or \
-            layout.index in path.parents:
+    if (
+        path in (DEMO, layout.data, layout.checkpoint, layout.checkpoint.parent, layout.index)
+        or layout.index in path.parents
+    ):
         return None
     if layout.data not in path.parents:
         return f"{token} is not made by `asen demo` (it makes {layout.data}, {layout.checkpoint}, {layout.index})"
     image = re.fullmatch(r"images/(train|valid|test)/(\d{5})\.jpg", path.relative_to(layout.data).as_posix())
     if image is None:
-        return None if path.relative_to(layout.data).parts[0] in ("images",) else f"{token}: not a demo image path"
+        return (
+            None
+            if path.relative_to(layout.data).parts[0] in ("images",)
+            else f"{token}: not a demo image path"
+        )
     synth = _subparsers(parser)["synth"]
     count = next(a.default for a in synth._actions if a.dest == image.group(1))
     if int(image.group(2)) >= count:
@@ -138,8 +164,9 @@ def _demo_problem(token: str, parser: argparse.ArgumentParser) -> str | None:
     return None
 
 
-def test_python_modules_and_scripts_exist_with_their_flags(commands: list[Command],
-                                                           parser: argparse.ArgumentParser) -> None:
+def test_python_modules_and_scripts_exist_with_their_flags(
+    commands: list[Command], parser: argparse.ArgumentParser
+) -> None:
     python = [c for c in commands if re.fullmatch(r"(\.venv/bin/)?python3?", c.argv[0])]
     assert python, "README.md runs no python module"
     problems = []
@@ -156,24 +183,36 @@ def test_python_modules_and_scripts_exist_with_their_flags(commands: list[Comman
             problems.append(f"{command.where('README.md')}\n    -> no {script.relative_to(ROOT)}")
             continue
         declared = _module_flags(script)
-        problems += [f"{command.where('README.md')}\n    -> {script.relative_to(ROOT)} has no option {o}"
-                     for o in options if o.startswith("-") and o.split("=")[0] not in declared]
-        problems += [f"{command.where('README.md')}\n    -> {why}" for o in options
-                     if o.startswith(f"{DEMO}/") and (why := _demo_problem(o, parser)) is not None]
+        problems += [
+            f"{command.where('README.md')}\n    -> {script.relative_to(ROOT)} has no option {o}"
+            for o in options
+            if o.startswith("-") and o.split("=")[0] not in declared
+        ]
+        problems += [
+            f"{command.where('README.md')}\n    -> {why}"
+            for o in options
+            if o.startswith(f"{DEMO}/") and (why := _demo_problem(o, parser)) is not None
+        ]
         if script == ROOT / "bench" / "screenshots.py" and "--query" in options:
-            query = options[options.index("--query") + 1]   # run after `make serve`: a demo image
+            query = options[options.index("--query") + 1]  # run after `make serve`: a demo image
             if not query.startswith(f"{DEMO}/data/images/"):
-                problems.append(f"{command.where('README.md')}\n    -> --query {query} is not an image of the demo "
-                                f"dataset ({DEMO}/data/images/...)")
+                problems.append(
+                    f"{command.where('README.md')}\n    -> --query {query} is not an image of the demo "
+                    f"dataset ({DEMO}/data/images/...)"
+                )
     assert not problems, "\n".join(problems)
 
 
-def test_every_demo_path_in_the_code_blocks_is_one_the_demo_makes(commands: list[Command],
-                                                                   parser: argparse.ArgumentParser) -> None:
+def test_every_demo_path_in_the_code_blocks_is_one_the_demo_makes(
+    commands: list[Command], parser: argparse.ArgumentParser
+) -> None:
     named = [(c, token) for c in commands for token in c.argv if token.startswith(f"{DEMO}/")]
     assert any("images/test" in token for _, token in named), "the screenshot command's query is gone"
-    problems = [f"{c.where('README.md')}\n    -> {why}" for c, token in named
-                if (why := _demo_problem(token, parser)) is not None]
+    problems = [
+        f"{c.where('README.md')}\n    -> {why}"
+        for c, token in named
+        if (why := _demo_problem(token, parser)) is not None
+    ]
     assert not problems, "\n".join(problems)
 
 
@@ -194,8 +233,11 @@ def test_every_repository_path_and_link_exists(readme: str) -> None:
         named.update(m.group(1) for m in PATH.finditer(block.text))
     for span in INLINE.finditer(re.sub(r"^```.*?^```", "", readme, flags=re.M | re.S)):
         named.update(m.group(1) for m in PATH.finditer(span.group(1)))
-    problems = [f"README.md names {path}, which does not exist" for path in sorted(named)
-                if not (ROOT / path.rstrip(".,:;")).exists()]
+    problems = [
+        f"README.md names {path}, which does not exist"
+        for path in sorted(named)
+        if not (ROOT / path.rstrip(".,:;")).exists()
+    ]
     links = [m.group(1) for m in LINK.finditer(readme) if not re.match(r"[a-z]+://|mailto:", m.group(1))]
     assert len(links) >= 10, links
     for link in links:

@@ -16,6 +16,7 @@ Usage::
     python tools/audit.py --json var/audit.json --ignore GHSA-xxxx-xxxx-xxxx
     python tools/audit.py --from-json saved.json          # apply the policy to a saved pip-audit result
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,21 @@ SERVICES = ("osv", "pypi")  # pip-audit's vulnerability services, tried in this 
 
 def run_pip_audit(lock: Path, service: str, ignore: list[str]) -> tuple[dict[str, Any] | None, str]:
     """pip-audit's JSON result (None when it produced none: its service unreachable) and its stderr."""
-    command = [sys.executable, "-m", "pip_audit", "-r", str(lock), "--no-deps", "--disable-pip", "--format", "json",
-               "--progress-spinner", "off", "--vulnerability-service", service]
+    command = [
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "-r",
+        str(lock),
+        "--no-deps",
+        "--disable-pip",
+        "--format",
+        "json",
+        "--progress-spinner",
+        "off",
+        "--vulnerability-service",
+        service,
+    ]
     for vuln_id in ignore:
         command += ["--ignore-vuln", vuln_id]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
@@ -47,13 +61,22 @@ def summarise(result: dict[str, Any], ignore: list[str]) -> tuple[int, list[str]
     deps = result.get("dependencies", [])
     skipped = [d for d in deps if d.get("skip_reason")]
     audited = [d for d in deps if not d.get("skip_reason")]
-    found = [(d, v) for d in audited for v in d.get("vulns", [])
-             if not ({v["id"], *v.get("aliases", [])} & set(ignore))]
-    lines = [f"{d['name']}=={d['version']}: {v['id']} ({', '.join(v.get('aliases', [])) or 'no aliases'}); "
-             f"fixed in {', '.join(v.get('fix_versions', [])) or 'no release yet'}" for d, v in found]
-    lines.append(f"audited {len(audited)} of {len(deps)} pins; known vulnerabilities: {len(found)}; "
-                 f"not audited: {len(skipped)}" + (f" (e.g. {skipped[0]['name']}: {skipped[0]['skip_reason']})"
-                                                   if skipped else ""))
+    found = [
+        (d, v)
+        for d in audited
+        for v in d.get("vulns", [])
+        if not ({v["id"], *v.get("aliases", [])} & set(ignore))
+    ]
+    lines = [
+        f"{d['name']}=={d['version']}: {v['id']} ({', '.join(v.get('aliases', [])) or 'no aliases'}); "
+        f"fixed in {', '.join(v.get('fix_versions', [])) or 'no release yet'}"
+        for d, v in found
+    ]
+    lines.append(
+        f"audited {len(audited)} of {len(deps)} pins; known vulnerabilities: {len(found)}; "
+        f"not audited: {len(skipped)}"
+        + (f" (e.g. {skipped[0]['name']}: {skipped[0]['skip_reason']})" if skipped else "")
+    )
     if found:
         return 1, lines
     if not audited:
@@ -65,9 +88,13 @@ def summarise(result: dict[str, Any], ignore: list[str]) -> tuple[int, list[str]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lock", type=Path, default=ROOT / "requirements.lock", help="default: %(default)s")
-    parser.add_argument("--ignore", action="append", default=[], metavar="ID", help="an accepted vulnerability")
+    parser.add_argument(
+        "--ignore", action="append", default=[], metavar="ID", help="an accepted vulnerability"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write pip-audit's JSON result here")
-    parser.add_argument("--from-json", type=Path, metavar="FILE", help="a saved pip-audit JSON result, not a new run")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="FILE", help="a saved pip-audit JSON result, not a new run"
+    )
     args = parser.parse_args(argv)
     if args.from_json:
         result, source = json.loads(args.from_json.read_text()), f"saved result {args.from_json}"
@@ -76,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         for service in SERVICES:  # the first service that audits anything wins
             result, stderr = run_pip_audit(args.lock, service, args.ignore)
             if result is None:
-                print(f"pip-audit -s {service}: no result ({stderr.strip().splitlines()[-1:] or ['no output']})")
+                print(
+                    f"pip-audit -s {service}: no result ({stderr.strip().splitlines()[-1:] or ['no output']})"
+                )
                 continue
             best = (result, f"pip-audit -s {service}")
             if any(not d.get("skip_reason") for d in result.get("dependencies", [])):

@@ -91,7 +91,9 @@ def closure(roots: list[str], dists: dict[str, metadata.Distribution]) -> dict[s
                 if wanted:
                     todo.append((req.name, frozenset(req.extras)))
     if missing:
-        raise SystemExit(f"not installed in {sys.prefix}: {', '.join(sorted(set(missing)))} (run `make install` first)")
+        raise SystemExit(
+            f"not installed in {sys.prefix}: {', '.join(sorted(set(missing)))} (run `make install` first)"
+        )
     return seen
 
 
@@ -99,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     """Print the lock file for the project's dependencies (and ``--extra`` extras) to stdout."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pyproject", type=Path, default=ROOT / "pyproject.toml")
-    parser.add_argument("--extra", action="append", help="optional-dependency group to include (default: test)")
+    parser.add_argument(
+        "--extra", action="append", help="optional-dependency group to include (default: test)"
+    )
     args = parser.parse_args(argv)
     extras: list[str] = args.extra or ["test"]
 

@@ -7,5 +7,16 @@ from .expressions import filter_expression, filter_terms
 from .layouts import LAYOUTS
 from .location import LITE_SCHEME, SCHEME, MilvusLocation, MilvusUnavailable, is_milvus
 
-__all__ = ["INDEX_TYPES", "LAYOUTS", "LITE_SCHEME", "MAX_TOP_K", "SCHEME", "MilvusCatalogue", "MilvusLocation",
-           "MilvusUnavailable", "filter_expression", "filter_terms", "is_milvus"]
+__all__ = [
+    "INDEX_TYPES",
+    "LAYOUTS",
+    "LITE_SCHEME",
+    "MAX_TOP_K",
+    "SCHEME",
+    "MilvusCatalogue",
+    "MilvusLocation",
+    "MilvusUnavailable",
+    "filter_expression",
+    "filter_terms",
+    "is_milvus",
+]

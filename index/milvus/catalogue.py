@@ -55,18 +55,34 @@ class MilvusCatalogue(Catalogue):
 
     max_k = MAX_TOP_K
 
-    def __init__(self, client: Any, location: MilvusLocation, attributes: list[str], dim: int, fingerprint: str,
-                 index_type: str, layout: str = "fields", terms_version: str | None = TERMS_VERSION) -> None:
+    def __init__(
+        self,
+        client: Any,
+        location: MilvusLocation,
+        attributes: list[str],
+        dim: int,
+        fingerprint: str,
+        index_type: str,
+        layout: str = "fields",
+        terms_version: str | None = TERMS_VERSION,
+    ) -> None:
         """Use `create` or `load`."""
         self._client, self.location = client, location
-        self._attributes, self._dim, self._fingerprint, self._index_type = attributes, dim, fingerprint, index_type
+        self._attributes, self._dim, self._fingerprint, self._index_type = (
+            attributes,
+            dim,
+            fingerprint,
+            index_type,
+        )
         self._layout: Layout = LAYOUTS[layout](len(attributes), terms_version)
         self._terms_version = terms_version
         self._search_params: dict[str, int] = {}
         for name, value in location.search:
             self._search_params[name] = value
         self._refused: str | None = None
-        self._write_mutex = threading.Lock()  # one write of this process at a time; the lease: of all processes
+        self._write_mutex = (
+            threading.Lock()
+        )  # one write of this process at a time; the lease: of all processes
         self._lease = WriterLease(client, location.collection)
 
     @property
@@ -75,9 +91,16 @@ class MilvusCatalogue(Catalogue):
 
     # -- creating and loading ---------------------------------------------------------------
     @classmethod
-    def create(cls, location: str | MilvusLocation, attributes: Sequence[str], dim: int, fingerprint: str,
-               index_type: str = "FLAT", index_params: dict[str, Any] | None = None,
-               layout: str = "fields") -> MilvusCatalogue:
+    def create(
+        cls,
+        location: str | MilvusLocation,
+        attributes: Sequence[str],
+        dim: int,
+        fingerprint: str,
+        index_type: str = "FLAT",
+        index_params: dict[str, Any] | None = None,
+        layout: str = "fields",
+    ) -> MilvusCatalogue:
         """A new, empty collection (ValueError if it exists)."""
         from pymilvus import DataType, MilvusClient
 
@@ -100,14 +123,28 @@ class MilvusCatalogue(Catalogue):
             indexes = client.prepare_index_params()
             for name in vector_fields:
                 schema.add_field(name, DataType.FLOAT_VECTOR, dim=dim)
-                indexes.add_index(field_name=name, index_type=index_type, metric_type="IP",
-                                  params=dict(index_params or {}))
+                indexes.add_index(
+                    field_name=name, index_type=index_type, metric_type="IP", params=dict(index_params or {})
+                )
             # one shard: the rows of one write are one message, visible together
-            client.create_collection(where.collection, schema=schema, index_params=indexes, consistency_level="Strong",
-                                     num_shards=1)
-            client.alter_collection_properties(where.collection, properties={
-                "asen.fingerprint": fingerprint, "asen.attributes": json.dumps(list(attributes)), "asen.dim": str(dim),
-                "asen.index_type": index_type, "asen.layout": layout, "asen.terms": TERMS_VERSION})
+            client.create_collection(
+                where.collection,
+                schema=schema,
+                index_params=indexes,
+                consistency_level="Strong",
+                num_shards=1,
+            )
+            client.alter_collection_properties(
+                where.collection,
+                properties={
+                    "asen.fingerprint": fingerprint,
+                    "asen.attributes": json.dumps(list(attributes)),
+                    "asen.dim": str(dim),
+                    "asen.index_type": index_type,
+                    "asen.layout": layout,
+                    "asen.terms": TERMS_VERSION,
+                },
+            )
             create_lease_collection(client, where.collection)
         except BaseException:
             disconnect(client, where.uri)
@@ -125,17 +162,26 @@ class MilvusCatalogue(Catalogue):
             client.load_collection(where.collection)
             props = client.describe_collection(where.collection).get("properties", {})
             if any(key not in props for key in _PROPS):
-                raise IndexFormatError(f"{where}: not a catalogue of this project (collection properties {sorted(props)})")
+                raise IndexFormatError(
+                    f"{where}: not a catalogue of this project (collection properties {sorted(props)})"
+                )
             if expected_fingerprint is not None and props["asen.fingerprint"] != expected_fingerprint:
                 raise FingerprintMismatch(str(where), props["asen.fingerprint"], expected_fingerprint)
-            create_lease_collection(client, where.collection)   # collections made before the lease
+            create_lease_collection(client, where.collection)  # collections made before the lease
             client.load_collection(where.collection + "_writers")
         except BaseException:
             disconnect(client, where.uri)
             raise
-        return cls(client, where, json.loads(props["asen.attributes"]), int(props["asen.dim"]),
-                   props["asen.fingerprint"], props["asen.index_type"], props.get("asen.layout", "fields"),
-                   props.get("asen.terms"))
+        return cls(
+            client,
+            where,
+            json.loads(props["asen.attributes"]),
+            int(props["asen.dim"]),
+            props["asen.fingerprint"],
+            props["asen.index_type"],
+            props.get("asen.layout", "fields"),
+            props.get("asen.terms"),
+        )
 
     # -- what it is ----------------------------------------------------------------------------
     @property
@@ -151,18 +197,23 @@ class MilvusCatalogue(Catalogue):
         return self._fingerprint
 
     def __repr__(self) -> str:
-        return f"MilvusCatalogue({self.location}, attributes={self._attributes}, dim={self._dim}, {self.layout})"
+        return (
+            f"MilvusCatalogue({self.location}, attributes={self._attributes}, dim={self._dim}, {self.layout})"
+        )
 
     @property
     def _collection(self) -> str:
         return self.location.collection
 
-    def _query(self, expression: str, fields: list[str], strong: bool = False, **options: Any) -> list[dict[str, Any]]:
+    def _query(
+        self, expression: str, fields: list[str], strong: bool = False, **options: Any
+    ) -> list[dict[str, Any]]:
         """Rows matching `expression`, read at the location's consistency (`strong`: always Strong, as
         the checks of a write under the lease must be, whatever the reads' level)."""
         level = "Strong" if strong else self.location.consistency
-        rows: list[dict[str, Any]] = self._client.query(self._collection, filter=expression, output_fields=fields,
-                                                        consistency_level=level, **options)
+        rows: list[dict[str, Any]] = self._client.query(
+            self._collection, filter=expression, output_fields=fields, consistency_level=level, **options
+        )
         return rows
 
     # -- reads -----------------------------------------------------------------------------------
@@ -173,13 +224,17 @@ class MilvusCatalogue(Catalogue):
     def _has(self, item_id: str) -> bool:
         return bool(self._metas([item_id]))
 
-    def _rows(self, ids: Sequence[str], fields: list[str], attribute: int | None = None,
-              strong: bool = False) -> list[dict[str, Any]]:
+    def _rows(
+        self, ids: Sequence[str], fields: list[str], attribute: int | None = None, strong: bool = False
+    ) -> list[dict[str, Any]]:
         """One row per item of `ids` that exists (of `attribute` in the rows layout)."""
         rows: list[dict[str, Any]] = []
         for run in chunks(ids):
-            rows += self._query(self._layout.ids_filter(run, attribute),
-                                list(dict.fromkeys([self._layout.item_field, *fields])), strong)
+            rows += self._query(
+                self._layout.ids_filter(run, attribute),
+                list(dict.fromkeys([self._layout.item_field, *fields])),
+                strong,
+            )
         return rows
 
     def _metas(self, ids: Sequence[str], strong: bool = False) -> dict[str, dict[str, Any]]:
@@ -189,16 +244,22 @@ class MilvusCatalogue(Catalogue):
         name = self._layout.vector_field(attribute)
         return {self._layout.id_of(row): row[name] for row in self._rows(ids, [name], attribute, strong)}
 
-    def _pages(self, fields: list[str], batch_size: int = PAGE, expression: str = "",
-               after: str | None = None) -> Iterator[list[dict[str, Any]]]:
+    def _pages(
+        self, fields: list[str], batch_size: int = PAGE, expression: str = "", after: str | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every item's row (the first attribute's in the rows layout) matching `expression`, in id
         order, a page at a time, from after id `after`. Keyset paging on the primary key with the
         server's iterator ordering (pymilvus's own iterator cannot quote every id)."""
         key = self._layout.item_field
         while True:
             cursor = "" if after is None else f"{key} > {literal(after)}"
-            page = self._query(join(self._layout.one_row(), expression, cursor), list(dict.fromkeys([key, *fields])),
-                               limit=batch_size, iterator="True", reduce_stop_for_best="True")
+            page = self._query(
+                join(self._layout.one_row(), expression, cursor),
+                list(dict.fromkeys([key, *fields])),
+                limit=batch_size,
+                iterator="True",
+                reduce_stop_for_best="True",
+            )
             page.sort(key=lambda row: self._layout.id_of(row))
             if page:
                 yield page
@@ -210,10 +271,16 @@ class MilvusCatalogue(Catalogue):
         for page in self._pages(["meta"], batch_size):
             ids = [self._layout.id_of(row) for row in page]
             per_attribute = [self._vectors(ids, a) for a in range(len(self._attributes))]
-            present = [i for i in ids if all(i in found for found in per_attribute)]   # deleted meanwhile: skipped
+            present = [
+                i for i in ids if all(i in found for found in per_attribute)
+            ]  # deleted meanwhile: skipped
             metas = {self._layout.id_of(row): dict(row["meta"]) for row in page}
             vectors = np.asarray([[found[i] for found in per_attribute] for i in present], dtype=np.float32)
-            yield present, vectors.reshape(len(present), len(self._attributes), self._dim), [metas[i] for i in present]
+            yield (
+                present,
+                vectors.reshape(len(present), len(self._attributes), self._dim),
+                [metas[i] for i in present],
+            )
 
     def _ids(self) -> list[str]:
         return [self._layout.id_of(row) for page in self._pages([]) for row in page]
@@ -225,8 +292,12 @@ class MilvusCatalogue(Catalogue):
         return Item(item_id, dict(meta))
 
     def _metadata_values(self, field: str) -> set[Any]:
-        return {row["meta"][field] for page in self._pages(["meta"]) for row in page
-                if isinstance(row["meta"].get(field), str | int | float)}
+        return {
+            row["meta"][field]
+            for page in self._pages(["meta"])
+            for row in page
+            if isinstance(row["meta"].get(field), str | int | float)
+        }
 
     def _vector(self, item_id: str, attribute: int) -> np.ndarray:
         found = self._vectors([item_id], attribute).get(item_id)
@@ -244,13 +315,16 @@ class MilvusCatalogue(Catalogue):
     def refuse_writes(self, reason: str) -> None:
         self._refused = reason
 
-    def _write(self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None,
-               replace: bool) -> list[str]:
+    def _write(
+        self, ids: list[str], vectors: np.ndarray, metadata: list[dict[str, Any]] | None, replace: bool
+    ) -> list[str]:
         with self._write_mutex, self._lease.held():
             present = self._metas(ids, strong=True)
             if present and not replace:
                 raise ItemExists(sorted(present))
-            metas = metadata if metadata is not None else [dict(present[i]) if i in present else {} for i in ids]
+            metas = (
+                metadata if metadata is not None else [dict(present[i]) if i in present else {} for i in ids]
+            )
             rows = self._layout.entities(ids, vectors, metas)
             self._lease.check()
             if present:
@@ -265,7 +339,9 @@ class MilvusCatalogue(Catalogue):
             if meta is None:
                 raise UnknownItem(item_id)
             new = merged(meta, changes)
-            per_attribute = [self._vectors([item_id], a, strong=True)[item_id] for a in range(len(self._attributes))]
+            per_attribute = [
+                self._vectors([item_id], a, strong=True)[item_id] for a in range(len(self._attributes))
+            ]
             vectors = np.asarray(per_attribute, dtype=np.float32)[None]
             self._lease.check()
             self._client.upsert(self._collection, self._layout.entities([item_id], vectors, [new]))
@@ -297,8 +373,10 @@ class MilvusCatalogue(Catalogue):
         own = _KNOBS.get(self._index_type)
         for name in wanted:
             if name != own:
-                raise InvalidInput(f"{name} applies to {'HNSW' if name == 'ef_search' else 'IVF'} indexes, not to "
-                                   f"this collection's {self._index_type}")
+                raise InvalidInput(
+                    f"{name} applies to {'HNSW' if name == 'ef_search' else 'IVF'} indexes, not to "
+                    f"this collection's {self._index_type}"
+                )
         self._search_params.update(wanted)
 
     def search_params(self) -> dict[str, int]:
@@ -306,21 +384,35 @@ class MilvusCatalogue(Catalogue):
 
     def _expression(self, filters: Filter, exclude: Sequence[str], attribute: int | None = None) -> str:
         excluded = f"{self._layout.item_field} not in {literal_list(exclude)}" if exclude else ""
-        return join(self._layout.one_row(attribute), filter_expression(filters, self._terms_version), excluded)
+        return join(
+            self._layout.one_row(attribute), filter_expression(filters, self._terms_version), excluded
+        )
 
-    def _search(self, queries: np.ndarray, attribute: int, k: int, filters: Filter,
-                exclude: list[str]) -> list[list[SearchResult]]:
+    def _search(
+        self, queries: np.ndarray, attribute: int, k: int, filters: Filter, exclude: list[str]
+    ) -> list[list[SearchResult]]:
         expression = self._expression(filters, exclude, attribute)
         params = {SEARCH_PARAMS[k]: v for k, v in self._search_params.items()}
-        hits = self._client.search(self._collection, data=queries.tolist(), anns_field=self._layout.vector_field(attribute),
-                                   limit=k, filter=expression, output_fields=[self._layout.item_field, "meta"],
-                                   search_params={"metric_type": "IP", "params": params},
-                                   consistency_level=self.location.consistency)
-        return [[SearchResult(self._layout.id_of(h), float(h["distance"]), dict(h["entity"]["meta"])) for h in row]
-                for row in hits]
+        hits = self._client.search(
+            self._collection,
+            data=queries.tolist(),
+            anns_field=self._layout.vector_field(attribute),
+            limit=k,
+            filter=expression,
+            output_fields=[self._layout.item_field, "meta"],
+            search_params={"metric_type": "IP", "params": params},
+            consistency_level=self.location.consistency,
+        )
+        return [
+            [
+                SearchResult(self._layout.id_of(h), float(h["distance"]), dict(h["entity"]["meta"]))
+                for h in row
+            ]
+            for row in hits
+        ]
 
     def _score_ids(self, query: np.ndarray, attribute: int, ids: list[str]) -> dict[str, float]:
-        if not ids:   # (an empty list of vectors has no second axis to multiply)
+        if not ids:  # (an empty list of vectors has no second axis to multiply)
             return {}
         found = self._vectors(ids, attribute)
         unknown = [i for i in ids if i not in found]
@@ -329,21 +421,32 @@ class MilvusCatalogue(Catalogue):
         vectors = np.asarray([found[i] for i in ids], dtype=np.float32)
         return dict(zip(ids, (vectors @ query).tolist(), strict=True))
 
-    def _search_range(self, query: np.ndarray, attribute: int, min_score: float, max_results: int, filters: Filter,
-                      exclude: list[str]) -> tuple[list[SearchResult], bool, int | None]:
+    def _search_range(
+        self,
+        query: np.ndarray,
+        attribute: int,
+        min_score: float,
+        max_results: int,
+        filters: Filter,
+        exclude: list[str],
+    ) -> tuple[list[SearchResult], bool, int | None]:
         """Growing top-k searches (index/threshold.py); Milvus's top-k limit also counts as cut."""
+
         def fetch(k: int) -> list[SearchResult]:
             return self._search(query[None], attribute, k, filters, exclude)[0]
 
         hits, truncated = grow_until_below(fetch, min_score, max_results, max(len(self), 1), limit=MAX_TOP_K)
         return hits, truncated, None if truncated else len(hits)
 
-    def _search_composed(self, parts: list[Part], k: int, filters: Filter, exclude: list[str],
-                         per_part: int | None) -> list[SearchResult]:
+    def _search_composed(
+        self, parts: list[Part], k: int, filters: Filter, exclude: list[str], per_part: int | None
+    ) -> list[SearchResult]:
         """Each positive part's top `per_part` (default COMPOSED_CANDIDATES) from Milvus, rescored
         exactly; with no positive part, a scan of every item (index/composed.py)."""
         if any(p.weight > 0 for p in parts):
-            return candidate_search(self, parts, k, filters, exclude, min(per_part or COMPOSED_CANDIDATES, MAX_TOP_K))
+            return candidate_search(
+                self, parts, k, filters, exclude, min(per_part or COMPOSED_CANDIDATES, MAX_TOP_K)
+            )
         return scan_search(self, parts, k, filters, exclude)
 
     # -- durability: the engine's own -------------------------------------------------------------

@@ -27,8 +27,8 @@ from ..errors import InvalidFilters
 from ..filters import Condition, Filter, Scalar, number_of, terms_of
 
 TERMS_VERSION = "2"
-NOTHING = 'id == ""'   # true of no row (no id is empty); Milvus 2.3 has no `false` literal
-ID_CHUNK_CHARS = 65_536   # characters of ids in one `in [...]` expression
+NOTHING = 'id == ""'  # true of no row (no id is empty); Milvus 2.3 has no `false` literal
+ID_CHUNK_CHARS = 65_536  # characters of ids in one `in [...]` expression
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -84,9 +84,11 @@ def _scalars(value: Any) -> list[Scalar]:
 def _condition(condition: Condition, version: str | None) -> str:
     field = literal(condition.field)
     if version is None and condition.op != "in":
-        raise InvalidFilters(f"filter {condition.field!r}: this Milvus collection was made by an older version of "
-                             "asen-search and answers equality filters only; copy it again (`asen index copy`) to "
-                             "filter by not / range / exists")
+        raise InvalidFilters(
+            f"filter {condition.field!r}: this Milvus collection was made by an older version of "
+            "asen-search and answers equality filters only; copy it again (`asen index copy`) to "
+            "filter by not / range / exists"
+        )
     if condition.op in ("in", "not_in") and not condition.values:
         return NOTHING if condition.op == "in" else ""
     if condition.op in ("in", "not_in"):

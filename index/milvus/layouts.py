@@ -25,7 +25,7 @@ from .expressions import filter_terms, join, literal_list
 
 class Layout(ABC):
     name: str
-    item_field: str          # the field holding an item's id
+    item_field: str  # the field holding an item's id
 
     def __init__(self, n_attributes: int, terms_version: str | None) -> None:
         self.n_attributes, self.terms_version = n_attributes, terms_version
@@ -35,7 +35,9 @@ class Layout(ABC):
         """Add the layout's own fields to `schema`; returns the vector fields to index."""
 
     @abstractmethod
-    def entities(self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def entities(
+        self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         """The rows of items `ids` (vectors `[n, n_attributes, dim]`)."""
 
     @abstractmethod
@@ -67,10 +69,18 @@ class FieldsLayout(Layout):
         schema.add_field("id", data_type.VARCHAR, is_primary=True, max_length=4 * MAX_ID_LENGTH + 8)
         return [f"v{a}" for a in range(self.n_attributes)]
 
-    def entities(self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"id": i, "meta": m, "terms": self._terms(m), **{f"v{a}": vectors[n, a].tolist()
-                                                                for a in range(self.n_attributes)}}
-                for n, (i, m) in enumerate(zip(ids, metas))]
+    def entities(
+        self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": i,
+                "meta": m,
+                "terms": self._terms(m),
+                **{f"v{a}": vectors[n, a].tolist() for a in range(self.n_attributes)},
+            }
+            for n, (i, m) in enumerate(zip(ids, metas))
+        ]
 
     def vector_field(self, attribute: int) -> str:
         return f"v{attribute}"
@@ -88,10 +98,22 @@ class RowsLayout(Layout):
         schema.add_field("attribute", data_type.INT64)
         return ["v"]
 
-    def entities(self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"id": f"{a}:{i}", "item": i, "attribute": a, "meta": m, "terms": terms, "v": vectors[n, a].tolist()}
-                for n, (i, m) in enumerate(zip(ids, metas)) for terms in [self._terms(m)]
-                for a in range(self.n_attributes)]
+    def entities(
+        self, ids: list[str], vectors: np.ndarray, metas: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{a}:{i}",
+                "item": i,
+                "attribute": a,
+                "meta": m,
+                "terms": terms,
+                "v": vectors[n, a].tolist(),
+            }
+            for n, (i, m) in enumerate(zip(ids, metas))
+            for terms in [self._terms(m)]
+            for a in range(self.n_attributes)
+        ]
 
     def vector_field(self, attribute: int) -> str:
         return "v"

@@ -55,21 +55,34 @@ def create_lease_collection(client: Any, collection: str) -> None:
     schema.add_field("v", DataType.FLOAT_VECTOR, dim=2)
     indexes = client.prepare_index_params()
     indexes.add_index(field_name="v", index_type="FLAT", metric_type="L2")
-    client.create_collection(name, schema=schema, index_params=indexes, consistency_level="Strong", num_shards=1)
+    client.create_collection(
+        name, schema=schema, index_params=indexes, consistency_level="Strong", num_shards=1
+    )
 
 
 class WriterLease:
     """The lease of one catalogue, for one process; `held()` around each write."""
 
-    def __init__(self, client: Any, collection: str, ttl_s: float = TTL_S, margin_s: float = MARGIN_S,
-                 wait_s: float = WAIT_S, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        client: Any,
+        collection: str,
+        ttl_s: float = TTL_S,
+        margin_s: float = MARGIN_S,
+        wait_s: float = WAIT_S,
+        clock: Any = time.time,
+    ) -> None:
         self.client, self.collection = client, lease_collection(collection)
         self.ttl_s, self.margin_s, self.wait_s, self.clock = ttl_s, margin_s, wait_s, clock
         self._expires = 0.0
 
     def _live_claims(self, now: float) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self.client.query(self.collection, filter=f"expires > {now!r}",
-                                                       output_fields=["holder", "expires"], consistency_level="Strong")
+        rows: list[dict[str, Any]] = self.client.query(
+            self.collection,
+            filter=f"expires > {now!r}",
+            output_fields=["holder", "expires"],
+            consistency_level="Strong",
+        )
         return rows
 
     def _delete(self, holder: str) -> None:
@@ -81,23 +94,29 @@ class WriterLease:
         for attempt in range(1_000_000):
             holder = uuid.uuid4().hex
             now = self.clock()
-            self.client.insert(self.collection, [{"holder": holder, "expires": now + self.ttl_s, "v": [0.0, 0.0]}])
+            self.client.insert(
+                self.collection, [{"holder": holder, "expires": now + self.ttl_s, "v": [0.0, 0.0]}]
+            )
             live = self._live_claims(now)
             if [row["holder"] for row in live] == [holder]:
                 self._expires = now + self.ttl_s
                 return holder
             self._delete(holder)
-            self.client.delete(self.collection, filter=f"expires <= {now!r}")   # claims of writers that died
+            self.client.delete(self.collection, filter=f"expires <= {now!r}")  # claims of writers that died
             if time.monotonic() >= deadline:
-                raise CatalogueBusy(f"another writer has held this catalogue for {self.wait_s:g} s "
-                                    f"({len(live) - 1} other claims): retry")
+                raise CatalogueBusy(
+                    f"another writer has held this catalogue for {self.wait_s:g} s "
+                    f"({len(live) - 1} other claims): retry"
+                )
             time.sleep(random.uniform(0.01, 0.05) * min(attempt + 1, 8))
         raise AssertionError("unreachable")
 
     def check(self) -> None:
         """CatalogueBusy unless the lease has at least `margin_s` left (call before each engine write)."""
         if self.clock() > self._expires - self.margin_s:
-            raise CatalogueBusy("the write took longer than its writer lease allows; nothing more was written: retry")
+            raise CatalogueBusy(
+                "the write took longer than its writer lease allows; nothing more was written: retry"
+            )
 
     @contextmanager
     def held(self) -> Iterator[None]:

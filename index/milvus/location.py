@@ -46,35 +46,42 @@ class MilvusLocation:
             elif key in SEARCH_PARAMS and value.isdigit() and int(value) > 0:
                 search.append((key, int(value)))
             else:
-                raise ValueError(f"{option!r}: the options are consistency={'|'.join(CONSISTENCY_LEVELS)} and "
-                                 f"{', '.join(f'{k}=N' for k in SEARCH_PARAMS)} (N a positive integer)")
+                raise ValueError(
+                    f"{option!r}: the options are consistency={'|'.join(CONSISTENCY_LEVELS)} and "
+                    f"{', '.join(f'{k}=N' for k in SEARCH_PARAMS)} (N a positive integer)"
+                )
         where = MilvusLocation._parse(text)
         return MilvusLocation(where.uri, where.collection, consistency, tuple(search))
 
     @staticmethod
     def _parse(text: str) -> MilvusLocation:
         if text.startswith(SCHEME):
-            hostport, _, collection = text[len(SCHEME):].partition("/")
+            hostport, _, collection = text[len(SCHEME) :].partition("/")
             if not hostport or not collection or "/" in collection:
                 raise ValueError(f"{text!r}: want milvus://HOST:PORT/COLLECTION")
             return MilvusLocation(f"http://{hostport}", collection)
         if text.startswith(LITE_SCHEME):
-            path, _, collection = text[len(LITE_SCHEME):].partition("#")
+            path, _, collection = text[len(LITE_SCHEME) :].partition("#")
             if not path.endswith(".db"):
-                raise ValueError(f"{text!r}: a Milvus Lite file name ends in .db (milvus-lite:PATH.db#COLLECTION)")
+                raise ValueError(
+                    f"{text!r}: a Milvus Lite file name ends in .db (milvus-lite:PATH.db#COLLECTION)"
+                )
             return MilvusLocation(path, collection or DEFAULT_COLLECTION)
-        raise ValueError(f"{text!r} is not a Milvus location (milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)")
+        raise ValueError(
+            f"{text!r} is not a Milvus location (milvus://HOST:PORT/COLLECTION or milvus-lite:PATH.db)"
+        )
 
     @property
     def is_server(self) -> bool:
         return self.uri.startswith("http")
 
     def __str__(self) -> str:
-        options = ([] if self.consistency == "Strong" else [f"consistency={self.consistency}"]) + \
-            [f"{k}={v}" for k, v in self.search]
+        options = ([] if self.consistency == "Strong" else [f"consistency={self.consistency}"]) + [
+            f"{k}={v}" for k, v in self.search
+        ]
         option = "?" + "&".join(options) if options else ""
         if self.is_server:
-            return f"{SCHEME}{self.uri[len('http://'):]}/{self.collection}{option}"
+            return f"{SCHEME}{self.uri[len('http://') :]}/{self.collection}{option}"
         return f"{LITE_SCHEME}{self.uri}#{self.collection}{option}"
 
 
@@ -91,7 +98,9 @@ def connect(uri: str) -> Any:
     try:
         from pymilvus import MilvusClient
     except ImportError:
-        raise MilvusUnavailable("the Milvus backend needs pymilvus: pip install 'asen-search[milvus]'") from None
+        raise MilvusUnavailable(
+            "the Milvus backend needs pymilvus: pip install 'asen-search[milvus]'"
+        ) from None
     try:
         client = MilvusClient(uri)
     except Exception as exc:  # pymilvus raises its own types, and grpc's, for an unreachable server

@@ -4,6 +4,7 @@ A dataset directory holds ``meta.json``, ``filenames_<split>.txt``, ``label_trai
 ``query_<split>.txt`` / ``candidate_<split>.txt`` for the valid and test splits. Every problem in
 those files raises :class:`DatasetError` naming the file and, where it applies, the 1-based line.
 """
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,9 @@ class AttributeDataset:
             for lineno, text in rows:
                 tokens = _ints(path, lineno, text)
                 if len(tokens) < 3 or (len(tokens) - 1) % 2:
-                    raise DatasetError.at(path, lineno, f"expected 'fid attr val [attr val ...]', "
-                                          f"got {len(tokens)} tokens")
+                    raise DatasetError.at(
+                        path, lineno, f"expected 'fid attr val [attr val ...]', got {len(tokens)} tokens"
+                    )
                 pairs += [(tokens[0], a, v, lineno) for a, v in zip(tokens[1::2], tokens[2::2])]
             table = np.asarray(pairs, dtype=np.int64)
             tagged = _tagged(table[:, 0], table[:, 1], table[:, 2])
@@ -118,16 +120,22 @@ class AttributeDataset:
         inflates MAP. Each message names both lines."""
         queries, candidates = self.queries(split), self.candidates(split)
         paths = self.split(split).paths
-        real = {fid: os.path.realpath(paths[fid]) for fid in {*queries.fids.tolist(), *candidates.fids.tolist()}}
+        real = {
+            fid: os.path.realpath(paths[fid]) for fid in {*queries.fids.tolist(), *candidates.fids.tolist()}
+        }
         first_line: dict[tuple[str, int], int] = {}
-        for row, (fid, attr) in enumerate(zip(candidates.fids.tolist(), candidates.attrs.tolist(), strict=True)):
+        for row, (fid, attr) in enumerate(
+            zip(candidates.fids.tolist(), candidates.attrs.tolist(), strict=True)
+        ):
             first_line.setdefault((real[fid], attr), row + 1)
         found = []
         for row, (fid, attr) in enumerate(zip(queries.fids.tolist(), queries.attrs.tolist(), strict=True)):
             line = first_line.get((real[fid], attr))
             if line is not None:
-                found.append(f"query_{split}.txt line {row + 1} and candidate_{split}.txt line {line}: "
-                             f"{paths[fid]} is both a query and a candidate for '{self.attributes[attr].name}'")
+                found.append(
+                    f"query_{split}.txt line {row + 1} and candidate_{split}.txt line {line}: "
+                    f"{paths[fid]} is both a query and a candidate for '{self.attributes[attr].name}'"
+                )
         return found
 
     def _tagged_file(self, kind: str, split: str) -> Tagged:
@@ -167,8 +175,10 @@ class AttributeDataset:
             msg = f"attribute id {rows.attrs[i]} out of range ({len(n_values)} attributes)"
         else:
             attr = self.attributes[rows.attrs[i]]
-            msg = (f"value id {rows.values[i]} out of range for attribute '{attr.name}' "
-                   f"({len(attr.values)} values)")
+            msg = (
+                f"value id {rows.values[i]} out of range for attribute '{attr.name}' "
+                f"({len(attr.values)} values)"
+            )
         raise DatasetError.at(path, int(lines[i]), msg + suffix)
 
 
@@ -207,7 +217,9 @@ def _read_meta(path: Path, default_name: str) -> tuple[str, tuple[Attribute, ...
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise DatasetError.at(path, None, f"{where} ('{entry['name']}') needs a list of string 'values'")
         if len(values) < 2:
-            raise DatasetError.at(path, None, f"{where} ('{entry['name']}') has {len(values)} values; needs >= 2")
+            raise DatasetError.at(
+                path, None, f"{where} ('{entry['name']}') has {len(values)} values; needs >= 2"
+            )
         if len(set(values)) != len(values):
             raise DatasetError.at(path, None, f"{where} ('{entry['name']}') has duplicate value names")
         if any(a.name == entry["name"] for a in attributes):
@@ -226,8 +238,11 @@ def _load_split(root: Path, name: str, check_images: bool) -> Split:
         missing = [i for i, p in enumerate(paths) if not p.is_file()]
         if missing:
             first = missing[0]
-            raise DatasetError.at(path, rows[first][0], f"image not found: {paths[first]} "
-                                  f"({len(missing)} of {len(paths)} images missing)")
+            raise DatasetError.at(
+                path,
+                rows[first][0],
+                f"image not found: {paths[first]} ({len(missing)} of {len(paths)} images missing)",
+            )
     return Split(name=name, paths=paths)
 
 
@@ -235,8 +250,9 @@ def _relative_path(path: Path, lineno: int, text: str) -> str:
     """A filenames_*.txt entry as a POSIX path string that stays inside the dataset root."""
     rel = text.replace("\\", "/")
     if rel.startswith("/") or _DRIVE.match(rel):
-        raise DatasetError.at(path, lineno, f"absolute image path '{text}'; paths must be relative "
-                              "to the dataset directory")
+        raise DatasetError.at(
+            path, lineno, f"absolute image path '{text}'; paths must be relative to the dataset directory"
+        )
     if ".." in rel.split("/"):
         raise DatasetError.at(path, lineno, f"image path '{text}' escapes the dataset directory ('..')")
     return rel
@@ -271,8 +287,11 @@ def _ints(path: Path, lineno: int, text: str) -> list[int]:
 
 
 def _tagged(fids: object, attrs: object, values: object) -> Tagged:
-    return Tagged(np.asarray(fids, dtype=np.int64), np.asarray(attrs, dtype=np.int64),
-                  np.asarray(values, dtype=np.int64))
+    return Tagged(
+        np.asarray(fids, dtype=np.int64),
+        np.asarray(attrs, dtype=np.int64),
+        np.asarray(values, dtype=np.int64),
+    )
 
 
 def _check_split_name(name: str) -> str:

@@ -6,6 +6,7 @@ label categories without the ``_labels`` suffix, in sorted order; values are nam
 The split is seeded and stratified per attribute; in valid/test each image appears once, and about
 ``query_frac`` of each attribute's images are queries, the rest candidates. numpy only.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,9 +33,16 @@ class _Row:
     n_values: int
 
 
-def import_fashionai(csv_path: Path, image_root: Path, out_dir: Path, seed: int = 0,
-                     valid_frac: float = 0.1, test_frac: float = 0.1, query_frac: float = 0.2,
-                     link: str = "symlink") -> dict[str, dict[str, int]]:
+def import_fashionai(
+    csv_path: Path,
+    image_root: Path,
+    out_dir: Path,
+    seed: int = 0,
+    valid_frac: float = 0.1,
+    test_frac: float = 0.1,
+    query_frac: float = 0.2,
+    link: str = "symlink",
+) -> dict[str, dict[str, int]]:
     """Write a dataset directory at ``out_dir`` from a FashionAI label CSV; returns counts per split.
 
     ``image_root`` is the directory the CSV's image paths are relative to. ``link="symlink"`` makes
@@ -51,25 +59,37 @@ def import_fashionai(csv_path: Path, image_root: Path, out_dir: Path, seed: int 
     files = _dataset_files(splits, queries, {c: i for i, c in enumerate(categories)})
     empty = [file_name for file_name, lines in files.items() if not lines]
     if empty:
-        raise DatasetError.at(csv_path, None, f"too few images to fill {', '.join(empty)}; "
-                              "use more images or other valid_frac / test_frac / query_frac")
+        raise DatasetError.at(
+            csv_path,
+            None,
+            f"too few images to fill {', '.join(empty)}; "
+            "use more images or other valid_frac / test_frac / query_frac",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     _link_images(image_root, out_dir, rows, link)
-    meta = {"name": "fashionai", "attributes": [
-        {"name": c.removesuffix("_labels"), "values": [f"v{v}" for v in range(n_values[c])]}
-        for c in categories]}
+    meta = {
+        "name": "fashionai",
+        "attributes": [
+            {"name": c.removesuffix("_labels"), "values": [f"v{v}" for v in range(n_values[c])]}
+            for c in categories
+        ],
+    }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     for file_name, lines in files.items():
         _write_lines(out_dir / file_name, lines)
     counts = {"train": {"images": len(splits["train"]), "labels": len(files["label_train.txt"])}}
     for name in ("valid", "test"):
-        counts[name] = {"images": len(splits[name]), "queries": len(files[f"query_{name}.txt"]),
-                        "candidates": len(files[f"candidate_{name}.txt"])}
+        counts[name] = {
+            "images": len(splits[name]),
+            "queries": len(files[f"query_{name}.txt"]),
+            "candidates": len(files[f"candidate_{name}.txt"]),
+        }
     return counts
 
 
-def _assign_splits(rows: list[_Row], categories: list[str], seed: int, valid_frac: float,
-                   test_frac: float, query_frac: float) -> tuple[dict[str, list[_Row]], set[int]]:
+def _assign_splits(
+    rows: list[_Row], categories: list[str], seed: int, valid_frac: float, test_frac: float, query_frac: float
+) -> tuple[dict[str, list[_Row]], set[int]]:
     """Seeded split stratified per category; returns rows per split (CSV order) and query lines."""
     rng = np.random.default_rng(seed)
     splits: dict[str, list[_Row]] = {"train": [], "valid": [], "test": []}
@@ -78,10 +98,10 @@ def _assign_splits(rows: list[_Row], categories: list[str], seed: int, valid_fra
         members = [r for r in rows if r.category == category]
         shuffled = [members[i] for i in rng.permutation(len(members))]
         n_test, n_valid = round(test_frac * len(members)), round(valid_frac * len(members))
-        test, valid = shuffled[:n_test], shuffled[n_test:n_test + n_valid]
+        test, valid = shuffled[:n_test], shuffled[n_test : n_test + n_valid]
         splits["test"] += test
         splits["valid"] += valid
-        splits["train"] += shuffled[n_test + n_valid:]
+        splits["train"] += shuffled[n_test + n_valid :]
         for part in (valid, test):  # >= 1 query and >= 1 candidate when the part has >= 2 images
             n_query = min(max(round(query_frac * len(part)), 1), len(part) - 1) if len(part) > 1 else 0
             queries.update(r.line for r in part[:n_query])
@@ -90,14 +110,19 @@ def _assign_splits(rows: list[_Row], categories: list[str], seed: int, valid_fra
     return splits, queries
 
 
-def _dataset_files(splits: dict[str, list[_Row]], queries: set[int],
-                   attr_of: dict[str, int]) -> dict[str, list[str]]:
+def _dataset_files(
+    splits: dict[str, list[_Row]], queries: set[int], attr_of: dict[str, int]
+) -> dict[str, list[str]]:
     """Lines of every filenames/label/query/candidate file, keyed by file name."""
     files: dict[str, list[str]] = {
-        f"{kind}_{name}.txt": [] for name, kinds in (("train", ("filenames", "label")),
-                                                     ("valid", ("filenames", "query", "candidate")),
-                                                     ("test", ("filenames", "query", "candidate")))
-        for kind in kinds}
+        f"{kind}_{name}.txt": []
+        for name, kinds in (
+            ("train", ("filenames", "label")),
+            ("valid", ("filenames", "query", "candidate")),
+            ("test", ("filenames", "query", "candidate")),
+        )
+        for kind in kinds
+    }
     for name, members in splits.items():
         for fid, r in enumerate(members):
             kind = "label" if name == "train" else "query" if r.line in queries else "candidate"
@@ -110,8 +135,9 @@ def _check_arguments(valid_frac: float, test_frac: float, query_frac: float, lin
     if link not in LINKS:
         raise ValueError(f"link must be one of {', '.join(LINKS)}, got '{link}'")
     if not (0 < valid_frac < 1 and 0 < test_frac < 1 and valid_frac + test_frac < 1):
-        raise ValueError(f"need 0 < valid_frac, test_frac and valid_frac + test_frac < 1, "
-                         f"got {valid_frac}, {test_frac}")
+        raise ValueError(
+            f"need 0 < valid_frac, test_frac and valid_frac + test_frac < 1, got {valid_frac}, {test_frac}"
+        )
     if not 0 < query_frac < 1:
         raise ValueError(f"need 0 < query_frac < 1, got {query_frac}")
 
@@ -132,8 +158,9 @@ def _read_csv(csv_path: Path) -> list[_Row]:
         if isinstance(row_or_error, str):
             errors.append((lineno, row_or_error))
         elif row_or_error.path in seen:
-            errors.append((lineno, f"duplicate image '{row_or_error.path}' (first on line "
-                                   f"{seen[row_or_error.path]})"))
+            errors.append(
+                (lineno, f"duplicate image '{row_or_error.path}' (first on line {seen[row_or_error.path]})")
+            )
         else:
             seen[row_or_error.path] = lineno
             rows.append(row_or_error)
@@ -165,8 +192,11 @@ def _parse_row(lineno: int, fields: list[str]) -> _Row | str:
 def _check_images(csv_path: Path, rows: list[_Row], image_root: Path) -> None:
     missing = [r for r in rows if not (image_root / r.path).is_file()]
     if missing:
-        raise DatasetError.at(csv_path, missing[0].line, f"image not found: {image_root / missing[0].path} "
-                              f"({len(missing)} of {len(rows)} images missing)")
+        raise DatasetError.at(
+            csv_path,
+            missing[0].line,
+            f"image not found: {image_root / missing[0].path} ({len(missing)} of {len(rows)} images missing)",
+        )
 
 
 def _values_per_category(csv_path: Path, rows: list[_Row], categories: list[str]) -> dict[str, int]:
@@ -175,8 +205,12 @@ def _values_per_category(csv_path: Path, rows: list[_Row], categories: list[str]
     for r in rows:
         ref = first.setdefault(r.category, r)
         if r.n_values != ref.n_values:
-            raise DatasetError.at(csv_path, r.line, f"label string has {r.n_values} values but "
-                                  f"'{r.category}' has {ref.n_values} (line {ref.line})")
+            raise DatasetError.at(
+                csv_path,
+                r.line,
+                f"label string has {r.n_values} values but "
+                f"'{r.category}' has {ref.n_values} (line {ref.line})",
+            )
     names = [c.removesuffix("_labels") for c in categories]
     if len(set(names)) != len(names):
         raise DatasetError.at(csv_path, None, f"categories collide without '_labels': {categories}")
@@ -189,8 +223,11 @@ def _link_images(image_root: Path, out_dir: Path, rows: list[_Row], link: str) -
         if target.is_symlink() and Path(os.readlink(target)) == image_root:
             return
         if target.exists() or target.is_symlink():
-            raise DatasetError.at(target, None, "already exists and is not a symlink to "
-                                  f"{image_root}; remove it or choose another out_dir")
+            raise DatasetError.at(
+                target,
+                None,
+                f"already exists and is not a symlink to {image_root}; remove it or choose another out_dir",
+            )
         target.symlink_to(image_root, target_is_directory=True)
         return
     if target.is_symlink():

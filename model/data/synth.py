@@ -52,7 +52,9 @@ def parse_nuisance(settings: Sequence[str]) -> Nuisance:
     for setting in settings:
         name, _, text = setting.partition("=")
         if name not in fields or not text:
-            raise ValueError(f"nuisance setting {setting!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+            raise ValueError(
+                f"nuisance setting {setting!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}"
+            )
         default = getattr(DEFAULT_NUISANCE, name)
         kind = type(default[0]) if isinstance(default, tuple) else type(default)
         try:
@@ -70,21 +72,29 @@ def sample_labels(rng: np.random.Generator) -> dict[str, int]:
     return {name: int(rng.integers(len(values))) for name, values in ATTRIBUTES}
 
 
-def draw_garment(labels: dict[str, int], rng: np.random.Generator, scale: float = 1.0,
-                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None) -> Image.Image:
+def draw_garment(
+    labels: dict[str, int],
+    rng: np.random.Generator,
+    scale: float = 1.0,
+    nuisance: Nuisance = DEFAULT_NUISANCE,
+    record: dict[str, float] | None = None,
+) -> Image.Image:
     """Draw one RGB picture of a garment with the given value id for every attribute name."""
     named: dict[str, str] = {}
     for name, values in ATTRIBUTES:
         if name not in labels:
             raise KeyError(f"draw_garment: no value for attribute {name!r}")
         if not 0 <= labels[name] < len(values):
-            raise ValueError(f"draw_garment: value id {labels[name]} out of range for {name!r} ({len(values)} values)")
+            raise ValueError(
+                f"draw_garment: value id {labels[name]} out of range for {name!r} ({len(values)} values)"
+            )
         named[name] = values[labels[name]]
     return render_scene(named, rng, scale, nuisance, record)
 
 
-def _render_one(seed: int, split_id: int, index: int, scale: float = 1.0,
-                nuisance: Nuisance = DEFAULT_NUISANCE) -> tuple[list[int], bytes]:
+def _render_one(
+    seed: int, split_id: int, index: int, scale: float = 1.0, nuisance: Nuisance = DEFAULT_NUISANCE
+) -> tuple[list[int], bytes]:
     """Labels (value ids in attribute order) and JPEG bytes of one image."""
     rng = np.random.default_rng([seed, split_id, index])
     labels = sample_labels(rng)
@@ -94,8 +104,15 @@ def _render_one(seed: int, split_id: int, index: int, scale: float = 1.0,
     return [labels[name] for name, _ in ATTRIBUTES], buffer.getvalue()
 
 
-def _render_chunk(out_dir: str, seed: int, split_id: int, start: int, stop: int,
-                  scale: float = 1.0, nuisance: Nuisance = DEFAULT_NUISANCE) -> list[list[int]]:
+def _render_chunk(
+    out_dir: str,
+    seed: int,
+    split_id: int,
+    start: int,
+    stop: int,
+    scale: float = 1.0,
+    nuisance: Nuisance = DEFAULT_NUISANCE,
+) -> list[list[int]]:
     """Render and write images start..stop-1 of a split; return their labels."""
     split_dir = pathlib.Path(out_dir) / "images" / SPLITS[split_id]
     labels = []
@@ -169,9 +186,17 @@ def _draw(tasks: list[tuple], total: int, workers: int | None, progress: bool) -
     return labels
 
 
-def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 700, n_test: int = 1400,
-                     seed: int = 0, progress: bool = True, scale: float = 1.0, workers: int | None = None,
-                     nuisance: Nuisance = DEFAULT_NUISANCE) -> None:
+def generate_dataset(
+    out_dir: pathlib.Path,
+    n_train: int = 4000,
+    n_valid: int = 700,
+    n_test: int = 1400,
+    seed: int = 0,
+    progress: bool = True,
+    scale: float = 1.0,
+    workers: int | None = None,
+    nuisance: Nuisance = DEFAULT_NUISANCE,
+) -> None:
     """Draw the demo dataset into `out_dir` (created if missing) in the attribute dataset format.
 
     Train images carry all attribute pairs; each valid/test image is tagged with one attribute and is
@@ -186,17 +211,27 @@ def generate_dataset(out_dir: pathlib.Path, n_train: int = 4000, n_valid: int = 
     out_dir = pathlib.Path(out_dir)
     for split in SPLITS:
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-    meta: dict[str, object] = {"name": "asen-demo", "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES]}
+    meta: dict[str, object] = {
+        "name": "asen-demo",
+        "attributes": [{"name": n, "values": v} for n, v in ATTRIBUTES],
+    }
     if nuisance != DEFAULT_NUISANCE:
         meta["nuisance"] = {"seed": seed, **dataclasses.asdict(nuisance)}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    tasks = [(str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale, nuisance)
-             for sid, split in enumerate(SPLITS) for start in range(0, counts[split], CHUNK)]
+    tasks = [
+        (str(out_dir), seed, sid, start, min(start + CHUNK, counts[split]), scale, nuisance)
+        for sid, split in enumerate(SPLITS)
+        for start in range(0, counts[split], CHUNK)
+    ]
     labels = _draw(tasks, sum(counts.values()), workers, progress)
     for split in SPLITS:
-        _write_lines(out_dir / f"filenames_{split}.txt", [f"images/{split}/{i:05d}.jpg" for i in range(counts[split])])
-    _write_lines(out_dir / "label_train.txt",
-                 [(fid, *[x for pair in enumerate(vals) for x in pair]) for fid, vals in enumerate(labels[0])])
+        _write_lines(
+            out_dir / f"filenames_{split}.txt", [f"images/{split}/{i:05d}.jpg" for i in range(counts[split])]
+        )
+    _write_lines(
+        out_dir / "label_train.txt",
+        [(fid, *[x for pair in enumerate(vals) for x in pair]) for fid, vals in enumerate(labels[0])],
+    )
     for sid, split in enumerate(SPLITS[1:], start=1):
         queries, candidates = tag_queries(np.asarray(labels[sid], dtype=np.int64), seed, sid)
         _write_lines(out_dir / f"query_{split}.txt", queries)

@@ -34,25 +34,31 @@ class Nuisance:
     """How a picture varies besides the garment's attributes. The defaults draw the demo dataset;
     other settings draw datasets the model has never seen (docs/results.md, "Unseen data")."""
 
-    rotation: float = 12.0                               # garment rotation, at most this many degrees
-    garment_scale: tuple[float, float] = (0.35, 0.9)     # garment height / the picture's shorter side
-    clutter: tuple[int, int] = (5, 16)                   # small background shapes (high excluded)
-    occluders: int = 2                                   # at most this many shapes over the garment
+    rotation: float = 12.0  # garment rotation, at most this many degrees
+    garment_scale: tuple[float, float] = (0.35, 0.9)  # garment height / the picture's shorter side
+    clutter: tuple[int, int] = (5, 16)  # small background shapes (high excluded)
+    occluders: int = 2  # at most this many shapes over the garment
     contrast: tuple[float, float] = (0.7, 1.15)
     brightness: tuple[float, float] = (0.75, 1.2)
-    shadow: float = 0.4                                  # the darkest side of the linear shadow
-    jpeg_quality: tuple[int, int] = (60, 96)             # high excluded
+    shadow: float = 0.4  # the darkest side of the linear shadow
+    jpeg_quality: tuple[int, int] = (60, 96)  # high excluded
 
     def __post_init__(self) -> None:
-        checks = {"rotation": 0 <= self.rotation <= 45,
-                  "garment_scale": 0.1 <= self.garment_scale[0] <= self.garment_scale[1] <= 1,
-                  "clutter": 0 <= self.clutter[0] < self.clutter[1] <= 100, "occluders": 0 <= self.occluders <= 20,
-                  "contrast": 0.2 <= self.contrast[0] <= self.contrast[1] <= 3,
-                  "brightness": 0.2 <= self.brightness[0] <= self.brightness[1] <= 3, "shadow": 0 <= self.shadow < 1,
-                  "jpeg_quality": 5 <= self.jpeg_quality[0] < self.jpeg_quality[1] <= 101}
+        checks = {
+            "rotation": 0 <= self.rotation <= 45,
+            "garment_scale": 0.1 <= self.garment_scale[0] <= self.garment_scale[1] <= 1,
+            "clutter": 0 <= self.clutter[0] < self.clutter[1] <= 100,
+            "occluders": 0 <= self.occluders <= 20,
+            "contrast": 0.2 <= self.contrast[0] <= self.contrast[1] <= 3,
+            "brightness": 0.2 <= self.brightness[0] <= self.brightness[1] <= 3,
+            "shadow": 0 <= self.shadow < 1,
+            "jpeg_quality": 5 <= self.jpeg_quality[0] < self.jpeg_quality[1] <= 101,
+        }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"nuisance settings out of range: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}")
+            raise ValueError(
+                f"nuisance settings out of range: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}"
+            )
 
 
 DEFAULT_NUISANCE = Nuisance()
@@ -213,34 +219,56 @@ def _draw_pattern(layer: Image.Image, kind: str, colour: RGB, s: float, rng: np.
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
 
 
-def _draw_neckline(pen: Pen, kind: str, shape: Shape, pal: Palette, trim: int, rng: np.random.Generator) -> float:
+def _draw_neckline(
+    pen: Pen, kind: str, shape: Shape, pal: Palette, trim: int, rng: np.random.Generator
+) -> float:
     """Draw the neck opening or collar; return the y (body units) where a closure may start."""
     half = shape.neck_w / 2
     if kind == "round":
         depth = _u(rng, 0.13, 0.18)
-        pen.draw.chord(pen.box(-half, NECK_Y - depth, half, NECK_Y + depth), 0, 180, fill=pal.inner,
-                       outline=pal.tone, width=trim)
+        pen.draw.chord(
+            pen.box(-half, NECK_Y - depth, half, NECK_Y + depth),
+            0,
+            180,
+            fill=pal.inner,
+            outline=pal.tone,
+            width=trim,
+        )
     elif kind == "v_neck":
         depth = _u(rng, 0.28, 0.36)
-        pen.draw.polygon(pen.pts([(-half, NECK_Y), (half, NECK_Y), (0, NECK_Y + depth)]), fill=pal.inner,
-                         outline=pal.tone, width=trim)
+        pen.draw.polygon(
+            pen.pts([(-half, NECK_Y), (half, NECK_Y), (0, NECK_Y + depth)]),
+            fill=pal.inner,
+            outline=pal.tone,
+            width=trim,
+        )
     elif kind == "square":
         depth = _u(rng, 0.15, 0.2)
-        pen.draw.rectangle(pen.box(-half, NECK_Y, half, NECK_Y + depth), fill=pal.inner, outline=pal.tone,
-                           width=trim)
+        pen.draw.rectangle(
+            pen.box(-half, NECK_Y, half, NECK_Y + depth), fill=pal.inner, outline=pal.tone, width=trim
+        )
     else:  # high_collar: a band standing above the shoulders
         depth, top = 0.02, NECK_Y - _u(rng, 0.13, 0.17)
-        band = [(-half - 0.03, NECK_Y + 0.02), (-half * 0.9, top), (half * 0.9, top), (half + 0.03, NECK_Y + 0.02)]
+        band = [
+            (-half - 0.03, NECK_Y + 0.02),
+            (-half * 0.9, top),
+            (half * 0.9, top),
+            (half + 0.03, NECK_Y + 0.02),
+        ]
         pen.draw.polygon(pen.pts(band), fill=pal.base, outline=pal.tone, width=trim)
         pen.draw.ellipse(pen.box(-half * 0.8, top - 0.025, half * 0.8, top + 0.035), fill=pal.inner)
-        pen.draw.line(pen.pts([(-half * 0.95, (top + NECK_Y) / 2), (half * 0.95, (top + NECK_Y) / 2)]),
-                      fill=pal.tone, width=max(1, trim // 2))
+        pen.draw.line(
+            pen.pts([(-half * 0.95, (top + NECK_Y) / 2), (half * 0.95, (top + NECK_Y) / 2)]),
+            fill=pal.tone,
+            width=max(1, trim // 2),
+        )
     return NECK_Y + depth + 0.03
 
 
 def _button(pen: Pen, x: float, y: float, r: float, pal: Palette) -> None:
-    pen.draw.ellipse(pen.box(x - r, y - r, x + r, y + r), fill=pal.tone, outline=pal.counter,
-                     width=max(1, pen.px(r * 0.3)))
+    pen.draw.ellipse(
+        pen.box(x - r, y - r, x + r, y + r), fill=pal.tone, outline=pal.counter, width=max(1, pen.px(r * 0.3))
+    )
 
 
 def _fit(count: int, span: float, spacing: float) -> int:
@@ -248,7 +276,9 @@ def _fit(count: int, span: float, spacing: float) -> int:
     return max(2, min(count, int(span / spacing) + 1))
 
 
-def _draw_closure(pen: Pen, kind: str, top: float, shape: Shape, pal: Palette, rng: np.random.Generator) -> None:
+def _draw_closure(
+    pen: Pen, kind: str, top: float, shape: Shape, pal: Palette, rng: np.random.Generator
+) -> None:
     """Buttons, a zip or two button rows down the centre front, from `top` to near the hem."""
     bottom = shape.hem_y - 0.06
     if kind == "buttons":
@@ -269,11 +299,14 @@ def _draw_closure(pen: Pen, kind: str, top: float, shape: Shape, pal: Palette, r
         step = _u(rng, 0.035, 0.045)
         for y in np.arange(top + step / 2, bottom, step):
             pen.draw.line(pen.pts([(-half * 0.7, y), (half * 0.7, y)]), fill=pal.counter, width=pen.px(0.012))
-        pen.draw.rectangle(pen.box(-0.03, top, 0.03, top + 0.11), fill=pal.tone, outline=pal.counter,
-                           width=pen.px(0.012))
+        pen.draw.rectangle(
+            pen.box(-0.03, top, 0.03, top + 0.11), fill=pal.tone, outline=pal.counter, width=pen.px(0.012)
+        )
 
 
-def _draw_pockets(pen: Pen, kind: str, shape: Shape, pal: Palette, trim: int, rng: np.random.Generator) -> None:
+def _draw_pockets(
+    pen: Pen, kind: str, shape: Shape, pal: Palette, trim: int, rng: np.random.Generator
+) -> None:
     """Patch pockets outlined in the detail tone, with a flap line."""
     fill = _mix(pal.base, pal.tone, 0.15)
     boxes: list[tuple[float, float, float, float]] = []
@@ -292,10 +325,14 @@ def _draw_pockets(pen: Pen, kind: str, shape: Shape, pal: Palette, trim: int, rn
         poly = [(-wt, top), (wt, top), (wb, bottom), (-wb, bottom)]
         pen.draw.polygon(pen.pts(poly), fill=fill, outline=pal.tone, width=trim)
         for sx in (1, -1):  # slanted hand openings
-            pen.draw.line(pen.pts([(sx * wt, top), (sx * (wb - 0.02), bottom - 0.1)]), fill=pal.tone, width=trim)
+            pen.draw.line(
+                pen.pts([(sx * wt, top), (sx * (wb - 0.02), bottom - 0.1)]), fill=pal.tone, width=trim
+            )
     for x0, y0, x1, y1 in boxes:
         pen.draw.rectangle(pen.box(x0, y0, x1, y1), fill=fill, outline=pal.tone, width=trim)
-        pen.draw.line(pen.pts([(x0, y0 + 0.055), (x1, y0 + 0.055)]), fill=pal.tone, width=max(1, trim // 2 + 1))
+        pen.draw.line(
+            pen.pts([(x0, y0 + 0.055), (x1, y0 + 0.055)]), fill=pal.tone, width=max(1, trim // 2 + 1)
+        )
 
 
 def extent(shape: Shape) -> tuple[float, float, float]:
@@ -304,7 +341,9 @@ def extent(shape: Shape) -> tuple[float, float, float]:
     return min(xs), max(xs) - min(xs), shape.hem_y - TOP_Y
 
 
-def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.random.Generator | Parts) -> Image.Image:
+def render_garment(
+    values: dict[str, str], shape: Shape, s: float, rng: np.random.Generator | Parts
+) -> Image.Image:
     """The garment alone as an RGBA layer (transparent outside), `s` pixels per body unit."""
     parts = rng if isinstance(rng, Parts) else Parts(rng)
     pal = make_palette(values["colour"], parts.rng("palette"))
@@ -329,8 +368,16 @@ def render_garment(values: dict[str, str], shape: Shape, s: float, rng: np.rando
     return layer
 
 
-def _random_shape(draw: ImageDraw.ImageDraw, w: int, h: int, size: float, colour: RGB,
-                  rng: np.random.Generator, x0: float = 0, y0: float = 0) -> None:
+def _random_shape(
+    draw: ImageDraw.ImageDraw,
+    w: int,
+    h: int,
+    size: float,
+    colour: RGB,
+    rng: np.random.Generator,
+    x0: float = 0,
+    y0: float = 0,
+) -> None:
     """One clutter/occluder shape of about `size` pixels centred in the w x h box at (x0, y0)."""
     cx, cy = x0 + _u(rng, 0, w), y0 + _u(rng, 0, h)
     a, b = size * _u(rng, 0.4, 1.0) / 2, size * _u(rng, 0.4, 1.0) / 2
@@ -342,14 +389,18 @@ def _random_shape(draw: ImageDraw.ImageDraw, w: int, h: int, size: float, colour
     elif kind == 2:
         angles = np.sort(rng.uniform(0, 2 * math.pi, int(rng.integers(3, 7))))
         radii = rng.uniform(0.5, 1.0, len(angles))
-        draw.polygon([(cx + a * r * math.cos(t), cy + b * r * math.sin(t)) for t, r in zip(angles, radii)], fill=colour)
+        draw.polygon(
+            [(cx + a * r * math.cos(t), cy + b * r * math.sin(t)) for t, r in zip(angles, radii)], fill=colour
+        )
     else:
         t = _u(rng, 0, math.pi)
         dx, dy = 2 * a * math.cos(t), 2 * a * math.sin(t)
         draw.line([(cx - dx, cy - dy), (cx + dx, cy + dy)], fill=colour, width=int(rng.integers(1, 7)))
 
 
-def make_background(w: int, h: int, rng: np.random.Generator, clutter: tuple[int, int] = (5, 16)) -> Image.Image:
+def make_background(
+    w: int, h: int, rng: np.random.Generator, clutter: tuple[int, int] = (5, 16)
+) -> Image.Image:
     """A random colour with large areas, random shapes and lines, and sometimes a stripe texture."""
     bg = Image.new("RGB", (w, h), _rand_rgb(rng))
     draw = ImageDraw.Draw(bg)
@@ -361,13 +412,17 @@ def make_background(w: int, h: int, rng: np.random.Generator, clutter: tuple[int
         dx, dy, reach = math.cos(t), math.sin(t), w + h
         for k in np.arange(-reach, reach, period):
             x0, y0 = w / 2 + k * -dy, h / 2 + k * dx
-            draw.line([(x0 - reach * dx, y0 - reach * dy), (x0 + reach * dx, y0 + reach * dy)], fill=colour, width=2)
+            draw.line(
+                [(x0 - reach * dx, y0 - reach * dy), (x0 + reach * dx, y0 + reach * dy)], fill=colour, width=2
+            )
     for _ in range(int(rng.integers(*clutter))):
         _random_shape(draw, w, h, min(w, h) * _u(rng, 0.05, 0.4), _rand_rgb(rng), rng)
     return bg
 
 
-def apply_lighting(image: Image.Image, rng: np.random.Generator, nuisance: Nuisance = DEFAULT_NUISANCE) -> Image.Image:
+def apply_lighting(
+    image: Image.Image, rng: np.random.Generator, nuisance: Nuisance = DEFAULT_NUISANCE
+) -> Image.Image:
     """Global contrast, brightness and slight colour cast (a lookup table), then a linear shadow."""
     contrast, brightness = _u(rng, *nuisance.contrast), _u(rng, *nuisance.brightness)
     gain = rng.uniform(0.95, 1.05, 3) * brightness
@@ -384,9 +439,14 @@ def apply_lighting(image: Image.Image, rng: np.random.Generator, nuisance: Nuisa
     return Image.composite(lit, dark, Image.fromarray(np.add.outer(ys, xs), "L"))
 
 
-def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float = 1.0,
-                 nuisance: Nuisance = DEFAULT_NUISANCE, record: dict[str, float] | None = None,
-                 parts: Parts | None = None) -> Image.Image:
+def render_scene(
+    values: dict[str, str],
+    rng: np.random.Generator,
+    scale: float = 1.0,
+    nuisance: Nuisance = DEFAULT_NUISANCE,
+    record: dict[str, float] | None = None,
+    parts: Parts | None = None,
+) -> Image.Image:
     """One full picture: image size, garment size/position/rotation, clutter, occluders, lighting.
     `scale` multiplies the picture's size (shorter side 200-360 px at 1; the same draws at any scale).
     `parts`: where the garment's own draws come from (default: `rng`, as the demo dataset draws)."""
@@ -400,16 +460,27 @@ def render_scene(values: dict[str, str], rng: np.random.Generator, scale: float 
     side = min(w, h)  # keep the garment inside the central square (what a centre crop sees)
     s = _u(rng, *nuisance.garment_scale) * side / height_u
     s = min(s, 0.95 * side / (width_u * c + height_u * sn), 0.95 * side / (width_u * sn + height_u * c))
-    garment = render_garment(values, shape, s, parts).rotate(angle, resample=Image.Resampling.NEAREST, expand=True)
+    garment = render_garment(values, shape, s, parts).rotate(
+        angle, resample=Image.Resampling.NEAREST, expand=True
+    )
     scene = make_background(w, h, rng, nuisance.clutter)
     gx = (w - side) // 2 + int(rng.integers(0, max(1, side - garment.width + 1)))
     gy = (h - side) // 2 + int(rng.integers(0, max(1, side - garment.height + 1)))
     scene.paste(garment, (gx, gy), garment)
     draw = ImageDraw.Draw(scene)
     occluders = int(rng.integers(0, nuisance.occluders + 1))
-    if record is not None:  # the draws, for analyses of what makes a picture hard (bench/attribute_diagnosis.py)
-        record.update(garment_height=s * height_u / side, garment_width=s * width_u / side, rotation=angle,
-                      occluders=occluders, aspect=height_u / width_u)
+    if (
+        record is not None
+    ):  # the draws, for analyses of what makes a picture hard (bench/attribute_diagnosis.py)
+        record.update(
+            garment_height=s * height_u / side,
+            garment_width=s * width_u / side,
+            rotation=angle,
+            occluders=occluders,
+            aspect=height_u / width_u,
+        )
     for _ in range(occluders):  # occluders: small shapes over the garment's box
-        _random_shape(draw, garment.width, garment.height, s * _u(rng, 0.12, 0.28), _rand_rgb(rng), rng, gx, gy)
+        _random_shape(
+            draw, garment.width, garment.height, s * _u(rng, 0.12, 0.28), _rand_rgb(rng), rng, gx, gy
+        )
     return apply_lighting(scene, rng, nuisance)

@@ -4,6 +4,7 @@ All variants expose the same two steps so that training, evaluation and encoding
 `global_embed(maps, attrs)` on global backbone maps and, for ASEN++, `local_embed(maps, attrs)` on
 backbone maps of the RoI crops. `attrs` is `[B, K]`: K attributes per image, embedded in one pass.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +48,13 @@ def fusion_beta(pre: Preprocess, attrs: torch.Tensor) -> float | torch.Tensor:
 class ASENModel(nn.Module):
     """ASEN++ (global + RoI-zoomed local branch), ASEN global-only, CSN or the triplet network."""
 
-    def __init__(self, cfg: ModelConfig, pretrained: bool = False,
-                 global_weights: Path | None = None, local_weights: Path | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        pretrained: bool = False,
+        global_weights: Path | None = None,
+        local_weights: Path | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.global_backbone = build_backbone(cfg.global_branch, pretrained, global_weights)
@@ -63,10 +69,19 @@ class ASENModel(nn.Module):
     def _head(self, branch: BranchConfig, backbone: Backbone) -> ChannelStandardised:
         cfg = self.cfg
         if cfg.variant in ("csn", "triplet"):
-            return SharedEmbeddingHead(backbone.out_channels, branch.out_dim, cfg.n_attributes,
-                                       masked=cfg.variant == "csn")
-        return AttentionHead(backbone.out_channels, cfg.attr_dim, branch.common_dim, branch.reduction,
-                             branch.out_dim, cfg.use_asa, cfg.use_aca, branch.positions)
+            return SharedEmbeddingHead(
+                backbone.out_channels, branch.out_dim, cfg.n_attributes, masked=cfg.variant == "csn"
+            )
+        return AttentionHead(
+            backbone.out_channels,
+            cfg.attr_dim,
+            branch.common_dim,
+            branch.reduction,
+            branch.out_dim,
+            cfg.use_asa,
+            cfg.use_aca,
+            branch.positions,
+        )
 
     def _run_head(self, head: nn.Module, maps: torch.Tensor, attrs: torch.Tensor):
         if isinstance(head, SharedEmbeddingHead):
@@ -77,7 +92,9 @@ class ASENModel(nn.Module):
         """Backbone tail + head: stem maps `[B, ...]`, attrs `[B, K]` -> `[B, K, D_g]`, attention `[B, K, h, w]`."""
         return self.global_head_embed(self.global_backbone.tail(maps), attrs)
 
-    def global_head_embed(self, feats: torch.Tensor, attrs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def global_head_embed(
+        self, feats: torch.Tensor, attrs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The head alone on full backbone maps `[B, C, h, w]` (an inference runtime ran the backbone)."""
         return self._run_head(self.global_head, feats, attrs)
 
@@ -99,7 +116,7 @@ class ASENModel(nn.Module):
             return g
         if isinstance(beta, torch.Tensor):
             beta = beta.to(g)[..., None]
-        return torch.cat([g * beta ** 0.5, F.normalize(loc, dim=-1) * (1.0 - beta) ** 0.5], dim=-1)
+        return torch.cat([g * beta**0.5, F.normalize(loc, dim=-1) * (1.0 - beta) ** 0.5], dim=-1)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by role: the global side (with the shared attribute embedding) and
@@ -107,7 +124,13 @@ class ASENModel(nn.Module):
         local: list[nn.Parameter] = []
         if self.local_head is not None:
             assert self.local_backbone is not None  # built together with the local head
-            local = [p for m in (self.local_backbone, self.local_head) for p in m.parameters() if p.requires_grad]
-        global_ = [p for m in (self.global_backbone, self.global_head, self.attr_embedding)
-                   for p in m.parameters() if p.requires_grad]
+            local = [
+                p for m in (self.local_backbone, self.local_head) for p in m.parameters() if p.requires_grad
+            ]
+        global_ = [
+            p
+            for m in (self.global_backbone, self.global_head, self.attr_embedding)
+            for p in m.parameters()
+            if p.requires_grad
+        ]
         return {"global": global_, "local": local}

@@ -1,4 +1,5 @@
 """Attribute-aware spatial (ASA) and channel (ACA) attention, and the branch head built from them."""
+
 from __future__ import annotations
 
 import math
@@ -15,20 +16,20 @@ class SpatialAttention(nn.Module):
         super().__init__()
         self.enabled = enabled
         self.common_dim = common_dim
-        self.attr_proj = nn.Linear(attr_dim, common_dim)   # W_p
+        self.attr_proj = nn.Linear(attr_dim, common_dim)  # W_p
         self.conv = nn.Conv2d(in_channels, common_dim, 1)  # F -> F'
 
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> pooled `[B, K, C]`, attention `[B, K, h, w]`."""
         b, c, h, w = feats.shape
-        flat = feats.flatten(2)                                      # [B, C, hw]
+        flat = feats.flatten(2)  # [B, C, hw]
         if not self.enabled:
             att = feats.new_full((b, attr.shape[1], h * w), 1.0 / (h * w))
         else:
-            p = torch.tanh(self.attr_proj(attr))                     # [B, K, c']
-            fp = torch.tanh(self.conv(feats)).flatten(2)             # [B, c', hw]
+            p = torch.tanh(self.attr_proj(attr))  # [B, K, c']
+            fp = torch.tanh(self.conv(feats)).flatten(2)  # [B, c', hw]
             att = torch.softmax(torch.bmm(p, fp) / math.sqrt(self.common_dim), dim=-1)
-        pooled = torch.bmm(att, flat.transpose(1, 2))                # [B, K, C]
+        pooled = torch.bmm(att, flat.transpose(1, 2))  # [B, K, C]
         return pooled, att.view(b, -1, h, w)
 
 
@@ -38,9 +39,9 @@ class ChannelAttention(nn.Module):
     def __init__(self, in_channels: int, attr_dim: int, reduction: int, enabled: bool = True) -> None:
         super().__init__()
         self.enabled = enabled
-        self.attr_proj = nn.Linear(attr_dim, attr_dim)                       # W_q
+        self.attr_proj = nn.Linear(attr_dim, attr_dim)  # W_q
         self.fc1 = nn.Linear(in_channels + attr_dim, in_channels // reduction)  # W_1
-        self.fc2 = nn.Linear(in_channels // reduction, in_channels)           # W_2
+        self.fc2 = nn.Linear(in_channels // reduction, in_channels)  # W_2
 
     def forward(self, pooled: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
         """pooled `[B, K, C]`, attr `[B, K, attr_dim]` -> re-weighted `[B, K, C]`."""
@@ -94,8 +95,17 @@ class AttentionHead(ChannelStandardised):
     pictures framed to the garment) cannot be read from it (docs/results.md, garment length).
     """
 
-    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, reduction: int, out_dim: int,
-                 use_asa: bool = True, use_aca: bool = True, positions: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        attr_dim: int,
+        common_dim: int,
+        reduction: int,
+        out_dim: int,
+        use_asa: bool = True,
+        use_aca: bool = True,
+        positions: bool = False,
+    ) -> None:
         super().__init__(in_channels)
         self.positions = positions
         width = in_channels + (POSITION_CHANNELS if positions else 0)

@@ -7,6 +7,7 @@ Backbones are registered the way timm registers models: one `@register_backbone(
 function that builds its stages declares it; `backbone_names()` (the command line's choices),
 `backbone_spec()` and `build_backbone()` read the registry, so adding a backbone touches one place.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,12 +44,15 @@ class Backbone(nn.Module):
 
     def stem_state(self) -> dict[str, torch.Tensor]:
         """The parameters and buffers the stem's output depends on (a cache key, map_cache.py)."""
-        return {f"{i}.{name}": t for i, stage in enumerate(self.stages[: self.n_frozen])
-                for name, t in stage.state_dict().items()}
+        return {
+            f"{i}.{name}": t
+            for i, stage in enumerate(self.stages[: self.n_frozen])
+            for name, t in stage.state_dict().items()
+        }
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
         """The trainable stages, applied to the stem's output."""
-        for stage in self.stages[self.n_frozen:]:
+        for stage in self.stages[self.n_frozen :]:
             x = stage(x)
         return x
 
@@ -79,27 +83,31 @@ class BackboneSpec:
     weights_from_file: bool  # pretrained weights only from a local file given by the user
 
 
-Stages = tuple[list[nn.Module], int]   # the sequential stages and the channels they end with
+Stages = tuple[list[nn.Module], int]  # the sequential stages and the channels they end with
 StageBuilder = Callable[[BranchConfig, bool, "Path | None"], Stages]  # (branch, pretrained, weights file)
 
 
 @dataclass(frozen=True)
 class _Registered:
-    spec: Callable[[], BackboneSpec]   # read when first asked for (timm's / torchvision's configs)
+    spec: Callable[[], BackboneSpec]  # read when first asked for (timm's / torchvision's configs)
     build: StageBuilder
 
 
 _REGISTRY: dict[str, _Registered] = {}
 
 
-def register_backbone(name: str, spec: Callable[[str], BackboneSpec]) -> Callable[[StageBuilder], StageBuilder]:
+def register_backbone(
+    name: str, spec: Callable[[str], BackboneSpec]
+) -> Callable[[StageBuilder], StageBuilder]:
     """Declare a backbone: `spec(name)` says what it is (stages and channels per stride, mean/std,
     input size); the decorated function builds its stages for a branch."""
+
     def decorate(build: StageBuilder) -> StageBuilder:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is registered twice")
         _REGISTRY[name] = _Registered(functools.partial(spec, name), build)
         return build
+
     return decorate
 
 
@@ -129,10 +137,22 @@ def efficientnet_lite0_weights_path() -> Path:
 
 def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an EfficientNet-PyTorch style lite0 state dict to timm's `tf_efficientnet_lite0` names."""
-    top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+    top = {
+        "_conv_stem": "conv_stem",
+        "_bn0": "bn1",
+        "_conv_head": "conv_head",
+        "_bn1": "bn2",
+        "_fc": "classifier",
+    }
     first_block = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-    other_block = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                   "_project_conv": "conv_pwl", "_bn2": "bn3"}
+    other_block = {
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
+    }
     starts = [sum(LITE0_STAGE_LENGTHS[:i]) for i in range(len(LITE0_STAGE_LENGTHS))]
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -171,9 +191,16 @@ def _timm_spec(name: str) -> BackboneSpec:
     # ("blocks.4"); at stride 32 two more: the next block, then the last block with the head
     at_16 = next(f for f in info if f["reduction"] == 16)
     stages_16 = 1 + int(at_16["module"].split(".")[1]) + 1
-    return BackboneSpec(name, {16: stages_16, 32: stages_16 + 2},
-                        {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
-                        tuple(cfg["mean"]), tuple(cfg["std"]), int(cfg["input_size"][-1]), name, False)
+    return BackboneSpec(
+        name,
+        {16: stages_16, 32: stages_16 + 2},
+        {16: int(at_16["num_chs"]), 32: int(cast(int, net.num_features))},
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        int(cfg["input_size"][-1]),
+        name,
+        False,
+    )
 
 
 @register_backbone("tf_efficientnet_lite0", spec=_timm_spec)
@@ -195,12 +222,25 @@ def _torchvision_spec(name: str) -> BackboneSpec:
     import torchvision
 
     width, local_default = {"resnet50": (4, "resnet34"), "resnet34": (1, "resnet34")}[name]
-    weights = {"resnet50": torchvision.models.ResNet50_Weights, "resnet34": torchvision.models.ResNet34_Weights}[name]
-    preset = weights.IMAGENET1K_V1.transforms()  # the weights' own preprocessing (metadata only: nothing is read)
+    weights = {
+        "resnet50": torchvision.models.ResNet50_Weights,
+        "resnet34": torchvision.models.ResNet34_Weights,
+    }[name]
+    preset = (
+        weights.IMAGENET1K_V1.transforms()
+    )  # the weights' own preprocessing (metadata only: nothing is read)
     mean = (float(preset.mean[0]), float(preset.mean[1]), float(preset.mean[2]))
     std = (float(preset.std[0]), float(preset.std[1]), float(preset.std[2]))
-    return BackboneSpec(name, {16: 4, 32: 5}, {16: 256 * width, 32: 512 * width}, mean, std,
-                        int(preset.crop_size[0]), local_default, True)
+    return BackboneSpec(
+        name,
+        {16: 4, 32: 5},
+        {16: 256 * width, 32: 512 * width},
+        mean,
+        std,
+        int(preset.crop_size[0]),
+        local_default,
+        True,
+    )
 
 
 def _resnet_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
@@ -211,7 +251,8 @@ def _resnet_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) ->
     if pretrained and weights is None:
         raise ValueError(
             f"{name} weights cannot be downloaded here: pass a local torchvision "
-            f"{name} state dict file (--global-weights / --local-weights PATH)")
+            f"{name} state dict file (--global-weights / --local-weights PATH)"
+        )
     weights = weights if pretrained else None
 
     net = getattr(torchvision.models, name)(weights=None)
@@ -223,8 +264,12 @@ def _resnet_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) ->
         missing, _ = net.load_state_dict(state, strict=False)
         if [k for k in missing if not k.startswith("fc.")]:
             raise ValueError(f"{weights} is not a torchvision {name} state dict (missing {missing[:3]} ...)")
-    stages: list[nn.Module] = [nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
-                               net.layer1, net.layer2, net.layer3]
+    stages: list[nn.Module] = [
+        nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool),
+        net.layer1,
+        net.layer2,
+        net.layer3,
+    ]
     width = 4 if name == "resnet50" else 1
     if stride == 16:
         return stages, 256 * width
@@ -238,8 +283,16 @@ _TINY_WIDTHS = (3, 8, 16, 24, 32, 48)
 
 
 def _tiny_spec(name: str) -> BackboneSpec:
-    return BackboneSpec(name, {16: 4, 32: 5}, {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]}, (0.5,) * 3, (0.5,) * 3,
-                        64, name, False)
+    return BackboneSpec(
+        name,
+        {16: 4, 32: 5},
+        {16: _TINY_WIDTHS[4], 32: _TINY_WIDTHS[5]},
+        (0.5,) * 3,
+        (0.5,) * 3,
+        64,
+        name,
+        False,
+    )
 
 
 @register_backbone("tiny", spec=_tiny_spec)
@@ -248,8 +301,11 @@ def _tiny_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> S
     widths = _TINY_WIDTHS
     n = 4 if cfg.stride == 16 else 5
     stages: list[nn.Module] = [
-        nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
-                      nn.BatchNorm2d(widths[i + 1]), nn.ReLU(inplace=True))
+        nn.Sequential(
+            nn.Conv2d(widths[i], widths[i + 1], 3, 2, 1, bias=False),
+            nn.BatchNorm2d(widths[i + 1]),
+            nn.ReLU(inplace=True),
+        )
         for i in range(n)
     ]
     return stages, widths[n]

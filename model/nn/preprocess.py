@@ -1,4 +1,5 @@
 """Image decoding and the checkpoint's own preprocessing: PIL images -> normalised input tensors."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,9 +54,12 @@ def global_inputs(images: Sequence[Image.Image], pre: Preprocess) -> tuple[torch
     return normalise(resized, pre), views
 
 
-def local_inputs(images: Sequence[Image.Image], views: Sequence[SquareView], boxes: torch.Tensor,
-                 pre: Preprocess) -> torch.Tensor:
+def local_inputs(
+    images: Sequence[Image.Image], views: Sequence[SquareView], boxes: torch.Tensor, pre: Preprocess
+) -> torch.Tensor:
     """RoI crops: `boxes` `[B, 4]` in global-input pixels, one per image -> `[B, 3, s, s]`."""
-    crops = [crop_resize(img, view.to_original(tuple(box.tolist()), pre.global_size), pre.local_size)
-             for img, view, box in zip(images, views, boxes)]
+    crops = [
+        crop_resize(img, view.to_original(tuple(box.tolist()), pre.global_size), pre.local_size)
+        for img, view, box in zip(images, views, boxes)
+    ]
     return normalise(crops, pre)

@@ -1,5 +1,6 @@
 """Region of interest for the local branch: from a global attention map to a square crop of the
 original image, and the geometry of the global preprocessing that the crop mapping undoes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,11 @@ def attention_boxes(att: torch.Tensor, size: int, threshold: float, chunk: int =
     keep pixels above `threshold`, take their bounding rectangle, make it square around its centre
     and shift it inside the image.
     """
-    return torch.cat([_boxes(att[i:i + chunk].float(), size, threshold) for i in range(0, len(att), chunk)]) \
-        if len(att) else torch.zeros((0, 4), dtype=torch.long)
+    return (
+        torch.cat([_boxes(att[i : i + chunk].float(), size, threshold) for i in range(0, len(att), chunk)])
+        if len(att)
+        else torch.zeros((0, 4), dtype=torch.long)
+    )
 
 
 def _boxes(att: torch.Tensor, size: int, threshold: float) -> torch.Tensor:
@@ -61,8 +65,8 @@ def _boxes(att: torch.Tensor, size: int, threshold: float) -> torch.Tensor:
     # gives exactly the row and column maxima of the full `size x size` map at a fraction of the cost.
     w_full, w_ext = _interp_matrix(att.shape[1], size), _extreme_rows(att.shape[1], size)
     wx_full, wx_ext = _interp_matrix(att.shape[2], size), _extreme_rows(att.shape[2], size)
-    row_max = (w_full @ att @ wx_ext.T).amax(dim=2)                                  # [B, S]
-    col_max = (w_ext @ att @ wx_full.T).amax(dim=1)                                  # [B, S]
+    row_max = (w_full @ att @ wx_ext.T).amax(dim=2)  # [B, S]
+    col_max = (w_ext @ att @ wx_full.T).amax(dim=1)  # [B, S]
     low = (w_ext @ att @ wx_ext.T).amin(dim=(1, 2))
     high = row_max.amax(dim=1)
     span = high - low
@@ -70,9 +74,9 @@ def _boxes(att: torch.Tensor, size: int, threshold: float) -> torch.Tensor:
     cut = (low + threshold * span)[:, None]
     rows = (row_max > cut) | uniform[:, None]
     cols = (col_max > cut) | uniform[:, None]
-    boxes = torch.stack([_extent(cols), _extent(rows)], dim=1)                         # [B, 2(x,y), 2]
+    boxes = torch.stack([_extent(cols), _extent(rows)], dim=1)  # [B, 2(x,y), 2]
     lo, hi = boxes[..., 0], boxes[..., 1]
-    side = (hi - lo).amax(dim=1, keepdim=True)                                        # [B, 1]
+    side = (hi - lo).amax(dim=1, keepdim=True)  # [B, 1]
     start = ((lo + hi - side) // 2).clamp(min=0)
     start = torch.minimum(start, size - side)
     return torch.cat([start, start + side], dim=1)
@@ -82,7 +86,7 @@ def _boxes(att: torch.Tensor, size: int, threshold: float) -> torch.Tensor:
 def _extreme_rows(n: int, size: int) -> torch.Tensor:
     """Rows of `_interp_matrix(n, size)` with the smallest and largest weight in each segment."""
     mat = _interp_matrix(n, size)
-    seg = (mat > 0).float().argmax(dim=1)   # first source sample with a nonzero weight
+    seg = (mat > 0).float().argmax(dim=1)  # first source sample with a nonzero weight
     weight = mat[torch.arange(size), seg]
     keep: set[int] = set()
     for s in seg.unique().tolist():

@@ -1,5 +1,6 @@
 """The training curve: validation MAP and training loss per epoch of both stages, drawn from
 `log.jsonl` into `curve.png` beside it after every epoch (`asen train`)."""
+
 from __future__ import annotations
 
 import json
@@ -30,13 +31,22 @@ def plot_training_curve(log: Path, out: Path | None = None, title: str | None = 
         if not at:
             continue
         label = "stage 1 (global branch)" if stage == 1 else "stage 2 (global + local, betas chosen on valid)"
-        top.plot([xs[i] for i in at], [100 * records[i]["valid_map"] for i in at], "o-", color=colour, label=label)
+        top.plot(
+            [xs[i] for i in at], [100 * records[i]["valid_map"] for i in at], "o-", color=colour, label=label
+        )
         losses = [(xs[i], records[i]["loss"]) for i in at if records[i].get("loss") is not None]
         bottom.plot([x for x, _ in losses], [v for _, v in losses], "o-", color=colour)
     if records:
         best = max(range(len(records)), key=lambda i: records[i]["valid_map"])
-        top.plot([xs[best]], [100 * records[best]["valid_map"]], "o", markersize=14, markerfacecolor="none",
-                 markeredgecolor="black", label=f"best.pt ({100 * records[best]['valid_map']:.2f})")
+        top.plot(
+            [xs[best]],
+            [100 * records[best]["valid_map"]],
+            "o",
+            markersize=14,
+            markerfacecolor="none",
+            markeredgecolor="black",
+            label=f"best.pt ({100 * records[best]['valid_map']:.2f})",
+        )
     top.set_ylabel("validation MAP")
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="lower right")

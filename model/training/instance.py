@@ -13,6 +13,7 @@ added to the class loss with weight `instance_weight` (docs/protection.md, "Trai
 are drawn once per image (seeded by its content, so runs and seeds share them), written as JPEG into
 the map cache's folder, and their stem maps cached like any image's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from asen_search.model.augment import DEFAULT_REPHOTOGRAPH, rephotograph
 from asen_search.model.data.dataset import Tagged
 
-VIEWS_FORMAT = 1   # bump when what a view is changes (augment.py's defaults): another folder of views
+VIEWS_FORMAT = 1  # bump when what a view is changes (augment.py's defaults): another folder of views
 
 
 def view_paths(paths: Sequence[Path], views: int, folder: Path, progress: bool = True) -> list[list[Path]]:
@@ -35,8 +36,14 @@ def view_paths(paths: Sequence[Path], views: int, folder: Path, progress: bool =
     folder = Path(folder) / f"views-v{VIEWS_FORMAT}-{_settings_key()}"
     folder.mkdir(parents=True, exist_ok=True)
     out: list[list[Path]] = [[] for _ in range(views)]
-    for path in tqdm(paths, desc="new photographs of the train images", unit="img", disable=not progress,
-                     leave=False, dynamic_ncols=True):
+    for path in tqdm(
+        paths,
+        desc="new photographs of the train images",
+        unit="img",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    ):
         data = Path(path).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         image: Image.Image | None = None
@@ -61,7 +68,9 @@ class InstanceSampler:
     """Draws (attr, anchor, view of the anchor, another image of the anchor's value) rows: anchors
     are label rows (fid, attr, value) drawn uniformly; views live at `n_images * (1 + v) + fid`."""
 
-    def __init__(self, labels: Tagged, n_images: int, views: int, seed: int | Sequence[int] | None = None) -> None:
+    def __init__(
+        self, labels: Tagged, n_images: int, views: int, seed: int | Sequence[int] | None = None
+    ) -> None:
         if views < 1:
             raise ValueError(f"views must be at least 1, got {views}")
         self.n_images, self.views = n_images, views

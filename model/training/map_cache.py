@@ -15,6 +15,7 @@ per batch (`row_store.py`) and originals decoded when a batch needs them, by wor
 ahead. Local crops depend on the global attention; `local_maps` recomputes them for a list of
 (image, attribute) pairs, in memory or into a scratch row file.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -42,9 +43,9 @@ from asen_search.model.nn.roi import SquareView, attention_boxes
 from asen_search.model.runtime import BackboneRunner
 from asen_search.model.training.row_store import Maps, RowFile
 
-KEEP_SIDE = 640     # decoded originals are used with their shorter side at most this long
-CACHE_FORMAT = 1    # bump when what a cached map means changes
-CHUNK = 64          # images decoded and cached per unit of the caching pass (and lost at most by a kill)
+KEEP_SIDE = 640  # decoded originals are used with their shorter side at most this long
+CACHE_FORMAT = 1  # bump when what a cached map means changes
+CHUNK = 64  # images decoded and cached per unit of the caching pass (and lost at most by a kill)
 BATCH_MARGIN = 1 << 30  # memory kept free of caches for batches, activations and the optimiser
 
 
@@ -94,11 +95,22 @@ def load_kept(path: Path) -> Image.Image:
     return img if size == img.size else img.resize(size, Image.Resampling.BILINEAR)
 
 
-def decode_images(paths: Sequence[Path], desc: str, workers: int = 2, progress: bool = True) -> list[Image.Image]:
+def decode_images(
+    paths: Sequence[Path], desc: str, workers: int = 2, progress: bool = True
+) -> list[Image.Image]:
     """Decode image files (threads: PIL releases the GIL), with a progress bar."""
     with ThreadPoolExecutor(workers) as pool:
-        return list(tqdm(pool.map(load_kept, paths), total=len(paths), desc=desc, unit="img",
-                         leave=False, dynamic_ncols=True, disable=not progress))
+        return list(
+            tqdm(
+                pool.map(load_kept, paths),
+                total=len(paths),
+                desc=desc,
+                unit="img",
+                leave=False,
+                dynamic_ncols=True,
+                disable=not progress,
+            )
+        )
 
 
 def file_digest(path: Path) -> str:
@@ -109,10 +121,22 @@ def file_digest(path: Path) -> str:
 def stem_key(model: ASENModel, pre: Preprocess) -> str:
     """What a cached global map depends on, besides the image: the stem and the preprocessing."""
     branch = model.cfg.global_branch
-    digest = hashlib.sha256(json.dumps({
-        "format": CACHE_FORMAT, "backbone": branch.backbone, "stride": branch.stride, "frozen": branch.frozen_stages,
-        "size": pre.global_size, "mean": list(pre.mean), "std": list(pre.std), "crop": pre.crop_rule,
-        "keep_side": KEEP_SIDE}, sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                "format": CACHE_FORMAT,
+                "backbone": branch.backbone,
+                "stride": branch.stride,
+                "frozen": branch.frozen_stages,
+                "size": pre.global_size,
+                "mean": list(pre.mean),
+                "std": list(pre.std),
+                "crop": pre.crop_rule,
+                "keep_side": KEEP_SIDE,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     for name, tensor in sorted(model.global_backbone.stem_state().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -121,7 +145,7 @@ def stem_key(model: ASENModel, pre: Preprocess) -> str:
 
 class Entry(NamedTuple):
     row: int
-    width: int    # kept size of the image
+    width: int  # kept size of the image
     height: int
 
 
@@ -190,7 +214,7 @@ class ImageSet:
     sizes: list[tuple[int, int]]
     global_maps: Maps
     kept: list[Image.Image] | None = None
-    computed: int = 0        # maps this run computed (the rest came from the cache)
+    computed: int = 0  # maps this run computed (the rest came from the cache)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -210,9 +234,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _stem_maps(stem: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, amp: bool | None) -> torch.Tensor:
+def _stem_maps(
+    stem: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, amp: bool | None
+) -> torch.Tensor:
     """A frozen stem's maps of host inputs, computed where its weights are, as float16 on the host."""
-    device = getattr(stem, "device", None) or model_device(cast(torch.nn.Module, getattr(stem, "__self__", stem)))
+    device = getattr(stem, "device", None) or model_device(
+        cast(torch.nn.Module, getattr(stem, "__self__", stem))
+    )
     with mixed_precision(device, amp):
         return stem(to_device(x, device)).to("cpu", torch.float16)
 
@@ -224,15 +252,32 @@ def _map_shape(module: Callable[[torch.Tensor], torch.Tensor], size: int) -> tup
 
 def _hash_all(paths: Sequence[Path], desc: str, progress: bool) -> list[str]:
     with ThreadPoolExecutor(4) as pool:
-        return list(tqdm(pool.map(file_digest, paths), total=len(paths), desc=f"hash {desc}", unit="img",
-                         leave=False, dynamic_ncols=True, disable=not progress))
+        return list(
+            tqdm(
+                pool.map(file_digest, paths),
+                total=len(paths),
+                desc=f"hash {desc}",
+                unit="img",
+                leave=False,
+                dynamic_ncols=True,
+                disable=not progress,
+            )
+        )
 
 
 @torch.inference_mode()
-def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], desc: str,
-                    cache_dir: Path | None = None, budget: MemoryBudget | None = None,
-                    batch_size: int = 32, progress: bool = True, amp: bool | None = None,
-                    stem: BackboneRunner | None = None) -> ImageSet:
+def build_image_set(
+    model: ASENModel,
+    pre: Preprocess,
+    paths: Sequence[Path],
+    desc: str,
+    cache_dir: Path | None = None,
+    budget: MemoryBudget | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    amp: bool | None = None,
+    stem: BackboneRunner | None = None,
+) -> ImageSet:
     """The global stem maps of `paths`, from the cache where it has them, computed (and cached)
     where not (by `stem`: the global backbone's stem on an inference runtime, model/runtime.py;
     default torch); held in memory if they fit `budget`, else read from the cache file per batch."""
@@ -240,8 +285,10 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
     budget = budget or MemoryBudget(None)
     model.eval()
     run_stem = stem or model.global_backbone.stem
-    cache = MapCache(Path(cache_dir or default_cache_dir()) / stem_key(model, pre),
-                     _map_shape(model.global_backbone.stem, pre.global_size))
+    cache = MapCache(
+        Path(cache_dir or default_cache_dir()) / stem_key(model, pre),
+        _map_shape(model.global_backbone.stem, pre.global_size),
+    )
     digests = _hash_all(paths, desc, progress)
     todo: dict[str, Path] = {}
     for digest, path in zip(digests, paths):
@@ -249,10 +296,17 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
             todo[digest] = path
     if todo:
         items = list(todo.items())
-        bar = tqdm(total=len(items), desc=f"cache {desc}", unit="img", leave=False, dynamic_ncols=True,
-                   disable=not progress)
-        chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+        bar = tqdm(
+            total=len(items),
+            desc=f"cache {desc}",
+            unit="img",
+            leave=False,
+            dynamic_ncols=True,
+            disable=not progress,
+        )
+        chunks = [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
         with ThreadPoolExecutor(2) as pool:
+
             def decode(chunk: list[tuple[str, Path]]) -> list[Image.Image]:
                 return list(pool.map(load_kept, [p for _, p in chunk]))
 
@@ -262,8 +316,12 @@ def build_image_set(model: ASENModel, pre: Preprocess, paths: Sequence[Path], de
                     images = pending.result()
                     if c + 1 < len(chunks):
                         pending = ahead.submit(decode, chunks[c + 1])
-                    maps = torch.cat([_stem_maps(run_stem, global_inputs(images[i:i + batch_size], pre)[0], amp)
-                                      for i in range(0, len(images), batch_size)])
+                    maps = torch.cat(
+                        [
+                            _stem_maps(run_stem, global_inputs(images[i : i + batch_size], pre)[0], amp)
+                            for i in range(0, len(images), batch_size)
+                        ]
+                    )
                     cache.add([d for d, _ in chunk], [img.size for img in images], maps)
                     bar.update(len(chunk))
         bar.close()
@@ -334,20 +392,38 @@ def local_row_bytes(model: ASENModel, pre: Preprocess) -> int:
 
 
 @torch.inference_mode()
-def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torch.Tensor,
-               attrs: torch.Tensor, desc: str, batch_size: int = 64, progress: bool = True,
-               scratch: Path | None = None, amp: bool | None = None, stem: BackboneRunner | None = None) -> Maps:
+def local_maps(
+    model: ASENModel,
+    pre: Preprocess,
+    imageset: ImageSet,
+    fids: torch.Tensor,
+    attrs: torch.Tensor,
+    desc: str,
+    batch_size: int = 64,
+    progress: bool = True,
+    scratch: Path | None = None,
+    amp: bool | None = None,
+    stem: BackboneRunner | None = None,
+) -> Maps:
     """Local stem maps `[n, C, h', w']` of the RoI crops of (fid, attr) pairs, crops chosen by the
     model's CURRENT global attention (`stem`: the local stem on an inference runtime, default torch);
     in memory, or written to the row file `scratch` (overwritten)."""
     assert model.local_backbone is not None
     model.eval()
-    batches = [list(range(start, min(start + batch_size, len(fids)))) for start in range(0, len(fids), batch_size)]
+    batches = [
+        list(range(start, min(start + batch_size, len(fids)))) for start in range(0, len(fids), batch_size)
+    ]
     out_file = None if scratch is None else RowFile(scratch, local_map_shape(model, pre))
     parts: list[torch.Tensor] = []
     originals = _Originals(imageset, [fids[b].tolist() for b in batches])
-    bar = tqdm(total=len(batches), desc=f"crops {desc}", unit="batch", leave=False, dynamic_ncols=True,
-               disable=not progress)
+    bar = tqdm(
+        total=len(batches),
+        desc=f"crops {desc}",
+        unit="batch",
+        leave=False,
+        dynamic_ncols=True,
+        disable=not progress,
+    )
     device = model_device(model)
     run_stem = stem or model.local_backbone.stem
 
@@ -355,7 +431,9 @@ def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torc
         """The crops of a batch's pairs by the current global attention (runs in the helper thread)."""
         f, a = fids[rows], attrs[rows]
         with torch.inference_mode(), mixed_precision(device, amp):
-            _, att = model.global_embed(to_device(imageset.global_maps[f], device).float(), a[:, None].to(device))
+            _, att = model.global_embed(
+                to_device(imageset.global_maps[f], device).float(), a[:, None].to(device)
+            )
         boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, pre.roi_threshold)
         return local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
 
@@ -380,6 +458,9 @@ def local_maps(model: ASENModel, pre: Preprocess, imageset: ImageSet, fids: torc
             store(pending[0], pending[1].result())
     bar.close()
     if out_file is None:
-        return Maps(memory=torch.cat(parts) if parts else torch.zeros(0, *local_map_shape(model, pre),
-                                                                       dtype=torch.float16))
+        return Maps(
+            memory=torch.cat(parts)
+            if parts
+            else torch.zeros(0, *local_map_shape(model, pre), dtype=torch.float16)
+        )
     return Maps(file=out_file, rows=np.arange(len(fids)))

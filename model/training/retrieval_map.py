@@ -11,6 +11,7 @@ with at least one relevant candidate in the top K: torchmetrics' `RetrievalHitRa
 without relevant candidates scores 0 on all of them. tests/model/test_retrieval_metrics.py checks
 them against torchmetrics.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,8 +41,9 @@ def average_precision(relevant_sorted: np.ndarray) -> float:
     return float(_ap_rows(relevant[None, :])[0])
 
 
-def attribute_map(query_vecs: np.ndarray, query_values: np.ndarray,
-                  cand_vecs: np.ndarray, cand_values: np.ndarray) -> np.ndarray:
+def attribute_map(
+    query_vecs: np.ndarray, query_values: np.ndarray, cand_vecs: np.ndarray, cand_values: np.ndarray
+) -> np.ndarray:
     """AP of every query ``[nq]`` (float64) against all candidates of one attribute.
 
     ``query_vecs`` ``[nq, d]`` and ``cand_vecs`` ``[nc, d]`` are L2-normalised; ``*_values`` are the
@@ -62,8 +64,9 @@ def attribute_map(query_vecs: np.ndarray, query_values: np.ndarray,
     return attribute_rankings(query_vecs, query_values, cand_vecs, cand_values)["ap"]
 
 
-def attribute_rankings(query_vecs: np.ndarray, query_values: np.ndarray,
-                       cand_vecs: np.ndarray, cand_values: np.ndarray) -> dict[str, np.ndarray]:
+def attribute_rankings(
+    query_vecs: np.ndarray, query_values: np.ndarray, cand_vecs: np.ndarray, cand_values: np.ndarray
+) -> dict[str, np.ndarray]:
     """Per-query AP and `RANKING_METRICS` (`{"ap": [nq], "recall@1": [nq], ...}`, float64) of
     `attribute_map`'s rankings.
 
@@ -76,7 +79,9 @@ def attribute_rankings(query_vecs: np.ndarray, query_values: np.ndarray,
     query_vecs, cand_vecs = np.asarray(query_vecs), np.asarray(cand_vecs)
     query_values, cand_values = np.asarray(query_values).reshape(-1), np.asarray(cand_values).reshape(-1)
     if query_vecs.ndim != 2 or cand_vecs.ndim != 2 or query_vecs.shape[1] != cand_vecs.shape[1]:
-        raise ValueError(f"expected [nq, d] and [nc, d] vectors, got {query_vecs.shape} and {cand_vecs.shape}")
+        raise ValueError(
+            f"expected [nq, d] and [nc, d] vectors, got {query_vecs.shape} and {cand_vecs.shape}"
+        )
     if len(query_values) != len(query_vecs) or len(cand_values) != len(cand_vecs):
         raise ValueError("one value id per query and per candidate vector is required")
     nq, nc = len(query_vecs), len(cand_vecs)
@@ -98,9 +103,9 @@ def attribute_rankings(query_vecs: np.ndarray, query_values: np.ndarray,
 
 def _ndcg_rows(relevant: np.ndarray, k: int) -> np.ndarray:
     """nDCG@k of each row of a bool relevance matrix in ranked order (binary gains) -> `[n]`."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))          # ranks 1..k
+    discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))  # ranks 1..k
     top = relevant[:, :k]
-    dcg = (top * discounts[:top.shape[1]]).sum(axis=1)
+    dcg = (top * discounts[: top.shape[1]]).sum(axis=1)
     ideal_hits = np.minimum(relevant.sum(axis=1), k)
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])[ideal_hits]
     return np.divide(dcg, ideal, out=np.zeros(len(relevant)), where=ideal > 0)
@@ -127,8 +132,11 @@ class MapReport:
     metrics_overall: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        data: dict[str, object] = {"overall_map": self.overall, "per_attribute": dict(self.per_attribute),
-                                   "queries": dict(self.queries)}
+        data: dict[str, object] = {
+            "overall_map": self.overall,
+            "per_attribute": dict(self.per_attribute),
+            "queries": dict(self.queries),
+        }
         if self.metrics:
             data.update(metrics=self.metrics, metrics_overall=self.metrics_overall)
         return data
@@ -145,13 +153,19 @@ class MapReport:
         width = max([len("attribute"), len("overall"), *map(len, self.per_attribute)])
         extra = [m for m in RANKING_METRICS if self.metrics_overall]
         heads = {"recall@1": "R@1", "recall@10": "R@10", "ndcg@10": "nDCG@10"}
-        lines = [f"{'attribute':<{width}}  {'queries':>7}  {'MAP':>5}" + "".join(f"  {heads[m]:>7}" for m in extra)]
+        lines = [
+            f"{'attribute':<{width}}  {'queries':>7}  {'MAP':>5}" + "".join(f"  {heads[m]:>7}" for m in extra)
+        ]
         for name, value in self.per_attribute.items():
-            lines.append(f"{name:<{width}}  {self.queries[name]:>7d}  {100 * value:>5.2f}"
-                         + "".join(f"  {100 * self.metrics[name][m]:>7.2f}" for m in extra))
+            lines.append(
+                f"{name:<{width}}  {self.queries[name]:>7d}  {100 * value:>5.2f}"
+                + "".join(f"  {100 * self.metrics[name][m]:>7.2f}" for m in extra)
+            )
         total = sum(self.queries.values())
-        lines.append(f"{'overall':<{width}}  {total:>7d}  {100 * self.overall:>5.2f}"
-                     + "".join(f"  {100 * self.metrics_overall[m]:>7.2f}" for m in extra))
+        lines.append(
+            f"{'overall':<{width}}  {total:>7d}  {100 * self.overall:>5.2f}"
+            + "".join(f"  {100 * self.metrics_overall[m]:>7.2f}" for m in extra)
+        )
         return "\n".join(lines)
 
 
@@ -159,9 +173,12 @@ def ranking_report(per_attr: dict[str, dict[str, np.ndarray]]) -> MapReport:
     """`map_report` of each attribute's `attribute_rankings`, with the ranking metrics (x1, means
     of per-query values; overall query-weighted like MAP)."""
     report = map_report({name: r["ap"] for name, r in per_attr.items()})
-    report.metrics = {name: {m: float(np.mean(r[m])) for m in RANKING_METRICS} for name, r in per_attr.items()}
-    report.metrics_overall = {m: float(np.mean(np.concatenate([r[m] for r in per_attr.values()])))
-                              for m in RANKING_METRICS}
+    report.metrics = {
+        name: {m: float(np.mean(r[m])) for m in RANKING_METRICS} for name, r in per_attr.items()
+    }
+    report.metrics_overall = {
+        m: float(np.mean(np.concatenate([r[m] for r in per_attr.values()]))) for m in RANKING_METRICS
+    }
     return report
 
 
@@ -188,7 +205,8 @@ def compare_table(reports: dict[str, MapReport]) -> str:
         raise ValueError("the reports are not of the same split: their attributes or query counts differ")
     heads = [f"[{i}]" for i in range(1, len(reports) + 1)]
     rows: list[tuple[str, str, list[float]]] = [
-        (name, str(first.queries[name]), [r.per_attribute[name] for r in reports.values()]) for name in names]
+        (name, str(first.queries[name]), [r.per_attribute[name] for r in reports.values()]) for name in names
+    ]
     rows.append(("overall MAP", str(sum(first.queries.values())), [r.overall for r in reports.values()]))
     labels = {"recall@1": "overall Recall@1", "recall@10": "overall Recall@10", "ndcg@10": "overall nDCG@10"}
     if all(r.metrics_overall for r in reports.values()):
@@ -215,8 +233,9 @@ def map_report(per_attr_ap: dict[str, np.ndarray]) -> MapReport:
         raise ValueError(f"attributes without queries: {', '.join(empty)}")
     per_attribute = {name: float(np.mean(aps)) for name, aps in per_attr_ap.items()}
     queries = {name: int(np.asarray(aps).size) for name, aps in per_attr_ap.items()}
-    overall = float(np.mean(np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1)
-                                            for a in per_attr_ap.values()])))
+    overall = float(
+        np.mean(np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1) for a in per_attr_ap.values()]))
+    )
     return MapReport(overall=overall, per_attribute=per_attribute, queries=queries)
 
 

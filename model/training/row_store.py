@@ -7,6 +7,7 @@ kernel's page cache (which it may drop, and which is not the process's memory) k
 When the whole file fits the memory budget, `load()` reads it once into a tensor instead: the fast
 path of small datasets, as fast as an in-memory cache because it is one.
 """
+
 from __future__ import annotations
 
 import os
@@ -93,8 +94,9 @@ class Maps:
     of a `RowFile` read per batch. Indexing (`maps[idx]`, a tensor of numbers or a slice) gives a
     float16 tensor either way."""
 
-    def __init__(self, memory: torch.Tensor | None = None, file: RowFile | None = None,
-                 rows: np.ndarray | None = None) -> None:
+    def __init__(
+        self, memory: torch.Tensor | None = None, file: RowFile | None = None, rows: np.ndarray | None = None
+    ) -> None:
         assert (memory is None) != (file is None)
         self.memory, self.file = memory, file
         self.rows = rows if rows is not None else (None if file is None else np.arange(len(file)))
@@ -120,6 +122,9 @@ class Maps:
         if self.memory is not None:
             return self.memory[index]
         assert self.file is not None and self.rows is not None
-        picked = np.arange(len(self))[index] if isinstance(index, slice) else \
-            np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        picked = (
+            np.arange(len(self))[index]
+            if isinstance(index, slice)
+            else np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
+        )
         return self.file.read(self.rows[picked])

@@ -8,6 +8,7 @@ distinct images with ``vp``, the negative any image with ``vn``. Duplicate label
 an image labelled with two values of one attribute (not in the reference data) could be drawn as
 both the anchor and the negative.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -36,14 +37,18 @@ class _AttributeTable:
 class TripletSampler:
     """Draws (attr, anchor_fid, positive_fid, negative_fid) rows from flattened train labels."""
 
-    def __init__(self, labels: Tagged, n_values: Sequence[int], seed: int | Sequence[int] | None = None) -> None:
+    def __init__(
+        self, labels: Tagged, n_values: Sequence[int], seed: int | Sequence[int] | None = None
+    ) -> None:
         self.n_values = [int(k) for k in n_values]
         _validate(labels, self.n_values)
         self._tables = [_table(labels, a, k) for a, k in enumerate(self.n_values)]
         self.usable_attributes: list[int] = [a for a, t in enumerate(self._tables) if t.usable]
         if not self.usable_attributes:
-            raise ValueError("no attribute can make a triplet: each needs one value with >= 2 distinct "
-                             "images and another value with >= 1 image")
+            raise ValueError(
+                "no attribute can make a triplet: each needs one value with >= 2 distinct "
+                "images and another value with >= 1 image"
+            )
         self._rng = np.random.default_rng(seed)
 
     def sample(self, n: int) -> np.ndarray:
@@ -71,8 +76,10 @@ class TripletSampler:
         positive = rng.integers(t.counts[vp] - 1)
         positive += positive >= anchor  # distinct from the anchor's slot
         negative = rng.integers(t.counts[vn])
-        return np.stack([t.fids[t.starts[vp] + anchor], t.fids[t.starts[vp] + positive],
-                         t.fids[t.starts[vn] + negative]], axis=1)
+        return np.stack(
+            [t.fids[t.starts[vp] + anchor], t.fids[t.starts[vp] + positive], t.fids[t.starts[vn] + negative]],
+            axis=1,
+        )
 
 
 def _validate(labels: Tagged, n_values: list[int]) -> None:
@@ -92,6 +99,10 @@ def _table(labels: Tagged, attr: int, n_values: int) -> _AttributeTable:
     pairs = pairs.reshape(-1, 2)
     counts = np.bincount(pairs[:, 0], minlength=n_values).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    return _AttributeTable(fids=pairs[:, 1].astype(np.int64), starts=starts, counts=counts,
-                           positive_values=np.flatnonzero(counts >= 2).astype(np.int64),
-                           negative_values=np.flatnonzero(counts >= 1).astype(np.int64))
+    return _AttributeTable(
+        fids=pairs[:, 1].astype(np.int64),
+        starts=starts,
+        counts=counts,
+        positive_values=np.flatnonzero(counts >= 2).astype(np.int64),
+        negative_values=np.flatnonzero(counts >= 1).astype(np.int64),
+    )

@@ -1,6 +1,7 @@
 """How well the value prototypes tag and find (model/prototypes.py), measured on a labelled split for
 `asen eval`: tagging accuracy and confusion per attribute, the reliability of the stated confidences,
 and the precision@10 of search by value. Plots with matplotlib."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,21 +35,35 @@ class TaggingReport:
     def table(self) -> str:
         lines = [f"{'attribute':<24} {'rows':>6} {'tag accuracy':>13} {f'value P@{self.k}':>12}"]
         for name, acc in self.accuracy.items():
-            lines.append(f"{name:<24} {self.rows[name]:>6} {100 * acc:>13.2f} {100 * self.value_precision[name]:>12.2f}")
+            lines.append(
+                f"{name:<24} {self.rows[name]:>6} {100 * acc:>13.2f} {100 * self.value_precision[name]:>12.2f}"
+            )
         mean_acc = float(np.mean(list(self.accuracy.values())))
         mean_p = float(np.mean(list(self.value_precision.values())))
-        lines.append(f"{'mean':<24} {sum(self.rows.values()):>6} {100 * mean_acc:>13.2f} {100 * mean_p:>12.2f}")
-        lines.append(f"expected calibration error of the confidences: {100 * self.reliability['ece']:.2f} points")
+        lines.append(
+            f"{'mean':<24} {sum(self.rows.values()):>6} {100 * mean_acc:>13.2f} {100 * mean_p:>12.2f}"
+        )
+        lines.append(
+            f"expected calibration error of the confidences: {100 * self.reliability['ece']:.2f} points"
+        )
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "rows": self.rows, "confusion": self.confusion,
-                "value_precision_at_k": self.value_precision, "value_precision_per_value": self.value_precision_per_value,
-                "k": self.k, "reliability": self.reliability, "worst": self.worst}
+        return {
+            "accuracy": self.accuracy,
+            "rows": self.rows,
+            "confusion": self.confusion,
+            "value_precision_at_k": self.value_precision,
+            "value_precision_per_value": self.value_precision_per_value,
+            "k": self.k,
+            "reliability": self.reliability,
+            "worst": self.worst,
+        }
 
 
-def tagging_report(attributes: Sequence[Attribute], prototypes: Prototypes, rows: Tagged, vectors: np.ndarray,
-                   k: int = 10) -> TaggingReport:
+def tagging_report(
+    attributes: Sequence[Attribute], prototypes: Prototypes, rows: Tagged, vectors: np.ndarray, k: int = 10
+) -> TaggingReport:
     """Each labelled row `[n]` (vector `[n, dim]` under the row's attribute) tagged against its
     attribute's prototypes; each value's prototype used as a query over the rows of its attribute."""
     report = TaggingReport(k=k)
@@ -67,7 +82,7 @@ def tagging_report(attributes: Sequence[Attribute], prototypes: Prototypes, rows
         report.confusion[attr.name] = confusion.tolist()
         confidences.append(probs.max(axis=1))
         correct.append(predicted == truth)
-        sims = prototypes.similarities(attr.name, vectors[mask])          # [rows, values]
+        sims = prototypes.similarities(attr.name, vectors[mask])  # [rows, values]
         per_value = {}
         for v, value in enumerate(attr.values):
             if not np.isfinite(sims[:, v]).all():
@@ -102,8 +117,15 @@ def plot_confusion(path: Path, attribute: Attribute, confusion: list[list[int]],
     axis.set_ylabel("true")
     axis.set_title(f"{attribute.name}: tagging accuracy {100 * accuracy:.1f}%")
     for (i, j), count in np.ndenumerate(matrix):
-        axis.text(j, i, str(count), ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black", fontsize=9)
+        axis.text(
+            j,
+            i,
+            str(count),
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+            fontsize=9,
+        )
     fig.colorbar(shown, ax=axis, fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -119,8 +141,9 @@ def plot_reliability(path: Path, stats: dict[str, Any], title: str) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     have = [i for i, n in enumerate(stats["count"]) if n]
-    top.plot([stats["confidence"][i] for i in have], [stats["accuracy"][i] for i in have], "o-",
-             label="measured")
+    top.plot(
+        [stats["confidence"][i] for i in have], [stats["accuracy"][i] for i in have], "o-", label="measured"
+    )
     top.set_ylabel("accuracy")
     top.set_title(f"{title}\nexpected calibration error {100 * stats['ece']:.2f} points")
     top.legend(loc="upper left")

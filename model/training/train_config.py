@@ -2,6 +2,7 @@
 help (and, where the flag differs from `--field-name`, its name, choices or parser) in its metadata:
 `asen train`'s options are generated from these fields (service/cli/config_flags.py), so a new lever
 costs one field here."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,18 +38,24 @@ class TrainConfig:
     data: Path = field(metadata={"help": "dataset directory (dataset format)", "cli": False})
     out: Path = field(metadata={"help": "run directory: checkpoints, log.jsonl", "cli": False})
     variant: str = lever("asen++", "the network: ASEN++ or a baseline", choices=VARIANTS)
-    backbone: str = lever("tf_efficientnet_lite0", "global branch backbone (model/nn/backbones.py)",
-                          choices=backbone_names)
-    local_backbone: str | None = lever(None, "local branch backbone (default: the global one; resnet50 -> resnet34)",
-                                       choices=backbone_names)
+    backbone: str = lever(
+        "tf_efficientnet_lite0", "global branch backbone (model/nn/backbones.py)", choices=backbone_names
+    )
+    local_backbone: str | None = lever(
+        None, "local branch backbone (default: the global one; resnet50 -> resnet34)", choices=backbone_names
+    )
     global_weights: Path | None = lever(None, "local torchvision state dict for a ResNet global backbone")
     local_weights: Path | None = lever(None, "local torchvision state dict for a ResNet local backbone")
     stride: int = lever(16, "feature map fed to the attention", choices=(16, 32))
-    global_size: int = lever(288, "global input side in pixels (measured: docs/results.md, \"Quality\")")
+    global_size: int = lever(288, 'global input side in pixels (measured: docs/results.md, "Quality")')
     local_size: int = lever(112, "local (RoI crop) input side in pixels")
     embed_dim: int = lever(128, "embedding size of each branch")
-    common_dim: int = lever(128, "the spatial attention's common size: the embedding size", follows="embed_dim")
-    trainable_stages: int = lever(0, "backbone stages fine-tuned at the end of each backbone (0: frozen, cached)")
+    common_dim: int = lever(
+        128, "the spatial attention's common size: the embedding size", follows="embed_dim"
+    )
+    trainable_stages: int = lever(
+        0, "backbone stages fine-tuned at the end of each backbone (0: frozen, cached)"
+    )
     positions: bool = lever(False, "position channels in the attention heads (docs/results.md)")
     stage1_epochs: int = lever(9, "stage 1 epochs (9 + 4 at 288 px: about 10 minutes on 2 cores)")
     stage2_epochs: int = lever(4, "stage 2 epochs")
@@ -60,52 +67,104 @@ class TrainConfig:
     lr_gamma: float = lever(0.9, "learning-rate decay per step of the schedule (stage 1 every 3 epochs)")
     margin: float = lever(0.2, "triplet margin")
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
-    beta: float | None = lever(None, "global weight in the fused similarity (default: chosen per attribute on "
-                               "the validation split)")
+    beta: float | None = lever(
+        None, "global weight in the fused similarity (default: chosen per attribute on the validation split)"
+    )
     use_asa: bool = lever(True, "spatial attention", negate="--no-asa")
     use_aca: bool = lever(True, "channel attention", negate="--no-aca")
     seed: int = lever(0, "random seed")
-    time_budget: float | None = lever(None, "train as well as possible within this wall-clock budget (both stages; "
-                                      "the value prototypes are computed after it: about 30 s on the demo, "
-                                      "--no-prototypes skips them)", metavar="MINUTES")
+    time_budget: float | None = lever(
+        None,
+        "train as well as possible within this wall-clock budget (both stages; "
+        "the value prototypes are computed after it: about 30 s on the demo, "
+        "--no-prototypes skips them)",
+        metavar="MINUTES",
+    )
     resume: bool = lever(False, "continue from RUN_DIR/last.pt")
-    cache_dir: Path | None = lever(None, "backbone-map cache, reused by later runs on the same images and backbone "
-                                   "(default $ASEN_CACHE_DIR, else ~/.cache/asen-search)")
-    max_memory_gb: float | None = lever(8.0, "peak memory to stay within: caches that do not fit are read from disk "
-                                        "per batch (default 8; 0: no limit)", flag="--max-memory", metavar="GB",
-                                        parse=non_negative_gb)
-    device: str = lever("auto", f"where training runs: {DEVICE_CHOICES}; default auto; bfloat16 autocast on CUDA")
+    cache_dir: Path | None = lever(
+        None,
+        "backbone-map cache, reused by later runs on the same images and backbone "
+        "(default $ASEN_CACHE_DIR, else ~/.cache/asen-search)",
+    )
+    max_memory_gb: float | None = lever(
+        8.0,
+        "peak memory to stay within: caches that do not fit are read from disk "
+        "per batch (default 8; 0: no limit)",
+        flag="--max-memory",
+        metavar="GB",
+        parse=non_negative_gb,
+    )
+    device: str = lever(
+        "auto", f"where training runs: {DEVICE_CHOICES}; default auto; bfloat16 autocast on CUDA"
+    )
     amp: bool | None = lever(None, "bfloat16 autocast (default: on CUDA only)")
-    runtime: str = lever("auto", "runtime of the frozen backbone stems that fill the map caches: " + RUNTIME_HELP,
-                         choices=RUNTIME_CHOICES)
-    prototypes: bool = lever(True, "value prototypes, tag calibration and copy calibration at the end (skipped: "
-                             "then no search by value, tagging or calibrated copy threshold with this checkpoint; "
-                             "asen prototypes and asen calibrate-copies add them later)", negate="--no-prototypes")
+    runtime: str = lever(
+        "auto",
+        "runtime of the frozen backbone stems that fill the map caches: " + RUNTIME_HELP,
+        choices=RUNTIME_CHOICES,
+    )
+    prototypes: bool = lever(
+        True,
+        "value prototypes, tag calibration and copy calibration at the end (skipped: "
+        "then no search by value, tagging or calibrated copy threshold with this checkpoint; "
+        "asen prototypes and asen calibrate-copies add them later)",
+        negate="--no-prototypes",
+    )
     # the instance-aware term (model/training/instance.py; docs/protection.md "Training"): 0 leaves it out
-    instance_weight: float = lever(0.0, "weight of the instance-aware term: a new photograph of a train image closer "
-                                   "to it than another image of its value, under that attribute (design protection, "
-                                   "docs/protection.md; default 0: left out)", metavar="W")
+    instance_weight: float = lever(
+        0.0,
+        "weight of the instance-aware term: a new photograph of a train image closer "
+        "to it than another image of its value, under that attribute (design protection, "
+        "docs/protection.md; default 0: left out)",
+        metavar="W",
+    )
     instance_margin: float = lever(0.1, "margin of the instance-aware term")
     instance_share: float = lever(0.25, "instance-aware triplets per class triplet")
     instance_views: int = lever(1, "new photographs drawn of each train image (kept in the cache folder)")
-    prototype_samples: int = lever(200, "training images averaged into each attribute value's prototype (search by "
-                                   "value, tagging) at the end of training (0: all)", metavar="N")
+    prototype_samples: int = lever(
+        200,
+        "training images averaged into each attribute value's prototype (search by "
+        "value, tagging) at the end of training (0: all)",
+        metavar="N",
+    )
 
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
 
         def branch(name: str, size: int) -> BranchConfig:
-            return BranchConfig(name, self.stride, size, self.common_dim, 2, self.embed_dim,
-                                frozen_stages(name, self.stride, self.trainable_stages), self.positions)
+            return BranchConfig(
+                name,
+                self.stride,
+                size,
+                self.common_dim,
+                2,
+                self.embed_dim,
+                frozen_stages(name, self.stride, self.trainable_stages),
+                self.positions,
+            )
 
-        return ModelConfig(self.variant, n_attributes, 512, branch(self.backbone, self.global_size),
-                           branch(local_name, self.local_size), self.use_asa, self.use_aca)
+        return ModelConfig(
+            self.variant,
+            n_attributes,
+            512,
+            branch(self.backbone, self.global_size),
+            branch(local_name, self.local_size),
+            self.use_asa,
+            self.use_aca,
+        )
 
     def preprocess(self) -> Preprocess:
         """The global backbone's own input normalisation (declared by its spec) for both branches."""
         spec = backbone_spec(self.backbone)
-        return Preprocess(self.global_size, self.local_size, spec.mean, spec.std, "center", self.roi_threshold,
-                          0.6 if self.beta is None else self.beta)
+        return Preprocess(
+            self.global_size,
+            self.local_size,
+            spec.mean,
+            spec.std,
+            "center",
+            self.roi_threshold,
+            0.6 if self.beta is None else self.beta,
+        )
 
 
 def frozen_stages(backbone: str, stride: int, trainable: int) -> int:

@@ -3,6 +3,7 @@
 Stage 1 trains the global branch (or a baseline); stage 2 trains global and local branches jointly,
 the local branch seeing RoI crops chosen by the current global attention (refreshed every epoch).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,11 @@ from asen_search.model.training.train_config import TrainConfig
 Triple = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (anchor, positive, negative)
 SCRATCH = ".scratch"  # per-run row files (crop maps that do not fit in memory), removed at the end
 # --time-budget: the shares of the time left after caching (docs/results.md, "Under a time budget")
-STAGE1_SHARE = 0.4          # stage 1; stage 2 has the rest
-PROTOTYPE_SHARE = 0.08      # of the whole budget, kept for the final prototype and calibration pass
-BUDGET_STAGE2_TRIPLETS = 0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
+STAGE1_SHARE = 0.4  # stage 1; stage 2 has the rest
+PROTOTYPE_SHARE = 0.08  # of the whole budget, kept for the final prototype and calibration pass
+BUDGET_STAGE2_TRIPLETS = (
+    0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
+)
 
 
 @dataclass
@@ -53,8 +56,8 @@ class TrainState:
     """Where a run stands: what `last.pt` keeps (as JSON, `train_state`) so `--resume` goes on."""
 
     stage: int = 1
-    epoch: int = 0                       # epochs done in `stage`
-    best_map: float = -1.0               # the best validation MAP so far (best.pt)
+    epoch: int = 0  # epochs done in `stage`
+    best_map: float = -1.0  # the best validation MAP so far (best.pt)
     best_at: dict[str, Any] | None = None  # its stage, epoch and fusion weights
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch (log.jsonl)
 
@@ -73,13 +76,13 @@ class TrainingData:
     train and validation splits, and where the per-epoch crop maps of stage 2 go."""
 
     stems: Stems
-    n_train: int                          # training images (their augmented views follow them)
+    n_train: int  # training images (their augmented views follow them)
     train: ImageSet
     valid: ValidationSet
-    pair_index: np.ndarray                # row of each (image, attribute) in the epoch's crop maps, -1: none
-    local_scratch: Path | None            # a row file for the crop maps when they do not fit in memory
+    pair_index: np.ndarray  # row of each (image, attribute) in the epoch's crop maps, -1: none
+    local_scratch: Path | None  # a row file for the crop maps when they do not fit in memory
     memory_plan: dict[str, Any]
-    local_cache: Maps | None = None       # the epoch's crop maps (stage 2), replaced every epoch
+    local_cache: Maps | None = None  # the epoch's crop maps (stage 2), replaced every epoch
 
 
 class Trainer:
@@ -98,8 +101,12 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         self.pre = cfg.preprocess()
-        self.model = ASENModel(cfg.model_config(len(self.ds.attributes)), pretrained=True,
-                               global_weights=cfg.global_weights, local_weights=cfg.local_weights).to(self.device)
+        self.model = ASENModel(
+            cfg.model_config(len(self.ds.attributes)),
+            pretrained=True,
+            global_weights=cfg.global_weights,
+            local_weights=cfg.local_weights,
+        ).to(self.device)
         self.started = time.monotonic()
         self.optimizer: torch.optim.Optimizer | None = None
         self.state = self._restore() if cfg.resume else TrainState()
@@ -126,18 +133,31 @@ class Trainer:
 
     def _prepare(self) -> TrainingData:
         cfg = self.cfg
-        budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2 ** 30)
+        budget = MemoryBudget(None if cfg.max_memory_gb is None else cfg.max_memory_gb * 2**30)
         train_paths = list(self.ds.split("train").paths)
-        stems = Stems.of(self.model, self.pre.global_size, self.pre.local_size, resolve_runtime(cfg.runtime, self.device))
+        stems = Stems.of(
+            self.model, self.pre.global_size, self.pre.local_size, resolve_runtime(cfg.runtime, self.device)
+        )
         n_train = len(train_paths)
-        if cfg.instance_weight > 0:   # the views follow the originals: view v of image i is row n (1 + v) + i
-            views = view_paths(train_paths, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()),
-                               self.progress)
+        if cfg.instance_weight > 0:  # the views follow the originals: view v of image i is row n (1 + v) + i
+            views = view_paths(
+                train_paths, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()), self.progress
+            )
             train_paths += [p for view in views for p in view]
-        train = build_image_set(self.model, self.pre, train_paths, "train", cfg.cache_dir, budget,
-                                progress=self.progress, amp=cfg.amp, stem=stems.global_)
-        valid = ValidationSet.from_dataset(self.ds, "valid", self.model, self.pre, self.progress,
-                                           cfg.cache_dir, budget, cfg.amp, stems)
+        train = build_image_set(
+            self.model,
+            self.pre,
+            train_paths,
+            "train",
+            cfg.cache_dir,
+            budget,
+            progress=self.progress,
+            amp=cfg.amp,
+            stem=stems.global_,
+        )
+        valid = ValidationSet.from_dataset(
+            self.ds, "valid", self.model, self.pre, self.progress, cfg.cache_dir, budget, cfg.amp, stems
+        )
         if self.state.epoch == 0 and self.state.stage == 1:
             with torch.no_grad():
                 sample = to_device(train.global_maps[: min(512, len(train.global_maps))], self.device).float()
@@ -149,7 +169,9 @@ class Trainer:
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
             n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1))
-            per_epoch = 3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
+            per_epoch = (
+                3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
+            )
             if not budget.take(min(n_pairs, per_epoch) * local_row_bytes(self.model, self.pre)):
                 local_scratch = self.out / SCRATCH / "local-train.f16"
             valid.plan_local(self.model, self.pre, budget, self.out / SCRATCH / "local-valid.f16")
@@ -157,10 +179,20 @@ class Trainer:
             valid.images.keep_originals(budget, "valid", self.progress)
         memory_plan = {
             "maps computed": train.computed + valid.images.computed,
-            "global maps": "memory" if train.global_maps.in_memory and valid.images.global_maps.in_memory else "disk",
-            **({"local maps": "disk" if local_scratch or valid.scratch else "memory",
-                "originals": "memory" if train.kept is not None and valid.images.kept is not None
-                else "decoded per batch"} if self.model.cfg.has_local else {})}
+            "global maps": "memory"
+            if train.global_maps.in_memory and valid.images.global_maps.in_memory
+            else "disk",
+            **(
+                {
+                    "local maps": "disk" if local_scratch or valid.scratch else "memory",
+                    "originals": "memory"
+                    if train.kept is not None and valid.images.kept is not None
+                    else "decoded per batch",
+                }
+                if self.model.cfg.has_local
+                else {}
+            ),
+        }
         return TrainingData(stems, n_train, train, valid, pair_index, local_scratch, memory_plan)
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
@@ -168,8 +200,10 @@ class Trainer:
         if stage == 1:
             params = [{"params": groups["global"], "lr": self.cfg.lr}]
         else:
-            params = [{"params": groups["global"], "lr": self.cfg.lr_global},
-                      {"params": groups["local"], "lr": self.cfg.lr_local}]
+            params = [
+                {"params": groups["global"], "lr": self.cfg.lr_global},
+                {"params": groups["local"], "lr": self.cfg.lr_local},
+            ]
         return torch.optim.Adam(params)
 
     def _lr_factor(self, stage: int, epoch: int) -> float:
@@ -182,11 +216,17 @@ class Trainer:
         t0, data = self.started, self.data
         phases = {"prepare": self.prepare_seconds}
         budget = self.cfg.time_budget
-        deadline = None if budget is None else \
-            t0 + 60.0 * budget * (1.0 - (PROTOTYPE_SHARE if self.cfg.prototypes else 0.0))
-        self._say(f"prepared {len(data.train)} train and {len(data.valid.images)} valid images "
-                  f"in {self.prepare_seconds:.0f} s (" + ", ".join(f"{k}: {v}" for k, v in data.memory_plan.items())
-                  + ")")
+        deadline = (
+            None
+            if budget is None
+            else t0 + 60.0 * budget * (1.0 - (PROTOTYPE_SHARE if self.cfg.prototypes else 0.0))
+        )
+        self._say(
+            f"prepared {len(data.train)} train and {len(data.valid.images)} valid images "
+            f"in {self.prepare_seconds:.0f} s ("
+            + ", ".join(f"{k}: {v}" for k, v in data.memory_plan.items())
+            + ")"
+        )
         for stage in self._stages():
             if stage < self.state.stage:
                 continue
@@ -201,9 +241,15 @@ class Trainer:
         prototypes = self._add_prototypes() if self.cfg.prototypes else None
         if prototypes is not None:
             phases["prototypes"] = prototypes["seconds"]
-        summary = {"best_valid_map": self.state.best_map, "best_at": self.state.best_at,
-                   "seconds": round(time.monotonic() - t0, 1), "phases": phases,
-                   "epochs": len(self.state.history), "best": str(self.out / "best.pt"), "prototypes": prototypes}
+        summary = {
+            "best_valid_map": self.state.best_map,
+            "best_at": self.state.best_at,
+            "seconds": round(time.monotonic() - t0, 1),
+            "phases": phases,
+            "epochs": len(self.state.history),
+            "best": str(self.out / "best.pt"),
+            "prototypes": prototypes,
+        }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
@@ -216,11 +262,17 @@ class Trainer:
 
         started = time.monotonic()
         encoder = Encoder.from_checkpoint(self.out / "best.pt", self.device, self.cfg.runtime)
-        prototypes, report, thresholds = compute_prototypes(encoder, self.ds, self.cfg.prototype_samples,
-                                                            seed=self.cfg.seed, progress=self.progress)
-        update_extra(self.out / "best.pt", prototypes=prototypes.to_extra(),
-                     thresholds=thresholds.to_json() if thresholds else None)
-        self._say(f"value prototypes and tag calibration stored in best.pt ({time.monotonic() - started:.0f} s)")
+        prototypes, report, thresholds = compute_prototypes(
+            encoder, self.ds, self.cfg.prototype_samples, seed=self.cfg.seed, progress=self.progress
+        )
+        update_extra(
+            self.out / "best.pt",
+            prototypes=prototypes.to_extra(),
+            thresholds=thresholds.to_json() if thresholds else None,
+        )
+        self._say(
+            f"value prototypes and tag calibration stored in best.pt ({time.monotonic() - started:.0f} s)"
+        )
         copies = self._calibrate_copies()
         return {"seconds": round(time.monotonic() - started, 1), **report, "copy_calibration": copies}
 
@@ -228,20 +280,35 @@ class Trainer:
         """The copy calibration beside best.pt (model/copy_calibration.py), made with the final
         checkpoint (its fingerprint); skipped, with the reason logged, where the validation split
         cannot calibrate (too few images sharing their values)."""
-        from asen_search.model.copy_calibration import CALIBRATION_IMAGES, calibrate_copies, save_copy_calibration
+        from asen_search.model.copy_calibration import (
+            CALIBRATION_IMAGES,
+            calibrate_copies,
+            save_copy_calibration,
+        )
         from asen_search.model.encoder import Encoder
 
         started = time.monotonic()
         encoder = Encoder.from_checkpoint(self.out / "best.pt", self.device, self.cfg.runtime, extras=False)
         try:
-            calibration = calibrate_copies(encoder, self.ds, "valid", max_images=CALIBRATION_IMAGES,
-                                           seed=self.cfg.seed, progress=self.progress)
+            calibration = calibrate_copies(
+                encoder,
+                self.ds,
+                "valid",
+                max_images=CALIBRATION_IMAGES,
+                seed=self.cfg.seed,
+                progress=self.progress,
+            )
         except ValueError as exc:
-            self._say(f"copy calibration skipped: {exc} (asen calibrate-copies can run it later on other data)")
+            self._say(
+                f"copy calibration skipped: {exc} (asen calibrate-copies can run it later on other data)"
+            )
             return None
         path = save_copy_calibration(self.out / "best.pt", calibration)
         self._say(f"copy calibration written to {path} ({time.monotonic() - started:.0f} s)")
-        return {"seconds": round(time.monotonic() - started, 1), "lookalike_pairs": calibration.lookalike_pairs}
+        return {
+            "seconds": round(time.monotonic() - started, 1),
+            "lookalike_pairs": calibration.lookalike_pairs,
+        }
 
     def _stage_deadline(self, stage: int, deadline: float | None) -> float | None:
         if deadline is None:
@@ -256,7 +323,10 @@ class Trainer:
         reserve, last_epoch = 0.0, 0.0
         while self.state.epoch < self._epochs(stage):
             # with a time budget, start another epoch only if one more (crop refresh included) fits
-            if stage_deadline is not None and time.monotonic() + max(2 * reserve, last_epoch) > stage_deadline:
+            if (
+                stage_deadline is not None
+                and time.monotonic() + max(2 * reserve, last_epoch) > stage_deadline
+            ):
                 break
             started = time.monotonic()
             reserve = self._epoch(stage, stage_deadline, reserve)
@@ -268,10 +338,13 @@ class Trainer:
         assert cache is not None  # cut at the start of every stage-2 epoch
         n = min(512, len(cache))
         pick = torch.randperm(len(cache), generator=torch.Generator().manual_seed(self.cfg.seed))[:n]
-        assert self.model.local_backbone is not None and self.model.local_head is not None  # stage 2: has_local
+        assert (
+            self.model.local_backbone is not None and self.model.local_head is not None
+        )  # stage 2: has_local
         with torch.no_grad():
-            mean, std = channel_statistics(self.model.local_backbone.tail(
-                to_device(cache[pick], self.device).float()))
+            mean, std = channel_statistics(
+                self.model.local_backbone.tail(to_device(cache[pick], self.device).float())
+            )
         self.model.local_head.set_standardisation(mean, std)
 
     def _epoch(self, stage: int, stage_deadline: float | None, reserve: float) -> float:
@@ -289,25 +362,41 @@ class Trainer:
             # crops of the pairs this epoch's triplets use, by the current global attention: at most
             # 3 x triplets per epoch, whatever the size of the dataset
             fids_attrs = triplets.numpy()[:, :4]
-            used = np.unique(np.concatenate([np.stack([fids_attrs[:, k], fids_attrs[:, 0]], 1) for k in (1, 2, 3)]),
-                             axis=0)
+            used = np.unique(
+                np.concatenate([np.stack([fids_attrs[:, k], fids_attrs[:, 0]], 1) for k in (1, 2, 3)]), axis=0
+            )
             data.pair_index.fill(-1)
             data.pair_index[used[:, 0], used[:, 1]] = np.arange(len(used))
             crop_start = time.monotonic()
-            data.local_cache = local_maps(self.model, self.pre, data.train, torch.from_numpy(used[:, 0]),
-                                          torch.from_numpy(used[:, 1]), "train", progress=self.progress,
-                                          scratch=data.local_scratch, amp=cfg.amp, stem=data.stems.local)
+            data.local_cache = local_maps(
+                self.model,
+                self.pre,
+                data.train,
+                torch.from_numpy(used[:, 0]),
+                torch.from_numpy(used[:, 1]),
+                "train",
+                progress=self.progress,
+                scratch=data.local_scratch,
+                amp=cfg.amp,
+                stem=data.stems.local,
+            )
             crop_record = {"crops": len(used), "crop_seconds": round(time.monotonic() - crop_start, 1)}
             if epoch == 0:
                 self._standardise_local()
         self.model.train()
         losses: list[float] = []
-        bar = tqdm(range(0, len(triplets), cfg.batch_size), desc=f"stage {stage} epoch {epoch + 1}",
-                   unit="step", leave=False, disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            range(0, len(triplets), cfg.batch_size),
+            desc=f"stage {stage} epoch {epoch + 1}",
+            unit="step",
+            leave=False,
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         for start in bar:
             if stage_deadline is not None and time.monotonic() + reserve > stage_deadline:
                 break
-            loss = self._loss(stage, triplets[start:start + cfg.batch_size])
+            loss = self._loss(stage, triplets[start : start + cfg.batch_size])
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -316,11 +405,17 @@ class Trainer:
         bar.close()
         t_val = time.monotonic()
         report, pre = self._validate(stage)
-        record = {"stage": stage, "epoch": epoch + 1, "steps": len(losses),
-                  "loss": float(np.mean(losses)) if losses else None, "valid_map": report.overall,
-                  "valid_per_attribute": report.per_attribute, "seconds": round(time.monotonic() - t0, 1),
-                  **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
-                  **crop_record}
+        record = {
+            "stage": stage,
+            "epoch": epoch + 1,
+            "steps": len(losses),
+            "loss": float(np.mean(losses)) if losses else None,
+            "valid_map": report.overall,
+            "valid_per_attribute": report.per_attribute,
+            "seconds": round(time.monotonic() - t0, 1),
+            **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
+            **crop_record,
+        }
         self.state.history.append(record)
         self._log(record)
         self.state.epoch = epoch + 1
@@ -329,13 +424,24 @@ class Trainer:
         if improved:
             self.state.best_map = report.overall
             self.state.best_at = {"stage": stage, "epoch": epoch + 1, "betas": record.get("betas")}
-            save_checkpoint(self.out / "best.pt", self.model, pre, self.ds.attributes,
-                            {"valid_map": report.to_json(), "stage": stage, "epoch": epoch + 1,
-                             "train_config": _jsonable(asdict(cfg))})
+            save_checkpoint(
+                self.out / "best.pt",
+                self.model,
+                pre,
+                self.ds.attributes,
+                {
+                    "valid_map": report.to_json(),
+                    "stage": stage,
+                    "epoch": epoch + 1,
+                    "train_config": _jsonable(asdict(cfg)),
+                },
+            )
         self._save_last(stage)
-        self._say(f"stage {stage} epoch {epoch + 1}: loss {record['loss'] or float('nan'):.4f}  "
-                  f"valid MAP {100 * report.overall:.2f}{'  (best)' if improved else ''}  "
-                  f"[{record['seconds']:.0f} s]")
+        self._say(
+            f"stage {stage} epoch {epoch + 1}: loss {record['loss'] or float('nan'):.4f}  "
+            f"valid MAP {100 * report.overall:.2f}{'  (best)' if improved else ''}  "
+            f"[{record['seconds']:.0f} s]"
+        )
         return time.monotonic() - t_val
 
     def _validate(self, stage: int) -> tuple[MapReport, Preprocess]:
@@ -345,12 +451,19 @@ class Trainer:
         never validated below its own global branch."""
         cfg = self.cfg
         if stage == 1 or not self.model.cfg.has_local:
-            report = self.data.valid.evaluate(self.model, self.pre, False, progress=self.progress, amp=cfg.amp)
-            return report, replace(self.pre, betas=(1.0,) * len(self.ds.attributes)) if self.model.cfg.has_local \
-                else self.pre
+            report = self.data.valid.evaluate(
+                self.model, self.pre, False, progress=self.progress, amp=cfg.amp
+            )
+            return report, replace(
+                self.pre, betas=(1.0,) * len(self.ds.attributes)
+            ) if self.model.cfg.has_local else self.pre
         if cfg.beta is not None:  # a fixed fusion weight
-            return self.data.valid.evaluate(self.model, self.pre, True, progress=self.progress, amp=cfg.amp), self.pre
-        g, loc = self.data.valid.branch_vectors(self.model, self.pre, True, progress=self.progress, amp=cfg.amp)
+            return self.data.valid.evaluate(
+                self.model, self.pre, True, progress=self.progress, amp=cfg.amp
+            ), self.pre
+        g, loc = self.data.valid.branch_vectors(
+            self.model, self.pre, True, progress=self.progress, amp=cfg.amp
+        )
         assert loc is not None
         betas, report = self.data.valid.choose_betas(self.model, g, loc)
         return report, replace(self.pre, betas=betas)
@@ -366,9 +479,12 @@ class Trainer:
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
             return rows
-        instance = InstanceSampler(self.labels, self.data.n_train, cfg.instance_views, [cfg.seed, stage, epoch, 1]) \
-            .sample(int(round(cfg.instance_share * n)))
-        rows = np.concatenate([rows, np.concatenate([instance, np.ones((len(instance), 1), np.int64)], axis=1)])
+        instance = InstanceSampler(
+            self.labels, self.data.n_train, cfg.instance_views, [cfg.seed, stage, epoch, 1]
+        ).sample(int(round(cfg.instance_share * n)))
+        rows = np.concatenate(
+            [rows, np.concatenate([instance, np.ones((len(instance), 1), np.int64)], axis=1)]
+        )
         return rows[np.random.default_rng([cfg.seed, stage, epoch, 2]).permutation(len(rows))]
 
     def _loss(self, stage: int, batch: torch.Tensor) -> torch.Tensor:
@@ -381,21 +497,33 @@ class Trainer:
         if cfg.instance_weight > 0 and bool((kind == 1).any()):
             margins = torch.where(kind == 1, cfg.instance_margin, cfg.margin).float().to(self.device)
             weights = torch.where(kind == 1, cfg.instance_weight, 1.0).float().to(self.device)
-        fids = batch[:, 1:4].T.reshape(-1)                     # anchors, positives, negatives
-        attrs = batch[:, 0].repeat(3)[:, None]                 # [3B, 1]
+        fids = batch[:, 1:4].T.reshape(-1)  # anchors, positives, negatives
+        attrs = batch[:, 0].repeat(3)[:, None]  # [3B, 1]
         device = self.device
         with mixed_precision(device, self.cfg.amp):
             # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
-            g = cast(Triple, self.model.global_embed(to_device(self.data.train.global_maps[fids], device).float(),
-                                                     attrs.to(device))[0][:, 0].float().chunk(3))
+            g = cast(
+                Triple,
+                self.model.global_embed(
+                    to_device(self.data.train.global_maps[fids], device).float(), attrs.to(device)
+                )[0][:, 0]
+                .float()
+                .chunk(3),
+            )
             if stage == 1:
                 if margins is None or weights is None:
                     return triplet_loss(*g, margin=self.cfg.margin)
                 return weighted_triplet_loss(*g, margins, weights)
             rows = torch.from_numpy(self.data.pair_index[fids.numpy(), attrs[:, 0].numpy()])
             assert self.data.local_cache is not None  # cut at the start of every stage-2 epoch
-            loc = cast(Triple, self.model.local_embed(to_device(self.data.local_cache[rows], device).float(),
-                                                      attrs.to(device))[:, 0].float().chunk(3))
+            loc = cast(
+                Triple,
+                self.model.local_embed(
+                    to_device(self.data.local_cache[rows], device).float(), attrs.to(device)
+                )[:, 0]
+                .float()
+                .chunk(3),
+            )
             if margins is None or weights is None:
                 return joint_loss(g, loc, margin=self.cfg.margin)
             return joint_loss(g, loc, margin=margins, weights=weights)
@@ -403,9 +531,17 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     def _save_last(self, stage: int) -> None:
         assert self.state.stage == stage and self.optimizer is not None
-        save_checkpoint(self.out / "last.pt", self.model, self.pre, self.ds.attributes,
-                        {"train_state": self.state.to_json(), "optimizer": self.optimizer.state_dict(),
-                         "train_config": _jsonable(asdict(self.cfg))})
+        save_checkpoint(
+            self.out / "last.pt",
+            self.model,
+            self.pre,
+            self.ds.attributes,
+            {
+                "train_state": self.state.to_json(),
+                "optimizer": self.optimizer.state_dict(),
+                "train_config": _jsonable(asdict(self.cfg)),
+            },
+        )
 
     def _restore(self) -> TrainState:
         path = self.out / "last.pt"

@@ -1,5 +1,6 @@
 """`create_app(settings)`: the FastAPI application. Its lifespan loads the encoder and the catalogue
 index once into `app.state.service_state`; requests reach them through `asen_search.service.api.state.ServiceStateDep`."""
+
 from __future__ import annotations
 
 import logging
@@ -20,7 +21,12 @@ from asen_search.service.api.body_limit import BodyLimitMiddleware
 from asen_search.service.api.compaction import Compactor
 from asen_search.service.api.errors import install_error_handlers
 from asen_search.service.api.health import CatalogueProbe, CatalogueUnavailable, WriteInvalidates
-from asen_search.service.api.overload import InferenceQueue, RateLimitMiddleware, TimeoutMiddleware, rate_limited_routes
+from asen_search.service.api.overload import (
+    InferenceQueue,
+    RateLimitMiddleware,
+    TimeoutMiddleware,
+    rate_limited_routes,
+)
 from asen_search.service.api.prometheus import Metrics, instrument
 from asen_search.service.api.routes import copies, docs, items, ops, page, search, tag
 from asen_search.service.api.settings import Settings
@@ -37,20 +43,37 @@ the catalogue by similarity *under that attribute only*. Errors are JSON:
 `{"error": "<code>", "detail": "<what was wrong>"}`."""
 
 
-def _service_state(settings: Settings, encoder: Encoder, catalogue: Catalogue, metrics: Metrics) -> ServiceState:
+def _service_state(
+    settings: Settings, encoder: Encoder, catalogue: Catalogue, metrics: Metrics
+) -> ServiceState:
     """The loaded model and catalogue wired together: the inference queue, the compactor, the service layer."""
     write_lock = threading.Lock()  # one write (or compaction) at a time
-    queue = InferenceQueue(settings.inference_concurrency, settings.max_queue, settings.queue_timeout_s,
-                           encoder.encode_requests, settings.batch_max, settings.batch_wait_ms / 1000,
-                           lambda n, _s: metrics.batch_size.observe(n))
-    compactor = Compactor(catalogue, write_lock, settings.compact_log_bytes, settings.compact_interval_s, metrics,
-                          settings.images_root)
-    service = Service(encoder, catalogue, queue, limits_of(settings), settings.images_root, write_lock,
-                      compactor.note_write)
+    queue = InferenceQueue(
+        settings.inference_concurrency,
+        settings.max_queue,
+        settings.queue_timeout_s,
+        encoder.encode_requests,
+        settings.batch_max,
+        settings.batch_wait_ms / 1000,
+        lambda n, _s: metrics.batch_size.observe(n),
+    )
+    compactor = Compactor(
+        catalogue,
+        write_lock,
+        settings.compact_log_bytes,
+        settings.compact_interval_s,
+        metrics,
+        settings.images_root,
+    )
+    service = Service(
+        encoder, catalogue, queue, limits_of(settings), settings.images_root, write_lock, compactor.note_write
+    )
     return ServiceState(settings, service, metrics, queue, compactor)
 
 
-def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Catalogue | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, encoder: Encoder | None = None, catalogue: Catalogue | None = None
+) -> FastAPI:
     """The service. Pass an already loaded `encoder` and `catalogue` to skip loading them from
     `settings.checkpoint` and `settings.index` at startup."""
     if (encoder is None) != (catalogue is None):
@@ -70,7 +93,9 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
         state = _service_state(settings, *loaded, metrics)
         app.state.service_state = state
         # counted in a worker thread, never on the event loop; the gauges read the last count (health.py)
-        probe = app.state.catalogue_probe = CatalogueProbe(loaded[1], settings.ready_timeout_s, settings.ready_cache_s)
+        probe = app.state.catalogue_probe = CatalogueProbe(
+            loaded[1], settings.ready_timeout_s, settings.ready_cache_s
+        )
         metrics.items.set_function(probe.last_items)
         metrics.items_age.set_function(probe.age)
         metrics.log_bytes.set(loaded[1].log_size)
@@ -95,8 +120,15 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     metrics = Metrics()
     # The form parser's field limit counts every form field: room for max_candidates ids in /rerank.
     # /docs and /redoc: routes/docs.py serves them with their files, instead of FastAPI's pages from CDNs.
-    app = FastAPI(title="asen-search", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  form_limits={"max_fields": settings.max_candidates + 16}, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="asen-search",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        form_limits={"max_fields": settings.max_candidates + 16},
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service_state = app.state.catalogue_probe = None
@@ -104,7 +136,7 @@ def create_app(settings: Settings, encoder: Encoder | None = None, catalogue: Ca
     for module in (search, copies, tag, items, ops, page, docs):
         add_head_routes(module.router)
         app.include_router(module.router)
-    openapi.install(app, settings)   # the request bodies (JSON and form) and the model's attributes
+    openapi.install(app, settings)  # the request bodies (JSON and form) and the model's attributes
     _add_middleware(app, settings, metrics)
     return app
 
@@ -115,11 +147,20 @@ def _add_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     if settings.rate_limit > 0:
         # what it counts: the routes marked `openapi_extra=rate_limited(...)` (service/api/overload.py)
-        app.add_middleware(RateLimitMiddleware, rate=settings.rate_limit, burst=settings.rate_burst,
-                           routes=rate_limited_routes(app.router.routes))
+        app.add_middleware(
+            RateLimitMiddleware,
+            rate=settings.rate_limit,
+            burst=settings.rate_burst,
+            routes=rate_limited_routes(app.router.routes),
+        )
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST",
-                           "DELETE"], allow_headers=["Content-Type", API_KEY_HEADER], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", API_KEY_HEADER],
+            max_age=600,
+        )
     app.add_middleware(TimeoutMiddleware, seconds=settings.request_timeout_s)
     instrument(app, metrics)  # outermost: sees every status
 
@@ -130,10 +171,17 @@ def add_head_routes(router: APIRouter) -> None:
     names = {route.name for route in router.routes if isinstance(route, APIRoute)}
     for route in list(router.routes):
         if isinstance(route, APIRoute) and route.methods == {"GET"} and f"{route.name}_head" not in names:
-            router.add_api_route(route.path, route.endpoint, methods=["HEAD"], response_model=route.response_model,
-                                 response_class=route.response_class, include_in_schema=False,
-                                 name=f"{route.name}_head", dependencies=route.dependencies,
-                                 openapi_extra=route.openapi_extra)
+            router.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                response_model=route.response_model,
+                response_class=route.response_class,
+                include_in_schema=False,
+                name=f"{route.name}_head",
+                dependencies=route.dependencies,
+                openapi_extra=route.openapi_extra,
+            )
 
 
 def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:
@@ -145,19 +193,27 @@ def open_write_log(settings: Settings, catalogue: Catalogue) -> bool:
     try:
         catalogue.open_log()
     except (OSError, LogUnavailable, StaleCatalogue) as exc:
-        logger.error("writes are refused: the write-ahead log in %s cannot be opened (%s); searches work",
-                     settings.index, exc)
+        logger.error(
+            "writes are refused: the write-ahead log in %s cannot be opened (%s); searches work",
+            settings.index,
+            exc,
+        )
         catalogue.refuse_writes(f"the write-ahead log in the index directory cannot be opened: {exc}")
         return False
     if settings.api_key is None and writes_refused(settings):
-        logger.warning("writes are refused: POST /items and DELETE /items answer 403 writes_disabled, because "
-                       "this server listens on %s (beyond loopback) without an API key; set ASEN_API_KEY to "
-                       "require an X-API-Key header, or ASEN_ALLOW_OPEN_WRITES=1 to accept writes from anyone "
-                       "(searches work)", settings.host)
+        logger.warning(
+            "writes are refused: POST /items and DELETE /items answer 403 writes_disabled, because "
+            "this server listens on %s (beyond loopback) without an API key; set ASEN_API_KEY to "
+            "require an X-API-Key header, or ASEN_ALLOW_OPEN_WRITES=1 to accept writes from anyone "
+            "(searches work)",
+            settings.host,
+        )
     elif settings.api_key is None:
-        logger.warning("POST /items and DELETE /items are open to anyone who can reach this port%s: set "
-                       "ASEN_API_KEY to require an X-API-Key header",
-                       " (ASEN_ALLOW_OPEN_WRITES)" if settings.allow_open_writes else "")
+        logger.warning(
+            "POST /items and DELETE /items are open to anyone who can reach this port%s: set "
+            "ASEN_API_KEY to require an X-API-Key header",
+            " (ASEN_ALLOW_OPEN_WRITES)" if settings.allow_open_writes else "",
+        )
     return True
 
 

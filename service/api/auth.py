@@ -6,6 +6,7 @@ default `127.0.0.1`, `make serve`), where only this machine reaches them. A serv
 else (`0.0.0.0` in the Docker image and compose file, a LAN address, a host name) refuses them with
 403 `writes_disabled` until `ASEN_API_KEY` is set, or `ASEN_ALLOW_OPEN_WRITES=1` (`asen serve
 --allow-open-writes`) accepts writes from anyone who can reach the port. Searches are unaffected."""
+
 from __future__ import annotations
 
 import hmac
@@ -21,17 +22,23 @@ from asen_search.service.api.state import ServiceStateDep
 from asen_search.service.operations.errors import ServiceError
 
 API_KEY_HEADER = "X-API-Key"
-_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="needed by write endpoints when "
-                        "the service has an API key (ASEN_API_KEY)")
+_api_key = APIKeyHeader(
+    name=API_KEY_HEADER,
+    auto_error=False,
+    description="needed by write endpoints when the service has an API key (ASEN_API_KEY)",
+)
 
 WRITES_DISABLED = "writes_disabled"
 WRITES_DISABLED_DETAIL = (
     "writes are disabled: this server listens beyond loopback and has no API key. To enable them, set "
     f"ASEN_API_KEY on the server and restart it, then send the key in the {API_KEY_HEADER} header; or set "
     "ASEN_ALLOW_OPEN_WRITES=1 (asen serve --allow-open-writes) to accept writes from anyone who can reach "
-    "the port")
+    "the port"
+)
 # What every write endpoint may also answer: who may write.
-WRITE_RESPONSES: dict[int | str, dict[str, Any]] = responses_for(("missing_api_key", "wrong_api_key", WRITES_DISABLED))
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = responses_for(
+    ("missing_api_key", "wrong_api_key", WRITES_DISABLED)
+)
 
 
 def is_loopback(host: str) -> bool:

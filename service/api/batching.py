@@ -14,6 +14,7 @@ Our own, not a library: the batching servers we looked at (Ray Serve's `@serve.b
 TorchServe) are whole serving stacks or need an actor runtime; this is one condition variable in
 front of `Encoder.encode_requests` and keeps the service a single process.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,7 @@ logger = logging.getLogger("asen.service")
 class _Job:
     future: Future[Any]
     item: Any = None
-    call: Callable[[], Any] | None = None      # solo work instead of a batch item
+    call: Callable[[], Any] | None = None  # solo work instead of a batch item
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -42,11 +43,22 @@ class Batcher(Generic[I, O]):
     """`workers` threads running `run_batch(items) -> results` (same length, same order) over
     batches of at most `max_batch` items."""
 
-    def __init__(self, run_batch: Callable[[list[I]], Sequence[O]], workers: int = 1, max_batch: int = 16,
-                 max_wait_s: float = 0.0, on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_batch: Callable[[list[I]], Sequence[O]],
+        workers: int = 1,
+        max_batch: int = 16,
+        max_wait_s: float = 0.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         if workers < 1 or max_batch < 1 or max_wait_s < 0:
             raise ValueError("workers and max_batch must be >= 1 and max_wait_s >= 0")
-        self.run_batch, self.workers, self.max_batch, self.max_wait_s = run_batch, workers, max_batch, max_wait_s
+        self.run_batch, self.workers, self.max_batch, self.max_wait_s = (
+            run_batch,
+            workers,
+            max_batch,
+            max_wait_s,
+        )
         self.on_batch = on_batch
         self.mean_s = 0.1  # running mean of the model time per request (for Retry-After)
         self._pending: list[_Job] = []
@@ -74,7 +86,9 @@ class Batcher(Generic[I, O]):
                 raise RuntimeError("the batcher is closed")
             self._pending.append(job)
             while len(self._threads) < self.workers:
-                thread = threading.Thread(target=self._work, name=f"asen-infer-{len(self._threads)}", daemon=True)
+                thread = threading.Thread(
+                    target=self._work, name=f"asen-infer-{len(self._threads)}", daemon=True
+                )
                 self._threads.append(thread)
                 thread.start()
             self._cond.notify()

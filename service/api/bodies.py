@@ -16,6 +16,7 @@ OpenAPI schema (JSON Schema's integers are the numbers without a fraction).
 Either way a field the endpoint does not take is 422 `unknown_field`, naming the closest one it
 takes; a scalar field sent twice is 422 `invalid_request`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -58,7 +59,10 @@ def parse_json(text: str | bytes, what: str) -> Any:
         value = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ServiceError("invalid_json", f"{what} nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except (ValueError, UnicodeDecodeError) as exc:   # JSONDecodeError, an integer of too many digits, bad UTF-8
+    except (
+        ValueError,
+        UnicodeDecodeError,
+    ) as exc:  # JSONDecodeError, an integer of too many digits, bad UTF-8
         raise ServiceError("invalid_json", f"{what} is not valid JSON: {str(exc)[:200]}") from None
     _check_depth(value, what)
     return value
@@ -109,33 +113,41 @@ def closest(name: str, known: Iterable[str]) -> str:
 
 def unknown_field(name: str, known: Iterable[str]) -> ServiceError:
     known = sorted(known)
-    return ServiceError("unknown_field", f"`{name}` is not a field of this endpoint{closest(name, known)} (its fields: "
-                        f"{', '.join(known)})")
+    return ServiceError(
+        "unknown_field",
+        f"`{name}` is not a field of this endpoint{closest(name, known)} (its fields: {', '.join(known)})",
+    )
 
 
 async def read_body(request: Request, spec: BodySpec, max_file_bytes: int, max_fields: int = 1000) -> Body:
     """The body as fields and files; 415 for a body that is neither JSON nor a form."""
-    for name in request.query_params:   # `?top_k=3` on a POST would be silently ignored
-        raise ServiceError("unknown_field", f"`{name}` is sent in the URL: this endpoint reads its fields from the "
-                           "body (JSON or a form)")
+    for name in request.query_params:  # `?top_k=3` on a POST would be silently ignored
+        raise ServiceError(
+            "unknown_field",
+            f"`{name}` is sent in the URL: this endpoint reads its fields from the body (JSON or a form)",
+        )
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media in JSON_TYPES or media.endswith("+json"):
         data = parse_json(await request.body(), "the JSON body")
         if not isinstance(data, dict):
-            raise ServiceError("invalid_json", f"the JSON body must be an object of fields, got "
-                               f"{type(data).__name__}")
+            raise ServiceError(
+                "invalid_json", f"the JSON body must be an object of fields, got {type(data).__name__}"
+            )
         for name, value in data.items():
             if name not in spec.names:
                 raise unknown_field(name, spec.names)
-            if value is None:   # the schema has no null field: leave a field out to not send it
+            if value is None:  # the schema has no null field: leave a field out to not send it
                 raise ServiceError("invalid_request", f"`{name}` is null: leave the field out instead")
         return Body(data)
     if media in FORM_TYPES:
         return await _read_form(request, spec, max_file_bytes, max_fields)
     if not media and not await request.body():
         return Body({}, form=True)
-    raise ServiceError("unsupported_media_type", f"the body is {media or 'of no declared type'}: send JSON "
-                       "(Content-Type: application/json) or a form (multipart/form-data, with files)")
+    raise ServiceError(
+        "unsupported_media_type",
+        f"the body is {media or 'of no declared type'}: send JSON "
+        "(Content-Type: application/json) or a form (multipart/form-data, with files)",
+    )
 
 
 async def _read_form(request: Request, spec: BodySpec, max_file_bytes: int, max_fields: int) -> Body:
@@ -156,14 +168,21 @@ async def _read_form(request: Request, spec: BodySpec, max_file_bytes: int, max_
         if name not in spec.names or name in spec.files:
             raise unknown_field(name, spec.names)
         if "" in texts:
-            raise ServiceError("invalid_request", f"`{name}` is sent empty: leave the field out instead"
-                               + (" (a list field is repeated once per value, each non-empty)"
-                                  if name in spec.lists else ""))
+            raise ServiceError(
+                "invalid_request",
+                f"`{name}` is sent empty: leave the field out instead"
+                + (
+                    " (a list field is repeated once per value, each non-empty)" if name in spec.lists else ""
+                ),
+            )
         if name in spec.lists:
             fields[name] = texts
         elif len(texts) > 1:
-            raise ServiceError("invalid_request", f"`{name}` is sent {len(texts)} times; it takes one value"
-                               + (" (a list field is repeated once per value)" if spec.lists else ""))
+            raise ServiceError(
+                "invalid_request",
+                f"`{name}` is sent {len(texts)} times; it takes one value"
+                + (" (a list field is repeated once per value)" if spec.lists else ""),
+            )
         else:
             fields[name] = parse_json(texts[0], f"`{name}`") if name in spec.json_fields else texts[0]
     return Body(fields, files, form=True)
@@ -191,8 +210,10 @@ def _form_booleans(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, 
 
 
 def _is_integer_field(annotation: Any) -> bool:
-    return annotation is int or (typing.get_origin(annotation) in (types.UnionType, typing.Union)
-                                  and int in typing.get_args(annotation))
+    return annotation is int or (
+        typing.get_origin(annotation) in (types.UnionType, typing.Union)
+        and int in typing.get_args(annotation)
+    )
 
 
 def _whole_numbers(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
@@ -207,12 +228,16 @@ def _whole_numbers(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, 
         number = value
         if isinstance(value, str):
             try:
-                number = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity",
-                                                                        "-infinity", "+infinity") else value
+                number = (
+                    float(value)
+                    if value.strip().lower()
+                    not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity")
+                    else value
+                )
             except ValueError:
                 continue
             if isinstance(number, float) and "." not in value and "e" not in value.lower():
-                continue   # a plain integer text: pydantic reads it exactly
+                continue  # a plain integer text: pydantic reads it exactly
         if isinstance(number, float) and math.isfinite(number) and number.is_integer():
             out[name] = int(number)
     return out
@@ -260,7 +285,7 @@ def validate(spec: BodySpec, body: Body, model: type[M]) -> M:
     naming a (nested) field sent as null."""
     try:
         if body.form:
-            for name in spec.json_fields & body.fields.keys():   # JSON in a form is read as JSON is
+            for name in spec.json_fields & body.fields.keys():  # JSON in a form is read as JSON is
                 _strict(model, name, body.fields[name])
             asked = model.model_validate(_form_booleans(model, _whole_numbers(model, body.fields)))
         else:
@@ -271,7 +296,8 @@ def validate(spec: BodySpec, body: Body, model: type[M]) -> M:
     return asked
 
 
-async def read_request(request: Request, spec: BodySpec, model: type[M], max_file_bytes: int,
-                       max_fields: int = 1000) -> tuple[M, Body]:
+async def read_request(
+    request: Request, spec: BodySpec, model: type[M], max_file_bytes: int, max_fields: int = 1000
+) -> tuple[M, Body]:
     body = await read_body(request, spec, max_file_bytes, max_fields)
     return validate(spec, body, model), body

@@ -1,4 +1,5 @@
 """The hard limit on request body size (decoding an image: `model/image_input.py`)."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,12 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         # isascii: str.isdigit() also holds for "²" (latin-1 header bytes), which int() refuses.
-        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > self.max_bytes
+        ):
             await self._refuse(send, int(declared))
             return
         received, exceeded, app_started = 0, False, False
@@ -55,9 +61,21 @@ class BodyLimitMiddleware:
             await self._refuse(send, received)
 
     async def _refuse(self, send: Send, size: int) -> None:
-        body = json.dumps(error_body("request_too_large", f"the request body has at least {size} bytes; "
-                                     f"the limit is {self.max_bytes}")).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        body = json.dumps(
+            error_body(
+                "request_too_large",
+                f"the request body has at least {size} bytes; the limit is {self.max_bytes}",
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

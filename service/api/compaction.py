@@ -13,6 +13,7 @@ Storage failures become JSON errors that say what happened: 507 `insufficient_st
 quota full), 503 `storage_unavailable` (directory not writable, log unusable). The write is not
 applied, earlier data stays as it was, and searches go on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,13 +39,19 @@ logger = logging.getLogger("asen.service")
 def storage_error(exc: BaseException, what: str) -> ServiceError:
     """The API error for a write that storage refused (`what`: "the write", "the image", ...)."""
     if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
-        return ServiceError("insufficient_storage", f"{what} was not saved: no space left for the index "
-                        f"({exc.strerror or exc}); nothing was changed and searches keep working")
+        return ServiceError(
+            "insufficient_storage",
+            f"{what} was not saved: no space left for the index "
+            f"({exc.strerror or exc}); nothing was changed and searches keep working",
+        )
     if isinstance(exc, LogUnavailable):
         return ServiceError("storage_unavailable", f"{what} was not saved: {exc}")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return ServiceError("storage_unavailable", f"{what} was not saved: the index directory cannot be written "
-                    f"({reason}); nothing was changed and searches keep working")
+    return ServiceError(
+        "storage_unavailable",
+        f"{what} was not saved: the index directory cannot be written "
+        f"({reason}); nothing was changed and searches keep working",
+    )
 
 
 def has_write_ahead_log(catalogue: Catalogue) -> bool:
@@ -62,9 +69,16 @@ class Compactor:
     lock (searches continue; writes wait for it). On an engine that logs writes itself (Milvus) it
     prunes the shared images folder on the same schedule instead (`prune_shared`)."""
 
-    def __init__(self, catalogue: Catalogue, write_lock: object, max_bytes: int, interval_s: float,
-                 metrics: Metrics | None = None, index_dir: Path | None = None,
-                 upload_grace_s: float = UPLOAD_GRACE_S) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        write_lock: object,
+        max_bytes: int,
+        interval_s: float,
+        metrics: Metrics | None = None,
+        index_dir: Path | None = None,
+        upload_grace_s: float = UPLOAD_GRACE_S,
+    ) -> None:
         self.catalogue, self.write_lock, self.metrics = catalogue, write_lock, metrics
         self.index_dir, self.upload_grace_s = index_dir, upload_grace_s
         self.max_bytes, self.interval_s = max_bytes, interval_s
@@ -97,12 +111,17 @@ class Compactor:
                 if self.metrics is not None:
                     self.metrics.compactions.labels("failed").inc()
                 raise
-            logger.info("compacted %d log bytes into %s in %.2f s", before, getattr(version, "name", version),
-                        time.perf_counter() - start)
+            logger.info(
+                "compacted %d log bytes into %s in %.2f s",
+                before,
+                getattr(version, "name", version),
+                time.perf_counter() - start,
+            )
             if self.index_dir is not None:  # the new snapshot no longer names the images of deleted items
                 # under the write lock: no write can be between storing its image and logging its item
-                pruned = prune_uploads(self.index_dir, self.catalogue.metadata_values(IMAGE_KEY),
-                                       self.upload_grace_s)
+                pruned = prune_uploads(
+                    self.index_dir, self.catalogue.metadata_values(IMAGE_KEY), self.upload_grace_s
+                )
                 if pruned:
                     logger.info("deleted %d uploaded images no item names any more", pruned)
         if self.metrics is not None:
@@ -125,12 +144,18 @@ class Compactor:
                 referenced = self.catalogue.metadata_values(IMAGE_KEY)
                 took = time.monotonic() - start
                 if took > PRUNE_READ_BUDGET_S:
-                    logger.warning("uploaded images not pruned: reading the references took %.1f s, longer than "
-                                   "the writer lease safely allows (%.0f s)", took, PRUNE_READ_BUDGET_S)
+                    logger.warning(
+                        "uploaded images not pruned: reading the references took %.1f s, longer than "
+                        "the writer lease safely allows (%.0f s)",
+                        took,
+                        PRUNE_READ_BUDGET_S,
+                    )
                     return 0
                 pruned = prune_uploads(self.index_dir, referenced, self.upload_grace_s)
         except Exception as exc:  # noqa: BLE001 - best effort; an unpruned file only takes space
-            logger.warning("uploaded images not pruned this time (%s); trying again in %g s", exc, self.interval_s)
+            logger.warning(
+                "uploaded images not pruned this time (%s); trying again in %g s", exc, self.interval_s
+            )
             return 0
         if pruned:
             logger.info("deleted %d uploaded images no item names any more", pruned)
@@ -140,7 +165,7 @@ class Compactor:
         """Forever: compact when asked or when the interval has passed; failures are logged and
         retried (with growing pauses) while writes keep going to the log."""
         while True:
-            pause = self.interval_s if self.failures == 0 else min(self.interval_s, 5.0 * 2 ** self.failures)
+            pause = self.interval_s if self.failures == 0 else min(self.interval_s, 5.0 * 2**self.failures)
             with anyio.move_on_after(pause):
                 await self.wanted.wait()
             self.wanted = anyio.Event()

@@ -13,6 +13,7 @@ every `max_age_s`, which keeps the gauge fresh; `/metrics` only reads the last c
 
 `/healthz` touches none of this: it answers from the event loop alone.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -53,8 +54,13 @@ class CatalogueProbe:
     that (a slow engine) does not make the service ready either. Used from the event loop only
     (the count's thread hands its result back to the loop)."""
 
-    def __init__(self, catalogue: Catalogue, timeout_s: float, max_age_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        timeout_s: float,
+        max_age_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.catalogue, self.timeout_s, self.max_age_s, self.clock = catalogue, timeout_s, max_age_s, clock
         self.items: int | None = None  # the last count
         self.counted_at: float | None = None  # when the last count started (clock)
@@ -78,7 +84,11 @@ class CatalogueProbe:
         self.generation += 1
 
     def _fresh(self) -> bool:
-        return self.items is not None and self.counted_generation == self.generation and self.age() <= self.max_age_s
+        return (
+            self.items is not None
+            and self.counted_generation == self.generation
+            and self.age() <= self.max_age_s
+        )
 
     async def count(self) -> int:
         """The item count: the cached one while fresh, else a new count (joining the one running).
@@ -105,16 +115,20 @@ class CatalogueProbe:
         return self.items
 
     def _late(self) -> str:
-        why = (f"the catalogue engine did not answer within {self.timeout_s:g} s (counting its items; "
-               f"that count has been running for {self.clock() - self._started:.1f} s)")
+        why = (
+            f"the catalogue engine did not answer within {self.timeout_s:g} s (counting its items; "
+            f"that count has been running for {self.clock() - self._started:.1f} s)"
+        )
         self._failing(why)
         if self.items is not None:
             why += f"; the last count, {self.items} items, is {self.age():.1f} s old"
         return why
 
     def _slow(self) -> str:
-        return (f"the catalogue engine did not answer within {self.timeout_s:g} s: its last count of its items "
-                f"took {self.count_seconds:.1f} s ({self.items} items, {self.age():.1f} s ago)")
+        return (
+            f"the catalogue engine did not answer within {self.timeout_s:g} s: its last count of its items "
+            f"took {self.count_seconds:.1f} s ({self.items} items, {self.age():.1f} s ago)"
+        )
 
     def _failing(self, why: str) -> None:
         if self.failing is None:
@@ -150,13 +164,21 @@ class CatalogueProbe:
         if outcome.error is not None:
             self._failing(f"counting the catalogue's items failed: {outcome.error}")
         else:
-            self.items, self.counted_at, self.counted_generation = outcome.items, outcome.started, outcome.generation
+            self.items, self.counted_at, self.counted_generation = (
+                outcome.items,
+                outcome.started,
+                outcome.generation,
+            )
             self.count_seconds = outcome.seconds
             if outcome.seconds > self.timeout_s:
                 self._failing(self._slow())
             elif self.failing is not None:
-                logger.info("the catalogue engine answers again: %d items in %.2f s (was: %s)", outcome.items,
-                            outcome.seconds, self.failing)
+                logger.info(
+                    "the catalogue engine answers again: %d items in %.2f s (was: %s)",
+                    outcome.items,
+                    outcome.seconds,
+                    self.failing,
+                )
                 self.failing = None
         if not running.done():
             running.set_result(outcome)
@@ -179,7 +201,11 @@ class WriteInvalidates:
         self.app, self.prefix = app, prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in WRITE_METHODS or not scope["path"].startswith(self.prefix):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in WRITE_METHODS
+            or not scope["path"].startswith(self.prefix)
+        ):
             await self.app(scope, receive, send)
             return
 

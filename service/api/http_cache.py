@@ -1,5 +1,6 @@
 """HTTP caching of files (item images, the page's static files): a strong `ETag` from the file's
 identity, `Cache-Control`, and 304 answers to a matching `If-None-Match`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,4 +23,3 @@ def not_modified(request: Request, tag: str) -> bool:
     if not header:
         return False
     return any(t.strip() in ("*", tag, "W/" + tag) for t in header.split(","))
-

@@ -8,6 +8,7 @@ Bodies are read by service/api/bodies.py from the request itself (one reader for
 so FastAPI does not see them: routes carry a mark (`routes/common.py` BODY_MARK) and `install`
 writes their request bodies into the generated schema.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,7 +30,9 @@ def install(app: FastAPI, settings: Settings) -> None:
         state = getattr(app.state, "service_state", None)
         if app.openapi_schema is not None and state is not None:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         facts = ModelFacts() if state is None else _facts(state)
         for operations in schema["paths"].values():
             for operation in operations.values():
@@ -59,10 +62,14 @@ def _facts(state: Any) -> ModelFacts:
     encoder = state.encoder
     curves = encoder.thresholds.curves if encoder.thresholds is not None else {}
     copies = encoder.copy_calibration
-    return ModelFacts({a.name: _searchable(state, a.name, list(a.values)) for a in encoder.attributes},
-                      [a.name for a in encoder.attributes if a.name in curves], state.catalogue.fingerprint,
-                      state.catalogue.dim, None if copies is None else copies.modified,
-                      0.0 if copies is None else 1.0 / copies.lookalike_pairs)
+    return ModelFacts(
+        {a.name: _searchable(state, a.name, list(a.values)) for a in encoder.attributes},
+        [a.name for a in encoder.attributes if a.name in curves],
+        state.catalogue.fingerprint,
+        state.catalogue.dim,
+        None if copies is None else copies.modified,
+        0.0 if copies is None else 1.0 / copies.lookalike_pairs,
+    )
 
 
 def _searchable(state: Any, name: str, values: list[str]) -> list[str]:

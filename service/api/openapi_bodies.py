@@ -3,6 +3,7 @@ in JSON and as a form (the same fields; files for images), with the ranges that 
 settings and the loaded model (`ModelFacts`), and the rules between fields as `required` and absent
 (`false`) properties.
 """
+
 from __future__ import annotations
 
 import copy
@@ -10,16 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asen_search.service.api.bodies import BodySpec
-from asen_search.service.api.openapi_values import ID_PATTERN, KEY, absent_with, filters_schema, metadata_schema
+from asen_search.service.api.openapi_values import (
+    ID_PATTERN,
+    KEY,
+    absent_with,
+    filters_schema,
+    metadata_schema,
+)
 from asen_search.service.api.requests import CURSOR_PATTERN, ItemFields
 from asen_search.service.api.settings import Settings
 from asen_search.service.operations.checks import MAX_SELECTED_FIELDS
 from asen_search.service.operations.items import VECTOR_BOUND
 from asen_search.service.operations.queries import MAX_QUERY_PARTS
 
-CURSOR_FORMAT = "asen-cursor"       # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
-COPIES_CURSOR_FORMAT = "asen-copies-cursor"   # the `next_cursor` of a /copies answer
-IMAGE_FORMAT = "image-base64"       # a base64 image (schemathesis: tests/helpers/schemathesis_hooks.py generates real ones)
+CURSOR_FORMAT = "asen-cursor"  # a cursor: the `next_cursor` of an answer (base64url of the next page's place)
+COPIES_CURSOR_FORMAT = "asen-copies-cursor"  # the `next_cursor` of a /copies answer
+IMAGE_FORMAT = (
+    "image-base64"  # a base64 image (schemathesis: tests/helpers/schemathesis_hooks.py generates real ones)
+)
 IMAGE_MEDIA = "image/png, image/jpeg"
 SCORE_BOUND = float(MAX_QUERY_PARTS)  # a composed score lies within +- the sum of |weight| <= parts
 
@@ -28,16 +37,29 @@ def _part(attributes: dict[str, list[str]], form: bool) -> dict[str, Any]:
     """A composed query's part: its attribute, one source, a weight. In JSON an image part holds its
     image (base64); a form's parts name file fields, which a schema cannot tie to the files sent, so
     the form's schema describes the parts by item or by value (docs/service.md shows image parts)."""
-    value_of = [{"properties": {"attribute": {"const": name}, "value": {"enum": values}}} for name, values in
-                attributes.items() if values]
-    by_value = {"required": ["value"], "anyOf": value_of} if value_of else {"required": ["value"], "anyOf": [False]}
+    value_of = [
+        {"properties": {"attribute": {"const": name}, "value": {"enum": values}}}
+        for name, values in attributes.items()
+        if values
+    ]
+    by_value = (
+        {"required": ["value"], "anyOf": value_of} if value_of else {"required": ["value"], "anyOf": [False]}
+    )
     attribute = {"enum": list(attributes)} if attributes else {"type": "string", "minLength": 1}
     properties: dict[str, Any] = {
-        "attribute": attribute, "item_id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
-        "value": {"type": "string", "minLength": 1}, "weight": {"type": "number", "minimum": -1, "maximum": 1}}
+        "attribute": attribute,
+        "item_id": {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN},
+        "value": {"type": "string", "minLength": 1},
+        "weight": {"type": "number", "minimum": -1, "maximum": 1},
+    }
     names = ["item_id", "value"] if form else ["image", "item_id", "value"]
     if not form:
-        properties["image"] = {"type": "string", "minLength": 1, "format": IMAGE_FORMAT, "contentEncoding": "base64"}
+        properties["image"] = {
+            "type": "string",
+            "minLength": 1,
+            "format": IMAGE_FORMAT,
+            "contentEncoding": "base64",
+        }
     # one source: each branch names its own and holds none of the others (a value outside its
     # attribute's values must not pass as "an item_id part")
     sources: list[dict[str, Any]] = []
@@ -45,21 +67,50 @@ def _part(attributes: dict[str, list[str]], form: bool) -> dict[str, Any]:
         branch: dict[str, Any] = dict(by_value) if name == "value" else {"required": [name]}
         branch["properties"] = dict.fromkeys([other for other in names if other != name], False)
         sources.append(branch)
-    return {"type": "object", "additionalProperties": False, "required": ["attribute"], "properties": properties,
-            "oneOf": sources}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["attribute"],
+        "properties": properties,
+        "oneOf": sources,
+    }
 
 
 def _parts(attributes: dict[str, list[str]], form: bool) -> dict[str, Any]:
     """A composed query: 1 to MAX_QUERY_PARTS parts, one part an attribute (`maxContains`), not every
     weight 0 (some part without a weight, or with one that is not 0)."""
-    weighted = {"anyOf": [{"properties": {"weight": False}},
-                          {"required": ["weight"], "properties": {"weight": {"anyOf": [
-                              {"type": "number", "exclusiveMinimum": 0}, {"type": "number", "exclusiveMaximum": 0}]}}}]}
+    weighted = {
+        "anyOf": [
+            {"properties": {"weight": False}},
+            {
+                "required": ["weight"],
+                "properties": {
+                    "weight": {
+                        "anyOf": [
+                            {"type": "number", "exclusiveMinimum": 0},
+                            {"type": "number", "exclusiveMaximum": 0},
+                        ]
+                    }
+                },
+            },
+        ]
+    }
     rules: list[dict[str, Any]] = [{"contains": weighted}]
-    rules += [{"contains": {"required": ["attribute"], "properties": {"attribute": {"const": name}}}, "minContains": 0,
-               "maxContains": 1} for name in attributes]
-    return {"type": "array", "items": _part(attributes, form), "minItems": 1, "maxItems": MAX_QUERY_PARTS,
-            "allOf": rules}
+    rules += [
+        {
+            "contains": {"required": ["attribute"], "properties": {"attribute": {"const": name}}},
+            "minContains": 0,
+            "maxContains": 1,
+        }
+        for name in attributes
+    ]
+    return {
+        "type": "array",
+        "items": _part(attributes, form),
+        "minItems": 1,
+        "maxItems": MAX_QUERY_PARTS,
+        "allOf": rules,
+    }
 
 
 @dataclass(frozen=True)
@@ -73,12 +124,14 @@ class ModelFacts:
     fingerprint: str | None = None
     dim: int = 0
     copy_modified: int | None = None
-    copy_rate_floor: float = 0.0   # the lowest false-match rate the copy calibration can measure
+    copy_rate_floor: float = 0.0  # the lowest false-match rate the copy calibration can measure
 
 
 def _vectors(facts: ModelFacts) -> dict[str, Any]:
-    row: dict[str, Any] = {"type": "array", "items": {"type": "number", "minimum": -VECTOR_BOUND,
-                                                      "maximum": VECTOR_BOUND}}
+    row: dict[str, Any] = {
+        "type": "array",
+        "items": {"type": "number", "minimum": -VECTOR_BOUND, "maximum": VECTOR_BOUND},
+    }
     if facts.dim:
         row.update(minItems=facts.dim, maxItems=facts.dim)
     schema: dict[str, Any] = {"type": "array", "items": row}
@@ -90,17 +143,30 @@ def _vectors(facts: ModelFacts) -> dict[str, Any]:
 def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
     """Each field's schema (see the module docstring)."""
     attributes = facts.attributes
-    image = {"type": "string", "format": "binary"} if form else \
-        {"type": "string", "minLength": 1, "format": IMAGE_FORMAT, "contentEncoding": "base64",
-         "contentMediaType": "image/png"}
+    image = (
+        {"type": "string", "format": "binary"}
+        if form
+        else {
+            "type": "string",
+            "minLength": 1,
+            "format": IMAGE_FORMAT,
+            "contentEncoding": "base64",
+            "contentMediaType": "image/png",
+        }
+    )
     item_id = {"type": "string", "minLength": 1, "maxLength": 512, "pattern": ID_PATTERN}
     attribute = {"enum": list(attributes)} if attributes else {"type": "string", "minLength": 1}
     # rerank candidates are any ids (those not in the catalogue come back in `unknown`); a form sends
     # one id a field, so there an id holds no comma (and, as every form field, is not empty)
     candidate = {"type": "string", "minLength": 1, "pattern": "^[^,]+$"} if form else {"type": "string"}
     known: dict[str, dict[str, Any]] = {
-        "attribute": attribute, "image": image, "item_id": item_id, "id": item_id,
-        "value": {"type": "string", "minLength": 1}, "query": _parts(attributes, form), "filters": filters_schema(),
+        "attribute": attribute,
+        "image": image,
+        "item_id": item_id,
+        "id": item_id,
+        "value": {"type": "string", "minLength": 1},
+        "query": _parts(attributes, form),
+        "filters": filters_schema(),
         "top_k": {"type": "integer", "minimum": 1, "maximum": settings.max_top_k},
         "offset": {"type": "integer", "minimum": 0, "maximum": settings.max_search_depth - 1},
         "cursor": {"type": "string", "format": CURSOR_FORMAT, "pattern": CURSOR_PATTERN},
@@ -110,10 +176,18 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         "max_results": {"type": "integer", "minimum": 1, "maximum": settings.max_results},
         "include_metadata": {"type": "boolean"},
         "fields": {"type": "array", "items": dict(KEY), "maxItems": MAX_SELECTED_FIELDS},
-        "candidates": {"type": "array", "items": candidate, "minItems": 1, "maxItems": settings.max_candidates},
+        "candidates": {
+            "type": "array",
+            "items": candidate,
+            "minItems": 1,
+            "maxItems": settings.max_candidates,
+        },
         "weight": {"type": "number", "minimum": 0, "maximum": 1},
-        "metadata": metadata_schema(), "replace": {"type": "boolean"},
-        "fingerprint": {"const": facts.fingerprint} if facts.fingerprint else {"type": "string", "minLength": 1},
+        "metadata": metadata_schema(),
+        "replace": {"type": "boolean"},
+        "fingerprint": {"const": facts.fingerprint}
+        if facts.fingerprint
+        else {"type": "string", "minLength": 1},
         "vectors": _vectors(facts),
     }
     out: dict[str, Any] = {}
@@ -125,8 +199,10 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
     return out
 
 
-ITEM_SOURCE = [{"required": ["image"], "properties": {"vectors": False, "fingerprint": False}},
-               {"required": ["vectors", "fingerprint"], "properties": {"image": False}}]
+ITEM_SOURCE = [
+    {"required": ["image"], "properties": {"vectors": False, "fingerprint": False}},
+    {"required": ["vectors", "fingerprint"], "properties": {"image": False}},
+]
 
 
 def body_schema(spec: BodySpec, settings: Settings, facts: ModelFacts, form: bool) -> dict[str, Any]:
@@ -168,7 +244,7 @@ def _copies_properties(properties: dict[str, Any], facts: ModelFacts) -> None:
     properties["min_score"] = {**properties["min_score"], "minimum": -1, "maximum": 1}
     rate: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
     if facts.copy_modified is not None and facts.copy_rate_floor > 0:
-        rate["minimum"] = facts.copy_rate_floor   # below it the calibration cannot measure a rate
+        rate["minimum"] = facts.copy_rate_floor  # below it the calibration cannot measure a rate
     properties["max_false_match_rate"] = {**properties["max_false_match_rate"], **rate}
     properties["cursor"] = {**properties["cursor"], "format": COPIES_CURSOR_FORMAT}
     modified: dict[str, Any] = {"type": "integer", "minimum": 0}
@@ -183,12 +259,21 @@ def _batch_items(settings: Settings, facts: ModelFacts, form: bool) -> dict[str,
     own item's result."""
     item = _properties(BodySpec(ItemFields), settings, facts, form=False)
     source: list[dict[str, Any]] = copy.deepcopy(ITEM_SOURCE)
-    if form:   # a form's items name their file fields: the schema describes the vectors-only form
+    if form:  # a form's items name their file fields: the schema describes the vectors-only form
         item.pop("image")
         source = [{"required": ["vectors", "fingerprint"]}]
-    return {"type": "array", "minItems": 1, "maxItems": settings.max_batch_items,
-            "items": {"type": "object", "properties": item, "additionalProperties": False,
-                      "required": ["id"], "oneOf": source}}
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": settings.max_batch_items,
+        "items": {
+            "type": "object",
+            "properties": item,
+            "additionalProperties": False,
+            "required": ["id"],
+            "oneOf": source,
+        },
+    }
 
 
 def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
@@ -197,12 +282,21 @@ def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
     the rules between them."""
     sources = ("image", "item_id", "value")
     everything = (*sources, "query")
-    values: list[Any] = [{"properties": {"attribute": {"const": name}, "value": {"enum": vals}}}
-                         for name, vals in facts.attributes.items() if vals]
-    by_value = {"required": ["attribute", "value"], "oneOf": values or [False]}   # a value of that attribute
+    values: list[Any] = [
+        {"properties": {"attribute": {"const": name}, "value": {"enum": vals}}}
+        for name, vals in facts.attributes.items()
+        if vals
+    ]
+    by_value = {"required": ["attribute", "value"], "oneOf": values or [False]}  # a value of that attribute
     rules: list[dict[str, Any]] = [
-        {"anyOf": [{"required": ["attribute", "image"]}, {"required": ["attribute", "item_id"]}, by_value,
-                   {"required": ["query"]}]},
+        {
+            "anyOf": [
+                {"required": ["attribute", "image"]},
+                {"required": ["attribute", "item_id"]},
+                by_value,
+                {"required": ["query"]},
+            ]
+        },
         *[absent_with(name, *[other for other in everything if other != name]) for name in everything],
         absent_with("query", "attribute"),
     ]
@@ -213,7 +307,10 @@ def _query_rules(search: bool, facts: ModelFacts) -> list[dict[str, Any]]:
             absent_with("min_precision", "top_k", "group_by", "query"),
             absent_with("cursor", "offset"),
             {"if": {"required": ["max_results"]}, "then": {"anyOf": threshold}},
-            {"if": {"required": ["min_precision"]}, "then": {"properties": {"attribute": {"enum": facts.curved}}}},
+            {
+                "if": {"required": ["min_precision"]},
+                "then": {"properties": {"attribute": {"enum": facts.curved}}},
+            },
         ]
     return rules
 
@@ -231,6 +328,10 @@ def _copies_rules(facts: ModelFacts) -> list[dict[str, Any]]:
     if facts.copy_modified is None:
         rules.append({"properties": {"max_false_match_rate": False}})
     else:
-        rules.append({"if": {"required": ["max_false_match_rate"]},
-                      "then": {"properties": {"modified": {"const": facts.copy_modified}}}})
+        rules.append(
+            {
+                "if": {"required": ["max_false_match_rate"]},
+                "then": {"properties": {"modified": {"const": facts.copy_modified}}},
+            }
+        )
     return rules

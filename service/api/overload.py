@@ -9,6 +9,7 @@ decodes an image, declares `openapi_extra=rate_limited(MODEL)` (or another budge
 middleware. A new expensive route is limited by marking it; tests/service/api/test_rate_limits.py
 lists the routes that must carry a mark.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,9 @@ from asen_search.service.operations.errors import ServiceError
 T = TypeVar("T")
 
 # -- which routes the rate limit counts: a mark on each route ------------------------------------
-RATE_LIMIT_KEY = "x-rate-limit"   # the mark's key in a route's openapi_extra (shown in /openapi.json)
-MODEL = "model"     # the budget of requests that run the model (a forward pass) or write the catalogue
-IMAGES = "images"   # the budget of requests that decode and resize a stored image (thumbnails)
+RATE_LIMIT_KEY = "x-rate-limit"  # the mark's key in a route's openapi_extra (shown in /openapi.json)
+MODEL = "model"  # the budget of requests that run the model (a forward pass) or write the catalogue
+IMAGES = "images"  # the budget of requests that decode and resize a stored image (thumbnails)
 # The image budget is this many times the model's, in rate and in burst: the web page loads a
 # thumbnail per result (up to 100 at once, ASEN_MAX_TOP_K) and a preview per query, and a resize costs
 # a few milliseconds against a forward pass's tens to hundreds. At the compose file's ASEN_RATE_LIMIT=20
@@ -65,15 +66,20 @@ class LimitedRoute:
 
     def matches(self, method: str, path: str) -> bool:
         """Whether the router would give this route a request (its method and path)."""
-        return self.route.methods is not None and method in self.route.methods \
+        return (
+            self.route.methods is not None
+            and method in self.route.methods
             and self.route.path_regex.match(path) is not None
+        )
 
     def counted(self, scope: Scope) -> bool:
         """Whether a request this route answers counts: it is marked, and sends `when_query` when
         the mark names one."""
         if self.budget is None or self.when_query is None:
             return self.budget is not None
-        return self.when_query in parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        return self.when_query in parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
 
 
 def rate_limited_routes(routes: Iterable[BaseRoute]) -> list[LimitedRoute]:
@@ -82,19 +88,25 @@ def rate_limited_routes(routes: Iterable[BaseRoute]) -> list[LimitedRoute]:
     found = []
     for route in plain_routes(routes):
         mark = (getattr(route, "openapi_extra", None) or {}).get(RATE_LIMIT_KEY)
-        found.append(LimitedRoute(route, mark["budget"], mark.get("when_query")) if mark
-                     else LimitedRoute(route, None))
+        found.append(
+            LimitedRoute(route, mark["budget"], mark.get("when_query")) if mark else LimitedRoute(route, None)
+        )
     return found
 
 
 def limited_operations(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], tuple[str, str | None]]:
     """{(method, path template): (budget, when_query)} of the marked routes: what the limit counts."""
-    return {(method, limited.route.path): (limited.budget, limited.when_query)
-            for limited in rate_limited_routes(routes) if limited.budget is not None
-            for method in sorted(limited.route.methods or ())}
+    return {
+        (method, limited.route.path): (limited.budget, limited.when_query)
+        for limited in rate_limited_routes(routes)
+        if limited.budget is not None
+        for method in sorted(limited.route.methods or ())
+    }
 
 
-async def send_json(send: Send, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> None:
+async def send_json(
+    send: Send, status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -109,12 +121,20 @@ class InferenceQueue:
     one that waits longer than `wait_s` for its turn, is refused at once with 503 and a
     `Retry-After` estimated from recent forward-pass times."""
 
-    def __init__(self, concurrency: int, max_queue: int, wait_s: float,
-                 run_batch: Callable[[list[Any]], Sequence[Any]] | None = None, max_batch: int = 1,
-                 batch_wait_s: float = 0.0, on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        max_queue: int,
+        wait_s: float,
+        run_batch: Callable[[list[Any]], Sequence[Any]] | None = None,
+        max_batch: int = 1,
+        batch_wait_s: float = 0.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.concurrency, self.max_queue, self.wait_s = concurrency, max_queue, wait_s
-        self.batcher: Batcher[Any, Any] = Batcher(run_batch or _no_batches, concurrency, max_batch, batch_wait_s,
-                                                  on_batch)
+        self.batcher: Batcher[Any, Any] = Batcher(
+            run_batch or _no_batches, concurrency, max_batch, batch_wait_s, on_batch
+        )
         self.admitted = 0
 
     def retry_after(self) -> int:
@@ -179,8 +199,15 @@ class TimeoutMiddleware:
 
             await self.app(scope, receive, guarded_send)
         if deadline.cancelled_caught and not started:
-            await send_json(send, 504, error_body("timeout", f"the request took longer than {self.seconds:g} s "
-                                                  "(ASEN_REQUEST_TIMEOUT_S); it was abandoned"))
+            await send_json(
+                send,
+                504,
+                error_body(
+                    "timeout",
+                    f"the request took longer than {self.seconds:g} s "
+                    "(ASEN_REQUEST_TIMEOUT_S); it was abandoned",
+                ),
+            )
 
 
 class TokenBuckets:
@@ -195,7 +222,9 @@ class TokenBuckets:
     distinct clients of a window (45.7 MiB after 200,000 addresses against 2.5 MiB here:
     bench/rate_limiter_compare.py)."""
 
-    def __init__(self, rate: float, burst: int, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, rate: float, burst: int, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ):
         self.rate, self.burst, self.max_keys, self.clock = rate, burst, max_keys, clock
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -222,8 +251,10 @@ class RateLimitMiddleware:
 
     def __init__(self, app: ASGIApp, rate: float, burst: int, routes: Sequence[LimitedRoute]) -> None:
         self.app, self.routes = app, list(routes)
-        self.buckets = {MODEL: TokenBuckets(rate, burst),
-                        IMAGES: TokenBuckets(rate * IMAGE_BUDGET_FACTOR, burst * IMAGE_BUDGET_FACTOR)}
+        self.buckets = {
+            MODEL: TokenBuckets(rate, burst),
+            IMAGES: TokenBuckets(rate * IMAGE_BUDGET_FACTOR, burst * IMAGE_BUDGET_FACTOR),
+        }
         unknown = {r.budget for r in self.routes if r.budget is not None} - set(self.buckets)
         if unknown:
             raise ValueError(f"routes marked with unknown rate-limit budgets: {sorted(unknown)}")
@@ -232,8 +263,10 @@ class RateLimitMiddleware:
         """The budget a request is counted in (None: not counted)."""
         path, root = scope["path"], scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):] or "/"
-        limited = next((r for r in self.routes if r.matches(scope["method"], path)), None)  # the one routed to
+            path = path[len(root) :] or "/"
+        limited = next(
+            (r for r in self.routes if r.matches(scope["method"], path)), None
+        )  # the one routed to
         return limited.budget if limited is not None and limited.counted(scope) else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -245,8 +278,14 @@ class RateLimitMiddleware:
             if wait > 0:
                 what = "requests" if budget == MODEL else "resized images"
                 setting = "ASEN_RATE_LIMIT" if budget == MODEL else f"{IMAGE_BUDGET_FACTOR} x ASEN_RATE_LIMIT"
-                await send_json(send, 429, error_body(
-                    "rate_limited", f"more than {buckets.rate:g} {what} a second from this client ({setting}); "
-                    "slow down"), {"Retry-After": str(max(1, math.ceil(wait)))})
+                await send_json(
+                    send,
+                    429,
+                    error_body(
+                        "rate_limited",
+                        f"more than {buckets.rate:g} {what} a second from this client ({setting}); slow down",
+                    ),
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
                 return
         await self.app(scope, receive, send)

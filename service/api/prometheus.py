@@ -1,6 +1,7 @@
 """Prometheus metrics of one app: requests and latency per route and status (counted by
 prometheus-fastapi-instrumentator), requests in flight, time per stage (decode, encode, search,
 persist) and the catalogue's own gauges. Each app has its own registry, so apps never share counters."""
+
 from __future__ import annotations
 
 import time
@@ -33,20 +34,43 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # memory, CPU seconds, open files of the process
         GCCollector(registry=self.registry)
-        self.in_flight = Gauge("asen_http_requests_in_flight", "Requests being answered", registry=self.registry)
-        self.stage = Histogram("asen_stage_duration_seconds", "Time spent per stage of a request",
-                               ["stage"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.batch_size = Histogram("asen_inference_batch_size", "Encode requests per forward pass (dynamic batching)",
-                                    buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.in_flight = Gauge(
+            "asen_http_requests_in_flight", "Requests being answered", registry=self.registry
+        )
+        self.stage = Histogram(
+            "asen_stage_duration_seconds",
+            "Time spent per stage of a request",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "asen_inference_batch_size",
+            "Encode requests per forward pass (dynamic batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=self.registry,
+        )
         # the last count, made off the event loop (health.py): a scrape never waits for the catalogue engine
-        self.items = Gauge("asen_catalogue_items", "Items in the catalogue at the last count (NaN before the first)",
-                           registry=self.registry)
-        self.items_age = Gauge("asen_catalogue_items_age_seconds", "Seconds since asen_catalogue_items was counted "
-                               "(grows while the catalogue engine does not answer)", registry=self.registry)
-        self.log_bytes = Gauge("asen_wal_bytes", "Bytes in the write-ahead log not yet compacted",
-                               registry=self.registry)
-        self.compactions = Counter("asen_compactions", "Compactions of the write-ahead log into a snapshot",
-                                   ["result"], registry=self.registry)
+        self.items = Gauge(
+            "asen_catalogue_items",
+            "Items in the catalogue at the last count (NaN before the first)",
+            registry=self.registry,
+        )
+        self.items_age = Gauge(
+            "asen_catalogue_items_age_seconds",
+            "Seconds since asen_catalogue_items was counted "
+            "(grows while the catalogue engine does not answer)",
+            registry=self.registry,
+        )
+        self.log_bytes = Gauge(
+            "asen_wal_bytes", "Bytes in the write-ahead log not yet compacted", registry=self.registry
+        )
+        self.compactions = Counter(
+            "asen_compactions",
+            "Compactions of the write-ahead log into a snapshot",
+            ["result"],
+            registry=self.registry,
+        )
         for result in ("ok", "failed"):
             self.compactions.labels(result)
         for stage in STAGES:
@@ -85,11 +109,19 @@ def instrument(app: Starlette, metrics: Metrics) -> None:
     middleware is added, so that it is the outermost one and sees the statuses they answer
     (429, 503, 504, 413)."""
     app.add_middleware(InFlightMiddleware, gauge=metrics.in_flight)
-    instrumentator = Instrumentator(should_group_status_codes=False, should_group_untemplated=True,
-                                    registry=metrics.registry)
-    instrumentator.add(http_metrics.requests(metric_name="asen_http_requests_total", registry=metrics.registry))
-    instrumentator.add(http_metrics.latency(metric_name="asen_http_request_duration_seconds",
-                                            buckets=LATENCY_BUCKETS, registry=metrics.registry))
+    instrumentator = Instrumentator(
+        should_group_status_codes=False, should_group_untemplated=True, registry=metrics.registry
+    )
+    instrumentator.add(
+        http_metrics.requests(metric_name="asen_http_requests_total", registry=metrics.registry)
+    )
+    instrumentator.add(
+        http_metrics.latency(
+            metric_name="asen_http_request_duration_seconds",
+            buckets=LATENCY_BUCKETS,
+            registry=metrics.registry,
+        )
+    )
     instrumentator.instrument(app)
 
 

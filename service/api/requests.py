@@ -2,6 +2,7 @@
 (service/api/bodies.py reads either). Types here; the ranges that come from the settings (top_k,
 max_results, depth) and the rules between fields are checked by the service layer, each with its
 own code, and described in the OpenAPI schema (service/api/openapi.py). Unknown fields are refused."""
+
 from __future__ import annotations
 
 import base64
@@ -31,38 +32,60 @@ class QueryFields(_Request):
     attribute: str | None = Field(None, description="the attribute to compare under (GET /attributes)")
     image: str | None = Field(None, description="the query image: a file in a form, base64 in JSON")
     item_id: str | None = Field(None, description="a catalogue item as the query (never returned itself)")
-    value: str | None = Field(None, description="an attribute value as the query (its prototype; GET /attributes "
-                              "value_search)")
-    query: QueryParts | None = Field(None, description="a composed query instead: parts, each "
-                                     '{"attribute", one of "image" (JSON: the image, base64; a form: the name of '
-                                     'a file field of the form), "item_id" or "value", "weight" in [-1, 1] '
-                                     "(default 1)}")
+    value: str | None = Field(
+        None, description="an attribute value as the query (its prototype; GET /attributes value_search)"
+    )
+    query: QueryParts | None = Field(
+        None,
+        description="a composed query instead: parts, each "
+        '{"attribute", one of "image" (JSON: the image, base64; a form: the name of '
+        'a file field of the form), "item_id" or "value", "weight" in [-1, 1] '
+        "(default 1)}",
+    )
     include_metadata: bool = Field(True, description="false: hits carry no metadata (ids and scores only)")
     fields: list[str] | None = Field(None, description="only these metadata fields in each hit")
 
 
 class SearchRequest(QueryFields):
     top_k: int | None = Field(None, description="results wanted (default ASEN_DEFAULT_TOP_K)")
-    offset: int | None = Field(None, description="skip this many results: a page deeper (up to "
-                               "ASEN_MAX_SEARCH_DEPTH); or send the `cursor` of the previous page")
+    offset: int | None = Field(
+        None,
+        description="skip this many results: a page deeper (up to "
+        "ASEN_MAX_SEARCH_DEPTH); or send the `cursor` of the previous page",
+    )
     cursor: str | None = Field(None, description="the `next_cursor` of the previous page of the same search")
-    filters: JsonObject | None = Field(None, description="metadata filters, every field must match: a value, a "
-                                           'list of values, or operators {"gte", "gt", "lte", "lt", "not", "not_in", '
-                                           '"in", "eq", "exists"} (docs/service.md, Filters)')
-    group_by: str | None = Field(None, description="a metadata field: one result per value of it, still top_k "
-                                 "groups")
-    min_score: float | None = Field(None, description="threshold search: every item scoring at least this "
-                                    "(instead of top_k)")
-    min_precision: float | None = Field(None, description="threshold search by the attribute's calibrated precision "
-                                        "curve (instead of min_score)")
-    max_results: int | None = Field(None, description="threshold search: results a page (default "
-                                    "ASEN_DEFAULT_MAX_RESULTS); `truncated` and `next_cursor` say when more pass")
+    filters: JsonObject | None = Field(
+        None,
+        description="metadata filters, every field must match: a value, a "
+        'list of values, or operators {"gte", "gt", "lte", "lt", "not", "not_in", '
+        '"in", "eq", "exists"} (docs/service.md, Filters)',
+    )
+    group_by: str | None = Field(
+        None, description="a metadata field: one result per value of it, still top_k groups"
+    )
+    min_score: float | None = Field(
+        None, description="threshold search: every item scoring at least this (instead of top_k)"
+    )
+    min_precision: float | None = Field(
+        None,
+        description="threshold search by the attribute's calibrated precision curve (instead of min_score)",
+    )
+    max_results: int | None = Field(
+        None,
+        description="threshold search: results a page (default "
+        "ASEN_DEFAULT_MAX_RESULTS); `truncated` and `next_cursor` say when more pass",
+    )
 
 
 class RerankRequest(QueryFields):
-    candidates: list[str] = Field(default_factory=list, description="catalogue ids to reorder, in their original "
-                                  "order (a form repeats the field once per id)")
-    weight: float = Field(1.0, ge=0.0, le=1.0, description="1: attribute similarity only; 0: the original order")
+    candidates: list[str] = Field(
+        default_factory=list,
+        description="catalogue ids to reorder, in their original "
+        "order (a form repeats the field once per id)",
+    )
+    weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="1: attribute similarity only; 0: the original order"
+    )
 
 
 class CopiesRequest(_Request):
@@ -70,22 +93,38 @@ class CopiesRequest(_Request):
 
     image: str | None = Field(None, description="a picture of the design: a file in a form, base64 in JSON")
     item_id: str | None = Field(None, description="a catalogue item as the design (never returned itself)")
-    modified: int | None = Field(None, description="how many attributes a copy may modify: its copy score is the "
-                                 "mean of its best (attributes - modified) attribute scores (default the copy "
-                                 "calibration's, else 2)")
+    modified: int | None = Field(
+        None,
+        description="how many attributes a copy may modify: its copy score is the "
+        "mean of its best (attributes - modified) attribute scores (default the copy "
+        "calibration's, else 2)",
+    )
     top_k: int | None = Field(None, description="copies wanted, best first (default ASEN_DEFAULT_TOP_K)")
-    offset: int | None = Field(None, description="skip this many copies: a page deeper (up to "
-                               "ASEN_MAX_SEARCH_DEPTH); or send the `cursor` of the previous page")
+    offset: int | None = Field(
+        None,
+        description="skip this many copies: a page deeper (up to "
+        "ASEN_MAX_SEARCH_DEPTH); or send the `cursor` of the previous page",
+    )
     cursor: str | None = Field(None, description="the `next_cursor` of the previous page of the same request")
-    min_score: float | None = Field(None, description="threshold search: every item whose copy score is at least "
-                                    "this, in [-1, 1] (instead of top_k)")
-    max_false_match_rate: float | None = Field(None, description="threshold search by the copy calibration: the "
-                                               "lowest copy score at which at most this share of look-alike "
-                                               "pairs match (instead of min_score; needs `asen calibrate-copies`)")
-    max_results: int | None = Field(None, description="threshold search: results a page (default "
-                                    "ASEN_DEFAULT_MAX_RESULTS); `truncated` and `next_cursor` say when more pass")
-    filters: JsonObject | None = Field(None, description="metadata filters, as in /search (docs/service.md, "
-                                       "Filters)")
+    min_score: float | None = Field(
+        None,
+        description="threshold search: every item whose copy score is at least "
+        "this, in [-1, 1] (instead of top_k)",
+    )
+    max_false_match_rate: float | None = Field(
+        None,
+        description="threshold search by the copy calibration: the "
+        "lowest copy score at which at most this share of look-alike "
+        "pairs match (instead of min_score; needs `asen calibrate-copies`)",
+    )
+    max_results: int | None = Field(
+        None,
+        description="threshold search: results a page (default "
+        "ASEN_DEFAULT_MAX_RESULTS); `truncated` and `next_cursor` say when more pass",
+    )
+    filters: JsonObject | None = Field(
+        None, description="metadata filters, as in /search (docs/service.md, Filters)"
+    )
     include_metadata: bool = Field(True, description="false: hits carry no metadata (ids and scores only)")
     fields: list[str] | None = Field(None, description="only these metadata fields in each hit")
 
@@ -101,16 +140,26 @@ class ExplainRequest(TagRequest):
 
 class ItemFields(_Request):
     id: str = Field(description="the item's id (any text without control characters, at most 512 characters)")
-    image: str | None = Field(None, description="the item's image: a file in a form, base64 in JSON (in a batch "
-                              "form: the name of a file field)")
-    vectors: list[list[float]] | None = Field(None, description="instead of an image: its vectors, one per attribute "
-                                              "in GET /attributes' order (as `asen encode` writes them; each is "
-                                              "scaled to length 1)")
-    fingerprint: str | None = Field(None, description="with vectors: the fingerprint of the model that made them "
-                                    "(GET /readyz)")
-    metadata: JsonObject | None = Field(None, description="a JSON object (keys `_image` and `predicted.*` are "
-                                            "the service's); with replace and without metadata the item keeps its "
-                                            "own")
+    image: str | None = Field(
+        None,
+        description="the item's image: a file in a form, base64 in JSON (in a batch "
+        "form: the name of a file field)",
+    )
+    vectors: list[list[float]] | None = Field(
+        None,
+        description="instead of an image: its vectors, one per attribute "
+        "in GET /attributes' order (as `asen encode` writes them; each is "
+        "scaled to length 1)",
+    )
+    fingerprint: str | None = Field(
+        None, description="with vectors: the fingerprint of the model that made them (GET /readyz)"
+    )
+    metadata: JsonObject | None = Field(
+        None,
+        description="a JSON object (keys `_image` and `predicted.*` are "
+        "the service's); with replace and without metadata the item keeps its "
+        "own",
+    )
 
 
 class ItemRequest(ItemFields):
@@ -123,16 +172,29 @@ class BatchRequest(_Request):
 
 
 class PatchRequest(_Request):
-    metadata: JsonObject = Field(description="keys to set; a key set to null is removed (a JSON merge patch of "
-                                     "the top level); the item's vectors, image and tags stay")
+    metadata: JsonObject = Field(
+        description="keys to set; a key set to null is removed (a JSON merge patch of "
+        "the top level); the item's vectors, image and tags stay"
+    )
 
 
-SEARCH = BodySpec(SearchRequest, lists=frozenset({"fields"}), json_fields=frozenset({"query", "filters"}),
-                  files=frozenset({"image"}), named_images=True)
-RERANK = BodySpec(RerankRequest, lists=frozenset({"fields", "candidates"}), json_fields=frozenset({"query"}),
-                  files=frozenset({"image"}), named_images=True)
-COPIES = BodySpec(CopiesRequest, lists=frozenset({"fields"}), json_fields=frozenset({"filters"}),
-                  files=frozenset({"image"}))
+SEARCH = BodySpec(
+    SearchRequest,
+    lists=frozenset({"fields"}),
+    json_fields=frozenset({"query", "filters"}),
+    files=frozenset({"image"}),
+    named_images=True,
+)
+RERANK = BodySpec(
+    RerankRequest,
+    lists=frozenset({"fields", "candidates"}),
+    json_fields=frozenset({"query"}),
+    files=frozenset({"image"}),
+    named_images=True,
+)
+COPIES = BodySpec(
+    CopiesRequest, lists=frozenset({"fields"}), json_fields=frozenset({"filters"}), files=frozenset({"image"})
+)
 TAG = BodySpec(TagRequest, files=frozenset({"image"}))
 EXPLAIN = BodySpec(ExplainRequest, files=frozenset({"image"}))
 ITEM = BodySpec(ItemRequest, json_fields=frozenset({"metadata", "vectors"}), files=frozenset({"image"}))
@@ -148,10 +210,10 @@ def encode_cursor(kind: str, position: int | str) -> str:
 
 
 CURSOR_KINDS = {"search": "a search", "copies": "a copy search", "items": "a listing"}
-OFFSET_CURSORS = ("search", "copies")   # cursors holding an offset (a listing's holds the last id)
+OFFSET_CURSORS = ("search", "copies")  # cursors holding an offset (a listing's holds the last id)
 
 
-CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"   # a cursor's text: unpadded base64url, as `encode_cursor` writes it
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"  # a cursor's text: unpadded base64url, as `encode_cursor` writes it
 
 
 def decode_cursor(cursor: str, kind: str) -> Any:
@@ -162,13 +224,19 @@ def decode_cursor(cursor: str, kind: str) -> Any:
             raise ValueError("not base64url")
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         position = data["p"]
-        if data["k"] != kind or not isinstance(position, int if kind in OFFSET_CURSORS else str) or \
-                isinstance(position, bool):
+        if (
+            data["k"] != kind
+            or not isinstance(position, int if kind in OFFSET_CURSORS else str)
+            or isinstance(position, bool)
+        ):
             raise ValueError("another kind of cursor")
         return position
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ServiceError("invalid_cursor", f"not a cursor of {CURSOR_KINDS.get(kind, 'a listing')}: "
-                           "send the `next_cursor` of the previous page") from None
+        raise ServiceError(
+            "invalid_cursor",
+            f"not a cursor of {CURSOR_KINDS.get(kind, 'a listing')}: "
+            "send the `next_cursor` of the previous page",
+        ) from None
 
 
 def start_offset(offset: int | None, cursor: str | None, kind: str) -> int:

@@ -1,6 +1,7 @@
 """The routes of an app, included routers opened: what the rate limit (overload.py) and the list of
 a path's methods for 405 answers (errors.py) both walk. Its own module so that neither of those two
 imports the other."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator

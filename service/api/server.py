@@ -1,4 +1,5 @@
 """Run the app on uvicorn with the model and index loaded (and checked) before the port opens."""
+
 from __future__ import annotations
 
 import logging
@@ -27,11 +28,16 @@ def serve(settings: Settings) -> None:
     from asen_search.service.api.app import create_app
     from asen_search.service.resources import load_resources
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     start = time.monotonic()
     print(f"loading model {settings.checkpoint} and index {settings.index} ...", flush=True)
     encoder, catalogue = load_resources(settings)
-    print(f"loaded {len(catalogue)} items, {len(catalogue.attributes)} attributes in {time.monotonic() - start:.1f} s; "
-          f"serving on http://{settings.host}:{settings.port} (API docs at /docs)", flush=True)
+    print(
+        f"loaded {len(catalogue)} items, {len(catalogue.attributes)} attributes in {time.monotonic() - start:.1f} s; "
+        f"serving on http://{settings.host}:{settings.port} (API docs at /docs)",
+        flush=True,
+    )
     app = create_app(settings, encoder, catalogue)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())

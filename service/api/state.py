@@ -1,6 +1,7 @@
 """What a running app holds: the service layer's `Service` (model, catalogue, limits, model queue),
 the settings, the metrics and the compactor; one per app, in `app.state.service_state`, reached by routes
 through `ServiceStateDep`. The work itself is the service layer's (service/operations/)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,9 +21,16 @@ from asen_search.service.operations.errors import ServiceError
 
 
 def limits_of(settings: Settings) -> Limits:
-    return Limits(settings.default_top_k, settings.max_top_k, settings.max_search_depth, settings.default_max_results,
-                  settings.max_results, settings.max_candidates, settings.max_batch_items,
-                  ImageLimits(settings.max_upload_bytes, settings.max_image_pixels))
+    return Limits(
+        settings.default_top_k,
+        settings.max_top_k,
+        settings.max_search_depth,
+        settings.default_max_results,
+        settings.max_results,
+        settings.max_candidates,
+        settings.max_batch_items,
+        ImageLimits(settings.max_upload_bytes, settings.max_image_pixels),
+    )
 
 
 @dataclass

@@ -4,6 +4,7 @@ type, default and help come from the field, so a new field is a new flag with no
 argparse has no dataclass support of its own; the libraries that add it (simple-parsing, tyro, jsonargparse)
 would each replace the hand-written parser of every other `asen` command or add a dependency for one
 function, and none reads the flag names this command has always had (`--triplets`, `--no-asa`)."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,13 @@ def _scalar(annotation: Any) -> type:
 
 def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """A field's parser whose ValueError message reaches the user as argparse's error."""
+
     def run(text: str) -> Any:
         try:
             return parse(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
+
     run.__name__ = parse.__name__
     return run
 
@@ -58,16 +61,32 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = meta.get("flag", "--" + f.name.replace("_", "-"))
         if kind is bool:
             if "negate" in meta:
-                parser.add_argument(meta["negate"], dest=f.name, action="store_false", default=default,
-                                    help=f"leave out: {meta['help']}")
+                parser.add_argument(
+                    meta["negate"],
+                    dest=f.name,
+                    action="store_false",
+                    default=default,
+                    help=f"leave out: {meta['help']}",
+                )
             else:
-                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                                    help=_help(f, default))
+                parser.add_argument(
+                    flag,
+                    dest=f.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=default,
+                    help=_help(f, default),
+                )
             continue
         choices = meta.get("choices")
-        parser.add_argument(flag, dest=f.name, type=_checked(meta.get("parse", kind)), default=default,
-                            choices=choices() if callable(choices) else choices, metavar=meta.get("metavar"),
-                            help=_help(f, default))
+        parser.add_argument(
+            flag,
+            dest=f.name,
+            type=_checked(meta.get("parse", kind)),
+            default=default,
+            choices=choices() if callable(choices) else choices,
+            metavar=meta.get("metavar"),
+            help=_help(f, default),
+        )
 
 
 def config_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
@@ -116,4 +135,6 @@ def add_settings_options(parser: argparse.ArgumentParser, settings: Any, skip: t
 
 def settings_from_args(settings: Any, args: argparse.Namespace) -> Any:
     """The settings: the flags given, the environment for the rest."""
-    return settings(**{n: getattr(args, n) for n in settings.model_fields if getattr(args, n, None) is not None})
+    return settings(
+        **{n: getattr(args, n) for n in settings.model_fields if getattr(args, n, None) is not None}
+    )

@@ -1,5 +1,6 @@
 """`asen eval`: MAP and the ranking metrics on a split, tagging and calibration reports, the
 validation precision curves beside the checkpoint; `--compare` puts several checkpoints side by side."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,28 +12,48 @@ from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="MAP, Recall@1/10 and nDCG@10 on a split (the spec's protocol)",
-                       description="Encodes every query and candidate of the split through the same path as the "
-                       "service and reports per-attribute MAP, Recall@1, Recall@10 (the share of queries with a "
-                       "same-value candidate in the top 1 / 10) and nDCG@10. With --compare, one table of several "
-                       "checkpoints on the same split.")
+    p = sub.add_parser(
+        "eval",
+        help="MAP, Recall@1/10 and nDCG@10 on a split (the spec's protocol)",
+        description="Encodes every query and candidate of the split through the same path as the "
+        "service and reports per-attribute MAP, Recall@1, Recall@10 (the share of queries with a "
+        "same-value candidate in the top 1 / 10) and nDCG@10. With --compare, one table of several "
+        "checkpoints on the same split.",
+    )
     p.add_argument("--data", type=Path, required=True)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", type=Path, help="the checkpoint to evaluate (with tagging reports, plots and "
-                       "the validation precision curves written beside it)")
-    which.add_argument("--compare", type=Path, nargs="+", metavar="CKPT",
-                       help="several checkpoints: one side-by-side table of their metrics on the same split")
+    which.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="the checkpoint to evaluate (with tagging reports, plots and "
+        "the validation precision curves written beside it)",
+    )
+    which.add_argument(
+        "--compare",
+        type=Path,
+        nargs="+",
+        metavar="CKPT",
+        help="several checkpoints: one side-by-side table of their metrics on the same split",
+    )
     p.add_argument("--split", choices=("valid", "test"), default="test")
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
-    p.add_argument("--allow-overlap", action="store_true",
-                   help="evaluate even when an image is both a query and a candidate of one attribute (refused "
-                   "by default: the query finds itself and MAP is inflated)")
-    p.add_argument("--plots", type=Path, default=None, metavar="DIR",
-                   help="where the tagging plots go (confusion matrix of the worst attribute, reliability of the "
-                   "confidences); default: eval-SPLIT beside the checkpoint")
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="evaluate even when an image is both a query and a candidate of one attribute (refused "
+        "by default: the query finds itself and MAP is inflated)",
+    )
+    p.add_argument(
+        "--plots",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the tagging plots go (confusion matrix of the worst attribute, reliability of the "
+        "confidences); default: eval-SPLIT beside the checkpoint",
+    )
     p.set_defaults(func=_run)
 
 
@@ -50,14 +71,20 @@ def _open(args: argparse.Namespace, ds, path: Path):
     encoder = Encoder.from_checkpoint(path, args.device, args.runtime)
     names = [a.name for a in ds.attributes]
     if names != encoder.attribute_names:
-        raise SystemExit(f"error: {path}: the checkpoint's attributes {encoder.attribute_names} differ from the "
-                         f"dataset's {names}")
+        raise SystemExit(
+            f"error: {path}: the checkpoint's attributes {encoder.attribute_names} differ from the "
+            f"dataset's {names}"
+        )
     overlap = ds.query_candidate_overlap(args.split)
     if overlap and not args.allow_overlap:
-        shown = "\n  ".join(overlap[:10]) + (f"\n  ... and {len(overlap) - 10} more" if len(overlap) > 10 else "")
-        raise ValueError(f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
-                         f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
-                         "candidate lists disjoint, or pass --allow-overlap to evaluate anyway")
+        shown = "\n  ".join(overlap[:10]) + (
+            f"\n  ... and {len(overlap) - 10} more" if len(overlap) > 10 else ""
+        )
+        raise ValueError(
+            f"{len(overlap)} queries of the {args.split} split are also candidates of the same "
+            f"attribute (each would find itself and inflate MAP):\n  {shown}\nmake the query and "
+            "candidate lists disjoint, or pass --allow-overlap to evaluate anyway"
+        )
     return encoder
 
 
@@ -73,7 +100,9 @@ def _compare(args: argparse.Namespace) -> None:
     reports = {}
     for path in args.compare:
         encoder = _open(args, ds, path)
-        reports[str(path)] = map_of_rows(ds, args.split, encode_split(encoder, ds, args.split, args.batch_size)[1])
+        reports[str(path)] = map_of_rows(
+            ds, args.split, encode_split(encoder, ds, args.split, args.batch_size)[1]
+        )
     print(f"{args.split} split of {args.data}:")
     print(compare_table(reports))
     if args.json:
@@ -92,8 +121,10 @@ def _eval(args: argparse.Namespace) -> None:
     print(report.table())
     result = report.to_json()
     if encoder.prototypes is None:
-        print("tagging and search by value: not measured (the checkpoint has no value prototypes; add them with "
-              "`asen prototypes`)")
+        print(
+            "tagging and search by value: not measured (the checkpoint has no value prototypes; add them with "
+            "`asen prototypes`)"
+        )
     else:
         tagging = tagging_report(ds.attributes, encoder.prototypes, rows, vectors)
         print(f"\ntagging and search by value ({args.split} split):\n" + tagging.table())
@@ -101,9 +132,14 @@ def _eval(args: argparse.Namespace) -> None:
         plots = args.plots or args.checkpoint.parent / f"eval-{args.split}"
         plots.mkdir(parents=True, exist_ok=True)
         worst = next(a for a in ds.attributes if a.name == tagging.worst)
-        plot_confusion(plots / "confusion_worst.png", worst, tagging.confusion[worst.name], tagging.accuracy[worst.name])
-        plot_reliability(plots / "reliability.png", tagging.reliability,
-                         f"tag confidences on the {args.split} split (calibrated on valid)")
+        plot_confusion(
+            plots / "confusion_worst.png", worst, tagging.confusion[worst.name], tagging.accuracy[worst.name]
+        )
+        plot_reliability(
+            plots / "reliability.png",
+            tagging.reliability,
+            f"tag confidences on the {args.split} split (calibrated on valid)",
+        )
         print(f"plots: {plots / 'confusion_worst.png'} ({worst.name}), {plots / 'reliability.png'}")
     if "valid" in ds.splits_available():
         _write_thresholds(args, ds, encoder, result)

@@ -1,4 +1,5 @@
 """The `asen` command."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,9 @@ from asen_search.service.cli import (  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asen", description="Fine-grained, attribute-specific fashion search")
+    parser = argparse.ArgumentParser(
+        prog="asen", description="Fine-grained, attribute-specific fashion search"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     model_commands.register(sub)
     eval_commands.register(sub)

@@ -1,4 +1,5 @@
 """`asen` subcommands of the model package: synth, train, prototypes, import-reference, import-fashionai."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,16 +17,24 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("synth", help="write the built-in demo dataset (or, with --copies, the copy benchmark)")
+    p = sub.add_parser(
+        "synth", help="write the built-in demo dataset (or, with --copies, the copy benchmark)"
+    )
     p.add_argument("out_dir", type=Path)
     _synth_options(p)
     copies = p.add_argument_group("the copy benchmark (design protection: docs/protection.md)")
-    copies.add_argument("--copies", action="store_true", help="write the copy benchmark instead of the demo dataset: "
-                        "valid and test splits of protected designs, their copies (0, 1 or 2 attributes changed, "
-                        "photographed anew), look-alike distractors and ordinary garments, with copies_<split>.jsonl "
-                        "naming each design's copies (--train/--valid/--test do not apply)")
+    copies.add_argument(
+        "--copies",
+        action="store_true",
+        help="write the copy benchmark instead of the demo dataset: "
+        "valid and test splits of protected designs, their copies (0, 1 or 2 attributes changed, "
+        "photographed anew), look-alike distractors and ordinary garments, with copies_<split>.jsonl "
+        "naming each design's copies (--train/--valid/--test do not apply)",
+    )
     copies.add_argument("--designs", type=int, default=100, help="protected designs per split (default 100)")
-    copies.add_argument("--background", type=int, default=600, help="ordinary garments per split (default 600)")
+    copies.add_argument(
+        "--background", type=int, default=600, help="ordinary garments per split (default 600)"
+    )
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("train", help="train ASEN++ (or a baseline) in two stages")
@@ -41,11 +50,21 @@ def _synth_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid", type=int, default=700, help="valid images (default 700)")
     p.add_argument("--test", type=int, default=1400, help="test images (default 1400)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=float, default=1.0, help="picture size factor (default 1: shorter side 200-360 "
-                   "px; 1.6 draws FashionAI-like sizes around 512 px)")
-    p.add_argument("--nuisance", action="append", default=[], metavar="NAME=VALUE",
-                   help="change how pictures vary, e.g. rotation=25, occluders=4, brightness=0.55,1.35 (repeatable; "
-                   "names: rotation, garment_scale, clutter, occluders, contrast, brightness, shadow, jpeg_quality)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="picture size factor (default 1: shorter side 200-360 "
+        "px; 1.6 draws FashionAI-like sizes around 512 px)",
+    )
+    p.add_argument(
+        "--nuisance",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change how pictures vary, e.g. rotation=25, occluders=4, brightness=0.55,1.35 (repeatable; "
+        "names: rotation, garment_scale, clutter, occluders, contrast, brightness, shadow, jpeg_quality)",
+    )
     p.add_argument("--workers", type=int, default=None, help="drawing processes (default: one per core)")
 
 
@@ -82,14 +101,26 @@ def parse_train_config(options: str, data: Path, out: Path) -> TrainConfig:
 
 
 def _register_others(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prototypes", help="add value prototypes and tag calibration to a checkpoint (search by "
-                       "value, POST /tag, predicted tags)")
-    p.add_argument("--checkpoint", type=Path, required=True, help="updated in place (its fingerprint changes: "
-                   "rebuild indexes built with it)")
-    p.add_argument("--data", type=Path, required=True, help="the dataset: prototypes from its train split, "
-                   "calibration on its valid split")
-    p.add_argument("--per-value", type=int, default=200, help="training images averaged per value (default 200; "
-                   "0: all)")
+    p = sub.add_parser(
+        "prototypes",
+        help="add value prototypes and tag calibration to a checkpoint (search by "
+        "value, POST /tag, predicted tags)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="updated in place (its fingerprint changes: rebuild indexes built with it)",
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="the dataset: prototypes from its train split, calibration on its valid split",
+    )
+    p.add_argument(
+        "--per-value", type=int, default=200, help="training images averaged per value (default 200; 0: all)"
+    )
     p.add_argument("--device", default="auto", help=f"where the model runs: {DEVICE_CHOICES}; default auto")
     p.add_argument("--runtime", default="auto", choices=RUNTIME_CHOICES, help=RUNTIME_HELP)
     p.set_defaults(func=_prototypes)
@@ -97,8 +128,11 @@ def _register_others(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import-reference", help="convert a released reference ASEN++ checkpoint")
     p.add_argument("src", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument("--attributes", type=Path,
-                   help="meta.json of the dataset the checkpoint was trained on (attribute names and values)")
+    p.add_argument(
+        "--attributes",
+        type=Path,
+        help="meta.json of the dataset the checkpoint was trained on (attribute names and values)",
+    )
     p.set_defaults(func=_import_reference)
 
     p = sub.add_parser("import-fashionai", help="convert the FashionAI label CSV into the dataset format")
@@ -116,12 +150,30 @@ def _synth(args: argparse.Namespace) -> None:
     if args.copies:
         from asen_search.model.data.copies import generate_copies
 
-        counts = generate_copies(args.out_dir, args.designs, args.background, seed=args.seed, scale=args.scale,
-                                 workers=args.workers, nuisance=parse_nuisance(args.nuisance))
-        print(f"copy benchmark written to {args.out_dir}: " + ", ".join(f"{n} {s} images" for s, n in counts.items()))
+        counts = generate_copies(
+            args.out_dir,
+            args.designs,
+            args.background,
+            seed=args.seed,
+            scale=args.scale,
+            workers=args.workers,
+            nuisance=parse_nuisance(args.nuisance),
+        )
+        print(
+            f"copy benchmark written to {args.out_dir}: "
+            + ", ".join(f"{n} {s} images" for s, n in counts.items())
+        )
         return
-    generate_dataset(args.out_dir, args.train, args.valid, args.test, seed=args.seed, scale=args.scale,
-                     workers=args.workers, nuisance=parse_nuisance(args.nuisance))
+    generate_dataset(
+        args.out_dir,
+        args.train,
+        args.valid,
+        args.test,
+        seed=args.seed,
+        scale=args.scale,
+        workers=args.workers,
+        nuisance=parse_nuisance(args.nuisance),
+    )
     print(f"demo dataset written to {args.out_dir}")
 
 
@@ -149,10 +201,16 @@ def _prototypes(args: argparse.Namespace) -> None:
     ds = load_dataset(args.data)
     encoder = Encoder.from_checkpoint(args.checkpoint, args.device, args.runtime, extras=False)
     prototypes, report, thresholds = compute_prototypes(encoder, ds, args.per_value)
-    update_extra(args.checkpoint, prototypes=prototypes.to_extra(), thresholds=thresholds.to_json() if thresholds else None)
+    update_extra(
+        args.checkpoint,
+        prototypes=prototypes.to_extra(),
+        thresholds=thresholds.to_json() if thresholds else None,
+    )
     print(json.dumps(report, indent=2))
-    print(f"stored in {args.checkpoint}; its fingerprint changed: rebuild indexes built with the old file "
-          "(`asen index build`)")
+    print(
+        f"stored in {args.checkpoint}; its fingerprint changed: rebuild indexes built with the old file "
+        "(`asen index build`)"
+    )
 
 
 def _import_reference(args: argparse.Namespace) -> None:
@@ -165,6 +223,7 @@ def _import_reference(args: argparse.Namespace) -> None:
 def _import_fashionai(args: argparse.Namespace) -> None:
     from asen_search.model.data.fashionai_import import import_fashionai
 
-    counts = import_fashionai(args.csv, args.image_root, args.out_dir, seed=args.seed,
-                              link="copy" if args.copy else "symlink")
+    counts = import_fashionai(
+        args.csv, args.image_root, args.out_dir, seed=args.seed, link="copy" if args.copy else "symlink"
+    )
     print(json.dumps(counts, indent=2))

@@ -13,6 +13,7 @@ cannot be carried (no images root known for the source or the destination, or th
 the source) refuses the copy, naming how many items and which, and what to pass; with
 `skip_missing` those items are copied without an image instead (and listed).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,14 +42,14 @@ class ImageCarrier:
 
     source_root: Path | None
     dest_root: Path | None
-    uploads: frozenset[str]              # every upload the source's items name
-    missing: dict[str, str]              # upload -> why it is not carried (only with skip_missing)
+    uploads: frozenset[str]  # every upload the source's items name
+    missing: dict[str, str]  # upload -> why it is not carried (only with skip_missing)
     skip_missing: bool = False
     progress: Callable[[int], object] = lambda n: None
-    carried: set[str] = field(default_factory=set)          # uploads now at the destination
-    created: list[Path] = field(default_factory=list)       # files this copy made there
-    made_folder: Path | None = None                          # the images/ folder, when this copy made it
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (item id, why) copied without an image
+    carried: set[str] = field(default_factory=set)  # uploads now at the destination
+    created: list[Path] = field(default_factory=list)  # files this copy made there
+    made_folder: Path | None = None  # the images/ folder, when this copy made it
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, why) copied without an image
 
     def __call__(self, batch: Batch) -> Batch:
         ids, vectors, metadata = batch
@@ -57,7 +58,7 @@ class ImageCarrier:
         for item_id, meta in zip(ids, metadata, strict=True):
             name = meta.get(IMAGE_KEY)
             if not isinstance(name, str) or not is_upload(name):
-                out.append(meta)   # no image, or a path / URL the build recorded: kept as it is
+                out.append(meta)  # no image, or a path / URL the build recorded: kept as it is
                 continue
             why = self.missing.get(name) or (None if name in self.carried else self._carry(name))
             if why is None:
@@ -66,15 +67,17 @@ class ImageCarrier:
                 self.skipped.append((item_id, why))
                 out.append({k: v for k, v in meta.items() if k != IMAGE_KEY})
         if len(self.created) > made_before and self.dest_root is not None:
-            fsync_path(self.dest_root / UPLOAD_DIR)   # the new names are durable before the items naming them
+            fsync_path(self.dest_root / UPLOAD_DIR)  # the new names are durable before the items naming them
         return ids, vectors, out
 
     def _carry(self, name: str) -> str | None:
         """Copy one upload; None when it is at the destination now, else why not (a file gone since
         `plan_carry`, with skip_missing; without it the copy stops)."""
-        if self.source_root is None or self.dest_root is None:   # an item added to a served source meanwhile
-            return self._cannot(f"{name} was uploaded during the copy and no images folder was given for the "
-                                f"{'source' if self.source_root is None else 'destination'}")
+        if self.source_root is None or self.dest_root is None:  # an item added to a served source meanwhile
+            return self._cannot(
+                f"{name} was uploaded during the copy and no images folder was given for the "
+                f"{'source' if self.source_root is None else 'destination'}"
+            )
         source, target = self.source_root / name, self.dest_root / name
         if not target.is_file():  # content-addressed: a file of that name holds the same bytes
             if not target.parent.is_dir():
@@ -94,8 +97,10 @@ class ImageCarrier:
     def _cannot(self, why: str) -> str:
         """`why` an upload met during the copy is not carried (with skip_missing), else stop the copy."""
         if not self.skip_missing:
-            raise ImagesNotCarried(f"{why}: the copy stopped; remove what it made at the destination and copy again "
-                                   "(from a source no server writes meanwhile), or pass --skip-missing-images")
+            raise ImagesNotCarried(
+                f"{why}: the copy stopped; remove what it made at the destination and copy again "
+                "(from a source no server writes meanwhile), or pass --skip-missing-images"
+            )
         return why
 
     def remove_created(self) -> None:
@@ -139,8 +144,14 @@ def _writable(folder: Path) -> str | None:
     return None
 
 
-def plan_carry(source: Catalogue, source_root: Path | None, dest_root: Path | None, *, skip_missing: bool = False,
-               batch_size: int = 1000) -> ImageCarrier:
+def plan_carry(
+    source: Catalogue,
+    source_root: Path | None,
+    dest_root: Path | None,
+    *,
+    skip_missing: bool = False,
+    batch_size: int = 1000,
+) -> ImageCarrier:
     """Check, before anything is made at the destination, that every upload the source's items name
     can be carried from `source_root` to `dest_root` (None: not known, a Milvus collection without
     an images folder); ImagesNotCarried, naming how many items, the first few ids and what to pass,
@@ -150,31 +161,44 @@ def plan_carry(source: Catalogue, source_root: Path | None, dest_root: Path | No
     advice: list[str] = []
     if uploads and source_root is None:
         missing = dict.fromkeys(uploads, "the source's images folder was not given (--source-images-dir)")
-        advice.append("the source is a Milvus collection: pass --source-images-dir DIR, the folder its servers use "
-                      "as ASEN_IMAGES_DIR")
+        advice.append(
+            "the source is a Milvus collection: pass --source-images-dir DIR, the folder its servers use "
+            "as ASEN_IMAGES_DIR"
+        )
     elif uploads:
         assert source_root is not None
         absent = sorted(n for n in uploads if not (source_root / n).is_file())
         missing = {n: f"{source_root / n} is missing" for n in absent}
         if absent:
-            advice.append(f"{len(absent)} of the {len(uploads)} uploaded image files are not in {source_root / UPLOAD_DIR} "
-                          f"(e.g. {absent[0]}); if the source's servers keep them elsewhere (ASEN_IMAGES_DIR), pass "
-                          "that folder as --source-images-dir")
+            advice.append(
+                f"{len(absent)} of the {len(uploads)} uploaded image files are not in {source_root / UPLOAD_DIR} "
+                f"(e.g. {absent[0]}); if the source's servers keep them elsewhere (ASEN_IMAGES_DIR), pass "
+                "that folder as --source-images-dir"
+            )
     if uploads and dest_root is None:
-        missing = {n: missing.get(n, "the destination's images folder was not given (--images-dir)") for n in uploads}
-        advice.append("the destination is a Milvus collection: pass --images-dir DIR, the folder its servers will use "
-                      "as ASEN_IMAGES_DIR")
+        missing = {
+            n: missing.get(n, "the destination's images folder was not given (--images-dir)") for n in uploads
+        }
+        advice.append(
+            "the destination is a Milvus collection: pass --images-dir DIR, the folder its servers will use "
+            "as ASEN_IMAGES_DIR"
+        )
     if missing and not skip_missing:
         ids = _items_naming(source, set(missing), batch_size)
-        shown = ", ".join(repr(i) for i in ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more"
-                                                                if len(ids) > SHOWN_IDS else "")
-        raise ImagesNotCarried(f"{len(ids)} items added through the API name uploaded images that cannot be carried "
-                               f"({shown}): {'; '.join(advice)}. Or pass --skip-missing-images to copy those items "
-                               "without their images. Nothing was copied")
+        shown = ", ".join(repr(i) for i in ids[:SHOWN_IDS]) + (
+            f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+        )
+        raise ImagesNotCarried(
+            f"{len(ids)} items added through the API name uploaded images that cannot be carried "
+            f"({shown}): {'; '.join(advice)}. Or pass --skip-missing-images to copy those items "
+            "without their images. Nothing was copied"
+        )
     if dest_root is not None and len(missing) < len(uploads):
         why = _writable(dest_root / UPLOAD_DIR)
         if why is not None:
-            raise ImagesNotCarried(f"the uploaded images cannot be carried to {dest_root}: {why}. Nothing was copied")
+            raise ImagesNotCarried(
+                f"the uploaded images cannot be carried to {dest_root}: {why}. Nothing was copied"
+            )
     return ImageCarrier(source_root, dest_root, uploads, missing, skip_missing)
 
 

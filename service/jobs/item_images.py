@@ -13,6 +13,7 @@ replaced and deleted together with the item (one atomic save):
 The key never leaves the service: responses drop it, and requests may not set it or filter on it.
 A request's item id only ever selects a catalogue entry; no request text reaches a file path.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +37,15 @@ IMAGE_KEY = "_image"
 UPLOAD_DIR = "images"
 CACHE_CONTROL = "public, max-age=3600"
 # PIL format -> (file suffix, media type); formats browsers do not show (TIFF) are sent as PNG.
-_WEB_FORMATS = {"JPEG": (".jpg", "image/jpeg"), "MPO": (".jpg", "image/jpeg"), "PNG": (".png", "image/png"),
-                "WEBP": (".webp", "image/webp"), "GIF": (".gif", "image/gif"), "BMP": (".bmp", "image/bmp"),
-                "AVIF": (".avif", "image/avif")}
+_WEB_FORMATS = {
+    "JPEG": (".jpg", "image/jpeg"),
+    "MPO": (".jpg", "image/jpeg"),
+    "PNG": (".png", "image/png"),
+    "WEBP": (".webp", "image/webp"),
+    "GIF": (".gif", "image/gif"),
+    "BMP": (".bmp", "image/bmp"),
+    "AVIF": (".avif", "image/avif"),
+}
 _SUFFIX_MEDIA = {suffix: media for suffix, media in _WEB_FORMATS.values()} | {".jpeg": "image/jpeg"}
 _UPLOAD_SUFFIX = {fmt: suffix for fmt, (suffix, _) in _WEB_FORMATS.items()} | {"TIFF": ".tif"}
 _UPLOAD_NAME = re.compile(rf"^{UPLOAD_DIR}/[0-9a-f]{{64}}\.(jpg|png|webp|gif|bmp|tif|avif)$")
@@ -66,14 +73,18 @@ def save_upload(index_dir: Path, data: bytes) -> str:
     name = f"{UPLOAD_DIR}/{hashlib.sha256(data).hexdigest()}{_UPLOAD_SUFFIX[fmt]}"
     path = index_dir / name
     try:
-        os.utime(path)  # there already: fresh again (an unreferenced file is pruned only after a grace period)
+        os.utime(
+            path
+        )  # there already: fresh again (an unreferenced file is pruned only after a grace period)
         return name
     except FileNotFoundError:
         pass  # not there, or pruned a moment ago (by another replica sharing the folder): store it
     if not path.parent.is_dir():
         path.parent.mkdir(parents=True, exist_ok=True)
         fsync_path(index_dir)  # the new images/ directory itself survives a crash
-    atomic_write(path, lambda fh: fh.write(data))  # a unique temporary name: concurrent uploads of the same bytes
+    atomic_write(
+        path, lambda fh: fh.write(data)
+    )  # a unique temporary name: concurrent uploads of the same bytes
     return name
 
 

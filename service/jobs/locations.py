@@ -11,6 +11,7 @@ A reference is a `Path` (local) or a `str` holding a URL; `as_ref` turns text ba
 What a catalogue listing may name is decided here, by one function, `check_listed` (docs/service.md,
 "What a listing may name").
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -30,7 +31,9 @@ def is_url(ref: object) -> bool:
     if not isinstance(ref, str):
         return False
     scheme, sep, _ = ref.partition("://")
-    return bool(sep) and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
+    return (
+        bool(sep) and len(scheme) > 1 and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
+    )
 
 
 def as_ref(text: str | Path) -> ImageRef:
@@ -47,8 +50,10 @@ def filesystem(url: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(url)
     except (ImportError, ValueError) as exc:
         scheme = url.partition("://")[0]
-        raise RuntimeError(f"cannot read {scheme}:// locations: {exc} (install fsspec's driver for it, e.g. "
-                           "`pip install s3fs` for s3://, or copy the files to a local folder)") from None
+        raise RuntimeError(
+            f"cannot read {scheme}:// locations: {exc} (install fsspec's driver for it, e.g. "
+            "`pip install s3fs` for s3://, or copy the files to a local folder)"
+        ) from None
 
 
 def read_bytes(ref: ImageRef) -> bytes:
@@ -117,16 +122,21 @@ def ukey(ref: ImageRef) -> str:
 # build read any file the process can (`file:///etc/passwd`), another bucket, or a cloud metadata
 # endpoint (`http://169.254.169.254/...`: credentials), and record what it read in the index.
 
-LOCAL_SCHEMES = frozenset({"file", "local"})        # fsspec's names for the local filesystem
+LOCAL_SCHEMES = frozenset({"file", "local"})  # fsspec's names for the local filesystem
 # Schemes whose URL's netloc is a bucket or container name, never a network host (a bucket may be
 # called "metadata"; none may be called like an IPv4 address).
 BUCKET_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oci", "oss", "memory"})
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal"})
 # Cloud metadata endpoints outside the link-local ranges: AWS's IPv6 one, Alibaba Cloud's.
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+)
 # IPv6 addresses that carry an IPv4 address in their last 32 bits (mapped, compatible, NAT64).
-_EMBEDS_IPV4 = (ipaddress.ip_network("::ffff:0:0/96"), ipaddress.ip_network("::/96"),
-                ipaddress.ip_network("64:ff9b::/96"))
+_EMBEDS_IPV4 = (
+    ipaddress.ip_network("::ffff:0:0/96"),
+    ipaddress.ip_network("::/96"),
+    ipaddress.ip_network("64:ff9b::/96"),
+)
 _NETLOC_CHARS = frozenset(string.ascii_letters + string.digits + "-._~%!$&'()*+,;=:@[]")
 ALLOW_HINT = "pass --allow-any-url to allow it"
 NEVER = "never allowed, not even with --allow-any-url"
@@ -150,8 +160,9 @@ def check_listed(listing: ImageRef, ref: ImageRef, where: str, allow_any_url: bo
     remote = _is_remote(listing)
     if not is_url(ref):  # a remote listing's paths are joined onto its URL: a Path here is a caller's mistake
         if remote:
-            raise ListingRefused(f"{where}: {ref} is refused: a listing at a URL may never name a local file "
-                                 f"({NEVER})")
+            raise ListingRefused(
+                f"{where}: {ref} is refused: a listing at a URL may never name a local file ({NEVER})"
+            )
     else:
         assert isinstance(ref, str)
         problem = _never_allowed(ref, remote)
@@ -163,14 +174,18 @@ def check_listed(listing: ImageRef, ref: ImageRef, where: str, allow_any_url: bo
         assert isinstance(listing, str) and isinstance(ref, str)
         if not _same_store(listing, ref):
             home = urlsplit(listing)
-            raise ListingRefused(f"{where}: {ref} is refused: a listing at a URL may only name images in its own "
-                                 f"scheme and bucket/host ({home.scheme}://{home.netloc}/); {ALLOW_HINT}")
+            raise ListingRefused(
+                f"{where}: {ref} is refused: a listing at a URL may only name images in its own "
+                f"scheme and bucket/host ({home.scheme}://{home.netloc}/); {ALLOW_HINT}"
+            )
         return
     folder = os.path.dirname(os.path.abspath(_local_path(listing) or ""))
     target = _local_path(ref)
     if target is None or not _inside(folder, target):
-        raise ListingRefused(f"{where}: {ref} is refused: a local listing may only name images under its own "
-                             f"folder ({folder}), by relative paths or absolute ones inside it; {ALLOW_HINT}")
+        raise ListingRefused(
+            f"{where}: {ref} is refused: a local listing may only name images under its own "
+            f"folder ({folder}), by relative paths or absolute ones inside it; {ALLOW_HINT}"
+        )
 
 
 def _scheme(ref: str) -> str:
@@ -235,7 +250,9 @@ def _never_allowed(ref: str, remote: bool) -> str | None:
             chain = "" if part == ref else f"fsspec reads '::' as a chain of URLs, and {part!r}"
             return f"its host cannot be checked ({chain or 'it'} is not a valid URL)"
         if any(c not in _NETLOC_CHARS for c in split.netloc):
-            return f"its host cannot be checked (the address {split.netloc!r} holds characters a host may not)"
+            return (
+                f"its host cannot be checked (the address {split.netloc!r} holds characters a host may not)"
+            )
         problem = _metadata_host(unquote(host or "").rstrip(".").lower(), scheme)
         if problem is not None:
             return problem
@@ -248,8 +265,12 @@ def _metadata_host(host: str, scheme: str) -> str | None:
     address = _address(host, loose=scheme not in BUCKET_SCHEMES)
     if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and any(address in net for net in _EMBEDS_IPV4) \
-            and not address.is_loopback and not address.is_unspecified:
+    if (
+        isinstance(address, ipaddress.IPv6Address)
+        and any(address in net for net in _EMBEDS_IPV4)
+        and not address.is_loopback
+        and not address.is_unspecified
+    ):
         address = ipaddress.IPv4Address(address.packed[12:])
     if address.is_link_local or address in METADATA_ADDRESSES:
         shown = host if host == str(address) else f"{host}, that is {address}"

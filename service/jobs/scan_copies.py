@@ -13,6 +13,7 @@ scan resumes the other's work. Per design: `matches.csv` rows (design, item_id, 
 attribute, modified), and in `report_files/` the design's and each match's thumbnail plus an attention
 overlay per copied attribute (per counted attribute without a calibration).
 """
+
 from __future__ import annotations
 
 import json
@@ -51,24 +52,31 @@ from asen_search.service.jobs.sources import CatalogueEntry
 
 @dataclass(frozen=True)
 class CopyThreshold:
-    rule: CopyRule                      # the attributes, m and the calibration's "modified" lines (none: not judged)
-    min_score: float                    # the copy score a match reaches at least
+    rule: CopyRule  # the attributes, m and the calibration's "modified" lines (none: not judged)
+    min_score: float  # the copy score a match reaches at least
     max_false_match_rate: float | None  # what min_score was read from, if from the calibration
     calibrated: bool
 
 
-def resolve_copy_threshold(encoder: Encoder, min_score: float | None, max_false_match_rate: float | None,
-                           modified: int | None) -> CopyThreshold:
+def resolve_copy_threshold(
+    encoder: Encoder, min_score: float | None, max_false_match_rate: float | None, modified: int | None
+) -> CopyThreshold:
     """The rule and threshold of a copies scan; ValueError for a missing, doubled, out-of-range or
     unmeasurable one, naming what to do."""
     if (min_score is None) == (max_false_match_rate is None):
         raise ValueError("with --copies give exactly one of --min-score or --max-false-match-rate")
     names = encoder.attribute_names
     calibration = encoder.copy_calibration
-    m = modified if modified is not None else (calibration.modified if calibration is not None else DEFAULT_MODIFIED)
+    m = (
+        modified
+        if modified is not None
+        else (calibration.modified if calibration is not None else DEFAULT_MODIFIED)
+    )
     if not 0 <= m < len(names):
-        raise ValueError(f"--modified must be in 0..{len(names) - 1} (attributes a copy may modify, of the model's "
-                         f"{len(names)}), got {m}")
+        raise ValueError(
+            f"--modified must be in 0..{len(names) - 1} (attributes a copy may modify, of the model's "
+            f"{len(names)}), got {m}"
+        )
     if min_score is not None:
         if not -1.0 <= min_score <= 1.0:
             raise ValueError(f"--min-score must be in [-1, 1], got {min_score}")
@@ -76,41 +84,68 @@ def resolve_copy_threshold(encoder: Encoder, min_score: float | None, max_false_
     else:
         assert max_false_match_rate is not None
         if calibration is None:
-            raise ValueError("this checkpoint has no copy calibration: run `asen calibrate-copies --checkpoint CKPT "
-                             "--data DATASET` (writes it beside the checkpoint) or give --min-score")
+            raise ValueError(
+                "this checkpoint has no copy calibration: run `asen calibrate-copies --checkpoint CKPT "
+                "--data DATASET` (writes it beside the checkpoint) or give --min-score"
+            )
         if m != calibration.modified:
-            raise ValueError(f"the copy calibration was made for --modified {calibration.modified}, its false-match "
-                             f"rates do not hold for --modified {m}: run `asen calibrate-copies --modified {m}` or give "
-                             "--min-score")
+            raise ValueError(
+                f"the copy calibration was made for --modified {calibration.modified}, its false-match "
+                f"rates do not hold for --modified {m}: run `asen calibrate-copies --modified {m}` or give "
+                "--min-score"
+            )
         try:
             threshold = calibration.score_for_rate(max_false_match_rate)
-        except ValueError as exc:     # out of [0, 1], or NoCopyThreshold: below what the calibration measures
+        except ValueError as exc:  # out of [0, 1], or NoCopyThreshold: below what the calibration measures
             raise ValueError(f"--max-false-match-rate: {exc}") from None
     lines = dict(calibration.changed_below) if calibration is not None else {}
-    return CopyThreshold(CopyRule(tuple(names), m, lines), threshold, max_false_match_rate, calibration is not None)
+    return CopyThreshold(
+        CopyRule(tuple(names), m, lines), threshold, max_false_match_rate, calibration is not None
+    )
 
 
-def _plan(cfg: ScanConfig, encoder: Encoder, designs: list[CatalogueEntry], t: CopyThreshold) -> dict[str, Any]:
-    return {"kind": "copies", "fingerprint": encoder.fingerprint, "index": str(cfg.index),
-            "attributes": list(t.rule.attributes), "modified": t.rule.modified,
-            "changed_below": dict(t.rule.changed_below) if t.calibrated else None, "min_score": t.min_score,
-            "max_results": cfg.max_results, "designs": design_digest(designs)}
+def _plan(
+    cfg: ScanConfig, encoder: Encoder, designs: list[CatalogueEntry], t: CopyThreshold
+) -> dict[str, Any]:
+    return {
+        "kind": "copies",
+        "fingerprint": encoder.fingerprint,
+        "index": str(cfg.index),
+        "attributes": list(t.rule.attributes),
+        "modified": t.rule.modified,
+        "changed_below": dict(t.rule.changed_below) if t.calibrated else None,
+        "min_score": t.min_score,
+        "max_results": cfg.max_results,
+        "designs": design_digest(designs),
+    }
 
 
-def _scan_design(n: int, design: CatalogueEntry, cfg: ScanConfig, encoder: Encoder, catalogue: Catalogue,
-                 t: CopyThreshold, pictures: Path) -> dict[str, Any]:
+def _scan_design(
+    n: int,
+    design: CatalogueEntry,
+    cfg: ScanConfig,
+    encoder: Encoder,
+    catalogue: Catalogue,
+    t: CopyThreshold,
+    pictures: Path,
+) -> dict[str, Any]:
     """One design's copies and pictures (in `pictures`), as the record kept in the work folder."""
     record: dict[str, Any] = {"design": design.id, "path": str(design.path)}
     image = load_or_reason(design.path, cfg.limits)
     if isinstance(image, str):
         return {**record, "error": image}
-    vectors = encoder.encode([image])[0]                                    # [A, D]
+    vectors = encoder.encode([image])[0]  # [A, D]
     queries = {a: vectors[k] for k, a in enumerate(t.rule.attributes)}
     answer = search_copies(catalogue, queries, t.rule, min_score=t.min_score, max_results=cfg.max_results)
     save_jpeg(pictures / f"d{n:06d}.jpg", thumbnail(image))
     matches, drawn = [], set()
     for m, hit in enumerate(answer.hits):
-        entry: dict[str, Any] = {"id": hit.id, "score": hit.score, "scores": hit.scores, "modified": hit.modified}
+        entry: dict[str, Any] = {
+            "id": hit.id,
+            "score": hit.score,
+            "scores": hit.scores,
+            "modified": hit.modified,
+        }
         try:
             picture = item_picture(cfg, catalogue.get(hit.id).metadata)
         except UnknownItem:
@@ -129,12 +164,17 @@ def _scan_design(n: int, design: CatalogueEntry, cfg: ScanConfig, encoder: Encod
             entry.update(thumb=f"{name}.jpg", why=why)
         matches.append(entry)
     design_why = {}
-    for k, a in enumerate(t.rule.attributes):       # the design's attention for every attribute a match shows
+    for k, a in enumerate(t.rule.attributes):  # the design's attention for every attribute a match shows
         if a in drawn:
             design_why[a] = f"d{n:06d}-a{k:02d}.jpg"
             save_jpeg(pictures / design_why[a], overlay(image, encoder.explain(image, k)))
-    record.update(thumb=f"d{n:06d}.jpg", why=design_why, truncated=answer.truncated, scored=answer.scored,
-                  matches=matches)
+    record.update(
+        thumb=f"d{n:06d}.jpg",
+        why=design_why,
+        truncated=answer.truncated,
+        scored=answer.scored,
+        matches=matches,
+    )
     return record
 
 
@@ -148,27 +188,62 @@ def scan_copies(cfg: ScanConfig, encoder: Encoder, start: float | None = None) -
     def scan_one(n: int, design: CatalogueEntry, catalogue: Catalogue, pictures: Path) -> dict[str, Any]:
         return _scan_design(n, design, cfg, encoder, catalogue, t, pictures)
 
-    run = run_designs(cfg, encoder, designs, _plan(cfg, encoder, designs, t), scan_one,
-                      f"scanning for copies >= {t.min_score:.4f} (m={t.rule.modified})")
+    run = run_designs(
+        cfg,
+        encoder,
+        designs,
+        _plan(cfg, encoder, designs, t),
+        scan_one,
+        f"scanning for copies >= {t.min_score:.4f} (m={t.rule.modified})",
+    )
     records = run.records
-    rows = [(r["design"], m["id"], m["score"], m["scores"], m["modified"]) for r in records
-            for m in r.get("matches", [])]
+    rows = [
+        (r["design"], m["id"], m["score"], m["scores"], m["modified"])
+        for r in records
+        for m in r.get("matches", [])
+    ]
     csv_bytes = copies_csv_text(list(t.rule.attributes), rows).encode()
     atomic_write(cfg.out / "matches.csv", lambda fh: fh.write(csv_bytes))
     unreadable = [(r["design"], r["error"]) for r in records if "error" in r]
     truncated = [r["design"] for r in records if r.get("truncated")]
-    summary = {"kind": "copies", "attributes": list(t.rule.attributes), "designs": len(records), "matches": len(rows),
-               "threshold": {"min_score": t.min_score, "max_false_match_rate": t.max_false_match_rate},
-               "modified": t.rule.modified, "kept": t.rule.kept, "calibrated": t.calibrated,
-               "changed_below": dict(t.rule.changed_below) if t.calibrated else None, "max_results": cfg.max_results,
-               "unreadable": [{"design": d, "reason": why} for d, why in unreadable], "truncated": truncated,
-               "catalogue": {"index": str(cfg.index), **run.state}, "pictures": PICTURES_DIR}
+    summary = {
+        "kind": "copies",
+        "attributes": list(t.rule.attributes),
+        "designs": len(records),
+        "matches": len(rows),
+        "threshold": {"min_score": t.min_score, "max_false_match_rate": t.max_false_match_rate},
+        "modified": t.rule.modified,
+        "kept": t.rule.kept,
+        "calibrated": t.calibrated,
+        "changed_below": dict(t.rule.changed_below) if t.calibrated else None,
+        "max_results": cfg.max_results,
+        "unreadable": [{"design": d, "reason": why} for d, why in unreadable],
+        "truncated": truncated,
+        "catalogue": {"index": str(cfg.index), **run.state},
+        "pictures": PICTURES_DIR,
+    }
     atomic_write(cfg.out / "summary.json", lambda fh: fh.write(json.dumps(summary, indent=2).encode()))
-    page = copies_report_html(records, list(t.rule.attributes), t.rule.modified, t.rule.changed_below if t.calibrated
-                              else None, t.min_score, t.max_false_match_rate, cfg.max_results).encode()
+    page = copies_report_html(
+        records,
+        list(t.rule.attributes),
+        t.rule.modified,
+        t.rule.changed_below if t.calibrated else None,
+        t.min_score,
+        t.max_false_match_rate,
+        cfg.max_results,
+    ).encode()
     atomic_write(cfg.out / "report.html", lambda fh: fh.write(page))
     prune_pictures(cfg.out / PICTURES_DIR, records)
     for design, why in unreadable:
         print(f"unreadable design {design}: {why}", file=sys.stderr)
-    return ScanReport(cfg.out, len(records), len(rows), unreadable, truncated, t.min_score, run.scanned_now,
-                      time.monotonic() - start, run.rescanned_because)
+    return ScanReport(
+        cfg.out,
+        len(records),
+        len(rows),
+        unreadable,
+        truncated,
+        t.min_score,
+        run.scanned_now,
+        time.monotonic() - start,
+        run.rescanned_because,
+    )

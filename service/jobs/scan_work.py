@@ -5,6 +5,7 @@ outcome (`ScanReport`), the plan that a resume must match, each finished design'
 again, and says why), the designs read from a folder or a listing, a catalogue item's stored picture,
 and the pictures folder pruned to what the report shows.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,23 +36,23 @@ from asen_search.service.jobs.sources import CatalogueEntry, check_entries, chec
 @dataclass(frozen=True)
 class ScanConfig:
     checkpoint: Path
-    index: str | Path                  # an index directory or a Milvus location
-    designs: Path                      # a folder of images, a .txt of image paths, or a .jsonl/.csv catalogue
-    attribute: str | None              # None with `copies`
+    index: str | Path  # an index directory or a Milvus location
+    designs: Path  # a folder of images, a .txt of image paths, or a .jsonl/.csv catalogue
+    attribute: str | None  # None with `copies`
     out: Path
     min_score: float | None = None
     min_precision: float | None = None
-    max_results: int = 1000            # matches per design at most (`truncated` in the report beyond)
-    images_dir: Path | None = None     # where uploaded item images are (default: the index directory)
+    max_results: int = 1000  # matches per design at most (`truncated` in the report beyond)
+    images_dir: Path | None = None  # where uploaded item images are (default: the index directory)
     restart: bool = False
     progress: bool = True
     device: str = "auto"
     runtime: str = "auto"
     limits: ImageLimits = field(default_factory=ImageLimits)
-    allow_any_url: bool = False        # a listing of designs may name images anywhere (sources.check_listing)
-    copies: bool = False               # `asen scan --copies`: copies of each design over every attribute
-    max_false_match_rate: float | None = None   # copies: the threshold from the copy calibration
-    modified: int | None = None        # copies: attributes a copy may modify (default: the calibration's, else 2)
+    allow_any_url: bool = False  # a listing of designs may name images anywhere (sources.check_listing)
+    copies: bool = False  # `asen scan --copies`: copies of each design over every attribute
+    max_false_match_rate: float | None = None  # copies: the threshold from the copy calibration
+    modified: int | None = None  # copies: attributes a copy may modify (default: the calibration's, else 2)
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,12 @@ class ScanReport:
     out: Path
     designs: int
     matches: int
-    unreadable: list[tuple[str, str]]   # (design, why)
-    truncated: list[str]                # designs whose matches max_results cut
+    unreadable: list[tuple[str, str]]  # (design, why)
+    truncated: list[str]  # designs whose matches max_results cut
     min_score: float
     scanned_now: int
     seconds: float
-    rescanned_because: str | None = None   # why the designs an earlier run had finished were scanned again
+    rescanned_because: str | None = None  # why the designs an earlier run had finished were scanned again
 
 
 def save_jpeg(path: Path, image: Image.Image) -> None:
@@ -77,8 +78,13 @@ CATALOGUE_STATE = "catalogue.json"
 def catalogue_state(catalogue: Catalogue, batch_size: int = 1000, progress: bool = False) -> dict[str, Any]:
     """What the catalogue holds (`content_state`: item count and an order-independent digest of every
     item's id, metadata and vectors), with a progress bar."""
-    with tqdm(total=len(catalogue), unit="item", desc="reading the catalogue's state", disable=not progress,
-              leave=False) as bar:
+    with tqdm(
+        total=len(catalogue),
+        unit="item",
+        desc="reading the catalogue's state",
+        disable=not progress,
+        leave=False,
+    ) as bar:
         return content_state(catalogue, batch_size, bar.update)
 
 
@@ -95,11 +101,16 @@ def _refuse_other_kind(cfg: ScanConfig, plan: dict[str, Any]) -> None:
         return
     if not isinstance(found, dict) or scan_kind(found) == scan_kind(plan):
         return
-    held = f"an attribute scan (--attribute {found.get('attribute')})" if scan_kind(found) == "attribute" else \
-        "a copies scan (--copies)"
+    held = (
+        f"an attribute scan (--attribute {found.get('attribute')})"
+        if scan_kind(found) == "attribute"
+        else "a copies scan (--copies)"
+    )
     wanted = "a copies scan" if scan_kind(plan) == "copies" else "an attribute scan"
-    raise ValueError(f"{cfg.out / WORK_DIR} holds the work of {held}, which {wanted} cannot resume; pass --restart "
-                     "to discard it, or give another --out")
+    raise ValueError(
+        f"{cfg.out / WORK_DIR} holds the work of {held}, which {wanted} cannot resume; pass --restart "
+        "to discard it, or give another --out"
+    )
 
 
 def open_work(cfg: ScanConfig, plan: dict[str, Any]) -> Path:
@@ -140,8 +151,10 @@ def _check_catalogue(cfg: ScanConfig, work: Path, state: dict[str, Any], n_desig
         if recorded is None:
             reason = f"{run} in {work} did not record the catalogue's state"
         else:
-            reason = (f"the catalogue changed since {run} started ({recorded.get('items')} items then, "
-                      f"{state['items']} now)")
+            reason = (
+                f"the catalogue changed since {run} started ({recorded.get('items')} items then, "
+                f"{state['items']} now)"
+            )
         # The old state goes first: a crash from here on leaves no state, and the next run starts over.
         (work / CATALOGUE_STATE).unlink(missing_ok=True)
         for path in done:
@@ -158,14 +171,20 @@ def _check_catalogue(cfg: ScanConfig, work: Path, state: dict[str, Any], n_desig
 
 @dataclass(frozen=True)
 class DesignRun:
-    records: list[dict[str, Any]]       # one per design, in order
-    state: dict[str, Any]               # the catalogue's state (catalogue_state)
+    records: list[dict[str, Any]]  # one per design, in order
+    state: dict[str, Any]  # the catalogue's state (catalogue_state)
     scanned_now: int
     rescanned_because: str | None
 
 
-def run_designs(cfg: ScanConfig, encoder: Encoder, designs: list[CatalogueEntry], plan: dict[str, Any],
-                scan_one: Callable[[int, CatalogueEntry, Catalogue, Path], dict[str, Any]], desc: str) -> DesignRun:
+def run_designs(
+    cfg: ScanConfig,
+    encoder: Encoder,
+    designs: list[CatalogueEntry],
+    plan: dict[str, Any],
+    scan_one: Callable[[int, CatalogueEntry, Catalogue, Path], dict[str, Any]],
+    desc: str,
+) -> DesignRun:
     """Every design through `scan_one` (its record; its pictures written in the folder given), each
     finished record kept in the work folder: the designs an earlier run of the same plan finished on
     the same catalogue are not scanned again (either kind of scan)."""
@@ -227,9 +246,14 @@ def read_designs(source: Path, allow_any_url: bool = False) -> list[CatalogueEnt
     to the file; ids from the file names), or a .jsonl / .csv catalogue file. A listing's images must be
     under its folder unless `allow_any_url` (sources.check_listing)."""
     if source.suffix.lower() == ".txt" and source.is_file():
-        lines = [(n, line.strip()) for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1)]
-        paths = [(lineno, (source.parent / line) if not Path(line).is_absolute() else Path(line))
-                 for lineno, line in lines if line and not line.startswith("#")]
+        lines = [
+            (n, line.strip()) for n, line in enumerate(source.read_text(encoding="utf-8").splitlines(), 1)
+        ]
+        paths = [
+            (lineno, (source.parent / line) if not Path(line).is_absolute() else Path(line))
+            for lineno, line in lines
+            if line and not line.startswith("#")
+        ]
         entries, seen = [], set()
         for lineno, path in paths:
             name, n = path.stem, 1
@@ -246,7 +270,10 @@ def read_designs(source: Path, allow_any_url: bool = False) -> list[CatalogueEnt
 
 def item_picture(cfg: ScanConfig, metadata: dict[str, Any]) -> Image.Image | str:
     """A catalogue item's stored image, or why there is none to show."""
-    images_root = cfg.images_dir if cfg.images_dir is not None else (
-        None if is_milvus(str(cfg.index)) else Path(cfg.index))
+    images_root = (
+        cfg.images_dir
+        if cfg.images_dir is not None
+        else (None if is_milvus(str(cfg.index)) else Path(cfg.index))
+    )
     ref = stored_path(images_root, metadata.get(IMAGE_KEY))
     return load_or_reason(ref, cfg.limits) if ref is not None else "the item has no stored image"

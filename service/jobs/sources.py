@@ -4,6 +4,7 @@ format. Directories and listings may also be URLs that fsspec reads (`s3://bucke
 `locations.py`); their image paths are then resolved against the listing's URL. What a listing may
 name (its own folder, or its own scheme and bucket; `--allow-any-url`) is checked by `check_listing`
 before anything is read or encoded."""
+
 from __future__ import annotations
 
 import csv
@@ -38,12 +39,16 @@ class CatalogueEntry:
     """One catalogue item to encode: its id, image file and metadata."""
 
     id: str
-    path: ImageRef                     # a local path, or a URL (locations.py)
+    path: ImageRef  # a local path, or a URL (locations.py)
     metadata: dict[str, Any] = field(default_factory=dict)
-    line: int | None = field(default=None, compare=False)   # its line in the listing it came from, for messages
+    line: int | None = field(
+        default=None, compare=False
+    )  # its line in the listing it came from, for messages
 
 
-def read_catalogue(source: str | Path, split: str = "test", allow_any_url: bool = False) -> list[CatalogueEntry]:
+def read_catalogue(
+    source: str | Path, split: str = "test", allow_any_url: bool = False
+) -> list[CatalogueEntry]:
     """Entries of a catalogue source, checked: valid and unique ids, at least one entry, and for a
     listing, images only where it may name them (`check_listing`; `allow_any_url` lifts what may be lifted)."""
     if is_url(source):
@@ -54,13 +59,17 @@ def read_catalogue(source: str | Path, split: str = "test", allow_any_url: bool 
         return entries
     source = Path(source)
     if source.is_dir():
-        entries = dataset_entries(source, split) if (source / "meta.json").is_file() else directory_entries(source)
+        entries = (
+            dataset_entries(source, split) if (source / "meta.json").is_file() else directory_entries(source)
+        )
     elif source.suffix.lower() in (".jsonl", ".ndjson"):
         entries = jsonl_entries(source.read_text(encoding="utf-8"), source.parent, source.name)
     elif source.suffix.lower() == ".csv":
         entries = csv_entries(source.read_text(encoding="utf-8"), source.parent, source.name)
     elif source.exists():
-        raise ValueError(f"{source}: expected a directory of images, a dataset directory, a .jsonl or a .csv file")
+        raise ValueError(
+            f"{source}: expected a directory of images, a dataset directory, a .jsonl or a .csv file"
+        )
     else:
         raise FileNotFoundError(f"catalogue source not found: {source}")
     check_entries(entries, str(source))
@@ -76,13 +85,21 @@ def check_listing(entries: list[CatalogueEntry], listing: ImageRef, allow_any_ur
     the rule, and counts the others."""
     refused = []
     for entry in entries:
-        where = f"{listing} line {entry.line} (item {entry.id!r})" if entry.line else f"{listing} (item {entry.id!r})"
+        where = (
+            f"{listing} line {entry.line} (item {entry.id!r})"
+            if entry.line
+            else f"{listing} (item {entry.id!r})"
+        )
         try:
             check_listed(listing, entry.path, where, allow_any_url)
         except ListingRefused as exc:
             refused.append(str(exc))
     if refused:
-        more = f" ({len(refused) - 1} more entries of the listing are refused as well)" if len(refused) > 1 else ""
+        more = (
+            f" ({len(refused) - 1} more entries of the listing are refused as well)"
+            if len(refused) > 1
+            else ""
+        )
         raise ListingRefused(refused[0] + more)
 
 
@@ -99,8 +116,10 @@ def check_entries(entries: list[CatalogueEntry], where: str) -> None:
         raise ValueError(f"{where}: {len(dupes)} ids occur more than once, e.g. {sorted(dupes)[:5]}")
     reserved = [(e.id, reserved_keys(e.metadata)) for e in entries if reserved_keys(e.metadata)]
     if reserved:
-        raise ValueError(f"{where}: {len(reserved)} items have metadata keys starting with {PREDICTED!r}, which are "
-                         f"reserved for predicted tags (service/jobs/tags.py), e.g. {reserved[:3]}: rename them")
+        raise ValueError(
+            f"{where}: {len(reserved)} items have metadata keys starting with {PREDICTED!r}, which are "
+            f"reserved for predicted tags (service/jobs/tags.py), e.g. {reserved[:3]}: rename them"
+        )
 
 
 def entries_digest(entries: list[CatalogueEntry]) -> str:
@@ -114,8 +133,13 @@ def entries_digest(entries: list[CatalogueEntry]) -> str:
 def directory_entries(root: Path) -> list[CatalogueEntry]:
     """Every image file under `root` (hidden files and folders skipped); the id is the path
     relative to `root` without its suffix: `shirts/a17.jpg` -> `shirts/a17`."""
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     return [CatalogueEntry(p.relative_to(root).with_suffix("").as_posix(), p) for p in files]
 
 
@@ -126,13 +150,18 @@ def remote_entries(url: str) -> list[CatalogueEntry]:
     try:
         if fs.isdir(path):
             if fs.isfile(path.rstrip("/") + "/meta.json"):
-                raise ValueError(f"{url}: a dataset folder must be local; copy it, or list its images in a JSONL file")
+                raise ValueError(
+                    f"{url}: a dataset folder must be local; copy it, or list its images in a JSONL file"
+                )
             root = url.rstrip("/")
             names = sorted(p for p in fs.find(path) if posixpath.splitext(p)[1].lower() in IMAGE_SUFFIXES)
             base = path.rstrip("/") + "/"
-            relative = [p[len(base):] if p.startswith(base) else p.lstrip("/") for p in names]
-            return [CatalogueEntry(posixpath.splitext(r)[0], f"{root}/{r}") for r in relative
-                    if not any(part.startswith(".") for part in r.split("/"))]
+            relative = [p[len(base) :] if p.startswith(base) else p.lstrip("/") for p in names]
+            return [
+                CatalogueEntry(posixpath.splitext(r)[0], f"{root}/{r}")
+                for r in relative
+                if not any(part.startswith(".") for part in r.split("/"))
+            ]
         suffix = posixpath.splitext(path)[1].lower()
         if suffix in (".jsonl", ".ndjson"):
             return jsonl_entries(read_text(url), parent(url), name)
@@ -184,8 +213,15 @@ def csv_entries(text: str, base: ImageRef, name: str) -> list[CatalogueEntry]:
     missing = {"id", "path"} - set(reader.fieldnames or ())
     if missing:
         raise ValueError(f"{name}: the header needs the columns {sorted(missing)}")
-    return [_entry({k: v for k, v in row.items() if k is not None and v not in (None, "")},
-                   base, f"{name} line {reader.line_num}", reader.line_num) for row in reader]
+    return [
+        _entry(
+            {k: v for k, v in row.items() if k is not None and v not in (None, "")},
+            base,
+            f"{name} line {reader.line_num}",
+            reader.line_num,
+        )
+        for row in reader
+    ]
 
 
 def dataset_entries(root: Path, split: str) -> list[CatalogueEntry]:
@@ -194,9 +230,15 @@ def dataset_entries(root: Path, split: str) -> list[CatalogueEntry]:
     ds = load_dataset(root, check_images=False)
     paths = ds.split(split).paths
     metadata: list[dict[str, Any]] = [{"split": split} for _ in paths]
-    tagged = [ds.train_labels()] if split == "train" else [
-        getattr(ds, kind)(split) for kind in ("queries", "candidates")
-        if (root / f"{'query' if kind == 'queries' else 'candidate'}_{split}.txt").is_file()]
+    tagged = (
+        [ds.train_labels()]
+        if split == "train"
+        else [
+            getattr(ds, kind)(split)
+            for kind in ("queries", "candidates")
+            if (root / f"{'query' if kind == 'queries' else 'candidate'}_{split}.txt").is_file()
+        ]
+    )
     for rows in tagged:
         for fid, attr, value in zip(rows.fids.tolist(), rows.attrs.tolist(), rows.values.tolist()):
             attribute = ds.attributes[attr]

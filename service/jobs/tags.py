@@ -6,6 +6,7 @@ An item's metadata gets, for every attribute, `"predicted.<attribute>": <value>`
 any field: `filters={"predicted.neckline": "v_neck"}`. Keys starting with `predicted.` are reserved:
 metadata a user sends with such a key is refused, so predictions never overwrite user metadata.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -33,7 +34,9 @@ def tag_fields(prototypes: Prototypes, vectors: np.ndarray) -> dict[str, Any]:
     return fields
 
 
-def with_tags(metadata: Mapping[str, Any], prototypes: Prototypes | None, vectors: np.ndarray) -> dict[str, Any]:
+def with_tags(
+    metadata: Mapping[str, Any], prototypes: Prototypes | None, vectors: np.ndarray
+) -> dict[str, Any]:
     """`metadata` plus the predicted tags (unchanged without prototypes); the user's keys stay."""
     if prototypes is None:
         return dict(metadata)

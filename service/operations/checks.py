@@ -1,4 +1,5 @@
 """The checks the service layer makes of what a request sends, and how a refused write is told."""
+
 from __future__ import annotations
 
 import base64
@@ -26,15 +27,20 @@ def check_user_metadata(metadata: object, what: str = "metadata") -> None:
     if not isinstance(metadata, Mapping):
         raise ServiceError(f"invalid_{what}", f"{what} must be a JSON object, got {type(metadata).__name__}")
     if IMAGE_KEY in metadata:
-        raise ServiceError(f"invalid_{what}", f"{what} may not use the key {IMAGE_KEY!r}: it is reserved for the "
-                           "item's stored image")
+        raise ServiceError(
+            f"invalid_{what}",
+            f"{what} may not use the key {IMAGE_KEY!r}: it is reserved for the item's stored image",
+        )
     reserved = reserved_keys(metadata)
     if reserved and what == "metadata":
-        raise ServiceError("invalid_metadata", f"metadata keys starting with {PREDICTED!r} are reserved for the "
-                           f"predicted tags the service adds: rename {reserved}")
+        raise ServiceError(
+            "invalid_metadata",
+            f"metadata keys starting with {PREDICTED!r} are reserved for the "
+            f"predicted tags the service adds: rename {reserved}",
+        )
 
 
-MAX_SELECTED_FIELDS = 64   # metadata fields one request may select (`fields`)
+MAX_SELECTED_FIELDS = 64  # metadata fields one request may select (`fields`)
 
 
 def check_field_name(name: str, what: str) -> str:
@@ -52,7 +58,9 @@ def check_fields(fields: list[str] | None) -> tuple[str, ...] | None:
     if fields is None:
         return None
     if len(fields) > MAX_SELECTED_FIELDS:
-        raise ServiceError("invalid_request", f"`fields` names {len(fields)} fields; at most {MAX_SELECTED_FIELDS}")
+        raise ServiceError(
+            "invalid_request", f"`fields` names {len(fields)} fields; at most {MAX_SELECTED_FIELDS}"
+        )
     return tuple(check_field_name(name, "`fields` names") for name in fields)
 
 
@@ -81,10 +89,16 @@ def check_writable(service: Service) -> None:
 def storage_error(exc: BaseException, what: str) -> ServiceError:
     """The error for a write that storage refused (`what`: "the item", "the image", ...)."""
     if isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS:
-        return ServiceError("insufficient_storage", f"{what} was not saved: no space left for the index "
-                            f"({exc.strerror or exc}); nothing was changed and searches keep working")
+        return ServiceError(
+            "insufficient_storage",
+            f"{what} was not saved: no space left for the index "
+            f"({exc.strerror or exc}); nothing was changed and searches keep working",
+        )
     if isinstance(exc, LogUnavailable):
         return ServiceError("storage_unavailable", f"{what} was not saved: {exc}")
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return ServiceError("storage_unavailable", f"{what} was not saved: the index directory cannot be written "
-                        f"({reason}); nothing was changed and searches keep working")
+    return ServiceError(
+        "storage_unavailable",
+        f"{what} was not saved: the index directory cannot be written "
+        f"({reason}); nothing was changed and searches keep working",
+    )

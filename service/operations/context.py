@@ -1,5 +1,6 @@
 """What the service layer works with: the loaded model and catalogue, the request limits, the model
 queue (dynamic batching, bounded), where uploaded images go, and how a request's stages are timed."""
+
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,7 @@ class Limits:
 
     default_top_k: int = 10
     max_top_k: int = 100
-    max_search_depth: int = 1000      # offset + top_k of a paged search, offset + page of a threshold search
+    max_search_depth: int = 1000  # offset + top_k of a paged search, offset + page of a threshold search
     default_max_results: int = 100
     max_results: int = 1000
     max_candidates: int = 1000
@@ -58,6 +59,6 @@ class Service:
     catalogue: Catalogue
     queue: ModelQueue
     limits: Limits = field(default_factory=Limits)
-    images_root: Path | None = None    # where uploads go (None: not kept)
-    write_lock: threading.Lock = field(default_factory=threading.Lock)   # with the pruning of uploads
+    images_root: Path | None = None  # where uploads go (None: not kept)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)  # with the pruning of uploads
     after_write: Callable[[], None] = lambda: None

@@ -10,6 +10,7 @@ each hit names the attributes judged modified (those scoring below their calibra
 one nothing is judged and the answer says so (`calibrated` false). Every refusal is a ServiceError with its code,
 found before any image is decoded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from asen_search.service.operations.errors import ServiceError
 from asen_search.service.operations.items import check_item_id
 from asen_search.service.operations.searching import Selection, check_top_k, next_page, page_within_depth
 
-CALIBRATE = "`asen calibrate-copies --checkpoint CKPT --data DATASET` (writes CKPT-stem.copies.json beside it)"
+CALIBRATE = (
+    "`asen calibrate-copies --checkpoint CKPT --data DATASET` (writes CKPT-stem.copies.json beside it)"
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,12 @@ class CopyThreshold:
     max_results: int
 
     def describe(self) -> dict[str, Any]:
-        return {"min_score": self.min_score, "max_false_match_rate": self.max_false_match_rate,
-                "false_match_rate": self.false_match_rate, "max_results": self.max_results}
+        return {
+            "min_score": self.min_score,
+            "max_false_match_rate": self.max_false_match_rate,
+            "false_match_rate": self.false_match_rate,
+            "max_results": self.max_results,
+        }
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,8 @@ class CopiesOutcome:
     modified_allowed: int
     calibrated: bool
     threshold: CopyThreshold | None = None
-    truncated: bool | None = None       # threshold searches: more items pass than this page holds
-    total: int | None = None            # threshold searches: how many pass (None: not counted)
+    truncated: bool | None = None  # threshold searches: more items pass than this page holds
+    total: int | None = None  # threshold searches: how many pass (None: not counted)
     next_offset: int | None = None
 
 
@@ -95,8 +102,11 @@ def check_modified(service: Service, modified: int | None) -> int:
         modified = calibration.modified if calibration is not None else DEFAULT_MODIFIED
         return max(0, min(modified, n - 1))
     if not 0 <= modified <= n - 1:
-        raise ServiceError("modified_out_of_range", f"modified must be between 0 and {n - 1} (the catalogue has {n} "
-                           f"attributes; a copy keeps at least one), got {modified}")
+        raise ServiceError(
+            "modified_out_of_range",
+            f"modified must be between 0 and {n - 1} (the catalogue has {n} "
+            f"attributes; a copy keeps at least one), got {modified}",
+        )
     return modified
 
 
@@ -109,41 +119,60 @@ def read_threshold(service: Service, options: CopyOptions, modified: int) -> Cop
     """The threshold of a request (None for a top-k one); a ServiceError naming the conflict or range."""
     if options.min_score is None and options.max_false_match_rate is None:
         if options.max_results is not None:
-            raise ServiceError("max_results_without_threshold", "max_results caps a threshold search: send min_score "
-                               "or max_false_match_rate with it (top_k sizes a top-k search)")
+            raise ServiceError(
+                "max_results_without_threshold",
+                "max_results caps a threshold search: send min_score "
+                "or max_false_match_rate with it (top_k sizes a top-k search)",
+            )
         return None
     if options.min_score is not None and options.max_false_match_rate is not None:
         raise ServiceError("conflicting_threshold", "send min_score or max_false_match_rate, not both")
     if options.top_k is not None:
-        raise ServiceError("threshold_with_top_k", "a threshold search returns every copy above the threshold (up "
-                           "to max_results a page): send top_k or min_score/max_false_match_rate, not both")
+        raise ServiceError(
+            "threshold_with_top_k",
+            "a threshold search returns every copy above the threshold (up "
+            "to max_results a page): send top_k or min_score/max_false_match_rate, not both",
+        )
     limits = service.limits
     cap = limits.default_max_results if options.max_results is None else options.max_results
     if not 1 <= cap <= limits.max_results:
-        raise ServiceError("max_results_out_of_range", f"max_results must be between 1 and {limits.max_results}, "
-                           f"got {cap}")
+        raise ServiceError(
+            "max_results_out_of_range", f"max_results must be between 1 and {limits.max_results}, got {cap}"
+        )
     calibration = service.encoder.copy_calibration
     if options.min_score is not None:
         if not -1.0 <= options.min_score <= 1.0:
-            raise ServiceError("min_score_out_of_range", "a copy score is a mean of cosine similarities: min_score "
-                               f"must be in [-1, 1], got {options.min_score:g}")
+            raise ServiceError(
+                "min_score_out_of_range",
+                "a copy score is a mean of cosine similarities: min_score "
+                f"must be in [-1, 1], got {options.min_score:g}",
+            )
         rates = _rates(calibration, modified)
-        return CopyThreshold(float(options.min_score), None,
-                             None if rates is None else rates.rate_at(options.min_score), cap)
+        return CopyThreshold(
+            float(options.min_score), None, None if rates is None else rates.rate_at(options.min_score), cap
+        )
     rate = options.max_false_match_rate
     assert rate is not None
     if not 0.0 <= rate <= 1.0:
-        raise ServiceError("max_false_match_rate_out_of_range", f"max_false_match_rate is a share of look-alike "
-                           f"pairs, in [0, 1], got {rate:g}")
+        raise ServiceError(
+            "max_false_match_rate_out_of_range",
+            f"max_false_match_rate is a share of look-alike pairs, in [0, 1], got {rate:g}",
+        )
     if calibration is None:
-        raise ServiceError("no_copy_calibration", "this model's copy scores were never calibrated, so "
-                           f"max_false_match_rate cannot be translated into a score: run {CALIBRATE}, or send "
-                           "min_score")
+        raise ServiceError(
+            "no_copy_calibration",
+            "this model's copy scores were never calibrated, so "
+            f"max_false_match_rate cannot be translated into a score: run {CALIBRATE}, or send "
+            "min_score",
+        )
     if calibration.modified != modified:
-        raise ServiceError("modified_not_calibrated", f"the copy calibration was made for modified="
-                           f"{calibration.modified}; a false-match rate means nothing for modified={modified}: send "
-                           f"modified={calibration.modified} (the default), min_score, or calibrate again with "
-                           f"--modified {modified}")
+        raise ServiceError(
+            "modified_not_calibrated",
+            f"the copy calibration was made for modified="
+            f"{calibration.modified}; a false-match rate means nothing for modified={modified}: send "
+            f"modified={calibration.modified} (the default), min_score, or calibrate again with "
+            f"--modified {modified}",
+        )
     try:
         score = calibration.score_for_rate(rate)
     except NoCopyThreshold as exc:
@@ -153,8 +182,10 @@ def read_threshold(service: Service, options: CopyOptions, modified: int) -> Cop
 
 def check_design(design: Design) -> Design:
     if (design.image is None) == (design.item_id is None):
-        raise ServiceError("query_required", "send the design: exactly one of `image` (a picture of it) or `item_id` "
-                           "(a catalogue item)")
+        raise ServiceError(
+            "query_required",
+            "send the design: exactly one of `image` (a picture of it) or `item_id` (a catalogue item)",
+        )
     return design if design.item_id is None else Design(None, check_item_id(design.item_id))
 
 
@@ -166,44 +197,86 @@ async def design_vectors(service: Service, design: Design, timer: Stages) -> dic
         encoded = await images.encode_all(service, picture, timer)
         return dict(zip(service.encoder.attribute_names, encoded))
     catalogue, item_id = service.catalogue, str(design.item_id)
-    return await anyio.to_thread.run_sync(lambda: {a: catalogue.vector(item_id, a) for a in catalogue.attributes})
+    return await anyio.to_thread.run_sync(
+        lambda: {a: catalogue.vector(item_id, a) for a in catalogue.attributes}
+    )
 
 
-async def find_copies(service: Service, design: Design, options: CopyOptions, selection: Selection,
-                      timer: Stages) -> CopiesOutcome:
+async def find_copies(
+    service: Service, design: Design, options: CopyOptions, selection: Selection, timer: Stages
+) -> CopiesOutcome:
     """The copies of `design`: a page of the `top_k` best, or of those at or above a threshold."""
     design = check_design(design)
     modified = check_modified(service, options.modified)
     threshold = read_threshold(service, options, modified)
-    page = page_within_depth(service, options.offset,
-                             check_top_k(service, options.top_k) if threshold is None else threshold.max_results)
+    page = page_within_depth(
+        service,
+        options.offset,
+        check_top_k(service, options.top_k) if threshold is None else threshold.max_results,
+    )
     queries = await design_vectors(service, design, timer)
     calibration = service.encoder.copy_calibration
     catalogue = service.catalogue
-    rule = CopyRule(tuple(catalogue.attributes), modified,
-                    {} if calibration is None else dict(calibration.changed_below))
+    rule = CopyRule(
+        tuple(catalogue.attributes), modified, {} if calibration is None else dict(calibration.changed_below)
+    )
     exclude = [] if design.item_id is None else [design.item_id]
 
     def run() -> tuple[CopyAnswer, dict[str, dict[str, Any] | None]]:
         if threshold is None:
-            answer = search_copies(catalogue, queries, rule, top_k=page, offset=options.offset,
-                                   filters=options.filters, exclude=exclude)
+            answer = search_copies(
+                catalogue,
+                queries,
+                rule,
+                top_k=page,
+                offset=options.offset,
+                filters=options.filters,
+                exclude=exclude,
+            )
         else:
-            answer = search_copies(catalogue, queries, rule, min_score=threshold.min_score, max_results=page,
-                                   offset=options.offset, filters=options.filters, exclude=exclude)
+            answer = search_copies(
+                catalogue,
+                queries,
+                rule,
+                min_score=threshold.min_score,
+                max_results=page,
+                offset=options.offset,
+                filters=options.filters,
+                exclude=exclude,
+            )
         return answer, _metadata(service, [h.id for h in answer.hits], selection)
 
     with timer.stage("search"):
         answer, metadata = await anyio.to_thread.run_sync(run)
     rates = _rates(calibration, modified)
-    hits = [CopyHit(h.id, h.score, h.scores, h.modified, metadata[h.id],
-                    None if rates is None else rates.rate_at(h.score))
-            for h in answer.hits if h.id in metadata]
+    hits = [
+        CopyHit(
+            h.id,
+            h.score,
+            h.scores,
+            h.modified,
+            metadata[h.id],
+            None if rates is None else rates.rate_at(h.score),
+        )
+        for h in answer.hits
+        if h.id in metadata
+    ]
     if threshold is None:
-        return CopiesOutcome(hits, modified, calibration is not None,
-                             next_offset=next_page(service, options.offset, page, len(answer.hits) == page))
-    return CopiesOutcome(hits, modified, calibration is not None, threshold, answer.truncated, answer.total,
-                         next_page(service, options.offset, page, bool(answer.truncated)))
+        return CopiesOutcome(
+            hits,
+            modified,
+            calibration is not None,
+            next_offset=next_page(service, options.offset, page, len(answer.hits) == page),
+        )
+    return CopiesOutcome(
+        hits,
+        modified,
+        calibration is not None,
+        threshold,
+        answer.truncated,
+        answer.total,
+        next_page(service, options.offset, page, bool(answer.truncated)),
+    )
 
 
 def _metadata(service: Service, ids: list[str], selection: Selection) -> dict[str, dict[str, Any] | None]:

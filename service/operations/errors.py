@@ -1,6 +1,7 @@
 """The one error the service layer (and the HTTP layer above it) refuses a request with: a stable
 `code`, a `detail` for a person, optional headers (`Retry-After`, ...). Its HTTP status, and the
 one-line meaning of every code, are in one table: `ERRORS` in service/api/errors.py."""
+
 from __future__ import annotations
 
 

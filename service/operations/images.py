@@ -1,5 +1,6 @@
 """Images of a request: bytes decoded and checked off the event loop, encoded through the model
 queue; a catalogue item's stored image."""
+
 from __future__ import annotations
 
 import anyio
@@ -42,8 +43,11 @@ async def stored_image_ref(service: Service, item_id: str) -> ImageRef:
     item = await anyio.to_thread.run_sync(service.catalogue.get, item_id)
     path = stored_path(service.images_root, item.metadata.get(IMAGE_KEY))
     if path is None:
-        raise ServiceError("no_image", f"item {item_id!r} has no stored image (its index was built before images were "
-                           "recorded: rebuild it with `asen index build`)")
+        raise ServiceError(
+            "no_image",
+            f"item {item_id!r} has no stored image (its index was built before images were "
+            "recorded: rebuild it with `asen index build`)",
+        )
     return path
 
 
@@ -55,8 +59,9 @@ async def stored_image(service: Service, item_id: str, timer: Stages) -> Image.I
         try:
             data = read_bytes(path)
         except OSError as exc:
-            raise ServiceError("no_image", f"the image of item {item_id!r} cannot be read: "
-                               f"{exc.strerror or exc}") from None
+            raise ServiceError(
+                "no_image", f"the image of item {item_id!r} cannot be read: {exc.strerror or exc}"
+            ) from None
         return decode_image(data, service.limits.images)
 
     with timer.stage("decode"):

@@ -7,6 +7,7 @@ describes refuses the whole batch, its position named, nothing written. What onl
 state or an image's bytes can tell (an id already there, an id twice in the batch, an image that
 cannot be read) is that item's own result (service/operations/items.py `write_batch`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from asen_search.service.operations.checks import check_item_id, check_user_meta
 from asen_search.service.operations.context import Service
 from asen_search.service.operations.errors import ServiceError
 
-VECTOR_BOUND = 1e6   # given vectors' numbers lie within +- this (they are scaled to length 1)
+VECTOR_BOUND = 1e6  # given vectors' numbers lie within +- this (they are scaled to length 1)
 
 
 @dataclass(frozen=True)
@@ -40,20 +41,26 @@ def given_vectors(service: Service, item: ItemInput) -> np.ndarray:
     """An item's vectors, checked against the catalogue's model and shape, scaled to length 1."""
     catalogue = service.catalogue
     if item.fingerprint != catalogue.fingerprint:
-        raise ServiceError("fingerprint_mismatch", f"item {item.id!r}: vectors made by model {item.fingerprint!r}; this "
-                           f"catalogue's model is {catalogue.fingerprint!r} (send `fingerprint` with the vectors)")
-    try:   # the bound is judged on the numbers sent (64-bit), before float32 rounds 1000000.01 to 1e6
+        raise ServiceError(
+            "fingerprint_mismatch",
+            f"item {item.id!r}: vectors made by model {item.fingerprint!r}; this "
+            f"catalogue's model is {catalogue.fingerprint!r} (send `fingerprint` with the vectors)",
+        )
+    try:  # the bound is judged on the numbers sent (64-bit), before float32 rounds 1000000.01 to 1e6
         given = np.asarray(item.vectors, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
         raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be numbers") from None
     shape = (len(catalogue.attributes), catalogue.dim)
     if given.shape != shape or not np.isfinite(given).all() or np.abs(given).max(initial=0) > VECTOR_BOUND:
-        raise ServiceError("invalid_vectors", f"item {item.id!r}: vectors must be {shape[0]} lists of {shape[1]} "
-                           f"numbers within +-{VECTOR_BOUND:g} (one per attribute, in GET /attributes' order), got "
-                           f"{list(given.shape)}")
+        raise ServiceError(
+            "invalid_vectors",
+            f"item {item.id!r}: vectors must be {shape[0]} lists of {shape[1]} "
+            f"numbers within +-{VECTOR_BOUND:g} (one per attribute, in GET /attributes' order), got "
+            f"{list(given.shape)}",
+        )
     vectors = given.astype(np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.where(norms > 0, vectors / np.where(norms > 0, norms, 1), 0).astype(np.float32)   # to length 1
+    return np.where(norms > 0, vectors / np.where(norms > 0, norms, 1), 0).astype(np.float32)  # to length 1
 
 
 def check_item(service: Service, item: ItemInput, has_image: bool | None = None) -> np.ndarray | None:
@@ -77,15 +84,19 @@ def check_batch_size(service: Service, n: int) -> None:
     if n < 1:
         raise ServiceError("invalid_request", "send at least one item")
     if n > service.limits.max_batch_items:
-        raise ServiceError("too_many_items", f"{n} items; at most {service.limits.max_batch_items} per request "
-                           "(ASEN_MAX_BATCH_ITEMS)")
+        raise ServiceError(
+            "too_many_items",
+            f"{n} items; at most {service.limits.max_batch_items} per request (ASEN_MAX_BATCH_ITEMS)",
+        )
 
 
 def batch_refused(n: int, item_id: object, problem: ServiceError) -> ServiceError:
     """The refusal of a whole batch for its item at position `n`: the item's code, its position named."""
     shown = repr(item_id)[:80] if isinstance(item_id, str) else "without an id"
-    return ServiceError(problem.code, f"items[{n}] ({shown}): {problem.detail}; the batch was refused whole, nothing "
-                        "was written")
+    return ServiceError(
+        problem.code,
+        f"items[{n}] ({shown}): {problem.detail}; the batch was refused whole, nothing was written",
+    )
 
 
 def check_batch(service: Service, items: list[ItemInput], has_image: list[bool] | None = None) -> None:

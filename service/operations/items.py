@@ -6,6 +6,7 @@ Every write is the catalogue's: on a FAISS directory appended to the write-ahead
 before it is applied and acknowledged (a batch is one log append); on Milvus one request under the
 writer lease. Uploaded images are stored (content-addressed) before the item that names them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,20 @@ from asen_search.service.operations.item_checks import (
     check_item,
 )
 
-__all__ = ["ItemInput", "VECTOR_BOUND", "batch_refused", "check_batch", "check_batch_size", "check_item", "check_item_id",
-           "check_user_filters", "check_user_metadata", "decode_base64", "check_writable", "storage_error"]
+__all__ = [
+    "ItemInput",
+    "VECTOR_BOUND",
+    "batch_refused",
+    "check_batch",
+    "check_batch_size",
+    "check_item",
+    "check_item_id",
+    "check_user_filters",
+    "check_user_metadata",
+    "decode_base64",
+    "check_writable",
+    "storage_error",
+]
 
 logger = logging.getLogger("asen.service")
 
@@ -49,7 +62,7 @@ logger = logging.getLogger("asen.service")
 @dataclass(frozen=True)
 class Prepared:
     id: str
-    vectors: np.ndarray            # [n_attributes, dim]
+    vectors: np.ndarray  # [n_attributes, dim]
     metadata: dict[str, Any] | None
     image: bytes | None
 
@@ -86,13 +99,17 @@ async def write_one(service: Service, item: ItemInput, replace: bool, timer: Sta
     await anyio.to_thread.run_sync(_store_uploads, service, [prepared])
     written = (await anyio.to_thread.run_sync(_commit, service, [prepared], replace, timer))[0]
     if written.error == "item_exists":
-        raise ServiceError("item_exists", f"item {prepared.id!r} is already in the catalogue; send replace=true to "
-                           "replace it")
+        raise ServiceError(
+            "item_exists",
+            f"item {prepared.id!r} is already in the catalogue; send replace=true to replace it",
+        )
     service.after_write()
     return written
 
 
-async def write_batch(service: Service, items: list[ItemInput], replace: bool, timer: Stages) -> list[Written]:
+async def write_batch(
+    service: Service, items: list[ItemInput], replace: bool, timer: Stages
+) -> list[Written]:
     """Many items, each with its own result, once the batch is checked whole (`check_batch`): an item
     whose image cannot be read (or that exists, without `replace`, or repeats an id) is reported and the
     others are written, all in one catalogue write (one log append)."""
@@ -139,15 +156,21 @@ def _commit(service: Service, items: list[Prepared], replace: bool, timer: Stage
     with service.write_lock, timer.stage("persist"):
         stored = _store_uploads(service, items)
         old = {}
-        if replace:   # a replacement without metadata keeps the item's own (its tags and image are new)
+        if replace:  # a replacement without metadata keeps the item's own (its tags and image are new)
             for p in items:
                 if p.metadata is None and p.id in catalogue:
-                    old[p.id] = {k: v for k, v in public_metadata(catalogue.get(p.id).metadata).items()
-                                 if not k.startswith(PREDICTED)}
+                    old[p.id] = {
+                        k: v
+                        for k, v in public_metadata(catalogue.get(p.id).metadata).items()
+                        if not k.startswith(PREDICTED)
+                    }
         metas = []
         for p in items:
-            meta = with_tags(p.metadata if p.metadata is not None else old.get(p.id, {}), service.encoder.prototypes,
-                             p.vectors)
+            meta = with_tags(
+                p.metadata if p.metadata is not None else old.get(p.id, {}),
+                service.encoder.prototypes,
+                p.vectors,
+            )
             metas.append(with_image(meta, stored[p.id]) if p.id in stored else meta)
         vectors = np.stack([p.vectors for p in items])
         ids = [p.id for p in items]
@@ -156,11 +179,13 @@ def _commit(service: Service, items: list[Prepared], replace: bool, timer: Stage
             if replace:
                 replaced = set(catalogue.upsert(ids, vectors, metas))
                 _restore_uploads(service, items)
-                return [Written(i, "replaced" if i in replaced else "created", public_metadata(m))
-                        for i, m in zip(ids, metas)]
+                return [
+                    Written(i, "replaced" if i in replaced else "created", public_metadata(m))
+                    for i, m in zip(ids, metas)
+                ]
             try:
                 catalogue.add(ids, vectors, metas)
-            except ItemExists as exc:   # write the others, once
+            except ItemExists as exc:  # write the others, once
                 present = set(exc.ids)
                 keep = [n for n, i in enumerate(ids) if i not in present]
                 if keep:
@@ -169,11 +194,21 @@ def _commit(service: Service, items: list[Prepared], replace: bool, timer: Stage
             raise ServiceError("read_only", str(exc)) from None
         except (OSError, LogUnavailable) as exc:
             logger.error("could not log the write of %d items: %s", len(ids), exc)
-            raise storage_error(exc, "the item" if len(ids) == 1 else f"the batch of {len(ids)} items") from None
+            raise storage_error(
+                exc, "the item" if len(ids) == 1 else f"the batch of {len(ids)} items"
+            ) from None
         _restore_uploads(service, [p for p in items if p.id not in present])
-    return [Written(i, "error", error="item_exists", detail=f"item {i!r} is already in the catalogue; send replace=true "
-                    "to replace it") if i in present else Written(i, "created", public_metadata(m))
-            for i, m in zip(ids, metas)]
+    return [
+        Written(
+            i,
+            "error",
+            error="item_exists",
+            detail=f"item {i!r} is already in the catalogue; send replace=true to replace it",
+        )
+        if i in present
+        else Written(i, "created", public_metadata(m))
+        for i, m in zip(ids, metas)
+    ]
 
 
 def _restore_uploads(service: Service, written: list[Prepared]) -> None:
@@ -225,7 +260,7 @@ async def list_items(service: Service, filters: Filter, limit: int, after: str |
     """A page of the catalogue in id order after id `after` (UnknownItem is never raised: `after`
     need not exist any more)."""
     if not 1 <= limit <= service.limits.max_top_k * 10:
-        raise ServiceError("invalid_request", f"limit must be between 1 and {service.limits.max_top_k * 10}, got {limit}")
+        raise ServiceError(
+            "invalid_request", f"limit must be between 1 and {service.limits.max_top_k * 10}, got {limit}"
+        )
     return await anyio.to_thread.run_sync(lambda: service.catalogue.list_items(filters, limit, after))
-
-

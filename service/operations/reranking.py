@@ -5,6 +5,7 @@ resolved query:
 
 `weight` 1 ranks by similarity alone; 0 keeps the submitted order. Ties keep the submitted order.
 Ids not in the catalogue are reported, never silently dropped."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -42,22 +43,37 @@ def check_candidates(service: Service, candidates: Sequence[str]) -> tuple[list[
     if not candidates:
         raise ServiceError("empty_candidates", "send at least one `candidates` id")
     if len(candidates) > service.limits.max_candidates:
-        raise ServiceError("too_many_candidates", f"{len(candidates)} candidates; the limit is "
-                           f"{service.limits.max_candidates}")
+        raise ServiceError(
+            "too_many_candidates",
+            f"{len(candidates)} candidates; the limit is {service.limits.max_candidates}",
+        )
     duplicates = sorted(c for c, count in Counter(candidates).items() if count > 1)
     return list(dict.fromkeys(candidates)), duplicates
 
 
-async def rerank(service: Service, parts: list[Part], candidates: list[str], duplicates: list[str], weight: float,
-                 selection: Selection, timer: Stages) -> RerankOutcome:
+async def rerank(
+    service: Service,
+    parts: list[Part],
+    candidates: list[str],
+    duplicates: list[str],
+    weight: float,
+    selection: Selection,
+    timer: Stages,
+) -> RerankOutcome:
     with timer.stage("search"):
-        scores, metadata, unknown = await anyio.to_thread.run_sync(score_known, service.catalogue, parts, candidates)
-    return RerankOutcome(rerank_scores(candidates, scores, {i: selection.apply(m) for i, m in metadata.items()}, weight),
-                         unknown, duplicates)
+        scores, metadata, unknown = await anyio.to_thread.run_sync(
+            score_known, service.catalogue, parts, candidates
+        )
+    return RerankOutcome(
+        rerank_scores(candidates, scores, {i: selection.apply(m) for i, m in metadata.items()}, weight),
+        unknown,
+        duplicates,
+    )
 
 
-def score_known(catalogue: Catalogue, parts: Sequence[Part], ids: Sequence[str],
-                attempts: int = 5) -> tuple[dict[str, float], dict[str, dict[str, Any]], list[str]]:
+def score_known(
+    catalogue: Catalogue, parts: Sequence[Part], ids: Sequence[str], attempts: int = 5
+) -> tuple[dict[str, float], dict[str, dict[str, Any]], list[str]]:
     """Similarities (the weighted sum over `parts`) and metadata of the ids present in the catalogue,
     and the ids that are not. Retries when a concurrent delete removes an id between the check and
     the lookup; CatalogueBusy after `attempts` such races."""
@@ -76,11 +92,18 @@ def score_known(catalogue: Catalogue, parts: Sequence[Part], ids: Sequence[str],
     raise CatalogueBusy(f"the catalogue changed during the request {attempts} times; retry")
 
 
-def rerank_scores(candidates: Sequence[str], scores: dict[str, float], metadata: dict[str, dict[str, Any] | None],
-                  weight: float) -> list[Reranked]:
+def rerank_scores(
+    candidates: Sequence[str],
+    scores: dict[str, float],
+    metadata: dict[str, dict[str, Any] | None],
+    weight: float,
+) -> list[Reranked]:
     """The `candidates` that have a score, best first (the module's formula); `candidates` unique."""
     n = len(candidates)
-    hits = [Reranked(c, scores[c], p, weight * scores[c] + (1.0 - weight) * (1.0 - p / n), metadata[c])
-            for p, c in enumerate(candidates) if c in scores]
+    hits = [
+        Reranked(c, scores[c], p, weight * scores[c] + (1.0 - weight) * (1.0 - p / n), metadata[c])
+        for p, c in enumerate(candidates)
+        if c in scores
+    ]
     hits.sort(key=lambda h: (-h.score, h.position))
     return hits

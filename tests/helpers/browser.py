@@ -1,6 +1,7 @@
 """Headless Chromium for the browser tests and `bench/screenshots.py`: Debian's `chromium` package
 driven by Playwright for Python (whose wheel carries the driver; no browser is ever downloaded), and
 helpers for reading the page."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,20 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps dialling Google services, and a closed
 # network refuses those connections (slow starts, log noise); none of them matter to a test.
-CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
-INSTALL_HINT = (f"the browser tests need Debian's Chromium at {CHROMIUM}: run `make install` as root (it installs "
-                "it), or `sudo apt-get update && sudo apt-get install -y chromium`")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+INSTALL_HINT = (
+    f"the browser tests need Debian's Chromium at {CHROMIUM}: run `make install` as root (it installs "
+    "it), or `sudo apt-get update && sudo apt-get install -y chromium`"
+)
 
 
 def browser_missing() -> str | None:

@@ -2,6 +2,7 @@
 lines, quotes spanning lines, trailing comments, `&&` / `;` / `|` between commands) as argv lists,
 and `curl` commands as the HTTP requests they send. Used by tests/test_readme.py and
 tests/service/api/test_doc_examples.py."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ SEPARATORS = ("&&", "||", ";", "|", "&")
 class Block:
     language: str
     text: str
-    line: int   # the line of the block's first line of code in its file (1-based)
+    line: int  # the line of the block's first line of code in its file (1-based)
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,10 @@ class Command:
 
 
 def code_blocks(markdown: str) -> list[Block]:
-    return [Block(m.group(1).lower(), m.group(2), markdown.count("\n", 0, m.start(2)) + 1)
-            for m in FENCE.finditer(markdown)]
+    return [
+        Block(m.group(1).lower(), m.group(2), markdown.count("\n", 0, m.start(2)) + 1)
+        for m in FENCE.finditer(markdown)
+    ]
 
 
 def section(markdown: str, start: str, end: str) -> str:
@@ -57,7 +60,7 @@ def without_section(text: str, heading: str) -> str:
     level = len(heading) - len(heading.lstrip("#"))
     following = re.compile(rf"^#{{1,{level}}} ", re.M).search(text, match.end())
     stop = following.start() if following else len(text)
-    return text[:match.start()] + "\n" * text.count("\n", match.start(), stop) + text[stop:]
+    return text[: match.start()] + "\n" * text.count("\n", match.start(), stop) + text[stop:]
 
 
 def _split_lines(text: str) -> list[tuple[str, str, int]]:
@@ -93,12 +96,12 @@ def _split_lines(text: str) -> list[tuple[str, str, int]]:
                 i += 1
             elif char == '"':
                 quote = None
-        elif char == "\\" and text[i + 1:i + 2] == "\n":
+        elif char == "\\" and text[i + 1 : i + 2] == "\n":
             current.append(" ")
             line += 1
             i += 1
         elif char == "\\" and i + 1 < len(text):
-            current.append(text[i:i + 2])
+            current.append(text[i : i + 2])
             i += 1
         elif char in "'\"":
             quote = char
@@ -106,7 +109,7 @@ def _split_lines(text: str) -> list[tuple[str, str, int]]:
         elif char == "#" and (not current or current[-1][-1:].isspace()):
             end = text.find("\n", i)
             end = len(text) if end < 0 else end
-            comments.append(text[i + 1:end].strip())
+            comments.append(text[i + 1 : end].strip())
             i = end
             continue
         elif char == "\n":
@@ -147,24 +150,61 @@ class CurlRequest:
     """What a `curl` command sends."""
 
     method: str
-    path: str                      # path and query string, without scheme and host
+    path: str  # path and query string, without scheme and host
     headers: dict[str, str] = field(default_factory=dict)
-    form: list[tuple[str, str]] = field(default_factory=list)          # -F k=v
-    files: list[tuple[str, str, str]] = field(default_factory=list)    # -F k=@file: (field, file, content type)
-    data: list[str] = field(default_factory=list)                      # -d, --data-urlencode (encoded)
+    form: list[tuple[str, str]] = field(default_factory=list)  # -F k=v
+    files: list[tuple[str, str, str]] = field(default_factory=list)  # -F k=@file: (field, file, content type)
+    data: list[str] = field(default_factory=list)  # -d, --data-urlencode (encoded)
 
 
 class CurlError(ValueError):
     """A curl command this reader does not understand (an option it does not know, say)."""
 
 
-NO_VALUE = {"-s": "", "--silent": "", "-S": "", "--show-error": "", "-f": "", "--fail": "", "-i": "",
-            "--include": "", "-L": "", "--location": "", "-v": "", "--verbose": "", "-I": "head", "--head": "head",
-            "-G": "get", "--get": "get", "-N": "", "--no-buffer": "", "--compressed": ""}
-WITH_VALUE = {"-X": "method", "--request": "method", "-H": "header", "--header": "header", "-F": "form",
-              "--form": "form", "-d": "data", "--data": "data", "--data-raw": "data", "--data-binary": "data",
-              "--data-urlencode": "urlencode", "--json": "json", "-o": "", "--output": "", "-w": "",
-              "--write-out": "", "-m": "", "--max-time": "", "--connect-timeout": "", "-u": "", "--user": ""}
+NO_VALUE = {
+    "-s": "",
+    "--silent": "",
+    "-S": "",
+    "--show-error": "",
+    "-f": "",
+    "--fail": "",
+    "-i": "",
+    "--include": "",
+    "-L": "",
+    "--location": "",
+    "-v": "",
+    "--verbose": "",
+    "-I": "head",
+    "--head": "head",
+    "-G": "get",
+    "--get": "get",
+    "-N": "",
+    "--no-buffer": "",
+    "--compressed": "",
+}
+WITH_VALUE = {
+    "-X": "method",
+    "--request": "method",
+    "-H": "header",
+    "--header": "header",
+    "-F": "form",
+    "--form": "form",
+    "-d": "data",
+    "--data": "data",
+    "--data-raw": "data",
+    "--data-binary": "data",
+    "--data-urlencode": "urlencode",
+    "--json": "json",
+    "-o": "",
+    "--output": "",
+    "-w": "",
+    "--write-out": "",
+    "-m": "",
+    "--max-time": "",
+    "--connect-timeout": "",
+    "-u": "",
+    "--user": "",
+}
 
 
 def _options(argv: list[str]) -> list[tuple[str, str | None]]:
@@ -189,7 +229,7 @@ def _options(argv: list[str]) -> list[tuple[str, str | None]]:
                 if flag in NO_VALUE:
                     out.append((flag, None))
                 elif flag in WITH_VALUE:
-                    value = token[n + 1:]
+                    value = token[n + 1 :]
                     if not value and not rest:
                         raise CurlError(f"{flag} needs a value")
                     out.append((flag, value or rest.pop(0)))
@@ -230,7 +270,9 @@ def curl_request(argv: list[str]) -> CurlRequest:
             name, _, text = value.partition("=")
             if text.startswith("@"):
                 file, _, params = text[1:].partition(";")
-                media = params.removeprefix("type=") if params.startswith("type=") else "application/octet-stream"
+                media = (
+                    params.removeprefix("type=") if params.startswith("type=") else "application/octet-stream"
+                )
                 if media == "application/octet-stream" and file.lower().endswith((".jpg", ".jpeg")):
                     media = "image/jpeg"
                 request.files.append((name, file, media))

@@ -1,5 +1,6 @@
 """Small synthetic catalogues for the index tests: the attributes, sizes and vectors every engine's
 tests use (the engines themselves come from the `engine` and `make` fixtures, tests/index/conftest.py)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,7 +10,7 @@ import numpy as np
 
 from asen_search.index import FaissCatalogue
 
-Make = Callable[[], Any]   # the `make` fixture: a factory of empty catalogues on one engine
+Make = Callable[[], Any]  # the `make` fixture: a factory of empty catalogues on one engine
 ATTRIBUTES = ["colour", "sleeve", "neckline"]
 DIM = 32
 FINGERPRINT = "model-abc123"
@@ -25,7 +26,9 @@ def clustered(rng: np.random.Generator, n: int, n_attr: int = len(ATTRIBUTES), d
     return unit(centres[rng.integers(0, 20, n)] + 0.35 * rng.standard_normal((n, n_attr, dim)))
 
 
-def make_catalogue(n: int = 600, factory: str = "Flat", seed: int = 0) -> tuple[FaissCatalogue, np.ndarray, list[str]]:
+def make_catalogue(
+    n: int = 600, factory: str = "Flat", seed: int = 0
+) -> tuple[FaissCatalogue, np.ndarray, list[str]]:
     """A catalogue of ``n`` items (``item-<i>``, category cycling shirt/dress/coat)."""
     rng = np.random.default_rng(seed)
     vectors = clustered(rng, n)

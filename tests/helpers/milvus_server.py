@@ -1,6 +1,7 @@
 """The embedded Milvus server from PyPI (`pip install '.[milvus-server]'`: etcd and storage in one
 process tree, Milvus 2.3) on free ports, for the tests that need a real Milvus server: the replicas,
 the contract suite's server backend, a Milvus made slow. Started once per test session."""
+
 from __future__ import annotations
 
 import shutil
@@ -27,8 +28,12 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = _milvus_server()
     assert command is not None, "no milvus-server: make install installs it (the '.[milvus-server]' extra)"
     port, data = free_port(), tmp_path_factory.mktemp("milvus")
-    process = subprocess.Popen([command, "--data", str(data), "--proxy-port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [command, "--data", str(data), "--proxy-port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         from pymilvus import MilvusClient
 
@@ -50,5 +55,3 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for each in alive:
             each.kill()
         process.wait()
-
-

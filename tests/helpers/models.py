@@ -1,4 +1,5 @@
 """Tiny models and checkpoints that run in seconds, and image bytes for requests."""
+
 from __future__ import annotations
 
 import io
@@ -14,9 +15,12 @@ from asen_search.model.nn.asen import ASENModel
 
 def tiny_config(variant: str = "asen++", n_attributes: int = 3) -> ModelConfig:
     return ModelConfig(
-        variant=variant, n_attributes=n_attributes, attr_dim=16,
+        variant=variant,
+        n_attributes=n_attributes,
+        attr_dim=16,
         global_branch=BranchConfig("tiny", 16, 64, 16, 2, 16),
-        local_branch=BranchConfig("tiny", 16, 32, 16, 2, 16))
+        local_branch=BranchConfig("tiny", 16, 32, 16, 2, 16),
+    )
 
 
 def spread_tiny_model(n_attributes: int, seed: int = 0) -> ASENModel:
@@ -33,8 +37,9 @@ def spread_tiny_model(n_attributes: int, seed: int = 0) -> ASENModel:
 
 def write_checkpoint(path: Path, dataset: Path, seed: int = 0) -> Path:
     attributes = load_dataset(dataset).attributes
-    save_checkpoint(path, spread_tiny_model(len(attributes), seed), Preprocess(global_size=64, local_size=32),
-                    attributes)
+    save_checkpoint(
+        path, spread_tiny_model(len(attributes), seed), Preprocess(global_size=64, local_size=32), attributes
+    )
     return path
 
 

@@ -1,6 +1,7 @@
 """Run in a fresh interpreter by tests/service/jobs/test_ray_encode.py: Ray is started by each run's own
 process (as `asen encode` does), never inside the test process, whose state after hundreds of tests
 (threads, gRPC servers, open files) has kept Ray's node from starting there."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,11 @@ class DiesOnceOnShardTwo(ShardEncoder):
 
 if __name__ == "__main__":  # CHECKPOINT LISTING OUT SHARD_SIZE: encode with the dying actor class
     checkpoint, listing, out, shard_size = sys.argv[1:5]
-    report = encode_with_ray(EncodeConfig(Path(checkpoint), Path(out), "local", actors=2, batch_size=16,
-                                          shard_size=int(shard_size)), read_catalogue(listing, allow_any_url=True),
-                             actor_class=DiesOnceOnShardTwo)
+    report = encode_with_ray(
+        EncodeConfig(
+            Path(checkpoint), Path(out), "local", actors=2, batch_size=16, shard_size=int(shard_size)
+        ),
+        read_catalogue(listing, allow_any_url=True),
+        actor_class=DiesOnceOnShardTwo,
+    )
     print(report.summary())

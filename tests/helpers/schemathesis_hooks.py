@@ -3,6 +3,7 @@ SCHEMATHESIS_HOOKS=tests.helpers.schemathesis_hooks): an image field holds a rea
 file or base64), and a cursor is one the service issues (the place of a next page). And for a form
 carrying a file, which schemathesis cannot validate, each case's label (valid or invalid) checked
 against the schema itself (`filter_case`, below)."""
+
 from __future__ import annotations
 
 import base64
@@ -58,10 +59,18 @@ schemathesis.openapi.format("asen-cursor", st.integers(0, 900).map(_search_curso
 schemathesis.openapi.format("asen-copies-cursor", st.integers(0, 900).map(_copies_cursor))
 _ID_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20)
 schemathesis.openapi.format("asen-items-cursor", _ID_TEXT.map(_items_cursor))
-_VALUES = st.one_of(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=10), st.integers(-1000, 1000),
-                    st.booleans(), st.none())
-schemathesis.openapi.format("json-filters", st.dictionaries(st.sampled_from(["split", "colour", "predicted.colour"]),
-                                                            _VALUES, max_size=2).map(json.dumps))
+_VALUES = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=10),
+    st.integers(-1000, 1000),
+    st.booleans(),
+    st.none(),
+)
+schemathesis.openapi.format(
+    "json-filters",
+    st.dictionaries(st.sampled_from(["split", "colour", "predicted.colour"]), _VALUES, max_size=2).map(
+        json.dumps
+    ),
+)
 
 
 # A form that carries a file is a body schemathesis cannot validate (its validator raises on the
@@ -106,13 +115,17 @@ def _as_sent(body: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]
         schema = properties.get(name, {})
         if isinstance(value, list) and _types(schema) != ["array"] and len(value) < 2:
             if not value:
-                continue   # no part at all
-            value = value[0]   # one part: the field sent once (several: sent several times, refused)
+                continue  # no part at all
+            value = value[0]  # one part: the field sent once (several: sent several times, refused)
         if _file_bytes(value) is not None and _is_file_field(schema):
             sent[name] = "file"
         elif _types(schema) == ["string"] and not isinstance(value, (str, bytes, list)):
             sent[name] = to_wire_text(value)
-        elif _types(schema) == ["array"] and isinstance(value, list) and _types(schema.get("items")) == ["string"]:
+        elif (
+            _types(schema) == ["array"]
+            and isinstance(value, list)
+            and _types(schema.get("items")) == ["string"]
+        ):
             if value:
                 sent[name] = [v if isinstance(v, (str, bytes)) else to_wire_text(v) for v in value]
         else:
@@ -124,7 +137,7 @@ def _media_type(data: bytes) -> str | None:
     try:
         with Image.open(io.BytesIO(data)) as picture:
             return Image.MIME.get(picture.format or "")
-    except Exception:   # not an image PIL identifies
+    except Exception:  # not an image PIL identifies
         return None
 
 
@@ -141,21 +154,34 @@ def _files_as_declared(body: dict[str, Any], encoding: dict[str, Any]) -> bool:
 def _only_the_body_negative(case: schemathesis.Case) -> bool:
     components = case.meta.components if case.meta is not None else {}
     body = components.get(ParameterLocation.BODY)
-    return body is not None and body.mode.is_negative and \
-        not any(info.mode.is_negative for location, info in components.items() if location != ParameterLocation.BODY)
+    return (
+        body is not None
+        and body.mode.is_negative
+        and not any(
+            info.mode.is_negative
+            for location, info in components.items()
+            if location != ParameterLocation.BODY
+        )
+    )
 
 
 @schemathesis.hook
 def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> bool:
     meta, body = case.meta, case.body
-    if meta is None or not isinstance(body, dict) or not any(_file_bytes(v) is not None for v in body.values()):
+    if (
+        meta is None
+        or not isinstance(body, dict)
+        or not any(_file_bytes(v) is not None for v in body.values())
+    ):
         return True
     content = case.operation.definition.raw.get("requestBody", {}).get("content", {}).get(case.media_type, {})
     declared = content.get("schema")
     if not isinstance(declared, dict):
         return True
     # the body's schema as a document of its own, with the components its `$ref`s name
-    validator = Draft202012Validator({**declared, "components": case.operation.schema.raw_schema.get("components", {})})
+    validator = Draft202012Validator(
+        {**declared, "components": case.operation.schema.raw_schema.get("components", {})}
+    )
     sent = _as_sent(body, declared.get("properties", {}))
     if meta.generation.mode.is_positive:
         return validator.is_valid(sent) and _files_as_declared(body, content.get("encoding", {}))

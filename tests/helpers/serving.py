@@ -1,4 +1,5 @@
 """Run `asen serve` in a subprocess on a free port for end-to-end tests."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, process: subprocess.Popen | None = None, ready_s: float = 90, log: IO[str] | None = None) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen | None = None, ready_s: float = 90, log: IO[str] | None = None
+) -> None:
     """Poll `url`/readyz until it answers 200; fail at once if `process` exits, or after `ready_s`."""
     deadline = time.monotonic() + ready_s
     while True:
@@ -48,7 +51,9 @@ def read_only_mounts_allowed() -> bool:
     """Whether this machine lets a process remount / read-only in a private mount namespace
     (`unshare -m`): how the tests make a filesystem read-only for real, even as root."""
     script = "mount --make-rprivate / && mount -o remount,bind,ro / && ! touch /.asen-probe 2>/dev/null"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, timeout=30, check=False
+    )
     return probe.returncode == 0
 
 
@@ -58,8 +63,9 @@ def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float 
     command = [sys.executable, "-m", "asen_search.service.cli", *args]
     # the server's log goes to a file: a pipe nobody reads fills after 64 KiB and stops the server
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                   text=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url, process, ready_s, log)
@@ -77,6 +83,7 @@ def serving(args: Sequence[str], env: dict[str, str], port: int, ready_s: float 
 def served(checkpoint: Path, index: Path, **env: str) -> Iterator[str]:
     """`asen serve --checkpoint C --index I --port P`."""
     port = free_port()
-    with serving(["serve", "--checkpoint", str(checkpoint), "--index", str(index), "--port", str(port)], env,
-                 port) as url:
+    with serving(
+        ["serve", "--checkpoint", str(checkpoint), "--index", str(index), "--port", str(port)], env, port
+    ) as url:
         yield url

@@ -1,4 +1,5 @@
 """A small FAISS directory catalogue for the write-ahead-log tests, and a real kernel limit on file size."""
+
 from __future__ import annotations
 
 import resource

@@ -6,6 +6,7 @@ disk, exactly as `asen serve ...` does (it runs `asen_search.service.cli.main`).
 Protocol, one line each way: `serve ARGS...` -> the child's pid; `kill PID` -> SIGKILL, reap, `dead
 STATUS`; `term PID` -> SIGTERM, reap, `dead STATUS`. Nothing has run in this process that starts
 threads (no model was loaded), so forking it is safe."""
+
 from __future__ import annotations
 
 import os

@@ -49,8 +49,9 @@ def make(engine: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
             layout = "fields" if engine == "milvus-lite" else "rows"
             name = f"c{len(opened)}_{uuid.uuid4().hex[:8]}"
-            catalogue = MilvusCatalogue.create(milvus_location(engine, request, tmp_path, name), ATTRIBUTES, DIM,
-                                               FINGERPRINT, layout=layout)
+            catalogue = MilvusCatalogue.create(
+                milvus_location(engine, request, tmp_path, name), ATTRIBUTES, DIM, FINGERPRINT, layout=layout
+            )
         opened.append(catalogue)
         return catalogue
 

@@ -34,8 +34,13 @@ def catalogue(request: pytest.FixtureRequest, vectors: np.ndarray) -> FaissCatal
     return catalogue
 
 
-def brute_force(vectors: np.ndarray, parts: Sequence[Part], k: int, allowed: Sequence[int] | None = None,
-                exclude: Sequence[int] = ()) -> tuple[list[str], np.ndarray]:
+def brute_force(
+    vectors: np.ndarray,
+    parts: Sequence[Part],
+    k: int,
+    allowed: Sequence[int] | None = None,
+    exclude: Sequence[int] = (),
+) -> tuple[list[str], np.ndarray]:
     """Ids and scores of the top `k` items by the weighted sum, best first (ties by row)."""
     total = np.zeros(len(vectors), dtype=np.float64)
     for part in parts:
@@ -43,7 +48,7 @@ def brute_force(vectors: np.ndarray, parts: Sequence[Part], k: int, allowed: Seq
     if allowed is not None:
         total[np.setdiff1d(np.arange(len(vectors)), allowed)] = -np.inf
     total[list(exclude)] = -np.inf
-    order = np.argsort(-total, kind="stable")[:min(k, int(np.isfinite(total).sum()))]
+    order = np.argsort(-total, kind="stable")[: min(k, int(np.isfinite(total).sum()))]
     return [f"item-{i}" for i in order], total[order]
 
 
@@ -58,9 +63,18 @@ def queries(vectors: np.ndarray) -> list[tuple[str, list[Part]]]:
     random = unit(rng.standard_normal((3, DIM)))
     return [
         ("one positive", [Part("colour", vectors[5, 0], 1.0)]),
-        ("item, a negative weight", [Part("colour", vectors[5, 0], 0.7), Part("sleeve", vectors[5, 1], -0.4)]),
-        ("mixed sources, three parts", [Part("colour", random[0], 0.3), Part("sleeve", vectors[99, 1], -1.0),
-                                        Part("neckline", random[1], 0.9)]),
+        (
+            "item, a negative weight",
+            [Part("colour", vectors[5, 0], 0.7), Part("sleeve", vectors[5, 1], -0.4)],
+        ),
+        (
+            "mixed sources, three parts",
+            [
+                Part("colour", random[0], 0.3),
+                Part("sleeve", vectors[99, 1], -1.0),
+                Part("neckline", random[1], 0.9),
+            ],
+        ),
         ("a zero weight", [Part("colour", random[2], 0.5), Part("neckline", vectors[8, 2], 0.0)]),
         ("all negative", [Part("sleeve", vectors[42, 1], -0.6), Part("neckline", random[2], -0.2)]),
     ]
@@ -81,14 +95,22 @@ def test_exact_path_with_filters_and_exclude(catalogue: FaissCatalogue, vectors:
             continue
         top = brute_force(vectors, parts, 3, allowed)[0]
         excluded = [int(i.split("-")[1]) for i in top[:2]] + [5, 42]
-        hits = catalogue.search_composed(parts, K, filters={"f": [1, 3]}, exclude=[f"item-{i}" for i in excluded])
+        hits = catalogue.search_composed(
+            parts, K, filters={"f": [1, 3]}, exclude=[f"item-{i}" for i in excluded]
+        )
         assert_same(hits, brute_force(vectors, parts, K, allowed, excluded), name)
         assert all(h.metadata["f"] in (1, 3) for h in hits)
-        assert_same(catalogue.search_composed(parts, K, filters={"f": 2}), brute_force(
-            vectors, parts, K, [i for i in range(N) if i % 5 == 2]), name)
+        assert_same(
+            catalogue.search_composed(parts, K, filters={"f": 2}),
+            brute_force(vectors, parts, K, [i for i in range(N) if i % 5 == 2]),
+            name,
+        )
         # a tenth of the items: scored from their stored vectors rather than a scan of all of them
-        assert_same(catalogue.search_composed(parts, K, filters={"g": 0}, exclude=["item-10"]), brute_force(
-            vectors, parts, K, list(range(0, N, 10)), [10]), name)
+        assert_same(
+            catalogue.search_composed(parts, K, filters={"g": 0}, exclude=["item-10"]),
+            brute_force(vectors, parts, K, list(range(0, N, 10)), [10]),
+            name,
+        )
 
 
 def test_candidate_path_with_every_item_a_candidate(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
@@ -105,8 +127,9 @@ def test_candidate_path_with_every_item_a_candidate(catalogue: FaissCatalogue, v
             assert_same(catalogue.search_composed(parts, K, per_part=N), brute_force(vectors, parts, K), name)
             excluded = [5, 99, *[int(i.split("-")[1]) for i in brute_force(vectors, parts, 2)[0]]]
             allowed = [i for i in range(N) if i % 5 != 0]
-            hits = catalogue.search_composed(parts, K, filters={"f": [1, 2, 3, 4]}, per_part=N,
-                                             exclude=[f"item-{i}" for i in excluded])
+            hits = catalogue.search_composed(
+                parts, K, filters={"f": [1, 2, 3, 4]}, per_part=N, exclude=[f"item-{i}" for i in excluded]
+            )
             assert_same(hits, brute_force(vectors, parts, K, allowed, excluded), name)
     finally:
         if before is not None:
@@ -116,21 +139,25 @@ def test_candidate_path_with_every_item_a_candidate(catalogue: FaissCatalogue, v
 def test_k_beyond_the_matches(catalogue: FaissCatalogue, vectors: np.ndarray) -> None:
     parts = [Part("colour", vectors[0, 0], -1.0)]
     allowed = list(range(4, N, 5))[:3]
-    hits = catalogue.search_composed(parts, K, exclude=[f"item-{i}" for i in range(4, N, 5)[3:]],
-                                     filters={"f": 4})
+    hits = catalogue.search_composed(
+        parts, K, exclude=[f"item-{i}" for i in range(4, N, 5)[3:]], filters={"f": 4}
+    )
     assert_same(hits, brute_force(vectors, parts, K, allowed))
     assert len(hits) == 3
 
 
-@pytest.mark.parametrize(("parts", "message"), [
-    ([Part("fit", np.ones(DIM), 1.0)], "unknown attribute 'fit'"),
-    ([Part("colour", np.ones(DIM), 1.0), Part("colour", np.ones(DIM), -0.5)], "appears in two parts"),
-    ([Part("colour", np.ones(DIM), 1.5)], "weight must be a number in"),
-    ([Part("colour", np.ones(DIM), -1.01)], "weight must be a number in"),
-    ([Part("colour", np.ones(DIM), 0.0), Part("sleeve", np.ones(DIM), 0.0)], "every part has weight 0"),
-    ([], "at least one part"),
-    ([Part("colour", np.ones(DIM + 1), 1.0)], f"must be {DIM} finite numbers"),
-])
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        ([Part("fit", np.ones(DIM), 1.0)], "unknown attribute 'fit'"),
+        ([Part("colour", np.ones(DIM), 1.0), Part("colour", np.ones(DIM), -0.5)], "appears in two parts"),
+        ([Part("colour", np.ones(DIM), 1.5)], "weight must be a number in"),
+        ([Part("colour", np.ones(DIM), -1.01)], "weight must be a number in"),
+        ([Part("colour", np.ones(DIM), 0.0), Part("sleeve", np.ones(DIM), 0.0)], "every part has weight 0"),
+        ([], "at least one part"),
+        ([Part("colour", np.ones(DIM + 1), 1.0)], f"must be {DIM} finite numbers"),
+    ],
+)
 def test_check_parts_refuses(parts: list[Part], message: str, catalogue: FaissCatalogue) -> None:
     with pytest.raises(ValueError, match=message):
         check_parts(parts, ATTRIBUTES, DIM)
@@ -139,6 +166,9 @@ def test_check_parts_refuses(parts: list[Part], message: str, catalogue: FaissCa
 
 
 def test_check_parts_accepts_the_bounds() -> None:
-    parts = check_parts([Part("colour", np.ones(DIM, dtype=np.float64), -1), Part("sleeve", np.ones(DIM), 1.0)],
-                        ATTRIBUTES, DIM)
+    parts = check_parts(
+        [Part("colour", np.ones(DIM, dtype=np.float64), -1), Part("sleeve", np.ones(DIM), 1.0)],
+        ATTRIBUTES,
+        DIM,
+    )
     assert [(p.weight, p.vector.dtype) for p in parts] == [(-1.0, np.float32), (1.0, np.float32)]

@@ -117,7 +117,9 @@ def test_searches_while_a_writer_adds_and_removes() -> None:
     assert not {f"item-{b}" for b in range(20)} & returned
 
 
-def test_searches_go_on_while_a_write_waits_for_its_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_searches_go_on_while_a_write_waits_for_its_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The log's fsync happens outside the lock searches need: with a write stuck in its fsync,
     searches and reads answer (and do not see the write until it is applied)."""
     catalogue, vectors, _ = make_catalogue(50)
@@ -135,13 +137,18 @@ def test_searches_go_on_while_a_write_waits_for_its_fsync(tmp_path: Path, monkey
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", slow_fsync)
-    writer_thread.append(threading.Thread(target=live.add, args=(["late"], clustered(np.random.default_rng(1), 1))))
+    writer_thread.append(
+        threading.Thread(target=live.add, args=(["late"], clustered(np.random.default_rng(1), 1)))
+    )
     writer_thread[0].start()
     try:
         assert in_fsync.wait(10)
         answered: list[object] = []
-        reader = threading.Thread(target=lambda: answered.extend([live.search(vectors[0, 1], "sleeve", 5),
-                                                                  live.get("item-3"), live.vector("item-4", "colour")]))
+        reader = threading.Thread(
+            target=lambda: answered.extend(
+                [live.search(vectors[0, 1], "sleeve", 5), live.get("item-3"), live.vector("item-4", "colour")]
+            )
+        )
         reader.start()
         reader.join(5)
         assert len(answered) == 3, "a search waited for another write's fsync"

@@ -25,8 +25,14 @@ def _filled(make: Make, n: int = 300, seed: int = 0) -> tuple[Any, np.ndarray, l
     return catalogue, vectors, ids
 
 
-def _brute(vectors: np.ndarray, ids: list[str], query: np.ndarray, a: int, k: int,
-           keep: Callable[[int], bool] = lambda i: True) -> tuple[list[str], np.ndarray]:
+def _brute(
+    vectors: np.ndarray,
+    ids: list[str],
+    query: np.ndarray,
+    a: int,
+    k: int,
+    keep: Callable[[int], bool] = lambda i: True,
+) -> tuple[list[str], np.ndarray]:
     scores = vectors[:, a] @ query
     order = [i for i in np.argsort(-scores, kind="stable") if keep(int(i))][:k]
     return [ids[i] for i in order], scores[order]
@@ -41,8 +47,10 @@ def test_search_equals_brute_force_ids_order_and_scores(make: Make) -> None:
         want_ids, want_scores = _brute(vectors, ids, query, a, 20)
         assert [h.id for h in hits] == want_ids
         np.testing.assert_allclose([h.score for h in hits], want_scores, atol=1e-5)
-        assert hits[0].metadata == {"category": ["shirt", "dress", "coat"][ids.index(hits[0].id) % 3],
-                                    "i": ids.index(hits[0].id)}
+        assert hits[0].metadata == {
+            "category": ["shirt", "dress", "coat"][ids.index(hits[0].id) % 3],
+            "i": ids.index(hits[0].id),
+        }
 
 
 def test_composed_search_equals_a_brute_force_weighted_sum(make: Make) -> None:
@@ -51,14 +59,20 @@ def test_composed_search_equals_a_brute_force_weighted_sum(make: Make) -> None:
     catalogue, vectors, ids = _filled(make)
     rng = np.random.default_rng(8)
     q = clustered(rng, 1)[0]
-    cases = [([(0, 1.0), (1, 0.5)], None, ()),
-             ([(0, 0.7), (2, -1.0)], {"category": ["shirt", "coat"]}, ("item-3",)),
-             ([(1, -0.6)], None, ())]    # no positive part: every item scanned
+    cases = [
+        ([(0, 1.0), (1, 0.5)], None, ()),
+        ([(0, 0.7), (2, -1.0)], {"category": ["shirt", "coat"]}, ("item-3",)),
+        ([(1, -0.6)], None, ()),
+    ]  # no positive part: every item scanned
     for weights, filters, exclude in cases:
         parts = [Part(ATTRIBUTES[a], q[a], w) for a, w in weights]
         total = sum(w * (vectors[:, a].astype(np.float64) @ q[a]) for a, w in weights)
-        keep = [i for i in np.argsort(-total, kind="stable") if ids[i] not in exclude
-                and (filters is None or ["shirt", "dress", "coat"][i % 3] in filters["category"])][:15]
+        keep = [
+            i
+            for i in np.argsort(-total, kind="stable")
+            if ids[i] not in exclude
+            and (filters is None or ["shirt", "dress", "coat"][i % 3] in filters["category"])
+        ][:15]
         hits = catalogue.search_composed(parts, 15, filters=filters, exclude=exclude)
         assert [h.id for h in hits] == [ids[i] for i in keep]
         np.testing.assert_allclose([h.score for h in hits], total[keep], atol=1e-5)
@@ -71,15 +85,16 @@ def test_search_range_equals_a_brute_force_threshold(make: Make) -> None:
     query = vectors[11, 2]
     scores = vectors[:, 2] @ query
     ordered = np.sort(scores)[::-1]
-    threshold = float((ordered[89] + ordered[90]) / 2)       # 90 items pass: more than the first fetch of 64
+    threshold = float((ordered[89] + ordered[90]) / 2)  # 90 items pass: more than the first fetch of 64
     everything = [ids[i] for i in np.argsort(-scores, kind="stable") if scores[i] >= threshold]
     hits, truncated = catalogue.search_range(query, ATTRIBUTES[2], threshold, 500)
     assert [h.id for h in hits] == everything and not truncated
     hits, truncated = catalogue.search_range(query, ATTRIBUTES[2], threshold, 30)
     assert [h.id for h in hits] == everything[:30] and truncated
     wanted = [i for i in everything if ids.index(i) % 3 == 0 and i != "item-0"]
-    hits, _ = catalogue.search_range(query, ATTRIBUTES[2], threshold, 500, filters={"category": "shirt"},
-                                     exclude=["item-0"])
+    hits, _ = catalogue.search_range(
+        query, ATTRIBUTES[2], threshold, 500, filters={"category": "shirt"}, exclude=["item-0"]
+    )
     assert [h.id for h in hits] == wanted
     assert catalogue.search_range(query, ATTRIBUTES[2], 1.0, 5)[0] == [] or ordered[0] >= 1.0
     with pytest.raises(ValueError, match="min_score"):
@@ -90,8 +105,9 @@ def test_batch_queries_give_one_list_per_query(make: Make) -> None:
     catalogue, vectors, ids = _filled(make, 100)
     queries = vectors[:3, 1]
     batched = catalogue.search(queries, "sleeve", 5)
-    assert [[h.id for h in row] for row in batched] == [[h.id for h in catalogue.search(q, "sleeve", 5)]
-                                                         for q in queries]
+    assert [[h.id for h in row] for row in batched] == [
+        [h.id for h in catalogue.search(q, "sleeve", 5)] for q in queries
+    ]
 
 
 def test_filters_and_exclude_match_a_brute_force_filter(make: Make) -> None:
@@ -104,9 +120,11 @@ def test_filters_and_exclude_match_a_brute_force_filter(make: Make) -> None:
 
 def test_filter_semantics(make: Make) -> None:
     catalogue = make()
-    metadata = [{"category": "dress", "colours": ["red", "blue"], "sale": True, "size": 38},
-                {"category": "dress", "colours": ["green"], "sale": 1, "size": 40},
-                {"category": "coat", "colours": ["red"], "sale": False, "size": 38.5}]
+    metadata = [
+        {"category": "dress", "colours": ["red", "blue"], "sale": True, "size": 38},
+        {"category": "dress", "colours": ["green"], "sale": 1, "size": 40},
+        {"category": "coat", "colours": ["red"], "sale": False, "size": 38.5},
+    ]
     catalogue.add(["a", "b", "c"], clustered(np.random.default_rng(0), 3), metadata)
     query = np.ones(DIM, np.float32)
 
@@ -141,7 +159,10 @@ def test_upsert_replaces_vectors_and_keeps_metadata_unless_given(make: Make) -> 
     catalogue, vectors, _ = _filled(make, 30)
     new = clustered(np.random.default_rng(9), 2)
     catalogue.upsert(["item-1", "fresh"], new)
-    assert catalogue.get("item-1").metadata == {"category": "dress", "i": 1} and catalogue.get("fresh").metadata == {}
+    assert (
+        catalogue.get("item-1").metadata == {"category": "dress", "i": 1}
+        and catalogue.get("fresh").metadata == {}
+    )
     np.testing.assert_allclose(catalogue.vector("item-1", "neckline"), new[0, 2], atol=1e-6)
     assert catalogue.search(new[0, 2], "neckline", 1)[0].id == "item-1"
     catalogue.upsert(["item-1"], new[:1], [{"category": "coat"}])
@@ -193,7 +214,9 @@ def test_ids_len_and_metadata_values(make: Make) -> None:
     catalogue, _, ids = _filled(make, 12)
     assert sorted(catalogue.ids()) == sorted(ids) and len(catalogue) == 12
     assert catalogue.metadata_values("category") == {"shirt", "dress", "coat"}
-    assert catalogue.attributes == ATTRIBUTES and catalogue.dim == DIM and catalogue.fingerprint == FINGERPRINT
+    assert (
+        catalogue.attributes == ATTRIBUTES and catalogue.dim == DIM and catalogue.fingerprint == FINGERPRINT
+    )
 
 
 def test_iter_items_returns_every_item_once_with_its_vectors(make: Make) -> None:
@@ -212,8 +235,11 @@ def test_copy_into_the_other_backend_keeps_every_item_and_every_answer(make: Mak
     from asen_search.index.transfer import copy_catalogue, open_catalogue
 
     catalogue, vectors, ids = _filled(make, 50)
-    other = (f"milvus-lite:{tmp_path}/copy.db#copy" if isinstance(catalogue, FaissCatalogue)
-             else str(tmp_path / "copy-dir"))
+    other = (
+        f"milvus-lite:{tmp_path}/copy.db#copy"
+        if isinstance(catalogue, FaissCatalogue)
+        else str(tmp_path / "copy-dir")
+    )
     copied = copy_catalogue(catalogue, other, batch_size=16)
     copied.close()
     reopened = open_catalogue(other, expected_fingerprint=FINGERPRINT)
@@ -221,7 +247,8 @@ def test_copy_into_the_other_backend_keeps_every_item_and_every_answer(make: Mak
         assert isinstance(reopened, MilvusCatalogue) == isinstance(catalogue, FaissCatalogue)
         assert len(reopened) == 50 and reopened.get("item-9").metadata == catalogue.get("item-9").metadata
         query = vectors[3, 2]
-        assert [h.id for h in reopened.search(query, "neckline", 10)] == \
-            [h.id for h in catalogue.search(query, "neckline", 10)]
+        assert [h.id for h in reopened.search(query, "neckline", 10)] == [
+            h.id for h in catalogue.search(query, "neckline", 10)
+        ]
     finally:
         reopened.close()

@@ -18,10 +18,37 @@ import pytest
 from asen_search.index import FaissCatalogue, InvalidInput, ItemExists, parse_filters
 from tests.helpers.engines import ATTRIBUTES, DIM, Make, clustered
 
-IDS = ["café", "a'b\"c", "back\\slash", "日本語の服", "emoji😀👗", "per%cent%20", " spaced id ", "ключ", "עברית",
-       "ٱلْعَرَبِيَّة", "a/b/../c", "semi;colon", "brace{}[]()", "sep\u2028zero\u200bwidth", "x" * 512]
-VALUES = ["écru", 'quote " double', "single ' quote", "back\\slash\\", "漢字", "🧵 thread", "50%", "  padded  ",
-          "line\nbreak\ttab\r", "", "\\u00e9 literally", "json {\"a\": [1]}"]
+IDS = [
+    "café",
+    "a'b\"c",
+    "back\\slash",
+    "日本語の服",
+    "emoji😀👗",
+    "per%cent%20",
+    " spaced id ",
+    "ключ",
+    "עברית",
+    "ٱلْعَرَبِيَّة",
+    "a/b/../c",
+    "semi;colon",
+    "brace{}[]()",
+    "sep\u2028zero\u200bwidth",
+    "x" * 512,
+]
+VALUES = [
+    "écru",
+    'quote " double',
+    "single ' quote",
+    "back\\slash\\",
+    "漢字",
+    "🧵 thread",
+    "50%",
+    "  padded  ",
+    "line\nbreak\ttab\r",
+    "",
+    "\\u00e9 literally",
+    'json {"a": [1]}',
+]
 
 
 def _vectors(n: int, seed: int = 0) -> np.ndarray:
@@ -37,8 +64,10 @@ def _refused(code: str, call: Callable[[], object]) -> None:
 def test_ids_and_values_in_every_script_round_trip(make: Make) -> None:
     catalogue = make()
     vectors = _vectors(len(IDS))
-    metadata = [{"value": VALUES[i % len(VALUES)], "id_again": item_id, "tags": [VALUES[(i + 1) % len(VALUES)], i]}
-                for i, item_id in enumerate(IDS)]
+    metadata = [
+        {"value": VALUES[i % len(VALUES)], "id_again": item_id, "tags": [VALUES[(i + 1) % len(VALUES)], i]}
+        for i, item_id in enumerate(IDS)
+    ]
     catalogue.add(IDS, vectors, metadata)
     assert sorted(catalogue.ids()) == sorted(IDS) and len(catalogue) == len(IDS)
     for i, item_id in enumerate(IDS):
@@ -48,9 +77,11 @@ def test_ids_and_values_in_every_script_round_trip(make: Make) -> None:
         assert [h.id for h in found] == [item_id] and found[0].metadata == metadata[i]
     for value in VALUES:
         want = {item_id for item_id, meta in zip(IDS, metadata) if value in (meta["value"], meta["tags"][0])}
-        assert {h.id for h in catalogue.search(vectors[0, 0], "colour", len(IDS), filters={
-            "value": value})} | {h.id for h in catalogue.search(vectors[0, 0], "colour", len(IDS), filters={
-                "tags": value})} == want, value
+        assert {
+            h.id for h in catalogue.search(vectors[0, 0], "colour", len(IDS), filters={"value": value})
+        } | {
+            h.id for h in catalogue.search(vectors[0, 0], "colour", len(IDS), filters={"tags": value})
+        } == want, value
         hits = catalogue.search(vectors[0, 0], "colour", len(IDS), filters={"value": {"not": value}})
         assert {h.id for h in hits} == {i for i, m in zip(IDS, metadata) if m["value"] != value}
     everything = catalogue.search(vectors[3, 2], "neckline", len(IDS), exclude=IDS[:5])
@@ -65,19 +96,57 @@ def test_ids_and_values_in_every_script_round_trip(make: Make) -> None:
     assert catalogue.get(IDS[1]).metadata == {"value": VALUES[4]}
 
 
-REFUSED_IDS = [("\ud800", "lone surrogate"), ("a\x00b", "NUL"), ("line\nbreak", "newline"), ("tab\there", "tab"),
-               ("", "empty"), ("x" * 513, "too long"), ("bell\x07", "control")]
-REFUSED_METADATA = [{"k": "\udfff"}, {"\ud800": 1}, {"k": "nul\x00"}, {"k": ["esc\x1b"]}, {"": 1}, {"\n": 1},
-                    {"n": 2 ** 63}, {"n": -(2 ** 63)}, {"n": float("nan")}, {"n": float("inf")}, {"n": 1e19},
-                    {"n": -9.223372036854776e18}, {"n": [1, 1.7976931348623157e308]}, {"n": [0, "x", -(2 ** 64)]},
-                    {"n": {"inner": [1e300]}},
-                    {"big": "x" * 70_000}, {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}, {"k": object()},
-                    {1: "non-string key"}]
-REFUSED_FILTERS = [{"k": "\ud800"}, {"k": ["ok", "\x00"]}, {"\ud800": 1}, {"": 1}, {"k": {"between": [1, 2]}},
-                   {"k": {}}, {"k": {"gte": True}}, {"k": {"gt": 1, "gte": 2}}, {"k": {"lt": "10"}},
-                   {"k": {"exists": "yes"}}, {"k": {"in": "not-a-list"}}, {"k": {"eq": [1]}}, {"k": 2 ** 64},
-                   {"k": 1e19}, {"k": [1, -(2 ** 63)]}, {"k": {"lt": 1e308}}, {"k": {"not_in": [9.3e18]}},
-                   {"k": {"nested": 1}}, ["k"]]
+REFUSED_IDS = [
+    ("\ud800", "lone surrogate"),
+    ("a\x00b", "NUL"),
+    ("line\nbreak", "newline"),
+    ("tab\there", "tab"),
+    ("", "empty"),
+    ("x" * 513, "too long"),
+    ("bell\x07", "control"),
+]
+REFUSED_METADATA = [
+    {"k": "\udfff"},
+    {"\ud800": 1},
+    {"k": "nul\x00"},
+    {"k": ["esc\x1b"]},
+    {"": 1},
+    {"\n": 1},
+    {"n": 2**63},
+    {"n": -(2**63)},
+    {"n": float("nan")},
+    {"n": float("inf")},
+    {"n": 1e19},
+    {"n": -9.223372036854776e18},
+    {"n": [1, 1.7976931348623157e308]},
+    {"n": [0, "x", -(2**64)]},
+    {"n": {"inner": [1e300]}},
+    {"big": "x" * 70_000},
+    {"deep": [[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]},
+    {"k": object()},
+    {1: "non-string key"},
+]
+REFUSED_FILTERS = [
+    {"k": "\ud800"},
+    {"k": ["ok", "\x00"]},
+    {"\ud800": 1},
+    {"": 1},
+    {"k": {"between": [1, 2]}},
+    {"k": {}},
+    {"k": {"gte": True}},
+    {"k": {"gt": 1, "gte": 2}},
+    {"k": {"lt": "10"}},
+    {"k": {"exists": "yes"}},
+    {"k": {"in": "not-a-list"}},
+    {"k": {"eq": [1]}},
+    {"k": 2**64},
+    {"k": 1e19},
+    {"k": [1, -(2**63)]},
+    {"k": {"lt": 1e308}},
+    {"k": {"not_in": [9.3e18]}},
+    {"k": {"nested": 1}},
+    ["k"],
+]
 
 
 def test_what_no_engine_can_store_is_refused_the_same_everywhere(make: Make) -> None:
@@ -97,18 +166,49 @@ def test_what_no_engine_can_store_is_refused_the_same_everywhere(make: Make) -> 
         _refused("invalid_metadata", lambda m=meta: catalogue.upsert(["kept"], one, [m]))
     for filters in REFUSED_FILTERS:
         _refused("invalid_filters", lambda f=filters: catalogue.search(one[0, 0], "colour", 3, filters=f))
-        _refused("invalid_filters", lambda f=filters: catalogue.search_range(one[0, 0], "colour", 0.0, 3, filters=f))
-    _refused("invalid_vectors", lambda: catalogue.add(["new"], np.full((1, len(ATTRIBUTES), DIM), np.nan, np.float32)))
+        _refused(
+            "invalid_filters",
+            lambda f=filters: catalogue.search_range(one[0, 0], "colour", 0.0, 3, filters=f),
+        )
+    _refused(
+        "invalid_vectors",
+        lambda: catalogue.add(["new"], np.full((1, len(ATTRIBUTES), DIM), np.nan, np.float32)),
+    )
     _refused("invalid_vectors", lambda: catalogue.add(["new"], np.ones((1, 2, DIM), np.float32)))
     _refused("unknown_attribute", lambda: catalogue.search(one[0, 0], "pattern", 3))
     assert catalogue.ids() == ["kept"] and catalogue.get("kept").metadata == {"k": "v"}
     np.testing.assert_allclose(catalogue.vector("kept", "colour"), _vectors(1)[0, 0], atol=1e-6)
 
 
-EDGES = [2 ** 63 - 1, -(2 ** 63 - 1), 2 ** 53, 2 ** 53 + 1, 9.223372036854775e18, -9.223372036854775e18, 5e-324, -0.0,
-         0, 0.1, 1, 1.0, True, False, None, "1", [1, "1", True]]
-RANGES = [{"gte": 0}, {"lt": 0}, {"gt": 2 ** 53}, {"lte": 5e-324}, {"gt": -9.2e18, "lt": 9.2e18}, {"gte": 1, "lte": 1},
-          {"gt": 0, "lt": 1}, {"lt": -1e18}]
+EDGES = [
+    2**63 - 1,
+    -(2**63 - 1),
+    2**53,
+    2**53 + 1,
+    9.223372036854775e18,
+    -9.223372036854775e18,
+    5e-324,
+    -0.0,
+    0,
+    0.1,
+    1,
+    1.0,
+    True,
+    False,
+    None,
+    "1",
+    [1, "1", True],
+]
+RANGES = [
+    {"gte": 0},
+    {"lt": 0},
+    {"gt": 2**53},
+    {"lte": 5e-324},
+    {"gt": -9.2e18, "lt": 9.2e18},
+    {"gte": 1, "lte": 1},
+    {"gt": 0, "lt": 1},
+    {"lt": -1e18},
+]
 
 
 def _reference(metadata: list[dict[str, Any]], ids: list[str], filters: dict[str, Any]) -> set[str]:
@@ -133,14 +233,14 @@ def test_numbers_at_the_edges_are_stored_and_filtered_alike(make: Make) -> None:
         assert found({"v": value}) == _reference(metadata, ids, {"v": value}), value
     for bounds in RANGES:
         assert found({"v": bounds}) == _reference(metadata, ids, {"v": bounds}), bounds
-    assert found({"v": 2 ** 53 + 1}) == {"n2", "n3"}          # numbers compare as 64-bit floats
-    assert found({"v": True}) == {"n12", "n16"} and found({"v": 1}) == {"n10", "n11", "n16"}   # True is not 1
-    assert found({"v": {"gte": 1, "lte": 1}}) == {"n10", "n11"}    # a range never matches a bool or a list
+    assert found({"v": 2**53 + 1}) == {"n2", "n3"}  # numbers compare as 64-bit floats
+    assert found({"v": True}) == {"n12", "n16"} and found({"v": 1}) == {"n10", "n11", "n16"}  # True is not 1
+    assert found({"v": {"gte": 1, "lte": 1}}) == {"n10", "n11"}  # a range never matches a bool or a list
     assert found({"v": {"exists": False}}) == {"absent"} and found({"v": None}) == {"n14"}
 
 
-BEYOND = [2 ** 63, -(2 ** 63), 1e19, -1e19, 9.223372036854776e18, 1.7976931348623157e308, 10 ** 40]
-WITHIN = [2 ** 63 - 1, -(2 ** 63 - 1), 9.223372036854775e18, -9.223372036854775e18, 4.7e16, 1e15 + 1]
+BEYOND = [2**63, -(2**63), 1e19, -1e19, 9.223372036854776e18, 1.7976931348623157e308, 10**40]
+WITHIN = [2**63 - 1, -(2**63 - 1), 9.223372036854775e18, -9.223372036854775e18, 4.7e16, 1e15 + 1]
 
 
 def test_one_number_bound_for_every_place_a_number_sits(make: Make) -> None:
@@ -155,7 +255,12 @@ def test_one_number_bound_for_every_place_a_number_sits(make: Make) -> None:
             _refused("invalid_metadata", lambda m=meta: catalogue.add(["new"], one, [m]))
             _refused("invalid_metadata", lambda m=meta: catalogue.upsert(["kept"], one, [m]))
             _refused("invalid_metadata", lambda m=meta: catalogue.update_metadata("kept", m))
-        for filters in ({"n": number}, {"n": [0, number]}, {"n": {"gte": number}}, {"n": {"not_in": [number]}}):
+        for filters in (
+            {"n": number},
+            {"n": [0, number]},
+            {"n": {"gte": number}},
+            {"n": {"not_in": [number]}},
+        ):
             _refused("invalid_filters", lambda f=filters: catalogue.search(one[0, 0], "colour", 3, filters=f))
     assert catalogue.ids() == ["kept"] and catalogue.get("kept").metadata == {"k": 1}
     metadata = {"n": WITHIN, "first": WITHIN[0], "deep": {"list": WITHIN[::-1]}}
@@ -171,21 +276,39 @@ def _random_metadata(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
         if rng.random() < 0.85:
             meta["colour"] = colours[int(rng.integers(len(colours)))]
         if rng.random() < 0.8:
-            meta["price"] = [int(rng.integers(0, 100)), float(rng.uniform(0, 100)), True][int(rng.integers(3))]
+            meta["price"] = [int(rng.integers(0, 100)), float(rng.uniform(0, 100)), True][
+                int(rng.integers(3))
+            ]
         if rng.random() < 0.6:
-            meta["tags"] = [str(t) for t in rng.choice(["a", "b", "c", "d"], int(rng.integers(0, 3)), replace=False)]
+            meta["tags"] = [
+                str(t) for t in rng.choice(["a", "b", "c", "d"], int(rng.integers(0, 3)), replace=False)
+            ]
         meta["sale"] = bool(i % 3 == 0) if i % 5 else None
         out.append(meta)
     return out
 
 
 FILTERS: list[dict[str, Any]] = [
-    {"colour": "red"}, {"colour": ["blue", "écru"]}, {"colour": {"not": "red"}}, {"colour": {"not_in": ["red", None]}},
-    {"colour": None}, {"colour": {"exists": False}}, {"colour": {"exists": True}, "sale": True},
-    {"price": {"gte": 50}}, {"price": {"gt": 10.5, "lt": 20}}, {"price": {"lte": 1}}, {"price": 1},
-    {"tags": "a"}, {"tags": {"not": "a"}}, {"tags": ["b", "c"], "price": {"lt": 50}}, {"sale": False},
-    {"sale": {"not": True}, "colour": {"in": ['q"uote', "red"]}}, {"tags": {"exists": False}, "price": {"exists": True}},
-    {"colour": {"eq": "red", "not": "blue"}}, {"colour": {"in": []}}, {"colour": {"not_in": []}},
+    {"colour": "red"},
+    {"colour": ["blue", "écru"]},
+    {"colour": {"not": "red"}},
+    {"colour": {"not_in": ["red", None]}},
+    {"colour": None},
+    {"colour": {"exists": False}},
+    {"colour": {"exists": True}, "sale": True},
+    {"price": {"gte": 50}},
+    {"price": {"gt": 10.5, "lt": 20}},
+    {"price": {"lte": 1}},
+    {"price": 1},
+    {"tags": "a"},
+    {"tags": {"not": "a"}},
+    {"tags": ["b", "c"], "price": {"lt": 50}},
+    {"sale": False},
+    {"sale": {"not": True}, "colour": {"in": ['q"uote', "red"]}},
+    {"tags": {"exists": False}, "price": {"exists": True}},
+    {"colour": {"eq": "red", "not": "blue"}},
+    {"colour": {"in": []}},
+    {"colour": {"not_in": []}},
 ]
 
 
@@ -312,8 +435,11 @@ def _no_lease() -> Any:
     yield
 
 
-@pytest.mark.parametrize("engine", ["milvus-lite", "milvus-lite-rows", pytest.param("milvus-server",
-                                                                                marks=pytest.mark.slow)], indirect=True)
+@pytest.mark.parametrize(
+    "engine",
+    ["milvus-lite", "milvus-lite-rows", pytest.param("milvus-server", marks=pytest.mark.slow)],
+    indirect=True,
+)
 def test_without_the_writer_lease_two_milvus_writers_both_add_one_id(make: Make) -> None:
     """The mechanism is what the race test relies on: with the lease replaced by nothing, the same race
     acknowledges both adds of one id on Milvus (so the race test above can fail)."""

@@ -1,5 +1,6 @@
 """Copy search (index/copies.py) on every engine: exactly the brute-force copy scores, top k and
 threshold, with filters and excluded ids, with the top-k pool forced to grow."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,9 @@ def _fill(make: Make, seed: int = 3) -> tuple[object, np.ndarray]:
     return catalogue, vectors
 
 
-def _brute(vectors: np.ndarray, design: np.ndarray, kept: int, mask: np.ndarray | None = None) -> list[tuple[str, float]]:
+def _brute(
+    vectors: np.ndarray, design: np.ndarray, kept: int, mask: np.ndarray | None = None
+) -> list[tuple[str, float]]:
     scores = np.einsum("nad,ad->na", vectors.astype(np.float64), design.astype(np.float64))
     totals = copy_scores(scores, kept)
     rows = [(IDS[i], float(totals[i])) for i in range(len(IDS)) if mask is None or mask[i]]
@@ -52,7 +55,7 @@ def test_top_k_equals_brute_force(make: Make, modified: int, monkeypatch: pytest
     catalogue, vectors = _fill(make)
     design = _design(vectors, np.random.default_rng(modified))
     rule = CopyRule(tuple(ATTRIBUTES), modified)
-    monkeypatch.setattr(copies, "FIRST_POOL", 4)   # small pools: the bound must make the search grow
+    monkeypatch.setattr(copies, "FIRST_POOL", 4)  # small pools: the bound must make the search grow
     answer = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), rule, top_k=12)
     expected = _brute(vectors, design, rule.kept)[:12]
     assert [h.id for h in answer.hits] == [i for i, _ in expected]
@@ -60,8 +63,9 @@ def test_top_k_equals_brute_force(make: Make, modified: int, monkeypatch: pytest
     for hit in answer.hits:
         row = IDS.index(hit.id)
         assert set(hit.scores) == set(ATTRIBUTES)
-        assert np.allclose([hit.scores[a] for a in ATTRIBUTES], np.einsum("ad,ad->a", vectors[row], design),
-                           atol=1e-5)
+        assert np.allclose(
+            [hit.scores[a] for a in ATTRIBUTES], np.einsum("ad,ad->a", vectors[row], design), atol=1e-5
+        )
     assert answer.hits[0].id == "item-7"
 
 
@@ -79,8 +83,10 @@ def test_threshold_returns_exactly_the_items_passing(make: Make) -> None:
     design = _design(vectors, np.random.default_rng(9))
     rule = CopyRule(tuple(ATTRIBUTES), 1)
     expected = _brute(vectors, design, rule.kept)
-    threshold = expected[15][1] - 1e-4   # about 16 pass
-    answer = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), rule, min_score=threshold, max_results=100)
+    threshold = expected[15][1] - 1e-4  # about 16 pass
+    answer = search_copies(
+        catalogue, dict(zip(ATTRIBUTES, design)), rule, min_score=threshold, max_results=100
+    )
     passing = [i for i, s in expected if s >= threshold]
     assert [h.id for h in answer.hits] == passing and not answer.truncated
     cut = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), rule, min_score=threshold, max_results=5)
@@ -91,8 +97,14 @@ def test_filters_and_exclusions_hold(make: Make) -> None:
     catalogue, vectors = _fill(make)
     design = _design(vectors, np.random.default_rng(11))
     rule = CopyRule(tuple(ATTRIBUTES), 2)
-    answer = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), rule, top_k=10, filters={"shop": "b"},
-                           exclude=["item-7", "café-ü"])
+    answer = search_copies(
+        catalogue,
+        dict(zip(ATTRIBUTES, design)),
+        rule,
+        top_k=10,
+        filters={"shop": "b"},
+        exclude=["item-7", "café-ü"],
+    )
     mask = np.array([i % 2 == 1 and IDS[i] not in ("item-7", "café-ü") for i in range(len(IDS))])
     assert [h.id for h in answer.hits] == [i for i, _ in _brute(vectors, design, rule.kept, mask)[:10]]
 
@@ -101,7 +113,7 @@ def test_ids_in_any_script_are_found_and_judged(make: Make) -> None:
     catalogue, vectors = _fill(make)
     for target in ("东京-裙", "quote'\"-\\x", "emoji-👗"):
         design = vectors[IDS.index(target)].copy()
-        design[2] = -design[2]        # the third attribute changed
+        design[2] = -design[2]  # the third attribute changed
         rule = CopyRule(tuple(ATTRIBUTES), 1, {a: 0.5 for a in ATTRIBUTES})
         hit = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), rule, top_k=1).hits[0]
         assert hit.id == target and hit.score == pytest.approx(1.0, abs=1e-5)
@@ -117,19 +129,21 @@ def test_bad_calls_are_refused(make: Make) -> None:
         search_copies(catalogue, dict(zip(ATTRIBUTES, vectors[0])), rule)
 
 
-def test_the_pool_grows_until_no_unseen_item_can_beat_the_kth(make: Make, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_pool_grows_until_no_unseen_item_can_beat_the_kth(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Items that match the design strongly under one attribute fill every attribute's first pool;
     the true best copies match moderately under all three and are only found by growing the pool."""
     rng = np.random.default_rng(0)
-    basis = np.linalg.qr(rng.standard_normal((DIM, DIM)))[0].T.astype(np.float32)   # orthonormal rows
-    design = np.stack([basis[0], basis[1], basis[2]])                                # one axis per attribute
+    basis = np.linalg.qr(rng.standard_normal((DIM, DIM)))[0].T.astype(np.float32)  # orthonormal rows
+    design = np.stack([basis[0], basis[1], basis[2]])  # one axis per attribute
     spiky, balanced = [], []
     for a in range(3):
-        for j in range(40):   # score 1 under attribute a, 0 under the others
+        for j in range(40):  # score 1 under attribute a, 0 under the others
             v = np.stack([basis[3 + (j % 20)]] * 3)
             v[a] = basis[a]
             spiky.append(v)
-    for j in range(10):       # score 0.6 - j/100 under every attribute
+    for j in range(10):  # score 0.6 - j/100 under every attribute
         s = 0.6 - j / 100
         balanced.append(np.stack([s * basis[a] + np.sqrt(1 - s * s) * basis[10 + a] for a in range(3)]))
     vectors = np.stack(spiky + balanced).astype(np.float32)
@@ -139,4 +153,4 @@ def test_the_pool_grows_until_no_unseen_item_can_beat_the_kth(make: Make, monkey
     monkeypatch.setattr(copies, "FIRST_POOL", 1)
     answer = search_copies(catalogue, dict(zip(ATTRIBUTES, design)), CopyRule(tuple(ATTRIBUTES), 0), top_k=5)
     assert [h.id for h in answer.hits] == ["b0", "b1", "b2", "b3", "b4"]
-    assert answer.scored > 15   # it had to look past the first pools
+    assert answer.scored > 15  # it had to look past the first pools

@@ -1,5 +1,6 @@
 """Copy search (index/copies.py) where a threshold search's per-attribute range list is cut at its cap,
 and on an empty catalogue, on every engine: still exactly the brute-force answer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,17 +26,23 @@ def test_a_cut_range_list_still_gives_the_best_copies_that_pass(make: Make) -> N
     ids = [f"item-{i}" for i in range(60)]
     vectors = unit(rng.standard_normal((len(ids), len(ATTRIBUTES), DIM)))
     for i in range(50):
-        vectors[i] = [_at(rng, design[0], 0.95 - 0.001 * i), _at(rng, design[1], 0.01 * i), _at(rng, design[2], -0.5)]
+        vectors[i] = [
+            _at(rng, design[0], 0.95 - 0.001 * i),
+            _at(rng, design[1], 0.01 * i),
+            _at(rng, design[2], -0.5),
+        ]
     catalogue = make()
     catalogue.add(ids, vectors)
     rule = CopyRule(tuple(ATTRIBUTES), 1)
-    totals = copy_scores(np.einsum("nad,ad->na", vectors.astype(np.float64), design.astype(np.float64)), rule.kept)
+    totals = copy_scores(
+        np.einsum("nad,ad->na", vectors.astype(np.float64), design.astype(np.float64)), rule.kept
+    )
     passing = sorted((i for i in range(len(ids)) if totals[i] >= 0.55), key=lambda i: (-totals[i], ids[i]))
     assert len(passing) > 20
     queries = dict(zip(ATTRIBUTES, design))
     for offset in (0, 2, 6):
         answer = search_copies(catalogue, queries, rule, min_score=0.55, max_results=2, offset=offset)
-        assert [h.id for h in answer.hits] == [ids[i] for i in passing[offset:offset + 2]]
+        assert [h.id for h in answer.hits] == [ids[i] for i in passing[offset : offset + 2]]
         assert answer.truncated and answer.total is None
     whole = search_copies(catalogue, queries, rule, min_score=0.55, max_results=100)
     assert [h.id for h in whole.hits] == [ids[i] for i in passing]

@@ -88,7 +88,7 @@ def test_filters_must_be_a_mapping_of_scalars() -> None:
         catalogue.search(np.ones(DIM, np.float32), "colour", 3, filters={"category": [{"x": 1}]})  # type: ignore[list-item]
 
 
-@functools.lru_cache(maxsize=3)    # built once per kind for this module's 100k tests (none writes to it)
+@functools.lru_cache(maxsize=3)  # built once per kind for this module's 100k tests (none writes to it)
 def _large_catalogue(factory: str, n: int = 100_000) -> tuple[FaissCatalogue, np.ndarray]:
     """`n` clustered items; `shard` = i % 1000, so one shard is 0.1% of the catalogue."""
     from tests.helpers.engines import clustered
@@ -96,8 +96,11 @@ def _large_catalogue(factory: str, n: int = 100_000) -> tuple[FaissCatalogue, np
     vectors = clustered(np.random.default_rng(11), n)
     catalogue = FaissCatalogue.create(ATTRIBUTES, DIM, FINGERPRINT, factory)
     for lo in range(0, n, 20_000):
-        catalogue.add([f"item-{i}" for i in range(lo, lo + 20_000)], vectors[lo:lo + 20_000],
-                      [{"shard": i % 1000} for i in range(lo, lo + 20_000)])
+        catalogue.add(
+            [f"item-{i}" for i in range(lo, lo + 20_000)],
+            vectors[lo : lo + 20_000],
+            [{"shard": i % 1000} for i in range(lo, lo + 20_000)],
+        )
     return catalogue, vectors
 
 
@@ -118,11 +121,13 @@ def test_a_filter_matching_a_tenth_of_a_percent_of_100k_items_returns_k_exact_re
             scores = np.where(shard, vectors[:, 1] @ query, -np.inf)
             assert [r.id for r in results] == [f"item-{i}" for i in np.argsort(-scores)[:10]]
         few = catalogue.search(unit(rng.standard_normal(DIM)), "sleeve", 500, filters={"shard": 7})
-        assert len(few) == 100   # min(k, matches): every match, once
+        assert len(few) == 100  # min(k, matches): every match, once
 
 
 @pytest.mark.parametrize(("factory", "knobs"), [("Flat", {}), ("HNSW16", {}), ("IVF256,Flat", {"nprobe": 4})])
-def test_a_threshold_search_over_100k_items_finds_exactly_the_items_above_it(factory: str, knobs: dict) -> None:
+def test_a_threshold_search_over_100k_items_finds_exactly_the_items_above_it(
+    factory: str, knobs: dict
+) -> None:
     """Every item at or above the threshold, best first, whatever the index kind (approximate kinds
     of this size are scanned exactly: a graph or a few probed lists would miss some), with a filter too."""
     catalogue, vectors = _large_catalogue(factory)

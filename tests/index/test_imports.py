@@ -8,7 +8,9 @@ from tests.helpers import ROOT
 
 
 def test_no_source_file_imports_forbidden_packages() -> None:
-    forbidden = re.compile(r"^\s*(import|from)\s+(torch|torchvision|timm|fastapi|(?:asen_search\.)?(?:model|service))\b",
-                           re.MULTILINE)
+    forbidden = re.compile(
+        r"^\s*(import|from)\s+(torch|torchvision|timm|fastapi|(?:asen_search\.)?(?:model|service))\b",
+        re.MULTILINE,
+    )
     for path in (ROOT / "index").rglob("*.py"):
         assert not forbidden.search(path.read_text()), f"{path.name} imports a forbidden package"

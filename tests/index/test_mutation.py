@@ -85,7 +85,9 @@ def test_reconstruct_and_score_ids(factory: str) -> None:
     np.testing.assert_allclose(catalogue.vector("item-42", "neckline"), vectors[42, 2], atol=tolerance)
     query = vectors[5, 1]
     scores = catalogue.score_ids(query, "sleeve", ["item-1", "item-2"])
-    np.testing.assert_allclose([scores["item-1"], scores["item-2"]], vectors[[1, 2], 1] @ query, atol=tolerance)
+    np.testing.assert_allclose(
+        [scores["item-1"], scores["item-2"]], vectors[[1, 2], 1] @ query, atol=tolerance
+    )
     with pytest.raises(KeyError, match="no item"):
         catalogue.score_ids(query, "sleeve", ["item-1", "missing"])
     with pytest.raises(KeyError):

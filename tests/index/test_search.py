@@ -37,7 +37,10 @@ def test_flat_equals_brute_force(rng: np.random.Generator) -> None:
         assert [r.id for r in results] == [f"item-{i}" for i in order]
         np.testing.assert_allclose([r.score for r in results], scores, rtol=1e-5, atol=1e-6)
         assert all(isinstance(r, SearchResult) for r in results)
-        assert results[0].metadata == {"category": ["shirt", "dress", "coat"][order[0] % 3], "i": int(order[0])}
+        assert results[0].metadata == {
+            "category": ["shirt", "dress", "coat"][order[0] % 3],
+            "i": int(order[0]),
+        }
 
 
 def test_batch_queries_return_one_list_per_query(rng: np.random.Generator) -> None:
@@ -61,7 +64,9 @@ def test_empty_catalogue_returns_no_results() -> None:
     assert catalogue.search(np.ones(DIM, np.float32), "colour", 5) == []
 
 
-@pytest.mark.parametrize(("factory", "knobs"), [("HNSW16", {"ef_search": 128}), ("IVF16,Flat", {"nprobe": 6})])
+@pytest.mark.parametrize(
+    ("factory", "knobs"), [("HNSW16", {"ef_search": 128}), ("IVF16,Flat", {"nprobe": 6})]
+)
 def test_approximate_recall_vs_exact(factory: str, knobs: dict[str, int], rng: np.random.Generator) -> None:
     catalogue, vectors, _ = make_catalogue(3000, factory)
     catalogue.set_search_params(**knobs)
@@ -144,7 +149,7 @@ def test_flat_scan_equals_faiss_own_search(rng: np.random.Generator) -> None:
         for k in (1, 10, 5000):
             got_scores, got_keys = index.search(batch, k)
             want_scores, want_keys = reference.search(batch, k)
-            found = want_keys >= 0   # FAISS pads with -FLT_MAX, this package with -inf
+            found = want_keys >= 0  # FAISS pads with -FLT_MAX, this package with -inf
             np.testing.assert_allclose(got_scores[found], want_scores[found], rtol=1e-5, atol=1e-6)
             assert (got_scores[~found] == -np.inf).all() and (got_keys[~found] == -1).all()
             # the same keys in the same order, except two keys whose scores tie to float32 rounding
@@ -154,7 +159,7 @@ def test_flat_scan_equals_faiss_own_search(rng: np.random.Generator) -> None:
             assert (got_keys != want_keys).mean() < 0.01
             for row in range(len(batch)):
                 assert set(got_keys[row][found[row]]) == set(want_keys[row][found[row]]) or k < len(live)
-    excluded = reference.search(queries[:1], 3)[1][0][[0, 2]]   # the best and the third best
+    excluded = reference.search(queries[:1], 3)[1][0][[0, 2]]  # the best and the third best
     got_scores, got_keys = index.search(queries[:1], 10, excluded=excluded)
     want_keys = [key for key in reference.search(queries[:1], 12)[1][0] if key not in excluded][:10]
     assert got_keys[0].tolist() == want_keys and not np.isin(excluded, got_keys).any()

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 import asen_search.index.store as store
-from asen_search.index import FaissCatalogue, FingerprintMismatch, IndexFormatError, ReadOnlyCatalogue, read_manifest
+from asen_search.index import (
+    FaissCatalogue,
+    FingerprintMismatch,
+    IndexFormatError,
+    ReadOnlyCatalogue,
+    read_manifest,
+)
 from asen_search.index.attribute_index import AttributeIndex
 from tests.helpers import ROOT
 from tests.helpers.engines import ATTRIBUTES, DIM, FINGERPRINT, clustered, make_catalogue
@@ -141,7 +147,9 @@ def test_failed_rename_keeps_previous_version(tmp_path: Path, monkeypatch: pytes
     assert len(FaissCatalogue.load(tmp_path)) == 50
 
 
-def test_half_written_temp_dir_is_ignored_and_cleaned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_half_written_temp_dir_is_ignored_and_cleaned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalogue = saved_then_grown(tmp_path)
     calls = []
     real_write = AttributeIndex.write
@@ -193,7 +201,9 @@ def test_process_killed_mid_save_leaves_previous_loadable(tmp_path: Path, crash_
         catalogue.save({str(tmp_path)!r})
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 3, result.stderr
     loaded = writer_load(tmp_path)
     assert len(loaded) == 50 and "late" not in loaded

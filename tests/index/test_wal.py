@@ -1,5 +1,6 @@
 """The write-ahead log: logged writes survive without a snapshot, a torn last record is an
 unacknowledged write and is dropped, compaction leaves a complete state wherever it is killed."""
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asen_search.index import NO_SPACE_ERRNOS, DirectoryLocked, FaissCatalogue, LogUnavailable, ReadOnlyCatalogue
+from asen_search.index import (
+    NO_SPACE_ERRNOS,
+    DirectoryLocked,
+    FaissCatalogue,
+    LogUnavailable,
+    ReadOnlyCatalogue,
+)
 from asen_search.index.wal import LogRecord, log_path, read_log
 from tests.helpers import ROOT
 from tests.helpers.wal import ATTRS, DIM, file_size_limit
@@ -179,8 +186,14 @@ KILL_DURING_CHECKPOINT = textwrap.dedent("""
 
 @pytest.mark.parametrize("where", ["files", "pointer", "new-log"])
 def test_killed_checkpoint_leaves_a_complete_state(saved: Path, where: str) -> None:
-    result = subprocess.run([sys.executable, "-c", KILL_DURING_CHECKPOINT, where, str(saved)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_CHECKPOINT, where, str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr
     loaded = FaissCatalogue.load(saved)
     assert {"w1", "w2", "w3"} <= set(loaded.ids()) and "base-0" not in loaded

@@ -1,6 +1,7 @@
 """What could lose acknowledged writes before: a second writer on one directory, a damaged frame
 in the middle of the log, a record over the size limit. Each test fails without its mechanism
 (the directory lock, telling a torn tail from corruption, the limit enforced at append)."""
+
 from __future__ import annotations
 
 import os
@@ -101,7 +102,7 @@ def test_a_stale_save_into_its_own_directory_is_refused(saved: Path) -> None:
         stale.save(saved)
     logged = FaissCatalogue.load(saved)
     server = _opened(saved)
-    server.add(["ack-3"], _vectors(1, 23))   # in the log only
+    server.add(["ack-3"], _vectors(1, 23))  # in the log only
     server.close()
     with pytest.raises(StaleCatalogue, match="write-ahead log holds"):
         logged.save(saved)
@@ -114,7 +115,7 @@ def test_an_unchanged_directory_takes_a_save_of_what_was_loaded_from_it(saved: P
     loaded.add(["new"], _vectors(1, 24))
     loaded.save(saved)
     loaded.add(["newer"], _vectors(1, 25))
-    loaded.save(saved)   # its own last save: still unchanged since
+    loaded.save(saved)  # its own last save: still unchanged since
     assert {"new", "newer", "base"} <= set(FaissCatalogue.load(saved).ids())
 
 
@@ -122,8 +123,10 @@ def test_the_lock_dies_with_its_process(saved: Path) -> None:
     import subprocess
     import sys
 
-    script = ("import os, sys; from asen_search.index import FaissCatalogue; "
-              "c = FaissCatalogue.load(sys.argv[1], writer=True); os._exit(9)")
+    script = (
+        "import os, sys; from asen_search.index import FaissCatalogue; "
+        "c = FaissCatalogue.load(sys.argv[1], writer=True); os._exit(9)"
+    )
     assert subprocess.run([sys.executable, "-c", script, str(saved)], timeout=60).returncode == 9
     FaissCatalogue.load(saved, writer=True).close()  # no stale lock after kill: the kernel freed it
 
@@ -163,7 +166,7 @@ def test_damage_in_the_last_record_is_a_torn_tail_cut_with_a_copy(saved: Path) -
     loaded.close()
     assert path.stat().st_size == starts[2]
     (copy,) = saved.glob("wal-v000001.log.cut-*")
-    assert copy.read_bytes() == bytes(data[starts[2]:]), "the cut bytes are kept"
+    assert copy.read_bytes() == bytes(data[starts[2] :]), "the cut bytes are kept"
 
 
 def test_repair_reports_then_cuts_or_salvages_keeping_a_copy(saved: Path) -> None:
@@ -186,7 +189,9 @@ def test_repair_reports_then_cuts_or_salvages_keeping_a_copy(saved: Path) -> Non
     assert not repair_log(saved).needed
 
 
-def test_repair_command_refuses_while_served_and_reports(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_repair_command_refuses_while_served_and_reports(
+    saved: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from asen_search.service.cli.main import main
 
     path, starts = _three_records(saved)
@@ -205,8 +210,9 @@ def test_repair_command_refuses_while_served_and_reports(saved: Path, capsys: py
 
 
 # -- the record size limit: enforced at append, large writes split, each write applied whole ------
-def test_a_record_over_the_limit_is_refused_before_anything_is_written(saved: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_record_over_the_limit_is_refused_before_anything_is_written(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     live = _opened(saved)
     live.add(["small"], _vectors(1, 1))
     size = live.log_size

@@ -63,7 +63,7 @@ def test_position_channels_give_the_attended_regions_moments() -> None:
 
     pos = position_channels(4, 6, torch.zeros(1))
     assert pos.shape == (5, 4, 6)
-    assert torch.allclose(pos[0, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))          # y of the rows
+    assert torch.allclose(pos[0, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # y of the rows
     assert torch.allclose(pos[2], pos[0] ** 2) and torch.allclose(pos[4], pos[0] * pos[1])
     head = AttentionHead(8, 4, 6, 2, 5, use_asa=False, positions=True)
     assert head.proj.in_features == 8 + 5

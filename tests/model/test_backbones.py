@@ -1,5 +1,6 @@
 """The backbone registry: what each backbone declares matches what is built, and comes from timm's
 and torchvision's own configurations."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,9 +22,14 @@ def test_declared_stages_and_channels_are_what_is_built(name: str, stride: int) 
 
 def test_normalisation_comes_from_the_weights_own_config() -> None:
     assert backbone_spec("tf_efficientnet_lite0").mean == (0.5, 0.5, 0.5)  # timm's pretrained_cfg
-    assert backbone_spec("resnet50").mean == pytest.approx((0.485, 0.456, 0.406))  # torchvision's weights meta
+    assert backbone_spec("resnet50").mean == pytest.approx(
+        (0.485, 0.456, 0.406)
+    )  # torchvision's weights meta
     assert backbone_spec("resnet50").std == pytest.approx((0.229, 0.224, 0.225))
-    assert TrainConfig(data=".", out=".", backbone="resnet50").preprocess().mean == backbone_spec("resnet50").mean  # type: ignore[arg-type]
+    assert (
+        TrainConfig(data=".", out=".", backbone="resnet50").preprocess().mean
+        == backbone_spec("resnet50").mean
+    )  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown backbone"):
         backbone_spec("vgg16")
 
@@ -32,7 +38,10 @@ def test_trainable_stages_count_from_the_end() -> None:
     assert _frozen("tf_efficientnet_lite0", 16, 0) == -1
     assert _frozen("tf_efficientnet_lite0", 16, 2) == 4 and _frozen("tf_efficientnet_lite0", 32, 2) == 6
     assert _frozen("resnet50", 16, 1) == 3 and _frozen("tiny", 32, 9) == 0
-    assert TrainConfig(data=".", out=".", backbone="resnet50").model_config(7).local_branch.backbone == "resnet34"  # type: ignore[arg-type]
+    assert (
+        TrainConfig(data=".", out=".", backbone="resnet50").model_config(7).local_branch.backbone
+        == "resnet34"
+    )  # type: ignore[arg-type]
 
 
 def test_reading_a_backbone_spec_leaves_the_seeded_random_sequence_alone() -> None:
@@ -68,7 +77,9 @@ def test_a_backbone_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) -> No
 
     assert backbone_names()[0] == "tf_efficientnet_lite0" and backbone_names()[-1] == "two-convs"
     built = build_backbone(BranchConfig("two-convs", 32, 64, 16, 2, 16), pretrained=False)
-    assert (len(built.stages), built.out_channels) == (2, 4) and backbone_spec.__wrapped__("two-convs").input_size == 64
+    assert (len(built.stages), built.out_channels) == (2, 4) and backbone_spec.__wrapped__(
+        "two-convs"
+    ).input_size == 64
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--backbone", "two-convs"])
     assert args.backbone == "two-convs"
     with pytest.raises(ValueError, match="registered twice"):

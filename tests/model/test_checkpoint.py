@@ -9,8 +9,11 @@ from asen_search.model.data.dataset import Attribute
 from asen_search.model.nn.asen import ASENModel
 from tests.helpers.models import tiny_config
 
-ATTRS = (Attribute("collar", ("round", "v")), Attribute("sleeve", ("short", "long", "none")),
-         Attribute("colour", ("red", "blue")))
+ATTRS = (
+    Attribute("collar", ("round", "v")),
+    Attribute("sleeve", ("short", "long", "none")),
+    Attribute("colour", ("red", "blue")),
+)
 
 
 def _model() -> ASENModel:

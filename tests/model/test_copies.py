@@ -1,5 +1,6 @@
 """The copy benchmark (model/data/copies.py), its evaluation metrics (model/copy_eval.py), the
 label-free calibration's pieces (model/copy_calibration.py) and the instance-aware sampler."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,21 @@ import pytest
 from PIL import Image, ImageDraw
 
 from asen_search.model.augment import rephotograph
-from asen_search.model.copy_calibration import CopyCalibration, NoCopyThreshold, balanced_line, lookalike_pairs
+from asen_search.model.copy_calibration import (
+    CopyCalibration,
+    NoCopyThreshold,
+    balanced_line,
+    lookalike_pairs,
+)
 from asen_search.model.copy_eval import CHANGES, Encoded, _rank_metrics, evaluate_scores, judged_modified
-from asen_search.model.data.copies import ATTRIBUTE_PARTS, CopyRecord, change, generate_copies, new_design, read_copies
+from asen_search.model.data.copies import (
+    ATTRIBUTE_PARTS,
+    CopyRecord,
+    change,
+    generate_copies,
+    new_design,
+    read_copies,
+)
 from asen_search.model.data.dataset import Tagged, load_dataset
 from asen_search.model.data.synth import ATTRIBUTES
 from asen_search.model.data.synth_draw import GARMENT_PARTS, SeededParts, make_shape, render_garment
@@ -45,7 +58,9 @@ def test_a_copy_changes_its_attributes_and_only_their_parts() -> None:
     for a, (name, _) in enumerate(ATTRIBUTES):
         copy = change(design, [a], rng)
         assert copy.values[a] != design.values[a]
-        assert [v for i, v in enumerate(copy.values) if i != a] == [v for i, v in enumerate(design.values) if i != a]
+        assert [v for i, v in enumerate(copy.values) if i != a] == [
+            v for i, v in enumerate(design.values) if i != a
+        ]
         redrawn = {GARMENT_PARTS[i] for i, (x, y) in enumerate(zip(design.seeds, copy.seeds)) if x != y}
         assert redrawn == set(ATTRIBUTE_PARTS[name])
         assert not np.array_equal(_garment(design, 0), _garment(copy, 0))
@@ -55,7 +70,7 @@ def test_the_benchmark_is_a_dataset_with_copy_records(bench: Path) -> None:
     dataset = load_dataset(bench)
     meta = json.loads((bench / "meta.json").read_text())
     assert meta["copy_benchmark"]["designs"] == 3 and "never for training" in meta["copy_benchmark"]["note"]
-    assert not (bench / "label_train.txt").exists()      # nothing to train on
+    assert not (bench / "label_train.txt").exists()  # nothing to train on
     for split in ("valid", "test"):
         records = read_copies(bench, split)
         assert len(records) == 3
@@ -109,11 +124,18 @@ def test_rank_metrics_by_hand() -> None:
     assert result["ranks"] == [(1, 0), (3, 2)]
     assert result["all"] == pytest.approx((1 / 1 + 2 / 4) / 2)
     assert result["0"] == pytest.approx(1.0) and result["2"] == pytest.approx(1 / 3)
-    encoded = Encoded([Path(f"/x/{i}") for i in range(6)], np.zeros((6, 1, 1)), np.zeros((6, 1)),
-                      {Path(f"/x/{i}"): i for i in range(6)})
+    encoded = Encoded(
+        [Path(f"/x/{i}") for i in range(6)],
+        np.zeros((6, 1, 1)),
+        np.zeros((6, 1)),
+        {Path(f"/x/{i}"): i for i in range(6)},
+    )
     # rows 3 and 5 are the design's look-alike distractors: one of them (0.8) passes 0.55
-    record = CopyRecord(Path("/x/0"), ((Path("/x/1"), ()), (Path("/x/2"), ("a", "b"))),
-                        ((Path("/x/3"), ("a",)), (Path("/x/5"), ())))
+    record = CopyRecord(
+        Path("/x/0"),
+        ((Path("/x/1"), ()), (Path("/x/2"), ("a", "b"))),
+        ((Path("/x/3"), ("a",)), (Path("/x/5"), ())),
+    )
     report = evaluate_scores(scores[None], [record], encoded, threshold=0.55)
     assert report["recall@1"]["all"] == 0.5 and report["recall@10"]["all"] == 1.0
     assert report["at_threshold"]["false_matches_per_design"] == 2
@@ -127,13 +149,20 @@ def test_balanced_line_separates_and_lookalikes_share_values() -> None:
     assert balanced_line(np.array([0.8, 0.9, 0.95]), np.array([0.1, 0.3, 0.5])) == pytest.approx(0.8)
     tags = {0: {0: 1}, 1: {0: 1}, 2: {0: 2}, 3: {1: 0, 0: 1}, 4: {1: 1, 0: 1}}
     pairs = {tuple(p) for p in lookalike_pairs(tags, 100, 0).tolist()}
-    assert pairs == {(0, 1), (0, 3), (0, 4), (1, 3), (1, 4)}   # 3 and 4 differ in attribute 1
+    assert pairs == {(0, 1), (0, 3), (0, 4), (1, 3), (1, 4)}  # 3 and 4 differ in attribute 1
     assert len(lookalike_pairs(tags, 2, 0)) == 2
 
 
 def test_a_false_match_rate_is_translated_into_the_lowest_score_keeping_it() -> None:
-    cal = CopyCalibration(2, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0.0, 0.01, 0.05, 0.2]),
-                          np.array([0.5, 0.8, 0.9, 1.0]), {}, 1000, 100)
+    cal = CopyCalibration(
+        2,
+        np.array([0.9, 0.8, 0.7, 0.6]),
+        np.array([0.0, 0.01, 0.05, 0.2]),
+        np.array([0.5, 0.8, 0.9, 1.0]),
+        {},
+        1000,
+        100,
+    )
     assert cal.score_for_rate(0.01) == 0.8 and cal.score_for_rate(0.05) == 0.7
     assert cal.rate_at(0.75) == 0.01 and cal.rate_at(0.95) == 0.0
     with pytest.raises(NoCopyThreshold, match="below what 1000 look-alike pairs"):
@@ -145,7 +174,7 @@ def test_rephotograph_keeps_colours_and_changes_the_picture() -> None:
     """Every view keeps the hue; some are framed tighter (a crop: another size), some wider (the same
     size, the garment smaller on a blurred canvas); none is the picture unchanged."""
     image = Image.new("RGB", (200, 160), (200, 40, 40))
-    ImageDraw.Draw(image).rectangle((60, 40, 140, 120), fill=(120, 20, 20))   # something to frame
+    ImageDraw.Draw(image).rectangle((60, 40, 140, 120), fill=(120, 20, 20))  # something to frame
     sizes = set()
     for seed in range(12):
         view = rephotograph(image, np.random.default_rng(seed))
@@ -165,13 +194,13 @@ def test_instance_rows_pair_an_image_with_its_view_and_another_of_its_value() ->
     for attr, anchor, view, negative in rows.tolist():
         assert view % 4 == anchor and 4 <= view < 12
         assert negative != anchor and values[(negative, attr)] == values[(anchor, attr)]
-    assert set(rows[:, 0].tolist()) == {0}   # attribute 1's values each have one image: no negative there
+    assert set(rows[:, 0].tolist()) == {0}  # attribute 1's values each have one image: no negative there
 
 
 def test_judged_modified_by_hand() -> None:
     """Lines at 0.5: a copy scoring 0.2 under `b` is judged to have modified `b`."""
     unit = np.eye(2)
-    design = np.stack([unit[0], unit[0]])                 # [A=2, D=2]
+    design = np.stack([unit[0], unit[0]])  # [A=2, D=2]
     same = design
     b_changed = np.stack([unit[0], np.array([0.2, np.sqrt(1 - 0.04)])])
     both_changed = np.stack([unit[1], unit[1]])

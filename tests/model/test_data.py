@@ -1,4 +1,5 @@
 """Dataset-format loader: a valid tiny dataset loads; every kind of bad data names file and line."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,13 @@ from PIL import Image
 
 from asen_search.model.data.dataset import Attribute, AttributeDataset, DatasetError, load_dataset
 
-META = {"name": "tiny", "attributes": [
-    {"name": "collar", "values": ["round", "v", "high", "none", "polo"]},
-    {"name": "sleeve", "values": ["short", "long"]},
-]}
+META = {
+    "name": "tiny",
+    "attributes": [
+        {"name": "collar", "values": ["round", "v", "high", "none", "polo"]},
+        {"name": "sleeve", "values": ["short", "long"]},
+    ],
+}
 
 
 def _write(path: Path, lines: list[str]) -> None:
@@ -97,17 +101,24 @@ def test_attribute_out_of_range(root: Path) -> None:
 
 def test_fid_out_of_range_counts_all_bad_rows(root: Path) -> None:
     _write(root / "candidate_test.txt", ["2 0 1", "4 1 1", "-1 0 0"])
-    _raises(root, "candidate_test.txt line 2: fid 4 out of range for filenames_test.txt (4 images) "
-            "(2 bad rows in total)", "candidates:test")
+    _raises(
+        root,
+        "candidate_test.txt line 2: fid 4 out of range for filenames_test.txt (4 images) "
+        "(2 bad rows in total)",
+        "candidates:test",
+    )
 
 
-@pytest.mark.parametrize(("lines", "message"), [
-    (["0 0 1", "1 0 x"], "label_train.txt line 2: non-integer token 'x'"),
-    (["0 0 1", "1 0 1.5"], "label_train.txt line 2: non-integer token '1.5'"),
-    (["0 0 1 1"], "label_train.txt line 1: expected 'fid attr val [attr val ...]', got 4 tokens"),
-    (["0 0 1", "1"], "label_train.txt line 2: expected 'fid attr val [attr val ...]', got 1 tokens"),
-    (["0 0 1", "", "1 0 1"], "label_train.txt line 2: blank line"),
-])
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["0 0 1", "1 0 x"], "label_train.txt line 2: non-integer token 'x'"),
+        (["0 0 1", "1 0 1.5"], "label_train.txt line 2: non-integer token '1.5'"),
+        (["0 0 1 1"], "label_train.txt line 1: expected 'fid attr val [attr val ...]', got 4 tokens"),
+        (["0 0 1", "1"], "label_train.txt line 2: expected 'fid attr val [attr val ...]', got 1 tokens"),
+        (["0 0 1", "", "1 0 1"], "label_train.txt line 2: blank line"),
+    ],
+)
 def test_malformed_label_line(root: Path, lines: list[str], message: str) -> None:
     _write(root / "label_train.txt", lines)
     _raises(root, message)
@@ -143,16 +154,21 @@ def test_rejects_paths_outside_root(root: Path, entry: str) -> None:
         load_dataset(root, check_images=False).split("train")
 
 
-@pytest.mark.parametrize(("meta", "message"), [
-    (None, "meta.json: file not found"),
-    ("{\n  \"attributes\": [,]\n}", "meta.json line 2: invalid JSON"),
-    ({"attributes": []}, "non-empty 'attributes' list"),
-    ({"attributes": [{"name": "a", "values": ["x"]}]}, "attributes[0] ('a') has 1 values; needs >= 2"),
-    ({"attributes": [{"name": "a", "values": ["x", "y"]}, {"name": "a", "values": ["x", "y"]}]},
-     "duplicate attribute name 'a'"),
-    ({"attributes": [{"name": "a", "values": ["x", "x"]}]}, "duplicate value names"),
-    ({"attributes": [{"values": ["x", "y"]}]}, "attributes[0] needs a non-empty string 'name'"),
-])
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        (None, "meta.json: file not found"),
+        ('{\n  "attributes": [,]\n}', "meta.json line 2: invalid JSON"),
+        ({"attributes": []}, "non-empty 'attributes' list"),
+        ({"attributes": [{"name": "a", "values": ["x"]}]}, "attributes[0] ('a') has 1 values; needs >= 2"),
+        (
+            {"attributes": [{"name": "a", "values": ["x", "y"]}, {"name": "a", "values": ["x", "y"]}]},
+            "duplicate attribute name 'a'",
+        ),
+        ({"attributes": [{"name": "a", "values": ["x", "x"]}]}, "duplicate value names"),
+        ({"attributes": [{"values": ["x", "y"]}]}, "attributes[0] needs a non-empty string 'name'"),
+    ],
+)
 def test_bad_meta(root: Path, meta: object, message: str) -> None:
     if meta is None:
         (root / "meta.json").unlink()
@@ -174,15 +190,19 @@ def test_query_candidate_overlap_names_both_lines(root: Path) -> None:
     _write(root / "filenames_test.txt", [f"img/test_{i}.png" for i in range(3)] + ["img/test_3_copy.png"])
     _write(root / "query_test.txt", ["0 0 1", "2 1 0"])  # fid 2 is no candidate under sleeve
     found = load_dataset(root).query_candidate_overlap("test")
-    assert found == ["query_test.txt line 1 and candidate_test.txt line 3: "
-                     f"{root / 'img' / 'test_0.png'} is both a query and a candidate for 'collar'"]
+    assert found == [
+        "query_test.txt line 1 and candidate_test.txt line 3: "
+        f"{root / 'img' / 'test_0.png'} is both a query and a candidate for 'collar'"
+    ]
     _write(root / "query_test.txt", ["3 0 0"])  # another fid, the same file as candidate line 4's
     assert [m.split(":")[0] for m in load_dataset(root).query_candidate_overlap("test")] == [
-        "query_test.txt line 1 and candidate_test.txt line 4"]
+        "query_test.txt line 1 and candidate_test.txt line 4"
+    ]
 
 
-def test_eval_refuses_overlapping_queries_unless_allowed(root: Path, tmp_path: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_refuses_overlapping_queries_unless_allowed(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from asen_search.service.cli.main import main
     from tests.helpers.models import write_checkpoint
 
@@ -190,5 +210,7 @@ def test_eval_refuses_overlapping_queries_unless_allowed(root: Path, tmp_path: P
     checkpoint = write_checkpoint(tmp_path / "m.pt", root)
     assert main(["eval", "--data", str(root), "--checkpoint", str(checkpoint)]) == 2
     err = capsys.readouterr().err
-    assert "1 queries of the test split" in err and "query_test.txt line 2 and candidate_test.txt line 3" in err
+    assert (
+        "1 queries of the test split" in err and "query_test.txt line 2 and candidate_test.txt line 3" in err
+    )
     assert main(["eval", "--data", str(root), "--checkpoint", str(checkpoint), "--allow-overlap"]) == 0

@@ -3,6 +3,7 @@ for where torch sees none is an error, never a silent CPU run); the bfloat16 aut
 here on the CPU too (`amp=True`) and gives float32 unit vectors close to the float32 ones, a training
 run under it converges and saves a float32 CPU checkpoint. The CUDA run itself is the device script
 (bench/cuda_check.py) on a GPU machine."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -40,10 +41,14 @@ def test_device_names() -> None:
     assert to_device(torch.ones(2), torch.device("cpu")).device.type == "cpu"
 
 
-def test_commands_refuse_cuda_where_there_is_none(demo_dataset: Path, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_refuse_cuda_where_there_is_none(
+    demo_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # cuda:99 is missing on any machine: "no CUDA GPU" without one, "only N ... visible" with one
-    assert main(["train", "--data", str(demo_dataset), "--out", str(tmp_path / "run"), "--device", "cuda:99"]) == 2
+    assert (
+        main(["train", "--data", str(demo_dataset), "--out", str(tmp_path / "run"), "--device", "cuda:99"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert ("no CUDA GPU" if not torch.cuda.is_available() else "visible") in err
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -67,16 +72,32 @@ def test_bfloat16_autocast_gives_float32_unit_vectors_close_to_float32(demo_data
     assert explained.attention.dtype == np.float32 and explained.roi_box is not None
 
 
-@pytest.mark.slow   # two real trainings (about 40 s): CI runs it with the slow tests
-def test_training_under_autocast_converges_and_saves_a_float32_cpu_checkpoint(demo_dataset: Path,
-                                                                              tmp_path: Path) -> None:
-    base = TrainConfig(data=demo_dataset, out=tmp_path / "run", global_size=64, local_size=48, embed_dim=16,
-                       common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320, seed=3,
-                       device="cpu", amp=True, prototypes=False)
+@pytest.mark.slow  # two real trainings (about 40 s): CI runs it with the slow tests
+def test_training_under_autocast_converges_and_saves_a_float32_cpu_checkpoint(
+    demo_dataset: Path, tmp_path: Path
+) -> None:
+    base = TrainConfig(
+        data=demo_dataset,
+        out=tmp_path / "run",
+        global_size=64,
+        local_size=48,
+        embed_dim=16,
+        common_dim=16,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        triplets_per_epoch=320,
+        seed=3,
+        device="cpu",
+        amp=True,
+        prototypes=False,
+    )
     summary = train(base, progress=False)
     assert 0.0 < summary["best_valid_map"] <= 1.0
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in ckpt.model.state_dict().values()
-               if t.is_floating_point())
+    assert all(
+        t.dtype == torch.float32 and t.device.type == "cpu"
+        for t in ckpt.model.state_dict().values()
+        if t.is_floating_point()
+    )
     exact = train(replace(base, out=tmp_path / "exact", amp=False), progress=False)
     assert abs(summary["best_valid_map"] - exact["best_valid_map"]) < 0.1  # bf16 steps, not another recipe

@@ -33,8 +33,10 @@ def test_all_attributes_equal_per_attribute(variant: str) -> None:
 
 def test_explain_returns_map_and_box_in_original_pixels() -> None:
     torch.manual_seed(0)
-    enc = Encoder(ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS)
-    img = _images()[3]      # 120 x 70: the centre crop shows x in [25, 95)
+    enc = Encoder(
+        ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS
+    )
+    img = _images()[3]  # 120 x 70: the centre crop shows x in [25, 95)
     exp = enc.explain(img, 1)
     assert exp.attention.shape == (4, 4) and exp.attention.min() >= 0 and exp.attention.max() <= 1
     x0, y0, x1, y1 = exp.roi_box
@@ -44,7 +46,9 @@ def test_explain_returns_map_and_box_in_original_pixels() -> None:
 
 
 def test_unknown_attribute_name() -> None:
-    enc = Encoder(ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS)
+    enc = Encoder(
+        ASENModel(tiny_config(), pretrained=False), Preprocess(global_size=64, local_size=32), ATTRS
+    )
     assert enc.attribute_id("a2") == 2
     with pytest.raises(KeyError, match="known attributes: a0, a1, a2"):
         enc.attribute_id("collar")

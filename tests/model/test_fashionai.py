@@ -1,4 +1,5 @@
 """FashionAI CSV importer: conversion loads with load_dataset; bad rows name their CSV line."""
+
 from __future__ import annotations
 
 import re
@@ -75,25 +76,32 @@ def test_copy_mode(tmp_path: Path) -> None:
     assert len(load_dataset(tmp_path / "out").split("valid").paths) == 5
 
 
-@pytest.mark.parametrize(("bad", "message"), [
-    ("nnyny", "must have exactly one 'y', has 2"),
-    ("nnmnn", "must have exactly one 'y', has 0"),
-    ("nnxyn", "must be >= 2 characters of y/n/m"),
-])
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("nnyny", "must have exactly one 'y', has 2"),
+        ("nnmnn", "must have exactly one 'y', has 0"),
+        ("nnxyn", "must be >= 2 characters of y/n/m"),
+    ],
+)
 def test_bad_label_names_line_and_count(tmp_path: Path, bad: str, message: str) -> None:
     csv_path, image_root, lines = make_raw(tmp_path)
     lines[6] = lines[6].rsplit(",", 1)[0] + "," + bad
     lines[9] = lines[9].rsplit(",", 1)[0] + ",nnnnn"
     csv_path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=re.escape(f"label.csv line 7: label string '{bad}' {message}")
-                       + r".*\(2 bad rows in total\)"):
+    with pytest.raises(
+        DatasetError,
+        match=re.escape(f"label.csv line 7: label string '{bad}' {message}") + r".*\(2 bad rows in total\)",
+    ):
         import_fashionai(csv_path, image_root, tmp_path / "out")
 
 
 def test_missing_image_names_line(tmp_path: Path) -> None:
     csv_path, image_root, lines = make_raw(tmp_path)
     (image_root / lines[4].split(",")[0]).unlink()
-    with pytest.raises(DatasetError, match=r"label\.csv line 5: image not found: .*\(1 of 50 images missing\)"):
+    with pytest.raises(
+        DatasetError, match=r"label\.csv line 5: image not found: .*\(1 of 50 images missing\)"
+    ):
         import_fashionai(csv_path, image_root, tmp_path / "out")
 
 
@@ -101,16 +109,22 @@ def test_inconsistent_label_length(tmp_path: Path) -> None:
     csv_path, image_root, lines = make_raw(tmp_path)
     lines[2] = lines[2].rsplit(",", 1)[0] + ",nnynnn"
     csv_path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DatasetError, match=r"label\.csv line 3: label string has 6 values but "
-                       r"'collar_design_labels' has 5 \(line 1\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"label\.csv line 3: label string has 6 values but "
+        r"'collar_design_labels' has 5 \(line 1\)",
+    ):
         import_fashionai(csv_path, image_root, tmp_path / "out")
 
 
 def test_malformed_and_duplicate_rows(tmp_path: Path) -> None:
     csv_path, image_root, lines = make_raw(tmp_path)
     csv_path.write_text("\n".join([*lines[:3], lines[0], "just,two"]) + "\n")
-    with pytest.raises(DatasetError, match=r"label\.csv line 4: duplicate image .*first on line 1.*"
-                       r"\(2 bad rows in total\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"label\.csv line 4: duplicate image .*first on line 1.*"
+        r"\(2 bad rows in total\)",
+    ):
         import_fashionai(csv_path, image_root, tmp_path / "out")
 
 

@@ -1,5 +1,6 @@
 """The fusion weight beta: chosen per attribute on validation, stored in the checkpoint, applied by
 the Encoder; and best.pt is the best validated model of either training stage."""
+
 import json
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def test_fuse_with_one_beta_per_row_equals_fusing_each_row() -> None:
     pre = Preprocess(global_size=64, local_size=32, betas=(1.0, 0.3, 0.7))
     fused = model.fuse(g, loc, fusion_beta(pre, attrs))
     for i, a in enumerate(attrs.tolist()):
-        assert torch.allclose(fused[i], model.fuse(g[i:i + 1], loc[i:i + 1], pre.betas[a])[0], atol=1e-6)
+        assert torch.allclose(fused[i], model.fuse(g[i : i + 1], loc[i : i + 1], pre.betas[a])[0], atol=1e-6)
 
 
 def test_encoder_applies_each_attributes_beta() -> None:
@@ -75,35 +76,60 @@ def test_encoder_applies_each_attributes_beta() -> None:
 
 
 @pytest.mark.slow  # two training stages with the real backbone (CI runs the slow tests too)
-def test_stage_two_never_replaces_a_better_stage_one_model(demo_dataset: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage_two_never_replaces_a_better_stage_one_model(
+    demo_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stage 2 that unlearns (it maximises its loss, fast): best.pt stays the stage-1 model (the
     global branch alone, beta 1 everywhere), and the summary, log and checkpoint agree on it."""
     from asen_search.model.training import trainer
 
     monkeypatch.setattr(trainer, "joint_loss", lambda *args, **kw: -joint_loss(*args, **kw))
-    cfg = TrainConfig(data=demo_dataset, out=tmp_path / "run", global_size=96, local_size=64, embed_dim=32,
-                      common_dim=32, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=1600, seed=1,
-                      prototypes=False, lr_global=1e-2, lr_local=1e-2)
+    cfg = TrainConfig(
+        data=demo_dataset,
+        out=tmp_path / "run",
+        global_size=96,
+        local_size=64,
+        embed_dim=32,
+        common_dim=32,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        triplets_per_epoch=1600,
+        seed=1,
+        prototypes=False,
+        lr_global=1e-2,
+        lr_local=1e-2,
+    )
     summary = train(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in log] == [1, 2]
-    assert log[1]["valid_map"] < log[0]["valid_map"]                # stage 2 made it worse ...
-    assert summary["best_valid_map"] == pytest.approx(log[0]["valid_map"])   # ... and did not count
+    assert log[1]["valid_map"] < log[0]["valid_map"]  # stage 2 made it worse ...
+    assert summary["best_valid_map"] == pytest.approx(log[0]["valid_map"])  # ... and did not count
     assert summary["best_at"]["stage"] == 1
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     assert ckpt.extra["stage"] == 1 and ckpt.preprocess.betas == (1.0,) * len(ckpt.attributes)
-    assert set(log[1]["betas"]) == {a.name for a in ckpt.attributes}          # stage 2 logs its choice
+    assert set(log[1]["betas"]) == {a.name for a in ckpt.attributes}  # stage 2 logs its choice
     assert (tmp_path / "run" / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_fixed_beta_is_kept(demo_dataset: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(data=demo_dataset, out=tmp_path / "run", backbone="tiny", global_size=64, local_size=32,
-                      embed_dim=16, common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320,
-                      seed=1, prototypes=False, beta=0.4)
+    cfg = TrainConfig(
+        data=demo_dataset,
+        out=tmp_path / "run",
+        backbone="tiny",
+        global_size=64,
+        local_size=32,
+        embed_dim=16,
+        common_dim=16,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        triplets_per_epoch=320,
+        seed=1,
+        prototypes=False,
+        beta=0.4,
+    )
     train(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert "betas" not in log[-1]                     # nothing chosen in stage 2
+    assert "betas" not in log[-1]  # nothing chosen in stage 2
     ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
     if ckpt.extra["stage"] == 2:
         assert ckpt.preprocess.betas is None and ckpt.preprocess.beta == 0.4

@@ -2,6 +2,7 @@
 image is the only one recomputed), safe against torn writes; and bounded memory: with a budget that
 holds nothing, maps come from disk per batch, originals are decoded per batch, and training gives the
 same model as with everything in memory."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,7 +17,14 @@ from PIL import Image
 from asen_search.model.data.dataset import load_dataset
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs
-from asen_search.model.training.map_cache import MapCache, MemoryBudget, build_image_set, load_kept, local_maps, stem_key
+from asen_search.model.training.map_cache import (
+    MapCache,
+    MemoryBudget,
+    build_image_set,
+    load_kept,
+    local_maps,
+    stem_key,
+)
 from asen_search.model.training.row_store import RowFile
 from asen_search.model.training.trainer import TrainConfig, train
 from tests.helpers.models import tiny_config
@@ -40,13 +48,16 @@ def model_and_pre() -> tuple[ASENModel, object]:
 
 
 def test_a_second_build_reads_the_cache_and_a_changed_image_is_the_only_one_recomputed(
-        images: list[Path], model_and_pre: tuple[ASENModel, object], tmp_path: Path) -> None:
+    images: list[Path], model_and_pre: tuple[ASENModel, object], tmp_path: Path
+) -> None:
     model, pre = model_and_pre
     cache = tmp_path / "cache"
     first = build_image_set(model, pre, images, "t", cache, progress=False)
     assert first.computed == len(images)
     with torch.inference_mode():
-        direct = model.global_backbone.stem(global_inputs([load_kept(p) for p in images], pre)[0]).to(torch.float16)
+        direct = model.global_backbone.stem(global_inputs([load_kept(p) for p in images], pre)[0]).to(
+            torch.float16
+        )
     torch.testing.assert_close(first.global_maps[torch.arange(len(images))], direct)
     again = build_image_set(model, pre, images, "t", cache, progress=False)
     assert again.computed == 0
@@ -70,8 +81,9 @@ def test_the_key_covers_the_preprocessing(model_and_pre: tuple[ASENModel, object
     assert stem_key(model, pre) != stem_key(model, replace(pre, crop_rule="pad"))  # type: ignore[type-var]
 
 
-def test_torn_writes_are_ignored_and_recomputed(images: list[Path], model_and_pre: tuple[ASENModel, object],
-                                               tmp_path: Path) -> None:
+def test_torn_writes_are_ignored_and_recomputed(
+    images: list[Path], model_and_pre: tuple[ASENModel, object], tmp_path: Path
+) -> None:
     model, pre = model_and_pre
     cache = tmp_path / "cache"
     build_image_set(model, pre, images[:4], "t", cache, progress=False)
@@ -104,9 +116,9 @@ def test_row_file_reads_what_was_written(tmp_path: Path) -> None:
         rows.read([5])
 
 
-def test_a_budget_that_holds_nothing_keeps_nothing_in_memory(images: list[Path],
-                                                             model_and_pre: tuple[ASENModel, object],
-                                                             tmp_path: Path) -> None:
+def test_a_budget_that_holds_nothing_keeps_nothing_in_memory(
+    images: list[Path], model_and_pre: tuple[ASENModel, object], tmp_path: Path
+) -> None:
     model, pre = model_and_pre
     roomy = build_image_set(model, pre, images, "t", tmp_path / "c", MemoryBudget(None), progress=False)
     tight = build_image_set(model, pre, images, "t", tmp_path / "c", MemoryBudget(1.0), progress=False)
@@ -116,16 +128,31 @@ def test_a_budget_that_holds_nothing_keeps_nothing_in_memory(images: list[Path],
     fids = torch.tensor([0, 0, 3, 7, 7, 11, 2])
     attrs = torch.tensor([0, 1, 2, 0, 1, 2, 0])
     in_memory = local_maps(model, pre, roomy, fids, attrs, "t", batch_size=3, progress=False)
-    on_disk = local_maps(model, pre, tight, fids, attrs, "t", batch_size=3, progress=False,
-                         scratch=tmp_path / "scratch.f16")
+    on_disk = local_maps(
+        model, pre, tight, fids, attrs, "t", batch_size=3, progress=False, scratch=tmp_path / "scratch.f16"
+    )
     assert in_memory.in_memory and not on_disk.in_memory
     torch.testing.assert_close(on_disk[torch.arange(len(fids))], in_memory[torch.arange(len(fids))])
 
 
-def test_training_within_a_budget_that_holds_nothing_gives_the_same_model(demo_dataset: Path, tmp_path: Path) -> None:
-    base = TrainConfig(data=demo_dataset, out=tmp_path / "roomy", global_size=64, local_size=48, embed_dim=16,
-                       common_dim=16, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=256, seed=2,
-                       cache_dir=tmp_path / "cache", max_memory_gb=None, prototypes=False)
+def test_training_within_a_budget_that_holds_nothing_gives_the_same_model(
+    demo_dataset: Path, tmp_path: Path
+) -> None:
+    base = TrainConfig(
+        data=demo_dataset,
+        out=tmp_path / "roomy",
+        global_size=64,
+        local_size=48,
+        embed_dim=16,
+        common_dim=16,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        triplets_per_epoch=256,
+        seed=2,
+        cache_dir=tmp_path / "cache",
+        max_memory_gb=None,
+        prototypes=False,
+    )
     roomy = train(base, progress=False)
     tight = train(replace(base, out=tmp_path / "tight", max_memory_gb=1e-9), progress=False)
     assert tight["best_valid_map"] == pytest.approx(roomy["best_valid_map"], abs=1e-4)

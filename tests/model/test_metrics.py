@@ -1,10 +1,17 @@
 """MAP per the spec's protocol, checked against a slow, obvious reference loop and the checksum."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from asen_search.model.training.retrieval_map import MapReport, attribute_map, average_precision, map_report, weighted_overall
+from asen_search.model.training.retrieval_map import (
+    MapReport,
+    attribute_map,
+    average_precision,
+    map_report,
+    weighted_overall,
+)
 
 COUNTS = [422, 623, 535, 422, 341, 289, 703, 265]
 MAPS = [66.75, 67.86, 59.65, 73.23, 75.72, 73.18, 74.40, 75.01]
@@ -92,9 +99,11 @@ def test_weighted_overall_validates() -> None:
 
 def test_map_report_json_and_table() -> None:
     report = map_report({"collar": np.array([1.0, 0.5]), "sleeve_length": np.array([0.25])})
-    assert report.to_json() == {"overall_map": pytest.approx(1.75 / 3),
-                                "per_attribute": {"collar": 0.75, "sleeve_length": 0.25},
-                                "queries": {"collar": 2, "sleeve_length": 1}}
+    assert report.to_json() == {
+        "overall_map": pytest.approx(1.75 / 3),
+        "per_attribute": {"collar": 0.75, "sleeve_length": 0.25},
+        "queries": {"collar": 2, "sleeve_length": 1},
+    }
     rows = report.table().splitlines()
     assert rows[1].split() == ["collar", "2", "75.00"]
     assert rows[2].split() == ["sleeve_length", "1", "25.00"]

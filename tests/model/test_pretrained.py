@@ -1,4 +1,5 @@
 """The offline ImageNet weights are really loaded: the backbone recognises a cat."""
+
 import torch
 
 from asen_search.model.config import Preprocess
@@ -12,7 +13,9 @@ CATS = range(281, 286)
 
 def test_pretrained_lite0_classifies_chelsea_as_a_cat() -> None:
     from PIL import Image
-    from skimage import data  # a declared test dependency (provides the sample photo): missing fails, not skips
+    from skimage import (
+        data,
+    )  # a declared test dependency (provides the sample photo): missing fails, not skips
 
     img = Image.fromarray(data.chelsea())
     view = SquareView.of(img.width, img.height, "center")

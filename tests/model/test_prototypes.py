@@ -1,5 +1,6 @@
 """Value prototypes and tag calibration (model/prototypes.py) and their evaluation
 (model/training/tagging.py): each against a direct computation on hand-made numbers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -83,9 +84,16 @@ def test_sample_rows_caps_each_value_and_takes_whole_images() -> None:
 
 
 def test_tagging_report_against_a_direct_count(tmp_path: Path) -> None:
-    protos = {"neckline": _unit(np.array([[1.0, 0], [0, 1.0], [-1.0, 0]])), "colour": _unit(np.array([[1.0, 1], [1.0, -1]]))}
-    tables = Prototypes(ATTRS, protos, {"neckline": [1, 1, 1], "colour": [1, 1]}, {"neckline": 0.05, "colour": 0.05})
-    vectors = _unit(np.array([[1, 0.1], [0.9, -0.2], [0.1, 1], [-1, 0.3], [0.2, 1], [1, 0.9], [1, -0.8], [1, 0.7]]))
+    protos = {
+        "neckline": _unit(np.array([[1.0, 0], [0, 1.0], [-1.0, 0]])),
+        "colour": _unit(np.array([[1.0, 1], [1.0, -1]])),
+    }
+    tables = Prototypes(
+        ATTRS, protos, {"neckline": [1, 1, 1], "colour": [1, 1]}, {"neckline": 0.05, "colour": 0.05}
+    )
+    vectors = _unit(
+        np.array([[1, 0.1], [0.9, -0.2], [0.1, 1], [-1, 0.3], [0.2, 1], [1, 0.9], [1, -0.8], [1, 0.7]])
+    )
     rows = Tagged(np.arange(8), np.array([0, 0, 0, 0, 0, 1, 1, 1]), np.array([0, 0, 1, 2, 2, 0, 1, 1]))
     report = tagging_report(ATTRS, tables, rows, vectors, k=2)
     # neckline rows predicted: round, round, v_neck, square, v_neck (the last is wrong)
@@ -94,7 +102,9 @@ def test_tagging_report_against_a_direct_count(tmp_path: Path) -> None:
     assert report.accuracy["colour"] == pytest.approx(2 / 3) and report.worst == "colour"
     # value queries, top 2 of each attribute's rows: round -> rows 0, 1 (both round); v_neck -> rows 4, 2
     # (one v_neck); square -> rows 3, then row 1 or 2 by cosine: one square
-    assert report.value_precision_per_value["neckline"] == pytest.approx({"round": 1.0, "v_neck": 0.5, "square": 0.5})
+    assert report.value_precision_per_value["neckline"] == pytest.approx(
+        {"round": 1.0, "v_neck": 0.5, "square": 0.5}
+    )
     assert report.rows == {"neckline": 5, "colour": 3}
     assert "tag accuracy" in report.table()
     plot_confusion(tmp_path / "c.png", ATTRS[0], report.confusion["neckline"], report.accuracy["neckline"])

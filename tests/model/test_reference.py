@@ -1,5 +1,6 @@
 """import-reference: a state dict with the reference names and shapes converts to a model that
 computes the same function as a hand-wired forward pass over the reference tensors."""
+
 import json
 import math
 from pathlib import Path
@@ -28,8 +29,14 @@ def _resnet_part(name: str, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _head(prefix: str, c: int, cp: int) -> dict[str, torch.Tensor]:
-    shapes = {"attr_transform1": ((cp, 512), cp), "conv": ((cp, c, 1, 1), cp), "attr_transform2": ((512, 512), 512),
-              "fc1": ((c // 2, c + 512), c // 2), "fc2": ((c, c // 2), c), "feature_fc": ((1024, c), 1024)}
+    shapes = {
+        "attr_transform1": ((cp, 512), cp),
+        "conv": ((cp, c, 1, 1), cp),
+        "attr_transform2": ((512, 512), 512),
+        "fc1": ((c // 2, c + 512), c // 2),
+        "fc2": ((c, c // 2), c),
+        "feature_fc": ((1024, c), 1024),
+    }
     out = {}
     for name, (w, b) in shapes.items():
         fan_in = math.prod(w[1:])
@@ -42,7 +49,10 @@ def _head(prefix: str, c: int, cp: int) -> dict[str, torch.Tensor]:
 def reference_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     emb = torch.randn(N_ATTR, 512)
-    state = {"choices.global.attrnet.attr_embedding.weight": emb, "choices.local.attrnet.attr_embedding.weight": emb}
+    state = {
+        "choices.global.attrnet.attr_embedding.weight": emb,
+        "choices.local.attrnet.attr_embedding.weight": emb,
+    }
     state |= _resnet_part("resnet50", "choices.global") | _head("choices.global", 1024, 512)
     state |= _resnet_part("resnet34", "choices.local") | _head("choices.local", 256, 256)
     return state
@@ -50,19 +60,24 @@ def reference_state() -> dict[str, torch.Tensor]:
 
 def _hand_branch(state, prefix, resnet, x, attr, cp):
     net = getattr(torchvision.models, resnet)(weights=None)
-    part = {k.removeprefix(f"{prefix}.basenet."): v for k, v in state.items() if k.startswith(f"{prefix}.basenet.")}
+    part = {
+        k.removeprefix(f"{prefix}.basenet."): v
+        for k, v in state.items()
+        if k.startswith(f"{prefix}.basenet.")
+    }
     net.load_state_dict(part, strict=False)
     net.eval()
     with torch.no_grad():
         f = net.layer3(net.layer2(net.layer1(net.maxpool(net.relu(net.bn1(net.conv1(x)))))))
+
         def w(n: str) -> tuple[torch.Tensor, torch.Tensor]:
             return state[f"{prefix}.attnnet.{n}.weight"], state[f"{prefix}.attnnet.{n}.bias"]
 
         e = state["choices.global.attrnet.attr_embedding.weight"][attr]
         p = torch.tanh(F.linear(e, *w("attr_transform1")))
-        fp = torch.tanh(F.conv2d(f, *w("conv"))).flatten(2)[0]           # [c', hw]
-        s = torch.softmax(p @ fp / math.sqrt(cp), dim=-1)                  # [hw]
-        pooled = f.flatten(2)[0] @ s                                       # [C]
+        fp = torch.tanh(F.conv2d(f, *w("conv"))).flatten(2)[0]  # [c', hw]
+        s = torch.softmax(p @ fp / math.sqrt(cp), dim=-1)  # [hw]
+        pooled = f.flatten(2)[0] @ s  # [C]
         q = F.relu(F.linear(e, *w("attr_transform2")))
         alpha = torch.sigmoid(F.linear(F.relu(F.linear(torch.cat([pooled, q]), *w("fc1"))), *w("fc2")))
         return F.linear(pooled * alpha, *w("feature_fc")), s
@@ -77,8 +92,16 @@ def test_converted_model_matches_hand_wired_forward(tmp_path: Path, reference_st
     assert len(reference_state) == 458  # as the released checkpoints (spec)
     torch.save({"state_dict": reference_state, "epoch": 50}, tmp_path / "ref.pth.tar")
     meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({"attributes": [{"name": "collar", "values": ["a", "b"]},
-                                               {"name": "sleeve", "values": ["c", "d", "e"]}]}))
+    meta.write_text(
+        json.dumps(
+            {
+                "attributes": [
+                    {"name": "collar", "values": ["a", "b"]},
+                    {"name": "sleeve", "values": ["c", "d", "e"]},
+                ]
+            }
+        )
+    )
     import_reference(tmp_path / "ref.pth.tar", tmp_path / "ours.pt", meta)
     enc = Encoder.from_checkpoint(tmp_path / "ours.pt")
     assert enc.attribute_names == ["collar", "sleeve"] and enc.dim == 2048
@@ -91,7 +114,7 @@ def test_converted_model_matches_hand_wired_forward(tmp_path: Path, reference_st
     box = attention_boxes(s.view(1, 14, 14), 224, 0.1)
     crop = local_inputs([img], views, box, pre)
     loc, _ = _hand_branch(reference_state, "choices.local", "resnet34", crop, 1, 256)
-    v = torch.cat([F.normalize(g, dim=0) * 0.6 ** 0.5, F.normalize(loc, dim=0) * 0.4 ** 0.5])
+    v = torch.cat([F.normalize(g, dim=0) * 0.6**0.5, F.normalize(loc, dim=0) * 0.4**0.5])
     torch.testing.assert_close(torch.from_numpy(ours), v, atol=2e-4, rtol=1e-3)
 
 

@@ -1,4 +1,5 @@
 """RoI boxes on hand-worked attention maps, and the crop mapping back to the original image."""
+
 import torch
 from PIL import Image
 
@@ -21,13 +22,13 @@ def test_one_hot_spot() -> None:
 
 def test_box_made_square_around_its_centre() -> None:
     att = torch.zeros(1, 14, 14)
-    att[0, 5, 5:8] = 1.0          # three cells wide, one cell high: x [74, 134), y [74, 102)
+    att[0, 5, 5:8] = 1.0  # three cells wide, one cell high: x [74, 134), y [74, 102)
     assert attention_boxes(att, 224, 0.1).tolist() == [[74, 58, 134, 118]]
 
 
 def test_box_at_image_edge_is_shifted_inside() -> None:
     att = torch.zeros(1, 14, 14)
-    att[0, 0, 10:14] = 1.0        # top-right corner, wider than high: y [0, 22) grows to 70 -> [0, 70)
+    att[0, 0, 10:14] = 1.0  # top-right corner, wider than high: y [0, 22) grows to 70 -> [0, 70)
     box = attention_boxes(att, 224, 0.1).tolist()[0]
     assert box == [154, 0, 224, 70]
 
@@ -58,7 +59,7 @@ def test_crop_from_original_pixels() -> None:
     from asen_search.model.nn.roi import crop_resize
 
     img = Image.new("RGB", (400, 200), (0, 0, 0))
-    img.paste((255, 0, 0), (200, 50, 300, 150))   # a red square where the box maps
+    img.paste((255, 0, 0), (200, 50, 300, 150))  # a red square where the box maps
     view = SquareView.of(400, 200, "center")
     crop = crop_resize(img, view.to_original((112, 56, 224, 168), 224), 32)
     assert crop.size == (32, 32)
@@ -84,5 +85,5 @@ def test_fast_boxes_equal_brute_force_on_random_maps() -> None:
     maps = torch.rand(200, 14, 14) ** 6
     fast = attention_boxes(maps, 224, 0.1).tolist()
     assert fast == [_brute_force_box(m, 224, 0.1) for m in maps]
-    rect = torch.rand(50, 7, 9) ** 4       # non-square maps, other sizes and thresholds
+    rect = torch.rand(50, 7, 9) ** 4  # non-square maps, other sizes and thresholds
     assert attention_boxes(rect, 112, 0.3).tolist() == [_brute_force_box(m, 112, 0.3) for m in rect]

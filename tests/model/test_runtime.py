@@ -1,5 +1,6 @@
 """The CPU inference runtimes give torch's embeddings: cosine >= 0.999 for every vector and the same
 top-10 for every query of the demo catalogue, with the real pretrained backbone."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,11 +20,15 @@ from asen_search.model.runtime import RuntimeUnavailable, resolve_runtime
 @pytest.fixture(scope="module")
 def catalogue(demo_dataset: Path) -> tuple[ASENModel, Preprocess, list, list]:
     ds = load_dataset(demo_dataset)
-    cfg = ModelConfig(variant="asen++", n_attributes=len(ds.attributes), attr_dim=32,
-                      global_branch=BranchConfig(input_size=128, common_dim=64, out_dim=64),
-                      local_branch=BranchConfig(input_size=64, common_dim=64, out_dim=64))
+    cfg = ModelConfig(
+        variant="asen++",
+        n_attributes=len(ds.attributes),
+        attr_dim=32,
+        global_branch=BranchConfig(input_size=128, common_dim=64, out_dim=64),
+        local_branch=BranchConfig(input_size=64, common_dim=64, out_dim=64),
+    )
     torch.manual_seed(0)
-    model = ASENModel(cfg, pretrained=True).eval()   # the ImageNet backbone: real feature maps
+    model = ASENModel(cfg, pretrained=True).eval()  # the ImageNet backbone: real feature maps
     images = [load_image(path) for path in ds.split("test").paths[:120]]
     return model, Preprocess(global_size=128, local_size=64), list(ds.attributes), images
 
@@ -46,17 +51,28 @@ def test_runtime_gives_torch_embeddings_and_rankings(catalogue: tuple, runtime: 
         # (float32 ties: torch run at another batch size swaps those too)
         rows, ranks = np.nonzero(top_ours != top_theirs)
         tie = np.abs(theirs[rows, top_ours[rows, ranks]] - theirs[rows, top_theirs[rows, ranks]]) < 1e-5
-        assert tie.all(), f"{runtime}: attribute {a} ranks differently from torch at {len(rows) - tie.sum()} places"
+        assert tie.all(), (
+            f"{runtime}: attribute {a} ranks differently from torch at {len(rows) - tie.sum()} places"
+        )
         assert (top_ours == top_theirs).mean() > 0.95
 
 
 def test_one_batch_of_requests_equals_each_request_alone(catalogue: tuple) -> None:
     model, pre, attributes, images = catalogue
     encoder = Encoder(model, pre, attributes, runtime="openvino")
-    requests = [(images[0], [2]), (images[1], list(range(len(attributes)))), (images[2], [0, 5]), (images[3], [])]
+    requests = [
+        (images[0], [2]),
+        (images[1], list(range(len(attributes)))),
+        (images[2], [0, 5]),
+        (images[3], []),
+    ]
     batched = encoder.encode_requests(requests)
-    assert [b.shape for b in batched] == [(1, encoder.dim), (len(attributes), encoder.dim), (2, encoder.dim),
-                                          (0, encoder.dim)]
+    assert [b.shape for b in batched] == [
+        (1, encoder.dim),
+        (len(attributes), encoder.dim),
+        (2, encoder.dim),
+        (0, encoder.dim),
+    ]
     for (image, attrs), got in zip(requests, batched):
         alone = encoder.encode([image], attrs)[0] if attrs else np.zeros((0, encoder.dim))
         np.testing.assert_allclose(got, alone, atol=1e-5)
@@ -70,7 +86,8 @@ def test_unavailable_runtimes_are_refused_clearly(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RuntimeUnavailable, match="unknown runtime 'tensorrt'"):
         resolve_runtime("tensorrt", torch.device("cpu"))
     import sys
-    monkeypatch.setitem(sys.modules, "openvino", None)   # as if not installed
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     assert resolve_runtime("auto", torch.device("cpu")) == "torch"
     with pytest.raises(RuntimeUnavailable, match="pip install openvino"):
         resolve_runtime("openvino", torch.device("cpu"))

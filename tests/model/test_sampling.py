@@ -1,4 +1,5 @@
 """Triplet sampler: valid triplets, rare values only as negatives, uniform attributes, seeding."""
+
 from __future__ import annotations
 
 import time
@@ -58,11 +59,14 @@ def test_duplicate_rows_count_once() -> None:
         TripletSampler(_tagged([(0, 0, 0), (0, 0, 0), (1, 0, 1)]), [2])
 
 
-@pytest.mark.parametrize("rows", [
-    [(0, 0, 0), (1, 0, 1), (2, 1, 0)],  # one image per value
-    [(0, 0, 0), (1, 0, 0), (2, 0, 0)],  # one value only
-    [],
-])
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [(0, 0, 0), (1, 0, 1), (2, 1, 0)],  # one image per value
+        [(0, 0, 0), (1, 0, 0), (2, 0, 0)],  # one value only
+        [],
+    ],
+)
 def test_no_usable_attribute_raises(rows: list[tuple[int, int, int]]) -> None:
     with pytest.raises(ValueError, match="no attribute can make a triplet"):
         TripletSampler(_tagged(rows), [3, 2])

@@ -72,11 +72,13 @@ def test_query_candidate_split(dataset: pathlib.Path, split: str) -> None:
 
 
 def test_every_value_gets_queries_at_default_size() -> None:
-    labels = np.stack([np.random.default_rng([5, i]).integers(0, [len(v) for _, v in synth.ATTRIBUTES])
-                       for i in range(700)])
+    labels = np.stack(
+        [np.random.default_rng([5, i]).integers(0, [len(v) for _, v in synth.ATTRIBUTES]) for i in range(700)]
+    )
     queries, candidates = synth.tag_queries(labels, seed=0, split_id=1)
-    assert {(a, v) for _, a, v in queries} == {(a, v) for a, (_, vs) in enumerate(synth.ATTRIBUTES)
-                                              for v in range(len(vs))}
+    assert {(a, v) for _, a, v in queries} == {
+        (a, v) for a, (_, vs) in enumerate(synth.ATTRIBUTES) for v in range(len(vs))
+    }
     for fid, attr, val in queries + candidates:
         assert labels[fid, attr] == val
     assert sorted(f for f, _, _ in queries + candidates) == list(range(700))
@@ -114,8 +116,9 @@ def test_same_seed_gives_identical_files(tmp_path: pathlib.Path) -> None:
     assert all(a[k] != c[k] for k in a if k.endswith(".jpg"))
 
 
-def test_images_do_not_depend_on_split_sizes_or_workers(tmp_path: pathlib.Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_images_do_not_depend_on_split_sizes_or_workers(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     synth.generate_dataset(tmp_path / "serial", seed=4, progress=False, **SMALL)
     monkeypatch.setattr(synth, "PARALLEL_MIN_IMAGES", 0)
     monkeypatch.setattr(synth, "CHUNK", 3)
@@ -143,13 +146,16 @@ def test_generator_does_not_import_torch() -> None:
 
 def test_scale_draws_larger_pictures_with_the_same_labels(tmp_path: pathlib.Path) -> None:
     synth.generate_dataset(tmp_path / "one", seed=6, progress=False, n_train=8, n_valid=4, n_test=4)
-    synth.generate_dataset(tmp_path / "big", seed=6, progress=False, n_train=8, n_valid=4, n_test=4, scale=1.6,
-                           workers=2)
+    synth.generate_dataset(
+        tmp_path / "big", seed=6, progress=False, n_train=8, n_valid=4, n_test=4, scale=1.6, workers=2
+    )
     for name in ("label_train.txt", "query_test.txt", "candidate_test.txt"):
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "big" / name).read_text()
     for i in range(8):
-        with Image.open(tmp_path / "one" / "images" / "train" / f"{i:05d}.jpg") as a, \
-                Image.open(tmp_path / "big" / "images" / "train" / f"{i:05d}.jpg") as b:
+        with (
+            Image.open(tmp_path / "one" / "images" / "train" / f"{i:05d}.jpg") as a,
+            Image.open(tmp_path / "big" / "images" / "train" / f"{i:05d}.jpg") as b,
+        ):
             assert abs(min(b.size) - 1.6 * min(a.size)) <= 1 and 320 <= min(b.size) <= 576
     with pytest.raises(ValueError, match="scale"):
         synth.generate_dataset(tmp_path / "bad", n_train=2, n_valid=2, n_test=2, scale=0)
@@ -163,8 +169,12 @@ def test_nuisance_settings_change_the_pictures_and_are_recorded(tmp_path: pathli
     plain = [_render_one(0, 0, i)[1] for i in range(4)]
     other = [_render_one(0, 0, i, nuisance=changed)[1] for i in range(4)]
     assert all(a != b for a, b in zip(plain, other))
-    assert [_render_one(0, 0, i)[0] for i in range(4)] == [_render_one(0, 0, i, nuisance=changed)[0] for i in range(4)]
-    synth.generate_dataset(tmp_path / "d", n_train=2, n_valid=2, n_test=2, seed=5, progress=False, nuisance=changed)
+    assert [_render_one(0, 0, i)[0] for i in range(4)] == [
+        _render_one(0, 0, i, nuisance=changed)[0] for i in range(4)
+    ]
+    synth.generate_dataset(
+        tmp_path / "d", n_train=2, n_valid=2, n_test=2, seed=5, progress=False, nuisance=changed
+    )
     meta = json.loads((tmp_path / "d" / "meta.json").read_text())
     assert meta["nuisance"]["rotation"] == 25.0 and meta["nuisance"]["seed"] == 5
     synth.generate_dataset(tmp_path / "e", n_train=2, n_valid=2, n_test=2, progress=False)

@@ -1,4 +1,5 @@
 """Score thresholds' precision curves (model/thresholds.py) against direct counts on hand-made scores."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def test_precision_and_recall_at_every_threshold_against_a_direct_count() -> Non
     scores = np.array([0.9, 0.8, 0.8, 0.7, 0.5, 0.4, 0.1])
     same = np.array([1, 1, 0, 1, 0, 1, 0], dtype=bool)
     curve = pr_curve(scores, same, points=100)
-    assert curve.thresholds.tolist() == [0.9, 0.8, 0.7, 0.5, 0.4, 0.1]   # tied scores are one threshold
+    assert curve.thresholds.tolist() == [0.9, 0.8, 0.7, 0.5, 0.4, 0.1]  # tied scores are one threshold
     for t, p, r, n in zip(curve.thresholds, curve.precision, curve.recall, curve.support):
         kept = scores >= t
         assert n == kept.sum()
@@ -49,8 +50,8 @@ def test_score_for_a_precision_is_the_lowest_threshold_that_keeps_it_above() -> 
     scores = np.r_[np.linspace(0.9, 0.8, 200), np.full(100, 0.75), np.full(100, 0.7)]
     same = np.r_[np.ones(200, bool), np.zeros(100, bool), np.ones(100, bool)]
     curve = pr_curve(scores, same, points=1000)
-    assert curve.score_for(0.99) == pytest.approx(0.8)      # precision drops to 2/3 at 0.75 ...
-    assert curve.score_for(0.6) == pytest.approx(0.7)       # ... and every threshold down to 0.7 keeps >= 0.6
+    assert curve.score_for(0.99) == pytest.approx(0.8)  # precision drops to 2/3 at 0.75 ...
+    assert curve.score_for(0.6) == pytest.approx(0.7)  # ... and every threshold down to 0.7 keeps >= 0.6
     assert curve.precision_at(0.85) == 1.0 and curve.precision_at(0.75) == pytest.approx(200 / 300)
     assert curve.precision_at(2.0) == 1.0 and curve.precision_at(-2.0) == pytest.approx(300 / 400)
     with pytest.raises(NoThreshold, match="no score reaches precision"):
@@ -70,14 +71,16 @@ def test_pairs_are_every_pair_of_rows_once() -> None:
     assert len(scores) == 3 and same.tolist() == [True, False, False]
 
 
-def test_thresholds_round_trip_and_the_file_beside_the_checkpoint_wins_only_for_its_model(tmp_path: Path) -> None:
+def test_thresholds_round_trip_and_the_file_beside_the_checkpoint_wins_only_for_its_model(
+    tmp_path: Path,
+) -> None:
     attrs = (Attribute("colour", ("red", "blue")),)
     rng = np.random.default_rng(2)
     vectors = rng.normal(size=(60, 4)).astype(np.float32)
     rows = Tagged(np.arange(60), np.zeros(60, int), (vectors[:, 0] > 0).astype(int))
     inside = compute_thresholds(attrs, rows, vectors)
     beside = Thresholds(dict(inside.curves), fingerprint="abc")
-    beside.curves["colour"].thresholds[0] = 42.0   # tell them apart
+    beside.curves["colour"].thresholds[0] = 42.0  # tell them apart
     checkpoint = tmp_path / "best.pt"
     assert sidecar_path(checkpoint) == tmp_path / "best.thresholds.json"
     sidecar_path(checkpoint).write_text(json.dumps(beside.to_json()))

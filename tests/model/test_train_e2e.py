@@ -1,4 +1,5 @@
 """A seconds-long end-to-end training run on a tiny dataset with a tiny backbone."""
+
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -15,8 +16,19 @@ from asen_search.model.training.trainer import TrainConfig, train
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
     # the real pretrained backbone at small input sizes: a few hundred steps of head training suffice
-    base = TrainConfig(data=data, out=out, global_size=96, local_size=64, embed_dim=32, common_dim=32,
-                       stage1_epochs=2, stage2_epochs=1, triplets_per_epoch=3200, seed=1, prototypes=False)
+    base = TrainConfig(
+        data=data,
+        out=out,
+        global_size=96,
+        local_size=64,
+        embed_dim=32,
+        common_dim=32,
+        stage1_epochs=2,
+        stage2_epochs=1,
+        triplets_per_epoch=3200,
+        seed=1,
+        prototypes=False,
+    )
     return replace(base, **kw)
 
 
@@ -24,7 +36,9 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
     cfg = _cfg(demo_dataset, tmp_path / "run", prototypes=True)
     summary = train(cfg, progress=False)
     ds = load_dataset(demo_dataset)
-    trained = evaluate_encoder(Encoder.from_checkpoint(tmp_path / "run" / "best.pt"), ds, "test", progress=False)
+    trained = evaluate_encoder(
+        Encoder.from_checkpoint(tmp_path / "run" / "best.pt"), ds, "test", progress=False
+    )
     torch.manual_seed(cfg.seed)
     untrained = Encoder(ASENModel(cfg.model_config(len(ds.attributes))), cfg.preprocess(), ds.attributes)
     before = evaluate_encoder(untrained, ds, "test", progress=False)
@@ -32,17 +46,26 @@ def test_training_beats_untrained_model(demo_dataset: Path, tmp_path: Path) -> N
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in log] == [(1, 1), (1, 2), (2, 1)]
     assert all(0 <= r["valid_map"] <= 1 and r["loss"] is not None for r in log)
-    assert summary["best_valid_map"] == pytest.approx(max(r["valid_map"] for r in log))   # either stage
+    assert summary["best_valid_map"] == pytest.approx(max(r["valid_map"] for r in log))  # either stage
     # the value prototypes and tag temperatures are added to best.pt at the end
-    assert summary["prototypes"]["train_rows"] > 0 and set(summary["prototypes"]["temperature"]) == \
-        {a.name for a in ds.attributes}
+    assert summary["prototypes"]["train_rows"] > 0 and set(summary["prototypes"]["temperature"]) == {
+        a.name for a in ds.attributes
+    }
     encoder = Encoder.from_checkpoint(tmp_path / "run" / "best.pt")
-    assert encoder.prototypes is not None and encoder.prototypes.temperature == summary["prototypes"]["temperature"]
-    assert encoder.thresholds is not None and set(encoder.thresholds.curves) == {a.name for a in ds.attributes}
+    assert (
+        encoder.prototypes is not None
+        and encoder.prototypes.temperature == summary["prototypes"]["temperature"]
+    )
+    assert encoder.thresholds is not None and set(encoder.thresholds.curves) == {
+        a.name for a in ds.attributes
+    }
     # and the label-free copy calibration beside it, made with the final checkpoint
     assert summary["prototypes"]["copy_calibration"]["lookalike_pairs"] > 0
-    assert encoder.copy_calibration is not None and \
-        encoder.copy_calibration.lookalike_pairs == summary["prototypes"]["copy_calibration"]["lookalike_pairs"]
+    assert (
+        encoder.copy_calibration is not None
+        and encoder.copy_calibration.lookalike_pairs
+        == summary["prototypes"]["copy_calibration"]["lookalike_pairs"]
+    )
 
 
 def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -> None:
@@ -57,15 +80,35 @@ def test_resume_continues_where_it_stopped(demo_dataset: Path, tmp_path: Path) -
 def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        train(_cfg(demo_dataset, tmp_path / name, variant="csn", backbone="tiny", global_size=64,
-                   stage1_epochs=1, triplets_per_epoch=320), progress=False)
+        train(
+            _cfg(
+                demo_dataset,
+                tmp_path / name,
+                variant="csn",
+                backbone="tiny",
+                global_size=64,
+                stage1_epochs=1,
+                triplets_per_epoch=320,
+            ),
+            progress=False,
+        )
         runs.append(json.loads((tmp_path / name / "log.jsonl").read_text())["loss"])
     assert runs[0] == runs[1]
 
 
 def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
-    summary = train(_cfg(demo_dataset, tmp_path / "run", time_budget=0.25, triplets_per_epoch=100_000,
-                         backbone="tiny", global_size=64, local_size=32), progress=False)
+    summary = train(
+        _cfg(
+            demo_dataset,
+            tmp_path / "run",
+            time_budget=0.25,
+            triplets_per_epoch=100_000,
+            backbone="tiny",
+            global_size=64,
+            local_size=32,
+        ),
+        progress=False,
+    )
     assert summary["seconds"] < 0.25 * 60 + 10
     assert (tmp_path / "run" / "best.pt").is_file()
     assert {"prepare", "stage1"} <= set(summary["phases"])
@@ -74,14 +117,24 @@ def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
 def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: Path) -> None:
     from asen_search.model.checkpoint import load_checkpoint
 
-    cfg = _cfg(demo_dataset, tmp_path / "run", backbone="tiny", global_size=64, local_size=32,
-               trainable_stages=1, stage1_epochs=1, stage2_epochs=1, triplets_per_epoch=320)
+    cfg = _cfg(
+        demo_dataset,
+        tmp_path / "run",
+        backbone="tiny",
+        global_size=64,
+        local_size=32,
+        trainable_stages=1,
+        stage1_epochs=1,
+        stage2_epochs=1,
+        triplets_per_epoch=320,
+    )
     train(cfg, progress=False)
     trained = load_checkpoint(tmp_path / "run" / "best.pt").model
     torch.manual_seed(cfg.seed)
     initial = ASENModel(cfg.model_config(len(load_dataset(demo_dataset).attributes)))
     last, first = trained.global_backbone.stages[-1], trained.global_backbone.stages[0]
-    assert not torch.equal(last[0].weight, initial.global_backbone.stages[-1][0].weight)   # fine-tuned
-    assert torch.equal(first[0].weight, initial.global_backbone.stages[0][0].weight)       # frozen
-    assert not torch.equal(trained.local_backbone.stages[-1][0].weight,
-                           initial.local_backbone.stages[-1][0].weight)
+    assert not torch.equal(last[0].weight, initial.global_backbone.stages[-1][0].weight)  # fine-tuned
+    assert torch.equal(first[0].weight, initial.global_backbone.stages[0][0].weight)  # frozen
+    assert not torch.equal(
+        trained.local_backbone.stages[-1][0].weight, initial.local_backbone.stages[-1][0].weight
+    )

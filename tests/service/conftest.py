@@ -1,5 +1,6 @@
 """Service fixtures: a tiny REAL checkpoint, a REAL catalogue index built by `asen index build`
 from the demo dataset's test split, and apps / clients on copies of it."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, demo_dataset: Path) -> Path:
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", demo_dataset)
@@ -33,23 +32,48 @@ def built_index(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
 
 
 def _index_test_split(checkpoint: Path, dataset: Path, out: Path, chunk_size: int) -> Path:
-    assert main(["index", "build", "--checkpoint", str(checkpoint), "--catalogue", str(dataset),
-                 "--out", str(out), "--split", "test", "--chunk-size", str(chunk_size)]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--checkpoint",
+                str(checkpoint),
+                "--catalogue",
+                str(dataset),
+                "--out",
+                str(out),
+                "--split",
+                "test",
+                "--chunk-size",
+                str(chunk_size),
+            ]
+        )
+        == 0
+    )
     return out
 
 
 @pytest.fixture(scope="session")
-def tagging_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path) -> Path:
+def tagging_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path
+) -> Path:
     """The tiny checkpoint with value prototypes and tag calibration added by `asen prototypes`."""
     path = Path(shutil.copy(tiny_checkpoint, tmp_path_factory.mktemp("tagging") / "tagging.pt"))
-    assert main(["prototypes", "--checkpoint", str(path), "--data", str(demo_dataset), "--per-value", "40"]) == 0
+    assert (
+        main(["prototypes", "--checkpoint", str(path), "--data", str(demo_dataset), "--per-value", "40"]) == 0
+    )
     return path
 
 
 @pytest.fixture(scope="session")
-def tagged_index(tmp_path_factory: pytest.TempPathFactory, tagging_checkpoint: Path, demo_dataset: Path) -> Path:
+def tagged_index(
+    tmp_path_factory: pytest.TempPathFactory, tagging_checkpoint: Path, demo_dataset: Path
+) -> Path:
     """The test split indexed with the tagging checkpoint: items carry predicted tags (never modified)."""
-    return _index_test_split(tagging_checkpoint, demo_dataset, tmp_path_factory.mktemp("tagged") / "index", 100)
+    return _index_test_split(
+        tagging_checkpoint, demo_dataset, tmp_path_factory.mktemp("tagged") / "index", 100
+    )
 
 
 @pytest.fixture(scope="session")
@@ -93,5 +117,3 @@ def browser() -> Iterator[Browser]:
         pytest.fail(why)
     with chromium() as launched:
         yield launched
-
-

@@ -1,5 +1,6 @@
 """What every route does the same way: read its body into its request model, answer with the
 stage timings."""
+
 from __future__ import annotations
 
 from typing import Any, TypeVar
@@ -12,12 +13,12 @@ from asen_search.service.api.prometheus import StageTimer
 from asen_search.service.api.state import ServiceState
 
 M = TypeVar("M", bound=BaseModel)
-BODY_MARK = "x-asen-body"   # replaced by the request body's schemas (JSON and form) in service/api/openapi.py
+BODY_MARK = "x-asen-body"  # replaced by the request body's schemas (JSON and form) in service/api/openapi.py
 BODIES: dict[str, BodySpec] = {}
 
 
 async def read(state: ServiceState, request: Request, spec: BodySpec, model: type[M]) -> tuple[M, Body]:
-    settings = state.settings   # room for max_candidates ids in /rerank, and the fields besides them
+    settings = state.settings  # room for max_candidates ids in /rerank, and the fields besides them
     return await read_request(request, spec, model, settings.max_upload_bytes, settings.max_candidates + 16)
 
 

@@ -7,6 +7,7 @@ ReDoc's 2.x standalone bundle, MIT, as plain files; its only dependency is FastA
 Swagger UI 5.32.6 and ReDoc 2.5.3). Only its files are used, not its `FastAPIOffline` app factory: the
 pages here have no inline script, so a strict Content-Security-Policy covers them.
 `drf-spectacular-sidecar` ships the same two bundles, updated monthly, but depends on Django."""
+
 from __future__ import annotations
 
 import html
@@ -49,8 +50,10 @@ window.ui = SwaggerUIBundle(Object.assign(
 # in a Worker made from a blob: URL. ReDoc's sidebar footer always shows a logo from cdn.redoc.ly (no option
 # removes it): img-src blocks it before any request is made and ReDoc hides the image.
 # No OAuth2 redirect page: the only security scheme is an API key header, which Swagger UI sends itself.
-_COMMON = ("default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-           "form-action 'none'; frame-ancestors 'none'")
+_COMMON = (
+    "default-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
 SWAGGER_CSP = f"{_COMMON}; img-src 'self' data: blob:; style-src 'self'"
 REDOC_CSP = f"{_COMMON}; img-src 'self' data:; style-src 'self' 'unsafe-inline'; worker-src blob:"
 # The asset files themselves render nothing: nothing at all is allowed from them.
@@ -65,13 +68,19 @@ def asset_files() -> dict[str, Path]:
     found = {name: PACKAGE_ASSETS / name for name in ASSET_NAMES}
     missing = [name for name, path in found.items() if not path.is_file()]
     if missing:
-        raise RuntimeError(f"fastapi-offline {PACKAGE_ASSETS} lacks {', '.join(missing)}: reinstall asen-search")
+        raise RuntimeError(
+            f"fastapi-offline {PACKAGE_ASSETS} lacks {', '.join(missing)}: reinstall asen-search"
+        )
     return found
 
 
 def _headers(csp: str) -> dict[str, str]:
-    return {"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
-            "Referrer-Policy": "no-referrer"}
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-cache",
+        "Referrer-Policy": "no-referrer",
+    }
 
 
 def _data_block(value: Any) -> str:
@@ -88,8 +97,11 @@ def _openapi_url(request: Request) -> str:
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")
-    config = {"url": _openapi_url(request), **swagger_ui_default_parameters,
-              **(request.app.swagger_ui_parameters or {})}
+    config = {
+        "url": _openapi_url(request),
+        **swagger_ui_default_parameters,
+        **(request.app.swagger_ui_parameters or {}),
+    }
     title = html.escape(f"{request.app.title} - Swagger UI")
     page = f"""<!DOCTYPE html>
 <html lang="en">

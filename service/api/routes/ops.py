@@ -1,6 +1,7 @@
 """Operations: `GET /healthz` (process alive), `GET /readyz` (model and index loaded, catalogue engine
 answering), `GET /metrics`. None of them waits for the catalogue engine on the event loop: the item
 count is made in a worker thread, bounded in time and cached (`service/api/health.py`)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -20,9 +21,16 @@ async def healthz() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/readyz", response_model=ReadyResponse, responses={503: {
-    "description": "still loading (`not_ready`), or the catalogue engine did not count its items in time "
-                   "(`catalogue_unavailable`)"}})
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses={
+        503: {
+            "description": "still loading (`not_ready`), or the catalogue engine did not count its items in time "
+            "(`catalogue_unavailable`)"
+        }
+    },
+)
 async def readyz(request: Request) -> ReadyResponse | JSONResponse:
     """The model and the catalogue's indexes are loaded and the catalogue engine answers; 503 until
     they are, or as soon as the engine does not count its items within `ASEN_READY_TIMEOUT_S`."""
@@ -35,9 +43,16 @@ async def readyz(request: Request) -> ReadyResponse | JSONResponse:
     except CatalogueUnavailable as exc:
         return JSONResponse(error_body("catalogue_unavailable", str(exc)), 503)
     catalogue = state.catalogue  # the facts below are in memory: no engine call
-    return ReadyResponse(status="ready", items=items, attributes=catalogue.attributes, dim=catalogue.dim,
-                         fingerprint=catalogue.fingerprint, read_only=catalogue.read_only,
-                         writes_refused=catalogue.log_error, log_bytes=catalogue.log_size)
+    return ReadyResponse(
+        status="ready",
+        items=items,
+        attributes=catalogue.attributes,
+        dim=catalogue.dim,
+        fingerprint=catalogue.fingerprint,
+        read_only=catalogue.read_only,
+        writes_refused=catalogue.log_error,
+        log_bytes=catalogue.log_size,
+    )
 
 
 @router.get("/metrics", include_in_schema=True, response_class=Response)

@@ -1,5 +1,6 @@
 """`GET /`: the web page (search, explain, rerank; plain HTML, CSS and JavaScript, no build step) and
 `GET /static/{name}`: its files. The page only calls the public API, like any other client."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -13,12 +14,18 @@ from asen_search.service.api.http_cache import file_etag, not_modified
 from asen_search.service.operations.errors import ServiceError
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-               ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 # Everything the page needs comes from here; blob: shows the user's own upload before it is sent.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-                           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
-                           "frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 
 router = APIRouter(include_in_schema=False)

@@ -4,6 +4,7 @@ thresholds, filters, paging, image and item designs); a real copy calibration (`
 the tiny checkpoint, as `asen calibrate-copies` writes it) judges the modified attributes; every
 refusal is its own 4xx code; the same answers over real HTTP with the Python client, and on a
 Milvus Lite copy of the catalogue."""
+
 from __future__ import annotations
 
 import json
@@ -34,20 +35,23 @@ DESIGN = "test-00010"
 
 
 @pytest.fixture(scope="module")
-def calibrated_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
-                          demo_dataset: Path) -> Path:
+def calibrated_checkpoint(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, demo_dataset: Path
+) -> Path:
     """The tiny checkpoint with a copy calibration beside it (`<stem>.copies.json`), made on the demo
     validation split as `asen calibrate-copies` makes it (120 images: a few seconds)."""
     path = Path(shutil.copy(tiny_checkpoint, tmp_path_factory.mktemp("copies") / "tiny.pt"))
-    calibration = calibrate_copies(Encoder.from_checkpoint(path), load_dataset(demo_dataset), max_images=120,
-                                   progress=False)
+    calibration = calibrate_copies(
+        Encoder.from_checkpoint(path), load_dataset(demo_dataset), max_images=120, progress=False
+    )
     save_copy_calibration(path, calibration)
     return path
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory, calibrated_checkpoint: Path, built_index: Path
-        ) -> Iterator[TestClient]:
+def app(
+    tmp_path_factory: pytest.TempPathFactory, calibrated_checkpoint: Path, built_index: Path
+) -> Iterator[TestClient]:
     """The calibrated model on a private copy of the built catalogue (reads only)."""
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("copies-index") / "index"))
     with TestClient(create_app(Settings(checkpoint=calibrated_checkpoint, index=index))) as client:
@@ -64,14 +68,22 @@ def _calibration(client: TestClient) -> CopyCalibration:
     return calibration
 
 
-def brute_force(catalogue: Catalogue, design: dict[str, np.ndarray], modified: int,
-                keep: Any = lambda item_id: True) -> list[tuple[str, float, dict[str, float]]]:
+def brute_force(
+    catalogue: Catalogue, design: dict[str, np.ndarray], modified: int, keep: Any = lambda item_id: True
+) -> list[tuple[str, float, dict[str, float]]]:
     """Every item (that `keep` keeps) with its copy score and attribute scores, best first, computed
     from the catalogue's stored vectors alone."""
     attributes = catalogue.attributes
     ids = [i for i in catalogue.ids() if keep(i)]
-    scores = np.array([[float(catalogue.vector(i, a).astype(np.float64) @ design[a].astype(np.float64))
-                        for a in attributes] for i in ids])
+    scores = np.array(
+        [
+            [
+                float(catalogue.vector(i, a).astype(np.float64) @ design[a].astype(np.float64))
+                for a in attributes
+            ]
+            for i in ids
+        ]
+    )
     totals = copy_scores(scores, max(1, len(attributes) - modified))
     rows = [(ids[n], float(totals[n]), dict(zip(attributes, scores[n].tolist()))) for n in range(len(ids))]
     return sorted(rows, key=lambda r: (-r[1], r[0]))
@@ -104,31 +116,42 @@ def test_top_k_equals_brute_force_and_each_hit_is_explained(app: TestClient) -> 
         assert_same(body["results"], expected)
         for hit in body["results"]:
             assert set(hit["scores"]) == set(attributes)
-            best = sorted(hit["scores"].values(), reverse=True)[:len(attributes) - used]
+            best = sorted(hit["scores"].values(), reverse=True)[: len(attributes) - used]
             assert hit["score"] == pytest.approx(sum(best) / len(best), abs=1e-6)
             below = [a for a in attributes if hit["scores"][a] < calibration.changed_below[a]]
             assert hit["modified"] == sorted(below, key=lambda a: hit["scores"][a])
-            assert hit["false_match_rate"] == (calibration.rate_at(hit["score"]) if used == calibration.modified
-                                               else None)
+            assert hit["false_match_rate"] == (
+                calibration.rate_at(hit["score"]) if used == calibration.modified else None
+            )
     judged = app.post("/copies", json={"item_id": DESIGN, "top_k": 100}).json()["results"]
-    assert any(h["modified"] for h in judged)   # the lines judge (the exact copy judges none: the image test)
+    assert any(h["modified"] for h in judged)  # the lines judge (the exact copy judges none: the image test)
 
 
 def test_min_score_returns_exactly_the_items_passing_and_pages_on(app: TestClient) -> None:
     catalogue = _runtime(app).catalogue
     expected = brute_force(catalogue, item_design(catalogue, DESIGN), 2, keep=lambda i: i != DESIGN)
-    threshold = (expected[19][1] + expected[20][1]) / 2        # exactly 20 pass
-    body = app.post("/copies", json={"item_id": DESIGN, "modified": 2, "min_score": threshold,
-                                     "max_results": 100}).json()
+    threshold = (expected[19][1] + expected[20][1]) / 2  # exactly 20 pass
+    body = app.post(
+        "/copies", json={"item_id": DESIGN, "modified": 2, "min_score": threshold, "max_results": 100}
+    ).json()
     assert_same(body["results"], expected[:20])
     assert body["total"] == 20 and body["truncated"] is False and body["next_cursor"] is None
     rate = _calibration(app).rate_at(threshold)
-    assert body["threshold"] == {"min_score": threshold, "max_false_match_rate": None, "false_match_rate": rate,
-                                 "max_results": 100}
+    assert body["threshold"] == {
+        "min_score": threshold,
+        "max_false_match_rate": None,
+        "false_match_rate": rate,
+        "max_results": 100,
+    }
     pages, cursor = [], None
-    while True:   # 6 a page: the range lists are cut, and each page is still the next 6 of the exact list
-        sent = {"item_id": DESIGN, "modified": 2, "min_score": threshold, "max_results": 6,
-                **({} if cursor is None else {"cursor": cursor})}
+    while True:  # 6 a page: the range lists are cut, and each page is still the next 6 of the exact list
+        sent = {
+            "item_id": DESIGN,
+            "modified": 2,
+            "min_score": threshold,
+            "max_results": 6,
+            **({} if cursor is None else {"cursor": cursor}),
+        }
         page = app.post("/copies", data={k: str(v) for k, v in sent.items()}).json()
         pages += page["results"]
         cursor = page["next_cursor"]
@@ -142,21 +165,41 @@ def test_a_false_match_rate_becomes_the_calibrated_score(app: TestClient) -> Non
     catalogue, calibration = _runtime(app).catalogue, _calibration(app)
     rate = 0.5
     score = calibration.score_for_rate(rate)
-    body = app.post("/copies", json={"item_id": DESIGN, "max_false_match_rate": rate, "max_results": 1000}).json()
-    assert body["threshold"] == {"min_score": score, "max_false_match_rate": rate,
-                                 "false_match_rate": calibration.rate_at(score), "max_results": 1000}
-    expected = [e for e in brute_force(catalogue, item_design(catalogue, DESIGN), calibration.modified,
-                                       keep=lambda i: i != DESIGN) if e[1] >= score]
+    body = app.post(
+        "/copies", json={"item_id": DESIGN, "max_false_match_rate": rate, "max_results": 1000}
+    ).json()
+    assert body["threshold"] == {
+        "min_score": score,
+        "max_false_match_rate": rate,
+        "false_match_rate": calibration.rate_at(score),
+        "max_results": 1000,
+    }
+    expected = [
+        e
+        for e in brute_force(
+            catalogue, item_design(catalogue, DESIGN), calibration.modified, keep=lambda i: i != DESIGN
+        )
+        if e[1] >= score
+    ]
     assert_same(body["results"], expected)
     assert body["total"] == len(expected) and all(h["false_match_rate"] <= rate for h in body["results"])
 
 
 def test_json_and_form_give_the_same_answer(app: TestClient) -> None:
-    fields: dict[str, Any] = {"item_id": DESIGN, "modified": 1, "min_score": 0.5, "max_results": 15,
-                              "filters": {"split": "test", "colour": {"exists": False}}, "fields": ["split"]}
+    fields: dict[str, Any] = {
+        "item_id": DESIGN,
+        "modified": 1,
+        "min_score": 0.5,
+        "max_results": 15,
+        "filters": {"split": "test", "colour": {"exists": False}},
+        "fields": ["split"],
+    }
     as_json = app.post("/copies", json=fields)
-    form = {**{k: str(v) for k, v in fields.items() if k not in ("filters", "fields")},
-            "filters": json.dumps(fields["filters"]), "fields": "split"}
+    form = {
+        **{k: str(v) for k, v in fields.items() if k not in ("filters", "fields")},
+        "filters": json.dumps(fields["filters"]),
+        "fields": "split",
+    }
     as_form = app.post("/copies", data=form)
     assert as_json.status_code == 200 and as_json.json() == as_form.json()
     assert len(as_json.json()["results"]) == 15
@@ -169,8 +212,9 @@ def test_paging_by_cursor_and_offset_equals_one_big_page(app: TestClient) -> Non
     whole = app.post("/copies", json={"item_id": DESIGN, "top_k": 20}).json()["results"]
     by_cursor, cursor = [], None
     for _ in range(4):
-        page = app.post("/copies", json={"item_id": DESIGN, "top_k": 5,
-                                         **({} if cursor is None else {"cursor": cursor})}).json()
+        page = app.post(
+            "/copies", json={"item_id": DESIGN, "top_k": 5, **({} if cursor is None else {"cursor": cursor})}
+        ).json()
         by_cursor += page["results"]
         cursor = page["next_cursor"]
     by_offset = app.post("/copies", json={"item_id": DESIGN, "top_k": 10, "offset": 10}).json()
@@ -181,8 +225,12 @@ def test_filters_are_respected(app: TestClient) -> None:
     catalogue = _runtime(app).catalogue
     wanted = {"colour": ["red", "blue"]}
     body = app.post("/copies", json={"item_id": DESIGN, "top_k": 8, "filters": wanted}).json()
-    expected = brute_force(catalogue, item_design(catalogue, DESIGN), 2,
-                           keep=lambda i: i != DESIGN and catalogue.get(i).metadata.get("colour") in ("red", "blue"))
+    expected = brute_force(
+        catalogue,
+        item_design(catalogue, DESIGN),
+        2,
+        keep=lambda i: i != DESIGN and catalogue.get(i).metadata.get("colour") in ("red", "blue"),
+    )
     assert_same(body["results"], expected[:8])
     assert all(h["metadata"]["colour"] in ("red", "blue") for h in body["results"])
 
@@ -204,15 +252,24 @@ def test_ids_in_any_script_are_found_and_returned(client: TestClient) -> None:
     catalogue = client.app.state.service_state.catalogue  # type: ignore[attr-defined]
     odd = "東京-robe 'é\"ü"
     vectors = np.stack([catalogue.vector(DESIGN, a) for a in catalogue.attributes]).tolist()
-    added = client.post("/items", json={"id": odd, "vectors": vectors, "fingerprint": catalogue.fingerprint,
-                                        "metadata": {"name": "ドレス \"x\"", "colour": "écru"}})
+    added = client.post(
+        "/items",
+        json={
+            "id": odd,
+            "vectors": vectors,
+            "fingerprint": catalogue.fingerprint,
+            "metadata": {"name": 'ドレス "x"', "colour": "écru"},
+        },
+    )
     assert added.status_code == 201, added.text
     first = client.post("/copies", json={"item_id": DESIGN, "top_k": 1}).json()["results"][0]
     assert first["id"] == odd and first["score"] == pytest.approx(1.0, abs=1e-5)
-    assert first["metadata"] == {"name": "ドレス \"x\"", "colour": "écru"}
+    assert first["metadata"] == {"name": 'ドレス "x"', "colour": "écru"}
     back = client.post("/copies", data={"item_id": odd, "top_k": "1", "filters": '{"split": "test"}'}).json()
     assert back["results"][0]["id"] == DESIGN
-    filtered = client.post("/copies", json={"item_id": DESIGN, "min_score": 0.0, "filters": {"colour": "écru"}})
+    filtered = client.post(
+        "/copies", json={"item_id": DESIGN, "min_score": 0.0, "filters": {"colour": "écru"}}
+    )
     assert [h["id"] for h in filtered.json()["results"]] == [odd]
 
 
@@ -237,7 +294,10 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ({"image": "aGVsbG8="}, "not_an_image"),
     ({"item_id": DESIGN, "top_k": 0}, "top_k_out_of_range"),
     ({"item_id": DESIGN, "top_k": 101}, "top_k_out_of_range"),
-    ({"item_id": DESIGN, "top_k": 10, "offset": 1000}, "offset_out_of_range"),   # the depth (a page to 995 is cut)
+    (
+        {"item_id": DESIGN, "top_k": 10, "offset": 1000},
+        "offset_out_of_range",
+    ),  # the depth (a page to 995 is cut)
     ({"item_id": DESIGN, "min_score": 0.5, "max_results": 100, "offset": 1000}, "offset_out_of_range"),
     ({"item_id": DESIGN, "cursor": encode_cursor("copies", 10) + "*"}, "invalid_cursor"),
     ({"item_id": DESIGN, "cursor": "garbage"}, "invalid_cursor"),
@@ -268,19 +328,26 @@ def test_each_refusal_is_its_own_4xx(app: TestClient, sent: dict[str, Any], code
 
 
 def test_refusals_cover_every_code_copies_added_and_the_route_declares_them(app: TestClient) -> None:
-    added = {"modified_out_of_range", "max_false_match_rate_out_of_range", "no_copy_calibration",
-             "modified_not_calibrated", "false_match_rate_unmeasurable"}
+    added = {
+        "modified_out_of_range",
+        "max_false_match_rate_out_of_range",
+        "no_copy_calibration",
+        "modified_not_calibrated",
+        "false_match_rate_unmeasurable",
+    }
     assert added <= set(ERRORS)
-    assert added - {"no_copy_calibration"} <= {code for _, code in REFUSALS}   # no_copy_calibration: above
+    assert added - {"no_copy_calibration"} <= {code for _, code in REFUSALS}  # no_copy_calibration: above
     operation = app.get("/openapi.json").json()["paths"]["/copies"]["post"]
     declared = " ".join(r["description"] for r in operation["responses"].values())
     assert all(f"`{code}`" in declared for _, code in REFUSALS) and "`no_copy_calibration`" in declared
     assert set(operation["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
     body = operation["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["modified"]["maximum"] == 6 and body["properties"]["min_score"]["maximum"] == 1
-    assert {"if": {"required": ["max_false_match_rate"]}, "then": {"properties": {"modified": {"const": 2}}}} in \
-        body["allOf"]   # a rate only for the modified the calibration was made for
-    assert operation["x-rate-limit"] == {"budget": "model"}   # counted with /search (service/api/overload.py)
+    assert {
+        "if": {"required": ["max_false_match_rate"]},
+        "then": {"properties": {"modified": {"const": 2}}},
+    } in body["allOf"]  # a rate only for the modified the calibration was made for
+    assert operation["x-rate-limit"] == {"budget": "model"}  # counted with /search (service/api/overload.py)
 
 
 def test_get_is_405_naming_post(app: TestClient) -> None:
@@ -291,31 +358,46 @@ def test_get_is_405_naming_post(app: TestClient) -> None:
     assert app.get("/copies").json()["error"] == "method_not_allowed"
 
 
-def test_real_http_and_the_python_client(calibrated_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
+def test_real_http_and_the_python_client(
+    calibrated_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     """`asen serve` over a real socket: raw HTTP (form and JSON) and `Client.copies` answer the same,
     and `iter_copies` pages to the same list as one deep page."""
     picture = demo_dataset / "images" / "test" / "00017.jpg"
-    with served(calibrated_checkpoint, index_dir) as url, httpx.Client(base_url=url, timeout=60) as http, \
-            Client(url) as asen:
-        form = http.post("/copies", data={"top_k": "8", "modified": "1"},
-                         files={"image": ("d.jpg", picture.read_bytes(), "image/jpeg")})
+    with (
+        served(calibrated_checkpoint, index_dir) as url,
+        httpx.Client(base_url=url, timeout=60) as http,
+        Client(url) as asen,
+    ):
+        form = http.post(
+            "/copies",
+            data={"top_k": "8", "modified": "1"},
+            files={"image": ("d.jpg", picture.read_bytes(), "image/jpeg")},
+        )
         assert form.status_code == 200, form.text
         typed = asen.copies(image=picture, top_k=8, modified=1)
         assert isinstance(typed, CopiesPage) and typed == CopiesPage.from_json(form.json())
         assert typed.ids[0] == "test-00017" and typed.calibrated and typed.modified_allowed == 1
         by_json = http.post("/copies", json={"item_id": DESIGN, "min_score": 0.92, "max_results": 300}).json()
         deep = asen.copies(item_id=DESIGN, min_score=0.92, max_results=300)
-        assert deep == CopiesPage.from_json(by_json) and deep.threshold is not None and deep.total == len(deep.ids)
-        assert 7 < len(deep.ids) < 300 and not deep.truncated   # several pages of 7
+        assert (
+            deep == CopiesPage.from_json(by_json)
+            and deep.threshold is not None
+            and deep.total == len(deep.ids)
+        )
+        assert 7 < len(deep.ids) < 300 and not deep.truncated  # several pages of 7
         paged = list(asen.iter_copies(item_id=DESIGN, min_score=0.92, page_size=7))
-        assert [h.id for h in paged] == deep.ids and [h.scores for h in paged] == [h.scores for h in deep.results]
+        assert [h.id for h in paged] == deep.ids and [h.scores for h in paged] == [
+            h.scores for h in deep.results
+        ]
         with pytest.raises(InvalidRequest) as refused:
             asen.copies(item_id=DESIGN, max_false_match_rate=0.1, modified=0)
         assert refused.value.code == "modified_not_calibrated" and refused.value.status == 422
 
 
-def test_milvus_lite_answers_as_brute_force(tmp_path: Path, calibrated_checkpoint: Path, built_index: Path,
-                                            app: TestClient) -> None:
+def test_milvus_lite_answers_as_brute_force(
+    tmp_path: Path, calibrated_checkpoint: Path, built_index: Path, app: TestClient
+) -> None:
     """The catalogue copied into Milvus Lite by the real `asen index copy`: top k, a threshold (cut
     into pages) and a filtered search equal brute force over the Milvus catalogue's vectors, and the
     FAISS directory's answers."""
@@ -336,8 +418,12 @@ def test_milvus_lite_answers_as_brute_force(tmp_path: Path, calibrated_checkpoin
         assert_same(answers[0]["results"], expected[:10])
         assert_same(answers[1]["results"], expected[:15]) and answers[1]["total"] == 15
         assert_same(answers[2]["results"], expected[8:12]) and answers[2]["truncated"]
-        colour = brute_force(catalogue, item_design(catalogue, DESIGN), 2, keep=lambda i: i != DESIGN and
-                             catalogue.get(i).metadata.get("colour") in ("red", "blue"))
+        colour = brute_force(
+            catalogue,
+            item_design(catalogue, DESIGN),
+            2,
+            keep=lambda i: i != DESIGN and catalogue.get(i).metadata.get("colour") in ("red", "blue"),
+        )
         assert_same(answers[3]["results"], colour[:5])
         for sent, got in zip(requests, answers):
             want = app.post("/copies", json=sent).json()

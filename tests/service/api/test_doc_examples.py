@@ -8,6 +8,7 @@ code). A batch whose items fail fails too.
 Placeholders: image files (`-F image=@shirt.jpg`, `$(base64 -w0 new.jpg)`) are demo images;
 `$ASEN_API_KEY` is the key; `$NEXT_CURSOR` is the previous answer's `next_cursor` and `$ETAG` its
 `ETag`. A failure quotes each example that failed, with its line."""
+
 from __future__ import annotations
 
 import base64
@@ -47,7 +48,7 @@ def _api_examples() -> list[Command]:
     text = (ROOT / "docs" / "service.md").read_text(encoding="utf-8")
     api = section(text, "## API", "### Errors")
     api = without_section(api, "### Python client")
-    offset = text[:text.index(api)].count("\n")
+    offset = text[: text.index(api)].count("\n")
     return [Command(c.text, c.argv, c.comment, c.line + offset) for c in markdown_commands(api)]
 
 
@@ -60,7 +61,9 @@ def doc_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path) -> 
     """The demo catalogue with predicted tags, value prototypes and precision curves; writes need
     the key, as they do in the documents."""
     index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
-    with TestClient(create_app(Settings(checkpoint=tagging_checkpoint, index=index, api_key=API_KEY))) as client:
+    with TestClient(
+        create_app(Settings(checkpoint=tagging_checkpoint, index=index, api_key=API_KEY))
+    ) as client:
         yield client
 
 
@@ -71,7 +74,7 @@ class Examples:
         self.client = client
         self.pictures = sorted(images.glob("*.jpg"))
         self.files: dict[str, Path] = {}
-        self.previous: Any = None   # the answer before (an httpx response)
+        self.previous: Any = None  # the answer before (an httpx response)
 
     def image(self, name: str) -> Path:
         """A demo image for a file an example names: the same one each time it names it."""
@@ -110,8 +113,10 @@ class Examples:
                 body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
                 body += value.encode() + b"\r\n"
             for name, file, media in request.files:
-                body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{file}"\r\n'
-                         f"Content-Type: {media}\r\n\r\n").encode()
+                body += (
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{file}"\r\n'
+                    f"Content-Type: {media}\r\n\r\n"
+                ).encode()
                 body += self.image(file).read_bytes() + b"\r\n"
             headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
             return headers, body + f"--{boundary}--\r\n".encode()
@@ -140,7 +145,9 @@ class Examples:
             return f"answered {shown}, its comment says {said.group(1)}"
         elif said.group(2) in ERRORS and answer.json().get("error") != said.group(2):
             return f"answered {shown}, its comment says {said.group(2)}"
-        results: Any = answer.json().get("results") if "json" in answer.headers.get("content-type", "") else None
+        results: Any = (
+            answer.json().get("results") if "json" in answer.headers.get("content-type", "") else None
+        )
         if "batch" in request.path and "error" not in command.comment:
             failed = [r for r in results or [] if r.get("status") == "error"]
             if failed:
@@ -152,19 +159,24 @@ def _run(client: TestClient, demo_dataset: Path, examples: list[Command], name: 
     sender = Examples(client, demo_dataset / "images" / "test")
     curls = [c for c in examples if c.argv[0] == "curl"]
     problems = [f"{c.where(name)}\n    -> {why}" for c in curls if (why := sender.problem(c)) is not None]
-    assert not problems, f"{len(problems)} of {len(curls)} curl examples of {name} fail:\n" + "\n".join(problems)
+    assert not problems, f"{len(problems)} of {len(curls)} curl examples of {name} fail:\n" + "\n".join(
+        problems
+    )
     return len(curls)
 
 
-def test_the_api_sections_curl_examples_answer_as_documented(doc_client: TestClient, demo_dataset: Path) -> None:
+def test_the_api_sections_curl_examples_answer_as_documented(
+    doc_client: TestClient, demo_dataset: Path
+) -> None:
     examples = _api_examples()
     sent = _run(doc_client, demo_dataset, examples, "docs/service.md")
-    assert sent >= 30   # the section's examples were found
+    assert sent >= 30  # the section's examples were found
 
 
 @pytest.fixture
-def calibrated_doc_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path,
-                          demo_dataset: Path) -> Iterator[TestClient]:
+def calibrated_doc_client(
+    tmp_path: Path, tagging_checkpoint: Path, tagged_index: Path, demo_dataset: Path
+) -> Iterator[TestClient]:
     """As `doc_client`, with the copy calibration beside the checkpoint that `asen train` writes (the
     README's model is the demo's, trained with it); docs/service.md shows the refusal without one."""
     from asen_search.model.copy_calibration import calibrate_copies, save_copy_calibration
@@ -172,26 +184,40 @@ def calibrated_doc_client(tmp_path: Path, tagging_checkpoint: Path, tagged_index
     from asen_search.model.encoder import Encoder
 
     checkpoint = Path(shutil.copy(tagging_checkpoint, tmp_path / "tagging.pt"))
-    save_copy_calibration(checkpoint, calibrate_copies(Encoder.from_checkpoint(checkpoint), load_dataset(demo_dataset),
-                                                       max_images=120, progress=False))
+    save_copy_calibration(
+        checkpoint,
+        calibrate_copies(
+            Encoder.from_checkpoint(checkpoint), load_dataset(demo_dataset), max_images=120, progress=False
+        ),
+    )
     index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
     with TestClient(create_app(Settings(checkpoint=checkpoint, index=index, api_key=API_KEY))) as client:
         yield client
 
 
-def test_the_readmes_curl_examples_answer_as_documented(calibrated_doc_client: TestClient, demo_dataset: Path) -> None:
+def test_the_readmes_curl_examples_answer_as_documented(
+    calibrated_doc_client: TestClient, demo_dataset: Path
+) -> None:
     assert _run(calibrated_doc_client, demo_dataset, _readme_examples(), "README.md") >= 6
 
 
 def test_a_wrong_example_fails_with_its_text(doc_client: TestClient, demo_dataset: Path) -> None:
-    wrong = markdown_commands("```sh\ncurl -s localhost:8000/search -F attribute=neckline -F topk=5 \\\n"
-                              "     -F item_id=test-00042\n"
-                              "curl -s -I localhost:8000/items/nope      # 200\n"
-                              "curl -s localhost:8000/search -d '{\"top_k\": 1}' -H 'Content-Type: application/json'"
-                              "  # 422 attribute_required\n```\n")
+    wrong = markdown_commands(
+        "```sh\ncurl -s localhost:8000/search -F attribute=neckline -F topk=5 \\\n"
+        "     -F item_id=test-00042\n"
+        "curl -s -I localhost:8000/items/nope      # 200\n"
+        "curl -s localhost:8000/search -d '{\"top_k\": 1}' -H 'Content-Type: application/json'"
+        "  # 422 attribute_required\n```\n"
+    )
     with pytest.raises(AssertionError) as failed:
         _run(doc_client, demo_dataset, wrong, "example.md")
     message = str(failed.value)
-    assert "3 of 3" in message and "example.md:2: curl -s localhost:8000/search -F attribute=neckline -F topk=5" in message
-    assert "unknown_field" in message and "its comment says 200" in message and "its comment says attribute_required" \
-        in message
+    assert (
+        "3 of 3" in message
+        and "example.md:2: curl -s localhost:8000/search -F attribute=neckline -F topk=5" in message
+    )
+    assert (
+        "unknown_field" in message
+        and "its comment says 200" in message
+        and "its comment says attribute_required" in message
+    )

@@ -1,6 +1,7 @@
 """One error table feeds everything: the docs' table is generated from `ERRORS`, every code the
 code can answer is in it with the status the handlers give it, and each route's OpenAPI responses
 name exactly codes of the table, under their status."""
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,13 @@ def test_every_code_the_service_raises_is_in_the_table() -> None:
         text = path.read_text()
         raised |= set(re.findall(r'ServiceError\(\s*"([a-z_]+)"', text))
         raised |= set(re.findall(r'error_(?:body|response)\(\s*"([a-z_]+)"', text))
-    raised |= {"invalid_metadata", "invalid_filters"}   # f"invalid_{what}" in operations/checks.py
+    raised |= {"invalid_metadata", "invalid_filters"}  # f"invalid_{what}" in operations/checks.py
     for module in (index_errors, image_input):
-        raised |= {kind.code for kind in vars(module).values() if isinstance(kind, type) and hasattr(kind, "code")
-                   and isinstance(kind.code, str)}
+        raised |= {
+            kind.code
+            for kind in vars(module).values()
+            if isinstance(kind, type) and hasattr(kind, "code") and isinstance(kind.code, str)
+        }
     missing = sorted(code for code in raised if code not in ERRORS)
     assert not missing, f"codes raised but not in ERRORS: {missing}"
 
@@ -41,7 +45,9 @@ def test_each_routes_responses_name_codes_of_the_table_under_their_status(tiny_c
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
-                ref = response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+                ref = (
+                    response.get("content", {}).get("application/json", {}).get("schema", {}).get("$ref", "")
+                )
                 model = components.get(ref.rsplit("/", 1)[-1], {})
                 codes = model.get("properties", {}).get("error", {}).get("enum")
                 if codes is None:

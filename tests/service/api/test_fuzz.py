@@ -4,6 +4,7 @@ the status codes, content types and response schemas the schema declares.
 
 Pure fuzzing almost never produces a known attribute, a catalogue id or a decodable image, so it
 would only ever see 4xx answers; the hooks below mix those in, so success bodies are checked too."""
+
 from __future__ import annotations
 
 import base64
@@ -68,9 +69,10 @@ def _for_schemathesis(node: Any) -> Any:
 
 # The schema is the app's own; building it loads nothing, so placeholder paths do.
 _UNLOADED = create_app(Settings(checkpoint=Path("unused.pt"), index=Path("unused")))
-schema = schemathesis.openapi.from_dict(_for_schemathesis(_UNLOADED.openapi()),
-                                        config=schemathesis.Config.from_dict({
-                                            "seed": SEED, "phases": {"coverage": {"enabled": False}}}))
+schema = schemathesis.openapi.from_dict(
+    _for_schemathesis(_UNLOADED.openapi()),
+    config=schemathesis.Config.from_dict({"seed": SEED, "phases": {"coverage": {"enabled": False}}}),
+)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
@@ -83,8 +85,12 @@ def _encoded(fmt: str, size: tuple[int, int]) -> bytes:
 KNOWN_ATTRIBUTES = st.sampled_from([name for name, _ in ATTRIBUTES])
 CATALOGUE_IDS = st.integers(0, 40).map(lambda i: f"test-{i:05d}")  # in the demo test split
 # base64, as a JSON body carries an image (a form's image field is then text, not a file: a declared 422)
-IMAGES = st.sampled_from([base64.b64encode(_encoded(fmt, size)).decode()
-                          for fmt, size in (("PNG", (40, 60)), ("JPEG", (90, 30)), ("GIF", (8, 8)))])
+IMAGES = st.sampled_from(
+    [
+        base64.b64encode(_encoded(fmt, size)).decode()
+        for fmt, size in (("PNG", (40, 60)), ("JPEG", (90, 30)), ("GIF", (8, 8)))
+    ]
+)
 
 
 # A sensible value for each form field the service reads; `None` drops the field.
@@ -99,7 +105,8 @@ SENSIBLE: dict[str, st.SearchStrategy[Any]] = {
 }
 # A query is an image or an item id, never both.
 QUERY = st.fixed_dictionaries({"image": IMAGES, "item_id": st.none()}) | st.fixed_dictionaries(
-    {"image": st.none(), "item_id": CATALOGUE_IDS})
+    {"image": st.none(), "item_id": CATALOGUE_IDS}
+)
 
 
 @schema.hook
@@ -115,12 +122,15 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
     else:
         query = st.just({})
     sensible = st.tuples(st.fixed_dictionaries(fields), query).map(
-        lambda parts: {k: v for k, v in {**body, **parts[0], **parts[1]}.items() if v is not None})
+        lambda parts: {k: v for k, v in {**body, **parts[0], **parts[1]}.items() if v is not None}
+    )
     return st.just(body) | sensible
 
 
 @schema.hook
-def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: Any) -> st.SearchStrategy[Any]:
+def flatmap_path_parameters(
+    context: schemathesis.HookContext, path_parameters: Any
+) -> st.SearchStrategy[Any]:
     """`{item_id}`: sometimes a catalogue id."""
     if not isinstance(path_parameters, dict) or "item_id" not in path_parameters:
         return st.just(path_parameters)
@@ -128,7 +138,9 @@ def flatmap_path_parameters(context: schemathesis.HookContext, path_parameters: 
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, built_index: Path) -> Iterator[FastAPI]:
+def fuzz_app(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, built_index: Path
+) -> Iterator[FastAPI]:
     """The service on a writable copy of the index, its lifespan started (model and index loaded)."""
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("fuzz") / "index"))
     app = create_app(Settings(checkpoint=tiny_checkpoint, index=index))
@@ -148,16 +160,18 @@ NOISE = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 
 @schema.include(**_BUSY).parametrize()
-@settings(max_examples=4 * MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=NOISE)
+@settings(
+    max_examples=4 * MAX_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=NOISE
+)
 def test_write_and_search_operations_conform(case: schemathesis.Case, fuzz_app: FastAPI) -> None:
     """No 5xx, declared status codes and content types, bodies matching the declared schemas."""
     case.call_and_validate(app=fuzz_app, checks=CHECKS)
 
 
 @schema.exclude(**_BUSY).parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-          suppress_health_check=NOISE)
+@settings(
+    max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=NOISE
+)
 def test_every_other_operation_conforms(case: schemathesis.Case, fuzz_app: FastAPI) -> None:
     """The same for the read-only operations."""
     case.call_and_validate(app=fuzz_app, checks=CHECKS)
@@ -174,8 +188,9 @@ def _conforms(method: str, path: str, response: httpx.Response, **case: Any) -> 
 @pytest.fixture
 def limited(tiny_checkpoint: Path, index_dir: Path) -> Iterator[TestClient]:
     """The service on a writable copy of the index, rate-limited to a burst of 2 expensive requests."""
-    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir, rate_limit=0.001,
-                                        rate_burst=2))) as test_client:
+    with TestClient(
+        create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir, rate_limit=0.001, rate_burst=2))
+    ) as test_client:
         yield test_client
 
 
@@ -185,13 +200,19 @@ def test_replacing_an_item_answers_a_declared_status(client: TestClient) -> None
     assert client.post("/items", data={"id": "twice"}, files=files).status_code == 201
     replaced = client.post("/items", data={"id": "twice", "replace": "true"}, files=files)
     assert replaced.status_code == 200
-    _conforms("POST", "/items", replaced, body={"id": "twice", "replace": True}, media_type="multipart/form-data")
+    _conforms(
+        "POST", "/items", replaced, body={"id": "twice", "replace": True}, media_type="multipart/form-data"
+    )
 
 
 def test_a_gif_item_image_has_a_declared_content_type(client: TestClient) -> None:
     """GET /images/{id} of an item added with a GIF."""
-    assert client.post("/items", data={"id": "gif"}, files={"image": ("q.gif", _encoded("GIF", (8, 8)))}
-                       ).status_code == 201
+    assert (
+        client.post(
+            "/items", data={"id": "gif"}, files={"image": ("q.gif", _encoded("GIF", (8, 8)))}
+        ).status_code
+        == 201
+    )
     image = client.get("/images/gif")
     assert image.status_code == 200 and image.headers["content-type"] == "image/gif"
     _conforms("GET", "/images/{item_id}", image, path_parameters={"item_id": "gif"})
@@ -201,7 +222,9 @@ def test_a_rate_limited_answer_is_declared(limited: TestClient) -> None:
     """POST /search past the rate limit's burst answers 429, which the schema declares. (Checked
     by hand: schemathesis drops every failure on a 429 response by design.)"""
     for _ in range(2):
-        assert limited.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 200
+        assert (
+            limited.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 200
+        )
     refused = limited.post("/search", data={"attribute": "colour", "item_id": "test-00001"})
     assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
     assert "429" in schema["/search"]["POST"].definition.raw["responses"]

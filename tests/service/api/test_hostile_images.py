@@ -3,6 +3,7 @@
 
 Equivalences are checked by ranking: an upload that should decode to the same pixels as a plain
 PNG must give exactly the same results (ids and scores) as that PNG."""
+
 from __future__ import annotations
 
 import io
@@ -38,8 +39,9 @@ LIMITS = ImageLimits(max_bytes=1_000_000, max_pixels=4_000_000)
 @pytest.fixture
 def api(tiny_checkpoint: Path, index_dir: Path) -> Iterator[TestClient]:
     """The service on a writable copy of the index; server errors come back as 500 responses."""
-    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir)),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir)), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -66,8 +68,9 @@ def _ranking(client: TestClient, data: bytes, attribute: str = "colour") -> list
 
 
 def _same_ranking(left: list[tuple[str, float]], right: list[tuple[str, float]]) -> bool:
-    return [i for i, _ in left] == [i for i, _ in right] and np.allclose([s for _, s in left],
-                                                                         [s for _, s in right], atol=1e-5)
+    return [i for i, _ in left] == [i for i, _ in right] and np.allclose(
+        [s for _, s in left], [s for _, s in right], atol=1e-5
+    )
 
 
 def _upload_everywhere(client: TestClient, data: bytes) -> list[httpx.Response]:
@@ -101,8 +104,12 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 def _png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat)
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _png_rgb16(pixels: np.ndarray) -> bytes:
@@ -123,8 +130,10 @@ def test_random_bytes_are_400_not_an_image(api: TestClient, seed: int) -> None:
 CODES = {400: {"not_an_image"}, 413: {"too_many_pixels"}, 415: {"unsupported_format"}, 422: {"corrupt_image"}}
 
 
-@pytest.mark.parametrize("magic", [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x10\x00\x00WEBP",
-                                   b"II*\x00", b"BM"])
+@pytest.mark.parametrize(
+    "magic",
+    [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x10\x00\x00WEBP", b"II*\x00", b"BM"],
+)
 def test_random_bytes_behind_a_magic_number_are_4xx(api: TestClient, magic: bytes) -> None:
     """Random bytes after a real format's magic number: whatever the noise says (no header, a
     header declaring billions of pixels, undecodable data), a 4xx with its code, never a 5xx."""
@@ -140,19 +149,29 @@ def _seed_images() -> list[bytes]:
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     frames = [base, base.rotate(90)]
-    return [_encoded(base, "JPEG", exif=exif), _encoded(base, "PNG"),
-            _encoded(base.convert("P"), "PNG", transparency=0),
-            _encoded(base, "GIF", save_all=True, append_images=frames), _encoded(base, "WEBP", exif=exif),
-            _encoded(base, "TIFF", compression="tiff_lzw"), _encoded(base, "BMP")]
+    return [
+        _encoded(base, "JPEG", exif=exif),
+        _encoded(base, "PNG"),
+        _encoded(base.convert("P"), "PNG", transparency=0),
+        _encoded(base, "GIF", save_all=True, append_images=frames),
+        _encoded(base, "WEBP", exif=exif),
+        _encoded(base, "TIFF", compression="tiff_lzw"),
+        _encoded(base, "BMP"),
+    ]
 
 
 SEED_IMAGES = _seed_images()
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
-@given(st.sampled_from(SEED_IMAGES), st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)),
-                                              min_size=1, max_size=8), st.floats(0.05, 1))
-def test_mutated_images_decode_or_get_a_4xx(original: bytes, edits: list[tuple[float, int]], keep: float) -> None:
+@given(
+    st.sampled_from(SEED_IMAGES),
+    st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=8),
+    st.floats(0.05, 1),
+)
+def test_mutated_images_decode_or_get_a_4xx(
+    original: bytes, edits: list[tuple[float, int]], keep: float
+) -> None:
     """Valid images of every decoded format with bytes overwritten and the tail cut: the decoder
     behind every upload either returns an RGB image or refuses with a 4xx, nothing else."""
     data = bytearray(original)
@@ -161,7 +180,10 @@ def test_mutated_images_decode_or_get_a_4xx(original: bytes, edits: list[tuple[f
     try:
         image = decode_image(bytes(data[: max(1, int(keep * len(data)))]), LIMITS)
     except ImageRejected as error:
-        assert error.code in CODES.get(status_of(domain_code(error)), set()), (status_of(domain_code(error)), error.code)
+        assert error.code in CODES.get(status_of(domain_code(error)), set()), (
+            status_of(domain_code(error)),
+            error.code,
+        )
     else:
         assert image.mode == "RGB" and min(image.size) >= 1
 
@@ -223,8 +245,12 @@ def test_decompression_bomb_is_413_before_decoding(api: TestClient, bomb: str) -
     data = {
         "png_2e10_pixels": _png(100_000, 200_000, 8, 2, garbage),  # Pillow's own bomb check
         "png_64e6_pixels": _png(8_000, 8_000, 1, 0, garbage),  # over our limit, under Pillow's
-        "gif_4e9_pixels": b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b",\x00\x00\x00\x00"
-                          + struct.pack("<HH", 65535, 65535) + b"\x00\x02\x02\x44\x01\x00;",
+        "gif_4e9_pixels": b"GIF89a"
+        + struct.pack("<HH", 65535, 65535)
+        + b"\x00\x00\x00"
+        + b",\x00\x00\x00\x00"
+        + struct.pack("<HH", 65535, 65535)
+        + b"\x00\x02\x02\x44\x01\x00;",
     }[bomb]
     assert len(data) < 2_000
     _refused_everywhere(api, data, 413, "too_many_pixels")
@@ -251,8 +277,10 @@ def test_palette_png_decodes_like_its_rgb_pixels(api: TestClient, demo_dataset: 
     transparent = int(np.asarray(palette)[0, 0])  # the background's palette entry
     on_white = np.asarray(palette.convert("RGB")).copy()
     on_white[np.asarray(palette) == transparent] = 255
-    assert _same_ranking(_ranking(api, _encoded(palette, "PNG", transparency=transparent)),
-                         _ranking(api, _encoded(Image.fromarray(on_white), "PNG")))
+    assert _same_ranking(
+        _ranking(api, _encoded(palette, "PNG", transparency=transparent)),
+        _ranking(api, _encoded(Image.fromarray(on_white), "PNG")),
+    )
 
 
 def test_sixteen_bit_pngs_are_searched(api: TestClient, demo_dataset: Path) -> None:
@@ -298,8 +326,14 @@ def _frames(demo_dataset: Path) -> list[Image.Image]:
 def test_animated_gif_is_searched_by_its_first_frame(api: TestClient, demo_dataset: Path) -> None:
     """An animated GIF searches exactly like its first frame alone (as a still PNG), not like a
     later frame."""
-    data = _encoded(_frames(demo_dataset)[0], "GIF", save_all=True, append_images=_frames(demo_dataset)[1:],
-                    duration=100, loop=0)
+    data = _encoded(
+        _frames(demo_dataset)[0],
+        "GIF",
+        save_all=True,
+        append_images=_frames(demo_dataset)[1:],
+        duration=100,
+        loop=0,
+    )
     with Image.open(io.BytesIO(data)) as gif:
         assert gif.n_frames == 3
         first = gif.convert("RGB")
@@ -327,12 +361,18 @@ def test_animated_webp_is_searched_by_its_first_frame(api: TestClient, demo_data
 
 # EXIF orientation -> the transpose that, applied to the upright pixels, gives the stored pixels
 # (a viewer applies the inverse, and sees the upright photo).
-STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270,
-             2: Image.Transpose.FLIP_LEFT_RIGHT}
+STORED_AS = {
+    3: Image.Transpose.ROTATE_180,
+    6: Image.Transpose.ROTATE_90,
+    8: Image.Transpose.ROTATE_270,
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+}
 
 
 @pytest.mark.parametrize("item_id", [ID, OTHER, "test-00063"])
-def test_exif_rotated_photo_finds_its_catalogue_item(api: TestClient, demo_dataset: Path, item_id: str) -> None:
+def test_exif_rotated_photo_finds_its_catalogue_item(
+    api: TestClient, demo_dataset: Path, item_id: str
+) -> None:
     """A catalogue image stored rotated (or mirrored) with the EXIF orientation that shows it
     upright finds that item first under several attributes; the same pixels without the tag do
     not match it as well."""
@@ -341,7 +381,10 @@ def test_exif_rotated_photo_finds_its_catalogue_item(api: TestClient, demo_datas
         exif = Image.Exif()
         exif[ORIENTATION] = orientation
         stored = upright.transpose(transpose)
-        tagged, untagged = _encoded(stored, "JPEG", quality=95, exif=exif), _encoded(stored, "JPEG", quality=95)
+        tagged, untagged = (
+            _encoded(stored, "JPEG", quality=95, exif=exif),
+            _encoded(stored, "JPEG", quality=95),
+        )
         for attribute in ("colour", "neckline", "sleeve_length"):
             ranking = _ranking(api, tagged, attribute)
             assert ranking[0][0] == item_id, (orientation, attribute, ranking[:3])
@@ -361,7 +404,7 @@ FOREIGN = {
     "svg": SVG,
     "svg_xml_prolog": b'<?xml version="1.0" encoding="UTF-8"?>\n' + SVG,
     "svg_doctype": b'<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/'
-                   b'svg11.dtd">\n' + SVG,
+    b'svg11.dtd">\n' + SVG,
     "svg_bom_comment": b"\xef\xbb\xbf<!-- " + b"x" * 1500 + b" -->\n" + SVG,
 }
 
@@ -371,5 +414,7 @@ def test_heic_and_svg_are_415(api: TestClient, name: str) -> None:
     """HEIC/HEIF and SVG (bare, after an XML prolog, a doctype, or a byte order mark and a long
     comment) are images we do not decode: 415 naming the format."""
     _refused_everywhere(api, FOREIGN[name], 415, "unsupported_format")
-    detail = api.post("/search", data={"attribute": "colour"}, files={"image": ("q", FOREIGN[name])}).json()["detail"]
+    detail = api.post("/search", data={"attribute": "colour"}, files={"image": ("q", FOREIGN[name])}).json()[
+        "detail"
+    ]
     assert ("SVG" if name.startswith("svg") else "HEI") in detail

@@ -1,6 +1,7 @@
 """Hostile and unusual requests (bodies, multipart, fields, ids, attribute names, top_k): each gets
 a precise 2xx or a 4xx JSON error `{"error", "detail"}`, never a 5xx, nothing is written outside
 the index directory, and the service keeps answering afterwards."""
+
 from __future__ import annotations
 
 import io
@@ -29,8 +30,9 @@ ID = "test-00001"  # a catalogue item of the demo test split
 @pytest.fixture
 def api(tiny_checkpoint: Path, index_dir: Path) -> Iterator[TestClient]:
     """The service on a writable copy of the index; server errors come back as 500 responses."""
-    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir)),
-                    raise_server_exceptions=False) as client:
+    with TestClient(
+        create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir)), raise_server_exceptions=False
+    ) as client:
         yield client
 
 
@@ -61,11 +63,14 @@ LIMIT = 20_000  # ASEN_MAX_UPLOAD_BYTES + ASEN_MAX_FORM_OVERHEAD_BYTES below
 
 
 @pytest.fixture(scope="module")
-def small_limit_server(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path,
-                       built_index: Path) -> Iterator[tuple[str, int]]:
+def small_limit_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, built_index: Path
+) -> Iterator[tuple[str, int]]:
     """`asen serve` on a copy of the index with a 20,000-byte request limit: (host, port)."""
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("socket") / "index"))
-    with served(tiny_checkpoint, index, ASEN_MAX_UPLOAD_BYTES="10000", ASEN_MAX_FORM_OVERHEAD_BYTES="10000") as url:
+    with served(
+        tiny_checkpoint, index, ASEN_MAX_UPLOAD_BYTES="10000", ASEN_MAX_FORM_OVERHEAD_BYTES="10000"
+    ) as url:
         host, port = url.removeprefix("http://").split(":")
         yield host, int(port)
 
@@ -97,7 +102,9 @@ def test_oversized_body_is_refused_before_it_is_read(small_limit_server: tuple[s
     client has not finished it. Neither body is ever sent in full."""
     host, port = small_limit_server
     part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="q"\r\n\r\n' + b"\x00" * 1000
-    head = (f"POST /search HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n").encode()
+    head = (
+        f"POST /search HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    ).encode()
     with socket.create_connection((host, port)) as sock:
         sock.sendall(head + b"Content-Length: 50000000\r\n\r\n" + part)
         status, body, waited = _answer(sock)
@@ -126,23 +133,43 @@ def test_dot_dot_in_a_raw_request_path_is_an_unknown_id(small_limit_server: tupl
         assert (status, body["error"]) == (404, "unknown_item"), (target, body)
 
 
-def test_non_ascii_digits_in_content_length_are_not_a_server_error(tiny_checkpoint: Path, index_dir: Path) -> None:
+def test_non_ascii_digits_in_content_length_are_not_a_server_error(
+    tiny_checkpoint: Path, index_dir: Path
+) -> None:
     """`Content-Length: ²` (a latin-1 byte that str.isdigit() accepts and int() refuses) reaches
     the app from an ASGI server that does not validate it: no 5xx (it was a ValueError, 500)."""
     app = create_app(Settings(checkpoint=tiny_checkpoint, index=index_dir))
     body = f"attribute=colour&item_id={ID}".encode()
     with TestClient(app):  # the lifespan loads the model and index
         for declared in (b"\xb2", b"\xb9\xb2", b"1\xbd"):
-            status, _ = anyio.run(_asgi_post, app, "/search", body, [
-                (b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", declared)])
+            status, _ = anyio.run(
+                _asgi_post,
+                app,
+                "/search",
+                body,
+                [(b"content-type", b"application/x-www-form-urlencoded"), (b"content-length", declared)],
+            )
             assert status == 200, declared
 
 
-async def _asgi_post(app: FastAPI, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+async def _asgi_post(
+    app: FastAPI, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, bytes]:
     """One request straight into the ASGI app, headers exactly as given."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
     messages = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[dict[str, object]] = []
 
@@ -168,10 +195,21 @@ def test_multipart_with_many_parts_is_400(api: TestClient) -> None:
     files = [(f"file{i}", (f"f{i}", b"x")) for i in range(MANY)]
     start = time.monotonic()
     for path in ("/search", "/explain", "/rerank", "/items"):
-        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n", **fields}), 400, "invalid_form")
-        _error(api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n"}, files=files), 400, "invalid_form")
-    _error(api.post("/rerank", data={"attribute": "colour", "item_id": ID, "candidates": [ID] * MANY}), 400,
-           "invalid_form")
+        _error(
+            api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n", **fields}),
+            400,
+            "invalid_form",
+        )
+        _error(
+            api.post(path, data={"attribute": "colour", "item_id": ID, "id": "n"}, files=files),
+            400,
+            "invalid_form",
+        )
+    _error(
+        api.post("/rerank", data={"attribute": "colour", "item_id": ID, "candidates": [ID] * MANY}),
+        400,
+        "invalid_form",
+    )
     assert time.monotonic() - start < 60
     _still_answers(api)
 
@@ -187,18 +225,40 @@ MULTIPART = {"Content-Type": "multipart/form-data; boundary=b"}
 FIELD = b'--b\r\nContent-Disposition: form-data; name="attribute"\r\n'
 
 
-@pytest.mark.parametrize(("body", "headers", "status"), [
-    (FIELD + b"\r\ncolour\r\n--b--\r\n", {"Content-Type": "multipart/form-data"}, 400),  # no boundary
-    (FIELD + b"\r\ncolour\r\n--b--\r\n", {"Content-Type": "multipart/form-data; boundary=zz"}, 400),
-    (b"\x00" * 1000, MULTIPART, 400),
-    (b"--b\r\n\r\ncolour\r\n--b--\r\n", MULTIPART, 400),  # a part without Content-Disposition
-    (FIELD + b"X-Pad: " + b"a" * 200_000 + b"\r\n\r\ncolour\r\n--b--\r\n", MULTIPART, 400),  # a huge part header
-    (FIELD + b"X-Pad: a\r\n" * 10_000 + b"\r\ncolour\r\n--b--\r\n", MULTIPART, 400),  # 10,000 part headers
-    (FIELD + b"\r\ncolour", MULTIPART, 422),  # no closing boundary: the cut-off field is dropped
-    (b"", MULTIPART, 422),
-], ids=["no-boundary", "wrong-boundary", "garbage", "no-disposition", "huge-header", "many-headers",
-        "unterminated", "empty"])
-def test_malformed_multipart_is_4xx(api: TestClient, body: bytes, headers: dict[str, str], status: int) -> None:
+@pytest.mark.parametrize(
+    ("body", "headers", "status"),
+    [
+        (FIELD + b"\r\ncolour\r\n--b--\r\n", {"Content-Type": "multipart/form-data"}, 400),  # no boundary
+        (FIELD + b"\r\ncolour\r\n--b--\r\n", {"Content-Type": "multipart/form-data; boundary=zz"}, 400),
+        (b"\x00" * 1000, MULTIPART, 400),
+        (b"--b\r\n\r\ncolour\r\n--b--\r\n", MULTIPART, 400),  # a part without Content-Disposition
+        (
+            FIELD + b"X-Pad: " + b"a" * 200_000 + b"\r\n\r\ncolour\r\n--b--\r\n",
+            MULTIPART,
+            400,
+        ),  # a huge part header
+        (
+            FIELD + b"X-Pad: a\r\n" * 10_000 + b"\r\ncolour\r\n--b--\r\n",
+            MULTIPART,
+            400,
+        ),  # 10,000 part headers
+        (FIELD + b"\r\ncolour", MULTIPART, 422),  # no closing boundary: the cut-off field is dropped
+        (b"", MULTIPART, 422),
+    ],
+    ids=[
+        "no-boundary",
+        "wrong-boundary",
+        "garbage",
+        "no-disposition",
+        "huge-header",
+        "many-headers",
+        "unterminated",
+        "empty",
+    ],
+)
+def test_malformed_multipart_is_4xx(
+    api: TestClient, body: bytes, headers: dict[str, str], status: int
+) -> None:
     """Broken multipart bodies: 400 when the parser refuses them, 422 when what it parsed lacks
     the required fields."""
     _error(api.post("/search", content=body, headers=headers), status)
@@ -212,35 +272,62 @@ def test_unknown_fields_and_query_parameters_are_refused_naming_the_closest(api:
     """A field or query parameter the endpoint does not take is a mistake the caller should hear of
     (`topk` for `top_k` must not answer 10 results): 422 `unknown_field`, naming the closest field."""
     base = {"attribute": "colour", "item_id": ID}
-    for extra, hint in (({"topk": "3"}, "top_k"), ({"filter": '{"colour": "red"}'}, "filters"),
-                        ({"attributes": "neckline"}, "attribute"), ({"_image": "/etc/passwd"}, None),
-                        ({"üñï": "✓"}, None)):
+    for extra, hint in (
+        ({"topk": "3"}, "top_k"),
+        ({"filter": '{"colour": "red"}'}, "filters"),
+        ({"attributes": "neckline"}, "attribute"),
+        ({"_image": "/etc/passwd"}, None),
+        ({"üñï": "✓"}, None),
+    ):
         body = _error(api.post("/search", data={**base, **extra}), 422, "unknown_field")
-        assert next(iter(extra)) in body["detail"] and (hint is None or f"did you mean `{hint}`" in body["detail"])
-        assert _error(api.post("/search", json={**base, **extra}), 422, "unknown_field")["detail"] == body["detail"]
-    _error(api.post("/search", data=base, params={"top_k": "1"}), 422, "unknown_field")   # a body field in the URL
+        assert next(iter(extra)) in body["detail"] and (
+            hint is None or f"did you mean `{hint}`" in body["detail"]
+        )
+        assert (
+            _error(api.post("/search", json={**base, **extra}), 422, "unknown_field")["detail"]
+            == body["detail"]
+        )
+    _error(
+        api.post("/search", data=base, params={"top_k": "1"}), 422, "unknown_field"
+    )  # a body field in the URL
     rerank = {**base, "candidates": ["test-00002", "test-00003"]}
     _error(api.post("/rerank", data={**rerank, "debug": "1"}), 422, "unknown_field")
-    _error(api.post("/items", data={"id": "extra-fields", "colour": "red"}, files={"image": ("q.jpg", _jpeg())}), 422,
-           "unknown_field")
+    _error(
+        api.post("/items", data={"id": "extra-fields", "colour": "red"}, files={"image": ("q.jpg", _jpeg())}),
+        422,
+        "unknown_field",
+    )
     _error(api.get("/items", params={"limt": "5"}), 422, "unknown_field")
-    assert api.get("/items/extra-fields").status_code == 404   # nothing was written
+    assert api.get("/items/extra-fields").status_code == 404  # nothing was written
     _still_answers(api)
 
 
 def test_json_bodies_answer_as_forms_do(api: TestClient) -> None:
     """The same request as JSON or as a form gets the same answer; an image sent under a name no
     query part uses is refused, not ignored."""
-    payload = {"attribute": "colour", "item_id": ID, "candidates": ["test-00002", "test-00003"], "weight": 0.5}
+    payload = {
+        "attribute": "colour",
+        "item_id": ID,
+        "candidates": ["test-00002", "test-00003"],
+        "weight": 0.5,
+    }
     assert api.post("/rerank", json=payload).json() == api.post("/rerank", data=payload).json()
     search = {"attribute": "colour", "item_id": ID, "top_k": 4, "filters": {"split": "test"}}
     as_form = {**search, "filters": json.dumps(search["filters"])}
     assert api.post("/search", json=search).json() == api.post("/search", data=as_form).json()
-    _error(api.post("/search", data={"attribute": "colour"}, files={"photo": ("q.jpg", _jpeg())}), 422,
-           "unknown_field")  # an image under a name no query part uses is no query
-    _error(api.post("/search", json={**search, "top_k": "4"}), 422, "invalid_request")   # JSON's types are the schema's
-    _error(api.post("/search", content=b"attribute=colour", headers={"Content-Type": "text/plain"}), 415,
-           "unsupported_media_type")
+    _error(
+        api.post("/search", data={"attribute": "colour"}, files={"photo": ("q.jpg", _jpeg())}),
+        422,
+        "unknown_field",
+    )  # an image under a name no query part uses is no query
+    _error(
+        api.post("/search", json={**search, "top_k": "4"}), 422, "invalid_request"
+    )  # JSON's types are the schema's
+    _error(
+        api.post("/search", content=b"attribute=colour", headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
     _still_answers(api)
 
 
@@ -269,18 +356,25 @@ def _in_path(item_id: str) -> str:
     return quote(item_id, safe="").replace(".", "%2E")
 
 
-def _unknown_everywhere(client: TestClient, item_id: str, status: int = 404, code: str = "unknown_item") -> None:
+def _unknown_everywhere(
+    client: TestClient, item_id: str, status: int = 404, code: str = "unknown_item"
+) -> None:
     """GET, DELETE, image and as a query: 404 `unknown_item` (or what an id that can never exist gets);
     as a rerank candidate: unknown."""
     path = _in_path(item_id)
-    for response in (client.get(f"/items/{path}"), client.delete(f"/items/{path}"), client.get(f"/images/{path}"),
-                     client.get(f"/images/{path}", params={"size": 64}),
-                     client.post("/search", data={"attribute": "colour", "item_id": item_id}),
-                     client.post("/explain", data={"attribute": "colour", "item_id": item_id}),
-                     client.post("/rerank", data={"attribute": "colour", "item_id": item_id, "candidates": [ID]})):
+    for response in (
+        client.get(f"/items/{path}"),
+        client.delete(f"/items/{path}"),
+        client.get(f"/images/{path}"),
+        client.get(f"/images/{path}", params={"size": 64}),
+        client.post("/search", data={"attribute": "colour", "item_id": item_id}),
+        client.post("/explain", data={"attribute": "colour", "item_id": item_id}),
+        client.post("/rerank", data={"attribute": "colour", "item_id": item_id, "candidates": [ID]}),
+    ):
         _error(response, status, code)
-    reranked = client.post("/rerank", data={"attribute": "colour", "item_id": ID,
-                                            "candidates": [item_id, "test-00002"]})
+    reranked = client.post(
+        "/rerank", data={"attribute": "colour", "item_id": ID, "candidates": [item_id, "test-00002"]}
+    )
     assert reranked.status_code == 200 and reranked.json()["unknown"] == [item_id]
 
 
@@ -309,36 +403,76 @@ def test_nul_and_ten_thousand_character_ids(api: TestClient, item_id: str) -> No
     """An id with a NUL byte, or 10,000 characters long, can never be an item's: 422
     `invalid_item_id` everywhere (the same on every catalogue engine); as a rerank candidate it is
     unknown."""
-    _error(api.post("/items", data={"id": item_id}, files={"image": ("q.jpg", _jpeg())}), 422, "invalid_item_id")
+    _error(
+        api.post("/items", data={"id": item_id}, files={"image": ("q.jpg", _jpeg())}), 422, "invalid_item_id"
+    )
     _unknown_everywhere(api, item_id, 422, "invalid_item_id")
     _still_answers(api)
 
 
 # -- attribute names and top_k ----------------------------------------------------------------------
 
-UNICODE_ATTRIBUTES = ["ärmel", "袖", "👗", "كم", "\u202ecolour", "colo\u200bur", "c\u043elour", "colour\u0301",
-                      "COLOUR", " colour"]
+UNICODE_ATTRIBUTES = [
+    "ärmel",
+    "袖",
+    "👗",
+    "كم",
+    "\u202ecolour",
+    "colo\u200bur",
+    "c\u043elour",
+    "colour\u0301",
+    "COLOUR",
+    " colour",
+]
 
 
-@pytest.mark.parametrize("attribute", UNICODE_ATTRIBUTES,
-                         ids=["umlaut", "cjk", "emoji", "rtl", "rtl-override", "zero-width", "cyrillic-o",
-                              "combining", "upper", "space"])
+@pytest.mark.parametrize(
+    "attribute",
+    UNICODE_ATTRIBUTES,
+    ids=[
+        "umlaut",
+        "cjk",
+        "emoji",
+        "rtl",
+        "rtl-override",
+        "zero-width",
+        "cyrillic-o",
+        "combining",
+        "upper",
+        "space",
+    ],
+)
 def test_unicode_attribute_names_are_422(api: TestClient, attribute: str) -> None:
     """Unicode (and look-alike) attribute names are unknown: 422 `unknown_attribute`, listing the
     known names, on every endpoint that takes one."""
     for path in ("/search", "/explain", "/rerank"):
-        fields = {"attribute": attribute, "item_id": ID, **({"candidates": [ID]} if path == "/rerank" else {})}
+        fields = {
+            "attribute": attribute,
+            "item_id": ID,
+            **({"candidates": [ID]} if path == "/rerank" else {}),
+        }
         body = _error(api.post(path, data=fields), 422, "unknown_attribute")
         assert "colour" in str(body["detail"])
     _still_answers(api)
 
 
-@pytest.mark.parametrize(("top_k", "code"), [
-    ("-1", "top_k_out_of_range"), ("0", "top_k_out_of_range"), (str(10**12), "top_k_out_of_range"),
-    (str(10**30), "top_k_out_of_range"), ("101", "top_k_out_of_range"),
-    ("abc", "invalid_request"), ("1.5", "invalid_request"), ("1e3", "top_k_out_of_range"), ("٣", "invalid_request"),
-    ("nan", "invalid_request"), ("inf", "invalid_request"), ("1e400", "invalid_request"),
-])
+@pytest.mark.parametrize(
+    ("top_k", "code"),
+    [
+        ("-1", "top_k_out_of_range"),
+        ("0", "top_k_out_of_range"),
+        (str(10**12), "top_k_out_of_range"),
+        (str(10**30), "top_k_out_of_range"),
+        ("101", "top_k_out_of_range"),
+        ("abc", "invalid_request"),
+        ("1.5", "invalid_request"),
+        ("1e3", "top_k_out_of_range"),
+        ("٣", "invalid_request"),
+        ("nan", "invalid_request"),
+        ("inf", "invalid_request"),
+        ("1e400", "invalid_request"),
+    ],
+)
 def test_top_k_out_of_range_or_not_a_number_is_422(api: TestClient, top_k: str, code: str) -> None:
     """top_k below 1, above max_top_k (100) or not an integer: 422 (1e3 is the whole number 1000)."""
     _error(api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": top_k}), 422, code)
@@ -346,6 +480,8 @@ def test_top_k_out_of_range_or_not_a_number_is_422(api: TestClient, top_k: str, 
 
 def test_an_empty_top_k_is_refused_and_a_left_out_one_is_the_default(api: TestClient) -> None:
     """An empty `top_k` field is no value (422, leave it out instead); left out: the default (10)."""
-    _error(api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": ""}), 422, "invalid_request")
+    _error(
+        api.post("/search", data={"attribute": "colour", "item_id": ID, "top_k": ""}), 422, "invalid_request"
+    )
     response = api.post("/search", data={"attribute": "colour", "item_id": ID})
     assert response.status_code == 200 and len(response.json()["results"]) == 10

@@ -1,5 +1,6 @@
 """Image decoding: each way an image can be wrong has its own domain error and code, and the API's
 one mapping (`service/api/errors.py` DOMAIN_STATUS) gives each its status."""
+
 from __future__ import annotations
 
 import io

@@ -2,6 +2,7 @@
 compaction of ours after which to prune; `Compactor.compact_now()` (every `compact_interval_s` and at
 shutdown) prunes the shared images folder instead, inside `Catalogue.exclusive()`, so no write of
 any replica lands between reading the references and deleting. A real Milvus Lite engine."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ KEY = "_image"
 
 
 def _picture(demo_dataset: Path, fid: int) -> dict[str, tuple[str, bytes, str]]:
-    return {"image": ("p.jpg", image_bytes(demo_dataset / "images" / "train" / f"{fid:05d}.jpg"), "image/jpeg")}
+    return {
+        "image": ("p.jpg", image_bytes(demo_dataset / "images" / "train" / f"{fid:05d}.jpg"), "image/jpeg")
+    }
 
 
 def _age(root: Path, name: str, seconds: float = 10.0) -> None:
@@ -35,39 +38,50 @@ def _age(root: Path, name: str, seconds: float = 10.0) -> None:
 
 
 @pytest.fixture
-def milvus_client(tiny_checkpoint: Path, built_index: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Path]]:
+def milvus_client(
+    tiny_checkpoint: Path, built_index: Path, tmp_path: Path
+) -> Iterator[tuple[TestClient, Path]]:
     """An app on a Milvus Lite copy of the built index, uploads in a folder of their own."""
     location = f"milvus-lite:{tmp_path}/prune.db#shop"
     assert main(["index", "copy", "--from", str(built_index), "--to", location]) == 0
     images = tmp_path / "shared-images"
-    with TestClient(create_app(Settings(checkpoint=tiny_checkpoint, index=location, images_dir=images))) as client:
+    with TestClient(
+        create_app(Settings(checkpoint=tiny_checkpoint, index=location, images_dir=images))
+    ) as client:
         yield client, images
 
 
-def test_uploads_of_deleted_and_replaced_items_are_pruned_on_milvus(milvus_client: tuple[TestClient, Path],
-                                                                    demo_dataset: Path) -> None:
+def test_uploads_of_deleted_and_replaced_items_are_pruned_on_milvus(
+    milvus_client: tuple[TestClient, Path], demo_dataset: Path
+) -> None:
     client, images = milvus_client
     state = client.app.state.service_state  # type: ignore[attr-defined]
-    assert not has_write_ahead_log(state.catalogue)   # told apart by the interface, not the engine's class
+    assert not has_write_ahead_log(state.catalogue)  # told apart by the interface, not the engine's class
     for item, fid in (("a", 1), ("b", 2), ("c", 3)):
         assert client.post("/items", data={"id": item}, files=_picture(demo_dataset, fid)).status_code == 201
     names = {i: state.catalogue.get(i).metadata[KEY] for i in "abc"}
     assert client.delete("/items/a").status_code == 200
-    assert client.post("/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)).status_code == 200
+    assert (
+        client.post(
+            "/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)
+        ).status_code
+        == 200
+    )
     for name in names.values():
         _age(images, name)
-    assert state.compactor.compact_now() is False   # nothing of ours to compact: the engine keeps its log
-    assert all((images / name).is_file() for name in names.values())   # within the grace period: kept
+    assert state.compactor.compact_now() is False  # nothing of ours to compact: the engine keeps its log
+    assert all((images / name).is_file() for name in names.values())  # within the grace period: kept
     state.compactor.upload_grace_s = 0
     state.compactor.compact_now()
     assert not (images / names["a"]).exists() and not (images / names["b"]).exists()
-    assert (images / names["c"]).is_file()   # referenced, however old
+    assert (images / names["c"]).is_file()  # referenced, however old
     for item in "bc":
         assert client.get(f"/images/{item}").status_code == 200
 
 
-def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: tuple[TestClient, Path],
-                                                                demo_dataset: Path) -> None:
+def test_the_references_are_read_while_every_writer_is_held_off(
+    milvus_client: tuple[TestClient, Path], demo_dataset: Path
+) -> None:
     """A write of another writer of the catalogue that arrives while the prune reads the references
     waits until the prune is done: it cannot land between the reading and the deleting."""
     client, images = milvus_client
@@ -83,7 +97,7 @@ def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: t
     writer_done = threading.Event()
     seen: dict[str, Any] = {}
 
-    def write_meanwhile() -> None:   # another writer (on Milvus: any replica) names the old file again
+    def write_meanwhile() -> None:  # another writer (on Milvus: any replica) names the old file again
         catalogue.upsert(["again"], vectors, [{KEY: name}])
         writer_done.set()
 
@@ -102,18 +116,23 @@ def test_the_references_are_read_while_every_writer_is_held_off(milvus_client: t
         del catalogue.metadata_values
     seen["writer"].join(30)
     assert seen["landed_while_reading"] is False and writer_done.is_set()
-    assert not (images / name).exists()   # pruned: the write came after (the route stores its image again then)
+    assert not (
+        images / name
+    ).exists()  # pruned: the write came after (the route stores its image again then)
 
 
-def test_a_faiss_directory_prunes_only_after_a_compaction(client: TestClient, demo_dataset: Path,
-                                                          settings: Settings) -> None:
+def test_a_faiss_directory_prunes_only_after_a_compaction(
+    client: TestClient, demo_dataset: Path, settings: Settings
+) -> None:
     """Unchanged on FAISS: with nothing in the log there is no compaction and no pruning."""
     state = client.app.state.service_state  # type: ignore[attr-defined]
     assert has_write_ahead_log(state.catalogue)
     assert client.post("/items", data={"id": "gone"}, files=_picture(demo_dataset, 6)).status_code == 201
     name = state.catalogue.get("gone").metadata[KEY]
     assert client.delete("/items/gone").status_code == 200
-    assert state.compactor.compact_now() is True   # compacts the log (the upload is within its grace)
+    assert state.compactor.compact_now() is True  # compacts the log (the upload is within its grace)
     _age(settings.index, name)
     state.compactor.upload_grace_s = 0
-    assert state.compactor.compact_now() is False and (settings.index / name).is_file()   # empty log: untouched
+    assert (
+        state.compactor.compact_now() is False and (settings.index / name).is_file()
+    )  # empty log: untouched

@@ -1,5 +1,6 @@
 """What the web page stands on, over the in-process client: `POST /explain`, `GET /images/{id}`, the
 private image reference in metadata, and the page's own files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,13 +26,20 @@ def _test_image(demo_dataset: Path, fid: int) -> Path:
     return demo_dataset / "images" / "test" / f"{fid:05d}.jpg"
 
 
-def test_explain_an_upload_matches_the_encoder(client: TestClient, demo_dataset: Path, tiny_checkpoint: Path) -> None:
+def test_explain_an_upload_matches_the_encoder(
+    client: TestClient, demo_dataset: Path, tiny_checkpoint: Path
+) -> None:
     path = _test_image(demo_dataset, 5)
-    response = client.post("/explain", data={"attribute": "neckline"},
-                           files={"image": ("q.jpg", image_bytes(path), "image/jpeg")})
+    response = client.post(
+        "/explain",
+        data={"attribute": "neckline"},
+        files={"image": ("q.jpg", image_bytes(path), "image/jpeg")},
+    )
     assert response.status_code == 200, response.text
     body = response.json()
-    expected = Encoder.from_checkpoint(tiny_checkpoint).explain(load_image(path), _attribute_id(client, "neckline"))
+    expected = Encoder.from_checkpoint(tiny_checkpoint).explain(
+        load_image(path), _attribute_id(client, "neckline")
+    )
     attention = np.array(body["attention"])
     assert attention.shape == tuple(body["grid"]) == expected.attention.shape
     assert attention.min() >= 0.0 and attention.max() <= 1.0
@@ -50,25 +58,33 @@ def _attribute_id(client: TestClient, name: str) -> int:
 
 def test_explain_a_catalogue_item_uses_its_stored_image(client: TestClient, demo_dataset: Path) -> None:
     by_item = client.post("/explain", data={"attribute": "pattern", "item_id": "test-00009"}).json()
-    by_upload = client.post("/explain", data={"attribute": "pattern"},
-                            files={"image": ("q.jpg", image_bytes(_test_image(demo_dataset, 9)))}).json()
+    by_upload = client.post(
+        "/explain",
+        data={"attribute": "pattern"},
+        files={"image": ("q.jpg", image_bytes(_test_image(demo_dataset, 9)))},
+    ).json()
     assert by_item == by_upload
     x0, y0, x1, y1 = by_item["roi_box"]
     assert 0 <= x0 < x1 and 0 <= y0 < y1  # a box inside the picture's frame, in its pixels
 
 
-@pytest.mark.parametrize(("data", "files", "status", "code"), [
-    ({"attribute": "colour"}, {"image": ("q.jpg", b"plain text, no image")}, 400, "not_an_image"),
-    ({"attribute": "colour", "item_id": "sku-404"}, None, 404, "unknown_item"),
-    ({"attribute": "hemline", "item_id": "test-00001"}, None, 422, "unknown_attribute"),
-    ({"attribute": "colour"}, None, 422, "query_required"),
-])
+@pytest.mark.parametrize(
+    ("data", "files", "status", "code"),
+    [
+        ({"attribute": "colour"}, {"image": ("q.jpg", b"plain text, no image")}, 400, "not_an_image"),
+        ({"attribute": "colour", "item_id": "sku-404"}, None, 404, "unknown_item"),
+        ({"attribute": "hemline", "item_id": "test-00001"}, None, 422, "unknown_attribute"),
+        ({"attribute": "colour"}, None, 422, "query_required"),
+    ],
+)
 def test_explain_errors(client: TestClient, data: dict, files: dict | None, status: int, code: str) -> None:
     response = client.post("/explain", data=data, files=files)
     assert response.status_code == status and response.json()["error"] == code, response.text
 
 
-def test_item_image_is_the_catalogue_file_with_caching_headers(client: TestClient, demo_dataset: Path) -> None:
+def test_item_image_is_the_catalogue_file_with_caching_headers(
+    client: TestClient, demo_dataset: Path
+) -> None:
     response = client.get("/images/test-00004")
     assert response.status_code == 200
     assert response.content == image_bytes(_test_image(demo_dataset, 4))
@@ -93,24 +109,37 @@ def test_item_thumbnail(client: TestClient) -> None:
 def test_item_image_errors(client: TestClient) -> None:
     missing = client.get("/images/sku-404")
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_item"
-    catalogue = client.app.state.service_state.catalogue  # an item committed without an image (an older index)
-    catalogue.upsert(["bare"], np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None],
-                     [{"category": "shirt"}])
-    for response in (client.get("/images/bare"), client.post("/explain", data={"attribute": "colour",
-                                                                                "item_id": "bare"})):
+    catalogue = (
+        client.app.state.service_state.catalogue
+    )  # an item committed without an image (an older index)
+    catalogue.upsert(
+        ["bare"],
+        np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None],
+        [{"category": "shirt"}],
+    )
+    for response in (
+        client.get("/images/bare"),
+        client.post("/explain", data={"attribute": "colour", "item_id": "bare"}),
+    ):
         assert response.status_code == 404 and response.json()["error"] == "no_image", response.text
 
 
 def test_uploaded_item_image_is_kept_under_the_index(client: TestClient, demo_dataset: Path) -> None:
     picture = image_bytes(demo_dataset / "images" / "train" / "00003.jpg")
-    added = client.post("/items", data={"id": "../../etc/passwd", "metadata": '{"brand": "acme"}'},
-                        files={"image": ("x.jpg", picture, "image/jpeg")})
+    added = client.post(
+        "/items",
+        data={"id": "../../etc/passwd", "metadata": '{"brand": "acme"}'},
+        files={"image": ("x.jpg", picture, "image/jpeg")},
+    )
     assert added.status_code == 201, added.text
     index_dir = client.app.state.settings.index
     stored = index_dir / "images" / f"{hashlib.sha256(picture).hexdigest()}.jpg"
     assert stored.read_bytes() == picture  # named by content, never by the id
     assert client.get("/images/..%2F..%2Fetc%2Fpasswd").content == picture
-    assert client.post("/explain", data={"attribute": "colour", "item_id": "../../etc/passwd"}).status_code == 200
+    assert (
+        client.post("/explain", data={"attribute": "colour", "item_id": "../../etc/passwd"}).status_code
+        == 200
+    )
     reloaded = FaissCatalogue.load(index_dir).get("../../etc/passwd").metadata
     assert reloaded[IMAGE_KEY] == f"images/{stored.name}"
 
@@ -131,8 +160,14 @@ def test_stored_references_are_uploads_or_absolute_paths(tmp_path: Path) -> None
     upload = "images/" + "ab" * 32 + ".jpg"
     assert stored_path(tmp_path, upload) == tmp_path / upload
     assert stored_path(tmp_path, "/srv/photos/a.jpg") == Path("/srv/photos/a.jpg")
-    for bad in ("images/../../etc/passwd", "../secret.jpg", "photos/a.jpg", "images/" + "ab" * 32 + ".jpg/..", 7,
-                None):
+    for bad in (
+        "images/../../etc/passwd",
+        "../secret.jpg",
+        "photos/a.jpg",
+        "images/" + "ab" * 32 + ".jpg/..",
+        7,
+        None,
+    ):
         assert stored_path(tmp_path, bad) is None
 
 
@@ -140,14 +175,21 @@ def test_the_image_reference_stays_private(client: TestClient, demo_dataset: Pat
     assert IMAGE_KEY in client.app.state.service_state.catalogue.get("test-00002").metadata
     assert IMAGE_KEY not in client.get("/items/test-00002").json()["metadata"]
     hits = client.post("/search", data={"attribute": "colour", "item_id": "test-00002"}).json()["results"]
-    reranked = client.post("/rerank", data={"attribute": "colour", "item_id": "test-00002",
-                                            "candidates": ["test-00003", "test-00004"]}).json()["results"]
+    reranked = client.post(
+        "/rerank",
+        data={"attribute": "colour", "item_id": "test-00002", "candidates": ["test-00003", "test-00004"]},
+    ).json()["results"]
     assert hits and reranked and all(IMAGE_KEY not in h["metadata"] for h in hits + reranked)
-    probe = client.post("/search", data={"attribute": "colour", "item_id": "test-00002",
-                                         "filters": '{"_image": "/etc/passwd"}'})
+    probe = client.post(
+        "/search",
+        data={"attribute": "colour", "item_id": "test-00002", "filters": '{"_image": "/etc/passwd"}'},
+    )
     assert probe.status_code == 422 and probe.json()["error"] == "invalid_filters"
-    planted = client.post("/items", data={"id": "evil", "metadata": '{"_image": "/etc/passwd"}'},
-                          files={"image": ("x.jpg", image_bytes(_test_image(demo_dataset, 1)))})
+    planted = client.post(
+        "/items",
+        data={"id": "evil", "metadata": '{"_image": "/etc/passwd"}'},
+        files={"image": ("x.jpg", image_bytes(_test_image(demo_dataset, 1)))},
+    )
     assert planted.status_code == 422 and planted.json()["error"] == "invalid_metadata"
 
 
@@ -156,11 +198,18 @@ def test_page_and_static_files(client: TestClient) -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script src="/static/app.js"' in page.text
-    for name, media in (("app.js", "text/javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")):
+    for name, media in (
+        ("app.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ):
         response = client.get(f"/static/{name}")
         assert response.status_code == 200 and response.headers["content-type"].startswith(media)
         assert response.headers["cache-control"] == "no-cache"
-        assert client.get(f"/static/{name}", headers={"If-None-Match": response.headers["etag"]}).status_code == 304
+        assert (
+            client.get(f"/static/{name}", headers={"If-None-Match": response.headers["etag"]}).status_code
+            == 304
+        )
     for name in ("nope.js", "..%2Froutes_page.py", "%2e%2e/app.py"):
         response = client.get(f"/static/{name}")
         assert response.status_code == 404 and response.json()["error"] == "not_found"

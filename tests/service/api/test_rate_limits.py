@@ -3,6 +3,7 @@ route carries a mark (`openapi_extra=rate_limited(...)`, service/api/overload.py
 collects when it is created. The routes' marks are compared with an explicit list, and each listed
 route is driven past its burst until it answers 429 with Retry-After. Thumbnails have their own,
 larger budget, so the web page's 100 thumbnails at once pass where searches are limited."""
+
 from __future__ import annotations
 
 import base64
@@ -37,10 +38,10 @@ EXPECTED: dict[tuple[str, str], tuple[str, str | None]] = {
     ("POST", "/items"): (MODEL, None),
     ("POST", "/items:batch"): (MODEL, None),
     ("GET", "/images/{item_id:item_id}"): (IMAGES, "size"),
-    ("HEAD", "/images/{item_id:item_id}"): (IMAGES, "size"),   # HEAD's twin of a GET decodes as much
+    ("HEAD", "/images/{item_id:item_id}"): (IMAGES, "size"),  # HEAD's twin of a GET decodes as much
 }
 BURST = 2
-SLOW = 0.001   # tokens a second: no refill during a test, so exactly the burst passes
+SLOW = 0.001  # tokens a second: no refill during a test, so exactly the burst passes
 
 
 def _jpeg(dataset: Path, n: int) -> bytes:
@@ -52,24 +53,36 @@ def _request(operation: tuple[str, str], dataset: Path) -> Callable[[TestClient,
     query = {"attribute": "colour", "item_id": "test-00001"}
     requests: dict[tuple[str, str], Callable[[TestClient, int], httpx.Response]] = {
         ("POST", "/search"): lambda c, n: c.post("/search", data={**query, "top_k": "2"}),
-        ("POST", "/copies"): lambda c, n: c.post("/copies", files={"image": ("q.jpg", _jpeg(dataset, 6), "image/jpeg")}),
+        ("POST", "/copies"): lambda c, n: c.post(
+            "/copies", files={"image": ("q.jpg", _jpeg(dataset, 6), "image/jpeg")}
+        ),
         ("POST", "/rerank"): lambda c, n: c.post("/rerank", data={**query, "candidates": ["test-00002"]}),
         ("POST", "/explain"): lambda c, n: c.post("/explain", data=query),
-        ("POST", "/tag"): lambda c, n: c.post("/tag", files={"image": ("q.jpg", _jpeg(dataset, 4), "image/jpeg")}),
-        ("POST", "/items"): lambda c, n: c.post("/items", data={"id": f"new-{n}"},
-                                                files={"image": ("q.jpg", _jpeg(dataset, 5), "image/jpeg")}),
-        ("GET", "/images/{item_id:item_id}"): lambda c, n: c.get(f"/images/test-{n % 50:05d}", params={"size": 48}),
-        ("HEAD", "/images/{item_id:item_id}"): lambda c, n: c.head(f"/images/test-{n % 50:05d}", params={"size": 48}),
-        ("POST", "/items:batch"): lambda c, n: c.post("/items:batch", json={"items": [
-            {"id": f"batch-{n}", "image": base64.b64encode(_jpeg(dataset, 5)).decode()}]}),
+        ("POST", "/tag"): lambda c, n: c.post(
+            "/tag", files={"image": ("q.jpg", _jpeg(dataset, 4), "image/jpeg")}
+        ),
+        ("POST", "/items"): lambda c, n: c.post(
+            "/items", data={"id": f"new-{n}"}, files={"image": ("q.jpg", _jpeg(dataset, 5), "image/jpeg")}
+        ),
+        ("GET", "/images/{item_id:item_id}"): lambda c, n: c.get(
+            f"/images/test-{n % 50:05d}", params={"size": 48}
+        ),
+        ("HEAD", "/images/{item_id:item_id}"): lambda c, n: c.head(
+            f"/images/test-{n % 50:05d}", params={"size": 48}
+        ),
+        ("POST", "/items:batch"): lambda c, n: c.post(
+            "/items:batch",
+            json={"items": [{"id": f"batch-{n}", "image": base64.b64encode(_jpeg(dataset, 5)).decode()}]},
+        ),
     }
     return requests[operation]
 
 
 @contextmanager
 def _limited(checkpoint: Path, index: Path, rate: float = SLOW, burst: int = BURST) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(checkpoint=checkpoint, index=index, rate_limit=rate,
-                                        rate_burst=burst))) as client:
+    with TestClient(
+        create_app(Settings(checkpoint=checkpoint, index=index, rate_limit=rate, rate_burst=burst))
+    ) as client:
         yield client
 
 
@@ -84,7 +97,7 @@ def test_the_expensive_routes_are_the_marked_ones(tiny_checkpoint: Path) -> None
     assert _app_routes(tiny_checkpoint) == EXPECTED
     paths = create_app(Settings(checkpoint=tiny_checkpoint, index=Path("unused"))).openapi()["paths"]
     for (method, path), (budget, when) in EXPECTED.items():
-        if method == "HEAD":   # the twins of GET routes are not in the schema
+        if method == "HEAD":  # the twins of GET routes are not in the schema
             continue
         operation = paths[path.replace(":item_id}", "}")][method.lower()]
         assert operation[RATE_LIMIT_KEY] == {"budget": budget, **({"when_query": when} if when else {})}
@@ -92,24 +105,32 @@ def test_the_expensive_routes_are_the_marked_ones(tiny_checkpoint: Path) -> None
 
 
 @pytest.mark.parametrize("operation", sorted(EXPECTED), ids=lambda op: f"{op[0]} {op[1]}")
-def test_each_expensive_route_answers_429_beyond_its_burst(operation: tuple[str, str], tagging_checkpoint: Path,
-                                                           tagged_index: Path, demo_dataset: Path,
-                                                           tmp_path: Path) -> None:
+def test_each_expensive_route_answers_429_beyond_its_burst(
+    operation: tuple[str, str],
+    tagging_checkpoint: Path,
+    tagged_index: Path,
+    demo_dataset: Path,
+    tmp_path: Path,
+) -> None:
     index = Path(shutil.copytree(tagged_index, tmp_path / "index"))  # POST /items writes it
     send = _request(operation, demo_dataset)
     budget, _ = EXPECTED[operation]
     burst = BURST * (IMAGE_BUDGET_FACTOR if budget == IMAGES else 1)
     with _limited(tagging_checkpoint, index) as client:
         answers = [send(client, n) for n in range(burst)]
-        assert [a.status_code for a in answers] == [201 if operation == ("POST", "/items") else 200] * burst, \
-            [a.text for a in answers if a.status_code >= 300][:1]
+        assert [a.status_code for a in answers] == [
+            201 if operation == ("POST", "/items") else 200
+        ] * burst, [a.text for a in answers if a.status_code >= 300][:1]
         refused = send(client, burst)
         assert refused.status_code == 429, refused.text
         assert operation[0] == "HEAD" or refused.json()["error"] == "rate_limited"
         assert int(refused.headers["Retry-After"]) >= 1
         # the other budget is untouched: images and the model are counted apart
         if budget == IMAGES:
-            assert client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 200
+            assert (
+                client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code
+                == 200
+            )
         else:
             assert client.get("/images/test-00001", params={"size": 48}).status_code == 200
 
@@ -123,11 +144,17 @@ def test_cheap_requests_are_not_counted(tiny_checkpoint: Path, index_dir: Path) 
             assert client.get("/items/test-00001").status_code == 200
             assert client.get("/attributes").status_code == 200
             assert client.get("/readyz").status_code == 200
-        assert client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 200
-        assert client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 429
+        assert (
+            client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 200
+        )
+        assert (
+            client.post("/search", data={"attribute": "colour", "item_id": "test-00001"}).status_code == 429
+        )
 
 
-def test_a_page_of_thumbnails_passes_where_searches_are_limited(tiny_checkpoint: Path, index_dir: Path) -> None:
+def test_a_page_of_thumbnails_passes_where_searches_are_limited(
+    tiny_checkpoint: Path, index_dir: Path
+) -> None:
     """The web page at the compose file's burst (ASEN_RATE_BURST, default 20): a search for 100
     results, then its query preview (640 px) and 100 thumbnails (320 px) at once, none refused.
     (With thumbnails in the model's budget, the 21st would be.)"""

@@ -1,4 +1,5 @@
 """The rerank formula and its retry, on a real catalogue, without HTTP."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,15 +27,19 @@ def test_weight_one_ranks_by_similarity_zero_keeps_the_order() -> None:
     assert [h.id for h in rerank(order, scores, metadata, 1.0)] == ["c", "b", "a"]
     assert [h.id for h in rerank(order, scores, metadata, 0.0)] == ["a", "b", "c"]
     half = {h.id: h.score for h in rerank(order, scores, metadata, 0.5)}
-    assert half == pytest.approx({"a": 0.5 * 0.0 + 0.5 * 1.0, "b": 0.5 * 0.8 + 0.5 * 0.5, "c": 0.5 + 0.5 * 0.25})
+    assert half == pytest.approx(
+        {"a": 0.5 * 0.0 + 0.5 * 1.0, "b": 0.5 * 0.8 + 0.5 * 0.5, "c": 0.5 + 0.5 * 0.25}
+    )
 
 
 def test_a_composed_query_scores_the_weighted_sum() -> None:
     catalogue = FaissCatalogue.create(["colour", "cut"], 2, "fp")
     vectors = np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.6, 0.8], [1.0, 0.0]]], dtype=np.float32)
     catalogue.add(["a", "b"], vectors)
-    parts = [Part("colour", np.array([1.0, 0.0], dtype=np.float32), 0.5),
-             Part("cut", np.array([0.0, 1.0], dtype=np.float32), -1.0)]
+    parts = [
+        Part("colour", np.array([1.0, 0.0], dtype=np.float32), 0.5),
+        Part("cut", np.array([0.0, 1.0], dtype=np.float32), -1.0),
+    ]
     scores, _, unknown = score_known(catalogue, parts, ["b", "a", "x"])
     assert unknown == ["x"] and scores == pytest.approx({"a": 0.5 * 1.0 - 1.0, "b": 0.5 * 0.6 - 0.0})
 

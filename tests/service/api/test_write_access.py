@@ -1,6 +1,7 @@
 """Secure by default: a server bound beyond loopback refuses writes (403 `writes_disabled`, saying how
 to enable them) until an API key is set or open writes are allowed explicitly; searches keep working.
 On loopback, without a key, writes stay open (with a warning), as `make serve` and the tests use them."""
+
 from __future__ import annotations
 
 import logging
@@ -34,15 +35,19 @@ def _image(demo_dataset: Path) -> dict[str, tuple[str, bytes, str]]:
 
 def _writes(client: TestClient, demo_dataset: Path, headers: dict[str, str] | None = None) -> list[Any]:
     """POST /items, POST /items with replace=true, DELETE /items/{id}: every write route."""
-    return [client.post("/items", data={"id": "sku/1"}, files=_image(demo_dataset), headers=headers),
-            client.post("/items", data={"id": "sku/1", "replace": "true"}, files=_image(demo_dataset),
-                        headers=headers),
-            client.delete("/items/test-00002", headers=headers)]
+    return [
+        client.post("/items", data={"id": "sku/1"}, files=_image(demo_dataset), headers=headers),
+        client.post(
+            "/items", data={"id": "sku/1", "replace": "true"}, files=_image(demo_dataset), headers=headers
+        ),
+        client.delete("/items/test-00002", headers=headers),
+    ]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "asen.internal"])
 def test_beyond_loopback_without_a_key_writes_are_refused_and_searches_work(
-        tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path, host: str) -> None:
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path, host: str
+) -> None:
     with _client(tiny_checkpoint, index_dir, host=host) as client:
         for answer in _writes(client, demo_dataset):
             assert answer.status_code == 403, answer.text
@@ -58,14 +63,19 @@ def test_beyond_loopback_without_a_key_writes_are_refused_and_searches_work(
         assert client.get("/items/test-00002").status_code == 200
         found = client.post("/search", data=SEARCH)
         assert found.status_code == 200 and len(found.json()["results"]) == 3
-        assert client.post("/rerank", data={"attribute": "colour", "item_id": "test-00001",
-                                            "candidates": ["test-00002"]}).status_code == 200
+        assert (
+            client.post(
+                "/rerank", data={"attribute": "colour", "item_id": "test-00001", "candidates": ["test-00002"]}
+            ).status_code
+            == 200
+        )
         assert client.get("/images/test-00002", params={"size": 32}).status_code == 200
         assert client.get("/readyz").status_code == 200
 
 
-def test_beyond_loopback_with_a_key_writes_need_it(tiny_checkpoint: Path, index_dir: Path,
-                                                    demo_dataset: Path) -> None:
+def test_beyond_loopback_with_a_key_writes_need_it(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     with _client(tiny_checkpoint, index_dir, host="0.0.0.0", api_key=KEY) as client:
         for answer in _writes(client, demo_dataset):
             assert answer.status_code == 401 and answer.json()["error"] == "missing_api_key", answer.text
@@ -77,16 +87,19 @@ def test_beyond_loopback_with_a_key_writes_need_it(tiny_checkpoint: Path, index_
         assert client.post("/search", data=SEARCH).status_code == 200
 
 
-@pytest.mark.parametrize(("host", "settings"), [
-    ("0.0.0.0", {"allow_open_writes": True}),   # said explicitly
-    ("127.0.0.1", {}),                          # loopback: today's behaviour
-    ("127.8.9.10", {}),
-    ("::1", {}),
-    ("localhost", {}),
-])
-def test_open_writes_when_allowed_explicitly_or_on_loopback(tiny_checkpoint: Path, index_dir: Path,
-                                                             demo_dataset: Path, host: str,
-                                                             settings: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("host", "settings"),
+    [
+        ("0.0.0.0", {"allow_open_writes": True}),  # said explicitly
+        ("127.0.0.1", {}),  # loopback: today's behaviour
+        ("127.8.9.10", {}),
+        ("::1", {}),
+        ("localhost", {}),
+    ],
+)
+def test_open_writes_when_allowed_explicitly_or_on_loopback(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path, host: str, settings: dict[str, Any]
+) -> None:
     with _client(tiny_checkpoint, index_dir, host=host, **settings) as client:
         added, replaced, deleted = _writes(client, demo_dataset)
         assert (added.status_code, replaced.status_code, deleted.status_code) == (201, 200, 200), added.text
@@ -102,26 +115,47 @@ def test_allow_open_writes_from_the_environment_and_the_command_line(monkeypatch
     args = ["serve", "--checkpoint", "x.pt", "--index", "x", "--host", "0.0.0.0"]
     assert serve_settings(build_parser().parse_args(args)).allow_open_writes is False
     assert serve_settings(build_parser().parse_args([*args, "--allow-open-writes"])).allow_open_writes is True
-    monkeypatch.setenv("ASEN_ALLOW_OPEN_WRITES", "true")   # the flag's absence does not override the variable
+    monkeypatch.setenv("ASEN_ALLOW_OPEN_WRITES", "true")  # the flag's absence does not override the variable
     assert serve_settings(build_parser().parse_args(args)).allow_open_writes is True
 
 
 def test_loopback_addresses() -> None:
     for host in ("127.0.0.1", "127.255.0.3", "::1", "[::1]", "localhost", "LocalHost.", "::ffff:127.0.0.1"):
         assert is_loopback(host), host
-    for host in ("0.0.0.0", "::", "", "10.0.0.5", "192.168.1.20", "fe80::1", "::ffff:10.0.0.1", "example.com",
-                 "localhost.example.com", "128.0.0.1"):
+    for host in (
+        "0.0.0.0",
+        "::",
+        "",
+        "10.0.0.5",
+        "192.168.1.20",
+        "fe80::1",
+        "::ffff:10.0.0.1",
+        "example.com",
+        "localhost.example.com",
+        "128.0.0.1",
+    ):
         assert not is_loopback(host), host
 
 
-@pytest.mark.parametrize(("settings", "expected"), [
-    ({"host": "0.0.0.0"}, "writes are refused"),
-    ({"host": "0.0.0.0", "allow_open_writes": True}, "open to anyone"),
-    ({"host": "127.0.0.1"}, "open to anyone"),
-])
-def test_a_clear_warning_at_start(tiny_checkpoint: Path, index_dir: Path, caplog: pytest.LogCaptureFixture,
-                                  settings: dict[str, Any], expected: str) -> None:
-    with caplog.at_level(logging.WARNING, logger="asen.service"), _client(tiny_checkpoint, index_dir, **settings):
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"host": "0.0.0.0"}, "writes are refused"),
+        ({"host": "0.0.0.0", "allow_open_writes": True}, "open to anyone"),
+        ({"host": "127.0.0.1"}, "open to anyone"),
+    ],
+)
+def test_a_clear_warning_at_start(
+    tiny_checkpoint: Path,
+    index_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+    settings: dict[str, Any],
+    expected: str,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="asen.service"),
+        _client(tiny_checkpoint, index_dir, **settings),
+    ):
         pass
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(expected in w and "ASEN_API_KEY" in w for w in warnings), warnings
@@ -129,9 +163,13 @@ def test_a_clear_warning_at_start(tiny_checkpoint: Path, index_dir: Path, caplog
         assert any("ASEN_ALLOW_OPEN_WRITES=1" in w and "0.0.0.0" in w for w in warnings), warnings
 
 
-def test_no_warning_with_a_key(tiny_checkpoint: Path, index_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="asen.service"), \
-            _client(tiny_checkpoint, index_dir, host="0.0.0.0", api_key=KEY):
+def test_no_warning_with_a_key(
+    tiny_checkpoint: Path, index_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, logger="asen.service"),
+        _client(tiny_checkpoint, index_dir, host="0.0.0.0", api_key=KEY),
+    ):
         pass
     text = caplog.text
     assert "writes are refused" not in text and "open to anyone" not in text and KEY not in text

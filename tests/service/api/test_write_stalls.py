@@ -1,5 +1,6 @@
 """A write waiting for its fsync stalls nothing else: with one `POST /items` held inside the log's
 fsync, `/healthz`, `GET /items/{id}`, a search by item id and an image search all answer."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ from asen_search.service.api.settings import Settings
 from tests.helpers.models import image_bytes
 
 
-def test_reads_answer_while_a_write_is_in_its_fsync(settings: Settings, demo_dataset: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_answer_while_a_write_is_in_its_fsync(
+    settings: Settings, demo_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     in_fsync, release = threading.Event(), threading.Event()
     real_fsync = os.fsync
 
@@ -35,7 +37,9 @@ def test_reads_answer_while_a_write_is_in_its_fsync(settings: Settings, demo_dat
         results: dict[str, int] = {}
 
         def write() -> None:
-            results["write"] = client.post("/items", data={"id": "slow"}, files={"image": ("a.jpg", picture)}).status_code
+            results["write"] = client.post(
+                "/items", data={"id": "slow"}, files={"image": ("a.jpg", picture)}
+            ).status_code
 
         writer = threading.Thread(target=write)
         writer.start()
@@ -45,10 +49,12 @@ def test_reads_answer_while_a_write_is_in_its_fsync(settings: Settings, demo_dat
             def reads() -> None:
                 results["healthz"] = client.get("/healthz").status_code
                 results["item"] = client.get("/items/test-00001").status_code
-                results["by_id"] = client.post("/search", data={"attribute": "colour", "item_id": "test-00002"}
-                                               ).status_code
-                results["by_image"] = client.post("/search", data={"attribute": "colour"},
-                                                  files={"image": ("q.jpg", picture)}).status_code
+                results["by_id"] = client.post(
+                    "/search", data={"attribute": "colour", "item_id": "test-00002"}
+                ).status_code
+                results["by_image"] = client.post(
+                    "/search", data={"attribute": "colour"}, files={"image": ("q.jpg", picture)}
+                ).status_code
                 results["ready"] = client.get("/readyz").status_code
 
             reader = threading.Thread(target=reads)
@@ -76,15 +82,28 @@ def test_no_catalogue_call_blocks_the_event_loop(settings: Settings) -> None:
         hold = catalogue._lock.write()
         hold.__enter__()
         try:
-            callers = [threading.Thread(target=needs_catalogue, args=(name, call), daemon=True) for name, call in (
-                ("by_id", lambda: client.post("/search", data={"attribute": "colour", "item_id": "test-00002"})),
-                ("item", lambda: client.get("/items/test-00001")),
-                ("image", lambda: client.get("/images/test-00001")),
-                ("explain", lambda: client.post("/explain", data={"attribute": "colour", "item_id": "test-00003"})))]
+            callers = [
+                threading.Thread(target=needs_catalogue, args=(name, call), daemon=True)
+                for name, call in (
+                    (
+                        "by_id",
+                        lambda: client.post("/search", data={"attribute": "colour", "item_id": "test-00002"}),
+                    ),
+                    ("item", lambda: client.get("/items/test-00001")),
+                    ("image", lambda: client.get("/images/test-00001")),
+                    (
+                        "explain",
+                        lambda: client.post(
+                            "/explain", data={"attribute": "colour", "item_id": "test-00003"}
+                        ),
+                    ),
+                )
+            ]
             for caller in callers:
                 caller.start()
-            pinger = threading.Thread(target=lambda: waiting.setdefault("healthz", client.get("/healthz").status_code),
-                                      daemon=True)
+            pinger = threading.Thread(
+                target=lambda: waiting.setdefault("healthz", client.get("/healthz").status_code), daemon=True
+            )
             pinger.start()
             pinger.join(10)
             while_held = dict(waiting)

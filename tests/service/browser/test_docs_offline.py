@@ -6,6 +6,7 @@ and the page's Content-Security-Policy must block nothing but ReDoc's Redocly lo
 A page that loads a file from a CDN fails at once: the CSP or the route interception stops it, and is seen.
 
 Without /usr/bin/chromium the browser test FAILS (saying how to install it) rather than skips: CI installs it."""
+
 from __future__ import annotations
 
 import shutil
@@ -46,7 +47,9 @@ CSP_VIOLATIONS = """document.addEventListener('securitypolicyviolation',
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("docs") / "index"))
     with served(tiny_checkpoint, index) as url:
         yield url
@@ -56,7 +59,9 @@ def server(tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.Te
 def operations(tiny_checkpoint: Path, built_index: Path) -> set[tuple[str, str]]:
     """Every (METHOD, path) of the app's OpenAPI schema, as it is today."""
     paths = create_app(Settings(checkpoint=tiny_checkpoint, index=built_index)).openapi()["paths"]
-    found = {(method.upper(), path) for path, item in paths.items() for method in item if method in HTTP_METHODS}
+    found = {
+        (method.upper(), path) for path, item in paths.items() for method in item if method in HTTP_METHODS
+    }
     assert len(found) >= 10, found  # the service's endpoints, not an empty schema
     return found
 
@@ -74,7 +79,10 @@ class Offline:
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.page.add_init_script(CSP_VIOLATIONS)
-        self.page.on("request", lambda request: None if self._local(request.url) else self.attempted.append(request.url))
+        self.page.on(
+            "request",
+            lambda request: None if self._local(request.url) else self.attempted.append(request.url),
+        )
         self.console = Console(self.page)
 
     def _local(self, url: str) -> bool:
@@ -111,8 +119,9 @@ def _rendered(page: Page, read: str, n: int) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize(("path", "read"), [("/docs", SWAGGER_OPERATIONS), ("/redoc", REDOC_OPERATIONS)])
-def test_page_renders_every_operation_offline(offline: Offline, server: str, operations: set[tuple[str, str]],
-                                              path: str, read: str) -> None:
+def test_page_renders_every_operation_offline(
+    offline: Offline, server: str, operations: set[tuple[str, str]], path: str, read: str
+) -> None:
     page = offline.page
     page.goto(f"{server}{path}")  # the page and every script and stylesheet it names have loaded (or failed)
     allowed = {REDOCLY_LOGO} if path == "/redoc" else set()
@@ -120,8 +129,9 @@ def test_page_renders_every_operation_offline(offline: Offline, server: str, ope
     assert offline.aborted == [], f"{path} requested files from other hosts: {offline.aborted}"
     assert {url for _, url in offline.violations()} <= allowed, f"{path}: CSP blocked {offline.violations()}"
     shown = _rendered(page, read, len(operations))
-    assert shown == operations, (f"{path}: missing {sorted(operations - shown)}, "
-                                 f"unexpected {sorted(shown - operations)}")
+    assert shown == operations, (
+        f"{path}: missing {sorted(operations - shown)}, unexpected {sorted(shown - operations)}"
+    )
     assert offline.aborted == [], f"{path} requested files from other hosts: {offline.aborted}"
     assert set(offline.attempted) <= allowed, offline.attempted
     assert {url for _, url in offline.violations()} <= allowed, f"{path}: CSP blocked {offline.violations()}"
@@ -142,8 +152,9 @@ def test_pages_name_only_local_files_with_strict_headers(server: str) -> None:
         assert answer.status_code == 200 and answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["cache-control"] == "no-cache"
         if name != "swagger-init.js":  # the package's files: revalidated by ETag
-            again = httpx.get(f"{server}{ASSETS_URL}/{name}", headers={"If-None-Match": answer.headers["etag"]},
-                              timeout=10)
+            again = httpx.get(
+                f"{server}{ASSETS_URL}/{name}", headers={"If-None-Match": answer.headers["etag"]}, timeout=10
+            )
             assert again.status_code == 304 and again.content == b""
     missing = httpx.get(f"{server}{ASSETS_URL}/..%2Fconsts.py", timeout=10)
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"

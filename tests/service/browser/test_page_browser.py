@@ -2,6 +2,7 @@
 on a real socket with the tiny real checkpoint and the index built by `asen index build`.
 
 Without /usr/bin/chromium these tests FAIL (saying how to install it) rather than skip: CI installs it."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,7 +24,9 @@ QUERY_FID = 21
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    tiny_checkpoint: Path, built_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     index = Path(shutil.copytree(built_index, tmp_path_factory.mktemp("browser") / "index"))
     with served(tiny_checkpoint, index) as url:
         yield url
@@ -42,7 +45,9 @@ def _api_ids(server: str, path: str, image: Path | None = None, **data: object) 
     return [hit["id"] for hit in response.json()["results"]]
 
 
-def test_upload_finds_itself_switch_attribute_and_explain(page: Page, server: str, demo_dataset: Path) -> None:
+def test_upload_finds_itself_switch_attribute_and_explain(
+    page: Page, server: str, demo_dataset: Path
+) -> None:
     from playwright.sync_api import expect
 
     first_attribute = page.locator("#attribute-select").input_value()
@@ -53,7 +58,9 @@ def test_upload_finds_itself_switch_attribute_and_explain(page: Page, server: st
     expect(cards).to_have_count(12)
     assert result_ids(page)[0] == f"test-{QUERY_FID:05d}"
     expect(cards.first.locator("img")).to_have_js_property("complete", True)
-    assert cards.first.locator("img").evaluate("img => img.naturalWidth") > 0  # the thumbnail endpoint answered
+    assert (
+        cards.first.locator("img").evaluate("img => img.naturalWidth") > 0
+    )  # the thumbnail endpoint answered
     before = result_ids(page)
 
     other = page.locator("#attribute-select option").nth(2).get_attribute("value")
@@ -68,7 +75,8 @@ def test_upload_finds_itself_switch_attribute_and_explain(page: Page, server: st
     expect(page.locator("#legend")).to_be_visible()
     painted = page.locator("#query-preview canvas").evaluate(
         "c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n / (c.width * c.height); }")
+        " let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n / (c.width * c.height); }"
+    )
     assert painted > 0.5  # the heatmap covers the query image
     page.uncheck("#explain-toggle")
     expect(page.locator(".frame.explained")).to_have_count(0)
@@ -95,8 +103,13 @@ def test_click_a_result_then_rerank(page: Page, server: str) -> None:
     page.click("#rerank-button")
     wait_status(page, "reranked")
     expect(page.locator("#status")).to_contain_text("sku-404")
-    expected = _api_ids(server, "/rerank", attribute=attribute, item_id=second,
-                        candidates=["test-00040", "test-00003", "test-00117", "sku-404", "test-00003"])
+    expected = _api_ids(
+        server,
+        "/rerank",
+        attribute=attribute,
+        item_id=second,
+        candidates=["test-00040", "test-00003", "test-00117", "sku-404", "test-00003"],
+    )
     assert result_ids(page) == expected and len(expected) == 3
     assert page.console.errors == []  # type: ignore[attr-defined]
 
@@ -220,8 +233,11 @@ def test_threshold_without_precision_curves(page: Page, server: str) -> None:
     expect(page.locator("#single-limit .scale")).to_be_hidden()
 
     page.fill("#single-min-score", "0.9")
-    response = httpx.post(f"{server}/search", data={"attribute": attribute, "item_id": "test-00005",
-                                                    "min_score": "0.9", "max_results": "100"}, timeout=30)
+    response = httpx.post(
+        f"{server}/search",
+        data={"attribute": attribute, "item_id": "test-00005", "min_score": "0.9", "max_results": "100"},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     wait_status(page, threshold_status(body, f"for {attribute}"))

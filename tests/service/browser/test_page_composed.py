@@ -4,6 +4,7 @@ checkpoint that has value prototypes and the demo test split indexed with it (it
 tags). Every result shown is checked against `POST /search` with the query the page sent.
 
 Without /usr/bin/chromium these tests FAIL (saying how to install it) rather than skip: CI installs it."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,9 @@ from tests.helpers.browser import (
 )
 from tests.helpers.serving import served
 
-pytestmark = pytest.mark.slow   # the composed-query builder in a real browser (about 30 s): CI runs it with the slow tests
+pytestmark = (
+    pytest.mark.slow
+)  # the composed-query builder in a real browser (about 30 s): CI runs it with the slow tests
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Request, Route
@@ -36,7 +39,9 @@ ATTRIBUTES = ["neckline", "closure", "pocket", "sleeve_length", "garment_length"
 
 
 @pytest.fixture(scope="module")
-def server(tagging_checkpoint: Path, tagged_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    tagging_checkpoint: Path, tagged_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     index = Path(shutil.copytree(tagged_index, tmp_path_factory.mktemp("composed-page") / "index"))
     with served(tagging_checkpoint, index) as url:
         yield url
@@ -54,11 +59,16 @@ def _last_query(page: Page) -> list[dict[str, Any]]:
     return queries[-1]
 
 
-def _api(server: str, query: list[dict[str, Any]], files: dict[str, Path] | None = None,
-         top_k: int = 12) -> list[dict[str, Any]]:
+def _api(
+    server: str, query: list[dict[str, Any]], files: dict[str, Path] | None = None, top_k: int = 12
+) -> list[dict[str, Any]]:
     uploads = {name: (path.name, path.read_bytes()) for name, path in (files or {}).items()}
-    response = httpx.post(f"{server}/search", data={"query": json.dumps(query), "top_k": str(top_k)},
-                          files=uploads or None, timeout=30)
+    response = httpx.post(
+        f"{server}/search",
+        data={"query": json.dumps(query), "top_k": str(top_k)},
+        files=uploads or None,
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     return response.json()["results"]
 
@@ -96,7 +106,9 @@ def _chip(attribute: str, value: str, confidence: float) -> str:
     return f"{attribute.replace('_', ' ')}: {value.replace('_', ' ')} {math.floor(confidence * 100 + 0.5)}%"
 
 
-def test_parts_from_uploaded_images_show_what_the_api_returns(page: Page, server: str, demo_dataset: Path) -> None:
+def test_parts_from_uploaded_images_show_what_the_api_returns(
+    page: Page, server: str, demo_dataset: Path
+) -> None:
     from playwright.sync_api import expect
 
     _composed(page)
@@ -119,12 +131,21 @@ def test_parts_from_uploaded_images_show_what_the_api_returns(page: Page, server
 
     sent = _last_query(page)
     assert [{k: v for k, v in p.items() if k != "image"} for p in sent] == [
-        {"attribute": "neckline", "weight": 1.0}, {"attribute": "colour", "weight": 1.0}]
+        {"attribute": "neckline", "weight": 1.0},
+        {"attribute": "colour", "weight": 1.0},
+    ]
     fields = [p["image"] for p in sent]
-    assert sent_searches(page)[-1]["files"] == {fields[0]: "00021.jpg", fields[1]: "00033.jpg"}  # a file per part
-    expected = _api_ids(server, sent, {fields[0]: _image(demo_dataset, 21), fields[1]: _image(demo_dataset, 33)})
+    assert sent_searches(page)[-1]["files"] == {
+        fields[0]: "00021.jpg",
+        fields[1]: "00033.jpg",
+    }  # a file per part
+    expected = _api_ids(
+        server, sent, {fields[0]: _image(demo_dataset, 21), fields[1]: _image(demo_dataset, 33)}
+    )
     assert result_ids(page) == expected and len(expected) == 12
-    assert expected != _api_ids(server, [{"attribute": "neckline", "image": "a"}], {"a": _image(demo_dataset, 21)})
+    assert expected != _api_ids(
+        server, [{"attribute": "neckline", "image": "a"}], {"a": _image(demo_dataset, 21)}
+    )
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
@@ -163,8 +184,10 @@ def test_use_for_makes_a_result_the_item_of_a_part(page: Page, server: str) -> N
     expect(_part(page, 1).locator("input[type='radio'][value='item_id']")).to_be_checked()
     expect(_part(page, 1).locator("input[data-id='item']")).to_have_value(target)
     sent = _last_query(page)
-    assert sent == [{"attribute": "neckline", "item_id": "test-00005", "weight": 1.0},
-                    {"attribute": "colour", "item_id": target, "weight": 1.0}]
+    assert sent == [
+        {"attribute": "neckline", "item_id": "test-00005", "weight": 1.0},
+        {"attribute": "colour", "item_id": target, "weight": 1.0},
+    ]
     ids = result_ids(page)
     assert ids == _api_ids(server, sent) and target not in ids and "test-00005" not in ids
 
@@ -182,7 +205,9 @@ def test_use_for_makes_a_result_the_item_of_a_part(page: Page, server: str) -> N
 def test_a_value_from_the_dropdown(page: Page, server: str) -> None:
     from playwright.sync_api import expect
 
-    value_search = {a["name"]: a["value_search"] for a in httpx.get(f"{server}/attributes").json()["attributes"]}
+    value_search = {
+        a["name"]: a["value_search"] for a in httpx.get(f"{server}/attributes").json()["attributes"]
+    }
     assert value_search["pattern"]  # the tagging checkpoint has prototypes
     _composed(page)
     part = _part(page, 0)
@@ -191,7 +216,10 @@ def test_a_value_from_the_dropdown(page: Page, server: str) -> None:
     values = part.locator("select[data-id='value']")
     expect(values).to_be_visible()
     expect(part.locator("input[type='file']")).to_be_hidden()  # only the chosen source's control shows
-    assert values.locator("option").evaluate_all("os => os.map(o => o.value)") == ["", *value_search["pattern"]]
+    assert values.locator("option").evaluate_all("os => os.map(o => o.value)") == [
+        "",
+        *value_search["pattern"],
+    ]
     values.select_option("dots")
     wait_status(page, "results for the composed query (pattern 1.0)")
     sent = _last_query(page)
@@ -199,15 +227,19 @@ def test_a_value_from_the_dropdown(page: Page, server: str) -> None:
     assert result_ids(page) == _api_ids(server, sent)
 
     _attribute(part).select_option("colour")  # another attribute: its own values, none chosen yet
-    assert values.locator("option").evaluate_all("os => os.map(o => o.value)") == ["", *value_search["colour"]]
+    assert values.locator("option").evaluate_all("os => os.map(o => o.value)") == [
+        "",
+        *value_search["colour"],
+    ]
     expect(values).to_have_value("")
     wait_status(page, "Give a part an image, a catalogue item or a value")
     expect(page.locator("#results > li")).to_have_count(0)
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
-def test_a_weight_slider_updates_the_results_and_only_the_latest_answer_shows(page: Page, server: str,
-                                                                            demo_dataset: Path) -> None:
+def test_a_weight_slider_updates_the_results_and_only_the_latest_answer_shows(
+    page: Page, server: str, demo_dataset: Path
+) -> None:
     from playwright.sync_api import Error, expect
 
     _composed(page)
@@ -268,8 +300,11 @@ def test_every_card_shows_its_predicted_tags_with_confidences(page: Page, server
     from playwright.sync_api import expect
 
     _search_item(page, "test-00012", "sleeve_length")
-    response = httpx.post(f"{server}/search", data={"attribute": "sleeve_length", "item_id": "test-00012",
-                                                    "top_k": "12"}, timeout=30)
+    response = httpx.post(
+        f"{server}/search",
+        data={"attribute": "sleeve_length", "item_id": "test-00012", "top_k": "12"},
+        timeout=30,
+    )
     hits = response.json()["results"]
     assert result_ids(page) == [hit["id"] for hit in hits]
     cards = page.locator("#results > li")
@@ -277,7 +312,9 @@ def test_every_card_shows_its_predicted_tags_with_confidences(page: Page, server
     for card, hit in zip(cards.all(), hits, strict=True):
         meta = hit["metadata"]
         chips = card.locator(".tags > li").evaluate_all("cs => cs.map(c => c.textContent)")
-        assert chips == [_chip(a, meta[f"predicted.{a}"], meta[f"predicted.{a}.confidence"]) for a in ATTRIBUTES]
+        assert chips == [
+            _chip(a, meta[f"predicted.{a}"], meta[f"predicted.{a}.confidence"]) for a in ATTRIBUTES
+        ]
         highlighted = card.locator(".tags > li.match").evaluate_all("cs => cs.map(c => c.dataset.attribute)")
         assert highlighted == ["sleeve_length"]  # the attribute searched stands out
         assert "predicted." not in card.locator("dl").text_content()  # tags are not repeated as metadata
@@ -296,8 +333,10 @@ def test_same_but_not_this_colour(page: Page, server: str) -> None:
     shortcut.click()
     wait_status(page, "results for the composed query (pattern 1.0, colour -1.0)")
     sent = _last_query(page)
-    assert sent == [{"attribute": "pattern", "item_id": item, "weight": 1.0},
-                    {"attribute": "colour", "item_id": item, "weight": -1.0}]
+    assert sent == [
+        {"attribute": "pattern", "item_id": item, "weight": 1.0},
+        {"attribute": "colour", "item_id": item, "weight": -1.0},
+    ]
     ids = result_ids(page)
     assert ids == _api_ids(server, sent) and item not in ids
     expect(page.locator("#mode-composed")).to_be_checked()
@@ -309,8 +348,10 @@ def test_same_but_not_this_colour(page: Page, server: str) -> None:
     other = again.get_attribute("data-id")
     again.get_by_role("button", name="Same, but not this colour").click()
     wait_status(page, "results for the composed query (pattern 1.0, colour -1.0)")
-    assert _last_query(page) == [{"attribute": "pattern", "item_id": other, "weight": 1.0},
-                                 {"attribute": "colour", "item_id": other, "weight": -1.0}]
+    assert _last_query(page) == [
+        {"attribute": "pattern", "item_id": other, "weight": 1.0},
+        {"attribute": "colour", "item_id": other, "weight": -1.0},
+    ]
     assert result_ids(page) == _api_ids(server, _last_query(page))
     assert page.console.errors == []  # type: ignore[attr-defined]
 
@@ -365,7 +406,10 @@ def test_the_builder_with_the_keyboard_labelled_and_on_a_phone(page: Page) -> No
         .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
         .map(el => el.outerHTML)""")
     assert unlabelled == []
-    assert page.locator("#parts input[type='range']").first.evaluate("el => el.labels[0].textContent") == "Weight"
+    assert (
+        page.locator("#parts input[type='range']").first.evaluate("el => el.labels[0].textContent")
+        == "Weight"
+    )
     page.keyboard.press("Escape")
 
     remove = _part(page, 1).get_by_role("button", name="Remove part 2 (closure)")

@@ -11,6 +11,7 @@ that `asen eval` writes, which the service takes when it names the checkpoint's 
 the same fingerprint, so the index built with the tagging checkpoint is served as it is.
 
 Without /usr/bin/chromium these tests FAIL (saying how to install it) rather than skip: CI installs it."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ from tests.helpers.browser import (
 )
 from tests.helpers.serving import served
 
-pytestmark = pytest.mark.slow   # the threshold mode in a real browser (about 40 s): CI runs it with the slow tests
+pytestmark = (
+    pytest.mark.slow
+)  # the threshold mode in a real browser (about 40 s): CI runs it with the slow tests
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, Request, Route
@@ -49,7 +52,7 @@ def calibrated_checkpoint(tagging_checkpoint: Path, tmp_path_factory: pytest.Tem
     path = Path(shutil.copy(tagging_checkpoint, tmp_path_factory.mktemp("calibrated") / "tagging.pt"))
     thresholds = Thresholds.from_json(read_payload(path)["extra"].get("thresholds"))
     assert thresholds is not None, "asen prototypes stored no precision curves in the tagging checkpoint"
-    for curve in thresholds.curves.values():   # thresholds descend: from the first trusted one, precision too
+    for curve in thresholds.curves.values():  # thresholds descend: from the first trusted one, precision too
         start = int(np.argmax(curve.support >= MIN_SUPPORT))
         curve.precision = np.r_[np.full(start, 0.98), np.linspace(0.98, 0.2, len(curve.thresholds) - start)]
     thresholds.fingerprint = file_fingerprint(path)
@@ -58,7 +61,9 @@ def calibrated_checkpoint(tagging_checkpoint: Path, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture(scope="module")
-def server(calibrated_checkpoint: Path, tagged_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(
+    calibrated_checkpoint: Path, tagged_index: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     index = Path(shutil.copytree(tagged_index, tmp_path_factory.mktemp("threshold-page") / "index"))
     with served(calibrated_checkpoint, index) as url:
         yield url
@@ -96,7 +101,8 @@ def _search_item(page: Page, item_id: str, attribute: str) -> None:
 
 def _card_precisions(page: Page) -> list[str | None]:
     return page.locator("#results > li").evaluate_all(
-        "cards => cards.map(c => { const p = c.querySelector('.score .precision'); return p ? p.textContent : null; })")
+        "cards => cards.map(c => { const p = c.querySelector('.score .precision'); return p ? p.textContent : null; })"
+    )
 
 
 def _part(page: Page, n: int) -> Locator:
@@ -125,8 +131,12 @@ def test_threshold_by_score_shows_every_item_that_passes(page: Page, server: str
     assert truncated["truncated"] is True and len(truncated["results"]) == 100
     wait_status(page, threshold_status(truncated, "for neckline"))
     expect(page.locator("#status")).to_have_class("status truncated")
-    assert _last_fields(page) == {"attribute": "neckline", "item_id": "test-00005", "min_score": "0.5",
-                                  "max_results": "100"}
+    assert _last_fields(page) == {
+        "attribute": "neckline",
+        "item_id": "test-00005",
+        "min_score": "0.5",
+        "max_results": "100",
+    }
     assert result_ids(page) == _ids(truncated)
 
     page.fill("#single-min-score", "0.85")
@@ -203,15 +213,18 @@ def test_only_the_latest_threshold_answer_shows(page: Page, server: str) -> None
     assert held[0].request in failed  # cancelled by the page (AbortController)
     expect(page.locator("#status")).to_contain_text("score ≥ 0.90 for neckline")
     assert result_ids(page) == _ids(latest)
-    assert _ids(latest) != _ids(_search(server, attribute="neckline", item_id="test-00005", min_score=0.7,
-                                        max_results=100))
+    assert _ids(latest) != _ids(
+        _search(server, attribute="neckline", item_id="test-00005", min_score=0.7, max_results=100)
+    )
     assert page.console.unexpected() == []  # type: ignore[attr-defined]
 
 
 def test_threshold_by_precision_shows_the_score_it_means(page: Page, server: str) -> None:
     from playwright.sync_api import expect
 
-    levels = {a["name"]: a["precision_scores"] for a in httpx.get(f"{server}/attributes").json()["attributes"]}
+    levels = {
+        a["name"]: a["precision_scores"] for a in httpx.get(f"{server}/attributes").json()["attributes"]
+    }
     assert levels["neckline"]["0.9"] is not None and levels["neckline"]["0.99"] is None
     _search_item(page, "test-00005", "neckline")
     page.click("label[for='single-kind-threshold']")
@@ -232,14 +245,19 @@ def test_threshold_by_precision_shows_the_score_it_means(page: Page, server: str
     translated = page.locator("#single-limit .translated")
     expect(translated).to_be_visible()
     expect(translated).to_contain_text(f"Precision 0.90 for neckline means score ≥ {js_fixed(score, 4)}")
-    assert _last_fields(page) == {"attribute": "neckline", "item_id": "test-00005", "min_precision": "0.9",
-                                  "max_results": "100"}
+    assert _last_fields(page) == {
+        "attribute": "neckline",
+        "item_id": "test-00005",
+        "min_precision": "0.9",
+        "max_results": "100",
+    }
     assert result_ids(page) == _ids(body) and body["results"]
     assert _card_precisions(page) == [f"precision {js_fixed(hit['precision'], 2)}" for hit in body["results"]]
 
     page.fill("#single-min-precision", "0.99")  # never reached: an empty answer that says why
-    unreachable = _search(server, attribute="neckline", item_id="test-00005", min_precision=0.99,
-                          max_results=100)["threshold"]["unreachable"]
+    unreachable = _search(
+        server, attribute="neckline", item_id="test-00005", min_precision=0.99, max_results=100
+    )["threshold"]["unreachable"]
     assert "no score reaches precision 0.99" in unreachable
     expect(page.locator("#status")).to_contain_text(f"No items for neckline: {unreachable}")
     expect(translated).to_contain_text("Precision 0.99 for neckline is never reached")
@@ -265,8 +283,10 @@ def test_a_composed_query_in_threshold_mode_posts_min_score(page: Page, server: 
     page.click("#add-part")
     _item_part(_part(page, 1), "colour", "test-00040")
     wait_status(page, "results for the composed query (neckline 1.0, colour 1.0)")
-    query = [{"attribute": "neckline", "item_id": "test-00005", "weight": 1.0},
-             {"attribute": "colour", "item_id": "test-00040", "weight": 1.0}]
+    query = [
+        {"attribute": "neckline", "item_id": "test-00005", "weight": 1.0},
+        {"attribute": "colour", "item_id": "test-00040", "weight": 1.0},
+    ]
 
     page.click("label[for='composed-kind-threshold']")
     limit = page.locator("#composed-limit")

@@ -2,6 +2,7 @@
 nginx balancer and the Kubernetes examples (Deployment + Service + autoscaler, Milvus's Helm values,
 the KubeRay RayJob). Commands parse with the real `asen` parser, settings are real settings, probes
 are real routes, names and ports agree."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ K8S = ROOT / "deploy" / "kubernetes"
 
 def _asen_commands(text: str) -> list[list[str]]:
     """Every `asen ...` command in a shell line (split on && and ||)."""
-    return [shlex.split(part.strip()) for part in re.split(r"&&|\|\|", text) if part.strip().startswith("asen ")]
+    return [
+        shlex.split(part.strip()) for part in re.split(r"&&|\|\|", text) if part.strip().startswith("asen ")
+    ]
 
 
 def _check_asen(command: list[str]) -> Any:
@@ -47,20 +50,30 @@ def test_compose_cluster_profile() -> None:
     location = MilvusLocation.parse(replica["environment"]["ASEN_INDEX"])
     assert location.uri == "http://milvus:19530"
     settings_fields = set(Settings.model_fields)
-    assert all(k[5:].lower() in settings_fields for k in replica["environment"]
-               if k.startswith("ASEN_") and not k.startswith("ASEN_DEMO_"))  # those are `asen demo`'s
+    assert all(
+        k[5:].lower() in settings_fields
+        for k in replica["environment"]
+        if k.startswith("ASEN_") and not k.startswith("ASEN_DEMO_")
+    )  # those are `asen demo`'s
     _check_asen(replica["command"])
     commands = _asen_commands(load["command"][-1])
     assert [c[1] for c in commands] == ["check", "index"]
     for command in commands:
         args = _check_asen(command)
-        assert getattr(args, "index", None) == replica["environment"]["ASEN_INDEX"] or \
-            getattr(args, "destination", None) == replica["environment"]["ASEN_INDEX"]
+        assert (
+            getattr(args, "index", None) == replica["environment"]["ASEN_INDEX"]
+            or getattr(args, "destination", None) == replica["environment"]["ASEN_INDEX"]
+        )
     assert replica["depends_on"]["load"]["condition"] == "service_completed_successfully"
-    assert load["depends_on"] == {"init": {"condition": "service_completed_successfully"},
-                                  "milvus": {"condition": "service_healthy"}}
+    assert load["depends_on"] == {
+        "init": {"condition": "service_completed_successfully"},
+        "milvus": {"condition": "service_healthy"},
+    }
     assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
-    assert milvus["environment"]["ETCD_ENDPOINTS"] == "etcd:2379" and milvus["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    assert (
+        milvus["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+        and milvus["environment"]["MINIO_ADDRESS"] == "minio:9000"
+    )
     assert "readyz" in " ".join(replica["healthcheck"]["test"])
     assert set(compose["volumes"]) >= {"asen-data", "etcd-data", "minio-data", "milvus-data"}
 
@@ -74,7 +87,10 @@ def test_balancer_reaches_the_replicas_on_the_service_port() -> None:
     listen = re.search(r"listen (\d+);", conf)
     assert listen is not None and balancer["ports"] == [f"{listen.group(1)}:{listen.group(1)}"]
     body = re.search(r"client_max_body_size (\d+)m;", conf)
-    assert body is not None and int(body.group(1)) * 2**20 > Settings(checkpoint=Path("x"), index=Path("x")).max_request_bytes
+    assert (
+        body is not None
+        and int(body.group(1)) * 2**20 > Settings(checkpoint=Path("x"), index=Path("x")).max_request_bytes
+    )
 
 
 def test_kubernetes_service_deployment_and_autoscaler() -> None:
@@ -91,8 +107,11 @@ def test_kubernetes_service_deployment_and_autoscaler() -> None:
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["path"] in routes and container[probe]["httpGet"]["port"] == "http"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {str(Path(env["ASEN_CHECKPOINT"]).parent), env["ASEN_IMAGES_DIR"], "/tmp"} <= mounts
 
@@ -103,8 +122,12 @@ def test_rayjob_runs_real_commands_on_the_catalogue_the_replicas_serve() -> None
     encode_args, load_args = _check_asen(encode), _check_asen(load)
     assert encode_args.command == "encode" and encode_args.ray == "auto"
     assert load_args.index_command == "load-shards" and Path(load_args.shards) == encode_args.out
-    replicas = {e["name"]: e.get("value") for d in yaml.safe_load_all((K8S / "asen.yaml").read_text())
-                if d["kind"] == "Deployment" for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    replicas = {
+        e["name"]: e.get("value")
+        for d in yaml.safe_load_all((K8S / "asen.yaml").read_text())
+        if d["kind"] == "Deployment"
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
     assert load_args.out == replicas["ASEN_INDEX"]
     milvus = yaml.safe_load((K8S / "milvus-values.yaml").read_text())
     assert MilvusLocation.parse(load_args.out).uri.endswith(f":{milvus['service']['port']}")
@@ -123,7 +146,9 @@ def _settings_from(env: dict[str, str | None], monkeypatch: pytest.MonkeyPatch) 
 
 def _interpolate(value: object, shell: dict[str, str]) -> str:
     """Compose's `${NAME:-default}` substitution."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: shell.get(m.group(1)) or (m.group(2) or ""), str(value))
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: shell.get(m.group(1)) or (m.group(2) or ""), str(value)
+    )
 
 
 def test_kubernetes_refuses_writes_until_the_key_secret_exists(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,6 +177,10 @@ def test_compose_replicas_refuse_writes_until_a_key_is_set(monkeypatch: pytest.M
     from asen_search.service.api.auth import writes_refused
 
     replica = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["replica"]
-    for shell, refused in (({}, True), ({"ASEN_API_KEY": "k"}, False), ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False)):
+    for shell, refused in (
+        ({}, True),
+        ({"ASEN_API_KEY": "k"}, False),
+        ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False),
+    ):
         env = {k: _interpolate(v, shell) for k, v in replica["environment"].items()}
         assert writes_refused(_settings_from(env, monkeypatch)) is refused, shell

@@ -1,5 +1,6 @@
 """What can be checked of the Docker files without a Docker engine: they parse, reference files
 that exist, and their command, settings and health check match what the service really offers."""
+
 from __future__ import annotations
 
 import json
@@ -77,9 +78,15 @@ def test_dockerfile_copies_existing_files_and_runs_the_real_command() -> None:
             assert key[5:].lower() in Settings.model_fields, f"{key} is not a service setting"
     torch_install = next(a for a in _instruction("RUN") if "torch==" in a)
     args = dict(a.split("=", 1) for a in _instruction("ARG"))
-    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu" and "$TORCH_INDEX_URL" in torch_install
+    assert (
+        args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+        and "$TORCH_INDEX_URL" in torch_install
+    )
     for install in (a for a in _instruction("RUN") if "pip install" in a):  # offline builds: every install
-        assert "source=wheelhouse,target=/wheelhouse" in install and "--no-index --find-links /wheelhouse" in install
+        assert (
+            "source=wheelhouse,target=/wheelhouse" in install
+            and "--no-index --find-links /wheelhouse" in install
+        )
     assert (ROOT / "wheelhouse").is_dir() and "WHEELHOUSE" in args
     pins = re.findall(r'"(torch(?:vision)?==[^"]+)"', (ROOT / "pyproject.toml").read_text())
     assert pins and all(pin in torch_install for pin in pins), "the same torch pins as pyproject.toml"
@@ -95,7 +102,11 @@ def test_healthchecks_probe_a_real_route() -> None:
     assert "/readyz" in routes and "/healthz" in routes and "/metrics" in routes
 
 
-DEMO_ENV = {"ASEN_DEMO_SYNTH_ARGS", "ASEN_DEMO_TRAIN_ARGS", "ASEN_DEMO_RECIPE"}  # read by `asen demo`, not the service
+DEMO_ENV = {
+    "ASEN_DEMO_SYNTH_ARGS",
+    "ASEN_DEMO_TRAIN_ARGS",
+    "ASEN_DEMO_RECIPE",
+}  # read by `asen demo`, not the service
 
 
 def test_compose_file_matches_the_service() -> None:
@@ -119,26 +130,45 @@ def test_compose_file_matches_the_service() -> None:
 
 
 def test_serve_help_lists_the_flags() -> None:
-    out = subprocess.run([sys.executable, "-m", "asen_search.service.cli", "serve", "--help"], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "asen_search.service.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    ).stdout
     for flag in ("--checkpoint", "--index", "--host", "--port"):
         assert flag in out
 
 
-def test_the_image_command_and_healthcheck_work_outside_docker(tiny_checkpoint: Path, index_dir: Path) -> None:
+def test_the_image_command_and_healthcheck_work_outside_docker(
+    tiny_checkpoint: Path, index_dir: Path
+) -> None:
     """The container's CMD, configured only by its environment, answers the container's health check."""
     port = free_port()
-    env = {**RUNTIME_ENV, "ASEN_CHECKPOINT": str(tiny_checkpoint), "ASEN_INDEX": str(index_dir), "ASEN_PORT": str(port)}
+    env = {
+        **RUNTIME_ENV,
+        "ASEN_CHECKPOINT": str(tiny_checkpoint),
+        "ASEN_INDEX": str(index_dir),
+        "ASEN_PORT": str(port),
+    }
     cmd = json.loads(_instruction("CMD")[-1])
     with serving(cmd[1:], env, port):
         probe = json.loads(_instruction("HEALTHCHECK")[-1].split("CMD", 1)[1])
         assert probe[0] == "python"
-        result = subprocess.run([sys.executable, *probe[1:]], env={"ASEN_PORT": str(port)}, capture_output=True,
-                                text=True, timeout=30)
+        result = subprocess.run(
+            [sys.executable, *probe[1:]],
+            env={"ASEN_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 0, result.stderr
 
 
-def test_missing_settings_fail_clearly(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_settings_fail_clearly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from asen_search.service.cli.main import main
 
     monkeypatch.delenv("ASEN_CHECKPOINT", raising=False)
@@ -153,8 +183,9 @@ def test_compose_runs_read_only_and_unprivileged() -> None:
     assert "no-new-privileges:true" in service["security_opt"] and service["cap_drop"] == ["ALL"]
 
 
-def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, index_dir: Path,
-                                                         demo_dataset: Path) -> None:
+def test_the_service_runs_on_a_read_only_root_filesystem(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     """As `read_only: true` runs it: everything read-only but the index volume (a private mount
     namespace: `unshare -m`, root remounted read-only). Searches, a logged write and the
     compaction at shutdown all work."""
@@ -162,27 +193,49 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
         pytest.skip("this machine does not allow a private read-only mount namespace (unshare -m)")
     port = free_port()
     cmd = json.loads(_instruction("CMD")[-1])
-    inner = (f"set -e\nmount --make-rprivate /\nmount --bind {shlex.quote(str(index_dir))} "
-             f"{shlex.quote(str(index_dir))}\nmount -o remount,bind,ro /\nexec {shlex.quote(sys.executable)} -m "
-             "asen_search.service.cli.main " + " ".join(shlex.quote(c) for c in cmd[1:]))
-    env = {**os.environ, **RUNTIME_ENV, "ASEN_CHECKPOINT": str(tiny_checkpoint), "ASEN_INDEX": str(index_dir),
-           "ASEN_PORT": str(port), "ASEN_API_KEY": "k"}
-    process = subprocess.Popen(["unshare", "-m", "sh", "-c", inner], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    inner = (
+        f"set -e\nmount --make-rprivate /\nmount --bind {shlex.quote(str(index_dir))} "
+        f"{shlex.quote(str(index_dir))}\nmount -o remount,bind,ro /\nexec {shlex.quote(sys.executable)} -m "
+        "asen_search.service.cli.main " + " ".join(shlex.quote(c) for c in cmd[1:])
+    )
+    env = {
+        **os.environ,
+        **RUNTIME_ENV,
+        "ASEN_CHECKPOINT": str(tiny_checkpoint),
+        "ASEN_INDEX": str(index_dir),
+        "ASEN_PORT": str(port),
+        "ASEN_API_KEY": "k",
+    }
+    process = subprocess.Popen(
+        ["unshare", "-m", "sh", "-c", inner],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
         image = (demo_dataset / "images" / "train" / "00002.jpg").read_bytes()
-        added = httpx.post(f"{url}/items", data={"id": "ro-1"}, files={"image": ("a.jpg", image)},
-                           headers={"X-API-Key": "k"}, timeout=30)
+        added = httpx.post(
+            f"{url}/items",
+            data={"id": "ro-1"},
+            files={"image": ("a.jpg", image)},
+            headers={"X-API-Key": "k"},
+            timeout=30,
+        )
         assert added.status_code == 201, added.text
-        search = httpx.post(f"{url}/search", data={"attribute": "colour"}, files={"image": ("a.jpg", image)},
-                            timeout=30)
+        search = httpx.post(
+            f"{url}/search", data={"attribute": "colour"}, files={"image": ("a.jpg", image)}, timeout=30
+        )
         assert search.status_code == 200 and search.json()["results"][0]["id"] == "ro-1"
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=60)
-    assert process.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises the signal after a clean stop
+    assert process.returncode in (0, -signal.SIGTERM), (
+        output
+    )  # uvicorn re-raises the signal after a clean stop
     assert "Read-only file system" not in output and "Traceback" not in output, output
     assert (index_dir / "CURRENT").read_text().strip() == "v000002"  # compacted at shutdown
     assert "ro-1" in FaissCatalogue.load(index_dir)
@@ -191,7 +244,9 @@ def test_the_service_runs_on_a_read_only_root_filesystem(tiny_checkpoint: Path, 
 # -- docker compose up: the init service, then the API service ------------------------------------
 def _interpolate(value: object, env: dict[str, str]) -> str:
     """Compose's `${NAME:-default}` / `${NAME}` substitution."""
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), str(value))
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}", lambda m: env.get(m.group(1)) or (m.group(2) or ""), str(value)
+    )
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -250,11 +305,14 @@ def test_compose_override_example_serves_own_files_and_skips_the_demo() -> None:
 
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))
+    }
 
 
-def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_only: bool,
-                     cwd: Path) -> tuple[list[str], dict]:
+def _compose_process(
+    service: dict, data: Path, env_in: dict[str, str], read_only: bool, cwd: Path
+) -> tuple[list[str], dict]:
     """The service's command and environment as compose runs them, with /data on `data`: where this
     machine allows a private mount namespace, under a read-only root filesystem with a fresh tmpfs
     on /tmp (`read_only: true`, `tmpfs: [/tmp]`) and only the volume writable. What the process
@@ -271,15 +329,17 @@ def _compose_process(service: dict, data: Path, env_in: dict[str, str], read_onl
     for path, mode in keep.items():
         if path.is_relative_to(tmp):
             quoted = shlex.quote(str(path))
-            lines += [f"mkdir -p {quoted}", f"mount --bind {shlex.quote(str(Path('/mnt') / path.relative_to(tmp)))} "
-                      f"{quoted}"]
+            lines += [
+                f"mkdir -p {quoted}",
+                f"mount --bind {shlex.quote(str(Path('/mnt') / path.relative_to(tmp)))} {quoted}",
+            ]
             if mode == "ro":
                 lines.append(f"mount -o remount,bind,ro {quoted}")
     lines += ["mount -o remount,bind,ro /", "exec " + " ".join(shlex.quote(c) for c in python)]
     return ["unshare", "-m", "sh", "-c", "\n".join(lines)], env
 
 
-@pytest.mark.slow   # trains the quick demo model inside the compose run (fast suite under 10 min)
+@pytest.mark.slow  # trains the quick demo model inside the compose run (fast suite under 10 min)
 def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     """The init service's exact command and environment on a fresh, empty volume (a small demo, so
     it takes seconds), then the API service's: /readyz answers 200 and a search answers. The init
@@ -288,19 +348,31 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     init, api = compose["services"]["init"], compose["services"]["asen"]
     data = tmp_path / "volume"
     data.mkdir()
-    host_env = {"ASEN_DEMO_SYNTH_ARGS": "--train 48 --valid 24 --test 36 --seed 1",
-                "ASEN_DEMO_TRAIN_ARGS": "--backbone tiny --global-size 64 --local-size 32 --embed-dim 16 "
-                                        "--stage1-epochs 1 --stage2-epochs 1 --triplets 64 --batch-size 16"}
+    host_env = {
+        "ASEN_DEMO_SYNTH_ARGS": "--train 48 --valid 24 --test 36 --seed 1",
+        "ASEN_DEMO_TRAIN_ARGS": "--backbone tiny --global-size 64 --local-size 32 --embed-dim 16 "
+        "--stage1-epochs 1 --stage2-epochs 1 --triplets 64 --batch-size 16",
+    }
     read_only = read_only_mounts_allowed()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("ASEN_")}
     workdir = tmp_path / "app"  # the image's WORKDIR holds no source: nothing is read from the cwd
     workdir.mkdir()
     command, env = _compose_process(init, data, host_env, read_only, workdir)
-    first = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
-                           capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        command,
+        env={**base_env, **env, "PYTHONPATH": str(ROOT)},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert first.returncode == 0, first.stdout + first.stderr
-    for step in ("[1/4] demo dataset: drawing", "[2/4] demo model: training", "[3/4] demo index: encoding",
-                 "[4/4] ready"):
+    for step in (
+        "[1/4] demo dataset: drawing",
+        "[2/4] demo model: training",
+        "[3/4] demo index: encoding",
+        "[4/4] ready",
+    ):
         assert step in first.stdout, first.stdout  # the progress `docker compose logs init` shows
     assert "Read-only file system" not in first.stderr, first.stderr
 
@@ -308,19 +380,30 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
     command, env = _compose_process(api, data, host_env, read_only, workdir)
     env["ASEN_PORT"] = str(port)  # the port the container publishes, free on this machine
     env["ASEN_HOST"] = "127.0.0.1"
-    process = subprocess.Popen(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command,
+        env={**base_env, **env, "PYTHONPATH": str(ROOT)},
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)
         probe = api["healthcheck"]["test"]
         assert probe[:2] == ["CMD", "python"]
         assert probe[2] == "-c" and ":8000/" in probe[3]
-        health = subprocess.run([sys.executable, "-c", probe[3].replace(":8000/", f":{port}/")],
-                                capture_output=True, text=True, timeout=30)
+        health = subprocess.run(
+            [sys.executable, "-c", probe[3].replace(":8000/", f":{port}/")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert health.returncode == 0, health.stderr
-        found = httpx.post(f"{url}/search", data={"attribute": "colour", "item_id": "test-00000", "top_k": "3"},
-                           timeout=30)
+        found = httpx.post(
+            f"{url}/search", data={"attribute": "colour", "item_id": "test-00000", "top_k": "3"}, timeout=30
+        )
         assert found.status_code == 200 and len(found.json()["results"]) == 3, found.text
     finally:
         process.send_signal(signal.SIGTERM)
@@ -328,8 +411,14 @@ def test_compose_init_then_api_commands_serve_the_demo(tmp_path: Path) -> None:
 
     before = _tree(data)
     command, env = _compose_process(init, data, host_env, read_only, workdir)
-    again = subprocess.run(command, env={**base_env, **env, "PYTHONPATH": str(ROOT)}, cwd=workdir,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        command,
+        env={**base_env, **env, "PYTHONPATH": str(ROOT)},
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("cached)") == 3, again.stdout
     assert _tree(data) == before, "a second init changed the volume"
@@ -343,15 +432,23 @@ def test_makefile_exports_the_same_process_tuning() -> None:
 def test_asen_sets_the_thread_settings_before_the_libraries_load() -> None:
     """`asen` without the environment of the Makefile or image still makes idle OpenMP and OpenBLAS
     threads sleep: the values are in its environment before torch, faiss or numpy is imported."""
-    probe = ("import sys, os; import asen_search.service.cli.main; "
-             "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    probe = (
+        "import sys, os; import asen_search.service.cli.main; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    )
     env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == [THREAD_ENV["OMP_WAIT_POLICY"], THREAD_ENV["OPENBLAS_THREAD_TIMEOUT"]]
-    order = ("import sys; from asen_search.model import tuning; "
-             "print(sorted(m for m in ('numpy', 'torch', 'faiss') if m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", order], capture_output=True, text=True, env=env,
-                          check=True).stdout.strip() == "[]", "model/tuning.py must not load the libraries it tunes"
+    order = (
+        "import sys; from asen_search.model import tuning; "
+        "print(sorted(m for m in ('numpy', 'torch', 'faiss') if m in sys.modules))"
+    )
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", order], capture_output=True, text=True, env=env, check=True
+        ).stdout.strip()
+        == "[]"
+    ), "model/tuning.py must not load the libraries it tunes"
 
 
 # -- secure by default: the image and compose listen beyond loopback, so writes wait for a key -----
@@ -372,17 +469,24 @@ def test_the_image_and_compose_refuse_writes_until_a_key_is_set(monkeypatch: pyt
     compose = _compose()
     override = yaml.safe_load((ROOT / "compose.override.example.yml").read_text())["services"]
     for service in (compose["services"]["asen"], _merge(compose["services"]["asen"], override["asen"])):
-        for shell, refused in (({}, True), ({"ASEN_API_KEY": "k"}, False), ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False),
-                               ({"ASEN_ALLOW_OPEN_WRITES": "0"}, True)):
+        for shell, refused in (
+            ({}, True),
+            ({"ASEN_API_KEY": "k"}, False),
+            ({"ASEN_ALLOW_OPEN_WRITES": "1"}, False),
+            ({"ASEN_ALLOW_OPEN_WRITES": "0"}, True),
+        ):
             env = {k: _interpolate(v, shell) for k, v in service["environment"].items()}
             assert writes_refused(_settings_from(env, monkeypatch)) is refused, shell
     for path in ("docker-compose.yml", "compose.override.example.yml"):  # the files say how to set the key
         text = (ROOT / path).read_text()
-        assert "403 writes_disabled" in text and "ASEN_API_KEY=" in text and "secrets.token_urlsafe" in text, path
+        assert (
+            "403 writes_disabled" in text and "ASEN_API_KEY=" in text and "secrets.token_urlsafe" in text
+        ), path
 
 
 def test_compose_environment_serves_searches_and_refuses_writes_without_a_key(
-        monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
+    monkeypatch: pytest.MonkeyPatch, tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     """The API service's environment as compose passes it from an empty shell (host 0.0.0.0, an empty
     ASEN_API_KEY), over a test client: searches answer, writes are 403 saying how to enable them;
     with ASEN_API_KEY from the shell, writes need it."""
@@ -403,5 +507,7 @@ def test_compose_environment_serves_searches_and_refuses_writes_without_a_key(
                 assert client.delete("/items/test-00003").status_code == 403
             else:
                 assert refused.status_code == 401
-                added = client.post("/items", data={"id": "c-1"}, files=image, headers={"X-API-Key": "compose-key"})
+                added = client.post(
+                    "/items", data={"id": "c-1"}, files=image, headers={"X-API-Key": "compose-key"}
+                )
                 assert added.status_code == 201, added.text

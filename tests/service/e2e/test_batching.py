@@ -1,6 +1,7 @@
 """Dynamic batching (service/api/batching.py): concurrent requests share a forward pass, each caller
 gets its own result in order, a request whose image breaks the pass fails alone, an abandoned
 request never runs; and over real HTTP, concurrent searches answer what each would alone."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +30,7 @@ def _gated(batches: list[list[int]], gate: threading.Event, started: threading.E
         gate.wait(10)
         batches.append(list(items))
         return [item * 10 for item in items]
+
     return run
 
 
@@ -37,11 +39,11 @@ def test_waiting_requests_share_one_pass_and_get_their_own_results() -> None:
     gate, started = threading.Event(), threading.Event()
     batcher = Batcher(_gated(batches, gate, started), workers=1, max_batch=4)
     futures = [batcher.submit(0)]
-    assert started.wait(5)        # the first runs alone; the rest wait behind it
+    assert started.wait(5)  # the first runs alone; the rest wait behind it
     futures += [batcher.submit(i) for i in range(1, 7)]
     gate.set()
     assert [f.result(10) for f in futures] == [i * 10 for i in range(7)]
-    assert batches[0] == [0] and batches[1] == [1, 2, 3, 4] and batches[2] == [5, 6]   # max_batch holds
+    assert batches[0] == [0] and batches[1] == [1, 2, 3, 4] and batches[2] == [5, 6]  # max_batch holds
     batcher.close()
 
 
@@ -116,7 +118,13 @@ def test_real_encoder_batch_with_a_bad_image(tiny_checkpoint: Path, demo_dataset
     batcher = Batcher(run, workers=1, max_batch=8)
     first = batcher.submit((images[0], [0]))
     assert started.wait(5)
-    requests = [(images[1], [1]), (images[2], [0, 2]), (bad, [0]), (images[3], list(range(3))), (images[4], [2])]
+    requests = [
+        (images[1], [1]),
+        (images[2], [0, 2]),
+        (bad, [0]),
+        (images[3], list(range(3))),
+        (images[4], [2]),
+    ]
     futures = [batcher.submit(r) for r in requests]
     gate.set()
     first.result(10)
@@ -126,7 +134,7 @@ def test_real_encoder_batch_with_a_bad_image(tiny_checkpoint: Path, demo_dataset
                 future.result(10)
             continue
         np.testing.assert_allclose(future.result(10), encoder.encode([image], attrs)[0], atol=1e-5)
-    assert sizes[:2] == [1, 5]    # the five shared a pass (which failed), then ran one by one
+    assert sizes[:2] == [1, 5]  # the five shared a pass (which failed), then ran one by one
     batcher.close()
 
 
@@ -148,15 +156,20 @@ def test_queue_refuses_a_request_still_waiting_after_wait_s() -> None:
     queue.batcher.close()
 
 
-def test_concurrent_http_searches_answer_what_each_would_alone(tiny_checkpoint: Path, index_dir: Path,
-                                                               demo_dataset: Path) -> None:
+def test_concurrent_http_searches_answer_what_each_would_alone(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     images = sorted((demo_dataset / "images" / "test").iterdir())[:12]
     with served(tiny_checkpoint, index_dir, ASEN_BATCH_MAX="8", ASEN_BATCH_WAIT_MS="20") as url:
         attributes = [a["name"] for a in httpx.get(f"{url}/attributes").json()["attributes"]][:3]
 
         def search(path: Path, attribute: str) -> list[str]:
-            reply = httpx.post(f"{url}/search", data={"attribute": attribute, "top_k": "5"},
-                               files={"image": (path.name, path.read_bytes(), "image/jpeg")}, timeout=60)
+            reply = httpx.post(
+                f"{url}/search",
+                data={"attribute": attribute, "top_k": "5"},
+                files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+                timeout=60,
+            )
             assert reply.status_code == 200, reply.text
             return [hit["id"] for hit in reply.json()["results"]]
 

@@ -5,6 +5,7 @@ gone, and an unacknowledged write is either complete (in every attribute index) 
 The log is compacted every few writes (ASEN_COMPACT_LOG_BYTES), so kills also land during
 compactions. Each server is a fork of a process that imported the service once
 (tests/helpers/zygote.py): a separate process loading everything from disk, minus 3 s of imports."""
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,20 @@ class Servers:
     def __init__(self, checkpoint: Path, index: Path, port: int) -> None:
         self.args = f"--checkpoint {checkpoint} --index {index} --port {port}"
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "ASEN_API_KEY": KEY, "ASEN_COMPACT_LOG_BYTES": "20000", "ASEN_LOG_LEVEL": "warning"}
-        self.zygote = subprocess.Popen([sys.executable, "-m", "tests.helpers.zygote"], cwd=ROOT, env=env, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        env = {
+            **os.environ,
+            "ASEN_API_KEY": KEY,
+            "ASEN_COMPACT_LOG_BYTES": "20000",
+            "ASEN_LOG_LEVEL": "warning",
+        }
+        self.zygote = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.zygote"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self._ask(None) == "ready"
         self.pid: int | None = None
 
@@ -87,7 +99,9 @@ class Servers:
         self.zygote.wait(timeout=30)
 
 
-def _writer(url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int, stop: threading.Event) -> None:
+def _writer(
+    url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int, stop: threading.Event
+) -> None:
     """Adds fresh items and deletes acknowledged ones until the server dies (or `stop`)."""
     rng = random.Random(f"{name}-{cycle}")
     with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=30) as client:
@@ -103,8 +117,11 @@ def _writer(url: str, ledger: Ledger, images: list[bytes], name: str, cycle: int
             ok = (201,) if victim is None else (200,)
             try:
                 if victim is None:
-                    response = client.post("/items", data={"id": item_id, "metadata": json.dumps(meta)},
-                                           files={"image": ("a.jpg", rng.choice(images), "image/jpeg")})
+                    response = client.post(
+                        "/items",
+                        data={"id": item_id, "metadata": json.dumps(meta)},
+                        files={"image": ("a.jpg", rng.choice(images), "image/jpeg")},
+                    )
                 else:
                     response = client.delete(f"/items/{item_id}")
             except httpx.TransportError:
@@ -130,11 +147,15 @@ def _check_live(url: str, ledger: Ledger, attributes: list[str]) -> None:
             assert response.status_code == 200, f"acknowledged add {item_id} lost"
             assert response.json()["metadata"] == ledger.metadata[item_id]
         for item_id in sorted(ledger.absent):
-            assert client.get(f"/items/{item_id}").status_code == 404, f"acknowledged delete {item_id} came back"
+            assert client.get(f"/items/{item_id}").status_code == 404, (
+                f"acknowledged delete {item_id} came back"
+            )
         for item_id in sorted(ledger.unknown):
             if client.get(f"/items/{item_id}").status_code == 200:  # then complete: in every attribute index
                 for attribute in attributes:
-                    search = client.post("/search", data={"attribute": attribute, "item_id": item_id, "top_k": "1"})
+                    search = client.post(
+                        "/search", data={"attribute": attribute, "item_id": item_id, "top_k": "1"}
+                    )
                     assert search.status_code == 200, (item_id, attribute, search.text)
 
 
@@ -152,8 +173,9 @@ def _check_on_disk(index: Path, ledger: Ledger, original: set[str]) -> None:
 
 # ~50 s of repeated kills: slow (the fsync and WAL mechanisms have fast tests: test_fsync_order, test_wal_integrity)
 @pytest.mark.slow
-def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, index_dir: Path,
-                                                     demo_dataset: Path) -> None:
+def test_acknowledged_writes_survive_repeated_sigkill(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     original = set(FaissCatalogue.load(index_dir).ids())
     attributes = json.loads((index_dir / "v000001" / "manifest.json").read_text())["attributes"]
     images = [(demo_dataset / "images" / "train" / f"{i:05d}.jpg").read_bytes() for i in range(6)]
@@ -164,8 +186,10 @@ def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, ind
         servers.start()
         for cycle in range(CYCLES):
             stop = threading.Event()
-            writers = [threading.Thread(target=_writer, args=(servers.url, ledger, images, f"w{k}", cycle, stop))
-                       for k in range(2)]
+            writers = [
+                threading.Thread(target=_writer, args=(servers.url, ledger, images, f"w{k}", cycle, stop))
+                for k in range(2)
+            ]
             for thread in writers:
                 thread.start()
             time.sleep(rng.uniform(0.2, 1.2))
@@ -177,7 +201,9 @@ def test_acknowledged_writes_survive_repeated_sigkill(tiny_checkpoint: Path, ind
             assert not ledger.errors, ledger.errors
             servers.start()
             _check_live(servers.url, ledger, attributes)
-        assert ledger.acked >= 4 * CYCLES, f"only {ledger.acked} acknowledged writes: the test did not exercise much"
+        assert ledger.acked >= 4 * CYCLES, (
+            f"only {ledger.acked} acknowledged writes: the test did not exercise much"
+        )
         assert ledger.absent and len(ledger.metadata) >= 2 * CYCLES
         servers.kill()
         _check_on_disk(index_dir, ledger, original)

@@ -1,4 +1,5 @@
 """End to end over real HTTP: `asen serve` in a subprocess on a free port, talked to with httpx."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,24 +20,31 @@ from tests.helpers.serving import served
 def test_real_http_search_write_restart(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
     picture = (demo_dataset / "images" / "train" / "00011.jpg").read_bytes()
     query = (demo_dataset / "images" / "test" / "00021.jpg").read_bytes()
-    with served(tiny_checkpoint, index_dir, ASEN_API_KEY="k") as url, httpx.Client(base_url=url, timeout=30) as http:
+    with (
+        served(tiny_checkpoint, index_dir, ASEN_API_KEY="k") as url,
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
         hits = http.post("/search", data={"attribute": "pattern"}, files={"image": ("q.jpg", query)}).json()
         assert hits["results"][0]["id"] == "test-00021"
-        added = http.post("/items", data={"id": "live-1"}, files={"image": ("p.jpg", picture)},
-                          headers={"X-API-Key": "k"})
+        added = http.post(
+            "/items", data={"id": "live-1"}, files={"image": ("p.jpg", picture)}, headers={"X-API-Key": "k"}
+        )
         assert added.status_code == 201, added.text
         assert http.delete("/items/test-00021", headers={"X-API-Key": "k"}).status_code == 200
         assert http.post("/items", data={"id": "x"}, files={"image": ("p.jpg", picture)}).status_code == 401
 
         def search(data: bytes) -> list[str]:
-            body = http.post("/search", data={"attribute": "pattern", "top_k": "100"},
-                             files={"image": ("q.jpg", data)}).json()
+            body = http.post(
+                "/search", data={"attribute": "pattern", "top_k": "100"}, files={"image": ("q.jpg", data)}
+            ).json()
             return [h["id"] for h in body["results"]]
 
         assert search(picture)[0] == "live-1" and "test-00021" not in search(query)
         assert 'handler="/items",method="POST",status="201"' in http.get("/metrics").text
         start = time.perf_counter()  # refused from Content-Length: the 15 MB are never read
-        too_big = http.post("/search", data={"attribute": "colour"}, files={"image": ("q.jpg", bytes(15 << 20))})
+        too_big = http.post(
+            "/search", data={"attribute": "colour"}, files={"image": ("q.jpg", bytes(15 << 20))}
+        )
         assert too_big.status_code == 413 and too_big.json()["error"] == "request_too_large"
         assert time.perf_counter() - start < 5
     with served(tiny_checkpoint, index_dir) as url, httpx.Client(base_url=url, timeout=30) as http:
@@ -53,8 +61,11 @@ def test_concurrent_clients_over_http(tiny_checkpoint: Path, index_dir: Path, de
         def client(i: int) -> None:
             with httpx.Client(base_url=url, timeout=30) as http:
                 for _ in range(3):
-                    body = http.post("/search", data={"attribute": "colour", "top_k": "1"},
-                                     files={"image": ("q.jpg", images[i])}).json()
+                    body = http.post(
+                        "/search",
+                        data={"attribute": "colour", "top_k": "1"},
+                        files={"image": ("q.jpg", images[i])},
+                    ).json()
                     results[i] = body["results"][0]["id"]
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
@@ -68,8 +79,11 @@ def test_concurrent_clients_over_http(tiny_checkpoint: Path, index_dir: Path, de
 async def _concurrent_searches(app: object, query: bytes, n: int) -> tuple[float, float]:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+
         async def search() -> None:
-            response = await http.post("/search", data={"attribute": "colour"}, files={"image": ("q.jpg", query)})
+            response = await http.post(
+                "/search", data={"attribute": "colour"}, files={"image": ("q.jpg", query)}
+            )
             assert response.status_code == 200
 
         async def health_latency() -> float:
@@ -83,8 +97,9 @@ async def _concurrent_searches(app: object, query: bytes, n: int) -> tuple[float
         return time.perf_counter() - start, health
 
 
-def test_inference_runs_off_the_event_loop(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_inference_runs_off_the_event_loop(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_encode = Encoder.encode_requests
 
     def slow_encode(self: Encoder, *args: object, **kwargs: object) -> np.ndarray:

@@ -19,6 +19,7 @@ item's image (a new `images/` directory), deletes an item and stops with SIGTERM
 SIGKILL tests cannot see a missing fsync (the page cache survives the kill); this one can: take
 out any `os.fsync` or `fsync_path` on these write paths and it fails.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ from tests.helpers.serving import ROOT, free_port, wait_ready
 def _strace_installed() -> None:
     """A missing strace fails (never skips) the only test that sees a missing fsync."""
     assert shutil.which("strace"), "strace is missing: `make install` installs it (apt-get install strace)"
+
 
 _LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)$")
 _WRITES = ("write", "writev", "pwrite64", "pwritev", "pwritev2")  # the calls that put bytes in a file
@@ -93,11 +95,19 @@ def _real(path: str) -> Path:
 
 
 def _is_socket_response(call: Call) -> bool:
-    return call.name in ("write", "sendto", "sendmsg", "writev") and "<socket:" in call.text and '"HTTP/1.1 ' in call.text
+    return (
+        call.name in ("write", "sendto", "sendmsg", "writev")
+        and "<socket:" in call.text
+        and '"HTTP/1.1 ' in call.text
+    )
 
 
 def _fsyncs(calls: list[Call], path_test: Callable[[str], bool]) -> list[Call]:
-    return [c for c in calls if c.name in ("fsync", "fdatasync") and path_test(_fd_path(c.text)) and "= 0" in c.text]
+    return [
+        c
+        for c in calls
+        if c.name in ("fsync", "fdatasync") and path_test(_fd_path(c.text)) and "= 0" in c.text
+    ]
 
 
 def _succeeded(call: Call) -> bool:
@@ -124,8 +134,10 @@ def _renames(calls: list[Call]) -> list[tuple[Call, Path, Path]]:
 
 def _publishing_rename(renames: list[tuple[Call, Path, Path]], path: Path, after: int) -> Call | None:
     """The first rename after trace line `after` that moves `path` or a directory holding it."""
-    return next((c for c, source, _ in renames if c.start > after and (source == path or source in path.parents)),
-                None)
+    return next(
+        (c for c, source, _ in renames if c.start > after and (source == path or source in path.parents)),
+        None,
+    )
 
 
 def _new_names(calls: list[Call], root: Path) -> list[tuple[Call, Path]]:
@@ -168,12 +180,37 @@ def _kind(path: Path, root: Path) -> str:
 
 def _traced_server(tmp_path: Path, checkpoint: Path, index: Path, port: int) -> tuple[subprocess.Popen, Path]:
     trace = tmp_path / "trace.txt"
-    command = ["strace", "-f", "-y", "-qq", "-s", "48", "-o", str(trace), "-e",
-               "trace=fsync,fdatasync,write,writev,pwrite64,pwritev,pwritev2,ftruncate,sendto,sendmsg,recvfrom,read,"
-               "rename,renameat,renameat2,mkdir,mkdirat,openat", sys.executable, "-m", "asen_search.service.cli",
-               "serve", "--checkpoint", str(checkpoint), "--index", str(index), "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "ASEN_API_KEY": ""}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    command = [
+        "strace",
+        "-f",
+        "-y",
+        "-qq",
+        "-s",
+        "48",
+        "-o",
+        str(trace),
+        "-e",
+        "trace=fsync,fdatasync,write,writev,pwrite64,pwritev,pwritev2,ftruncate,sendto,sendmsg,recvfrom,read,"
+        "rename,renameat,renameat2,mkdir,mkdirat,openat",
+        sys.executable,
+        "-m",
+        "asen_search.service.cli",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--index",
+        str(index),
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "ASEN_API_KEY": ""},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     return process, trace
 
 
@@ -186,14 +223,15 @@ def _stop(process: subprocess.Popen) -> str:
             os.kill(int(pid), signal.SIGTERM)
         return process.communicate(timeout=120)[0]
     except (OSError, subprocess.TimeoutExpired):
-        for pid in (children.read_text().split() if children.exists() else []):
+        for pid in children.read_text().split() if children.exists() else []:
             os.kill(int(pid), signal.SIGKILL)
         process.kill()
         return process.communicate()[0]
 
 
-def test_writes_are_fsynced_before_they_are_acknowledged(tmp_path: Path, tiny_checkpoint: Path, index_dir: Path,
-                                                         demo_dataset: Path) -> None:
+def test_writes_are_fsynced_before_they_are_acknowledged(
+    tmp_path: Path, tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     root = index_dir.resolve()
     version = (root / "CURRENT").read_text().strip()
     (root / f"wal-{version}.log").write_bytes(_TORN_TAIL)  # cut at the start, its bytes kept in a new file
@@ -204,7 +242,9 @@ def test_writes_are_fsynced_before_they_are_acknowledged(tmp_path: Path, tiny_ch
     try:
         wait_ready(url, process, ready_s=180)
         picture = image_bytes(demo_dataset / "images" / "train" / "00004.jpg")
-        added = httpx.post(f"{url}/items", data={"id": "traced"}, files={"image": ("a.jpg", picture)}, timeout=60)
+        added = httpx.post(
+            f"{url}/items", data={"id": "traced"}, files={"image": ("a.jpg", picture)}, timeout=60
+        )
         assert added.status_code == 201, added.text
         deleted = httpx.delete(f"{url}/items/test-00002", timeout=60)
         assert deleted.status_code == 200, deleted.text
@@ -218,8 +258,13 @@ def test_writes_are_fsynced_before_they_are_acknowledged(tmp_path: Path, tiny_ch
         return bool(re.search(r"/wal-v\d+\.log$", path))
 
     # 1. each write request: log record written, then fsynced, then the response sent
-    requests = [c for c in calls if c.name in ("recvfrom", "read") and "<socket:" in c.text
-                and ('"POST /items' in c.text or '"DELETE /items' in c.text)]
+    requests = [
+        c
+        for c in calls
+        if c.name in ("recvfrom", "read")
+        and "<socket:" in c.text
+        and ('"POST /items' in c.text or '"DELETE /items' in c.text)
+    ]
     assert len(requests) == 2, "both write requests are in the trace"
     responses = [c for c in calls if _is_socket_response(c)]
     acks = []  # the responses to the write requests
@@ -228,12 +273,17 @@ def test_writes_are_fsynced_before_they_are_acknowledged(tmp_path: Path, tiny_ch
         response = next(r for r in responses if r.start > request.end and _fd_path(r.text) == connection)
         assert '"HTTP/1.1 20' in response.text, response.text
         acks.append(response)
-        appends = [c for c in calls if c.name in _WRITES and is_log(_fd_path(c.text))
-                   and request.end < c.start < response.start]
+        appends = [
+            c
+            for c in calls
+            if c.name in _WRITES and is_log(_fd_path(c.text)) and request.end < c.start < response.start
+        ]
         assert appends, f"no log record written between {request.text[:60]} and its response"
         synced = [f for f in _fsyncs(calls, is_log) if appends[-1].end < f.start and f.end < response.start]
-        assert synced, (f"the log record of {request.text[:60]} was not fsynced before the response was sent "
-                        f"(trace lines {appends[-1].start}..{response.start})")
+        assert synced, (
+            f"the log record of {request.text[:60]} was not fsynced before the response was sent "
+            f"(trace lines {appends[-1].start}..{response.start})"
+        )
 
     # 2. every new name in the index directory (uploaded image, images/, snapshot, CURRENT, new log,
     #    the torn tail's copy) is followed by an fsync of its directory before the next response,
@@ -257,39 +307,67 @@ def test_writes_are_fsynced_before_they_are_acknowledged(tmp_path: Path, tiny_ch
         else:
             later = [r.start for r in responses if r.start > call.end]
             later += [c.start for c, q in made if str(q.parent) == parent and c.start > call.end]
-            later += [c.start for c in calls if c.name == "ftruncate" and c.start > call.end
-                      and str(Path(_fd_path(c.text)).parent) == parent and Path(_fd_path(c.text)).name != "LOCK"]
+            later += [
+                c.start
+                for c in calls
+                if c.name == "ftruncate"
+                and c.start > call.end
+                and str(Path(_fd_path(c.text)).parent) == parent
+                and Path(_fd_path(c.text)).name != "LOCK"
+            ]
             deadline = min(later, default=len(lines))
-        dir_syncs = [f for f in _fsyncs(calls, lambda p, parent=parent: p == parent)
-                     if call.end < f.start and f.end < deadline]
+        dir_syncs = [
+            f
+            for f in _fsyncs(calls, lambda p, parent=parent: p == parent)
+            if call.end < f.start and f.end < deadline
+        ]
         if not dir_syncs:
-            unsynced_names.append(f"{call.name} of {path} (trace line {call.start}) is not followed by an fsync of "
-                                  f"{parent} before line {deadline}")
+            unsynced_names.append(
+                f"{call.name} of {path} (trace line {call.start}) is not followed by an fsync of "
+                f"{parent} before line {deadline}"
+            )
     assert not unsynced_names, "\n".join(unsynced_names)
 
     # 3. every file created in the index directory has its content fsynced (on an fd of its own
     #    path: the temporary one before its rename) after its last change and before whichever
     #    comes first: the rename that publishes it (its own or its directory's), the next write's
     #    acknowledgement, the file being created again, the end
-    created = [(c, p) for c in calls if (p := _created(c)) is not None and root in p.parents and p.name != "LOCK"]
+    created = [
+        (c, p) for c in calls if (p := _created(c)) is not None and root in p.parents and p.name != "LOCK"
+    ]
     checked, unsynced_files = set(), []
     for n, (create, path) in enumerate(created):
         publish = _publishing_rename(renames, path, create.end)
-        again = next((c for c, q in created[n + 1:] if q == path), None)
+        again = next((c for c, q in created[n + 1 :] if q == path), None)
         bound = min([c.start for c in (publish, again) if c is not None], default=len(lines))
-        changes = [c for c in calls if c.name in _CHANGES and _fd_path(c.text) == str(path)
-                   and create.end < c.start < bound]
+        changes = [
+            c
+            for c in calls
+            if c.name in _CHANGES and _fd_path(c.text) == str(path) and create.end < c.start < bound
+        ]
         after = changes[-1].end if changes else create.end
         deadline = min([bound] + [a.start for a in acks if a.start > after])
-        synced = [f for f in _fsyncs(calls, lambda p, path=str(path): p == path) if after < f.start and f.end < deadline]
+        synced = [
+            f
+            for f in _fsyncs(calls, lambda p, path=str(path): p == path)
+            if after < f.start and f.end < deadline
+        ]
         kind = _kind(path, root)
         if ".tmp" in str(path.relative_to(root)):
             assert publish is not None, f"the temporary {path} ({kind}) is never renamed into place"
         checked.add(kind)
         if not synced:
-            unsynced_files.append(f"{kind} {path}: its content (created at trace line {create.start}, last changed at "
-                                  f"line {after}) is not fsynced before line {deadline}")
+            unsynced_files.append(
+                f"{kind} {path}: its content (created at trace line {create.start}, last changed at "
+                f"line {after}) is not fsynced before line {deadline}"
+            )
     assert {"snapshot file", "CURRENT", "image", "log", "cut copy"} <= checked, checked
     snapshot_files = {p.name for _, p in created if _kind(p, root) == "snapshot file"}
-    assert {"manifest.json", "ids.json", "metadata.jsonl", "attr_0.faiss", "attr_0.tombstones.npy"} <= snapshot_files
+    assert {
+        "manifest.json",
+        "ids.json",
+        "metadata.jsonl",
+        "attr_0.faiss",
+        "attr_0.tombstones.npy",
+    } <= snapshot_files
     assert not unsynced_files, "\n".join(unsynced_files)

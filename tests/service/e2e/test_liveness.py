@@ -4,6 +4,7 @@ wrapper whose `len()` sleeps; a real Milvus server behind a TCP proxy that delay
 `catalogue_unavailable` within its timeout, `/metrics` the last count, never more than one count
 runs at a time, and once the engine is fast again `/readyz` is 200 with the right count. Served by
 the real app over real sockets (uvicorn in a thread; `asen serve` in a subprocess)."""
+
 from __future__ import annotations
 
 import queue
@@ -92,6 +93,7 @@ def while_slow(url: str, seconds: float, readers: int = 3) -> dict[str, list[tup
                 while time.monotonic() < stop:
                     seen[key].append(timed(client, path))
                     time.sleep(pause)
+
         return loop
 
     threads = [threading.Thread(target=ask("/readyz", "readyz", 0.0), daemon=True) for _ in range(readers)]
@@ -105,11 +107,15 @@ def while_slow(url: str, seconds: float, readers: int = 3) -> dict[str, list[tup
     return seen
 
 
-def check_while_slow(seen: dict[str, list[tuple[Any, float]]], n_items: int, healthz_s: float, readyz_s: float) -> None:
+def check_while_slow(
+    seen: dict[str, list[tuple[Any, float]]], n_items: int, healthz_s: float, readyz_s: float
+) -> None:
     healthz = [s for _, s in seen["healthz"]]
-    print(f"/healthz {len(healthz)} answers, slowest {max(healthz):.3f} s; /readyz {len(seen['readyz'])} answers "
-          f"{sorted({r.status_code for r, _ in seen['readyz']})}, slowest {max(s for _, s in seen['readyz']):.2f} s; "
-          f"/metrics {len(seen['metrics'])} answers, slowest {max(s for _, s in seen['metrics']):.3f} s")
+    print(
+        f"/healthz {len(healthz)} answers, slowest {max(healthz):.3f} s; /readyz {len(seen['readyz'])} answers "
+        f"{sorted({r.status_code for r, _ in seen['readyz']})}, slowest {max(s for _, s in seen['readyz']):.2f} s; "
+        f"/metrics {len(seen['metrics'])} answers, slowest {max(s for _, s in seen['metrics']):.3f} s"
+    )
     assert max(healthz) < healthz_s, f"/healthz waited behind the catalogue: {max(healthz):.2f} s"
     assert all(r.status_code == 200 for r, _ in seen["healthz"]) and len(healthz) >= 10
     assert seen["readyz"], "no /readyz answered"
@@ -133,11 +139,15 @@ def wait_ready_again(url: str, n_items: int, within_s: float) -> None:
             assert response.json()["items"] == n_items
             return
         assert response.json()["error"] == "catalogue_unavailable"
-        assert time.monotonic() < deadline, f"/readyz still {response.status_code} {within_s} s after the engine recovered"
+        assert time.monotonic() < deadline, (
+            f"/readyz still {response.status_code} {within_s} s after the engine recovered"
+        )
         time.sleep(0.2)
 
 
-def test_healthz_never_waits_for_a_slow_catalogue(tiny_checkpoint: Path, index_dir: Path, n_items: int) -> None:
+def test_healthz_never_waits_for_a_slow_catalogue(
+    tiny_checkpoint: Path, index_dir: Path, n_items: int
+) -> None:
     settings = Settings(checkpoint=tiny_checkpoint, index=index_dir, ready_timeout_s=1.0, ready_cache_s=0.5)
     encoder, catalogue = load_resources(settings)
     slow = SlowToCount(catalogue)
@@ -215,20 +225,45 @@ class DelayingProxy:
 
 
 @pytest.mark.slow
-def test_a_slow_milvus_server_fails_readiness_fast_and_never_liveness(milvus_server: str, built_index: Path,
-                                                                     tiny_checkpoint: Path, n_items: int) -> None:
+def test_a_slow_milvus_server_fails_readiness_fast_and_never_liveness(
+    milvus_server: str, built_index: Path, tiny_checkpoint: Path, n_items: int
+) -> None:
     """`asen serve` on a real Milvus server reached through a proxy that, once the server has
     started, delays every packet by 3 s (a count then takes over 6 s). It is made slow only after
     startup: loading through it would take minutes (tens of round trips of 6 s each), and a replica
     that has not started has no liveness to keep."""
-    assert main(["index", "copy", "--from", str(built_index), "--to", f"milvus://{milvus_server}/liveness",
-                 "--layout", "rows"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "copy",
+                "--from",
+                str(built_index),
+                "--to",
+                f"milvus://{milvus_server}/liveness",
+                "--layout",
+                "rows",
+            ]
+        )
+        == 0
+    )
     proxy = DelayingProxy(milvus_server)
     port = free_port()
     try:
-        with serving(["serve", "--checkpoint", str(tiny_checkpoint), "--index",
-                      f"milvus://127.0.0.1:{proxy.port}/liveness", "--port", str(port)],
-                     {"ASEN_READY_TIMEOUT_S": "1.5", "ASEN_READY_CACHE_S": "0.5"}, port, ready_s=180) as url:
+        with serving(
+            [
+                "serve",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--index",
+                f"milvus://127.0.0.1:{proxy.port}/liveness",
+                "--port",
+                str(port),
+            ],
+            {"ASEN_READY_TIMEOUT_S": "1.5", "ASEN_READY_CACHE_S": "0.5"},
+            port,
+            ready_s=180,
+        ) as url:
             assert httpx.get(f"{url}/readyz").json()["items"] == n_items
             proxy.delay = 3.0
             time.sleep(1.0)  # the cached count is out of date: the next /readyz asks Milvus

@@ -1,6 +1,7 @@
 """Live writes are in the write-ahead log before they are acknowledged; a write that storage
 refuses (disk full, unwritable directory) is a clear 5xx and changes nothing; a save killed midway
 leaves the previous index loadable and complete."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ from tests.helpers.wal import file_size_limit
 
 
 def _picture(demo_dataset: Path, fid: int = 3) -> dict[str, tuple[str, bytes, str]]:
-    return {"image": ("p.jpg", image_bytes(demo_dataset / "images" / "train" / f"{fid:05d}.jpg"), "image/jpeg")}
+    return {
+        "image": ("p.jpg", image_bytes(demo_dataset / "images" / "train" / f"{fid:05d}.jpg"), "image/jpeg")
+    }
 
 
 def _assert_complete(index_dir: Path, n_items: int, absent: str) -> None:
@@ -38,13 +41,16 @@ def _assert_complete(index_dir: Path, n_items: int, absent: str) -> None:
         assert hits[0].id == "test-00000"
 
 
-def test_disk_full_write_is_507_and_changes_nothing(client: TestClient, settings: Settings, demo_dataset: Path,
-                                                   n_items: int) -> None:
+def test_disk_full_write_is_507_and_changes_nothing(
+    client: TestClient, settings: Settings, demo_dataset: Path, n_items: int
+) -> None:
     """A real kernel refusal (EFBIG, as when the disk or quota is full) while the write is logged:
     507 JSON, nothing applied or left on disk, searches go on, and writes work again afterwards."""
     catalogue = client.app.state.service_state.catalogue  # type: ignore[attr-defined]
     picture = _picture(demo_dataset)
-    assert client.post("/items", data={"id": "warm"}, files=picture).status_code == 201  # image stored already
+    assert (
+        client.post("/items", data={"id": "warm"}, files=picture).status_code == 201
+    )  # image stored already
     size = catalogue.log_size
     with file_size_limit(size + 20):  # every record is longer: each is cut off midway
         response = client.post("/items", data={"id": "new-1"}, files=picture)
@@ -54,7 +60,9 @@ def test_disk_full_write_is_507_and_changes_nothing(client: TestClient, settings
         assert deleted.status_code == 507 and deleted.json()["error"] == "insufficient_storage"
         search = client.post("/search", data={"attribute": "colour", "item_id": "test-00004", "top_k": "3"})
         assert search.status_code == 200 and len(search.json()["results"]) == 3
-    assert client.get("/items/new-1").status_code == 404 and client.get("/items/test-00004").status_code == 200
+    assert (
+        client.get("/items/new-1").status_code == 404 and client.get("/items/test-00004").status_code == 200
+    )
     assert catalogue.log_size == size
     _assert_complete(settings.index, n_items + 1, "new-1")
     assert client.post("/items", data={"id": "new-1"}, files=picture).status_code == 201
@@ -99,8 +107,9 @@ def _how_to_deny_writes() -> str:
     return "mount" if read_only_mounts_allowed() else "nobody"
 
 
-def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_checkpoint: Path, built_index: Path,
-                                                                       demo_dataset: Path, n_items: int) -> None:
+def test_unwritable_index_directory_refuses_writes_and_serves_searches(
+    tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, n_items: int
+) -> None:
     """The index directory cannot be written by the service (real permissions, or a read-only
     mount: see `_how_to_deny_writes`)."""
     shared = Path(tempfile.mkdtemp(prefix="asen-ro-"))
@@ -112,12 +121,21 @@ def test_unwritable_index_directory_refuses_writes_and_serves_searches(tiny_chec
             os.chmod(path, 0o555 if path.is_dir() else 0o444)
         before = sorted(p.name for p in index.iterdir())
         how = _how_to_deny_writes()
-        command = [sys.executable, "-c", UNWRITABLE, str(checkpoint), str(index),
-                   str(demo_dataset / "images" / "train" / "00003.jpg"), how]
+        command = [
+            sys.executable,
+            "-c",
+            UNWRITABLE,
+            str(checkpoint),
+            str(index),
+            str(demo_dataset / "images" / "train" / "00003.jpg"),
+            how,
+        ]
         if how == "mount":
             folder = shlex.quote(str(index))
-            script = (f"set -e\nmount --make-rprivate /\nmount --bind {folder} {folder}\n"
-                      f"mount -o remount,bind,ro {folder}\nexec {shlex.join(command)}")
+            script = (
+                f"set -e\nmount --make-rprivate /\nmount --bind {folder} {folder}\n"
+                f"mount -o remount,bind,ro {folder}\nexec {shlex.join(command)}"
+            )
             command = ["unshare", "-m", "sh", "-c", script]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
         assert result.returncode == 0, result.stderr
@@ -163,33 +181,54 @@ KILLER = textwrap.dedent("""
 
 @pytest.mark.parametrize("where", ["files", "pointer"])
 def test_killed_writer_leaves_previous_index(index_dir: Path, n_items: int, where: str) -> None:
-    result = subprocess.run([sys.executable, "-c", KILLER, where, str(index_dir)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", KILLER, where, str(index_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == -signal.SIGKILL, result.stderr
     _assert_complete(index_dir, n_items, "doomed")
     catalogue = FaissCatalogue.load(index_dir)  # and it is still writable afterwards
-    catalogue.add(["after"], np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None])
+    catalogue.add(
+        ["after"], np.stack([catalogue.vector("test-00001", a) for a in catalogue.attributes])[None]
+    )
     catalogue.save(index_dir)
     assert "after" in FaissCatalogue.load(index_dir)
 
 
 def test_writes_survive_a_restart(settings: Settings, demo_dataset: Path) -> None:
     with TestClient(create_app(settings)) as client:
-        assert client.post("/items", data={"id": "kept", "metadata": '{"a": 1}'},
-                           files=_picture(demo_dataset, 5)).status_code == 201
+        assert (
+            client.post(
+                "/items", data={"id": "kept", "metadata": '{"a": 1}'}, files=_picture(demo_dataset, 5)
+            ).status_code
+            == 201
+        )
         assert client.delete("/items/test-00009").status_code == 200
     with TestClient(create_app(settings)) as client:
         assert client.get("/items/kept").json()["metadata"] == {"a": 1}
         assert client.get("/items/test-00009").status_code == 404
         for attribute in ("colour", "neckline"):
-            hits = client.post("/search", data={"attribute": attribute, "top_k": "100"},
-                               files={"image": ("q.jpg", image_bytes(demo_dataset / "images" / "test" / "00009.jpg"),
-                                                "image/jpeg")}).json()["results"]
+            hits = client.post(
+                "/search",
+                data={"attribute": attribute, "top_k": "100"},
+                files={
+                    "image": (
+                        "q.jpg",
+                        image_bytes(demo_dataset / "images" / "test" / "00009.jpg"),
+                        "image/jpeg",
+                    )
+                },
+            ).json()["results"]
             assert "test-00009" not in {h["id"] for h in hits}
 
 
-def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, demo_dataset: Path,
-                                                           settings: Settings) -> None:
+def test_readyz_and_metrics_report_the_log_and_compactions(
+    client: TestClient, demo_dataset: Path, settings: Settings
+) -> None:
     assert client.get("/readyz").json()["log_bytes"] == 0
     assert client.post("/items", data={"id": "logged"}, files=_picture(demo_dataset)).status_code == 201
     ready = client.get("/readyz").json()
@@ -202,7 +241,9 @@ def test_readyz_and_metrics_report_the_log_and_compactions(client: TestClient, d
     assert (settings.index / "CURRENT").read_text().strip() == "v000002"
 
 
-def test_compaction_deletes_images_no_item_names(client: TestClient, demo_dataset: Path, settings: Settings) -> None:
+def test_compaction_deletes_images_no_item_names(
+    client: TestClient, demo_dataset: Path, settings: Settings
+) -> None:
     key = "_image"
     state = client.app.state.service_state  # type: ignore[attr-defined]
     assert client.post("/items", data={"id": "a"}, files=_picture(demo_dataset, 1)).status_code == 201
@@ -210,7 +251,12 @@ def test_compaction_deletes_images_no_item_names(client: TestClient, demo_datase
     assert client.post("/items", data={"id": "c"}, files=_picture(demo_dataset, 3)).status_code == 201
     names = {i: state.catalogue.get(i).metadata[key] for i in "abc"}
     assert client.delete("/items/a").status_code == 200
-    assert client.post("/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)).status_code == 200
+    assert (
+        client.post(
+            "/items", data={"id": "b", "replace": "true"}, files=_picture(demo_dataset, 4)
+        ).status_code
+        == 200
+    )
     state.compactor.compact_now()  # within the grace period: an upload may still be in flight
     assert all((settings.index / name).is_file() for name in names.values())
     state.compactor.upload_grace_s = 0
@@ -221,9 +267,9 @@ def test_compaction_deletes_images_no_item_names(client: TestClient, demo_datase
         assert client.get(f"/images/{item}").status_code == 200
 
 
-def test_an_image_pruned_while_its_item_is_written_is_stored_again(client: TestClient, demo_dataset: Path,
-                                                                   settings: Settings,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_image_pruned_while_its_item_is_written_is_stored_again(
+    client: TestClient, demo_dataset: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The race of a compaction's pruning with a new upload of the same bytes: the pruning checked
     the (old, unreferenced) file, the upload refreshed it outside the write lock, and the pruning
     deleted it. Here the deletion is made to land right there; the write must store the image again

@@ -9,6 +9,7 @@ no request the schema admits refused and none it refuses taken.
 tests/helpers/schemathesis_hooks.py tells it what a schema cannot (image fields hold real images, cursors
 are the service's) and, for a form carrying a file, which schemathesis cannot validate, checks each
 case's label against the schema itself (docs/service.md, "OpenAPI")."""
+
 from __future__ import annotations
 
 import os
@@ -28,13 +29,37 @@ def test_schemathesis_finds_no_failure(tagging_checkpoint: Path, tagged_index: P
     index = Path(shutil.copytree(tagged_index, tmp_path / "index"))
     port = free_port()
     st = Path(sys.executable).parent / "st"
-    with serving(["serve", "--checkpoint", str(tagging_checkpoint), "--index", str(index), "--port", str(port)],
-                 {}, port) as url:
+    with serving(
+        ["serve", "--checkpoint", str(tagging_checkpoint), "--index", str(index), "--port", str(port)],
+        {},
+        port,
+    ) as url:
         result = subprocess.run(
-            [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", "12", "--seed", "7",
-             "--workers", "1", "--request-timeout", "30", "--max-failures", "20", "--no-color"],
-            cwd=ROOT, env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.helpers.schemathesis_hooks"}, capture_output=True,
-            text=True, timeout=1200, check=False)
+            [
+                str(st),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "12",
+                "--seed",
+                "7",
+                "--workers",
+                "1",
+                "--request-timeout",
+                "30",
+                "--max-failures",
+                "20",
+                "--no-color",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.helpers.schemathesis_hooks"},
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            check=False,
+        )
     report = result.stdout[-12000:] + result.stderr[-3000:]
     assert result.returncode == 0, report
     assert " passed" in result.stdout and "generated" in result.stdout, report

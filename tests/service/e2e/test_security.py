@@ -1,6 +1,7 @@
 """The API key never shows up in logs or answers, the server warns when writes are open, the rate
 limit answers 429, CORS is off unless configured, and overload is refused quickly (503 with
 Retry-After) rather than queued without bound; slow requests time out with 504."""
+
 from __future__ import annotations
 
 import os
@@ -32,10 +33,25 @@ def _jpeg(demo_dataset: Path, n: int = 1) -> bytes:
 
 def _run_server(checkpoint: Path, index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "asen_search.service.cli", "serve", "--checkpoint", str(checkpoint),
-                                "--index", str(index), "--port", str(port)], cwd=ROOT,
-                               env={**os.environ, "ASEN_LOG_LEVEL": "debug", **env}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asen_search.service.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "ASEN_LOG_LEVEL": "debug", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, process)
     return process, url
@@ -47,7 +63,9 @@ def _stop(process: subprocess.Popen[str]) -> str:
     return output
 
 
-def test_api_key_is_never_logged_or_echoed(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
+def test_api_key_is_never_logged_or_echoed(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     process, url = _run_server(tiny_checkpoint, index_dir, {"ASEN_API_KEY": SECRET})
     bodies = []
     try:
@@ -56,8 +74,15 @@ def test_api_key_is_never_logged_or_echoed(tiny_checkpoint: Path, index_dir: Pat
         assert wrong.status_code == 401
         right = httpx.post(f"{url}/items", data={"id": "x1"}, files=image, headers={"X-API-Key": SECRET})
         assert right.status_code == 201
-        bodies = [wrong.text, right.text, str(wrong.headers), str(right.headers),
-                  httpx.get(f"{url}/readyz").text, httpx.get(f"{url}/metrics").text, httpx.get(f"{url}/openapi.json").text]
+        bodies = [
+            wrong.text,
+            right.text,
+            str(wrong.headers),
+            str(right.headers),
+            httpx.get(f"{url}/readyz").text,
+            httpx.get(f"{url}/metrics").text,
+            httpx.get(f"{url}/openapi.json").text,
+        ]
     finally:
         output = _stop(process)
     assert SECRET not in output and SECRET[:-1] not in output
@@ -84,8 +109,12 @@ def test_rate_limit_answers_429_on_expensive_endpoints_only(limited: TestClient)
     refused = limited.post("/search", data=query)
     assert refused.status_code == 429 and refused.json()["error"] == "rate_limited"
     assert 1 <= int(refused.headers["Retry-After"]) <= 2
-    assert limited.post("/rerank", json={"attribute": "colour", "item_id": "test-00001",
-                                         "candidates": ["test-00002"]}).status_code == 429
+    assert (
+        limited.post(
+            "/rerank", json={"attribute": "colour", "item_id": "test-00001", "candidates": ["test-00002"]}
+        ).status_code
+        == 429
+    )
     assert limited.get("/items/test-00001").status_code == 200  # cheap reads are not limited
     assert limited.get("/readyz").status_code == 200
 
@@ -109,9 +138,14 @@ def test_cors_is_off_unless_configured(tiny_checkpoint: Path, index_dir: Path) -
         assert "access-control-allow-origin" not in client.get("/attributes", headers=origin).headers
         preflight = client.options("/search", headers={**origin, "Access-Control-Request-Method": "POST"})
         assert "access-control-allow-origin" not in preflight.headers
-    settings = Settings(checkpoint=tiny_checkpoint, index=index_dir, cors_origins="https://shop.example, https://b.example")
+    settings = Settings(
+        checkpoint=tiny_checkpoint, index=index_dir, cors_origins="https://shop.example, https://b.example"
+    )
     with TestClient(create_app(settings)) as client:
-        assert client.get("/attributes", headers=origin).headers["access-control-allow-origin"] == "https://shop.example"
+        assert (
+            client.get("/attributes", headers=origin).headers["access-control-allow-origin"]
+            == "https://shop.example"
+        )
         other = client.get("/attributes", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
 
@@ -162,21 +196,29 @@ def test_waiting_too_long_for_the_model_is_503() -> None:
     anyio.run(main)
 
 
-def test_overloaded_server_answers_503_quickly(tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path) -> None:
+def test_overloaded_server_answers_503_quickly(
+    tiny_checkpoint: Path, index_dir: Path, demo_dataset: Path
+) -> None:
     """16 concurrent image searches against a queue of 2 over real HTTP: the surplus is refused
     with Retry-After in a fraction of the time the accepted ones take; nothing else fails."""
-    process, url = _run_server(tiny_checkpoint, index_dir, {"ASEN_MAX_QUEUE": "2", "ASEN_INFERENCE_CONCURRENCY": "1",
-                                                             "ASEN_LOG_LEVEL": "warning"})
+    process, url = _run_server(
+        tiny_checkpoint,
+        index_dir,
+        {"ASEN_MAX_QUEUE": "2", "ASEN_INFERENCE_CONCURRENCY": "1", "ASEN_LOG_LEVEL": "warning"},
+    )
     image = _jpeg(demo_dataset)
     results: list[tuple[int, float, str | None]] = []
     lock = threading.Lock()
 
     def search() -> None:
         start = time.perf_counter()
-        response = httpx.post(f"{url}/search", data={"attribute": "colour"}, files={"image": ("q.jpg", image)},
-                              timeout=60)
+        response = httpx.post(
+            f"{url}/search", data={"attribute": "colour"}, files={"image": ("q.jpg", image)}, timeout=60
+        )
         with lock:
-            results.append((response.status_code, time.perf_counter() - start, response.headers.get("retry-after")))
+            results.append(
+                (response.status_code, time.perf_counter() - start, response.headers.get("retry-after"))
+            )
 
     try:
         for _ in range(2):  # the batch below must not include first-request warm-up

@@ -1,5 +1,6 @@
 """`asen train` and `asen serve` options come from one source each: TrainConfig's fields and the
 service Settings' fields. A new field is a new flag; the flags users know keep their names."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,54 @@ from asen_search.service.cli.model_commands import parse_train_config
 from asen_search.service.cli.service_commands import serve_settings
 
 # the flags `asen train` has always had: renaming one breaks users' scripts
-TRAIN_FLAGS = ["--variant", "--backbone", "--local-backbone", "--global-weights", "--local-weights", "--stride",
-               "--global-size", "--local-size", "--embed-dim", "--positions", "--no-positions", "--trainable-stages",
-               "--stage1-epochs", "--stage2-epochs", "--triplets", "--batch-size", "--lr", "--lr-global", "--lr-local",
-               "--roi-threshold", "--beta", "--no-asa", "--no-aca", "--seed", "--time-budget", "--resume", "--device",
-               "--runtime", "--prototype-samples", "--no-prototypes", "--cache-dir", "--instance-weight",
-               "--instance-margin", "--instance-share", "--instance-views", "--max-memory"]
-SERVE_FLAGS = ["--checkpoint", "--index", "--images-dir", "--host", "--port", "--device", "--runtime",
-               "--allow-open-writes"]
+TRAIN_FLAGS = [
+    "--variant",
+    "--backbone",
+    "--local-backbone",
+    "--global-weights",
+    "--local-weights",
+    "--stride",
+    "--global-size",
+    "--local-size",
+    "--embed-dim",
+    "--positions",
+    "--no-positions",
+    "--trainable-stages",
+    "--stage1-epochs",
+    "--stage2-epochs",
+    "--triplets",
+    "--batch-size",
+    "--lr",
+    "--lr-global",
+    "--lr-local",
+    "--roi-threshold",
+    "--beta",
+    "--no-asa",
+    "--no-aca",
+    "--seed",
+    "--time-budget",
+    "--resume",
+    "--device",
+    "--runtime",
+    "--prototype-samples",
+    "--no-prototypes",
+    "--cache-dir",
+    "--instance-weight",
+    "--instance-margin",
+    "--instance-share",
+    "--instance-views",
+    "--max-memory",
+]
+SERVE_FLAGS = [
+    "--checkpoint",
+    "--index",
+    "--images-dir",
+    "--host",
+    "--port",
+    "--device",
+    "--runtime",
+    "--allow-open-writes",
+]
 
 
 def _options(command: str) -> set[str]:
@@ -47,11 +88,18 @@ def test_every_field_is_a_flag_and_the_known_flags_stay() -> None:
 
 
 def test_flags_reach_the_config() -> None:
-    cfg = parse_train_config("--no-asa --triplets 100 --max-memory 0 --embed-dim 64 --margin 0.3 --no-amp",
-                             Path("d"), Path("o"))
-    assert (cfg.use_asa, cfg.triplets_per_epoch, cfg.max_memory_gb, cfg.embed_dim, cfg.margin, cfg.amp) == \
-        (False, 100, None, 64, 0.3, False)
-    assert cfg.common_dim == 64   # follows the embedding size
+    cfg = parse_train_config(
+        "--no-asa --triplets 100 --max-memory 0 --embed-dim 64 --margin 0.3 --no-amp", Path("d"), Path("o")
+    )
+    assert (cfg.use_asa, cfg.triplets_per_epoch, cfg.max_memory_gb, cfg.embed_dim, cfg.margin, cfg.amp) == (
+        False,
+        100,
+        None,
+        64,
+        0.3,
+        False,
+    )
+    assert cfg.common_dim == 64  # follows the embedding size
     with pytest.raises(ValueError, match="expected a size in GB"):
         parse_train_config("--max-memory -1", Path("d"), Path("o"))
 
@@ -77,5 +125,10 @@ def test_serve_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ASEN_MAX_TOP_K", "50")
     args = build_parser().parse_args(["serve", "--index", "flag-index", "--rate-limit", "2.5", "--mmap"])
     settings = serve_settings(args)
-    assert (settings.checkpoint, settings.index, settings.max_top_k, settings.rate_limit, settings.mmap) == \
-        (Path("env.pt"), Path("flag-index"), 50, 2.5, True)
+    assert (settings.checkpoint, settings.index, settings.max_top_k, settings.rate_limit, settings.mmap) == (
+        Path("env.pt"),
+        Path("flag-index"),
+        50,
+        2.5,
+        True,
+    )

@@ -1,4 +1,5 @@
 """`asen demo`: each step is skipped when its output exists and is complete."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,7 +27,9 @@ def test_demo_entries_carry_every_label(seed0_dataset: Path, demo_dataset: Path)
     assert all(len(e.metadata) == 2 for e in other_seed)
 
 
-def test_second_run_uses_the_cache(seed0_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_second_run_uses_the_cache(
+    seed0_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     work = tmp_path / "demo"
     shutil.copytree(seed0_dataset, work / "data")
     (work / "data" / ".complete").write_text("")
@@ -53,7 +56,12 @@ def test_bad_demo_flags_fail_before_any_work(tmp_path: Path) -> None:
 
 
 def test_check_command_accepts_a_matching_pair_and_names_a_mismatch(
-        tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tiny_checkpoint: Path,
+    built_index: Path,
+    demo_dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from asen_search.service.cli.main import main
 
     assert main(["check", "--checkpoint", str(tiny_checkpoint), "--index", str(built_index)]) == 0

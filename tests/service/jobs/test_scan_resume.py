@@ -3,6 +3,7 @@ catalogue's state (a digest of every item through the public interface) when a s
 resume that finds the catalogue changed scans every design again. An interrupted scan is simulated
 as in test_threshold.py (a finished design's record removed). Also: the report's pictures live in
 `report_files/`, named by relative paths, so the documented outputs copied anywhere still show them."""
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +22,13 @@ from asen_search.model.encoder import Encoder
 from asen_search.service.jobs.item_images import IMAGE_KEY
 from asen_search.service.jobs.scan import ScanConfig, ScanReport, catalogue_state, scan
 
-DESIGNS = ("images/train/00003.jpg", "images/train/00017.jpg", "images/train/00042.jpg")  # not in the catalogue
+DESIGNS = (
+    "images/train/00003.jpg",
+    "images/train/00017.jpg",
+    "images/train/00042.jpg",
+)  # not in the catalogue
 COPY_ID = "copy-of-design0"
-OUTPUTS = ("matches.csv", "summary.json", "report.html", "report_files")   # what docs/protection.md names
+OUTPUTS = ("matches.csv", "summary.json", "report.html", "report_files")  # what docs/protection.md names
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +37,9 @@ def encoder(tiny_checkpoint: Path) -> Encoder:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, encoder: Encoder) -> ScanConfig:
+def setup(
+    tmp_path: Path, tiny_checkpoint: Path, built_index: Path, demo_dataset: Path, encoder: Encoder
+) -> ScanConfig:
     """Three designs, a writable copy of the catalogue, and a threshold that gives design 0 a few matches."""
     designs = tmp_path / "designs"
     designs.mkdir()
@@ -43,13 +50,22 @@ def setup(tmp_path: Path, tiny_checkpoint: Path, built_index: Path, demo_dataset
     catalogue = open_catalogue(index)
     try:
         query = encoder.encode([Image.open(designs / "design0.jpg").convert("RGB")], [0])[0, 0]
-        hits, _ = catalogue.search_range(query, attribute, -1.0, 5)       # the best 5
+        hits, _ = catalogue.search_range(query, attribute, -1.0, 5)  # the best 5
     finally:
         catalogue.close()
     assert len(hits) == 5
-    min_score = (hits[2].score + hits[3].score) / 2          # design 0: 3 matches
-    return ScanConfig(tiny_checkpoint, index, designs, attribute, tmp_path / "report", min_score=float(min_score),
-                      max_results=4, progress=False, runtime="torch")
+    min_score = (hits[2].score + hits[3].score) / 2  # design 0: 3 matches
+    return ScanConfig(
+        tiny_checkpoint,
+        index,
+        designs,
+        attribute,
+        tmp_path / "report",
+        min_score=float(min_score),
+        max_results=4,
+        progress=False,
+        runtime="torch",
+    )
 
 
 def _run(cfg: ScanConfig, encoder: Encoder) -> ScanReport:
@@ -77,8 +93,9 @@ def _add_copy_of_design0(cfg: ScanConfig, encoder: Encoder) -> None:
         catalogue.close()
 
 
-def test_a_resume_after_an_item_was_added_finds_it(setup: ScanConfig, encoder: Encoder,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_resume_after_an_item_was_added_finds_it(
+    setup: ScanConfig, encoder: Encoder, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = setup
     first = _run(cfg, encoder)
     assert first.scanned_now == 3 and first.rescanned_because is None
@@ -91,8 +108,10 @@ def test_a_resume_after_an_item_was_added_finds_it(setup: ScanConfig, encoder: E
     assert ("design0", COPY_ID) in _rows(cfg.out), "the item added since the interruption is a match"
     assert [i for d, i in _rows(cfg.out) if d == "design0"][0] == COPY_ID, "an exact copy comes first"
     n = before["items"]
-    message = f"the catalogue changed since the interrupted scan started ({n} items then, {n + 1} now): " \
-              "scanning all 3 designs again"
+    message = (
+        f"the catalogue changed since the interrupted scan started ({n} items then, {n + 1} now): "
+        "scanning all 3 designs again"
+    )
     assert resumed.scanned_now == 3 and resumed.rescanned_because == message
     assert message in capsys.readouterr().err
     assert json.loads((cfg.out / "summary.json").read_text())["catalogue"]["items"] == n + 1
@@ -106,7 +125,7 @@ def test_a_resume_after_a_matched_item_was_deleted_drops_it(setup: ScanConfig, e
     _run(cfg, encoder)
     matched = [i for d, i in _rows(cfg.out) if d == "design0"]
     _interrupt(cfg)
-    unchanged = _run(cfg, encoder)         # the same catalogue: resumed, not rescanned
+    unchanged = _run(cfg, encoder)  # the same catalogue: resumed, not rescanned
     assert unchanged.scanned_now == 1 and unchanged.rescanned_because is None
     _interrupt(cfg)
     catalogue = open_catalogue(cfg.index, writer=True)
@@ -143,8 +162,9 @@ class _Images(HTMLParser):
             self._figure = None
 
 
-def test_the_report_copied_elsewhere_shows_every_picture_of_a_resumed_scan(setup: ScanConfig, encoder: Encoder,
-                                                                           tmp_path: Path) -> None:
+def test_the_report_copied_elsewhere_shows_every_picture_of_a_resumed_scan(
+    setup: ScanConfig, encoder: Encoder, tmp_path: Path
+) -> None:
     cfg = setup
     _run(cfg, encoder)
     _interrupt(cfg)
@@ -155,17 +175,20 @@ def test_the_report_copied_elsewhere_shows_every_picture_of_a_resumed_scan(setup
     for name in OUTPUTS:
         source = cfg.out / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, elsewhere / name)
-    shutil.rmtree(cfg.out)                       # nothing may still point at the original folder
+    shutil.rmtree(cfg.out)  # nothing may still point at the original folder
     page = _Images()
     page.feed((elsewhere / "report.html").read_text())
     rows = _rows(elsewhere)
     assert len(page.sources) == 2 * (len(DESIGNS) + len(rows)), "both pictures of every design and match"
     for src in page.sources:
-        assert not Path(src).is_absolute() and ".." not in Path(src).parts and src.startswith("report_files/"), src
+        assert (
+            not Path(src).is_absolute() and ".." not in Path(src).parts and src.startswith("report_files/")
+        ), src
         assert (elsewhere / src).is_file(), src
     assert page.figures.get(COPY_ID) == 2, "the item added since the interruption is shown with its pictures"
-    assert {p.name for p in (elsewhere / "report_files").iterdir()} == {Path(s).name for s in page.sources}, \
+    assert {p.name for p in (elsewhere / "report_files").iterdir()} == {Path(s).name for s in page.sources}, (
         "report_files holds exactly the report's pictures"
+    )
 
 
 def test_the_catalogue_state_ignores_order_and_sees_every_change(built_index: Path, tmp_path: Path) -> None:
@@ -176,7 +199,7 @@ def test_the_catalogue_state_ignores_order_and_sees_every_change(built_index: Pa
         state = catalogue_state(catalogue)
         assert state["items"] == len(catalogue)
         ids, vectors, metadata = next(catalogue.iter_items(3))
-        catalogue.upsert(ids[:1], vectors[:1], metadata[:1])            # moved to the end of the order: same state
+        catalogue.upsert(ids[:1], vectors[:1], metadata[:1])  # moved to the end of the order: same state
         assert catalogue.ids()[-1] == ids[0] and catalogue_state(catalogue, batch_size=7) == state
         catalogue.upsert(ids[:1], vectors[:1], [{**metadata[0], "brand": "x"}])
         assert catalogue_state(catalogue) != state, "other metadata"

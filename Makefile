@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "== installing into $(VENV) (torch first, pinned: a plain torch requirement can pull a multi-GB build)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -c requirements.lock torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -c requirements.lock -e '.[test,milvus,milvus-server,ray,onnxruntime]'
+	$(BIN)/python -m pip install -c requirements.lock -e '.[test,milvus,milvus-server,ray,onnxruntime,backbones]'
 	touch $@
 
 # Debian packages the tests need: chromium (the browser tests drive it with Playwright, no browser
@@ -75,10 +75,10 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
-# The lock is the dependency closure of '.[test,milvus,milvus-server,ray,onnxruntime]' as installed in $(VENV) (not other
+# The lock is the dependency closure of '.[test,milvus,milvus-server,ray,onnxruntime,backbones]' as installed in $(VENV) (not other
 # tools that may sit there too); written to a temporary file first so a failure leaves the old lock.
 lock:
-	$(BIN)/python tools/lock_deps.py --extra test --extra milvus --extra milvus-server --extra ray --extra onnxruntime > requirements.lock.tmp || { rm -f requirements.lock.tmp; exit 1; }
+	$(BIN)/python tools/lock_deps.py --extra test --extra milvus --extra milvus-server --extra ray --extra onnxruntime --extra backbones > requirements.lock.tmp || { rm -f requirements.lock.tmp; exit 1; }
 	mv requirements.lock.tmp requirements.lock
 
 # Exit 1 on a known vulnerability in a pinned version, 2 when no vulnerability source is reachable.

@@ -21,10 +21,13 @@ class BranchConfig:
     out_dim: int = 128  # embedding size of the branch
     frozen_stages: int = -1  # leading backbone stages kept frozen; -1 = all of them
     positions: bool = False  # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
+    glimpses: int = 1  # spatial attention maps per attribute, pooled side by side (attention.py)
 
     def __post_init__(self) -> None:
         if self.stride not in (16, 32):
             raise ValueError(f"stride must be 16 or 32, got {self.stride}")
+        if not 1 <= self.glimpses <= 8:
+            raise ValueError(f"glimpses must be 1 to 8, got {self.glimpses}")
         if self.input_size < 32 or self.input_size % 16:
             raise ValueError(f"input size must be a multiple of 16 and >= 32, got {self.input_size}")
 

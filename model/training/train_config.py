@@ -57,6 +57,11 @@ class TrainConfig:
         0, "backbone stages fine-tuned at the end of each backbone (0: frozen, cached)"
     )
     positions: bool = lever(False, "position channels in the attention heads (docs/results.md)")
+    glimpses: int = lever(
+        1,
+        "spatial attention maps per attribute in each head, pooled side by side: with "
+        "--positions, two can measure a distance such as hem to shoulders (docs/results.md)",
+    )
     stage1_epochs: int = lever(9, "stage 1 epochs (9 + 4 at 288 px: about 10 minutes on 2 cores)")
     stage2_epochs: int = lever(4, "stage 2 epochs")
     triplets_per_epoch: int = lever(16000, "triplets per epoch", flag="--triplets")
@@ -141,6 +146,7 @@ class TrainConfig:
                 self.embed_dim,
                 frozen_stages(name, self.stride, self.trainable_stages),
                 self.positions,
+                self.glimpses,
             )
 
         return ModelConfig(

@@ -78,3 +78,24 @@ def test_checkpoints_without_the_positions_key_load_without_positions() -> None:
     for branch in ("global_branch", "local_branch"):
         del data[branch]["positions"]
     assert ModelConfig.from_dict(data).global_branch.positions is False
+
+
+def test_glimpses_pool_each_map_side_by_side() -> None:
+    """G maps per attribute: the pooled vector is the G weighted sums one after another, each map sums
+    to one, and the attention given out is their mean."""
+    torch.manual_seed(0)
+    asa = SpatialAttention(12, 8, 6, glimpses=2)
+    feats, attr = torch.randn(3, 12, 5, 7), torch.randn(3, 4, 8)
+    pooled, att = asa(feats, attr)
+    assert pooled.shape == (3, 4, 24) and att.shape == (3, 4, 5, 7)
+    p = torch.tanh(asa.attr_proj(attr)).reshape(3, 8, 6)
+    maps = torch.softmax(
+        torch.einsum("bgc,bchw->bghw", p, torch.tanh(asa.conv(feats))).flatten(2) / 6**0.5, -1
+    )
+    maps = maps.view(3, 4, 2, 5, 7)
+    torch.testing.assert_close(pooled[..., 12:], torch.einsum("bkhw,bchw->bkc", maps[:, :, 1], feats))
+    torch.testing.assert_close(att, maps.mean(dim=2))
+    assert not torch.allclose(maps[:, :, 0], maps[:, :, 1])
+    head = AttentionHead(12, 8, 6, 2, 16, positions=True, glimpses=3)
+    emb, _ = head(torch.randn(2, 12, 4, 4), torch.randn(2, 5, 8))
+    assert emb.shape == (2, 5, 16)

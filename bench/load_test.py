@@ -59,7 +59,8 @@ import httpx
 import numpy as np
 
 from asen_search.model.tuning import PROCESS_ENV  # the process tuning `asen serve` runs with (docs/tuning.md)
-from tests.helpers import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HOST = "127.0.0.1"
 ROUTES = ("search-image", "search-id", "rerank", "add", "delete")

@@ -48,8 +48,9 @@ from pathlib import Path
 import httpx
 
 from asen_search.model.tuning import PROCESS_ENV  # the process tuning of docs/tuning.md
-from tests.helpers import ROOT
 from tests.helpers.browser import browser_missing, chromium  # one place for Chromium's flags
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager

@@ -28,7 +28,8 @@ import httpx
 import numpy as np
 
 from asen_search.model.tuning import PROCESS_ENV
-from tests.helpers import ROOT
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = ("decode", "encode", "search")
 

@@ -197,10 +197,6 @@ def build_lite_classifier(name: str = "tf_efficientnet_lite0", pretrained: bool 
     return net
 
 
-def build_lite0_classifier(pretrained: bool = True) -> nn.Module:
-    return build_lite_classifier("tf_efficientnet_lite0", pretrained)
-
-
 def _timm_spec(name: str) -> BackboneSpec:
     """From timm's own configuration of the model: mean, std, input size, and where stride 16 ends."""
     import timm

@@ -82,6 +82,7 @@ class ASENModel(nn.Module):
             cfg.use_aca,
             branch.positions,
             branch.glimpses,
+            branch.extent,
         )
 
     def _run_head(self, head: nn.Module, maps: torch.Tensor, attrs: torch.Tensor):

@@ -27,19 +27,28 @@ class SpatialAttention(nn.Module):
         self.attr_proj = nn.Linear(attr_dim, common_dim * glimpses)  # W_p, one per glimpse
         self.conv = nn.Conv2d(in_channels, common_dim, 1)  # F -> F'
 
+    def weights(self, feats: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+        """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> every glimpse's attention `[B, K G, hw]`."""
+        b, _, h, w = feats.shape
+        k, g = attr.shape[1], self.glimpses
+        if not self.enabled:
+            return feats.new_full((b, k * g, h * w), 1.0 / (h * w))
+        p = torch.tanh(self.attr_proj(attr)).reshape(b, k * g, self.common_dim)  # [B, K G, c']
+        fp = torch.tanh(self.conv(feats)).flatten(2)  # [B, c', hw]
+        return torch.softmax(torch.bmm(p, fp) / math.sqrt(self.common_dim), dim=-1)
+
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> pooled `[B, K, G C]`, attention `[B, K, h, w]`."""
-        b, c, h, w = feats.shape
-        k, g = attr.shape[1], self.glimpses
-        flat = feats.flatten(2)  # [B, C, hw]
-        if not self.enabled:
-            att = feats.new_full((b, k * g, h * w), 1.0 / (h * w))
-        else:
-            p = torch.tanh(self.attr_proj(attr)).reshape(b, k * g, self.common_dim)  # [B, K G, c']
-            fp = torch.tanh(self.conv(feats)).flatten(2)  # [B, c', hw]
-            att = torch.softmax(torch.bmm(p, fp) / math.sqrt(self.common_dim), dim=-1)
-        pooled = torch.bmm(att, flat.transpose(1, 2)).reshape(b, k, g * c)  # [B, K, G C]
-        return pooled, att.view(b, k, g, h, w).mean(dim=2)
+        pooled, att = self.pool(feats, attr)
+        b, _, h, w = feats.shape
+        return pooled, att.view(b, attr.shape[1], self.glimpses, h, w).mean(dim=2)
+
+    def pool(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> pooled `[B, K, G C]` and every glimpse's attention `[B, K G, hw]`."""
+        b, c = feats.shape[:2]
+        att = self.weights(feats, attr)
+        pooled = torch.bmm(att, feats.flatten(2).transpose(1, 2)).reshape(b, attr.shape[1], self.glimpses * c)
+        return pooled, att
 
 
 class ChannelAttention(nn.Module):
@@ -95,6 +104,54 @@ def position_channels(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack([yy, xx, yy * yy, xx * xx, yy * xx])
 
 
+class GarmentExtent(nn.Module):
+    """Where the garment is and where each glimpse rests on it, measured against the garment's width.
+
+    A learned mask `m = sigmoid(conv1x1 F)` (one per head, the same for every attribute) stands for the
+    garment; its attention-free moments give its centre `(c_y, c_x)`, spreads `(s_y, s_x)` and area. Each
+    glimpse's centre and spread are then taken relative to the garment: `(g_y - c_y) / s_x`,
+    `(g_x - c_x) / s_x`, `log(g_sy / s_x)`, `log(g_sx / s_x)`. A length is such a ratio (hem height
+    against shoulder width); pictures framed at any scale give the same numbers, which neither pooled
+    cell features nor the position channels (absolute places on the picture) can. The head pools
+    `6 + 4 G` of these beside the features (`--extent`, docs/results.md)."""
+
+    def __init__(self, in_channels: int, glimpses: int) -> None:
+        super().__init__()
+        self.mask = nn.Conv2d(in_channels, 1, 1)
+        self.glimpses = glimpses
+        self.dim = 6 + 4 * glimpses
+
+    @staticmethod
+    def _moments(wts: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """wts `[..., hw]` summing to 1, grid `[2, hw]` (y, x) -> centre y, x and spread y, x `[...]`."""
+        cy, cx = wts @ grid[0], wts @ grid[1]
+        vy = (wts @ grid[0].square() - cy.square()).clamp_min(0)
+        vx = (wts @ grid[1].square() - cx.square()).clamp_min(0)
+        return cy, cx, (vy + 1e-4).sqrt(), (vx + 1e-4).sqrt()
+
+    def forward(self, feats: torch.Tensor, att: torch.Tensor, k: int) -> torch.Tensor:
+        """feats `[B, C, h, w]`, every glimpse's attention `[B, K G, hw]` -> `[B, K, 6 + 4 G]`."""
+        b, _, h, w = feats.shape
+        grid = position_channels(h, w, feats)[:2].flatten(1)  # [2, hw]: y, x
+        m = torch.sigmoid(self.mask(feats)).flatten(1)  # [B, hw]
+        cy, cx, sy, sx = self._moments(m / m.sum(dim=1, keepdim=True).clamp_min(1e-6), grid)
+        garment = torch.stack(
+            [cy, cx, sy.log(), sx.log(), (sy / sx).log(), m.mean(dim=1).clamp_min(1e-4).log()], -1
+        )
+        gy, gx, gsy, gsx = self._moments(att.view(b, k, self.glimpses, h * w), grid)  # [B, K, G] each
+        width = sx[:, None, None]
+        rel = torch.stack(
+            [
+                (gy - cy[:, None, None]) / width,
+                (gx - cx[:, None, None]) / width,
+                (gsy / width).log(),
+                (gsx / width).log(),
+            ],
+            -1,
+        )  # [B, K, G, 4]
+        return torch.cat([garment[:, None].expand(-1, k, -1), rel.flatten(2)], dim=-1)
+
+
 class AttentionHead(ChannelStandardised):
     """One branch's head on a (standardised) backbone map: ASA, then ACA, then the projection W_f.
 
@@ -115,21 +172,28 @@ class AttentionHead(ChannelStandardised):
         use_aca: bool = True,
         positions: bool = False,
         glimpses: int = 1,
+        extent: bool = False,
     ) -> None:
         super().__init__(in_channels)
         self.positions = positions
         width = in_channels + (POSITION_CHANNELS if positions else 0)
         self.asa = SpatialAttention(width, attr_dim, common_dim, use_asa, glimpses)
-        self.aca = ChannelAttention(width * glimpses, attr_dim, reduction, use_aca)
-        self.proj = nn.Linear(width * glimpses, out_dim)  # W_f
+        self.extent = GarmentExtent(in_channels, glimpses) if extent else None
+        pooled = width * glimpses + (self.extent.dim if self.extent is not None else 0)
+        self.aca = ChannelAttention(pooled, attr_dim, reduction, use_aca)
+        self.proj = nn.Linear(pooled, out_dim)  # W_f
 
     def forward(self, feats: torch.Tensor, attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats `[B, C, h, w]`, attr `[B, K, attr_dim]` -> embeddings `[B, K, out]`, attention `[B, K, h, w]`."""
-        feats = self.standardise(feats)
+        base = feats = self.standardise(feats)
+        b, _, h, w = feats.shape
         if self.positions:
-            b, _, h, w = feats.shape
             feats = torch.cat([feats, position_channels(h, w, feats).expand(b, -1, -1, -1)], dim=1)
-        pooled, att = self.asa(feats, attr)
+        pooled, every = self.asa.pool(feats, attr)
+        k = attr.shape[1]
+        if self.extent is not None:
+            pooled = torch.cat([pooled, self.extent(base, every, k)], dim=-1)
+        att = every.view(b, k, self.asa.glimpses, h, w).mean(dim=2)
         return self.proj(self.aca(pooled, attr)), att
 
 

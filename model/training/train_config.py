@@ -64,6 +64,11 @@ class TrainConfig:
         "spatial attention maps per attribute in each head, pooled side by side: with "
         "--positions, two can measure a distance such as hem to shoulders (docs/results.md)",
     )
+    extent: bool = lever(
+        False,
+        "the heads also pool a learned garment mask's extent and each glimpse's place on it, relative "
+        "to the garment's width (docs/results.md)",
+    )
     stage1_epochs: int = lever(9, "stage 1 epochs (9 + 4 at 288 px: about 10 minutes on 2 cores)")
     stage2_epochs: int = lever(4, "stage 2 epochs")
     triplets_per_epoch: int = lever(16000, "triplets per epoch", flag="--triplets")
@@ -149,6 +154,7 @@ class TrainConfig:
                 frozen_stages(name, self.stride, self.trainable_stages),
                 self.positions,
                 self.glimpses,
+                self.extent,
             )
 
         return ModelConfig(

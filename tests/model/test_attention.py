@@ -77,7 +77,9 @@ def test_checkpoints_without_the_positions_key_load_without_positions() -> None:
     data = ModelConfig().to_dict()
     for branch in ("global_branch", "local_branch"):
         del data[branch]["positions"]
-    assert ModelConfig.from_dict(data).global_branch.positions is False
+        del data[branch]["extent"]
+    loaded = ModelConfig.from_dict(data).global_branch
+    assert loaded.positions is False and loaded.extent is False
 
 
 def test_glimpses_pool_each_map_side_by_side() -> None:
@@ -99,3 +101,47 @@ def test_glimpses_pool_each_map_side_by_side() -> None:
     head = AttentionHead(12, 8, 6, 2, 16, positions=True, glimpses=3)
     emb, _ = head(torch.randn(2, 12, 4, 4), torch.randn(2, 5, 8))
     assert emb.shape == (2, 5, 16)
+
+
+def _garment(
+    top: int, left: int, height: int, width: int, size: int = 40
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A feature map whose channel 0 is +10 on a rectangle (the garment) and -10 elsewhere, and two
+    glimpses: one on the rectangle's bottom row (the hem), one on its top row (the shoulders)."""
+    feats = torch.full((1, 2, size, size), -10.0)
+    feats[0, 0, top : top + height, left : left + width] = 10.0
+    att = torch.zeros(1, 2, size, size)
+    att[0, 0, top + height - 1, left : left + width] = 1.0 / width
+    att[0, 1, top, left : left + width] = 1.0 / width
+    return feats, att.flatten(2)
+
+
+def test_garment_extent_measures_proportions_at_any_scale() -> None:
+    """The extent features are ratios to the garment's width: the same garment drawn 1.5 times larger
+    elsewhere gives the same hem place, a longer garment of the same width another one."""
+    from asen_search.model.nn.attention import GarmentExtent
+
+    extent = GarmentExtent(2, glimpses=2)
+    with torch.no_grad():
+        extent.mask.weight.zero_()
+        extent.mask.weight[0, 0] = 1.0  # the mask is channel 0: the rectangle
+        extent.mask.bias.zero_()
+    with torch.no_grad():
+        small = extent(*_garment(4, 8, 16, 8), k=1)[0, 0]
+        large = extent(*_garment(2, 14, 24, 12), k=1)[0, 0]
+        longer = extent(*_garment(4, 8, 24, 8), k=1)[0, 0]
+    assert small.shape == (6 + 4 * 2,)
+    hem, aspect = 6, 4  # the hem glimpse's height below the garment's centre / width; log(s_y / s_x)
+    for i in (hem, hem + 4, aspect):  # the hem's and the shoulders' places, the garment's aspect
+        assert abs(float(small[i] - large[i])) < 0.06 * abs(float(small[i])) + 0.02, i
+    assert float(longer[hem]) > 1.3 * float(small[hem])
+    assert float(longer[aspect]) > float(small[aspect]) + 0.3
+
+
+def test_head_with_extent_pools_it_beside_the_features() -> None:
+    torch.manual_seed(0)
+    head = AttentionHead(12, 8, 6, 2, 16, positions=True, glimpses=2, extent=True)
+    assert head.proj.in_features == (12 + 5) * 2 + 6 + 4 * 2
+    emb, att = head(torch.randn(2, 12, 5, 5), torch.randn(2, 3, 8))
+    assert emb.shape == (2, 3, 16) and att.shape == (2, 3, 5, 5)
+    assert torch.isfinite(emb).all()

@@ -22,9 +22,7 @@ class BranchConfig:
     frozen_stages: int = -1  # leading backbone stages kept frozen; -1 = all of them
     positions: bool = False  # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
     glimpses: int = 1  # spatial attention maps per attribute, pooled side by side (attention.py)
-    extent: bool = (
-        False  # the head also pools the garment's extent and the glimpses' places on it (attention.py)
-    )
+    extent: bool = False  # also pool the garment's extent and the glimpses' places on it (attention.py)
 
     def __post_init__(self) -> None:
         if self.stride not in (16, 32):

@@ -56,8 +56,9 @@ class TrainConfig:
     trainable_stages: int = lever(
         0, "backbone stages fine-tuned at the end of each backbone (0: frozen, cached)"
     )
-    # two glimpses with position channels: +4.6 test MAP and +10.7 garment_length on the demo (quick recipe,
-    # three seeds), +4.5 on demo2 (docs/results.md, "Two glimpses with positions")
+    # two glimpses: +4.6 test MAP and +10.7 garment_length on the demo (quick recipe, three seeds), +4.5 on
+    # demo2; the position channels beside them are within noise either way (docs/results.md, "Two glimpses
+    # with positions")
     positions: bool = lever(True, "position channels in the attention heads (docs/results.md)")
     glimpses: int = lever(
         2,

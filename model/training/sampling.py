@@ -1,11 +1,12 @@
 """Triplet sampling for the attribute-specific triplet loss (asen-spec.md, "Losses"); numpy only.
 
-Per triplet: an attribute uniformly over the usable attributes; a positive value ``vp`` uniformly
-over that attribute's values with at least two distinct images and a negative value ``vn != vp``
-uniformly over its other values with at least one image (together: uniform over all valid ordered
-pairs, because every ``vp`` has the same number of possible ``vn``); anchor and positive are two
-distinct images with ``vp``, the negative any image with ``vn``. Duplicate label rows count once;
-an image labelled with two values of one attribute (not in the reference data) could be drawn as
+Per triplet: an attribute uniformly over the usable attributes (or by given weights:
+`attribute_weights`); a positive value ``vp`` uniformly over that attribute's values with at least
+two distinct images and a negative value ``vn != vp`` uniformly over its other values with at least
+one image (together: uniform over all valid ordered pairs, because every ``vp`` has the same number
+of possible ``vn``); anchor and positive are two distinct images with ``vp``, the negative any image
+with ``vn``. Duplicate label rows count once; an image labelled with two values of one attribute
+(not in the reference data) could be drawn as
 both the anchor and the negative.
 """
 
@@ -51,18 +52,34 @@ class TripletSampler:
             )
         self._rng = np.random.default_rng(seed)
 
-    def sample(self, n: int) -> np.ndarray:
-        """``n`` triplets as int64 ``[n, 4]``: (attr, anchor_fid, positive_fid, negative_fid)."""
+    def sample(self, n: int, attribute_weights: Sequence[float] | None = None) -> np.ndarray:
+        """``n`` triplets as int64 ``[n, 4]``: (attr, anchor_fid, positive_fid, negative_fid).
+        ``attribute_weights`` (one per attribute, >= 0): how often each attribute is drawn, relative
+        to the others (default: uniform over the usable ones; unusable ones are never drawn)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         usable = np.asarray(self.usable_attributes, dtype=np.int64)
         out = np.empty((n, 4), dtype=np.int64)
-        out[:, 0] = usable[self._rng.integers(len(usable), size=n)]
+        if attribute_weights is None:
+            out[:, 0] = usable[self._rng.integers(len(usable), size=n)]
+        else:
+            out[:, 0] = usable[
+                self._rng.choice(len(usable), size=n, p=self._probabilities(attribute_weights))
+            ]
         for attr in self.usable_attributes:
             rows = np.flatnonzero(out[:, 0] == attr)
             if len(rows):
                 out[rows, 1:] = self._sample_attribute(self._tables[attr], len(rows))
         return out
+
+    def _probabilities(self, weights: Sequence[float]) -> np.ndarray:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(self.n_values),) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"attribute weights: one finite value >= 0 per attribute, got {list(weights)}")
+        w = w[self.usable_attributes]
+        if w.sum() <= 0:
+            raise ValueError("attribute weights: every usable attribute has weight 0")
+        return w / w.sum()
 
     def _sample_attribute(self, t: _AttributeTable, k: int) -> np.ndarray:
         """``k`` (anchor, positive, negative) fid rows for one attribute, int64 ``[k, 3]``."""

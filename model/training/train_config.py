@@ -79,6 +79,12 @@ class TrainConfig:
     lr_local: float = lever(1e-3, "stage 2 local branch learning rate")
     lr_gamma: float = lever(0.9, "learning-rate decay per step of the schedule (stage 1 every 3 epochs)")
     margin: float = lever(0.2, "triplet margin")
+    attribute_focus: float = lever(
+        0.0,
+        "share of each epoch's triplets given to the attributes in proportion to their validation "
+        "error after the last epoch (the rest: uniform; 0: uniform, 1: all by error)",
+        metavar="SHARE",
+    )
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
     beta: float | None = lever(
         None, "global weight in the fused similarity (default: chosen per attribute on the validation split)"

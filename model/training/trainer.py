@@ -98,6 +98,8 @@ class Trainer:
         self.ds: AttributeDataset = load_dataset(cfg.data)
         self.labels = self.ds.train_labels()
         TripletSampler(self.labels, self.ds.n_values, cfg.seed)  # fail early on unusable labels
+        if not 0.0 <= cfg.attribute_focus <= 1.0:
+            raise ValueError(f"--attribute-focus must be in [0, 1], got {cfg.attribute_focus}")
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
@@ -358,6 +360,7 @@ class Trainer:
         n_triplets = cfg.triplets_per_epoch
         if stage == 2 and cfg.time_budget is not None:
             n_triplets = max(cfg.batch_size, int(BUDGET_STAGE2_TRIPLETS * n_triplets))
+        weights = self._attribute_weights()  # the ones this epoch's triplets were drawn with
         triplets = torch.from_numpy(self._triplets(stage, epoch, n_triplets))
         crop_record: dict[str, Any] = {}
         if stage == 2:
@@ -414,6 +417,7 @@ class Trainer:
             "loss": float(np.mean(losses)) if losses else None,
             "valid_map": report.overall,
             "valid_per_attribute": report.per_attribute,
+            **({"attribute_weights": [round(w, 4) for w in weights]} if weights else {}),
             "seconds": round(time.monotonic() - t0, 1),
             **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
             **crop_record,
@@ -477,7 +481,9 @@ class Trainer:
         """An epoch's triplets `[n (+ instance rows), 5]`: (attr, anchor, positive, negative, kind), kind
         0 for the class triplets, 1 for the instance-aware ones (shuffled among them)."""
         cfg = self.cfg
-        rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(n)
+        rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(
+            n, self._attribute_weights()
+        )
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
             return rows
@@ -488,6 +494,17 @@ class Trainer:
             [rows, np.concatenate([instance, np.ones((len(instance), 1), np.int64)], axis=1)]
         )
         return rows[np.random.default_rng([cfg.seed, stage, epoch, 2]).permutation(len(rows))]
+
+    def _attribute_weights(self) -> list[float] | None:
+        """How often each attribute is drawn this epoch (`--attribute-focus`): a share `focus` of the
+        triplets goes to the attributes in proportion to their validation error (1 - MAP) after the
+        last epoch, the rest uniformly; None (uniform) before the first validation or with focus 0."""
+        focus = self.cfg.attribute_focus
+        if focus <= 0 or not self.state.history:
+            return None
+        valid = self.state.history[-1]["valid_per_attribute"]
+        errors = np.array([max(1.0 - valid.get(a.name, 0.0), 1e-3) for a in self.ds.attributes])
+        return list((1.0 - focus) / len(errors) + focus * errors / errors.sum())
 
     def _loss(self, stage: int, batch: torch.Tensor) -> torch.Tensor:
         """Loss of a batch of triplets `[B, 5]` (attr, anchor, positive, negative, kind): the class

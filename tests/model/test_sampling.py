@@ -105,3 +105,27 @@ def test_100k_triplets_fast() -> None:
     triplets = sampler.sample(100_000)
     assert time.perf_counter() - start < 1.0
     assert triplets.shape == (100_000, 4)
+
+
+def test_attribute_weights_set_how_often_each_attribute_is_drawn() -> None:
+    labels = _random_labels(n=3000, n_values=(4, 6, 3))
+    triplets = TripletSampler(labels, [4, 6, 3], seed=3).sample(60_000, [1.0, 2.0, 5.0])
+    np.testing.assert_allclose(
+        np.bincount(triplets[:, 0], minlength=3) / 60_000, [1 / 8, 2 / 8, 5 / 8], atol=0.01
+    )
+    value_of = _value_of(labels)
+    for attr, anchor, positive, negative in triplets[:2000].tolist():  # still valid triplets
+        (va,), (vp,), (vn,) = value_of[anchor, attr], value_of[positive, attr], value_of[negative, attr]
+        assert va == vp != vn and anchor != positive
+
+
+def test_attribute_weights_never_draw_an_unusable_attribute() -> None:
+    labels = _tagged([(0, 0, 0), (1, 0, 0), (2, 0, 1), (3, 1, 0), (4, 1, 1)])  # attribute 1 unusable
+    triplets = TripletSampler(labels, [2, 2], seed=1).sample(500, [0.1, 10.0])
+    assert (triplets[:, 0] == 0).all()
+
+
+@pytest.mark.parametrize("weights", [[1.0, -1.0, 1.0], [1.0, 1.0], [0.0, 0.0, 0.0], [1.0, float("nan"), 1.0]])
+def test_attribute_weights_are_checked(weights: list[float]) -> None:
+    with pytest.raises(ValueError, match="attribute weights"):
+        TripletSampler(_random_labels(), [4, 6, 3], seed=0).sample(10, weights)

@@ -138,3 +138,17 @@ def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: 
     assert not torch.equal(
         trained.local_backbone.stages[-1][0].weight, initial.local_backbone.stages[-1][0].weight
     )
+
+
+def test_attribute_focus_draws_the_weak_attributes_more(demo_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    small = dict(variant="asen-global", backbone="tiny", global_size=64, triplets_per_epoch=320)
+    train(_cfg(demo_dataset, out, stage1_epochs=2, attribute_focus=0.5, **small), progress=False)
+    first, second = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert "attribute_weights" not in first  # uniform before the first validation
+    weights, errors = second["attribute_weights"], [1 - m for m in first["valid_per_attribute"].values()]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-3)
+    expected = [0.5 / len(errors) + 0.5 * max(e, 1e-3) / sum(max(e, 1e-3) for e in errors) for e in errors]
+    assert weights == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="attribute-focus"):
+        train(_cfg(demo_dataset, tmp_path / "bad", attribute_focus=1.5, **small), progress=False)

@@ -6,8 +6,7 @@ two distinct images and a negative value ``vn != vp`` uniformly over its other v
 one image (together: uniform over all valid ordered pairs, because every ``vp`` has the same number
 of possible ``vn``); anchor and positive are two distinct images with ``vp``, the negative any image
 with ``vn``. Duplicate label rows count once; an image labelled with two values of one attribute
-(not in the reference data) could be drawn as
-both the anchor and the negative.
+(not in the reference data) could be drawn as both the anchor and the negative.
 """
 
 from __future__ import annotations

@@ -51,10 +51,19 @@ class TripletSampler:
             )
         self._rng = np.random.default_rng(seed)
 
-    def sample(self, n: int, attribute_weights: Sequence[float] | None = None) -> np.ndarray:
+    def sample(
+        self,
+        n: int,
+        attribute_weights: Sequence[float] | None = None,
+        pair_weights: Sequence[np.ndarray | None] | None = None,
+    ) -> np.ndarray:
         """``n`` triplets as int64 ``[n, 4]``: (attr, anchor_fid, positive_fid, negative_fid).
         ``attribute_weights`` (one per attribute, >= 0): how often each attribute is drawn, relative
-        to the others (default: uniform over the usable ones; unusable ones are never drawn)."""
+        to the others (default: uniform over the usable ones; unusable ones are never drawn).
+        ``pair_weights`` (per attribute None or a ``[values, values]`` array >= 0): how often each
+        (positive value, negative value) pair of that attribute is drawn, relative to its other valid
+        pairs (default: uniform over the valid pairs; a pair without a positive or a negative image,
+        or with the same value twice, is never drawn)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         usable = np.asarray(self.usable_attributes, dtype=np.int64)
@@ -68,7 +77,8 @@ class TripletSampler:
         for attr in self.usable_attributes:
             rows = np.flatnonzero(out[:, 0] == attr)
             if len(rows):
-                out[rows, 1:] = self._sample_attribute(self._tables[attr], len(rows))
+                weights = None if pair_weights is None else pair_weights[attr]
+                out[rows, 1:] = self._sample_attribute(self._tables[attr], len(rows), weights)
         return out
 
     def _probabilities(self, weights: Sequence[float]) -> np.ndarray:
@@ -80,14 +90,17 @@ class TripletSampler:
             raise ValueError("attribute weights: every usable attribute has weight 0")
         return w / w.sum()
 
-    def _sample_attribute(self, t: _AttributeTable, k: int) -> np.ndarray:
+    def _sample_attribute(self, t: _AttributeTable, k: int, pair_weights: np.ndarray | None) -> np.ndarray:
         """``k`` (anchor, positive, negative) fid rows for one attribute, int64 ``[k, 3]``."""
         rng = self._rng
-        vp = t.positive_values[rng.integers(len(t.positive_values), size=k)]
-        # vn: uniform over negative_values without vp (skip vp's slot by shifting past it).
-        vp_slot = np.searchsorted(t.negative_values, vp)
-        slot = rng.integers(len(t.negative_values) - 1, size=k)
-        vn = t.negative_values[slot + (slot >= vp_slot)]
+        if pair_weights is None:
+            vp = t.positive_values[rng.integers(len(t.positive_values), size=k)]
+            # vn: uniform over negative_values without vp (skip vp's slot by shifting past it).
+            vp_slot = np.searchsorted(t.negative_values, vp)
+            slot = rng.integers(len(t.negative_values) - 1, size=k)
+            vn = t.negative_values[slot + (slot >= vp_slot)]
+        else:
+            vp, vn = self._draw_pairs(t, k, pair_weights)
         anchor = rng.integers(t.counts[vp])
         positive = rng.integers(t.counts[vp] - 1)
         positive += positive >= anchor  # distinct from the anchor's slot
@@ -96,6 +109,21 @@ class TripletSampler:
             [t.fids[t.starts[vp] + anchor], t.fids[t.starts[vp] + positive], t.fids[t.starts[vn] + negative]],
             axis=1,
         )
+
+    def _draw_pairs(self, t: _AttributeTable, k: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(t.counts)
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (n, n) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(
+                f"pair weights: a finite [{n}, {n}] array >= 0 per attribute, got shape {w.shape}"
+            )
+        valid = np.zeros((n, n), dtype=bool)
+        valid[np.ix_(t.positive_values, t.negative_values)] = True
+        np.fill_diagonal(valid, False)
+        w = np.where(valid, w, 0.0)
+        p = (w if w.sum() > 0 else valid.astype(np.float64)).ravel()
+        cells = self._rng.choice(n * n, size=k, p=p / p.sum())
+        return cells // n, cells % n
 
 
 def _validate(labels: Tagged, n_values: list[int]) -> None:

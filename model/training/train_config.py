@@ -85,6 +85,13 @@ class TrainConfig:
         "error after the last epoch (the rest: uniform; 0: uniform, 1: all by error)",
         metavar="SHARE",
     )
+    pair_focus: float = lever(
+        0.0,
+        "share of each attribute's triplets whose (positive, negative) value pair is drawn in "
+        "proportion to the pair's mean triplet loss in the last epoch: the values still confused, "
+        "such as neighbouring lengths (the rest: uniform; 0: uniform)",
+        metavar="SHARE",
+    )
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
     beta: float | None = lever(
         None, "global weight in the fused similarity (default: chosen per attribute on the validation split)"

@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint, update_extra
@@ -98,8 +99,9 @@ class Trainer:
         self.ds: AttributeDataset = load_dataset(cfg.data)
         self.labels = self.ds.train_labels()
         TripletSampler(self.labels, self.ds.n_values, cfg.seed)  # fail early on unusable labels
-        if not 0.0 <= cfg.attribute_focus <= 1.0:
-            raise ValueError(f"--attribute-focus must be in [0, 1], got {cfg.attribute_focus}")
+        for flag, share in (("--attribute-focus", cfg.attribute_focus), ("--pair-focus", cfg.pair_focus)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{flag} must be in [0, 1], got {share}")
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
@@ -112,6 +114,12 @@ class Trainer:
             local_weights=cfg.local_weights,
         ).to(self.device)
         self.started = time.monotonic()
+        # the value of each (train image, attribute), -1: none; and the epoch's summed global triplet
+        # loss and count per (attribute, positive value, negative value), for --pair-focus
+        self.value_of = np.full((int(self.labels.fids.max(initial=-1)) + 1, len(self.ds.n_values)), -1)
+        self.value_of[self.labels.fids, self.labels.attrs] = self.labels.values
+        cells = (len(self.ds.n_values), max(self.ds.n_values), max(self.ds.n_values))
+        self.pair_loss, self.pair_count = np.zeros(cells), np.zeros(cells)
         self.optimizer: torch.optim.Optimizer | None = None
         self.state = self._restore() if cfg.resume else TrainState()
         self.data = self._prepare()
@@ -361,6 +369,7 @@ class Trainer:
         if stage == 2 and cfg.time_budget is not None:
             n_triplets = max(cfg.batch_size, int(BUDGET_STAGE2_TRIPLETS * n_triplets))
         weights = self._attribute_weights()  # the ones this epoch's triplets were drawn with
+        self.pair_loss[:], self.pair_count[:] = 0.0, 0.0
         triplets = torch.from_numpy(self._triplets(stage, epoch, n_triplets))
         crop_record: dict[str, Any] = {}
         if stage == 2:
@@ -418,6 +427,11 @@ class Trainer:
             "valid_map": report.overall,
             "valid_per_attribute": report.per_attribute,
             **({"attribute_weights": [round(w, 4) for w in weights]} if weights else {}),
+            **(
+                {"pair_loss": self._pair_means(), "pair_triplets": self.pair_count.astype(int).tolist()}
+                if cfg.pair_focus > 0
+                else {}
+            ),
             "seconds": round(time.monotonic() - t0, 1),
             **({"betas": dict(zip((a.name for a in self.ds.attributes), pre.betas))} if pre.betas else {}),
             **crop_record,
@@ -482,7 +496,7 @@ class Trainer:
         0 for the class triplets, 1 for the instance-aware ones (shuffled among them)."""
         cfg = self.cfg
         rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(
-            n, self._attribute_weights()
+            n, self._attribute_weights(), self._pair_weights()
         )
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
@@ -505,6 +519,37 @@ class Trainer:
         valid = self.state.history[-1]["valid_per_attribute"]
         errors = np.array([max(1.0 - valid.get(a.name, 0.0), 1e-3) for a in self.ds.attributes])
         return list((1.0 - focus) / len(errors) + focus * errors / errors.sum())
+
+    def _pair_means(self) -> list[list[list[float | None]]]:
+        """The epoch's mean global triplet loss per (attribute, positive value, negative value), None
+        where no triplet had that pair (JSON for the log and for resuming)."""
+        means = self.pair_loss / np.maximum(self.pair_count, 1)
+        return [
+            [[round(float(m), 5) if c else None for m, c in zip(mr, cr)] for mr, cr in zip(ma, ca)]
+            for ma, ca in zip(means, self.pair_count)
+        ]
+
+    def _pair_weights(self) -> list[np.ndarray | None] | None:
+        """The value-pair weights of this epoch's triplets (`--pair-focus`; None before the first epoch)."""
+        if self.cfg.pair_focus <= 0 or not self.state.history or "pair_loss" not in self.state.history[-1]:
+            return None
+        return focus_pair_weights(self.state.history[-1]["pair_loss"], self.ds.n_values, self.cfg.pair_focus)
+
+    def _record_pairs(self, batch: torch.Tensor, g: Triple) -> None:
+        """Add a batch's per-triplet global loss to its (attribute, positive value, negative value)."""
+        with torch.no_grad():
+            pos = F.cosine_similarity(g[0], g[1], dim=-1)
+            neg = F.cosine_similarity(g[0], g[2], dim=-1)
+            loss = F.relu(self.cfg.margin - pos + neg).cpu().numpy()
+        rows = batch.numpy()
+        keep = rows[:, 4] == 0  # class triplets only
+        attr, vp, vn = (
+            rows[keep, 0],
+            self.value_of[rows[keep, 2], rows[keep, 0]],
+            self.value_of[rows[keep, 3], rows[keep, 0]],
+        )
+        np.add.at(self.pair_loss, (attr, vp, vn), loss[keep])
+        np.add.at(self.pair_count, (attr, vp, vn), 1.0)
 
     def _loss(self, stage: int, batch: torch.Tensor) -> torch.Tensor:
         """Loss of a batch of triplets `[B, 5]` (attr, anchor, positive, negative, kind): the class
@@ -529,6 +574,8 @@ class Trainer:
                 .float()
                 .chunk(3),
             )
+            if self.cfg.pair_focus > 0:
+                self._record_pairs(batch, g)
             if stage == 1:
                 if margins is None or weights is None:
                     return triplet_loss(*g, margin=self.cfg.margin)
@@ -579,6 +626,29 @@ class Trainer:
             state.stage, state.epoch = stage + 1, 0
         self._say(f"resumed from {path}: stage {state.stage}, {state.epoch} epochs done")
         return state
+
+
+def focus_pair_weights(
+    pair_loss: list[list[list[float | None]]], n_values: list[int], focus: float
+) -> list[np.ndarray | None]:
+    """How often each (positive value, negative value) pair of each attribute is drawn: a share
+    `focus` in proportion to the pair's mean global triplet loss in the last epoch (`pair_loss`, None
+    where the pair was not drawn: the attribute's mean; the pairs the model still confuses, on an
+    ordered attribute the neighbours), the rest uniformly over the pairs of two different values."""
+    out: list[np.ndarray | None] = []
+    for a, k in enumerate(n_values):
+        loss = np.array(pair_loss[a], dtype=np.float64)[:k, :k]  # None -> nan
+        off = ~np.eye(k, dtype=bool)
+        seen = off & np.isfinite(loss)
+        if k < 2 or not seen.any():
+            out.append(None)
+            continue
+        loss = np.where(seen, loss, loss[seen].mean())
+        uniform = off / off.sum()
+        total = loss[off].sum()
+        hard = np.where(off, loss, 0.0) / total if total > 0 else uniform
+        out.append((1.0 - focus) * uniform + focus * hard)
+    return out
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

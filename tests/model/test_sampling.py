@@ -129,3 +129,44 @@ def test_attribute_weights_never_draw_an_unusable_attribute() -> None:
 def test_attribute_weights_are_checked(weights: list[float]) -> None:
     with pytest.raises(ValueError, match="attribute weights"):
         TripletSampler(_random_labels(), [4, 6, 3], seed=0).sample(10, weights)
+
+
+def test_pair_weights_set_how_often_each_value_pair_is_drawn() -> None:
+    labels = _random_labels(n=3000, n_values=(4, 6, 3))
+    hard = np.zeros((4, 4))
+    hard[1, 2], hard[2, 1] = 3.0, 1.0  # attribute 0: only (1, 2) and (2, 1), three to one
+    triplets = TripletSampler(labels, [4, 6, 3], seed=4).sample(40_000, pair_weights=[hard, None, None])
+    value_of = {f: v for f, v in zip(labels.fids.tolist(), labels.values.tolist())}
+    first = triplets[triplets[:, 0] == 0]
+    pairs = [(value_of[p], value_of[n]) for p, n in first[:, 2:4].tolist()]
+    assert set(pairs) == {(1, 2), (2, 1)}
+    assert pairs.count((1, 2)) / len(pairs) == pytest.approx(0.75, abs=0.02)
+    for _attr, anchor, positive, negative in first[:500].tolist():
+        assert value_of[anchor] == value_of[positive] != value_of[negative] and anchor != positive
+    other = triplets[triplets[:, 0] == 1]  # None: uniform as before
+    vn = np.array([value_of[n] for n in other[:, 3]])
+    np.testing.assert_allclose(np.bincount(vn, minlength=6) / len(vn), 1 / 6, atol=0.02)
+
+
+def test_pair_weights_never_draw_an_invalid_pair() -> None:
+    # value 1 has one image: a negative only; value 2 has none; the diagonal is never a pair
+    labels = _tagged([(0, 0, 0), (1, 0, 0), (2, 0, 1), (3, 0, 3), (4, 0, 3)])
+    triplets = TripletSampler(labels, [4], seed=2).sample(2000, pair_weights=[np.ones((4, 4))])
+    value_of = {f: v for f, _, v in [(0, 0, 0), (1, 0, 0), (2, 0, 1), (3, 0, 3), (4, 0, 3)]}
+    pairs = {(value_of[p], value_of[n]) for p, n in triplets[:, 2:4].tolist()}
+    assert pairs == {(0, 1), (0, 3), (3, 0), (3, 1)}
+    only_invalid = np.zeros((4, 4))
+    only_invalid[2, 1] = only_invalid[0, 0] = 5.0  # no weight on a valid pair: uniform over the valid ones
+    triplets = TripletSampler(labels, [4], seed=2).sample(2000, pair_weights=[only_invalid])
+    assert {(value_of[p], value_of[n]) for p, n in triplets[:, 2:4].tolist()} == pairs
+
+
+def test_pair_weights_are_checked() -> None:
+    with pytest.raises(ValueError, match="pair weights"):
+        TripletSampler(_random_labels(), [4, 6, 3], seed=0).sample(
+            100, pair_weights=[np.ones((3, 3)), None, None]
+        )
+    with pytest.raises(ValueError, match="pair weights"):
+        TripletSampler(_random_labels(), [4, 6, 3], seed=0).sample(
+            100, pair_weights=[-np.ones((4, 4)), None, None]
+        )

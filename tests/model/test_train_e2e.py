@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,7 +12,7 @@ from asen_search.model.data.dataset import load_dataset
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.training.evaluate import evaluate_encoder
-from asen_search.model.training.trainer import TrainConfig, train
+from asen_search.model.training.trainer import TrainConfig, focus_pair_weights, train
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -152,3 +153,38 @@ def test_attribute_focus_draws_the_weak_attributes_more(demo_dataset: Path, tmp_
     assert weights == pytest.approx(expected, abs=1e-3)
     with pytest.raises(ValueError, match="attribute-focus"):
         train(_cfg(demo_dataset, tmp_path / "bad", attribute_focus=1.5, **small), progress=False)
+
+
+def test_pair_focus_draws_the_confused_value_pairs_more(demo_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    small = dict(variant="asen-global", backbone="tiny", global_size=64, triplets_per_epoch=3200)
+    train(_cfg(demo_dataset, out, stage1_epochs=2, pair_focus=1.0, **small), progress=False)
+    first, second = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    ds = load_dataset(demo_dataset)
+    hardest = easiest = 0.0
+    expected = 0.0  # what the weights promise: the ratio of the two pairs' first-epoch losses
+    for a, k in enumerate(ds.n_values):
+        assert all(first["pair_loss"][a][v][v] is None for v in range(k))  # never a pair
+        cells = [(first["pair_loss"][a][p][n], p, n) for p in range(k) for n in range(k) if p != n]
+        cells = sorted(c for c in cells if c[0] is not None)
+        # the second epoch drew the pair the first confused most more often than the one it confused least
+        hardest += second["pair_triplets"][a][cells[-1][1]][cells[-1][2]]
+        easiest += second["pair_triplets"][a][cells[0][1]][cells[0][2]]
+        expected += cells[-1][0] / max(cells[0][0], 1e-3) / len(ds.n_values)
+    assert expected > 1.5 and hardest > 1.3 * easiest, (hardest, easiest, expected)
+
+
+def test_focus_pair_weights() -> None:
+    loss = [[[None, 0.3, 0.1], [0.0, None, None], [0.2, 0.2, None]], [[None]]]
+    weights = focus_pair_weights(loss, [3, 1], 0.5)
+    assert weights[1] is None  # one value: no pair
+    w = weights[0]
+    assert w is not None and w.shape == (3, 3) and np.diag(w).tolist() == [0.0, 0.0, 0.0]
+    # (1, 2) was not drawn: the mean of the others (0.16); the total of the losses is 0.96
+    hard = np.array([[0, 0.3, 0.1], [0.0, 0, 0.16], [0.2, 0.2, 0]]) / 0.96
+    np.testing.assert_allclose(w, 0.5 * (1 - np.eye(3)) / 6 + 0.5 * hard)
+    assert w.sum() == pytest.approx(1.0)
+    # no loss anywhere: uniform
+    np.testing.assert_allclose(
+        focus_pair_weights([[[None, 0.0], [0.0, None]]], [2], 1.0)[0], [[0, 0.5], [0.5, 0]]
+    )

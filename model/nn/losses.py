@@ -8,13 +8,20 @@ import torch
 import torch.nn.functional as F
 
 
+def triplet_violations(
+    anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float | torch.Tensor = 0.2
+) -> torch.Tensor:
+    """`max(0, m - cos(a, p) + cos(a, n))` per triplet `[B]` of `[B, D]` embeddings."""
+    pos = F.cosine_similarity(anchor, positive, dim=-1)
+    neg = F.cosine_similarity(anchor, negative, dim=-1)
+    return F.relu(margin - pos + neg)
+
+
 def triplet_loss(
     anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float = 0.2
 ) -> torch.Tensor:
     """`mean max(0, m - cos(a, p) + cos(a, n))` over `[B, D]` embeddings."""
-    pos = F.cosine_similarity(anchor, positive, dim=-1)
-    neg = F.cosine_similarity(anchor, negative, dim=-1)
-    return F.relu(margin - pos + neg).mean()
+    return triplet_violations(anchor, positive, negative, margin).mean()
 
 
 def weighted_triplet_loss(
@@ -26,9 +33,7 @@ def weighted_triplet_loss(
 ) -> torch.Tensor:
     """`mean w_i max(0, m_i - cos(a, p) + cos(a, n))`: a margin and a weight per triplet `[B]` (class
     and instance-aware triplets in one batch: model/training/instance.py)."""
-    pos = F.cosine_similarity(anchor, positive, dim=-1)
-    neg = F.cosine_similarity(anchor, negative, dim=-1)
-    return (weights * F.relu(margins - pos + neg)).mean()
+    return (weights * triplet_violations(anchor, positive, negative, margins)).mean()
 
 
 def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Tensor]) -> torch.Tensor:

@@ -4,9 +4,10 @@ Per triplet: an attribute uniformly over the usable attributes (or by given weig
 `attribute_weights`); a positive value ``vp`` uniformly over that attribute's values with at least
 two distinct images and a negative value ``vn != vp`` uniformly over its other values with at least
 one image (together: uniform over all valid ordered pairs, because every ``vp`` has the same number
-of possible ``vn``); anchor and positive are two distinct images with ``vp``, the negative any image
-with ``vn``. Duplicate label rows count once; an image labelled with two values of one attribute
-(not in the reference data) could be drawn as both the anchor and the negative.
+of possible ``vn``; or by given weights per pair: `pair_weights`); anchor and positive are two
+distinct images with ``vp``, the negative any image with ``vn``. Duplicate label rows count once; an
+image labelled with two values of one attribute (not in the reference data) could be drawn as both
+the anchor and the negative.
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from asen_search.model.checkpoint import load_checkpoint, read_payload, save_checkpoint, update_extra
@@ -24,7 +23,7 @@ from asen_search.model.data.dataset import AttributeDataset, load_dataset
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
-from asen_search.model.nn.losses import joint_loss, triplet_loss, weighted_triplet_loss
+from asen_search.model.nn.losses import joint_loss, triplet_loss, triplet_violations, weighted_triplet_loss
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
@@ -370,7 +369,7 @@ class Trainer:
             n_triplets = max(cfg.batch_size, int(BUDGET_STAGE2_TRIPLETS * n_triplets))
         weights = self._attribute_weights()  # the ones this epoch's triplets were drawn with
         self.pair_loss[:], self.pair_count[:] = 0.0, 0.0
-        triplets = torch.from_numpy(self._triplets(stage, epoch, n_triplets))
+        triplets = torch.from_numpy(self._triplets(stage, epoch, n_triplets, weights))
         crop_record: dict[str, Any] = {}
         if stage == 2:
             # crops of the pairs this epoch's triplets use, by the current global attention: at most
@@ -491,12 +490,12 @@ class Trainer:
     def _base_lrs(self, stage: int) -> list[float]:
         return [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]
 
-    def _triplets(self, stage: int, epoch: int, n: int) -> np.ndarray:
+    def _triplets(self, stage: int, epoch: int, n: int, attribute_weights: list[float] | None) -> np.ndarray:
         """An epoch's triplets `[n (+ instance rows), 5]`: (attr, anchor, positive, negative, kind), kind
         0 for the class triplets, 1 for the instance-aware ones (shuffled among them)."""
         cfg = self.cfg
         rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(
-            n, self._attribute_weights(), self._pair_weights()
+            n, attribute_weights, self._pair_weights()
         )
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
@@ -538,9 +537,7 @@ class Trainer:
     def _record_pairs(self, batch: torch.Tensor, g: Triple) -> None:
         """Add a batch's per-triplet global loss to its (attribute, positive value, negative value)."""
         with torch.no_grad():
-            pos = F.cosine_similarity(g[0], g[1], dim=-1)
-            neg = F.cosine_similarity(g[0], g[2], dim=-1)
-            loss = F.relu(self.cfg.margin - pos + neg).cpu().numpy()
+            loss = triplet_violations(*g, margin=self.cfg.margin).cpu().numpy()
         rows = batch.numpy()
         keep = rows[:, 4] == 0  # class triplets only
         attr, vp, vn = (

@@ -17,7 +17,7 @@ the map cache's folder, and their stem maps cached like any image's.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,28 +33,56 @@ VIEWS_FORMAT = 1  # bump when what a view is changes (augment.py's defaults): an
 def view_paths(paths: Sequence[Path], views: int, folder: Path, progress: bool = True) -> list[list[Path]]:
     """`views` new photographs of every image of `paths`, written once into `folder` (named by the
     image's content and the view number; reused by later runs): `[views][len(paths)]` paths."""
-    folder = Path(folder) / f"views-v{VIEWS_FORMAT}-{_settings_key()}"
-    folder.mkdir(parents=True, exist_ok=True)
-    out: list[list[Path]] = [[] for _ in range(views)]
-    for path in tqdm(
+
+    def draw(image: Image.Image, digest: str, v: int) -> Image.Image:
+        return rephotograph(image, np.random.default_rng([int(digest[:15], 16), v]))
+
+    return derived_paths(
         paths,
-        desc="new photographs of the train images",
-        unit="img",
-        disable=not progress,
-        leave=False,
-        dynamic_ncols=True,
-    ):
+        views,
+        Path(folder) / f"views-v{VIEWS_FORMAT}-{_settings_key()}",
+        draw,
+        "new photographs of the train images",
+        progress,
+    )
+
+
+def mirror_paths(paths: Sequence[Path], folder: Path, progress: bool = True) -> list[Path]:
+    """The left-right mirror image of every image of `paths`, written once into `folder` (named by
+    the image's content; reused by later runs): the training images of `--mirror`."""
+    return derived_paths(
+        paths,
+        1,
+        Path(folder) / "mirrors-v1",
+        lambda image, _d, _v: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "mirror images of the train images",
+        progress,
+    )[0]
+
+
+def derived_paths(
+    paths: Sequence[Path],
+    count: int,
+    folder: Path,
+    draw: Callable[[Image.Image, str, int], Image.Image],
+    desc: str,
+    progress: bool = True,
+) -> list[list[Path]]:
+    """`count` images drawn from every image of `paths` by `draw(image, content digest, number)`,
+    written once as JPEG into `folder` (named by the content and the number): `[count][len(paths)]`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[list[Path]] = [[] for _ in range(count)]
+    for path in tqdm(paths, desc=desc, unit="img", disable=not progress, leave=False, dynamic_ncols=True):
         data = Path(path).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         image: Image.Image | None = None
-        for v in range(views):
+        for v in range(count):
             target = folder / f"{digest[:32]}-{v}.jpg"
             if not target.is_file():
                 if image is None:
                     image = Image.open(path).convert("RGB")
-                rng = np.random.default_rng([int(digest[:15], 16), v])
                 tmp = target.with_name(target.name + ".tmp")
-                rephotograph(image, rng).save(tmp, "JPEG", quality=95)
+                draw(image, digest, v).save(tmp, "JPEG", quality=95)
                 tmp.replace(target)
             out[v].append(target)
     return out

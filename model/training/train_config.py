@@ -97,6 +97,11 @@ class TrainConfig:
         "such as neighbouring lengths (the rest: uniform; 0: all uniform)",
         metavar="SHARE",
     )
+    mirror: bool = lever(
+        False,
+        "mirrored copies of the train images (their maps cached beside the originals): each image of "
+        "a class triplet is its left-right mirror with probability 0.5",
+    )
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
     beta: float | None = lever(
         None, "global weight in the fused similarity (default: chosen per attribute on the validation split)"

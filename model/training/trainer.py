@@ -27,7 +27,7 @@ from asen_search.model.nn.losses import joint_loss, triplet_loss, triplet_violat
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
-from asen_search.model.training.instance import InstanceSampler, view_paths
+from asen_search.model.training.instance import InstanceSampler, mirror_paths, view_paths
 from asen_search.model.training.map_cache import (
     ImageSet,
     Maps,
@@ -84,6 +84,7 @@ class TrainingData:
     pair_index: np.ndarray  # row of each (image, attribute) in the epoch's crop maps, -1: none
     local_scratch: Path | None  # a row file for the crop maps when they do not fit in memory
     memory_plan: dict[str, Any]
+    mirror_offset: int = 0  # `--mirror`: the row of image i's mirror is mirror_offset + i (0: none)
     local_cache: Maps | None = None  # the epoch's crop maps (stage 2), replaced every epoch
 
 
@@ -150,11 +151,16 @@ class Trainer:
             self.model, self.pre.global_size, self.pre.local_size, resolve_runtime(cfg.runtime, self.device)
         )
         n_train = len(train_paths)
+        originals = list(train_paths)
         if cfg.instance_weight > 0:  # the views follow the originals: view v of image i is row n (1 + v) + i
             views = view_paths(
-                train_paths, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()), self.progress
+                originals, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()), self.progress
             )
             train_paths += [p for view in views for p in view]
+        mirror_offset = 0
+        if cfg.mirror:  # then the mirror images: the mirror of image i is row mirror_offset + i
+            mirror_offset = len(train_paths)
+            train_paths += mirror_paths(originals, Path(cfg.cache_dir or default_cache_dir()), self.progress)
         train = build_image_set(
             self.model,
             self.pre,
@@ -179,7 +185,9 @@ class Trainer:
         local_scratch: Path | None = None
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
-            n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1))
+            n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1)) * (
+                2 if cfg.mirror else 1
+            )
             per_epoch = (
                 3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
             )
@@ -204,7 +212,9 @@ class Trainer:
                 else {}
             ),
         }
-        return TrainingData(stems, n_train, train, valid, pair_index, local_scratch, memory_plan)
+        return TrainingData(
+            stems, n_train, train, valid, pair_index, local_scratch, memory_plan, mirror_offset
+        )
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
         groups = self.model.parameter_groups()
@@ -497,6 +507,9 @@ class Trainer:
         rows = TripletSampler(self.labels, self.ds.n_values, [cfg.seed, stage, epoch]).sample(
             n, attribute_weights, self._pair_weights()
         )
+        if self.data.mirror_offset:  # each image of a class triplet: its mirror with probability 0.5
+            flip = np.random.default_rng([cfg.seed, stage, epoch, 3]).random((len(rows), 3)) < 0.5
+            rows[:, 1:4] += flip * self.data.mirror_offset
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
             return rows
@@ -538,8 +551,12 @@ class Trainer:
         """Add a batch's per-triplet global loss to its (attribute, positive value, negative value)."""
         with torch.no_grad():
             loss = triplet_violations(*g, margin=self.cfg.margin).cpu().numpy()
-        rows = batch.numpy()
+        rows = batch.numpy().copy()
         keep = rows[:, 4] == 0  # class triplets only
+        if self.data.mirror_offset:  # a mirror image has its original's values
+            rows[:, 1:4] = np.where(
+                rows[:, 1:4] >= self.data.mirror_offset, rows[:, 1:4] - self.data.mirror_offset, rows[:, 1:4]
+            )
         attr, vp, vn = (
             rows[keep, 0],
             self.value_of[rows[keep, 2], rows[keep, 0]],

@@ -188,3 +188,35 @@ def test_focus_pair_weights() -> None:
     np.testing.assert_allclose(
         focus_pair_weights([[[None, 0.0], [0.0, None]]], [2], 1.0)[0], [[0, 0.5], [0.5, 0]]
     )
+
+
+def test_mirror_trains_on_mirrored_copies(demo_dataset: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from asen_search.model.training.trainer import Trainer
+
+    cache = tmp_path / "cache"
+    cfg = _cfg(demo_dataset, tmp_path / "run", mirror=True, cache_dir=cache, triplets_per_epoch=320)
+    trainer = Trainer(cfg, progress=False)
+    originals = list(load_dataset(demo_dataset).split("train").paths)
+    n = len(originals)
+    assert trainer.data.mirror_offset == n and len(trainer.data.train.global_maps) == 2 * n
+    # the cached images are the originals mirrored (up to JPEG)
+    mirrors = sorted((cache / "mirrors-v1").glob("*.jpg"))
+    assert len(mirrors) == len({p.read_bytes() for p in originals})
+    first = np.asarray(Image.open(originals[0]).convert("RGB"), dtype=np.float32)
+    from asen_search.model.training.instance import mirror_paths
+
+    mirror = np.asarray(Image.open(mirror_paths(originals[:1], cache, False)[0]).convert("RGB"), np.float32)
+    assert np.abs(mirror - first[:, ::-1]).mean() < 3 < np.abs(mirror - first).mean()
+    # about half of the class triplets' images are mirrors, each of an image with the same labels
+    rows = trainer._triplets(1, 0, 2000, None)
+    mirrored = rows[:, 1:4] >= n
+    assert 0.45 < mirrored.mean() < 0.55
+    attr, (anchor, positive, negative) = rows[:, 0], (rows[:, 1:4] % n).T
+    value = trainer.value_of
+    assert (value[anchor, attr] == value[positive, attr]).all()
+    assert (value[anchor, attr] != value[negative, attr]).all() and (value[negative, attr] >= 0).all()
+    # and both stages run on them (stage 2 cuts its crops from the mirrored originals too)
+    summary = trainer.run()
+    assert summary["best_valid_map"] > 0.3

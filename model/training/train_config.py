@@ -61,7 +61,7 @@ class TrainConfig:
     # with positions")
     positions: bool = lever(True, "position channels in the attention heads (docs/results.md)")
     # three measured and left off: the lengths gain on the quick recipe, demo2 loses on the default one
-    # (docs/results.md, "Three glimpses, mirrored training images, larger embeddings")
+    # (docs/results.md, "Three glimpses, mirrored training images, embedding sizes")
     glimpses: int = lever(
         2,
         "spatial attention maps per attribute in each head, pooled side by side: with "

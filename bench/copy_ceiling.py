@@ -42,6 +42,12 @@ def label_table(root: Path, split: str) -> tuple[list[Path], np.ndarray]:
     return paths, table
 
 
+def label_similarities(table: np.ndarray, designs: np.ndarray) -> np.ndarray:
+    """`[designs, N, A]`: 1 where an image has the design's value under an attribute (a value it is
+    labelled with), else 0: the best per-attribute similarity a class model could give."""
+    return ((table[designs][:, None, :] == table[None, :, :]) & (table[None, :, :] >= 0)).astype(np.float64)
+
+
 def lookalikes_aside(scores: np.ndarray, records: list[CopyRecord], encoded: Encoded) -> np.ndarray:
     """The scores with every design's own look-alike distractors ranked last."""
     out = scores.copy()
@@ -88,7 +94,7 @@ def main() -> None:
     rows = {p.resolve(): i for i, p in enumerate(paths)}
     encoded = Encoded(paths, np.zeros((len(paths), n_attr, 1), np.float32), np.zeros((len(paths), 1)), rows)
     designs = np.array([rows[r.design.resolve()] for r in records])
-    same = ((table[designs][:, None, :] == table[None, :, :]) & (table[None, :, :] >= 0)).astype(np.float64)
+    same = label_similarities(table, designs)
 
     report: dict[str, Any] = {"copies": str(args.copies), "split": args.split, "labels": {}, "model": {}}
     for m in range(0, min(3, n_attr - 1) + 1):

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from asen_search.copy_score import copy_scores, kept_count
-from asen_search.model.copy_eval import Encoded, encode_split, evaluate_scores
+from asen_search.model.copy_eval import Encoded, encode_split, evaluate_scores, method_scores
 from asen_search.model.data.copies import CopyRecord, read_copies
 from asen_search.model.data.dataset import load_dataset
 
@@ -114,18 +114,17 @@ def main() -> None:
 
         encoder = Encoder.from_checkpoint(args.checkpoint, "cpu", extras=True)
         model = encode_split(encoder, paths)
-        per_attr = np.einsum("qad,nad->qna", model.vectors[designs], model.vectors)
-        for m in range(0, min(3, n_attr - 1) + 1):
-            scores = copy_scores(per_attr, kept_count(n_attr, m))
-            report["model"][f"m={m}"] = {
-                "all": summary(evaluate_scores(scores, records, model)),
-                "lookalikes_aside": summary(
-                    evaluate_scores(lookalikes_aside(scores, records, model), records, model)
-                ),
-            }
-        if (
-            encoder.prototypes is not None
-        ):  # the within-class part of each embedding, added to the class cosine
+        for method, scores in method_scores(model, records).items():
+            if method.startswith("copy_score:"):
+                report["model"][method.split(":")[1]] = {
+                    "all": summary(evaluate_scores(scores, records, model)),
+                    "lookalikes_aside": summary(
+                        evaluate_scores(lookalikes_aside(scores, records, model), records, model)
+                    ),
+                }
+        # the within-class part of each embedding, added to the class cosine
+        if encoder.prototypes is not None:
+            per_attr = np.einsum("qad,nad->qna", model.vectors[designs], model.vectors)
             res = residuals(model.vectors, encoder.prototypes, encoder.attribute_names)
             per_res = np.einsum("qad,nad->qna", res[designs], res)
             keep = kept_count(n_attr, 2)

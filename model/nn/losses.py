@@ -64,3 +64,42 @@ def joint_loss(
             *loc, margin, weights
         )
     return tri + align_weight * alignment_loss(list(g), list(loc))
+
+
+NEGATIVE_MINING = ("none", "semi-hard", "hard")
+
+
+def in_batch_negatives(
+    embeddings: torch.Tensor,
+    attrs: torch.Tensor,
+    values: torch.Tensor,
+    n_anchors: int,
+    mode: str,
+) -> torch.Tensor:
+    """For each of a batch's `n_anchors` triplets, the row of `embeddings` `[3B, D]` (anchors, then
+    positives, then negatives, as the loss stacks them) to use as its negative: among the batch's rows
+    embedded under the same attribute (`attrs` `[3B]`) whose value there (`values` `[B, 3B]`: the value
+    of row j under anchor i's attribute, -1 where unknown) is known and differs from the anchor's,
+    `hard` takes the one most similar to the anchor, `semi-hard` the most similar one that is still less
+    similar than the positive (FaceNet's semi-hard negative; the sampled one where none is), always
+    considering the triplet's own sampled negative. Returns indices `[B]`; `none` returns the sampled
+    negatives."""
+    own = torch.arange(n_anchors, device=embeddings.device) + 2 * n_anchors
+    if mode == "none":
+        return own
+    with torch.no_grad():
+        unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+        sim = unit[:n_anchors] @ unit.T  # [B, 3B]
+        index = torch.arange(n_anchors, device=embeddings.device)
+        anchor_value = values[index, index]
+        ok = (attrs[None, :] == attrs[:n_anchors, None]) & (values >= 0) & (values != anchor_value[:, None])
+        ok[index, own] = True  # the sampled negative is always a candidate
+        hard = torch.where(ok, sim, torch.full_like(sim, -2.0)).argmax(dim=1)
+        if mode == "hard":
+            return hard
+        if mode != "semi-hard":
+            raise ValueError(f"negative mining must be one of {NEGATIVE_MINING}, got {mode!r}")
+        pos = sim[index, index + n_anchors][:, None]
+        semi = ok & (sim < pos)
+        pick = torch.where(semi, sim, torch.full_like(sim, -2.0)).argmax(dim=1)
+        return torch.where(semi.any(dim=1), pick, own)

@@ -12,6 +12,7 @@ from typing import Any
 from asen_search.model.config import VARIANTS, BranchConfig, ModelConfig, Preprocess
 from asen_search.model.device import DEVICE_CHOICES
 from asen_search.model.nn.backbones import backbone_names, backbone_spec
+from asen_search.model.nn.losses import NEGATIVE_MINING
 from asen_search.model.runtime import RUNTIME_CHOICES, RUNTIME_HELP
 
 
@@ -72,6 +73,11 @@ class TrainConfig:
         "the heads also pool a learned garment mask's extent and each glimpse's place on it, relative "
         "to the garment's width (docs/results.md)",
     )
+    coarse: bool = lever(
+        False,
+        "the global branch's attention also sees the backbone's stride-32 features, upsampled beside "
+        "the stride-16 ones (a wider view per cell; EfficientNet-Lite backbones, frozen)",
+    )
     stage1_epochs: int = lever(9, "stage 1 epochs (9 + 4 at 288 px: about 10 minutes on 2 cores)")
     stage2_epochs: int = lever(4, "stage 2 epochs")
     triplets_per_epoch: int = lever(16000, "triplets per epoch", flag="--triplets")
@@ -104,6 +110,26 @@ class TrainConfig:
         False,
         "mirrored copies of the train images (their maps cached beside the originals): each image of "
         "a class triplet is its left-right mirror with probability 0.5",
+    )
+    negatives: str = lever(
+        "none",
+        "each class triplet's negative: the sampled one (none), or the most similar image of another "
+        "value under its attribute among the batch's images (hard), or the most similar one still less "
+        "similar than the positive (semi-hard)",
+        choices=NEGATIVE_MINING,
+    )
+    ordinal: float = lever(
+        0.0,
+        "for the attributes with ordered values (--ordered), a class triplet's margin grows by this "
+        "share of --margin per step between the anchor's value and the negative's beyond the first: "
+        "far values kept further apart than neighbours (0: off)",
+        metavar="SHARE",
+    )
+    ordered: str = lever(
+        "*length*",
+        "the attributes whose values are listed in order in meta.json: comma-separated names or "
+        "glob patterns (used by --ordinal)",
+        metavar="NAMES",
     )
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
     beta: float | None = lever(
@@ -170,7 +196,10 @@ class TrainConfig:
     def model_config(self, n_attributes: int) -> ModelConfig:
         local_name = self.local_backbone or backbone_spec(self.backbone).local_default
 
-        def branch(name: str, size: int) -> BranchConfig:
+        if self.coarse and self.trainable_stages > 0:
+            raise ValueError("--coarse keeps the backbone frozen: drop --trainable-stages")
+
+        def branch(name: str, size: int, coarse: bool = False) -> BranchConfig:
             return BranchConfig(
                 name,
                 self.stride,
@@ -182,13 +211,14 @@ class TrainConfig:
                 self.positions,
                 self.glimpses,
                 self.extent,
+                coarse,
             )
 
         return ModelConfig(
             self.variant,
             n_attributes,
             512,
-            branch(self.backbone, self.global_size),
+            branch(self.backbone, self.global_size, self.coarse),
             branch(local_name, self.local_size),
             self.use_asa,
             self.use_aca,

@@ -6,6 +6,7 @@ the local branch seeing RoI crops chosen by the current global attention (refres
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 import time
@@ -23,7 +24,13 @@ from asen_search.model.data.dataset import AttributeDataset, load_dataset
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
-from asen_search.model.nn.losses import joint_loss, triplet_loss, triplet_violations, weighted_triplet_loss
+from asen_search.model.nn.losses import (
+    in_batch_negatives,
+    joint_loss,
+    triplet_loss,
+    triplet_violations,
+    weighted_triplet_loss,
+)
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
@@ -120,6 +127,7 @@ class Trainer:
         self.value_of[self.labels.fids, self.labels.attrs] = self.labels.values
         cells = (len(self.ds.n_values), max(self.ds.n_values), max(self.ds.n_values))
         self.pair_loss, self.pair_count = np.zeros(cells), np.zeros(cells)
+        self.ordered = ordered_attributes([a.name for a in self.ds.attributes], cfg.ordered)
         self.optimizer: torch.optim.Optimizer | None = None
         self.state = self._restore() if cfg.resume else TrainState()
         self.data = self._prepare()
@@ -576,33 +584,84 @@ class Trainer:
         device = self.device
         with mixed_precision(device, self.cfg.amp):
             # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
-            g = cast(
-                Triple,
-                self.model.global_embed(
-                    to_device(self.data.train.global_maps[fids], device).float(), attrs.to(device)
-                )[0][:, 0]
-                .float()
-                .chunk(3),
-            )
+            g_rows = self.model.global_embed(
+                to_device(self.data.train.global_maps[fids], device).float(), attrs.to(device)
+            )[0][:, 0].float()
+            # each triplet's negative(s): with --negatives, the sampled one and the mined one, two
+            # triplets of the same anchor and positive (the sampled half keeps every attribute learning
+            # from the first step: mined negatives alone collapsed an attribute, docs/results.md)
+            negatives = self._negatives(batch, g_rows)
+            n = len(batch)
+            take = torch.arange(len(negatives), device=g_rows.device) % n
+            g = cast(Triple, (g_rows[take], g_rows[n + take], g_rows[negatives]))
+            if margins is not None and weights is not None:
+                margins, weights = margins[take], weights[take]
+            if cfg.ordinal > 0:
+                margins = self._ordinal_margins(
+                    batch[take.cpu()], fids.numpy()[negatives.cpu().numpy()], margins
+                )
+                weights = torch.ones(len(negatives), device=device) if weights is None else weights
             if self.cfg.pair_focus > 0:
-                self._record_pairs(batch, g)
+                self._record_pairs(batch, cast(Triple, g_rows.chunk(3)))  # the sampled triplets
             if stage == 1:
                 if margins is None or weights is None:
                     return triplet_loss(*g, margin=self.cfg.margin)
                 return weighted_triplet_loss(*g, margins, weights)
             rows = torch.from_numpy(self.data.pair_index[fids.numpy(), attrs[:, 0].numpy()])
             assert self.data.local_cache is not None  # cut at the start of every stage-2 epoch
-            loc = cast(
-                Triple,
-                self.model.local_embed(
-                    to_device(self.data.local_cache[rows], device).float(), attrs.to(device)
-                )[:, 0]
-                .float()
-                .chunk(3),
-            )
+            loc_rows = self.model.local_embed(
+                to_device(self.data.local_cache[rows], device).float(), attrs.to(device)
+            )[:, 0].float()
+            loc = cast(Triple, (loc_rows[take], loc_rows[n + take], loc_rows[negatives]))
             if margins is None or weights is None:
                 return joint_loss(g, loc, margin=self.cfg.margin)
             return joint_loss(g, loc, margin=margins, weights=weights)
+
+    def _values(self, fids: np.ndarray, attrs: np.ndarray) -> np.ndarray:
+        """The value of train rows under attributes (broadcast), -1 where unknown: unlabelled, or a
+        derived row (an instance view) beyond the labelled ones."""
+        fids, attrs = np.broadcast_arrays(fids, attrs)
+        known = fids < len(self.value_of)
+        return np.where(known, self.value_of[np.where(known, fids, 0), attrs], -1)
+
+    def _ordinal_margins(
+        self, batch: torch.Tensor, negative_fids: np.ndarray, margins: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per-triplet margins `[B]` with `--ordinal`: a class triplet of an ordered attribute whose
+        negative is k value steps from its anchor gets `margin * (1 + ordinal * (k - 1))`; the others
+        keep theirs (`margins`, else `--margin`)."""
+        cfg, rows = self.cfg, batch.numpy()
+        base = np.full(len(rows), cfg.margin, np.float32) if margins is None else margins.cpu().numpy()
+        attr = rows[:, 0]
+        anchor_v, negative_v = self._values(rows[:, 1], attr), self._values(negative_fids, attr)
+        steps = np.abs(anchor_v - negative_v)
+        scale = np.where(
+            self.ordered[attr] & (rows[:, 4] == 0) & (anchor_v >= 0) & (negative_v >= 0),
+            1.0 + cfg.ordinal * np.maximum(steps - 1, 0),
+            1.0,
+        )
+        return torch.from_numpy((base * scale).astype(np.float32)).to(self.device)
+
+    def _negatives(self, batch: torch.Tensor, g_rows: torch.Tensor) -> torch.Tensor:
+        """The negatives' rows among the batch's `[3B]` global embeddings: `[B]`, each triplet's sampled
+        one; with `--negatives`, `[2B]`: the sampled ones, then the mined ones (the hardest or semi-hard
+        row of another value under the triplet's attribute; an instance-aware triplet keeps its own)."""
+        n = len(batch)
+        own = (torch.arange(n) + 2 * n).to(g_rows.device)
+        if self.cfg.negatives == "none":
+            return own
+        rows = batch.numpy()
+        fids = rows[:, 1:4].T.reshape(-1)
+        values = self._values(fids[None, :], rows[:, 0][:, None])  # [n, 3n]
+        mined = in_batch_negatives(
+            g_rows,
+            batch[:, 0].repeat(3).to(g_rows.device),
+            torch.from_numpy(values).to(g_rows.device),
+            n,
+            self.cfg.negatives,
+        )
+        mined = torch.where(torch.from_numpy(rows[:, 4] == 0).to(g_rows.device), mined, own)
+        return torch.cat([own, mined])
 
     # ----------------------------------------------------------------- resume
     def _save_last(self, stage: int) -> None:
@@ -659,6 +718,12 @@ def focus_pair_weights(
         hard = np.where(off, loss, 0.0) / total if total > 0 else uniform
         out.append((1.0 - focus) * uniform + focus * hard)
     return out
+
+
+def ordered_attributes(names: list[str], patterns: str) -> np.ndarray:
+    """Which attributes `--ordered` names (comma-separated names or glob patterns), as a mask."""
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    return np.array([any(fnmatch.fnmatchcase(n, p) for p in wanted) for n in names], dtype=bool)
 
 
 def _jsonable(data: dict[str, Any]) -> dict[str, Any]:

@@ -84,3 +84,33 @@ def test_a_backbone_is_added_in_one_place(monkeypatch: pytest.MonkeyPatch) -> No
     assert args.backbone == "two-convs"
     with pytest.raises(ValueError, match="registered twice"):
         backbones.register_backbone("two-convs", spec=spec)(_stages)
+
+
+def test_coarse_adds_the_upsampled_stride_32_features_beside_stride_16() -> None:
+    """`--coarse`: the stride-16 map unchanged, then the stride-32 blocks' output upsampled onto its grid;
+    the whole stem frozen (cached); a backbone without it is refused, not silently built without."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    plain = build_backbone(BranchConfig(input_size=96), pretrained=False)
+    coarse = build_backbone(BranchConfig(input_size=96, coarse=True), pretrained=False)
+    coarse.load_state_dict(plain.state_dict(), strict=False)  # the same stride-16 stages
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        got, base = coarse.stem(x), plain.stem(x)
+        deep = coarse.stages[-1].coarse(base)
+    assert got.shape == (2, coarse.out_channels, 6, 6) and coarse.out_channels == 112 + 320
+    assert deep.shape[-2:] == (3, 3)
+    torch.testing.assert_close(got[:, :112], base)
+    torch.testing.assert_close(got[:, 112:], F.interpolate(deep, size=(6, 6), mode="bilinear"))
+    assert coarse.n_frozen == len(coarse.stages) and not any(p.requires_grad for p in coarse.parameters())
+    with pytest.raises(ValueError, match="EfficientNet-Lite"):
+        build_backbone(BranchConfig("tiny", input_size=64, coarse=True), pretrained=False)
+    with pytest.raises(ValueError, match="stride 16"):
+        BranchConfig(stride=32, coarse=True)
+    cfg = TrainConfig(data=".", out=".", coarse=True)
+    model_cfg = cfg.model_config(3)
+    assert model_cfg.global_branch.coarse and not model_cfg.local_branch.coarse
+    with pytest.raises(ValueError, match="frozen"):
+        TrainConfig(data=".", out=".", coarse=True, trainable_stages=1).model_config(3)

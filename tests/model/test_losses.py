@@ -33,3 +33,60 @@ def test_joint_loss_matches_plain_loop() -> None:
     expected = _slow_triplet(*g, 0.2) + 0.1 * _slow_triplet(*loc, 0.2) + 0.1 * align
     assert abs(float(alignment_loss(list(g), list(loc))) - align) < 1e-5
     assert abs(float(joint_loss(g, loc)) - expected) < 1e-5
+
+
+def _slow_negatives(emb, attrs, values, n, mode):
+    """The choice of `in_batch_negatives` written as a plain loop."""
+    unit = torch.nn.functional.normalize(emb, dim=-1)
+    out = []
+    for i in range(n):
+        pos = float(unit[i] @ unit[n + i])
+        cands = [
+            j
+            for j in range(3 * n)
+            if j == 2 * n + i or (attrs[j] == attrs[i] and values[i, j] >= 0 and values[i, j] != values[i, i])
+        ]
+        sims = {j: float(unit[i] @ unit[j]) for j in cands}
+        semi = [j for j in cands if sims[j] < pos]
+        if mode == "semi-hard":
+            out.append(max(semi, key=lambda j: sims[j]) if semi else 2 * n + i)
+        else:
+            out.append(max(cands, key=lambda j: sims[j]))
+    return out
+
+
+def test_in_batch_negatives_match_a_plain_loop() -> None:
+    """Hard and semi-hard picks: only rows of the anchor's attribute with a known, different value (or
+    the triplet's own negative), the most similar (below the positive for semi-hard)."""
+    from asen_search.model.nn.losses import in_batch_negatives
+
+    torch.manual_seed(3)
+    n = 12
+    emb = torch.randn(3 * n, 8)
+    attrs = torch.randint(0, 2, (n,)).repeat(3)
+    row_values = torch.randint(-1, 3, (3 * n, 2))  # each row's value under attribute 0 and 1, -1 unknown
+    values = row_values[:, attrs[:n]].T.clone()  # [n, 3n]: row j's value under anchor i's attribute
+    values[torch.arange(n), torch.arange(n)] = torch.randint(0, 3, (n,))  # anchors are labelled
+    for mode in ("hard", "semi-hard"):
+        got = in_batch_negatives(emb, attrs, values, n, mode).tolist()
+        assert got == _slow_negatives(emb, attrs, values, n, mode), mode
+    assert in_batch_negatives(emb, attrs, values, n, "none").tolist() == list(range(2 * n, 3 * n))
+    hard = in_batch_negatives(emb, attrs, values, n, "hard")
+    for i, j in enumerate(hard.tolist()):
+        assert j == 2 * n + i or (attrs[j] == attrs[i] and values[i, j] not in (-1, values[i, i]))
+
+
+def test_hard_negatives_raise_the_loss() -> None:
+    """The mined negatives violate the margin at least as much as the sampled ones, and more here."""
+    from asen_search.model.nn.losses import in_batch_negatives
+
+    torch.manual_seed(4)
+    n = 16
+    emb = torch.randn(3 * n, 8)
+    attrs = torch.zeros(3 * n, dtype=torch.long)
+    values = torch.tensor([[0] * n + [0] * n + [1] * n] * n)  # anchors/positives value 0, negatives 1
+    values[:, : n // 2] = 2  # half the other anchors: another value, so candidates too
+    values[torch.arange(n), torch.arange(n)] = 0
+    a, p, sampled = emb.chunk(3)
+    mined = emb[in_batch_negatives(emb, attrs, values, n, "hard")]
+    assert float(triplet_loss(a, p, mined)) > float(triplet_loss(a, p, sampled))

@@ -220,3 +220,77 @@ def test_mirror_trains_on_mirrored_copies(demo_dataset: Path, tmp_path: Path) ->
     # and both stages run on them (stage 2 cuts its crops from the mirrored originals too)
     summary = trainer.run()
     assert summary["best_valid_map"] > 0.3
+
+
+def test_mined_negatives_are_other_values_and_train(demo_dataset: Path, tmp_path: Path) -> None:
+    """`--negatives hard`: each class triplet keeps its sampled negative and gains a mined one, a batch
+    image of another value under its attribute (often not the sampled one); the batch loss is above
+    the sampled triplets' alone, and a semi-hard run trains."""
+    from asen_search.model.training.trainer import Trainer
+
+    cfg = _cfg(demo_dataset, tmp_path / "run", negatives="hard", triplets_per_epoch=320)
+    trainer = Trainer(cfg, progress=False)
+    batch = torch.from_numpy(trainer._triplets(1, 0, 64, None))
+    fids = batch[:, 1:4].T.reshape(-1).numpy()
+    with torch.no_grad():
+        g_rows = trainer.model.global_embed(
+            trainer.data.train.global_maps[torch.from_numpy(fids)].float(), batch[:, 0].repeat(3)[:, None]
+        )[0][:, 0]
+    both = trainer._negatives(batch, g_rows).numpy()  # the sampled negatives, then the mined ones
+    assert len(both) == 128 and (both[:64] == np.arange(64) + 128).all()
+    picked = both[64:]
+    attr = batch[:, 0].numpy()
+    assert (attr[picked % 64] == attr).all()
+    value = trainer.value_of
+    anchor_value, picked_value = value[fids[:64], attr], value[fids[picked], attr]
+    assert (picked_value >= 0).all() and (picked_value != anchor_value).all()
+    assert (picked != np.arange(64) + 128).mean() > 0.3  # mostly not the sampled negative
+    with torch.no_grad():
+        hard = float(trainer._loss(1, batch))
+        trainer.cfg = replace(cfg, negatives="none")
+        sampled = float(trainer._loss(1, batch))
+    assert hard > sampled
+    summary = train(replace(cfg, negatives="semi-hard", out=tmp_path / "semi"), progress=False)
+    assert summary["best_valid_map"] > 0.3
+
+
+def test_ordinal_margins_grow_with_the_value_steps(demo_dataset: Path, tmp_path: Path) -> None:
+    """`--ordinal 0.5`: the triplets of an ordered attribute get margin x (1 + 0.5 (steps - 1)), the
+    other attributes' keep the margin; `--ordered` takes names and glob patterns."""
+    from asen_search.model.training.trainer import Trainer, ordered_attributes
+
+    names = ["neckline", "sleeve_length", "garment_length", "colour"]
+    assert ordered_attributes(names, "*length*").tolist() == [False, True, True, False]
+    assert ordered_attributes(names, "colour, neckline").tolist() == [True, False, False, True]
+    assert not ordered_attributes(names, "").any()
+    cfg = _cfg(demo_dataset, tmp_path / "run", ordinal=0.5, triplets_per_epoch=320)
+    trainer = Trainer(cfg, progress=False)
+    rows = trainer._triplets(1, 0, 400, None)
+    margins = trainer._ordinal_margins(torch.from_numpy(rows), rows[:, 3], None).numpy()
+    attr = rows[:, 0]
+    steps = np.abs(trainer.value_of[rows[:, 1], attr] - trainer.value_of[rows[:, 3], attr])
+    ordered = trainer.ordered[attr]
+    assert trainer.ordered.sum() == 2  # sleeve_length, garment_length
+    np.testing.assert_allclose(margins[~ordered], cfg.margin)
+    np.testing.assert_allclose(margins[ordered], cfg.margin * (1 + 0.5 * (steps[ordered] - 1)), rtol=1e-6)
+    assert (margins[ordered] > cfg.margin).any()
+    with torch.no_grad():  # the loss takes them: larger than with the plain margin
+        wide = float(trainer._loss(1, torch.from_numpy(rows[:64])))
+        trainer.cfg = replace(cfg, ordinal=0.0)
+        plain = float(trainer._loss(1, torch.from_numpy(rows[:64])))
+    assert wide > plain
+
+
+@pytest.mark.slow
+def test_coarse_features_train_and_encode(demo_dataset: Path, tmp_path: Path) -> None:
+    """`--coarse`: the cached global maps carry both scales, a run trains on them, and its checkpoint
+    encodes through the same backbone (the stride-32 part included)."""
+    cfg = _cfg(demo_dataset, tmp_path / "run", coarse=True, triplets_per_epoch=320)
+    summary = train(cfg, progress=False)
+    assert summary["best_valid_map"] > 0.3
+    encoder = Encoder.from_checkpoint(tmp_path / "run" / "best.pt")
+    assert encoder.model.cfg.global_branch.coarse
+    assert encoder.model.global_backbone.out_channels == 112 + 320
+    ds = load_dataset(demo_dataset)
+    report = evaluate_encoder(encoder, ds, "test", progress=False)
+    assert report.overall > 0.3

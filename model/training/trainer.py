@@ -590,7 +590,9 @@ class Trainer:
             # each triplet's negative(s): with --negatives, the sampled one and the mined one, two
             # triplets of the same anchor and positive (the sampled half keeps every attribute learning
             # from the first step: mined negatives alone collapsed an attribute, docs/results.md)
-            negatives = self._negatives(batch, g_rows)
+            negatives = self._negatives(
+                batch, g_rows, mine=stage == 2 or self.state.epoch >= cfg.negatives_after
+            )
             n = len(batch)
             take = torch.arange(len(negatives), device=g_rows.device) % n
             g = cast(Triple, (g_rows[take], g_rows[n + take], g_rows[negatives]))
@@ -642,13 +644,14 @@ class Trainer:
         )
         return torch.from_numpy((base * scale).astype(np.float32)).to(self.device)
 
-    def _negatives(self, batch: torch.Tensor, g_rows: torch.Tensor) -> torch.Tensor:
+    def _negatives(self, batch: torch.Tensor, g_rows: torch.Tensor, mine: bool = True) -> torch.Tensor:
         """The negatives' rows among the batch's `[3B]` global embeddings: `[B]`, each triplet's sampled
-        one; with `--negatives`, `[2B]`: the sampled ones, then the mined ones (the hardest or semi-hard
-        row of another value under the triplet's attribute; an instance-aware triplet keeps its own)."""
+        one; with `--negatives` (and `mine`: past `--negatives-after`), `[2B]`: the sampled ones, then
+        the mined ones (the hardest or semi-hard row of another value under the triplet's attribute; an
+        instance-aware triplet keeps its own)."""
         n = len(batch)
         own = (torch.arange(n) + 2 * n).to(g_rows.device)
-        if self.cfg.negatives == "none":
+        if self.cfg.negatives == "none" or not mine:
             return own
         rows = batch.numpy()
         fids = rows[:, 1:4].T.reshape(-1)

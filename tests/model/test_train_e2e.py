@@ -249,7 +249,12 @@ def test_mined_negatives_are_other_values_and_train(demo_dataset: Path, tmp_path
         hard = float(trainer._loss(1, batch))
         trainer.cfg = replace(cfg, negatives="none")
         sampled = float(trainer._loss(1, batch))
-    assert hard > sampled
+        # --negatives-after 1: stage 1's first epoch on the sampled negatives alone, then mining
+        trainer.cfg = replace(cfg, negatives_after=1)
+        warm = float(trainer._loss(1, batch))
+        trainer.state.epoch = 1
+        mined = float(trainer._loss(1, batch))
+    assert hard > sampled and warm == pytest.approx(sampled) and mined == pytest.approx(hard)
     summary = train(replace(cfg, negatives="semi-hard", out=tmp_path / "semi"), progress=False)
     assert summary["best_valid_map"] > 0.3
 

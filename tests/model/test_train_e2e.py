@@ -228,7 +228,7 @@ def test_mined_negatives_are_other_values_and_train(demo_dataset: Path, tmp_path
     the sampled triplets' alone, and a semi-hard run trains."""
     from asen_search.model.training.trainer import Trainer
 
-    cfg = _cfg(demo_dataset, tmp_path / "run", negatives="hard", triplets_per_epoch=320)
+    cfg = _cfg(demo_dataset, tmp_path / "run", negatives="hard", negatives_after=0, triplets_per_epoch=320)
     trainer = Trainer(cfg, progress=False)
     batch = torch.from_numpy(trainer._triplets(1, 0, 64, None))
     fids = batch[:, 1:4].T.reshape(-1).numpy()

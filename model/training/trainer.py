@@ -583,13 +583,14 @@ class Trainer:
         attrs = batch[:, 0].repeat(3)[:, None]  # [3B, 1]
         device = self.device
         with mixed_precision(device, self.cfg.amp):
-            # chunk(3) of the 3B rows: the (anchor, positive, negative) parts
+            # the 3B rows: anchors, then positives, then the sampled negatives
             g_rows = self.model.global_embed(
                 to_device(self.data.train.global_maps[fids], device).float(), attrs.to(device)
             )[0][:, 0].float()
             # each triplet's negative(s): with --negatives, the sampled one and the mined one, two
             # triplets of the same anchor and positive (the sampled half keeps every attribute learning
-            # from the first step: mined negatives alone collapsed an attribute, docs/results.md)
+            # from the first step: mined negatives alone collapsed an attribute, docs/results.md); mining
+            # starts after --negatives-after stage-1 epochs (from the first step it stalled one)
             negatives = self._negatives(
                 batch, g_rows, mine=stage == 2 or self.state.epoch >= cfg.negatives_after
             )

@@ -111,10 +111,11 @@ class TrainConfig:
         "mirrored copies of the train images (their maps cached beside the originals): each image of "
         "a class triplet is its left-right mirror with probability 0.5",
     )
-    # semi-hard after one epoch of sampled negatives, the default since it was measured: demo2 with the
-    # default recipe 95.21 against 93.44 (garment_length 86.7 against 80.9, every attribute >= 82), the
-    # demo's seed 2 95.56 against 95.11; from the first step it stalled `pocket` on that seed (93.38), and
-    # hard negatives collapsed it (docs/results.md, "Semi-hard negatives within the batch")
+    # semi-hard after one epoch of sampled negatives, the default since it was measured: the demo's default
+    # recipe 95.82 ± 0.27 against 94.70 ± 0.55 (three seeds, garment_length 84.32 against 81.71), demo2
+    # 95.21 against 93.44 (garment_length 86.7, every attribute >= 82); from the first step it stalled
+    # `pocket` on seed 2 (93.38), and hard negatives collapsed it (docs/results.md, "Semi-hard negatives
+    # within the batch")
     negatives: str = lever(
         "semi-hard",
         "a second negative for each class triplet, beside the sampled one, mined among the batch's "

@@ -207,7 +207,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         "--recipe",
         choices=("quick", "full"),
         default=os.environ.get("ASEN_DEMO_RECIPE", "quick"),
-        help="without --train-args: quick (the default recipe with 5 + 2 epochs instead of 9 + 4 and the "
+        help="without --train-args: quick (the default recipe with 5 + 2 epochs instead of 9 + 6 and the "
         "global input at 224 instead of 288: the first run answers within minutes of the install) or "
         "full (the default recipe) "
         "(ASEN_DEMO_RECIPE; docs/performance.md)",

@@ -48,12 +48,17 @@ class Preprocess:
     roi_threshold: float = 0.1
     beta: float = 0.6  # weight of the global branch in the fused similarity
     betas: tuple[float, ...] | None = None  # one beta per attribute, chosen on validation (None: `beta`)
+    roi_thresholds: tuple[float, ...] | None = None  # one RoI threshold per attribute (None: `roi_threshold`)
 
     def __post_init__(self) -> None:
         if self.crop_rule not in CROP_RULES:
             raise ValueError(f"crop rule must be one of {CROP_RULES}, got {self.crop_rule!r}")
         if not 0.0 <= self.roi_threshold < 1.0:
             raise ValueError(f"RoI threshold must be in [0, 1), got {self.roi_threshold}")
+        if self.roi_thresholds is not None and not all(0.0 <= t < 1.0 for t in self.roi_thresholds):
+            raise ValueError(
+                f"every per-attribute RoI threshold must be in [0, 1), got {self.roi_thresholds}"
+            )
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
         if self.betas is not None and not all(0.0 < b <= 1.0 for b in self.betas):
@@ -109,7 +114,7 @@ class ModelConfig:
 
 def preprocess_from_dict(data: dict[str, Any]) -> Preprocess:
     values = dict(data)
-    for key in ("mean", "std", "betas"):
+    for key in ("mean", "std", "betas", "roi_thresholds"):
         if values.get(key) is not None:
             values[key] = tuple(float(v) for v in values[key])
     return Preprocess(**values)

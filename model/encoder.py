@@ -24,7 +24,7 @@ from asen_search.model.data.dataset import Attribute
 from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel, fusion_beta
 from asen_search.model.nn.preprocess import global_inputs, local_inputs
-from asen_search.model.nn.roi import SquareView, attention_boxes
+from asen_search.model.nn.roi import SquareView, attention_boxes, roi_threshold
 from asen_search.model.prototypes import Prototypes
 from asen_search.model.runtime import backbone_runner, resolve_runtime
 from asen_search.model.thresholds import Thresholds, load_thresholds
@@ -276,7 +276,9 @@ class Encoder:
                 g, att = model.global_head_embed(feats[image_of.to(feats.device)], attr_ids)
         att = att[:, 0].float().cpu()
         boxes = (
-            None if self._local is None else attention_boxes(att, pre.global_size, pre.roi_threshold)
+            None
+            if self._local is None
+            else attention_boxes(att, pre.global_size, roi_threshold(pre, attr_ids[:, 0]))
         )  # [P, 4]
         return _State(images, pairs, views, attr_ids, g[:, 0], att, boxes)
 

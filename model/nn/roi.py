@@ -9,6 +9,8 @@ from functools import lru_cache
 import torch
 from PIL import Image
 
+from asen_search.model.config import Preprocess
+
 
 @dataclass(frozen=True)
 class SquareView:
@@ -43,22 +45,41 @@ def crop_resize(image: Image.Image, box: tuple[float, float, float, float], size
     return inner.resize((size, size), Image.Resampling.BILINEAR)
 
 
-def attention_boxes(att: torch.Tensor, size: int, threshold: float, chunk: int = 512) -> torch.Tensor:
+def roi_threshold(pre: Preprocess, attrs: torch.Tensor) -> float | torch.Tensor:
+    """The RoI threshold for attribute ids `attrs` `[B]`: the checkpoint's one threshold, or its
+    per-attribute thresholds (`asen train --roi-thresholds`) looked up per id, `[B]` on the CPU."""
+    if pre.roi_thresholds is None:
+        return pre.roi_threshold
+    return torch.tensor(pre.roi_thresholds, dtype=torch.float32)[attrs.cpu()]
+
+
+def attention_boxes(
+    att: torch.Tensor, size: int, threshold: float | torch.Tensor, chunk: int = 512
+) -> torch.Tensor:
     """Square RoI boxes from attention maps `[B, h, w]` -> int64 `[B, 4]` as (x0, y0, x1, y1),
-    half-open, in `size x size` input pixels.
+    half-open, in `size x size` input pixels; `threshold` one for all or one per map `[B]`.
 
     Upsample bilinearly to the input size, min-max normalise (a constant map gives the whole image),
     keep pixels above `threshold`, take their bounding rectangle, make it square around its centre
     and shift it inside the image.
     """
     return (
-        torch.cat([_boxes(att[i : i + chunk].float(), size, threshold) for i in range(0, len(att), chunk)])
+        torch.cat(
+            [
+                _boxes(
+                    att[i : i + chunk].float(),
+                    size,
+                    threshold[i : i + chunk] if isinstance(threshold, torch.Tensor) else threshold,
+                )
+                for i in range(0, len(att), chunk)
+            ]
+        )
         if len(att)
         else torch.zeros((0, 4), dtype=torch.long)
     )
 
 
-def _boxes(att: torch.Tensor, size: int, threshold: float) -> torch.Tensor:
+def _boxes(att: torch.Tensor, size: int, threshold: float | torch.Tensor) -> torch.Tensor:
     # Bilinear upsampling (align_corners=False) is `up = Wy @ att @ Wx^T`. Along each axis it is
     # piecewise linear between sample centres, so a maximum or minimum over that axis is attained at
     # the pixels with the most extreme weights of each segment: evaluating those few columns (or rows)

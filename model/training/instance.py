@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,24 @@ def mirror_paths(paths: Sequence[Path], folder: Path, progress: bool = True) -> 
         lambda image, _d, _v: image.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
         "mirror images of the train images",
         progress,
+    )[0]
+
+
+# `--reframe`: a new photograph that never crops (always framed wider, model/augment.py): the whole garment
+# stays in view, so its proportions (lengths) and colours keep their labels
+REFRAME = replace(DEFAULT_REPHOTOGRAPH, zoom_out=1.0)
+
+
+def reframed_paths(paths: Sequence[Path], folder: Path, progress: bool = True) -> list[Path]:
+    """A new photograph of every image of `paths` framed wider, never cropped (`REFRAME`), written
+    once into `folder` (named by the image's content; reused by later runs): the images of `--reframe`."""
+
+    def draw(image: Image.Image, digest: str, _v: int) -> Image.Image:
+        return rephotograph(image, np.random.default_rng([int(digest[:15], 16), 7]), REFRAME)
+
+    key = hashlib.sha256(repr(REFRAME).encode()).hexdigest()[:10]
+    return derived_paths(
+        paths, 1, Path(folder) / f"reframed-v1-{key}", draw, "reframed train images", progress
     )[0]
 
 

@@ -39,7 +39,7 @@ from asen_search.model.config import Preprocess
 from asen_search.model.device import mixed_precision, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.preprocess import global_inputs, load_image, local_inputs
-from asen_search.model.nn.roi import SquareView, attention_boxes
+from asen_search.model.nn.roi import SquareView, attention_boxes, roi_threshold
 from asen_search.model.runtime import BackboneRunner
 from asen_search.model.training.row_store import Maps, RowFile
 
@@ -434,7 +434,7 @@ def local_maps(
             _, att = model.global_embed(
                 to_device(imageset.global_maps[f], device).float(), a[:, None].to(device)
             )
-        boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, pre.roi_threshold)
+        boxes = attention_boxes(att[:, 0].float().cpu(), pre.global_size, roi_threshold(pre, a))
         return local_inputs(images, [imageset.views[i] for i in f.tolist()], boxes, pre)
 
     def store(rows: list[int], crops: torch.Tensor) -> None:

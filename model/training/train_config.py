@@ -5,7 +5,8 @@ costs one field here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import fnmatch
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,13 @@ class TrainConfig:
         "mirrored copies of the train images (their maps cached beside the originals): each image of "
         "a class triplet is its left-right mirror with probability 0.5",
     )
+    reframe: float = lever(
+        0.0,
+        "chance that each image of a class triplet is a new photograph of it framed wider, never "
+        "cropped (model/augment.py: rotation, exposure, occluders, JPEG; the garment's proportions "
+        "and colours kept), drawn once per image and cached beside the originals (0: off)",
+        metavar="SHARE",
+    )
     # semi-hard after one epoch of sampled negatives, the default since it was measured: the demo's default
     # recipe 95.82 ± 0.27 against 94.70 ± 0.55 (three seeds, garment_length 84.32 against 81.71), demo2
     # 95.21 against 93.44 (garment_length 86.7, every attribute >= 82); from the first step it stalled
@@ -143,6 +151,12 @@ class TrainConfig:
         metavar="NAMES",
     )
     roi_threshold: float = lever(0.1, "attention share that bounds the RoI box of the local branch")
+    roi_thresholds: str = lever(
+        "",
+        "per-attribute RoI thresholds, comma-separated NAME=T (names or glob patterns, the first "
+        "match wins); the other attributes keep --roi-threshold",
+        metavar="NAME=T,...",
+    )
     beta: float | None = lever(
         None, "global weight in the fused similarity (default: chosen per attribute on the validation split)"
     )
@@ -235,10 +249,11 @@ class TrainConfig:
             self.use_aca,
         )
 
-    def preprocess(self) -> Preprocess:
-        """The global backbone's own input normalisation (declared by its spec) for both branches."""
+    def preprocess(self, attributes: list[str] | None = None) -> Preprocess:
+        """The global backbone's own input normalisation (declared by its spec) for both branches;
+        with the dataset's `attributes`, their RoI thresholds (`--roi-thresholds`)."""
         spec = backbone_spec(self.backbone)
-        return Preprocess(
+        pre = Preprocess(
             self.global_size,
             self.local_size,
             spec.mean,
@@ -247,6 +262,29 @@ class TrainConfig:
             self.roi_threshold,
             0.6 if self.beta is None else self.beta,
         )
+        if not self.roi_thresholds.strip() or attributes is None:
+            return pre
+        return replace(pre, roi_thresholds=per_attribute(attributes, self.roi_thresholds, self.roi_threshold))
+
+
+def per_attribute(names: list[str], spec: str, default: float) -> tuple[float, ...]:
+    """One value per attribute from `NAME=V,...` (names or glob patterns; the first match wins),
+    `default` for the attributes no pattern names. A pattern that names no attribute is an error."""
+    pairs: list[tuple[str, float]] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        pattern, sep, value = part.partition("=")
+        try:
+            if not sep or not pattern.strip():
+                raise ValueError
+            pairs.append((pattern.strip(), float(value)))
+        except ValueError:
+            raise ValueError(f"expected NAME=VALUE, got {part!r}") from None
+    for pattern, _ in pairs:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ValueError(f"{pattern!r} names no attribute; the attributes are {', '.join(names)}")
+    return tuple(next((v for p, v in pairs if fnmatch.fnmatchcase(n, p)), default) for n in names)
 
 
 def frozen_stages(backbone: str, stride: int, trainable: int) -> int:

@@ -34,7 +34,7 @@ from asen_search.model.nn.losses import (
 from asen_search.model.runtime import Stems, resolve_runtime
 from asen_search.model.training.curves import plot_training_curve
 from asen_search.model.training.evaluate import ValidationSet
-from asen_search.model.training.instance import InstanceSampler, mirror_paths, view_paths
+from asen_search.model.training.instance import InstanceSampler, mirror_paths, reframed_paths, view_paths
 from asen_search.model.training.map_cache import (
     ImageSet,
     Maps,
@@ -92,6 +92,7 @@ class TrainingData:
     local_scratch: Path | None  # a row file for the crop maps when they do not fit in memory
     memory_plan: dict[str, Any]
     mirror_offset: int = 0  # `--mirror`: the row of image i's mirror is mirror_offset + i (0: none)
+    reframe_offset: int = 0  # `--reframe`: the row of image i's reframed photograph (0: none)
     local_cache: Maps | None = None  # the epoch's crop maps (stage 2), replaced every epoch
 
 
@@ -113,7 +114,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        self.pre = cfg.preprocess()
+        self.pre = cfg.preprocess([a.name for a in self.ds.attributes])
         self.model = ASENModel(
             cfg.model_config(len(self.ds.attributes)),
             pretrained=True,
@@ -163,12 +164,19 @@ class Trainer:
         if cfg.instance_weight > 0:  # the views follow the originals: view v of image i is row n (1 + v) + i
             views = view_paths(originals, cfg.instance_views, cache, self.progress)
             train_paths += [p for view in views for p in view]
-        mirror_offset = 0
-        if cfg.mirror:  # then the mirror images: the mirror of image i is row mirror_offset + i, same values
-            mirror_offset = len(train_paths)
-            train_paths += mirror_paths(originals, cache, self.progress)
-            unlabelled = np.full((mirror_offset - len(self.value_of), self.value_of.shape[1]), -1)
-            self.value_of = np.concatenate([self.value_of, unlabelled, self.value_of])
+        labelled = self.value_of
+
+        def follow(paths: list[Path]) -> int:
+            """Rows for labelled copies of the originals (image i's at the offset + i, its values)."""
+            offset = len(train_paths)
+            train_paths.extend(paths)
+            unlabelled = np.full((offset - len(self.value_of), self.value_of.shape[1]), -1)
+            self.value_of = np.concatenate([self.value_of, unlabelled, labelled])
+            return offset
+
+        # then the mirror images, then the reframed ones: each a copy of an original with its values
+        mirror_offset = follow(mirror_paths(originals, cache, self.progress)) if cfg.mirror else 0
+        reframe_offset = follow(reframed_paths(originals, cache, self.progress)) if cfg.reframe > 0 else 0
         train = build_image_set(
             self.model,
             self.pre,
@@ -194,7 +202,7 @@ class Trainer:
         if self.model.cfg.has_local:  # per-epoch crop maps, then the originals they are cut from
             n_pairs = len(np.unique(np.stack([self.labels.fids, self.labels.attrs], 1), axis=0))
             n_pairs = int(n_pairs * (1 + cfg.instance_share if cfg.instance_weight > 0 else 1)) * (
-                2 if cfg.mirror else 1
+                1 + int(cfg.mirror) + int(cfg.reframe > 0)
             )
             per_epoch = (
                 3 * cfg.triplets_per_epoch * (1 + (cfg.instance_share if cfg.instance_weight > 0 else 0))
@@ -221,7 +229,15 @@ class Trainer:
             ),
         }
         return TrainingData(
-            stems, n_train, train, valid, pair_index, local_scratch, memory_plan, mirror_offset
+            stems,
+            n_train,
+            train,
+            valid,
+            pair_index,
+            local_scratch,
+            memory_plan,
+            mirror_offset,
+            reframe_offset,
         )
 
     def _make_optimizer(self, stage: int) -> torch.optim.Optimizer:
@@ -518,6 +534,12 @@ class Trainer:
         if self.data.mirror_offset:  # each image of a class triplet: its mirror with probability 0.5
             flip = np.random.default_rng([cfg.seed, stage, epoch, 3]).random((len(rows), 3)) < 0.5
             rows[:, 1:4] += flip * self.data.mirror_offset
+        if (
+            self.data.reframe_offset
+        ):  # each image of a class triplet: its reframed photograph with --reframe's chance
+            originals = rows[:, 1:4] % self.data.n_train
+            swap = np.random.default_rng([cfg.seed, stage, epoch, 4]).random((len(rows), 3)) < cfg.reframe
+            rows[:, 1:4] = np.where(swap, originals + self.data.reframe_offset, rows[:, 1:4])
         rows = np.concatenate([rows, np.zeros((len(rows), 1), np.int64)], axis=1)
         if cfg.instance_weight <= 0:
             return rows

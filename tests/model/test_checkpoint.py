@@ -23,7 +23,9 @@ def _model() -> ASENModel:
 
 def test_round_trip(tmp_path: Path) -> None:
     model = _model()
-    pre = Preprocess(global_size=64, local_size=32, roi_threshold=0.2, beta=0.5)
+    pre = Preprocess(
+        global_size=64, local_size=32, roi_threshold=0.2, roi_thresholds=(0.2, 0.0, 0.35), beta=0.5
+    )
     save_checkpoint(tmp_path / "m.pt", model, pre, ATTRS, {"note": "x"})
     ckpt = load_checkpoint(tmp_path / "m.pt")
     assert ckpt.preprocess == pre and ckpt.attributes == ATTRS and ckpt.extra == {"note": "x"}

@@ -52,3 +52,19 @@ def test_unknown_attribute_name() -> None:
     assert enc.attribute_id("a2") == 2
     with pytest.raises(KeyError, match="known attributes: a0, a1, a2"):
         enc.attribute_id("collar")
+
+
+def test_each_attribute_is_cropped_at_its_own_roi_threshold() -> None:
+    """Per-attribute RoI thresholds travel in the checkpoint's preprocessing and reach the encoder."""
+    torch.manual_seed(0)
+    model = ASENModel(tiny_config(), pretrained=False)
+    thresholds = (0.0, 0.5, 0.95)
+    per = Encoder(model, Preprocess(global_size=64, local_size=32, roi_thresholds=thresholds), ATTRS)
+    images = _images()
+    everything = per.encode(images, batch_size=2)
+    for a, t in enumerate(thresholds):
+        alone = Encoder(model, Preprocess(global_size=64, local_size=32, roi_threshold=t), ATTRS)
+        np.testing.assert_allclose(everything[:, a], alone.encode_attribute(images, a), atol=1e-5)
+        assert per.explain(images[3], a).roi_box == alone.explain(images[3], a).roi_box
+    boxes = {per.explain(images[3], a).roi_box for a in range(3)}
+    assert len(boxes) >= 2

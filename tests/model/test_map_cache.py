@@ -162,3 +162,29 @@ def test_training_within_a_budget_that_holds_nothing_gives_the_same_model(
         # equal up to float rounding (the same maps; kernels may sum in another order on other memory)
         np.testing.assert_allclose(b[name].numpy(), tensor.numpy(), atol=1e-4, err_msg=name)
     assert not (tmp_path / "tight" / ".scratch").exists()  # the per-run row files are removed at the end
+
+
+def test_the_crops_of_each_attribute_use_its_own_roi_threshold(
+    images: list[Path], model_and_pre: tuple[ASENModel, object], tmp_path: Path
+) -> None:
+    """`--roi-thresholds`: the local maps of an attribute's pairs are those of its threshold alone."""
+    model, pre = model_and_pre
+    imageset = build_image_set(model, pre, images, "t", tmp_path / "c", MemoryBudget(None), progress=False)
+    imageset.keep_originals(MemoryBudget(None), "t", progress=False)
+    fids = torch.tensor([0, 0, 0, 3, 3, 3, 7, 7, 7])
+    attrs = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])
+    thresholds = (0.0, 0.5, 0.95)
+    per = local_maps(
+        model, replace(pre, roi_thresholds=thresholds), imageset, fids, attrs, "t", progress=False
+    )
+    differ = 0
+    for a, t in enumerate(thresholds):
+        alone = local_maps(model, replace(pre, roi_threshold=t), imageset, fids, attrs, "t", progress=False)
+        rows = torch.nonzero(attrs == a)[:, 0]
+        torch.testing.assert_close(per[rows], alone[rows])
+        differ += int(
+            not torch.equal(
+                per[rows], local_maps(model, pre, imageset, fids, attrs, "t", progress=False)[rows]
+            )
+        )
+    assert differ >= 2  # the thresholds changed the crops

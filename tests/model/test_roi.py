@@ -1,5 +1,6 @@
 """RoI boxes on hand-worked attention maps, and the crop mapping back to the original image."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -87,3 +88,24 @@ def test_fast_boxes_equal_brute_force_on_random_maps() -> None:
     assert fast == [_brute_force_box(m, 224, 0.1) for m in maps]
     rect = torch.rand(50, 7, 9) ** 4  # non-square maps, other sizes and thresholds
     assert attention_boxes(rect, 112, 0.3).tolist() == [_brute_force_box(m, 112, 0.3) for m in rect]
+
+
+def test_one_threshold_per_map_matches_each_map_alone() -> None:
+    """Per-attribute RoI thresholds (`--roi-thresholds`): each map is cut at its own threshold,
+    across the chunks the maps are cut into."""
+    torch.manual_seed(0)
+    att = torch.rand(9, 7, 7) ** 4
+    thresholds = torch.tensor([0.0, 0.05, 0.1, 0.3, 0.6, 0.9, 0.2, 0.4, 0.05])
+    each = torch.cat([attention_boxes(att[i : i + 1], 112, float(t)) for i, t in enumerate(thresholds)])
+    assert torch.equal(attention_boxes(att, 112, thresholds, chunk=4), each)
+    assert len({tuple(b) for b in each.tolist()}) >= 3  # the thresholds made different boxes
+
+
+def test_roi_threshold_of_an_attribute() -> None:
+    from asen_search.model.config import Preprocess
+    from asen_search.model.nn.roi import roi_threshold
+
+    attrs = torch.tensor([2, 0, 1, 2])
+    assert roi_threshold(Preprocess(roi_threshold=0.2), attrs) == 0.2
+    per = roi_threshold(Preprocess(roi_threshold=0.2, roi_thresholds=(0.1, 0.0, 0.5)), attrs)
+    assert per.tolist() == pytest.approx([0.5, 0.1, 0.0, 0.5])

@@ -299,3 +299,81 @@ def test_coarse_features_train_and_encode(demo_dataset: Path, tmp_path: Path) ->
     ds = load_dataset(demo_dataset)
     report = evaluate_encoder(encoder, ds, "test", progress=False)
     assert report.overall > 0.3
+
+
+def test_per_attribute_roi_thresholds_from_names_and_patterns() -> None:
+    cfg = TrainConfig(
+        data=Path("d"), out=Path("o"), roi_threshold=0.1, roi_thresholds="*length*=0.05, pattern=0.3"
+    )
+    names = ["neckline", "sleeve_length", "pattern", "garment_length"]
+    assert cfg.preprocess(names).roi_thresholds == (0.1, 0.05, 0.3, 0.05)
+    assert TrainConfig(data=Path("d"), out=Path("o")).preprocess(names).roi_thresholds is None
+    first = replace(cfg, roi_thresholds="sleeve*=0.2,*length*=0.0")  # the first matching pattern wins
+    assert first.preprocess(names).roi_thresholds == (0.1, 0.2, 0.1, 0.0)
+    with pytest.raises(ValueError, match="'collar' names no attribute; the attributes are neckline"):
+        replace(cfg, roi_thresholds="collar=0.2").preprocess(names)
+    with pytest.raises(ValueError, match="expected NAME=VALUE, got 'pattern'"):
+        replace(cfg, roi_thresholds="pattern").preprocess(names)
+    with pytest.raises(ValueError, match="expected NAME=VALUE, got 'pattern=high'"):
+        replace(cfg, roi_thresholds="pattern=high").preprocess(names)
+    with pytest.raises(ValueError, match=r"per-attribute RoI threshold must be in \[0, 1\)"):
+        replace(cfg, roi_thresholds="pattern=1.5").preprocess(names)
+
+
+def test_training_crops_each_attribute_at_its_roi_threshold(demo_dataset: Path, tmp_path: Path) -> None:
+    """The trainer gives `--roi-thresholds` the dataset's attribute names; the checkpoint keeps them."""
+    ds = load_dataset(demo_dataset)
+    first = ds.attributes[0].name
+    cfg = _cfg(
+        demo_dataset, tmp_path / "run", stage1_epochs=1, triplets_per_epoch=640, roi_thresholds=f"{first}=0.3"
+    )
+    train(cfg, progress=False)
+    pre = Encoder.from_checkpoint(tmp_path / "run" / "best.pt").preprocess
+    assert pre.roi_thresholds == (0.3,) + (0.1,) * (len(ds.attributes) - 1)
+
+
+def test_reframed_photographs_keep_the_whole_garment_in_view() -> None:
+    """`--reframe`'s photographs are framed wider, never cropped: a garment 80% of the picture's
+    height never touches its border (the plain new photographs, which crop, cut it)."""
+    from PIL import Image, ImageDraw
+
+    from asen_search.model.augment import DEFAULT_REPHOTOGRAPH, rephotograph
+    from asen_search.model.training.instance import REFRAME
+
+    picture = Image.new("RGB", (100, 100), (128, 128, 128))
+    ImageDraw.Draw(picture).rectangle((25, 10, 74, 89), fill=(0, 0, 0))  # the garment
+
+    def cut(how) -> int:
+        touching = 0
+        for seed in range(20):
+            dark = (np.asarray(rephotograph(picture, np.random.default_rng(seed), how)) < 50).all(axis=2)
+            touching += int(dark[[0, -1]].any() or dark[:, [0, -1]].any())
+        return touching
+
+    assert cut(REFRAME) == 0 and cut(DEFAULT_REPHOTOGRAPH) >= 3
+
+
+@pytest.mark.slow  # a training run of about 25 s (CI runs the slow tests too)
+def test_reframe_trains_on_reframed_copies_beside_the_mirrors(demo_dataset: Path, tmp_path: Path) -> None:
+    from asen_search.model.training.trainer import Trainer
+
+    cache = tmp_path / "cache"
+    cfg = _cfg(
+        demo_dataset, tmp_path / "run", mirror=True, reframe=0.3, cache_dir=cache, triplets_per_epoch=320
+    )
+    trainer = Trainer(cfg, progress=False)
+    n = len(load_dataset(demo_dataset).split("train").paths)
+    assert (trainer.data.mirror_offset, trainer.data.reframe_offset) == (n, 2 * n)
+    assert len(trainer.data.train.global_maps) == 3 * n
+    assert len(list(cache.glob("reframed-v1-*/*.jpg"))) > 0
+    # about 30% of the class triplets' images are reframed photographs, each of an image with its labels
+    rows = trainer._triplets(1, 0, 3000, None)
+    reframed = rows[:, 1:4] >= 2 * n
+    assert 0.26 < reframed.mean() < 0.34 and 0.3 < (rows[:, 1:4] >= n).mean() - reframed.mean() < 0.4
+    attr, (anchor, positive, negative) = rows[:, 0], (rows[:, 1:4] % n).T
+    value = trainer.value_of
+    assert (value[rows[:, 1], attr] == value[anchor, attr]).all()  # a reframed row has its original's labels
+    assert (value[anchor, attr] == value[positive, attr]).all()
+    assert (value[anchor, attr] != value[negative, attr]).all() and (value[negative, attr] >= 0).all()
+    summary = trainer.run()  # both stages run on them (stage 2 cuts crops from the reframed images too)
+    assert summary["best_valid_map"] > 0.3

@@ -154,7 +154,7 @@ class TrainConfig:
     roi_thresholds: str = lever(
         "",
         "per-attribute RoI thresholds, comma-separated NAME=T (names or glob patterns, the first "
-        "match wins); the other attributes keep --roi-threshold",
+        "match wins), e.g. '*length*=0.3'; the other attributes keep --roi-threshold (default: none)",
         metavar="NAME=T,...",
     )
     beta: float | None = lever(

@@ -107,7 +107,11 @@ class Trainer:
         self.ds: AttributeDataset = load_dataset(cfg.data)
         self.labels = self.ds.train_labels()
         TripletSampler(self.labels, self.ds.n_values, cfg.seed)  # fail early on unusable labels
-        for flag, share in (("--attribute-focus", cfg.attribute_focus), ("--pair-focus", cfg.pair_focus)):
+        for flag, share in (
+            ("--attribute-focus", cfg.attribute_focus),
+            ("--pair-focus", cfg.pair_focus),
+            ("--reframe", cfg.reframe),
+        ):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{flag} must be in [0, 1], got {share}")
         self.out = Path(cfg.out)

@@ -377,3 +377,14 @@ def test_reframe_trains_on_reframed_copies_beside_the_mirrors(demo_dataset: Path
     assert (value[anchor, attr] != value[negative, attr]).all() and (value[negative, attr] >= 0).all()
     summary = trainer.run()  # both stages run on them (stage 2 cuts crops from the reframed images too)
     assert summary["best_valid_map"] > 0.3
+
+
+@pytest.mark.parametrize("flag", ["attribute_focus", "pair_focus", "reframe"])
+def test_shares_outside_zero_to_one_fail_before_any_work(
+    demo_dataset: Path, tmp_path: Path, flag: str
+) -> None:
+    from asen_search.model.training.trainer import Trainer
+
+    with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be in \\[0, 1\\], got 1.5"):
+        Trainer(_cfg(demo_dataset, tmp_path / "run", **{flag: 1.5}), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -320,6 +320,7 @@ def test_per_attribute_roi_thresholds_from_names_and_patterns() -> None:
         replace(cfg, roi_thresholds="pattern=1.5").preprocess(names)
 
 
+@pytest.mark.slow  # a training run of about 15 s (CI runs the slow tests too)
 def test_training_crops_each_attribute_at_its_roi_threshold(demo_dataset: Path, tmp_path: Path) -> None:
     """The trainer gives `--roi-thresholds` the dataset's attribute names; the checkpoint keeps them."""
     ds = load_dataset(demo_dataset)

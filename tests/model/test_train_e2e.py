@@ -97,6 +97,7 @@ def test_same_seed_same_model(demo_dataset: Path, tmp_path: Path) -> None:
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow  # a 15 s training run (CI runs the slow tests too)
 def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
     summary = train(
         _cfg(
@@ -190,6 +191,7 @@ def test_focus_pair_weights() -> None:
     )
 
 
+@pytest.mark.slow  # a training run of about 9 s (CI runs the slow tests too)
 def test_mirror_trains_on_mirrored_copies(demo_dataset: Path, tmp_path: Path) -> None:
     from PIL import Image
 
@@ -222,6 +224,7 @@ def test_mirror_trains_on_mirrored_copies(demo_dataset: Path, tmp_path: Path) ->
     assert summary["best_valid_map"] > 0.3
 
 
+@pytest.mark.slow  # a training run of about 7 s (CI runs the slow tests too)
 def test_mined_negatives_are_other_values_and_train(demo_dataset: Path, tmp_path: Path) -> None:
     """`--negatives hard`: each class triplet keeps its sampled negative and gains a mined one, a batch
     image of another value under its attribute (often not the sampled one); the batch loss is above

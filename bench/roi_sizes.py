@@ -12,13 +12,14 @@ mean height of the box's centre (0: top, 1: bottom). Used to choose `asen train 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
+import torch
 from PIL import Image
 
 from asen_search.model.data.dataset import load_dataset
 from asen_search.model.encoder import Encoder
+from asen_search.model.nn.roi import attention_boxes, roi_threshold
 
 
 def main() -> None:
@@ -34,27 +35,30 @@ def main() -> None:
     )
     args = parser.parse_args()
     encoder = Encoder.from_checkpoint(args.checkpoint)
+    pre, names = encoder.preprocess, encoder.attribute_names
     paths = load_dataset(args.data).split(args.split).paths[: args.images]
     images = [Image.open(p).convert("RGB") for p in paths]
-    own = encoder.preprocess
+    # each (attribute, image)'s attention map, once: a threshold changes only where the box is cut
+    maps = torch.tensor(
+        np.stack([[encoder.explain(image, a).attention for image in images] for a in range(len(names))])
+    )
+    attrs = torch.arange(len(names)).repeat_interleave(len(images))
     for text in [t for t in args.thresholds.split(",") if t.strip()] or [None]:
         if text is None:
-            print("the checkpoint's RoI thresholds:", own.roi_thresholds or own.roi_threshold)
+            print("the checkpoint's RoI thresholds:", pre.roi_thresholds or pre.roi_threshold)
+            threshold = roi_threshold(pre, attrs)
         else:
-            encoder.preprocess = replace(own, roi_threshold=float(text), roi_thresholds=None)
-            print(f"RoI threshold {float(text)} for every attribute:")
+            threshold = float(text)
+            print(f"RoI threshold {threshold} for every attribute:")
+        # boxes in global-input pixels: as shares of that side they are shares of the square it shows
+        boxes = attention_boxes(maps.flatten(0, 1), pre.global_size, threshold).view(len(names), -1, 4)
+        sides = (boxes[..., 2] - boxes[..., 0]).double() / pre.global_size
+        centres = (boxes[..., 1] + boxes[..., 3]).double() / (2 * pre.global_size)
         print(f"  {'attribute':18s} {'side':>5s} {'min':>5s} {'max':>5s} {'centre y':>9s}")
-        for a, name in enumerate(encoder.attribute_names):
-            sides, centres = [], []
-            for image in images:
-                shown = encoder.explain(image, a)
-                x0, y0, x1, y1 = shown.roi_box
-                left, top, right, bottom = shown.image_box
-                sides.append((x1 - x0) / (right - left))
-                centres.append(((y0 + y1) / 2 - top) / (bottom - top))
+        for a, name in enumerate(names):
             print(
-                f"  {name:18s} {np.mean(sides):5.2f} {np.min(sides):5.2f} {np.max(sides):5.2f} "
-                f"{np.mean(centres):9.2f}"
+                f"  {name:18s} {sides[a].mean():5.2f} {sides[a].min():5.2f} {sides[a].max():5.2f} "
+                f"{centres[a].mean():9.2f}"
             )
 
 

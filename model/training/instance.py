@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.model.augment import DEFAULT_REPHOTOGRAPH, rephotograph
+from asen_search.model.augment import DEFAULT_REPHOTOGRAPH, Rephotograph, rephotograph
 from asen_search.model.data.dataset import Tagged
 
 VIEWS_FORMAT = 1  # bump when what a view is changes (augment.py's defaults): another folder of views
@@ -73,9 +73,13 @@ def reframed_paths(paths: Sequence[Path], folder: Path, progress: bool = True) -
     def draw(image: Image.Image, digest: str, _v: int) -> Image.Image:
         return rephotograph(image, np.random.default_rng([int(digest[:15], 16), 7]), REFRAME)
 
-    key = hashlib.sha256(repr(REFRAME).encode()).hexdigest()[:10]
     return derived_paths(
-        paths, 1, Path(folder) / f"reframed-v1-{key}", draw, "reframed train images", progress
+        paths,
+        1,
+        Path(folder) / f"reframed-v1-{_settings_key(REFRAME)}",
+        draw,
+        "reframed train images",
+        progress,
     )[0]
 
 
@@ -107,8 +111,8 @@ def derived_paths(
     return out
 
 
-def _settings_key() -> str:
-    return hashlib.sha256(repr(DEFAULT_REPHOTOGRAPH).encode()).hexdigest()[:10]
+def _settings_key(how: Rephotograph = DEFAULT_REPHOTOGRAPH) -> str:
+    return hashlib.sha256(repr(how).encode()).hexdigest()[:10]
 
 
 class InstanceSampler:

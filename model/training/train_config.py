@@ -6,7 +6,7 @@ costs one field here."""
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,10 @@ class TrainConfig:
         """The global backbone's own input normalisation (declared by its spec) for both branches;
         with the dataset's `attributes`, their RoI thresholds (`--roi-thresholds`)."""
         spec = backbone_spec(self.backbone)
-        pre = Preprocess(
+        thresholds = None
+        if self.roi_thresholds.strip() and attributes is not None:
+            thresholds = per_attribute(attributes, self.roi_thresholds, self.roi_threshold)
+        return Preprocess(
             self.global_size,
             self.local_size,
             spec.mean,
@@ -265,10 +268,8 @@ class TrainConfig:
             "center",
             self.roi_threshold,
             0.6 if self.beta is None else self.beta,
+            roi_thresholds=thresholds,
         )
-        if not self.roi_thresholds.strip() or attributes is None:
-            return pre
-        return replace(pre, roi_thresholds=per_attribute(attributes, self.roi_thresholds, self.roi_threshold))
 
 
 def per_attribute(names: list[str], spec: str, default: float) -> tuple[float, ...]:

@@ -538,9 +538,8 @@ class Trainer:
         if self.data.mirror_offset:  # each image of a class triplet: its mirror with probability 0.5
             flip = np.random.default_rng([cfg.seed, stage, epoch, 3]).random((len(rows), 3)) < 0.5
             rows[:, 1:4] += flip * self.data.mirror_offset
-        if (
-            self.data.reframe_offset
-        ):  # each image of a class triplet: its reframed photograph with --reframe's chance
+        # each image of a class triplet: its reframed photograph with --reframe's chance
+        if self.data.reframe_offset:
             originals = rows[:, 1:4] % self.data.n_train
             swap = np.random.default_rng([cfg.seed, stage, epoch, 4]).random((len(rows), 3)) < cfg.reframe
             rows[:, 1:4] = np.where(swap, originals + self.data.reframe_offset, rows[:, 1:4])

@@ -45,11 +45,14 @@ def alignment_loss(global_parts: list[torch.Tensor], local_parts: list[torch.Ten
     )
 
 
+LOCAL_WEIGHT = 0.1  # the local branch's share of each stage-2 term (asen-spec.md, "Losses")
+
+
 def joint_loss(
     g: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     loc: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     margin: float | torch.Tensor = 0.2,
-    local_weight: float = 0.1,
+    local_weight: float = LOCAL_WEIGHT,
     align_weight: float = 0.1,
     weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -103,3 +106,36 @@ def in_batch_negatives(
         semi = ok & (sim < pos)
         pick = torch.where(semi, sim, torch.full_like(sim, -2.0)).argmax(dim=1)
         return torch.where(semi.any(dim=1), pick, own)
+
+
+def proxy_loss(
+    embeddings: torch.Tensor,
+    attrs: torch.Tensor,
+    values: torch.Tensor,
+    proxies: torch.Tensor,
+    n_values: torch.Tensor,
+    scale: float,
+    soft: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Normalised-softmax classification of embeddings `[N, D]` among their attribute's value proxies
+    (`proxies` `[A, V, D]`, `n_values` `[A]` of them in use): `-log p(value)` with `p` the softmax of
+    `scale * cos(embedding, proxy)` over the attribute's values, averaged over the rows whose value
+    (`values` `[N]`, -1: unknown) is known. `soft` `[A]`, where positive, gives the attribute's rows a
+    target spread over neighbouring values, `exp(-soft * |v - value|)` normalised (ordered values: a
+    length one step off is less wrong than two)."""
+    keep = values >= 0
+    if not bool(keep.any()):
+        return embeddings.sum() * 0.0
+    attrs, values = attrs[keep], values[keep]
+    unit = F.normalize(embeddings[keep].float(), dim=-1)
+    centres = F.normalize(proxies[attrs].float(), dim=-1)  # [n, V, D]
+    steps = torch.arange(proxies.shape[1], device=values.device)
+    used = steps[None, :] < n_values[attrs][:, None]  # [n, V]
+    logits = scale * torch.einsum("nd,nvd->nv", unit, centres)
+    log_p = torch.log_softmax(logits.masked_fill(~used, -1e4), dim=-1)
+    distance = (steps[None, :] - values[:, None]).abs().float()
+    decay = torch.zeros(len(values), device=values.device) if soft is None else soft[attrs].float()
+    target = torch.where(distance == 0, 1.0, torch.exp(-decay[:, None] * distance) * (decay[:, None] > 0))
+    target = target * used
+    target = target / target.sum(dim=1, keepdim=True)
+    return -(target * log_p).sum(dim=1).mean()

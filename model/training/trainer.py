@@ -25,8 +25,10 @@ from asen_search.model.device import mixed_precision, resolve_device, to_device
 from asen_search.model.nn.asen import ASENModel
 from asen_search.model.nn.attention import channel_statistics
 from asen_search.model.nn.losses import (
+    LOCAL_WEIGHT,
     in_batch_negatives,
     joint_loss,
+    proxy_loss,
     triplet_loss,
     triplet_violations,
     weighted_triplet_loss,
@@ -55,6 +57,7 @@ STAGE1_SHARE = 0.4  # stage 1; stage 2 has the rest
 # of the whole budget, kept for the final prototype and copy-calibration pass: 75-88 s of a 10-minute
 # budget on 2 cores since the calibration joined it (docs/results.md, "Under a time budget")
 PROTOTYPE_SHARE = 0.15
+PROXY_LR = 1e-2  # --proxy-weight's proxies: ten times stage 1's rate, as proxy-based losses use
 BUDGET_STAGE2_TRIPLETS = (
     0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
 )
@@ -114,6 +117,11 @@ class Trainer:
         ):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{flag} must be in [0, 1], got {share}")
+        for flag, value in (("--proxy-weight", cfg.proxy_weight), ("--proxy-soft", cfg.proxy_soft)):
+            if not value >= 0.0:
+                raise ValueError(f"{flag} must be at least 0, got {value}")
+        if not cfg.proxy_scale > 0.0:
+            raise ValueError(f"--proxy-scale must be positive, got {cfg.proxy_scale}")
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(cfg.device)
@@ -133,6 +141,14 @@ class Trainer:
         cells = (len(self.ds.n_values), max(self.ds.n_values), max(self.ds.n_values))
         self.pair_loss, self.pair_count = np.zeros(cells), np.zeros(cells)
         self.ordered = ordered_attributes([a.name for a in self.ds.attributes], cfg.ordered)
+        # --proxy-weight: learned proxies of each attribute's values [A, V, D], one set for both branches
+        # (the alignment term keeps them in one space); trained, never saved in best.pt
+        self.proxies: torch.nn.Parameter | None = None
+        if cfg.proxy_weight > 0:
+            shape = (len(self.ds.n_values), max(self.ds.n_values), self.model.cfg.global_branch.out_dim)
+            self.proxies = torch.nn.Parameter(torch.randn(shape, device=self.device))
+            self.proxy_counts = torch.tensor(self.ds.n_values, device=self.device)
+            self.proxy_soft = torch.from_numpy(np.where(self.ordered, cfg.proxy_soft, 0.0)).to(self.device)
         self.optimizer: torch.optim.Optimizer | None = None
         self.state = self._restore() if cfg.resume else TrainState()
         self.data = self._prepare()
@@ -253,6 +269,8 @@ class Trainer:
                 {"params": groups["global"], "lr": self.cfg.lr_global},
                 {"params": groups["local"], "lr": self.cfg.lr_local},
             ]
+        if self.proxies is not None:
+            params.append({"params": [self.proxies], "lr": PROXY_LR})
         return torch.optim.Adam(params)
 
     def _lr_factor(self, stage: int, epoch: int) -> float:
@@ -526,7 +544,8 @@ class Trainer:
         return report, replace(self.pre, betas=betas)
 
     def _base_lrs(self, stage: int) -> list[float]:
-        return [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]
+        lrs = [self.cfg.lr] if stage == 1 else [self.cfg.lr_global, self.cfg.lr_local]
+        return lrs + ([PROXY_LR] if self.proxies is not None else [])
 
     def _triplets(self, stage: int, epoch: int, n: int, attribute_weights: list[float] | None) -> np.ndarray:
         """An epoch's triplets `[n (+ instance rows), 5]`: (attr, anchor, positive, negative, kind), kind
@@ -631,19 +650,37 @@ class Trainer:
                 weights = torch.ones(len(negatives), device=device) if weights is None else weights
             if self.cfg.pair_focus > 0:
                 self._record_pairs(batch, cast(Triple, g_rows.chunk(3)))  # the sampled triplets
+            proxy = self._proxy_term(g_rows, fids, attrs[:, 0])
             if stage == 1:
                 if margins is None or weights is None:
-                    return triplet_loss(*g, margin=self.cfg.margin)
-                return weighted_triplet_loss(*g, margins, weights)
+                    return triplet_loss(*g, margin=self.cfg.margin) + proxy
+                return weighted_triplet_loss(*g, margins, weights) + proxy
             rows = torch.from_numpy(self.data.pair_index[fids.numpy(), attrs[:, 0].numpy()])
             assert self.data.local_cache is not None  # cut at the start of every stage-2 epoch
             loc_rows = self.model.local_embed(
                 to_device(self.data.local_cache[rows], device).float(), attrs.to(device)
             )[:, 0].float()
             loc = cast(Triple, (loc_rows[take], loc_rows[n + take], loc_rows[negatives]))
+            proxy = proxy + LOCAL_WEIGHT * self._proxy_term(loc_rows, fids, attrs[:, 0])
             if margins is None or weights is None:
-                return joint_loss(g, loc, margin=self.cfg.margin)
-            return joint_loss(g, loc, margin=margins, weights=weights)
+                return joint_loss(g, loc, margin=self.cfg.margin) + proxy
+            return joint_loss(g, loc, margin=margins, weights=weights) + proxy
+
+    def _proxy_term(self, rows: torch.Tensor, fids: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """`--proxy-weight` times the proxy classification loss of a batch's embedded rows `[3B, D]`
+        (train rows `fids`, each under `attrs`; derived rows without a value are left out); 0 when off."""
+        if self.proxies is None:
+            return rows.new_zeros(())
+        values = torch.from_numpy(self._values(fids.numpy(), attrs.numpy())).to(rows.device)
+        return self.cfg.proxy_weight * proxy_loss(
+            rows,
+            attrs.to(rows.device),
+            values,
+            self.proxies,
+            self.proxy_counts,
+            self.cfg.proxy_scale,
+            self.proxy_soft,
+        )
 
     def _values(self, fids: np.ndarray, attrs: np.ndarray) -> np.ndarray:
         """The value of train rows under attributes (broadcast), -1 where unknown: unlabelled, or a
@@ -703,6 +740,7 @@ class Trainer:
             {
                 "train_state": self.state.to_json(),
                 "optimizer": self.optimizer.state_dict(),
+                "proxies": None if self.proxies is None else self.proxies.detach().cpu(),
                 "train_config": _jsonable(asdict(self.cfg)),
             },
         )
@@ -716,6 +754,12 @@ class Trainer:
             raise ValueError(f"--resume: {path} was trained with a different model configuration")
         self.model.load_state_dict(ckpt.model.state_dict())
         state = TrainState.from_json(ckpt.extra["train_state"])
+        if self.proxies is not None:
+            saved = read_payload(path)["extra"].get("proxies")
+            if saved is None or tuple(saved.shape) != tuple(self.proxies.shape):
+                raise ValueError(f"--resume: {path} was trained without --proxy-weight or with other values")
+            with torch.no_grad():
+                self.proxies.copy_(saved)
         stage = state.stage
         if state.epoch < self._epochs(stage) or stage == self._stages()[-1]:
             self.optimizer = self._make_optimizer(stage)

@@ -1,6 +1,6 @@
 import torch
 
-from asen_search.model.nn.losses import alignment_loss, joint_loss, triplet_loss
+from asen_search.model.nn.losses import alignment_loss, joint_loss, proxy_loss, triplet_loss
 
 
 def _slow_triplet(a, p, n, margin):
@@ -90,3 +90,76 @@ def test_hard_negatives_raise_the_loss() -> None:
     a, p, sampled = emb.chunk(3)
     mined = emb[in_batch_negatives(emb, attrs, values, n, "hard")]
     assert float(triplet_loss(a, p, mined)) > float(triplet_loss(a, p, sampled))
+
+
+def _slow_proxy(emb, attrs, values, proxies, n_values, scale, soft):
+    """The proxy term row by row: cross-entropy against a target over the attribute's used values."""
+    total, rows = 0.0, 0
+    for e, a, v in zip(emb, attrs.tolist(), values.tolist()):
+        if v < 0:
+            continue
+        used = int(n_values[a])
+        cos = torch.stack(
+            [torch.nn.functional.cosine_similarity(e, proxies[a, k], dim=0) for k in range(used)]
+        )
+        log_p = torch.log_softmax(scale * cos, dim=0)
+        decay = float(soft[a])
+        target = torch.tensor(
+            [
+                1.0 if k == v else (float(torch.exp(torch.tensor(-decay * abs(k - v)))) if decay > 0 else 0.0)
+                for k in range(used)
+            ]
+        )
+        total += float(-(target / target.sum() * log_p).sum())
+        rows += 1
+    return total / rows
+
+
+def test_proxy_loss_matches_plain_loop_over_known_values_and_used_proxies() -> None:
+    """Each row is classified among its own attribute's proxies only: the padding proxies beyond an
+    attribute's values and the rows of unknown value (-1) take no part; soft targets on the attributes
+    that ask for them."""
+    torch.manual_seed(2)
+    proxies = torch.randn(3, 5, 6)
+    n_values = torch.tensor([5, 2, 3])
+    attrs = torch.tensor([0, 1, 2, 2, 0, 1, 2])
+    values = torch.tensor([4, 1, 0, 2, -1, 0, 1])
+    emb = torch.randn(7, 6)
+    soft = torch.tensor([0.0, 0.0, 1.5])
+    for s in (None, soft):
+        want = _slow_proxy(
+            emb, attrs, values, proxies, n_values, 8.0, soft if s is not None else torch.zeros(3)
+        )
+        assert abs(float(proxy_loss(emb, attrs, values, proxies, n_values, 8.0, s)) - want) < 1e-4
+    # a padding proxy equal to a row's embedding changes nothing
+    padded = proxies.clone()
+    padded[1, 4] = emb[1]
+    assert (
+        abs(
+            float(proxy_loss(emb, attrs, values, padded, n_values, 8.0))
+            - float(proxy_loss(emb, attrs, values, proxies, n_values, 8.0))
+        )
+        < 1e-6
+    )
+    # no known value: zero, and still part of the graph
+    none = proxy_loss(emb.requires_grad_(), attrs, torch.full((7,), -1), proxies, n_values, 8.0)
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_proxy_loss_soft_targets_prefer_a_near_value() -> None:
+    """With soft targets an embedding at the proxy of the neighbouring value costs less than one at a
+    value three steps away; with the value alone (one-hot) both cost the same."""
+    proxies = torch.eye(4)[None]  # one attribute, four orthogonal value proxies
+    n_values, attrs, values = torch.tensor([4]), torch.tensor([0]), torch.tensor([0])
+    near, far = proxies[0, 1][None], proxies[0, 3][None]
+    soft = torch.tensor([1.0])
+    assert float(proxy_loss(near, attrs, values, proxies, n_values, 16.0, soft)) < float(
+        proxy_loss(far, attrs, values, proxies, n_values, 16.0, soft)
+    )
+    assert (
+        abs(
+            float(proxy_loss(near, attrs, values, proxies, n_values, 16.0))
+            - float(proxy_loss(far, attrs, values, proxies, n_values, 16.0))
+        )
+        < 1e-5
+    )

@@ -392,3 +392,57 @@ def test_shares_outside_zero_to_one_fail_before_any_work(
     with pytest.raises(ValueError, match=f"--{flag.replace('_', '-')} must be in \\[0, 1\\], got 1.5"):
         Trainer(_cfg(demo_dataset, tmp_path / "run", **{flag: 1.5}), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_proxy_term_joins_the_loss_trains_its_proxies_and_resumes(demo_dataset: Path, tmp_path: Path) -> None:
+    """`--proxy-weight`: the loss grows by the weighted proxy term, a step moves the proxies (their own
+    optimizer group), and `--resume` continues with the proxies of `last.pt`, refusing a run saved
+    without them."""
+    from asen_search.model.training.trainer import Trainer
+
+    cfg = _cfg(demo_dataset, tmp_path / "run", proxy_weight=0.5, proxy_soft=1.0, triplets_per_epoch=320)
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.proxies is not None
+    rows = torch.from_numpy(trainer._triplets(1, 0, 64, None)[:64])
+    with torch.no_grad():
+        with_term = float(trainer._loss(1, rows))
+        trainer.cfg = replace(cfg, proxy_weight=0.0)
+        without = float(trainer._loss(1, rows))
+        trainer.cfg = cfg
+    assert with_term > without + 0.1  # a cross-entropy over 3-5 values starts near log(V)
+    trainer.optimizer = trainer._make_optimizer(1)
+    before = trainer.proxies.detach().clone()
+    trainer._loss(1, rows).backward()
+    trainer.optimizer.step()
+    assert not torch.equal(before, trainer.proxies.detach())
+    trainer.state.stage = 1
+    trainer._save_last(1)
+    resumed = Trainer(replace(cfg, resume=True), progress=False)
+    assert resumed.proxies is not None and torch.equal(resumed.proxies.detach(), trainer.proxies.detach())
+    plain = Trainer(
+        _cfg(demo_dataset, tmp_path / "plain", proxy_weight=0.0, triplets_per_epoch=320), progress=False
+    )
+    assert plain.proxies is None
+    plain.optimizer = plain._make_optimizer(1)
+    plain.state.stage = 1
+    plain._save_last(1)
+    with pytest.raises(ValueError, match="without --proxy-weight"):
+        Trainer(replace(cfg, out=tmp_path / "plain", resume=True), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("proxy_weight", -0.1, "--proxy-weight must be at least 0, got -0.1"),
+        ("proxy_soft", float("nan"), "--proxy-soft must be at least 0, got nan"),
+        ("proxy_scale", 0.0, "--proxy-scale must be positive, got 0.0"),
+    ],
+)
+def test_proxy_settings_out_of_range_fail_before_any_work(
+    demo_dataset: Path, tmp_path: Path, flag: str, value: float, message: str
+) -> None:
+    from asen_search.model.training.trainer import Trainer
+
+    with pytest.raises(ValueError, match=message):
+        Trainer(_cfg(demo_dataset, tmp_path / "run", **{flag: value}), progress=False)
+    assert not (tmp_path / "run").exists()

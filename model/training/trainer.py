@@ -757,7 +757,10 @@ class Trainer:
         if self.proxies is not None:
             saved = read_payload(path)["extra"].get("proxies")
             if saved is None or tuple(saved.shape) != tuple(self.proxies.shape):
-                raise ValueError(f"--resume: {path} was trained without --proxy-weight or with other values")
+                raise ValueError(
+                    f"--resume: {path} was trained without --proxy-weight (runs started before it became "
+                    "the default) or for other values; resume it with --proxy-weight 0"
+                )
             with torch.no_grad():
                 self.proxies.copy_(saved)
         stage = state.stage

@@ -426,7 +426,7 @@ def test_proxy_term_joins_the_loss_trains_its_proxies_and_resumes(demo_dataset: 
     plain.optimizer = plain._make_optimizer(1)
     plain.state.stage = 1
     plain._save_last(1)
-    with pytest.raises(ValueError, match="without --proxy-weight"):
+    with pytest.raises(ValueError, match="without --proxy-weight.*resume it with --proxy-weight 0"):
         Trainer(replace(cfg, out=tmp_path / "plain", resume=True), progress=False)
 
 

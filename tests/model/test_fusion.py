@@ -98,6 +98,7 @@ def test_stage_two_never_replaces_a_better_stage_one_model(
         prototypes=False,
         lr_global=1e-2,
         lr_local=1e-2,
+        proxy_weight=0.0,  # the proxy term would keep stage 2 learning: this one must only unlearn
     )
     summary = train(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

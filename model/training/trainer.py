@@ -755,7 +755,7 @@ class Trainer:
         self.model.load_state_dict(ckpt.model.state_dict())
         state = TrainState.from_json(ckpt.extra["train_state"])
         if self.proxies is not None:
-            saved = read_payload(path)["extra"].get("proxies")
+            saved = ckpt.extra.get("proxies")  # the checkpoint already read above: no second read
             if saved is None or tuple(saved.shape) != tuple(self.proxies.shape):
                 raise ValueError(
                     f"--resume: {path} was trained without --proxy-weight (runs started before it became "

@@ -323,7 +323,8 @@ class CopyHit:
     """A copy of the design: `score` is its copy score (the mean of its best attributes - modified
     attribute scores), `scores` every attribute's similarity, `modified` the attributes judged
     modified (empty without a copy calibration), `false_match_rate` the calibration's estimate for
-    everything scoring at least this (None without one for this `modified`)."""
+    everything scoring at least this (None without one for this `modified`). With `verify`, `score`
+    adds the geometric verification, `copy_score` is the score before it and `inliers` its matches."""
 
     id: str
     score: float
@@ -331,6 +332,8 @@ class CopyHit:
     modified: tuple[str, ...] = ()
     false_match_rate: float | None = None
     metadata: dict[str, Any] | None = None
+    copy_score: float | None = None
+    inliers: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CopyHit:
@@ -341,6 +344,8 @@ class CopyHit:
             tuple(data.get("modified") or ()),
             data.get("false_match_rate"),
             data.get("metadata"),
+            data.get("copy_score"),
+            data.get("inliers"),
         )
 
 
@@ -369,7 +374,8 @@ class CopyThreshold:
 class CopiesPage:
     """A page of a design's copies, best first. `modified_allowed`: how many attributes a copy may
     modify; `calibrated`: whether the model's copy scores are calibrated (else nothing is judged
-    modified). `next_cursor`, `total` and `truncated` as in `SearchPage`."""
+    modified); `verified`: re-ranked by geometric verification. `next_cursor`, `total` and
+    `truncated` as in `SearchPage`."""
 
     results: tuple[CopyHit, ...]
     modified_allowed: int
@@ -379,6 +385,7 @@ class CopiesPage:
     threshold: CopyThreshold | None = None
     truncated: bool | None = None
     total: int | None = None
+    verified: bool = False
 
     @property
     def ids(self) -> list[str]:
@@ -396,6 +403,7 @@ class CopiesPage:
             None if threshold is None else CopyThreshold.from_json(threshold),
             data.get("truncated"),
             data.get("total"),
+            bool(data.get("verified", False)),
         )
 
 
@@ -930,12 +938,14 @@ class Client:
         filters: Filters | None = None,
         include_metadata: bool = True,
         fields: Sequence[str] | None = None,
+        verify: bool = False,
     ) -> CopiesPage:
         """The catalogue items that copy a design (`image`, or a catalogue `item_id`, never returned
         itself) over every attribute at once, allowing `modified` attributes changed (default the
         server's calibration's, else 2): the `top_k` best, or every item whose copy score is at least
         `min_score` (or the score of `max_false_match_rate`, which needs `asen calibrate-copies` on the
-        server's checkpoint: else `InvalidRequest` `no_copy_calibration`), `max_results` a page."""
+        server's checkpoint: else `InvalidRequest` `no_copy_calibration`), `max_results` a page.
+        `verify` re-ranks the best 50 copies by geometric verification of their pictures."""
         body = _compact(
             image=None if image is None else _image_b64(image),
             item_id=item_id,
@@ -951,6 +961,8 @@ class Client:
         )
         if not include_metadata:
             body["include_metadata"] = False
+        if verify:
+            body["verify"] = True
         return CopiesPage.from_json(self._json("POST", "/copies", json_body=body))
 
     def iter_copies(
@@ -966,6 +978,7 @@ class Client:
         include_metadata: bool = True,
         fields: Sequence[str] | None = None,
         limit: int | None = None,
+        verify: bool = False,
     ) -> Iterator[CopyHit]:
         """Every copy of a design, best first, a page (`page_size`: top_k, or max_results with a
         threshold) at a time, following `next_cursor` to the last page or `limit` copies."""
@@ -984,6 +997,7 @@ class Client:
                 filters=filters,
                 include_metadata=include_metadata,
                 fields=fields,
+                verify=verify,
                 **sizes,
             )
             for hit in page.results:

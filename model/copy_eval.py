@@ -10,7 +10,8 @@ look-alike distractors, the other designs and theirs, the background). Measured 
   copies found.
 Ways of scoring: whole-image similarity (the global backbone's pooled map: what instance-level
 retrieval compares), every single attribute (the best one chosen on the validation split), and the
-copy score over all attributes with m = 0..3 modified attributes tolerated (asen_search/copy_score.py).
+copy score over all attributes with m = 0..3 modified attributes tolerated (asen_search/copy_score.py),
+and that copy score with its best items geometrically verified (model/copy_verify.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from asen_search.copy_score import copy_scores, kept_count
+from asen_search.copy_score import DEFAULT_MODIFIED, copy_scores, kept_count
 from asen_search.model.data.copies import CopyRecord, read_copies
 from asen_search.model.nn.preprocess import load_image
 
@@ -142,6 +143,27 @@ def method_scores(encoded: Encoded, records: Sequence[CopyRecord]) -> dict[str, 
     return out
 
 
+def verified_method(
+    scores: np.ndarray, encoded: Encoded, records: Sequence[CopyRecord], progress: bool = True
+) -> np.ndarray:
+    """`[designs, N]`: each design's copy scores with its best items geometrically verified
+    (model/copy_verify.py); every image's local features found once, when first needed."""
+    from asen_search.model.copy_verify import local_features, verified_scores
+
+    cache: dict[int, Any] = {}
+
+    def features(row: int) -> Any:
+        if row not in cache:
+            cache[row] = local_features(load_image(encoded.paths[row]))
+        return cache[row]
+
+    out = np.empty_like(scores, dtype=np.float64)
+    for d, record in enumerate(tqdm(records, disable=not progress, desc="verifying copies", unit="design")):
+        me = encoded.row[record.design.resolve()]
+        out[d], _ = verified_scores(scores[d], features(me), features, exclude=[me])
+    return out
+
+
 def judged_modified(
     encoded: Encoded,
     records: Sequence[CopyRecord],
@@ -177,17 +199,27 @@ def judged_modified(
 
 
 def evaluate_split(
-    encoder: Any, root: Path, split: str, thresholds: dict[str, float] | None = None, progress: bool = True
+    encoder: Any,
+    root: Path,
+    split: str,
+    thresholds: dict[str, float] | None = None,
+    progress: bool = True,
+    verify: int | None = None,
 ) -> tuple[dict[str, Any], Encoded]:
     """Every way of scoring on one split of a copy benchmark; `thresholds` (method -> score) adds the
-    at-threshold numbers for those methods."""
+    at-threshold numbers for those methods; `verify` (an m) adds the copy score with that m verified."""
     from asen_search.model.data.dataset import load_dataset
 
     dataset = load_dataset(root)
     records = read_copies(root, split)
     encoded = encode_split(encoder, dataset.split(split).paths, progress=progress)
     results = {}
-    for method, scores in method_scores(encoded, records).items():
+    methods = method_scores(encoded, records)
+    if verify is not None:
+        methods[f"verified:m={verify}"] = verified_method(
+            methods[f"copy_score:m={verify}"], encoded, records, progress
+        )
+    for method, scores in methods.items():
         results[method] = evaluate_scores(scores, records, encoded, (thresholds or {}).get(method))
     return results, encoded
 
@@ -205,10 +237,12 @@ def evaluate_copies(
     calibration: Any = None,
     false_match_rate: float = 0.01,
     progress: bool = True,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """The benchmark's report: every way of scoring on `split`, the best single attribute chosen on
-    the other split (by copy mAP), and false matches at the calibrated threshold for `false_match_rate`
-    (a `CopyCalibration`; the copy score with its m)."""
+    the other split (by copy mAP), false matches at the calibrated threshold for `false_match_rate`
+    (a `CopyCalibration`; the copy score with its m), and with `verify` the copy score geometrically
+    verified (model/copy_verify.py)."""
     root = Path(root)
     attributes = encoder.attribute_names
     other = "valid" if split == "test" else "test"
@@ -222,18 +256,23 @@ def evaluate_copies(
             thresholds[f"copy_score:m={calibration.modified}"] = calibration.score_for_rate(false_match_rate)
         except ValueError as exc:
             threshold_note = str(exc)
-    results, encoded = evaluate_split(encoder, root, split, thresholds, progress=progress)
+    modified_allowed = calibration.modified if calibration is not None else DEFAULT_MODIFIED
+    results, encoded = evaluate_split(
+        encoder, root, split, thresholds, progress=progress, verify=modified_allowed if verify else None
+    )
     modified = (
         None
         if calibration is None
         else judged_modified(encoded, read_copies(root, split), attributes, calibration.changed_below)
     )
-    copy_method = f"copy_score:m={calibration.modified if calibration is not None else 2}"
+    copy_method = f"copy_score:m={modified_allowed}"
     summary = {
         "whole_image": results["whole_image"],
         "best_single_attribute": results[best_single],
         "copy_score": results[copy_method],
     }
+    if verify:
+        summary["verified_copy_score"] = results[f"verified:m={modified_allowed}"]
     return {
         "split": split,
         "data": str(root),
@@ -255,11 +294,14 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"(best single attribute, chosen on {report['best_single_chosen_on']}: {report['best_single_attribute']})",
         f"{'method':<28} {'changed':>7} {'mAP':>6} {'R@1':>6} {'R@10':>6} {'R@50':>6}",
     ]
-    for method, result in [
+    methods = [
         ("whole image", report["summary"]["whole_image"]),
         (report["best_single_attribute"], report["summary"]["best_single_attribute"]),
         (report["copy_score_method"], report["summary"]["copy_score"]),
-    ]:
+    ]
+    if "verified_copy_score" in report["summary"]:
+        methods.append((f"{report['copy_score_method']} verified", report["summary"]["verified_copy_score"]))
+    for method, result in methods:
         for subset in CHANGES:
             if subset in result["map"]:
                 lines.append(
@@ -301,12 +343,15 @@ def plot_copies(report: dict[str, Any], path: Path) -> None:
         (f"best single ({report['best_single_attribute'].split(':')[-1]})", "best_single_attribute"),
         (f"copy score ({report['copy_score_method'].split(':')[-1]})", "copy_score"),
     ]
+    if "verified_copy_score" in report["summary"]:
+        methods.append(("copy score, verified", "verified_copy_score"))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     width = 0.8 / len(methods)
     for axis, metric in zip(axes, ("map", "recall@10")):
         for i, (label, key) in enumerate(methods):
             values = [report["summary"][key][metric].get(s, 0.0) for s in CHANGES]
-            bars = axis.bar(np.arange(len(CHANGES)) + (i - 1) * width, values, width, label=label)
+            offset = (i - (len(methods) - 1) / 2) * width
+            bars = axis.bar(np.arange(len(CHANGES)) + offset, values, width, label=label)
             axis.bar_label(bars, fmt="%.2f", fontsize=7)
         axis.set_xticks(np.arange(len(CHANGES)), ["all copies", "0 changed", "1 changed", "2 changed"])
         axis.set_ylim(0, 1.08)

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGES = ("decode", "encode", "search", "persist")
+STAGES = ("decode", "encode", "search", "verify", "persist")  # verify: POST /copies with verify
 
 
 class Metrics:

@@ -78,7 +78,7 @@ class CopyHit(BaseModel):
     id: str
     score: float = Field(
         description="the copy score: the mean of the item's best (attributes - modified_allowed) "
-        "attribute scores, in [-1, 1]"
+        "attribute scores, in [-1, 1]; with `verify`, that plus 0.2 x the geometric verification (0 to 1)"
     )
     scores: dict[str, float] = Field(
         description="every attribute's cosine similarity of the design and the item"
@@ -96,11 +96,20 @@ class CopyHit(BaseModel):
     metadata: dict[str, Any] | None = Field(
         description="the item's metadata (only `fields`; null with include_metadata false)"
     )
+    copy_score: float | None = Field(
+        None, description="with `verify`: the copy score before verification (null without `verify`)"
+    )
+    inliers: int | None = Field(
+        None,
+        description="with `verify`: how many of the design's local features one similarity transform maps "
+        "onto the item's (null without `verify`, or when the item has no readable stored image)",
+    )
 
 
 class CopiesResponse(BaseModel):
     results: list[CopyHit] = Field(description="best copy first")
     modified_allowed: int = Field(description="how many attributes a copy may modify (`modified` as used)")
+    verified: bool = Field(False, description="whether the copies were re-ranked by geometric verification")
     calibrated: bool = Field(
         description="whether the model's copy scores are calibrated (`asen calibrate-copies`): "
         "false means no attribute could be judged modified and no false-match rate is known"

@@ -71,8 +71,14 @@ def check_flags(cfg: ScanConfig) -> None:
         if (cfg.min_score is None) == (cfg.max_false_match_rate is None):
             raise ValueError("with --copies give exactly one of --min-score or --max-false-match-rate")
         return
-    if cfg.max_false_match_rate is not None or cfg.modified is not None:
-        flag = "--max-false-match-rate" if cfg.max_false_match_rate is not None else "--modified"
+    if cfg.max_false_match_rate is not None or cfg.modified is not None or cfg.verify:
+        flag = (
+            "--max-false-match-rate"
+            if cfg.max_false_match_rate is not None
+            else "--modified"
+            if cfg.modified is not None
+            else "--verify"
+        )
         raise ValueError(
             f"{flag} is for copy scans: add --copies (or give --attribute with --min-score or "
             "--min-precision)"

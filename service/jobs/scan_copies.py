@@ -12,6 +12,12 @@ Same work folder, resume, catalogue-state check and outputs as an attribute scan
 scan resumes the other's work. Per design: `matches.csv` rows (design, item_id, score, one column per
 attribute, modified), and in `report_files/` the design's and each match's thumbnail plus an attention
 overlay per copied attribute (per counted attribute without a calibration).
+
+`--verify` (`cfg.verify`): the threshold still chooses on the copy score; each design's best
+`VERIFY_POOL` matches are then re-ranked by geometric verification of their stored pictures against
+the design's (model/copy_verify.py `verify_ranking`, as `POST /copies` with `verify`), the score
+becoming the copy score plus the verification's share, and `matches.csv` gains `copy_score` and
+`inliers` columns.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 from asen_search.copy_score import DEFAULT_MODIFIED
 from asen_search.fileio import atomic_write
 from asen_search.index import Catalogue, UnknownItem
-from asen_search.index.copies import CopyRule, search_copies
+from asen_search.index.copies import CopyHit, CopyRule, search_copies
+from asen_search.model.copy_verify import LocalFeatures, local_features, verify_ranking
 from asen_search.model.encoder import Encoder
 from asen_search.service.jobs.build import load_or_reason
 from asen_search.service.jobs.scan_report import (
@@ -116,6 +123,7 @@ def _plan(
         "changed_below": dict(t.rule.changed_below) if t.calibrated else None,
         "min_score": t.min_score,
         "max_results": cfg.max_results,
+        "verify": cfg.verify,
         "designs": design_digest(designs),
     }
 
@@ -137,15 +145,27 @@ def _scan_design(
     vectors = encoder.encode([image])[0]  # [A, D]
     queries = {a: vectors[k] for k, a in enumerate(t.rule.attributes)}
     answer = search_copies(catalogue, queries, t.rule, min_score=t.min_score, max_results=cfg.max_results)
+    ranked: list[tuple[CopyHit, float, int | None]] = [(hit, hit.score, None) for hit in answer.hits]
+    if cfg.verify:
+        ranked = [
+            (answer.hits[c.position], c.score, c.inliers)
+            for c in verify_ranking(
+                [h.score for h in answer.hits],
+                local_features(image),
+                lambda p: _item_features(cfg, catalogue, answer.hits[p].id),
+            )
+        ]
     save_jpeg(pictures / f"d{n:06d}.jpg", thumbnail(image))
     matches, drawn = [], set()
-    for m, hit in enumerate(answer.hits):
+    for m, (hit, score, inliers) in enumerate(ranked):
         entry: dict[str, Any] = {
             "id": hit.id,
-            "score": hit.score,
+            "score": score,
             "scores": hit.scores,
             "modified": hit.modified,
         }
+        if cfg.verify:
+            entry.update(copy_score=hit.score, inliers=inliers)
         try:
             picture = item_picture(cfg, catalogue.get(hit.id).metadata)
         except UnknownItem:
@@ -178,6 +198,15 @@ def _scan_design(
     return record
 
 
+def _item_features(cfg: ScanConfig, catalogue: Catalogue, item_id: str) -> LocalFeatures | None:
+    """The local features of a catalogue item's stored picture; None without a readable one."""
+    try:
+        picture = item_picture(cfg, catalogue.get(item_id).metadata)
+    except UnknownItem:
+        return None
+    return None if isinstance(picture, str) else local_features(picture)
+
+
 def scan_copies(cfg: ScanConfig, encoder: Encoder, start: float | None = None) -> ScanReport:
     """Scan every design of `cfg.designs` for copies in the catalogue (resuming an interrupted scan);
     `scan(cfg)` with `cfg.copies` comes here after checking the flags and loading the encoder."""
@@ -202,7 +231,12 @@ def scan_copies(cfg: ScanConfig, encoder: Encoder, start: float | None = None) -
         for r in records
         for m in r.get("matches", [])
     ]
-    csv_bytes = copies_csv_text(list(t.rule.attributes), rows).encode()
+    verified = (
+        [(m["copy_score"], m["inliers"]) for r in records for m in r.get("matches", [])]
+        if cfg.verify
+        else None
+    )
+    csv_bytes = copies_csv_text(list(t.rule.attributes), rows, verified).encode()
     atomic_write(cfg.out / "matches.csv", lambda fh: fh.write(csv_bytes))
     unreadable = [(r["design"], r["error"]) for r in records if "error" in r]
     truncated = [r["design"] for r in records if r.get("truncated")]
@@ -217,6 +251,7 @@ def scan_copies(cfg: ScanConfig, encoder: Encoder, start: float | None = None) -
         "calibrated": t.calibrated,
         "changed_below": dict(t.rule.changed_below) if t.calibrated else None,
         "max_results": cfg.max_results,
+        "verified": cfg.verify,
         "unreadable": [{"design": d, "reason": why} for d, why in unreadable],
         "truncated": truncated,
         "catalogue": {"index": str(cfg.index), **run.state},

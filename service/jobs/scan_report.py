@@ -152,17 +152,25 @@ def attribute_column(attribute: str) -> str:
 
 
 def copies_csv_text(
-    attributes: Sequence[str], rows: list[tuple[str, str, float, Mapping[str, float], Sequence[str]]]
+    attributes: Sequence[str],
+    rows: list[tuple[str, str, float, Mapping[str, float], Sequence[str]]],
+    verified: Sequence[tuple[float, int | None]] | None = None,
 ) -> str:
     """`design, item_id, score, <one column per attribute>, modified` (the judged-modified attributes
-    joined by ';')."""
+    joined by ';'); a verified scan (`verified`: each row's copy score and inliers, None: not verified)
+    adds `copy_score, inliers`."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["design", "item_id", "score", *(attribute_column(a) for a in attributes), "modified"])
-    for design, item, score, scores, modified in rows:
-        writer.writerow(
-            [design, item, f"{score:.6f}", *(f"{scores[a]:.6f}" for a in attributes), ";".join(modified)]
-        )
+    extra = ["copy_score", "inliers"] if verified is not None else []
+    writer.writerow(
+        ["design", "item_id", "score", *(attribute_column(a) for a in attributes), "modified", *extra]
+    )
+    for n, (design, item, score, scores, modified) in enumerate(rows):
+        cells = [design, item, f"{score:.6f}", *(f"{scores[a]:.6f}" for a in attributes), ";".join(modified)]
+        if verified is not None:
+            copy_score, inliers = verified[n]
+            cells += [f"{copy_score:.6f}", "" if inliers is None else str(inliers)]
+        writer.writerow(cells)
     return buffer.getvalue()
 
 
@@ -289,9 +297,17 @@ def copies_report_html(
                 )
             else:
                 changes = "<p class='changed-list nochange'>changed: none</p>"
+            verified, label = "", "copy score"
+            if "copy_score" in m:  # a verified scan: the score adds the verification's share
+                label = "score"
+                verified = (
+                    f" (copy score {m['copy_score']:.4f}, {m['inliers']} matching points)"
+                    if m["inliers"] is not None
+                    else f" (copy score {m['copy_score']:.4f}, not verified)"
+                )
             parts.append(
                 f"<figure class='match copy' data-id='{esc(m['id'])}'><figcaption>{esc(m['id'])}<br>"
-                f"copy score {m['score']:.4f} &mdash; {verdict}</figcaption>{pictures}"
+                f"{label} {m['score']:.4f}{verified} &mdash; {verdict}</figcaption>{pictures}"
                 f"{_breakdown(m, attributes, changed_below, kept)}{changes}<div class='pairs'>{pairs}</div>"
                 "</figure>"
             )

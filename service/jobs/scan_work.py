@@ -53,6 +53,7 @@ class ScanConfig:
     copies: bool = False  # `asen scan --copies`: copies of each design over every attribute
     max_false_match_rate: float | None = None  # copies: the threshold from the copy calibration
     modified: int | None = None  # copies: attributes a copy may modify (default: the calibration's, else 2)
+    verify: bool = False  # copies: each design's best matches re-ranked by geometric verification
 
 
 @dataclass(frozen=True)

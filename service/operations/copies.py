@@ -9,20 +9,35 @@ The `top_k` best copies (a page at `offset`), or every item whose copy score rea
 each hit names the attributes judged modified (those scoring below their calibrated line); without
 one nothing is judged and the answer says so (`calibrated` false). Every refusal is a ServiceError with its code,
 found before any image is decoded.
+
+`verify` re-ranks the best `VERIFY_POOL` copies (of a top k, or of those passing a threshold: the
+threshold chooses on the copy score, verification only orders) by geometric verification
+(model/copy_verify.py): the design's picture (the uploaded image, or the item's stored one) against
+each one's stored image, local features matched under one similarity transform. A verified hit's
+`score` becomes its copy score plus `WEIGHT` x its verification; `copy_score` and `inliers` say what
+it was made of (an item with no readable stored image keeps its copy score, `inliers` null). Deeper
+copies follow the pool unverified, in copy-score order (never above a pool item: its verified score
+is at least its copy score, which is at least theirs), so every page of one request is cut from the
+same ranking.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
 import numpy as np
+from PIL import Image
 
 from asen_search.copy_score import DEFAULT_MODIFIED
 from asen_search.index import Filter
 from asen_search.index.copies import CopyAnswer, CopyRule, search_copies
 from asen_search.model.copy_calibration import CopyCalibration, NoCopyThreshold
+from asen_search.model.copy_verify import TOP_K as VERIFY_POOL
+from asen_search.model.copy_verify import LocalFeatures, local_features, verify_ranking
+from asen_search.service.jobs.build import load_or_reason
+from asen_search.service.jobs.item_images import IMAGE_KEY, stored_path
 from asen_search.service.operations import images
 from asen_search.service.operations.context import Service, Stages
 from asen_search.service.operations.errors import ServiceError
@@ -51,6 +66,7 @@ class CopyOptions:
     max_false_match_rate: float | None = None
     max_results: int | None = None
     modified: int | None = None
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +97,8 @@ class CopyHit:
     modified: list[str]
     metadata: dict[str, Any] | None
     false_match_rate: float | None = None
+    copy_score: float | None = None  # verified searches: the copy score before verification
+    inliers: int | None = None  # verified searches: the verification's inliers (None: no stored image)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,7 @@ class CopiesOutcome:
     truncated: bool | None = None  # threshold searches: more items pass than this page holds
     total: int | None = None  # threshold searches: how many pass (None: not counted)
     next_offset: int | None = None
+    verified: bool = False  # re-ranked by geometric verification
 
 
 def check_modified(service: Service, modified: int | None) -> int:
@@ -189,17 +208,42 @@ def check_design(design: Design) -> Design:
     return design if design.item_id is None else Design(None, check_item_id(design.item_id))
 
 
-async def design_vectors(service: Service, design: Design, timer: Stages) -> dict[str, np.ndarray]:
+async def design_vectors(
+    service: Service, design: Design, timer: Stages, picture: bool = False
+) -> tuple[dict[str, np.ndarray], Image.Image | None]:
     """The design's vector under every attribute: an image encoded once for all of them, or the
-    catalogue item's stored vectors (404 `unknown_item` when there is none)."""
+    catalogue item's stored vectors (404 `unknown_item` when there is none); with `picture` also the
+    design's picture (an item's stored image: 404 `no_image` when it has none)."""
     if design.image is not None:
-        picture = await images.decode(service, design.image, timer)
-        encoded = await images.encode_all(service, picture, timer)
-        return dict(zip(service.encoder.attribute_names, encoded))
+        decoded = await images.decode(service, design.image, timer)
+        encoded = await images.encode_all(service, decoded, timer)
+        return dict(zip(service.encoder.attribute_names, encoded)), decoded
     catalogue, item_id = service.catalogue, str(design.item_id)
-    return await anyio.to_thread.run_sync(
+    vectors = await anyio.to_thread.run_sync(
         lambda: {a: catalogue.vector(item_id, a) for a in catalogue.attributes}
     )
+    return vectors, (await images.stored_image(service, item_id, timer) if picture else None)
+
+
+def _stored_features(service: Service, item_id: str) -> LocalFeatures | None:
+    """The local features of an item's stored image; None where it has none or it cannot be read."""
+    try:
+        ref = stored_path(service.images_root, service.catalogue.get(item_id).metadata.get(IMAGE_KEY))
+    except KeyError:  # removed since it was found
+        return None
+    picture = None if ref is None else load_or_reason(ref, service.limits.images)
+    return None if picture is None or isinstance(picture, str) else local_features(picture)
+
+
+def verify_hits(service: Service, picture: Image.Image, hits: list[CopyHit]) -> list[CopyHit]:
+    """`hits` (best copy score first) with the first `VERIFY_POOL` re-ranked by geometric verification
+    against the design's `picture` (model/copy_verify.py `verify_ranking`), the rest after them."""
+    ranking = verify_ranking(
+        [h.score for h in hits], local_features(picture), lambda p: _stored_features(service, hits[p].id)
+    )
+    return [
+        replace(hits[c.position], score=c.score, copy_score=c.copy_score, inliers=c.inliers) for c in ranking
+    ]
 
 
 async def find_copies(
@@ -214,24 +258,20 @@ async def find_copies(
         options.offset,
         check_top_k(service, options.top_k) if threshold is None else threshold.max_results,
     )
-    queries = await design_vectors(service, design, timer)
+    queries, picture = await design_vectors(service, design, timer, picture=options.verify)
     calibration = service.encoder.copy_calibration
     catalogue = service.catalogue
     rule = CopyRule(
         tuple(catalogue.attributes), modified, {} if calibration is None else dict(calibration.changed_below)
     )
     exclude = [] if design.item_id is None else [design.item_id]
+    # verify: the ranking from the top down to the page (at least the VERIFY_POOL verified), cut after
+    start, size = (0, max(VERIFY_POOL, options.offset + page)) if options.verify else (options.offset, page)
 
     def run() -> tuple[CopyAnswer, dict[str, dict[str, Any] | None]]:
         if threshold is None:
             answer = search_copies(
-                catalogue,
-                queries,
-                rule,
-                top_k=page,
-                offset=options.offset,
-                filters=options.filters,
-                exclude=exclude,
+                catalogue, queries, rule, top_k=size, offset=start, filters=options.filters, exclude=exclude
             )
         else:
             answer = search_copies(
@@ -239,8 +279,8 @@ async def find_copies(
                 queries,
                 rule,
                 min_score=threshold.min_score,
-                max_results=page,
-                offset=options.offset,
+                max_results=size,
+                offset=start,
                 filters=options.filters,
                 exclude=exclude,
             )
@@ -261,21 +301,31 @@ async def find_copies(
         for h in answer.hits
         if h.id in metadata
     ]
+    full, truncated = len(answer.hits) == page, answer.truncated
+    if options.verify:
+        assert picture is not None
+        with timer.stage("verify"):
+            ranked = await anyio.to_thread.run_sync(verify_hits, service, picture, hits)
+        hits = ranked[options.offset : options.offset + page]
+        full = len(hits) == page
+        truncated = bool(answer.truncated) or len(ranked) > options.offset + page
     if threshold is None:
         return CopiesOutcome(
             hits,
             modified,
             calibration is not None,
-            next_offset=next_page(service, options.offset, page, len(answer.hits) == page),
+            next_offset=next_page(service, options.offset, page, full),
+            verified=options.verify,
         )
     return CopiesOutcome(
         hits,
         modified,
         calibration is not None,
         threshold,
-        answer.truncated,
+        truncated,
         answer.total,
-        next_page(service, options.offset, page, bool(answer.truncated)),
+        next_page(service, options.offset, page, bool(truncated)),
+        verified=options.verify,
     )
 
 

@@ -43,6 +43,7 @@ COPIES_CODES = (
     "max_results_without_threshold",
     "conflicting_threshold",
     "threshold_with_top_k",
+    "no_image",
     "max_results_out_of_range",
     "min_score_out_of_range",
     "modified_out_of_range",
@@ -70,6 +71,7 @@ async def copies(state: ServiceStateDep, request: Request, response: Response) -
     still scores high. The `top_k` best (a page: `offset` or `cursor`), or every item at or above a
     threshold (`min_score`, or `max_false_match_rate` with a copy calibration; `max_results` a page).
     Each hit gives every attribute's score and, with a calibration, the attributes judged modified.
+    `verify` re-ranks the best copies by geometric verification of their stored pictures.
     JSON or a form (a file for the image)."""
     timer = state.timer()
     asked, body = await read(state, request, COPIES, CopiesRequest)
@@ -84,6 +86,7 @@ async def copies(state: ServiceStateDep, request: Request, response: Response) -
         asked.max_false_match_rate,
         asked.max_results,
         asked.modified,
+        asked.verify,
     )
     selection = Selection(asked.include_metadata, check_fields(asked.fields))
     outcome = await find_copies(state.service, Design(image, asked.item_id), options, selection, timer)
@@ -98,11 +101,14 @@ async def copies(state: ServiceStateDep, request: Request, response: Response) -
                 modified=h.modified,
                 false_match_rate=h.false_match_rate,
                 metadata=h.metadata,
+                copy_score=h.copy_score,
+                inliers=h.inliers,
             )
             for h in outcome.hits
         ],
         modified_allowed=outcome.modified_allowed,
         calibrated=outcome.calibrated,
+        verified=outcome.verified,
         offset=offset,
         next_cursor=None if next_offset is None else encode_cursor("copies", next_offset),
         threshold=None if outcome.threshold is None else outcome.threshold.describe(),

@@ -22,8 +22,11 @@ from asen_search.client import Client, CopiesPage, InvalidRequest
 from asen_search.copy_score import copy_scores
 from asen_search.index import Catalogue
 from asen_search.model.copy_calibration import CopyCalibration, calibrate_copies, save_copy_calibration
+from asen_search.model.copy_verify import FLOOR, WEIGHT, inliers, local_features, verification
+from asen_search.model.copy_verify import TOP_K as VERIFY_POOL
 from asen_search.model.data.dataset import load_dataset
 from asen_search.model.encoder import Encoder
+from asen_search.model.nn.preprocess import load_image
 from asen_search.service.api.app import create_app
 from asen_search.service.api.errors import ERRORS
 from asen_search.service.api.requests import encode_cursor
@@ -125,6 +128,77 @@ def test_top_k_equals_brute_force_and_each_hit_is_explained(app: TestClient) -> 
             )
     judged = app.post("/copies", json={"item_id": DESIGN, "top_k": 100}).json()["results"]
     assert any(h["modified"] for h in judged)  # the lines judge (the exact copy judges none: the image test)
+
+
+def verified_ranking(
+    catalogue: Catalogue, design_id: str, modified: int = 2, passing: int | None = None
+) -> list[dict[str, Any]]:
+    """The copies of a catalogue item as a verified search ranks them, computed here: the best
+    VERIFY_POOL by brute-force copy score (of the first `passing` only: a threshold), each checked
+    against the design by geometric verification of the stored pictures and re-ranked by copy score +
+    WEIGHT x verification, the rest after them."""
+    ranked = brute_force(
+        catalogue, item_design(catalogue, design_id), modified, keep=lambda i: i != design_id
+    )[:passing]
+
+    def features(item_id: str) -> Any:
+        return local_features(load_image(Path(catalogue.get(item_id).metadata["_image"])))
+
+    design = features(design_id)
+    pool = []
+    for item_id, score, _ in ranked[:VERIFY_POOL]:
+        count = inliers(design, features(item_id))
+        pool.append(
+            {
+                "id": item_id,
+                "score": score + WEIGHT * verification(count),
+                "copy_score": score,
+                "inliers": count,
+            }
+        )
+    pool.sort(key=lambda h: -h["score"])  # stable: ties stay in copy-score order
+    rest = [{"id": i, "score": s, "copy_score": s, "inliers": None} for i, s, _ in ranked[VERIFY_POOL:]]
+    return pool + rest
+
+
+def test_verify_reranks_the_best_copies_by_their_pictures_and_pages_one_ranking(app: TestClient) -> None:
+    catalogue = _runtime(app).catalogue
+    expected = verified_ranking(catalogue, DESIGN)
+    body = app.post("/copies", json={"item_id": DESIGN, "top_k": 20, "verify": True}).json()
+    assert body["verified"] is True
+    got = [{k: h[k] for k in ("id", "score", "copy_score", "inliers")} for h in body["results"]]
+    assert [h["id"] for h in got] == [h["id"] for h in expected[:20]]
+    for hit, want in zip(got, expected):
+        assert hit["inliers"] == want["inliers"]
+        assert hit["score"] == pytest.approx(want["score"], abs=1e-5)
+        assert hit["copy_score"] == pytest.approx(want["copy_score"], abs=1e-5)
+    # verification moved items: the verified order is not the copy score's, and some were verified
+    assert [h["id"] for h in got] != [h["id"] for h in sorted(got, key=lambda h: -h["copy_score"])]
+    assert max(h["inliers"] for h in got) > FLOOR
+    # the pages of one request are cut from one ranking, across the end of the verified pool
+    deep = app.post(
+        "/copies", json={"item_id": DESIGN, "top_k": 6, "offset": VERIFY_POOL - 3, "verify": True}
+    ).json()["results"]
+    assert [h["id"] for h in deep] == [h["id"] for h in expected[VERIFY_POOL - 3 : VERIFY_POOL + 3]]
+    assert [h["inliers"] is None for h in deep] == [False] * 3 + [True] * 3
+    assert all(h["score"] == h["copy_score"] for h in deep[3:])
+    # with a threshold: the threshold chooses on the copy score (exactly 20 pass), verification orders
+    chosen = brute_force(catalogue, item_design(catalogue, DESIGN), 2, keep=lambda i: i != DESIGN)
+    threshold = (chosen[19][1] + chosen[20][1]) / 2
+    sent = {"item_id": DESIGN, "modified": 2, "min_score": threshold, "verify": True}
+    passing = app.post("/copies", json={**sent, "max_results": 100}).json()
+    assert passing["verified"] and passing["total"] == 20 and passing["truncated"] is False
+    assert [h["id"] for h in passing["results"]] == [
+        h["id"] for h in verified_ranking(catalogue, DESIGN, 2, 20)
+    ]
+    assert all(h["copy_score"] >= threshold and h["score"] >= h["copy_score"] for h in passing["results"])
+    second = app.post("/copies", json={**sent, "max_results": 8, "offset": 8}).json()
+    assert [h["id"] for h in second["results"]] == [h["id"] for h in passing["results"][8:16]]
+    assert second["truncated"] is True and second["next_cursor"] is not None
+    plain = app.post("/copies", json={"item_id": DESIGN, "top_k": 5}).json()
+    assert plain["verified"] is False and all(
+        h["inliers"] is None and h["copy_score"] is None for h in plain["results"]
+    )
 
 
 def test_min_score_returns_exactly_the_items_passing_and_pages_on(app: TestClient) -> None:
@@ -271,6 +345,14 @@ def test_ids_in_any_script_are_found_and_returned(client: TestClient) -> None:
         "/copies", json={"item_id": DESIGN, "min_score": 0.0, "filters": {"colour": "écru"}}
     )
     assert [h["id"] for h in filtered.json()["results"]] == [odd]
+    # verified: the item added by its vectors has no picture to verify (it keeps its copy score), and
+    # as the design it has none to compare with (404 no_image)
+    verified = client.post("/copies", json={"item_id": DESIGN, "top_k": 3, "verify": True}).json()["results"]
+    mine = next(h for h in verified if h["id"] == odd)
+    assert mine["inliers"] is None and mine["score"] == mine["copy_score"] == pytest.approx(1.0, abs=1e-5)
+    assert any(h["inliers"] is not None for h in verified)
+    refused = client.post("/copies", json={"item_id": odd, "top_k": 3, "verify": True})
+    assert refused.status_code == 404 and refused.json()["error"] == "no_image", refused.text
 
 
 def test_without_a_calibration_nothing_is_judged_and_rates_are_refused(client: TestClient) -> None:
@@ -390,6 +472,10 @@ def test_real_http_and_the_python_client(
         assert [h.id for h in paged] == deep.ids and [h.scores for h in paged] == [
             h.scores for h in deep.results
         ]
+        verified = asen.copies(item_id=DESIGN, top_k=5, verify=True)
+        raw = http.post("/copies", json={"item_id": DESIGN, "top_k": 5, "verify": True}).json()
+        assert verified == CopiesPage.from_json(raw) and verified.verified
+        assert all(h.copy_score is not None and h.inliers is not None for h in verified.results)
         with pytest.raises(InvalidRequest) as refused:
             asen.copies(item_id=DESIGN, max_false_match_rate=0.1, modified=0)
         assert refused.value.code == "modified_not_calibrated" and refused.value.status == 422
@@ -429,3 +515,8 @@ def test_milvus_lite_answers_as_brute_force(
             want = app.post("/copies", json=sent).json()
             assert [h["id"] for h in got["results"]] == [h["id"] for h in want["results"]]
             assert got["modified_allowed"] == want["modified_allowed"] and got["calibrated"]
+        # a verified search reads the stored pictures the Milvus catalogue names: the same ranking
+        verified = milvus.post("/copies", json={"item_id": DESIGN, "top_k": 10, "verify": True}).json()
+        want = verified_ranking(catalogue, DESIGN)[:10]
+        assert verified["verified"] and [h["id"] for h in verified["results"]] == [h["id"] for h in want]
+        assert [h["inliers"] for h in verified["results"]] == [h["inliers"] for h in want]

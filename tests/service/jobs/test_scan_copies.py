@@ -15,7 +15,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -363,6 +363,7 @@ def test_refused_flags_without_copies_and_an_uncalibrated_rate(
             "--max-false-match-rate is for copy scans: add --copies",
         ),
         (["--attribute", "pocket", "--min-score", "0.5", "--modified", "1"], "--modified is for copy scans"),
+        (["--attribute", "pocket", "--min-score", "0.5", "--verify"], "--verify is for copy scans"),
         (
             ["--min-score", "0.5"],
             "give --attribute (the attribute the designs are protected in), or --copies",
@@ -459,21 +460,16 @@ def test_a_copies_scan_of_a_milvus_catalogue_equals_the_brute_force(
     ]
 
 
-def test_post_copies_answers_what_the_scan_wrote(
-    setup: Setup, scanned: Path, built_index: Path, tmp_path: Path
-) -> None:
-    """`POST /copies` and `asen scan --copies` agree: for every design, the same image posted with the
-    scan's threshold returns the scan's rows (ids in order, copy scores, every attribute's score and
-    the attributes judged modified)."""
+def _posted(setup: Setup, built_index: Path, tmp_path: Path, **fields: str) -> dict[str, dict[str, Any]]:
+    """Each design's image posted to `POST /copies` (a served copy of the catalogue) with the scan's
+    threshold and `fields`: the answers, by design."""
     from fastapi.testclient import TestClient
 
     from asen_search.service.api.app import create_app
     from asen_search.service.api.settings import Settings
 
-    rows = _rows(scanned)
-    names = setup.encoder.attribute_names
     index = Path(shutil.copytree(built_index, tmp_path / "index"))
-    compared = 0
+    answers = {}
     with TestClient(
         create_app(Settings(checkpoint=setup.checkpoint, index=index, runtime="torch"))
     ) as client:
@@ -482,18 +478,61 @@ def test_post_copies_answers_what_the_scan_wrote(
                 answer = client.post(
                     "/copies",
                     files={"image": ("d.jpg", fh, "image/jpeg")},
-                    data={"min_score": f"{setup.min_score:.9f}", "max_results": "200"},
+                    data={"min_score": f"{setup.min_score:.9f}", "max_results": "200", **fields},
                 )
             assert answer.status_code == 200, answer.text
-            body = answer.json()
-            assert body["calibrated"] is True and body["modified_allowed"] == 2
-            mine = [r for r in rows if r["design"] == design]
-            assert [h["id"] for h in body["results"]] == [r["item_id"] for r in mine], design
-            for hit, row in zip(body["results"], mine):
-                assert hit["score"] == pytest.approx(float(row["score"]), abs=1e-5)
-                assert [hit["scores"][a] for a in names] == pytest.approx(
-                    [float(row[a]) for a in names], abs=1e-5
-                )
-                assert hit["modified"] == list(filter(None, row["modified"].split(";")))
-            compared += len(mine)
+            answers[design] = answer.json()
+    return answers
+
+
+def test_post_copies_answers_what_the_scan_wrote(
+    setup: Setup, scanned: Path, built_index: Path, tmp_path: Path
+) -> None:
+    """`POST /copies` and `asen scan --copies` agree: for every design, the same image posted with the
+    scan's threshold returns the scan's rows (ids in order, copy scores, every attribute's score and
+    the attributes judged modified)."""
+    rows = _rows(scanned)
+    names = setup.encoder.attribute_names
+    compared = 0
+    for design, body in _posted(setup, built_index, tmp_path).items():
+        assert body["calibrated"] is True and body["modified_allowed"] == 2
+        mine = [r for r in rows if r["design"] == design]
+        assert [h["id"] for h in body["results"]] == [r["item_id"] for r in mine], design
+        for hit, row in zip(body["results"], mine):
+            assert hit["score"] == pytest.approx(float(row["score"]), abs=1e-5)
+            assert [hit["scores"][a] for a in names] == pytest.approx(
+                [float(row[a]) for a in names], abs=1e-5
+            )
+            assert hit["modified"] == list(filter(None, row["modified"].split(";")))
+        compared += len(mine)
     assert compared == len(rows) > 0
+
+
+def test_a_verified_scan_answers_as_post_copies_with_verify(
+    setup: Setup, built_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`asen scan --copies --verify` and `POST /copies` with `verify` agree: per design the same ids in
+    the same (re-ranked) order, the same scores, copy scores and inliers; the verification moved some
+    match, and the report says what each verified score is made of."""
+    out = tmp_path / "verified"
+    assert _scan(setup, out, "--min-score", f"{setup.min_score:.9f}", "--verify", index=built_index) == 0
+    rows = _rows(out)
+    assert rows and {"copy_score", "inliers"} <= set(rows[0])
+    moved = False
+    for design, body in _posted(setup, built_index, tmp_path, verify="true").items():
+        assert body["verified"] is True
+        mine = [r for r in rows if r["design"] == design]
+        assert [h["id"] for h in body["results"]] == [r["item_id"] for r in mine], design
+        for hit, row in zip(body["results"], mine):
+            assert hit["score"] == pytest.approx(float(row["score"]), abs=1e-5)
+            assert hit["copy_score"] == pytest.approx(float(row["copy_score"]), abs=1e-5)
+            assert hit["inliers"] == (int(row["inliers"]) if row["inliers"] else None)
+        copy_order = sorted(mine, key=lambda r: -float(r["copy_score"]))
+        moved = moved or [r["item_id"] for r in copy_order] != [r["item_id"] for r in mine]
+    assert moved, "verification re-ranked no design's matches"
+    assert json.loads((out / "summary.json").read_text())["verified"] is True
+    assert "matching points" in (out / "report.html").read_text()
+    # its work is never resumed by a scan that does not verify (nor the other way round)
+    capsys.readouterr()
+    assert _scan(setup, out, "--min-score", f"{setup.min_score:.9f}", index=built_index) == 2
+    assert "of a different verify" in capsys.readouterr().err

@@ -23,8 +23,10 @@ verification"); the test split only measured it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,18 +53,24 @@ class LocalFeatures:
         return len(self.points)
 
 
-_SIFT = None
+_SIFT = None  # a detector every thread uses instead of its own (set by bench/copy_verify_sweep.py)
+_PER_THREAD = threading.local()  # one detector per thread: OpenCV does not promise that one may be shared
+
+
+def _detector() -> Any:
+    if _SIFT is not None:
+        return _SIFT
+    if not hasattr(_PER_THREAD, "sift"):
+        _PER_THREAD.sift = cv2.SIFT.create()
+    return _PER_THREAD.sift
 
 
 def local_features(image: Image.Image) -> LocalFeatures:
     """RootSIFT features of an RGB image (enlarged `UPSCALE` times, in grey)."""
-    global _SIFT
-    if _SIFT is None:
-        _SIFT = cv2.SIFT.create()
     grey = np.asarray(image.convert("L"))
     if UPSCALE != 1:
         grey = cv2.resize(grey, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_CUBIC)
-    keypoints, descriptors = _SIFT.detectAndCompute(grey, None)
+    keypoints, descriptors = _detector().detectAndCompute(grey, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     if descriptors is None or not len(points):
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))

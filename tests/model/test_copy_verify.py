@@ -121,3 +121,25 @@ def test_a_ranking_is_reranked_within_its_pool_and_the_rest_follows_as_it_was(
     assert (ranking[3].inliers, ranking[3].score) == (None, 0.8)  # no picture: unverified, its copy score
     assert (ranking[4].inliers, ranking[4].score) == (None, 0.7)  # beyond the pool: as it was, after it
     assert all(a.score >= b.score for a, b in zip(ranking, ranking[1:]))
+
+
+def test_each_thread_describes_pictures_with_its_own_detector() -> None:
+    """OpenCV does not promise that one detector may serve threads at once (the service verifies in
+    worker threads): each thread has its own, and concurrent descriptions equal sequential ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    together = threading.Barrier(4)
+
+    def detector(_: int) -> object:
+        together.wait(timeout=30)  # four threads at once
+        return copy_verify._detector()
+
+    pictures = [_garment(seed) for seed in (1, 2, 3, 4)]
+    with ThreadPoolExecutor(4) as pool:
+        detectors = list(pool.map(detector, range(4)))
+        described = list(pool.map(local_features, pictures))
+    assert len({id(d) for d in detectors}) == 4
+    for alone, concurrent in zip((local_features(p) for p in pictures), described):
+        assert np.array_equal(alone.points, concurrent.points)
+        assert np.array_equal(alone.descriptors, concurrent.descriptors)

@@ -174,7 +174,8 @@ def open_work_dir(work: Path, plan: dict[str, Any], restart: bool, what: str) ->
     if (work / "plan.json").is_file():
         found = json.loads((work / "plan.json").read_text())
         if found != plan:
-            differs = sorted(k for k in plan if found.get(k) != plan[k])
+            # a key only one of the plans has differs too (a setting the other run did not use)
+            differs = sorted(k for k in plan.keys() | found.keys() if found.get(k) != plan.get(k))
             raise ValueError(
                 f"{work} holds {what} of a different {'/'.join(differs)}; pass --restart to discard it"
             )

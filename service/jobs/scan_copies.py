@@ -123,7 +123,9 @@ def _plan(
         "changed_below": dict(t.rule.changed_below) if t.calibrated else None,
         "min_score": t.min_score,
         "max_results": cfg.max_results,
-        "verify": cfg.verify,
+        # only when verifying: the plan of a scan that does not verify is the one written before
+        # --verify existed, so such an interrupted scan still resumes
+        **({"verify": True} if cfg.verify else {}),
         "designs": design_digest(designs),
     }
 

@@ -175,6 +175,7 @@ def _properties(spec: BodySpec, settings: Settings, facts: ModelFacts, form: boo
         "min_precision": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "max_results": {"type": "integer", "minimum": 1, "maximum": settings.max_results},
         "include_metadata": {"type": "boolean"},
+        "verify": {"type": "boolean"},
         "fields": {"type": "array", "items": dict(KEY), "maxItems": MAX_SELECTED_FIELDS},
         "candidates": {
             "type": "array",

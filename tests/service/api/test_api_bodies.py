@@ -392,3 +392,24 @@ def test_head_works_wherever_get_does_and_405_names_every_method(client: TestCli
     refused = client.put("/items/test-00001")
     assert refused.status_code == 405 and refused.json()["error"] == "method_not_allowed"
     assert set(refused.headers["Allow"].split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}
+
+
+def test_every_body_field_is_declared_with_the_type_the_service_reads() -> None:
+    """The OpenAPI bodies (JSON and form) declare each boolean, integer and number field of every
+    request model as such: a field left to the schema's fallback (a string) makes clients send what
+    the service refuses, and the schema accept what it should not."""
+    from asen_search.service.api import requests
+    from asen_search.service.api.openapi_bodies import ModelFacts, body_schema
+
+    wanted = {bool: "boolean", int: "integer", float: "number"}
+    specs = [spec for spec in vars(requests).values() if isinstance(spec, requests.BodySpec)]
+    checked = 0
+    for spec in specs:
+        for form in (False, True):
+            properties = body_schema(spec, Settings.model_construct(), ModelFacts(), form)["properties"]
+            for name, field in spec.model.model_fields.items():
+                kind = next((t for t in wanted if field.annotation in (t, t | None)), None)
+                if kind is not None and name in properties:
+                    assert properties[name].get("type") == wanted[kind], (spec.model.__name__, form, name)
+                    checked += 1
+    assert checked > 20

@@ -239,7 +239,10 @@ def verify_hits(service: Service, picture: Image.Image, hits: list[CopyHit]) -> 
     """`hits` (best copy score first) with the first `VERIFY_POOL` re-ranked by geometric verification
     against the design's `picture` (model/copy_verify.py `verify_ranking`), the rest after them."""
     ranking = verify_ranking(
-        [h.score for h in hits], local_features(picture), lambda p: _stored_features(service, hits[p].id)
+        [h.score for h in hits],
+        local_features(picture),
+        lambda p: _stored_features(service, hits[p].id),
+        pool=VERIFY_POOL,
     )
     return [
         replace(hits[c.position], score=c.score, copy_score=c.copy_score, inliers=c.inliers) for c in ranking

@@ -12,7 +12,8 @@ import pytest
 from tests.helpers import ROOT
 
 SCRIPTS = sorted(p for p in (ROOT / "bench").glob("*.py") if "argparse" in p.read_text())
-RUN_AS_MODULE = {"screenshots.py"}  # shares tests/helpers/browser.py: `python -m bench.screenshots`
+# run as modules: screenshots shares tests/helpers/browser.py, copies_latency bench/search_latency.py's server
+RUN_AS_MODULE = {"screenshots.py", "copies_latency.py"}
 
 
 def test_no_script_edits_sys_path() -> None:

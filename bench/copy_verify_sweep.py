@@ -77,19 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     print("copy score alone", out["copy_score"], flush=True)
     images = [load_image(path) for path in encoded.paths]
     for contrast, keep in itertools.product(args.contrast, args.keep):
-        copy_verify._SIFT = copy_verify.cv2.SIFT.create(nfeatures=keep, contrastThreshold=contrast)
+        detector = copy_verify.cv2.SIFT.create(nfeatures=keep, contrastThreshold=contrast)
         started = time.monotonic()
-        features = [copy_verify.local_features(image) for image in images]
+        features = [copy_verify.local_features(image, detector) for image in images]
         per_image = (time.monotonic() - started) / len(images)
         for ratio, pixels in itertools.product(args.ratio, args.pixels):
-            copy_verify.RATIO, copy_verify.RANSAC_PIXELS = ratio, pixels
             counts = np.zeros_like(base)
             started = time.monotonic()
             for d, me in enumerate(rows):
                 ranked = base[d].copy()
                 ranked[me] = -np.inf
                 for r in np.argsort(-ranked)[: copy_verify.TOP_K]:
-                    counts[d, r] = copy_verify.inliers(features[me], features[r])
+                    counts[d, r] = copy_verify.inliers(features[me], features[r], ratio, pixels)
             per_pair = (time.monotonic() - started) / (len(rows) * copy_verify.TOP_K)
             medians = _medians(counts, records, encoded)
             matching = {"contrast": contrast, "keep": keep, "ratio": ratio, "pixels": pixels}
@@ -109,7 +108,6 @@ def main(argv: list[str] | None = None) -> None:
                 setting = {**matching, "floor": floor, "cap": cap, "weight": weight}
                 out["settings"].append({**setting, **result})
                 print(setting, result, flush=True)
-    copy_verify._SIFT = None
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 

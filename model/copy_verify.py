@@ -53,24 +53,22 @@ class LocalFeatures:
         return len(self.points)
 
 
-_SIFT = None  # a detector every thread uses instead of its own (set by bench/copy_verify_sweep.py)
 _PER_THREAD = threading.local()  # one detector per thread: OpenCV does not promise that one may be shared
 
 
 def _detector() -> Any:
-    if _SIFT is not None:
-        return _SIFT
     if not hasattr(_PER_THREAD, "sift"):
         _PER_THREAD.sift = cv2.SIFT.create()
     return _PER_THREAD.sift
 
 
-def local_features(image: Image.Image) -> LocalFeatures:
-    """RootSIFT features of an RGB image (enlarged `UPSCALE` times, in grey)."""
+def local_features(image: Image.Image, detector: Any = None) -> LocalFeatures:
+    """RootSIFT features of an RGB image (enlarged `UPSCALE` times, in grey); `detector` another SIFT
+    setting (bench/copy_verify_sweep.py), else this thread's default one."""
     grey = np.asarray(image.convert("L"))
     if UPSCALE != 1:
         grey = cv2.resize(grey, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_CUBIC)
-    keypoints, descriptors = _detector().detectAndCompute(grey, None)
+    keypoints, descriptors = (detector or _detector()).detectAndCompute(grey, None)
     points = np.array([k.pt for k in keypoints], dtype=np.float32).reshape(-1, 2)
     if descriptors is None or not len(points):
         return LocalFeatures(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
@@ -79,7 +77,9 @@ def local_features(image: Image.Image) -> LocalFeatures:
     return LocalFeatures(points, root.astype(np.float32))
 
 
-def inliers(design: LocalFeatures, item: LocalFeatures) -> int:
+def inliers(
+    design: LocalFeatures, item: LocalFeatures, ratio: float = RATIO, pixels: float = RANSAC_PIXELS
+) -> int:
     """How many of the design's features a similarity transform maps onto their matches in the item
     (distinct points on both sides); 0 where no plausible transform is found."""
     if len(design) < 2 or len(item) < 2:
@@ -87,7 +87,7 @@ def inliers(design: LocalFeatures, item: LocalFeatures) -> int:
     matcher = cv2.BFMatcher(cv2.NORM_L2)
     best: dict[int, cv2.DMatch] = {}  # one match per feature of the item: the closest
     for pair in matcher.knnMatch(design.descriptors, item.descriptors, k=2):
-        if len(pair) == 2 and pair[0].distance < RATIO * pair[1].distance:
+        if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance:
             m = pair[0]
             if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
                 best[m.trainIdx] = m
@@ -96,9 +96,7 @@ def inliers(design: LocalFeatures, item: LocalFeatures) -> int:
     matches = list(best.values())
     src = design.points[[m.queryIdx for m in matches]]
     dst = item.points[[m.trainIdx for m in matches]]
-    transform, mask = cv2.estimateAffinePartial2D(
-        src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS
-    )
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=pixels)
     if transform is None or mask is None:
         return 0
     scale = float(np.sqrt(abs(np.linalg.det(transform[:, :2]))))
@@ -154,13 +152,17 @@ def verified_scores(
     top_k: int = TOP_K,
 ) -> tuple[np.ndarray, dict[int, int]]:
     """A design's copy scores over every row with its `top_k` best rows (those in `exclude` aside)
-    verified: each gains `WEIGHT x verification(inliers)`. Returns the new scores and the inliers of
-    every verified row."""
+    verified (`verify_ranking` over them): each gains `WEIGHT x verification(inliers)`. Returns the new
+    scores and the inliers of every verified row."""
     out = np.asarray(scores, dtype=np.float64).copy()
     ranked = out.copy()
     ranked[list(exclude)] = -np.inf
     order = np.argsort(-ranked, kind="stable")[: min(top_k, int(np.isfinite(ranked).sum()))]
-    counts = {int(r): inliers(design, features_of(int(r))) for r in order}
-    for r, c in counts.items():
-        out[r] += WEIGHT * float(verification(c))
+    counts = {}
+    for checked in verify_ranking(
+        out[order].tolist(), design, lambda p: features_of(int(order[p])), pool=len(order)
+    ):
+        row = int(order[checked.position])
+        out[row] = checked.score
+        counts[row] = int(checked.inliers or 0)
     return out, counts

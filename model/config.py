@@ -7,6 +7,7 @@ from typing import Any
 
 VARIANTS = ("asen++", "asen-global", "csn", "triplet")
 CROP_RULES = ("center", "pad")
+MIRROR_AVERAGES = ("off", "crops", "images")  # Preprocess.mirror_average
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class Preprocess:
     beta: float = 0.6  # weight of the global branch in the fused similarity
     betas: tuple[float, ...] | None = None  # one beta per attribute, chosen on validation (None: `beta`)
     roi_thresholds: tuple[float, ...] | None = None  # one RoI threshold per attribute (None: `roi_threshold`)
+    # left-right mirrors averaged into every embedding (model/encoder.py): "off"; "crops", each RoI crop's
+    # local embedding with its mirror's; "images", the whole image's vector with its mirror's. "off" for
+    # checkpoints written before it existed, so their catalogues stay valid
+    mirror_average: str = "off"
 
     def __post_init__(self) -> None:
         if self.crop_rule not in CROP_RULES:
@@ -59,6 +64,8 @@ class Preprocess:
             raise ValueError(
                 f"every per-attribute RoI threshold must be in [0, 1), got {self.roi_thresholds}"
             )
+        if self.mirror_average not in MIRROR_AVERAGES:
+            raise ValueError(f"mirror_average must be one of {MIRROR_AVERAGES}, got {self.mirror_average!r}")
         if not 0.0 < self.beta <= 1.0:
             raise ValueError(f"beta must be in (0, 1], got {self.beta}")
         if self.betas is not None and not all(0.0 < b <= 1.0 for b in self.betas):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from asen_search.model.checkpoint import CheckpointError, load_checkpoint
 from asen_search.model.config import Preprocess
@@ -168,9 +168,12 @@ class Encoder:
             return out
         starts = range(0, len(images), batch_size)
         parts = [images[s : s + batch_size] for s in starts]
-        chunks = [(part, [(i, a) for i in range(len(part)) for a in attrs]) for part in parts]
+        chunks = [
+            self._with_mirrors(part, [(i, a) for i in range(len(part)) for a in attrs]) for part in parts
+        ]
         for start, part, batch in zip(starts, parts, self._pipelined(chunks)):
-            out[start : start + len(part)] = batch.vectors.view(len(part), len(attrs), -1).numpy()
+            vectors = self._averaged(batch.vectors)
+            out[start : start + len(part)] = vectors.view(len(part), len(attrs), -1).numpy()
         return out
 
     def encode_attribute(
@@ -185,7 +188,7 @@ class Encoder:
         images = [image for image, _ in requests]
         pairs = [(i, a) for i, (_, attrs) in enumerate(requests) for a in attrs]
         vectors = (
-            self._run(images, pairs, want_boxes=False).vectors.numpy()
+            self._averaged(self._run(*self._with_mirrors(images, pairs), want_boxes=False).vectors).numpy()
             if pairs
             else np.zeros((0, self.dim), np.float32)
         )
@@ -210,6 +213,24 @@ class Encoder:
             if out
             else np.zeros((0, self.model.global_backbone.out_channels), np.float32)
         )
+
+    def _with_mirrors(
+        self, images: Sequence[Image.Image], pairs: Sequence[tuple[int, int]]
+    ) -> tuple[Sequence[Image.Image], Sequence[tuple[int, int]]]:
+        """With `mirror_average` "images", the images followed by their left-right mirrors and the pairs
+        followed by the same pairs of the mirrors (one forward pass for both); else as given."""
+        if self.preprocess.mirror_average != "images":
+            return images, pairs
+        n = len(images)
+        return [*images, *(ImageOps.mirror(im) for im in images)], [*pairs, *((i + n, a) for i, a in pairs)]
+
+    def _averaged(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The vectors of `_with_mirrors`' pairs -> one per original pair: with `mirror_average`
+        "images", the unit mean of a pair's vector and its mirror's (an image and its mirror embed alike)."""
+        if self.preprocess.mirror_average != "images":
+            return vectors
+        half = len(vectors) // 2
+        return _unit(vectors[:half] + vectors[half:])
 
     def explain(self, image: Image.Image, attribute: int) -> Explanation:
         """The attribute's global attention map and the RoI box the local branch zooms into."""
@@ -295,9 +316,18 @@ class Encoder:
         pre, model, device = self.preprocess, self.model, self.device
         if crops is None or self._local is None:
             return _Batch(_unit(model.fuse(state.g, None, pre.beta)), state.attention, None, state.views)
+        beta = fusion_beta(pre, state.attr_ids[:, 0])
         with mixed_precision(device, self.amp):
-            loc = model.local_head_embed(self._local(to_device(crops, device)), state.attr_ids)
-            fused = _unit(model.fuse(state.g, loc[:, 0], fusion_beta(pre, state.attr_ids[:, 0])))
+            if pre.mirror_average == "crops":  # each RoI crop and its left-right mirror, one pass
+                n = len(crops)
+                both = torch.cat([crops, crops.flip(-1)])
+                loc = model.local_head_embed(
+                    self._local(to_device(both, device)), state.attr_ids.repeat(2, 1)
+                )
+                fused = _unit(model.fuse(state.g, loc[:n, 0], beta) + model.fuse(state.g, loc[n:, 0], beta))
+            else:
+                loc = model.local_head_embed(self._local(to_device(crops, device)), state.attr_ids)
+                fused = _unit(model.fuse(state.g, loc[:, 0], beta))
         orig = None
         if want_boxes and state.boxes is not None:
             orig = [

@@ -57,6 +57,9 @@ STAGE1_SHARE = 0.4  # stage 1; stage 2 has the rest
 # of the whole budget, kept for the final prototype and copy-calibration pass: 75-88 s of a 10-minute
 # budget on 2 cores since the calibration joined it (docs/results.md, "Under a time budget")
 PROTOTYPE_SHARE = 0.15
+# that pass encodes through the Encoder: with `--mirror-average images` every image twice, which took 1.79x
+# as long in the default recipe (107.6 s against 60.2 s; docs/results.md, "Mirror-averaged embeddings")
+MIRRORED_PASS_COST = 1.8
 PROXY_LR = 1e-2  # --proxy-weight's proxies: ten times stage 1's rate, as proxy-based losses use
 BUDGET_STAGE2_TRIPLETS = (
     0.5  # stage-2 epochs of this share of --triplets: more crop refreshes and validations
@@ -283,11 +286,7 @@ class Trainer:
         t0, data = self.started, self.data
         phases = {"prepare": self.prepare_seconds}
         budget = self.cfg.time_budget
-        deadline = (
-            None
-            if budget is None
-            else t0 + 60.0 * budget * (1.0 - (PROTOTYPE_SHARE if self.cfg.prototypes else 0.0))
-        )
+        deadline = None if budget is None else t0 + 60.0 * budget * (1.0 - self._final_pass_share())
         self._say(
             f"prepared {len(data.train)} train and {len(data.valid.images)} valid images "
             f"in {self.prepare_seconds:.0f} s ("
@@ -383,6 +382,12 @@ class Trainer:
         if stage == 1 and self.model.cfg.has_local:
             return time.monotonic() + STAGE1_SHARE * max(0.0, deadline - time.monotonic())
         return deadline
+
+    def _final_pass_share(self) -> float:
+        """The share of a time budget kept for the final prototype and calibration pass."""
+        if not self.cfg.prototypes:
+            return 0.0
+        return PROTOTYPE_SHARE * (MIRRORED_PASS_COST if self.cfg.mirror_average == "images" else 1.0)
 
     def _run_stage(self, stage: int, stage_deadline: float | None) -> None:
         if self.optimizer is None:

@@ -24,7 +24,12 @@ def _model() -> ASENModel:
 def test_round_trip(tmp_path: Path) -> None:
     model = _model()
     pre = Preprocess(
-        global_size=64, local_size=32, roi_threshold=0.2, roi_thresholds=(0.2, 0.0, 0.35), beta=0.5
+        global_size=64,
+        local_size=32,
+        roi_threshold=0.2,
+        roi_thresholds=(0.2, 0.0, 0.35),
+        beta=0.5,
+        mirror_average="crops",
     )
     save_checkpoint(tmp_path / "m.pt", model, pre, ATTRS, {"note": "x"})
     ckpt = load_checkpoint(tmp_path / "m.pt")

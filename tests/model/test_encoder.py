@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from asen_search.model.config import Preprocess
 from asen_search.model.data.dataset import Attribute
 from asen_search.model.encoder import Encoder
 from asen_search.model.nn.asen import ASENModel
+from asen_search.model.nn.preprocess import global_inputs
 from tests.helpers.models import tiny_config
 
 ATTRS = tuple(Attribute(f"a{i}", ("x", "y")) for i in range(3))
@@ -43,6 +44,52 @@ def test_explain_returns_map_and_box_in_original_pixels() -> None:
     assert 25 <= x0 < x1 <= 95 and 0 <= y0 < y1 <= 70
     assert abs((x1 - x0) - (y1 - y0)) < 1e-6
     assert exp.image_box == (25.0, 0.0, 95.0, 70.0)
+
+
+def test_mirror_average_images_is_the_mean_of_an_image_and_its_mirror() -> None:
+    """`mirror_average="images"` embeds each image with its left-right mirror (one pass) and averages: the result is
+    the unit mean of the two plain vectors, an image and its mirror embed alike, and the service's
+    batched path (`encode_requests`) gives the same vectors."""
+    torch.manual_seed(0)
+    model = ASENModel(tiny_config(), pretrained=False)
+    plain = Encoder(model, Preprocess(global_size=64, local_size=32), ATTRS)
+    averaged = Encoder(model, Preprocess(global_size=64, local_size=32, mirror_average="images"), ATTRS)
+    images = _images()
+    mirrors = [ImageOps.mirror(image) for image in images]
+    both = averaged.encode(images, batch_size=2)
+    expected = plain.encode(images) + plain.encode(mirrors)
+    expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
+    np.testing.assert_allclose(both, expected, atol=1e-5)
+    np.testing.assert_allclose(averaged.encode(mirrors, batch_size=3), both, atol=1e-5)
+    assert np.abs(plain.encode(mirrors) - plain.encode(images)).max() > 1e-3  # the plain model is not
+    requests = [(images[0], [0, 2]), (images[3], [1]), (images[4], [])]
+    out = averaged.encode_requests(requests)
+    np.testing.assert_allclose(out[0], both[0, [0, 2]], atol=1e-5)
+    np.testing.assert_allclose(out[1], both[3, [1]], atol=1e-5)
+    assert out[2].shape == (0, averaged.dim)
+
+
+def test_mirror_average_crops_averages_each_rois_local_embedding_with_its_mirrors() -> None:
+    """`mirror_average="crops"` leaves the global part as it is and gives the local part the unit mean of
+    the RoI crop's embedding and its left-right mirror's; `encode_requests` agrees."""
+    torch.manual_seed(0)
+    model = ASENModel(tiny_config(), pretrained=False).eval()
+    plain = Encoder(model, Preprocess(global_size=64, local_size=32), ATTRS)
+    crops = Encoder(model, Preprocess(global_size=64, local_size=32, mirror_average="crops"), ATTRS)
+    images = _images()
+    g = model.cfg.global_branch.out_dim
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    got, before = crops.encode(images, batch_size=2), plain.encode(images, batch_size=2)
+    np.testing.assert_allclose(unit(got[..., :g]), unit(before[..., :g]), atol=1e-5)
+    pairs = [(i, a) for i in range(len(images)) for a in range(len(ATTRS))]
+    state = plain._global_pass(images, pairs, global_inputs(images, plain.preprocess))
+    with torch.inference_mode():
+        mirrored = model.local_head_embed(model.local_backbone(plain._crops(state).flip(-1)), state.attr_ids)
+    expected = unit(unit(before[..., g:]) + unit(mirrored[:, 0].numpy().reshape(len(images), len(ATTRS), -1)))
+    np.testing.assert_allclose(unit(got[..., g:]), expected, atol=1e-4)
+    assert np.abs(unit(got[..., g:]) - unit(before[..., g:])).max() > 1e-3
+    out = crops.encode_requests([(images[1], [2, 0])])
+    np.testing.assert_allclose(out[0], got[1, [2, 0]], atol=1e-5)
 
 
 def test_unknown_attribute_name() -> None:

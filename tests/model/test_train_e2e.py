@@ -116,6 +116,21 @@ def test_time_budget_stops_training(demo_dataset: Path, tmp_path: Path) -> None:
     assert {"prepare", "stage1"} <= set(summary["phases"])
 
 
+def test_a_time_budget_keeps_more_for_a_mirrored_final_pass(tmp_path: Path) -> None:
+    """The final prototype and calibration pass encodes every image twice with `--mirror-average
+    images`: the budget keeps MIRRORED_PASS_COST times the share for it (nothing without prototypes)."""
+    from asen_search.model.training.trainer import MIRRORED_PASS_COST, PROTOTYPE_SHARE, Trainer
+
+    def share(**kw: object) -> float:
+        trainer = object.__new__(Trainer)  # only the configuration is read
+        trainer.cfg = TrainConfig(data=tmp_path, out=tmp_path, **kw)  # type: ignore[arg-type]
+        return trainer._final_pass_share()
+
+    assert share(mirror_average="off") == share(mirror_average="crops") == PROTOTYPE_SHARE
+    assert share(mirror_average="images") == pytest.approx(PROTOTYPE_SHARE * MIRRORED_PASS_COST)
+    assert MIRRORED_PASS_COST > 1.5 and share(mirror_average="images", prototypes=False) == 0.0
+
+
 def test_trainable_backbone_stages_are_fine_tuned(demo_dataset: Path, tmp_path: Path) -> None:
     from asen_search.model.checkpoint import load_checkpoint
 

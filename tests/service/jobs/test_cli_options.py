@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from asen_search.model.config import Preprocess
 from asen_search.model.training.train_config import TrainConfig, lever
 from asen_search.service.api.settings import Settings
 from asen_search.service.cli.config_flags import add_config_options, config_from_args
@@ -102,6 +103,20 @@ def test_flags_reach_the_config() -> None:
     assert cfg.common_dim == 64  # follows the embedding size
     with pytest.raises(ValueError, match="expected a size in GB"):
         parse_train_config("--max-memory -1", Path("d"), Path("o"))
+
+
+def test_mirror_average_reaches_the_checkpoints_preprocessing() -> None:
+    """`--mirror-average` travels in the Preprocess that the checkpoint stores (and the encoder reads);
+    a setting that is not one of the three is refused by the parser."""
+    default = parse_train_config("", Path("d"), Path("o"))
+    assert default.preprocess().mirror_average == default.mirror_average == TrainConfig.mirror_average
+    for kind in ("off", "crops", "images"):
+        cfg = parse_train_config(f"--mirror-average {kind}", Path("d"), Path("o"))
+        assert cfg.preprocess().mirror_average == kind
+    with pytest.raises(ValueError, match="invalid choice: 'both'"):
+        parse_train_config("--mirror-average both", Path("d"), Path("o"))
+    with pytest.raises(ValueError, match="mirror_average must be one of"):
+        Preprocess(mirror_average="both")
 
 
 def test_a_new_field_is_a_new_flag() -> None:

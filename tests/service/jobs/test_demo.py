@@ -88,6 +88,10 @@ def test_demo_recipes_choose_the_training_flags(tmp_path: Path, monkeypatch: pyt
     for kwargs in ({}, {"recipe": "full"}, {"recipe": "full", "train_args": "--stage1-epochs 1"}):
         with pytest.raises(SystemExit):
             run_demo(tmp_path / "demo", serve_after=False, **kwargs)  # type: ignore[arg-type]
-    assert seen == ["--stage1-epochs 5 --stage2-epochs 2 --global-size 224", "", "--stage1-epochs 1"]
+    assert seen == [
+        "--stage1-epochs 5 --stage2-epochs 2 --global-size 224 --mirror-average off",
+        "",
+        "--stage1-epochs 1",
+    ]
     with pytest.raises(ValueError, match="unknown demo recipe 'fast'"):
         run_demo(tmp_path / "demo", serve_after=False, recipe="fast")

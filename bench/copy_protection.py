@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-QUICK = (
-    "--stage1-epochs 5 --stage2-epochs 2 --global-size 224 --mirror-average off"  # the demo's quick recipe
-)
+from asen_search.service.jobs.demo import RECIPES
+
+QUICK = RECIPES["quick"]  # the demo's quick recipe
 
 
 def _train(data: Path, out: Path, seed: int, flags: str, recipe: str) -> float:

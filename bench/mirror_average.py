@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from asen_search.copy_score import copy_scores, kept_count
+from asen_search.copy_score import DEFAULT_MODIFIED
 from asen_search.model.checkpoint import load_checkpoint, save_checkpoint
 from asen_search.model.config import MIRROR_AVERAGES
 from asen_search.model.copy_eval import encode_split as encode_copies
-from asen_search.model.copy_eval import evaluate_scores
+from asen_search.model.copy_eval import evaluate_scores, method_scores
 from asen_search.model.data.copies import read_copies
 from asen_search.model.data.dataset import load_dataset
 from asen_search.model.encoder import Encoder
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ds = load_dataset(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
+    copies = None
+    if args.copies:  # read once: the same images under every setting
+        copies = (read_copies(args.copies, args.split), load_dataset(args.copies).split(args.split).paths)
     for pair in args.checkpoints:
         name, path = pair.split("=", 1)
         encoder = Encoder.from_checkpoint(path, "cpu", "auto", extras=False)
@@ -64,15 +67,11 @@ def main(argv: list[str] | None = None) -> None:
             (args.out / f"{name}.{kind}.json").write_text(json.dumps(report.to_json(), indent=2) + "\n")
             lengths = {a: round(100 * v, 2) for a, v in report.per_attribute.items() if "length" in a}
             line.append(f"{kind} MAP {100 * report.overall:.2f} {lengths} ({seconds:.0f} s to encode)")
-            if args.copies:
-                records = read_copies(args.copies, args.split)
-                paths = load_dataset(args.copies).split(args.split).paths
+            if copies is not None:
+                records, paths = copies
                 encoded = encode_copies(encoder, paths, progress=False)
-                rows = [encoded.row[r.design.resolve()] for r in records]
-                per_attr = np.einsum("qad,nad->qna", encoded.vectors[rows], encoded.vectors)
-                result = evaluate_scores(
-                    copy_scores(per_attr, kept_count(per_attr.shape[-1], 2)), records, encoded
-                )
+                scores = method_scores(encoded, records)[f"copy_score:m={DEFAULT_MODIFIED}"]
+                result = evaluate_scores(scores, records, encoded)
                 line.append(f"copy mAP {result['map']['all']:.3f} R@10 {result['recall@10']['all']:.3f}")
         print(" | ".join(line), flush=True)
         if args.timing:

@@ -317,17 +317,15 @@ class Encoder:
         if crops is None or self._local is None:
             return _Batch(_unit(model.fuse(state.g, None, pre.beta)), state.attention, None, state.views)
         beta = fusion_beta(pre, state.attr_ids[:, 0])
+        looks = 2 if pre.mirror_average == "crops" else 1  # each RoI crop, and with "crops" its mirror
+        batch = torch.cat([crops, crops.flip(-1)]) if looks == 2 else crops
         with mixed_precision(device, self.amp):
-            if pre.mirror_average == "crops":  # each RoI crop and its left-right mirror, one pass
-                n = len(crops)
-                both = torch.cat([crops, crops.flip(-1)])
-                loc = model.local_head_embed(
-                    self._local(to_device(both, device)), state.attr_ids.repeat(2, 1)
-                )
-                fused = _unit(model.fuse(state.g, loc[:n, 0], beta) + model.fuse(state.g, loc[n:, 0], beta))
-            else:
-                loc = model.local_head_embed(self._local(to_device(crops, device)), state.attr_ids)
-                fused = _unit(model.fuse(state.g, loc[:, 0], beta))
+            loc = model.local_head_embed(
+                self._local(to_device(batch, device)), state.attr_ids.repeat(looks, 1)
+            )
+            fused = _unit(
+                torch.stack([model.fuse(state.g, part[:, 0], beta) for part in loc.split(len(crops))]).sum(0)
+            )
         orig = None
         if want_boxes and state.boxes is not None:
             orig = [
